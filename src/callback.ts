@@ -1,0 +1,33 @@
+import { z } from "zod";
+
+/**
+ * Identifiers that finAPI sends and we put into URL paths and file names.
+ * `[A-Za-z0-9._-]` keeps them safe for both; values made only of dots ("." and "..")
+ * are refused because they would climb a path.
+ */
+export const SAFE_ID_PATTERN = /^(?!\.+$)[A-Za-z0-9._-]{1,128}$/;
+
+export const safeId = z
+  .string()
+  .regex(SAFE_ID_PATTERN, "must be 1-128 characters of A-Z a-z 0-9 . _ - (and not only dots)");
+
+/** The only status finAPI documents; anything else is kept and handled as not successful. */
+export const SUCCESSFUL_STATUS = "SUCCESSFUL";
+
+/**
+ * finAPI's callback body. Unknown fields are kept (finAPI may add some);
+ * `status` is any non-empty string because finAPI may add values.
+ */
+export const callbackSchema = z.looseObject({
+  processToken: safeId,
+  kreditCheckId: safeId,
+  status: z.string().min(1, "must be a non-empty string"),
+  clientReference: z.string().nullish(),
+  errorMessage: z.string().nullish(),
+});
+
+export type Callback = z.infer<typeof callbackSchema>;
+
+export function isSuccessful(callback: Callback): boolean {
+  return callback.status === SUCCESSFUL_STATUS;
+}

@@ -1,0 +1,142 @@
+import { randomUUID } from "node:crypto";
+import type { AxiosInstance, AxiosResponse } from "axios";
+import type { ReceiverError } from "../errors.js";
+import type { Logger } from "../logger.js";
+import { sleep } from "../sleep.js";
+import {
+  errorForStatus,
+  type FinapiEndpoint,
+  invalidResponseError,
+  networkError,
+} from "./errors.js";
+import type { TokenProvider } from "./token.js";
+import { isCanceled, isTimeout } from "./transport.js";
+
+export interface CallContext {
+  logger: Logger;
+  signal?: AbortSignal;
+}
+
+export interface AuthorizedClientOptions {
+  http: AxiosInstance;
+  tokens: TokenProvider;
+  /** Quick retries inside one attempt, before the job store's slower backoff takes over. */
+  retries: number;
+  /** Longest wait for an in-call retry; a longer `Retry-After` is left to the job store. */
+  maxInlineDelayMs?: number;
+  onResponse?: (endpoint: FinapiEndpoint, status: string, durationMs: number) => void;
+}
+
+/**
+ * GETs with the manager token: a fresh `X-Request-Id` per call (logged with status and
+ * duration, finAPI support works by it), one token refresh on 401, a few quick retries for
+ * retryable answers, and typed errors for everything else.
+ */
+export class AuthorizedClient {
+  constructor(private readonly options: AuthorizedClientOptions) {}
+
+  async getJson(
+    endpoint: FinapiEndpoint,
+    url: string,
+    ctx: CallContext,
+  ): Promise<{ body: unknown; requestId: string }> {
+    const { response, requestId } = await this.get(endpoint, url, ctx, "text");
+    try {
+      return { body: JSON.parse(String(response.data)), requestId };
+    } catch {
+      throw invalidResponseError(
+        { endpoint, requestId, status: response.status, body: String(response.data) },
+        "the body is not JSON",
+      );
+    }
+  }
+
+  async getBinary(endpoint: FinapiEndpoint, url: string, ctx: CallContext): Promise<Buffer> {
+    const { response } = await this.get(endpoint, url, ctx, "arraybuffer");
+    return Buffer.from(response.data as ArrayBuffer);
+  }
+
+  private async get(
+    endpoint: FinapiEndpoint,
+    url: string,
+    ctx: CallContext,
+    responseType: "text" | "arraybuffer",
+  ): Promise<{ response: AxiosResponse; requestId: string }> {
+    const { tokens, retries } = this.options;
+    const maxInlineDelayMs = this.options.maxInlineDelayMs ?? 5000;
+    let refreshedAfter401 = false;
+    for (let attempt = 0; ; attempt++) {
+      const token = await tokens.getToken();
+      const requestId = randomUUID();
+      let outcome: { response: AxiosResponse } | { error: ReceiverError };
+      outcome = await this.send(endpoint, url, token, requestId, ctx, responseType);
+      if ("response" in outcome) {
+        const { response } = outcome;
+        if (response.status >= 200 && response.status < 300) return { response, requestId };
+        if (response.status === 401 && !refreshedAfter401) {
+          // Expired or revoked: drop it and try once more with a fresh one.
+          tokens.invalidate(token);
+          refreshedAfter401 = true;
+          attempt--;
+          continue;
+        }
+        outcome = {
+          error: errorForStatus({
+            endpoint,
+            requestId,
+            status: response.status,
+            body: responseType === "text" ? String(response.data ?? "") : undefined,
+            retryAfterMs: parseRetryAfter(response.headers["retry-after"]),
+          }),
+        };
+      }
+      const { error } = outcome;
+      if (!error.retryable || attempt >= retries) throw error;
+      const delayMs = Math.max(error.retryAfterMs ?? 0, 100 * 2 ** attempt * (0.5 + Math.random()));
+      if (delayMs > maxInlineDelayMs) throw error;
+      ctx.logger.debug({ endpoint, requestId, code: error.code, delayMs }, "retrying finAPI call");
+      await sleep(delayMs, ctx.signal);
+    }
+  }
+
+  private async send(
+    endpoint: FinapiEndpoint,
+    url: string,
+    token: string,
+    requestId: string,
+    ctx: CallContext,
+    responseType: "text" | "arraybuffer",
+  ): Promise<{ response: AxiosResponse } | { error: ReceiverError }> {
+    const startedAt = performance.now();
+    try {
+      const response = await this.options.http.get(url, {
+        headers: { Authorization: `Bearer ${token}`, "X-Request-Id": requestId },
+        responseType,
+        signal: ctx.signal,
+      });
+      const durationMs = Math.round(performance.now() - startedAt);
+      this.options.onResponse?.(endpoint, String(response.status), durationMs);
+      ctx.logger.info({ requestId, endpoint, status: response.status, durationMs }, "finAPI call");
+      return { response };
+    } catch (error) {
+      if (isCanceled(error)) throw error;
+      const durationMs = Math.round(performance.now() - startedAt);
+      const timedOut = isTimeout(error);
+      this.options.onResponse?.(endpoint, timedOut ? "timeout" : "network_error", durationMs);
+      ctx.logger.warn(
+        { requestId, endpoint, durationMs, err: error },
+        timedOut ? "finAPI call timed out" : "finAPI call failed",
+      );
+      return { error: networkError({ endpoint, requestId }, error, timedOut) };
+    }
+  }
+}
+
+/** `Retry-After` in seconds or as an HTTP date; undefined when absent or unreadable. */
+export function parseRetryAfter(header: unknown, now = Date.now()): number | undefined {
+  if (typeof header !== "string" || header.trim() === "") return undefined;
+  const seconds = Number(header);
+  if (Number.isFinite(seconds)) return Math.max(0, seconds * 1000);
+  const date = Date.parse(header);
+  return Number.isNaN(date) ? undefined : Math.max(0, date - now);
+}

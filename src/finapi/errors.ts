@@ -1,0 +1,127 @@
+import { ReceiverError } from "../errors.js";
+
+export type FinapiEndpoint = "token" | "kreditcheck" | "dac" | "account_pdf" | "dac_zip";
+
+export interface FinapiErrorContext {
+  endpoint: FinapiEndpoint;
+  requestId: string;
+  status?: number;
+  /** The answer's body, truncated: finAPI support asks for it together with the request id. */
+  body?: string;
+  retryAfterMs?: number;
+}
+
+const MAX_BODY_CHARS = 500;
+
+export function truncateBody(body: string | undefined): string | undefined {
+  if (body === undefined) return undefined;
+  return body.length > MAX_BODY_CHARS ? `${body.slice(0, MAX_BODY_CHARS)}…` : body;
+}
+
+function build(
+  message: string,
+  code: string,
+  retryable: boolean,
+  context: FinapiErrorContext,
+  fix?: string,
+  cause?: unknown,
+): ReceiverError {
+  const suffix = ` [${context.endpoint}, X-Request-Id ${context.requestId}${
+    context.status ? `, HTTP ${context.status}` : ""
+  }]${context.body ? ` body: ${truncateBody(context.body)}` : ""}`;
+  return new ReceiverError(message + suffix, {
+    code,
+    retryable,
+    fix,
+    retryAfterMs: context.retryAfterMs,
+    details: { ...context, body: truncateBody(context.body) },
+    cause,
+  });
+}
+
+/** Classifies a non-2xx answer of a finAPI data call (the undici retry policy, plus finAPI's scopes). */
+export function errorForStatus(context: FinapiErrorContext & { status: number }): ReceiverError {
+  const { status } = context;
+  if (status === 401) {
+    return build(
+      "finAPI rejected the access token even after a fresh one was fetched.",
+      "finapi_unauthorized",
+      true,
+      context,
+      "check that FINAPI_TOKEN_URL and the service URLs belong to the same finAPI environment (sandbox or live).",
+    );
+  }
+  if (status === 403) {
+    return build(
+      "finAPI refused access to the result (403).",
+      "finapi_forbidden",
+      false,
+      context,
+      "the mandator needs the scope data_intelligence:manager for the KreditCheck and DAC results; ask finAPI support (support@finapi.io) to grant it, then retry the dead job.",
+    );
+  }
+  if (status === 404) {
+    return build("finAPI does not know this resource (404).", "finapi_not_found", false, context);
+  }
+  if (status === 429) {
+    return build("finAPI rate-limited the call (429).", "finapi_rate_limited", true, context);
+  }
+  if (status === 408 || status >= 500) {
+    return build(`finAPI is unavailable (${status}).`, "finapi_unavailable", true, context);
+  }
+  return build(
+    `finAPI rejected the request (${status}).`,
+    "finapi_rejected",
+    false,
+    context,
+    "the request was refused as invalid; check the ids in the callback and the configured URLs, and contact finAPI support with the X-Request-Id if it persists.",
+  );
+}
+
+export function networkError(
+  context: FinapiErrorContext,
+  cause: unknown,
+  timedOut: boolean,
+): ReceiverError {
+  const reason = cause instanceof Error ? cause.message : String(cause);
+  return build(
+    timedOut ? "finAPI did not answer in time." : `finAPI could not be reached: ${reason}.`,
+    timedOut ? "finapi_timeout" : "finapi_network",
+    true,
+    context,
+    undefined,
+    cause,
+  );
+}
+
+export function invalidResponseError(context: FinapiErrorContext, problem: string): ReceiverError {
+  return build(
+    `finAPI answered with an unexpected shape: ${problem}.`,
+    "finapi_invalid_response",
+    false,
+    context,
+    "report this to the receiver's maintainers with the X-Request-Id; retry the dead job once it is fixed.",
+  );
+}
+
+export function tokenError(
+  context: FinapiErrorContext & { status: number },
+  oauthError?: string,
+): ReceiverError {
+  const { status } = context;
+  if (status === 429 || status === 408 || status >= 500) {
+    return build(
+      `finAPI's token endpoint is unavailable (${status}).`,
+      "finapi_token_unavailable",
+      true,
+      context,
+    );
+  }
+  return build(
+    `finAPI refused the client credentials${oauthError ? ` (${oauthError})` : ""}.`,
+    "finapi_auth_failed",
+    false,
+    context,
+    "check FINAPI_CLIENT_ID and FINAPI_CLIENT_SECRET, and that FINAPI_TOKEN_URL is the token URL of the environment (sandbox or live) the credentials belong to.",
+  );
+}

@@ -1,0 +1,153 @@
+import { randomUUID } from "node:crypto";
+import type { AxiosInstance, AxiosResponse } from "axios";
+import type { Logger } from "../logger.js";
+import { networkError, tokenError } from "./errors.js";
+import { tokenResponseSchema } from "./schemas.js";
+import { isTimeout } from "./transport.js";
+
+/** The port the finAPI clients use; `invalidate` drops a token a data call found rejected. */
+export interface TokenProvider {
+  getToken(): Promise<string>;
+  invalidate(token: string): void;
+}
+
+export interface TokenProviderOptions {
+  http: AxiosInstance;
+  tokenUrl: string;
+  clientId: string;
+  clientSecret: string;
+  /** Ask for a new token this long before the cached one expires. */
+  refreshMarginMs: number;
+  logger: Logger;
+  clock?: () => number;
+  /** Told about each token request's outcome (metrics). */
+  onRequest?: (outcome: "success" | "failure") => void;
+}
+
+interface CachedToken {
+  token: string;
+  expiresAt: number;
+  refreshAt: number;
+}
+
+/**
+ * Manager token by the OAuth client_credentials grant. Concurrent callers share one
+ * request (single flight); the promise is dropped on success and on failure alike.
+ *
+ * finAPI answers with the same token until it expires, so `expires_in` is the *remaining*
+ * lifetime. When that is shorter than the margin, the token is used until it really
+ * expires instead of being asked for again in a loop.
+ */
+export class ClientCredentialsTokenProvider implements TokenProvider {
+  private cached: CachedToken | undefined;
+  private inflight: Promise<CachedToken> | undefined;
+  private readonly clock: () => number;
+
+  constructor(private readonly options: TokenProviderOptions) {
+    this.clock = options.clock ?? Date.now;
+  }
+
+  async getToken(): Promise<string> {
+    const now = this.clock();
+    const cached = this.cached;
+    if (cached && now < cached.refreshAt) return cached.token;
+    this.inflight ??= this.requestToken().finally(() => {
+      this.inflight = undefined;
+    });
+    try {
+      return (await this.inflight).token;
+    } catch (error) {
+      // An early refresh that failed must not fail callers while the old token still works.
+      if (cached && this.clock() < cached.expiresAt) return cached.token;
+      throw error;
+    }
+  }
+
+  invalidate(token: string): void {
+    if (this.cached?.token === token) {
+      this.cached = undefined;
+      this.options.logger.info(
+        "finAPI rejected the cached access token; a new one will be requested",
+      );
+    }
+  }
+
+  private async requestToken(): Promise<CachedToken> {
+    const { http, tokenUrl, clientId, clientSecret, logger } = this.options;
+    const requestId = randomUUID();
+    const startedAt = this.clock();
+    const form = new URLSearchParams({
+      grant_type: "client_credentials",
+      client_id: clientId,
+      client_secret: clientSecret,
+    });
+    let response: AxiosResponse<string>;
+    try {
+      response = await http.post(tokenUrl, form.toString(), {
+        headers: { "Content-Type": "application/x-www-form-urlencoded", "X-Request-Id": requestId },
+      });
+    } catch (error) {
+      this.options.onRequest?.("failure");
+      logger.warn({ requestId, endpoint: "token", err: error }, "finAPI token request failed");
+      throw networkError({ endpoint: "token", requestId }, error, isTimeout(error));
+    }
+    const durationMs = this.clock() - startedAt;
+    const body = String(response.data ?? "");
+    logger.info(
+      { requestId, endpoint: "token", status: response.status, durationMs },
+      "finAPI token request",
+    );
+    if (response.status < 200 || response.status >= 300) {
+      this.options.onRequest?.("failure");
+      const oauthError = parseOauthError(body);
+      const error = tokenError(
+        { endpoint: "token", requestId, status: response.status, body },
+        oauthError,
+      );
+      logger.error({ requestId, code: error.code, fix: error.fix }, error.message);
+      throw error;
+    }
+    const parsed = tokenResponseSchema.safeParse(safeJson(body));
+    if (!parsed.success) {
+      this.options.onRequest?.("failure");
+      throw tokenError(
+        { endpoint: "token", requestId, status: 502 },
+        "answer without access_token",
+      );
+    }
+    this.options.onRequest?.("success");
+    const token = parsed.data.access_token;
+    const lifetimeMs = (parsed.data.expires_in ?? 3600) * 1000;
+    // expires_in 0 means "never expires", unless it is the token we already hold with a
+    // finite expiry: then it is a token with less than a second left.
+    const neverExpires =
+      lifetimeMs === 0 && !(this.cached?.token === token && Number.isFinite(this.cached.expiresAt));
+    const expiresAt = neverExpires
+      ? Number.POSITIVE_INFINITY
+      : startedAt + Math.max(lifetimeMs, 1000);
+    const margin = this.options.refreshMarginMs;
+    const refreshAt = neverExpires
+      ? Number.POSITIVE_INFINITY
+      : lifetimeMs > margin
+        ? expiresAt - margin
+        : expiresAt;
+    this.cached = { token, expiresAt, refreshAt };
+    return this.cached;
+  }
+}
+
+function safeJson(body: string): unknown {
+  try {
+    return JSON.parse(body);
+  } catch {
+    return undefined;
+  }
+}
+
+function parseOauthError(body: string): string | undefined {
+  const parsed = safeJson(body) as { error?: unknown; error_description?: unknown } | undefined;
+  if (!parsed || typeof parsed.error !== "string") return undefined;
+  return typeof parsed.error_description === "string"
+    ? `${parsed.error}: ${parsed.error_description}`
+    : parsed.error;
+}

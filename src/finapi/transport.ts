@@ -1,0 +1,36 @@
+import http from "node:http";
+import https from "node:https";
+import axios, { type AxiosInstance, isAxiosError } from "axios";
+
+export interface TransportOptions {
+  timeoutMs: number;
+  /** Upper bound of open sockets per finAPI host. */
+  maxSockets?: number;
+}
+
+/**
+ * One axios instance for all finAPI calls: keep-alive sockets, a hard timeout, no
+ * redirects, bodies kept as text (we parse JSON ourselves so a broken body is a clear,
+ * typed error), and every status handed back to the caller to classify.
+ */
+export function createTransport(options: TransportOptions): AxiosInstance {
+  const maxSockets = options.maxSockets ?? 64;
+  return axios.create({
+    timeout: options.timeoutMs,
+    maxRedirects: 0,
+    responseType: "text",
+    transformResponse: [(body: unknown) => body],
+    validateStatus: () => true,
+    httpAgent: new http.Agent({ keepAlive: true, maxSockets }),
+    httpsAgent: new https.Agent({ keepAlive: true, maxSockets }),
+    headers: { Accept: "application/json" },
+  });
+}
+
+export function isTimeout(error: unknown): boolean {
+  return isAxiosError(error) && (error.code === "ECONNABORTED" || error.code === "ETIMEDOUT");
+}
+
+export function isCanceled(error: unknown): boolean {
+  return axios.isCancel(error) || (isAxiosError(error) && error.code === "ERR_CANCELED");
+}

@@ -1,0 +1,63 @@
+import type { ErrorRequestHandler, RequestHandler } from "express";
+import type { Logger } from "../logger.js";
+import { sendError } from "./send-error.js";
+
+/** body-parser's error types and what they mean to a sender. */
+const BODY_ERRORS: Record<string, { status: number; error: string; message: string }> = {
+  "entity.too.large": {
+    status: 413,
+    error: "payload_too_large",
+    message: "the body is larger than 64 KiB",
+  },
+  "entity.parse.failed": {
+    status: 400,
+    error: "invalid_json",
+    message: "the body is not valid JSON",
+  },
+  "encoding.unsupported": {
+    status: 415,
+    error: "unsupported_encoding",
+    message: "unsupported Content-Encoding",
+  },
+  "charset.unsupported": {
+    status: 415,
+    error: "unsupported_charset",
+    message: "unsupported charset",
+  },
+  "request.aborted": { status: 400, error: "request_aborted", message: "the request was aborted" },
+  "request.size.invalid": {
+    status: 400,
+    error: "invalid_body_size",
+    message: "the body does not match Content-Length",
+  },
+};
+
+export function notFoundHandler(): RequestHandler {
+  return (_req, res) => sendError(res, 404, "not_found", [{ message: "no such route" }]);
+}
+
+/** Last in the chain: known client errors get their 4xx, anything else a bare 500. */
+export function errorHandler(logger: Logger): ErrorRequestHandler {
+  return (error, req, res, _next) => {
+    const known = typeof error?.type === "string" ? BODY_ERRORS[error.type] : undefined;
+    if (known) {
+      logger.info(
+        { method: req.method, status: known.status, reason: error.type },
+        "request rejected",
+      );
+      if (!res.headersSent) sendError(res, known.status, known.error, [{ message: known.message }]);
+      return;
+    }
+    const status =
+      typeof error?.status === "number" && error.status >= 400 && error.status < 500
+        ? error.status
+        : 500;
+    if (status >= 500) logger.error({ err: error, method: req.method }, "request failed");
+    else logger.info({ status, method: req.method, err: error }, "request rejected");
+    if (res.headersSent) return;
+    // Never echo internals in a 500.
+    sendError(res, status, status >= 500 ? "internal_error" : "bad_request", [
+      { message: status >= 500 ? "internal error" : String(error?.message ?? "bad request") },
+    ]);
+  };
+}

@@ -1,0 +1,88 @@
+import type { Callback } from "../callback.js";
+
+export type JobState = "pending" | "running" | "done" | "dead";
+export const JOB_STATES: readonly JobState[] = ["pending", "running", "done", "dead"];
+
+/**
+ * What the pipeline saves between attempts, so that a retry resumes where the last one
+ * stopped: the assembled bundle (fetched once) and which sinks have it already.
+ */
+export interface JobProgress {
+  bundle?: unknown;
+  deliveredSinks?: string[];
+}
+
+export interface Job {
+  id: string;
+  processToken: string;
+  kreditCheckId: string;
+  callback: Callback;
+  state: JobState;
+  /** Attempts started so far, counted when a job is claimed (a crash still uses one up). */
+  attempts: number;
+  runAt: Date;
+  lockedBy: string | null;
+  lockedUntil: Date | null;
+  lastError: string | null;
+  progress: JobProgress;
+  receivedAt: Date;
+  updatedAt: Date;
+  finishedAt: Date | null;
+}
+
+export interface EnqueueResult {
+  id: string;
+  duplicate: boolean;
+}
+
+/**
+ * The durable inbox: the only place the promise "never lose a callback" is kept.
+ * `enqueue` resolves only once the job is durably written; lease-taking methods
+ * (`renew`, `complete`, `retry`, `fail`, `release`) succeed only for the
+ * current owner and throw LeaseLostError otherwise.
+ */
+export interface Inbox {
+  enqueue(callback: Callback, receivedAt: Date): Promise<EnqueueResult>;
+  /** Takes up to `limit` due jobs (pending and due, or running with an expired lease). */
+  claim(workerId: string, limit: number, leaseMs: number): Promise<Job[]>;
+  renew(jobId: string, workerId: string, leaseMs: number): Promise<void>;
+  complete(jobId: string, workerId: string): Promise<void>;
+  /** Back to pending until `runAt`; `progress` is what the next attempt resumes from. */
+  retry(
+    jobId: string,
+    workerId: string,
+    runAt: Date,
+    error: string,
+    progress: JobProgress,
+  ): Promise<void>;
+  fail(jobId: string, workerId: string, error: string, progress: JobProgress): Promise<void>;
+  /** Gives a job back unfinished (shutdown): claimable again at once, attempt not refunded. */
+  release(jobId: string, workerId: string): Promise<void>;
+  get(jobId: string): Promise<Job | null>;
+  list(filter: { state?: JobState; limit: number }): Promise<Job[]>;
+  countByState(): Promise<Record<JobState, number>>;
+  /** Puts a dead (or done) job back to pending with a fresh attempt budget. */
+  requeue(jobId: string): Promise<boolean>;
+  /** Called after jobs were written, so a waiting worker can start at once. */
+  onEnqueued(listener: () => void): () => void;
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** The caller no longer owns the job's lease: another worker took it over. */
+export class LeaseLostError extends Error {
+  readonly code = "lease_lost";
+  constructor(readonly jobId: string) {
+    super(`lease on job ${jobId} was lost (expired and taken over, or the job was changed)`);
+    this.name = "LeaseLostError";
+  }
+}
+
+/** The inbox cannot be written or read; callers answer 503 and retry later. */
+export class StoreUnavailableError extends Error {
+  readonly code = "store_unavailable";
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "StoreUnavailableError";
+  }
+}

@@ -1,0 +1,47 @@
+import type Database from "better-sqlite3";
+
+/**
+ * Ordered migrations; index + 1 is the schema version kept in `PRAGMA user_version`.
+ * Append only: a released migration is never edited.
+ */
+const MIGRATIONS: readonly string[] = [
+  `CREATE TABLE jobs (
+     id              TEXT PRIMARY KEY,
+     process_token   TEXT NOT NULL,
+     kreditcheck_id  TEXT NOT NULL,
+     callback        TEXT NOT NULL,
+     state           TEXT NOT NULL CHECK (state IN ('pending','running','done','dead')),
+     attempts        INTEGER NOT NULL DEFAULT 0,
+     run_at          INTEGER NOT NULL,
+     locked_by       TEXT,
+     locked_until    INTEGER,
+     last_error      TEXT,
+     progress        TEXT NOT NULL DEFAULT '{}',
+     received_at     INTEGER NOT NULL,
+     updated_at      INTEGER NOT NULL,
+     finished_at     INTEGER,
+     UNIQUE (process_token, kreditcheck_id)
+   );
+   CREATE INDEX jobs_pending_run_at ON jobs (run_at) WHERE state = 'pending';
+   CREATE INDEX jobs_running_locked_until ON jobs (locked_until) WHERE state = 'running';
+   CREATE INDEX jobs_state_updated ON jobs (state, updated_at);`,
+];
+
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+export function migrate(db: Database.Database): void {
+  const current = db.pragma("user_version", { simple: true }) as number;
+  if (current > SCHEMA_VERSION) {
+    throw new Error(
+      `the inbox database has schema version ${current}, newer than this release understands (${SCHEMA_VERSION}): run a newer kreditcheck-receiver or point STORE_URL at another file`,
+    );
+  }
+  // One immediate transaction: two processes starting on one file migrate once.
+  db.transaction(() => {
+    const version = db.pragma("user_version", { simple: true }) as number;
+    for (let index = version; index < SCHEMA_VERSION; index++) {
+      db.exec(MIGRATIONS[index] as string);
+    }
+    db.pragma(`user_version = ${SCHEMA_VERSION}`);
+  }).immediate();
+}

@@ -1,0 +1,272 @@
+import { randomUUID } from "node:crypto";
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import Database from "better-sqlite3";
+import type { Callback } from "../../callback.js";
+import {
+  type EnqueueResult,
+  type Inbox,
+  JOB_STATES,
+  type Job,
+  type JobProgress,
+  type JobState,
+  LeaseLostError,
+  StoreUnavailableError,
+} from "../inbox.js";
+import { type JobRow, rowToJob } from "./rows.js";
+import { migrate } from "./schema.js";
+import { SQL } from "./statements.js";
+
+export interface SqliteInboxOptions {
+  path: string;
+  clock?: () => number;
+}
+
+/** A write waiting for the next group commit; `apply` returns an Error to reject only itself. */
+interface QueuedWrite {
+  apply: () => unknown;
+  resolve: (value: unknown) => void;
+  reject: (error: Error) => void;
+}
+
+/**
+ * The embedded inbox. WAL with `synchronous = FULL`: a committed row survives power loss,
+ * not only a crash. Every write that arrives within one event-loop turn (enqueues from
+ * many requests, claims, completions) goes into one transaction: one fsync acknowledges
+ * all of them (group commit). Reads go straight to the database.
+ */
+export class SqliteInbox implements Inbox {
+  private readonly db: Database.Database;
+  private readonly clock: () => number;
+  private readonly statements;
+  private readonly listeners = new Set<() => void>();
+  private queue: QueuedWrite[] = [];
+  private flushScheduled = false;
+  private closed = false;
+
+  constructor(options: SqliteInboxOptions) {
+    this.clock = options.clock ?? Date.now;
+    if (options.path !== ":memory:") mkdirSync(dirname(options.path), { recursive: true });
+    this.db = new Database(options.path);
+    this.db.pragma("journal_mode = WAL");
+    this.db.pragma("synchronous = FULL");
+    this.db.pragma("busy_timeout = 5000");
+    migrate(this.db);
+    const prepare = (sql: string) => this.db.prepare(sql);
+    this.statements = {
+      insert: prepare(SQL.insert),
+      findIdByKey: prepare(SQL.findIdByKey),
+      claim: prepare(SQL.claim),
+      renew: prepare(SQL.renew),
+      complete: prepare(SQL.complete),
+      retry: prepare(SQL.retry),
+      fail: prepare(SQL.fail),
+      release: prepare(SQL.release),
+      requeue: prepare(SQL.requeue),
+      get: prepare(SQL.get),
+      listByState: prepare(SQL.listByState),
+      listAll: prepare(SQL.listAll),
+      countByState: prepare(SQL.countByState),
+    };
+  }
+
+  async enqueue(callback: Callback, receivedAt: Date): Promise<EnqueueResult> {
+    const result = await this.write(() => this.insertOne(callback, receivedAt));
+    if (!result.duplicate) this.notify();
+    return result;
+  }
+
+  private insertOne(callback: Callback, receivedAt: Date): EnqueueResult {
+    const id = randomUUID();
+    const now = this.clock();
+    const info = this.statements.insert.run({
+      id,
+      processToken: callback.processToken,
+      kreditCheckId: callback.kreditCheckId,
+      callback: JSON.stringify(callback),
+      receivedAt: receivedAt.getTime(),
+      now,
+    });
+    if (info.changes === 1) return { id, duplicate: false };
+    const existing = this.statements.findIdByKey.get(
+      callback.processToken,
+      callback.kreditCheckId,
+    ) as { id: string } | undefined;
+    if (!existing) throw new Error("insert conflicted but no existing job was found");
+    return { id: existing.id, duplicate: true };
+  }
+
+  async claim(workerId: string, limit: number, leaseMs: number): Promise<Job[]> {
+    const rows = await this.write(() => {
+      const now = this.clock();
+      return this.statements.claim.all({
+        workerId,
+        lockedUntil: now + leaseMs,
+        now,
+        limit,
+      }) as JobRow[];
+    });
+    return rows.map(rowToJob).sort((a, b) => a.runAt.getTime() - b.runAt.getTime());
+  }
+
+  renew(jobId: string, workerId: string, leaseMs: number): Promise<void> {
+    return this.ownedWrite(jobId, () => {
+      const now = this.clock();
+      return this.statements.renew.run({ id: jobId, workerId, lockedUntil: now + leaseMs, now });
+    });
+  }
+
+  complete(jobId: string, workerId: string): Promise<void> {
+    return this.ownedWrite(jobId, () =>
+      this.statements.complete.run({ id: jobId, workerId, now: this.clock() }),
+    );
+  }
+
+  retry(
+    jobId: string,
+    workerId: string,
+    runAt: Date,
+    error: string,
+    progress: JobProgress,
+  ): Promise<void> {
+    return this.ownedWrite(jobId, () =>
+      this.statements.retry.run({
+        id: jobId,
+        workerId,
+        runAt: runAt.getTime(),
+        error,
+        progress: JSON.stringify(progress),
+        now: this.clock(),
+      }),
+    );
+  }
+
+  fail(jobId: string, workerId: string, error: string, progress: JobProgress): Promise<void> {
+    return this.ownedWrite(jobId, () =>
+      this.statements.fail.run({
+        id: jobId,
+        workerId,
+        error,
+        progress: JSON.stringify(progress),
+        now: this.clock(),
+      }),
+    );
+  }
+
+  release(jobId: string, workerId: string): Promise<void> {
+    return this.ownedWrite(jobId, () =>
+      this.statements.release.run({ id: jobId, workerId, now: this.clock() }),
+    );
+  }
+
+  async requeue(jobId: string): Promise<boolean> {
+    const changes = await this.write(
+      () => this.statements.requeue.run({ id: jobId, now: this.clock() }).changes,
+    );
+    if (changes === 1) this.notify();
+    return changes === 1;
+  }
+
+  async get(jobId: string): Promise<Job | null> {
+    return this.read(() => {
+      const row = this.statements.get.get(jobId) as JobRow | undefined;
+      return row ? rowToJob(row) : null;
+    });
+  }
+
+  async list(filter: { state?: JobState; limit: number }): Promise<Job[]> {
+    return this.read(() => {
+      const rows = filter.state
+        ? this.statements.listByState.all({ state: filter.state, limit: filter.limit })
+        : this.statements.listAll.all({ limit: filter.limit });
+      return (rows as JobRow[]).map(rowToJob);
+    });
+  }
+
+  async countByState(): Promise<Record<JobState, number>> {
+    return this.read(() => {
+      const counts = Object.fromEntries(JOB_STATES.map((state) => [state, 0])) as Record<
+        JobState,
+        number
+      >;
+      for (const row of this.statements.countByState.all() as {
+        state: JobState;
+        count: number;
+      }[]) {
+        counts[row.state] = row.count;
+      }
+      return counts;
+    });
+  }
+
+  onEnqueued(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  async ping(): Promise<void> {
+    this.read(() => this.db.prepare("SELECT 1").get());
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.flush();
+    this.closed = true;
+    this.db.close();
+  }
+
+  private notify(): void {
+    for (const listener of this.listeners) listener();
+  }
+
+  /** Queues a write for the next group commit; resolves once it is durably committed. */
+  private write<T>(apply: () => T): Promise<T> {
+    if (this.closed) return Promise.reject(new StoreUnavailableError("inbox is closed"));
+    return new Promise<T>((resolve, reject) => {
+      this.queue.push({ apply, resolve: resolve as (value: unknown) => void, reject });
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  /** A write that must change exactly the one row this worker leases. */
+  private async ownedWrite(jobId: string, apply: () => { changes: number }): Promise<void> {
+    const changes = await this.write(() => apply().changes);
+    if (changes !== 1) throw new LeaseLostError(jobId);
+  }
+
+  private flush(): void {
+    const queue = this.queue;
+    this.queue = [];
+    this.flushScheduled = false;
+    if (queue.length === 0) return;
+    let results: unknown[];
+    try {
+      results = this.db.transaction(() => queue.map((item) => item.apply())).immediate();
+    } catch (error) {
+      const failure = new StoreUnavailableError(`inbox write failed: ${messageOf(error)}`, {
+        cause: error,
+      });
+      for (const item of queue) item.reject(failure);
+      return;
+    }
+    queue.forEach((item, index) => {
+      item.resolve(results[index]);
+    });
+  }
+
+  private read<T>(operation: () => T): T {
+    if (this.closed) throw new StoreUnavailableError("inbox is closed");
+    try {
+      return operation();
+    } catch (error) {
+      throw new StoreUnavailableError(`inbox read failed: ${messageOf(error)}`, { cause: error });
+    }
+  }
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

@@ -1,0 +1,41 @@
+/**
+ * Every SQL statement that touches the jobs table, in one place, always with bound
+ * parameters. Owner-checked statements match `locked_by` and `state = 'running'`; zero
+ * changed rows means the lease was lost.
+ */
+export const SQL = {
+  insert: `INSERT INTO jobs (id, process_token, kreditcheck_id, callback, state, attempts, run_at, received_at, updated_at)
+           VALUES (@id, @processToken, @kreditCheckId, @callback, 'pending', 0, @now, @receivedAt, @now)
+           ON CONFLICT (process_token, kreditcheck_id) DO NOTHING`,
+  findIdByKey: `SELECT id FROM jobs WHERE process_token = ? AND kreditcheck_id = ?`,
+  claim: `UPDATE jobs
+          SET state = 'running', locked_by = @workerId, locked_until = @lockedUntil,
+              attempts = attempts + 1, updated_at = @now
+          WHERE id IN (
+            SELECT id FROM jobs
+            WHERE (state = 'pending' AND run_at <= @now)
+               OR (state = 'running' AND locked_until <= @now)
+            ORDER BY run_at, received_at
+            LIMIT @limit)
+          RETURNING *`,
+  renew: `UPDATE jobs SET locked_until = @lockedUntil, updated_at = @now
+          WHERE id = @id AND locked_by = @workerId AND state = 'running'`,
+  complete: `UPDATE jobs SET state = 'done', locked_by = NULL, locked_until = NULL, last_error = NULL,
+                    updated_at = @now, finished_at = @now
+             WHERE id = @id AND locked_by = @workerId AND state = 'running'`,
+  retry: `UPDATE jobs SET state = 'pending', locked_by = NULL, locked_until = NULL, run_at = @runAt,
+                 last_error = @error, progress = @progress, updated_at = @now
+          WHERE id = @id AND locked_by = @workerId AND state = 'running'`,
+  fail: `UPDATE jobs SET state = 'dead', locked_by = NULL, locked_until = NULL, last_error = @error,
+                progress = @progress, updated_at = @now, finished_at = @now
+         WHERE id = @id AND locked_by = @workerId AND state = 'running'`,
+  release: `UPDATE jobs SET state = 'pending', locked_by = NULL, locked_until = NULL, run_at = @now, updated_at = @now
+            WHERE id = @id AND locked_by = @workerId AND state = 'running'`,
+  requeue: `UPDATE jobs SET state = 'pending', attempts = 0, run_at = @now, locked_by = NULL, locked_until = NULL,
+                   updated_at = @now, finished_at = NULL
+            WHERE id = @id AND state IN ('dead', 'done')`,
+  get: `SELECT * FROM jobs WHERE id = ?`,
+  listByState: `SELECT * FROM jobs WHERE state = @state ORDER BY updated_at DESC LIMIT @limit`,
+  listAll: `SELECT * FROM jobs ORDER BY updated_at DESC LIMIT @limit`,
+  countByState: `SELECT state, COUNT(*) AS count FROM jobs GROUP BY state`,
+} as const;

@@ -1,0 +1,178 @@
+import { isSuccessful, SAFE_ID_PATTERN } from "../callback.js";
+import { ReceiverError, toReceiverError } from "../errors.js";
+import type {
+  DacReportResponse,
+  DacReportSource,
+  KreditCheckResult,
+  KreditCheckSource,
+} from "../finapi/ports.js";
+import { caseIdsOf } from "../finapi/schemas.js";
+import type { Job, JobProgress } from "../inbox/inbox.js";
+import type { Logger } from "../logger.js";
+import type { Bundle, Problem, Sink } from "../sinks/sink.js";
+import { settleWithLimit } from "./map-limit.js";
+
+export interface PipelineDeps {
+  kreditChecks: KreditCheckSource;
+  dacReports: DacReportSource;
+  sinks: readonly Sink[];
+  /** A 404 on the result is "not ready yet" for this long after the callback. */
+  notFoundGraceMs: number;
+  dacConcurrency: number;
+  clock: () => number;
+}
+
+export interface CheckRun {
+  job: Job;
+  logger: Logger;
+  signal: AbortSignal;
+  /** Updated in place; the worker stores it with a retry so the next attempt resumes. */
+  progress: JobProgress;
+}
+
+/** One check, start to end: fetch (once), then deliver to every sink that lacks it. */
+export async function processCheck(deps: PipelineDeps, run: CheckRun): Promise<Bundle> {
+  let bundle = run.progress.bundle as Bundle | undefined;
+  if (!bundle) {
+    bundle = await assembleBundle(deps, run);
+    run.progress.bundle = bundle;
+  }
+  await deliver(deps.sinks, bundle, run);
+  return bundle;
+}
+
+async function assembleBundle(deps: PipelineDeps, run: CheckRun): Promise<Bundle> {
+  const { job, logger, signal } = run;
+  const callback = job.callback;
+  const receivedAt = job.receivedAt.toISOString();
+  if (!isSuccessful(callback)) {
+    logger.warn(
+      { status: callback.status, errorMessage: callback.errorMessage },
+      "callback status is not SUCCESSFUL: nothing is fetched, the callback goes to the sinks as it is",
+    );
+    const detail = callback.errorMessage ? ` (${callback.errorMessage})` : "";
+    return {
+      callback,
+      kreditCheck: null,
+      dacReports: {},
+      problems: [
+        {
+          code: "callback_not_successful",
+          message: `finAPI reported status ${JSON.stringify(callback.status)}${detail}; no result was fetched.`,
+        },
+      ],
+      receivedAt,
+      completedAt: new Date(deps.clock()).toISOString(),
+    };
+  }
+
+  const kreditCheck = await fetchKreditCheck(deps, run);
+  const problems: Problem[] = [];
+  const caseIds: string[] = [];
+  for (const caseId of caseIdsOf(kreditCheck)) {
+    if (SAFE_ID_PATTERN.test(caseId)) caseIds.push(caseId);
+    else {
+      problems.push({
+        code: "unsafe_case_id",
+        caseId,
+        message: "the caseId does not match [A-Za-z0-9._-]{1,128}; its DAC report was not fetched.",
+      });
+    }
+  }
+  const settled = await settleWithLimit(caseIds, deps.dacConcurrency, (caseId) =>
+    deps.dacReports.getDacReports(caseId, { logger: logger.child({ caseId }), signal }),
+  );
+  const dacReports: Record<string, DacReportResponse> = {};
+  let retryable: ReceiverError | undefined;
+  settled.forEach((result, index) => {
+    const caseId = caseIds[index] as string;
+    if (result.status === "fulfilled") {
+      dacReports[caseId] = result.value;
+      return;
+    }
+    const error = toReceiverError(result.reason);
+    if (error.retryable) retryable ??= error;
+    else {
+      problems.push({
+        code: error.code,
+        caseId,
+        message: error.message,
+        ...(error.fix ? { fix: error.fix } : {}),
+      });
+      logger.warn(
+        { caseId, code: error.code },
+        "DAC report could not be fetched; noted in the bundle's problems",
+      );
+    }
+  });
+  if (signal.aborted) throw signal.reason;
+  if (retryable) throw retryable;
+  return {
+    callback,
+    kreditCheck,
+    dacReports,
+    problems,
+    receivedAt,
+    completedAt: new Date(deps.clock()).toISOString(),
+  };
+}
+
+async function fetchKreditCheck(deps: PipelineDeps, run: CheckRun): Promise<KreditCheckResult> {
+  const { job, logger, signal } = run;
+  try {
+    return await deps.kreditChecks.getKreditCheck(job.processToken, job.kreditCheckId, {
+      logger,
+      signal,
+    });
+  } catch (error) {
+    if (!(error instanceof ReceiverError) || error.code !== "finapi_not_found") throw error;
+    const ageMs = deps.clock() - job.receivedAt.getTime();
+    if (ageMs < deps.notFoundGraceMs) {
+      // finAPI may call back before the result can be read: wait for it a while.
+      throw new ReceiverError(`the KreditCheck result is not available yet (${error.message})`, {
+        code: "result_not_ready",
+        retryable: true,
+        cause: error,
+      });
+    }
+    throw new ReceiverError(
+      `the KreditCheck result was still not found ${Math.round(ageMs / 1000)} s after the callback (${error.message})`,
+      {
+        code: "kreditcheck_not_found",
+        retryable: false,
+        fix: "check that FINAPI_PROCESSCTRL_URL points at the environment the callback came from; raise NOT_FOUND_GRACE_MS if results lag longer; then retry the dead job.",
+        cause: error,
+      },
+    );
+  }
+}
+
+async function deliver(sinks: readonly Sink[], bundle: Bundle, run: CheckRun): Promise<void> {
+  const delivered = new Set(run.progress.deliveredSinks ?? []);
+  const pending = sinks.filter((sink) => !delivered.has(sink.name));
+  const settled = await Promise.all(
+    pending.map(async (sink) => {
+      try {
+        await sink.deliver(bundle, {
+          logger: run.logger.child({ sink: sink.name }),
+          signal: run.signal,
+        });
+        delivered.add(sink.name);
+        return undefined;
+      } catch (error) {
+        return { sink: sink.name, error: toReceiverError(error) };
+      }
+    }),
+  );
+  run.progress.deliveredSinks = [...delivered];
+  const failures = settled.filter((failure) => failure !== undefined);
+  if (failures.length === 0) return;
+  const summary = failures.map(({ sink, error }) => `${sink}: ${error.describe()}`).join("; ");
+  const permanent = failures.find(({ error }) => !error.retryable);
+  throw new ReceiverError(`delivery failed (${summary})`, {
+    code: permanent ? permanent.error.code : "sink_delivery_failed",
+    retryable: !permanent,
+    fix: permanent?.error.fix,
+    retryAfterMs: Math.max(0, ...failures.map(({ error }) => error.retryAfterMs ?? 0)) || undefined,
+  });
+}

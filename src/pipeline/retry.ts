@@ -1,0 +1,54 @@
+import type { ReceiverError } from "../errors.js";
+
+export interface RetryPolicy {
+  maxAttempts: number;
+  maxAgeMs: number;
+  baseMs: number;
+  maxMs: number;
+}
+
+/**
+ * Exponential backoff with full jitter, capped at `maxMs`, never shorter than `baseMs`
+ * (so a run of unlucky draws cannot become a tight loop) and never shorter than the
+ * server's `Retry-After`.
+ */
+export function backoffDelay(
+  attempt: number,
+  policy: Pick<RetryPolicy, "baseMs" | "maxMs">,
+  retryAfterMs?: number,
+  random: () => number = Math.random,
+): number {
+  const ceiling = Math.min(policy.maxMs, policy.baseMs * 2 ** Math.max(0, attempt - 1));
+  const jittered = Math.max(policy.baseMs, Math.floor(random() * ceiling));
+  return Math.max(jittered, Math.ceil(retryAfterMs ?? 0));
+}
+
+export type RetryDecision =
+  | { action: "retry"; runAt: Date; delayMs: number }
+  | { action: "dead"; reason: string };
+
+/** What to do with a failed attempt: try again later, or give up and say why. */
+export function decideRetry(
+  error: ReceiverError,
+  job: { attempts: number; receivedAt: Date },
+  policy: RetryPolicy,
+  now: number,
+  random?: () => number,
+): RetryDecision {
+  const described = error.describe();
+  if (!error.retryable) return { action: "dead", reason: described };
+  if (job.attempts >= policy.maxAttempts) {
+    return {
+      action: "dead",
+      reason: `gave up after ${job.attempts} attempts (MAX_ATTEMPTS=${policy.maxAttempts}); last error: ${described}`,
+    };
+  }
+  const delayMs = backoffDelay(job.attempts, policy, error.retryAfterMs, random);
+  if (now + delayMs - job.receivedAt.getTime() > policy.maxAgeMs) {
+    return {
+      action: "dead",
+      reason: `gave up: the callback is older than JOB_MAX_AGE_MS=${policy.maxAgeMs}; last error: ${described}`,
+    };
+  }
+  return { action: "retry", runAt: new Date(now + delayMs), delayMs };
+}

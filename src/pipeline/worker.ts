@@ -1,0 +1,225 @@
+import { randomUUID } from "node:crypto";
+import { hostname } from "node:os";
+import { toReceiverError } from "../errors.js";
+import { type Inbox, type Job, type JobProgress, LeaseLostError } from "../inbox/inbox.js";
+import type { Logger } from "../logger.js";
+import type { CheckRun } from "./process-check.js";
+import { decideRetry, type RetryPolicy } from "./retry.js";
+
+export type JobOutcome = "done" | "retry" | "dead" | "released" | "lease_lost" | "store_error";
+
+export interface WorkerOptions {
+  inbox: Inbox;
+  /** The domain work for one job; throws to ask for a retry or to give up. */
+  handle: (run: CheckRun) => Promise<unknown>;
+  logger: Logger;
+  concurrency: number;
+  leaseMs: number;
+  pollMs: number;
+  policy: RetryPolicy;
+  clock?: () => number;
+  workerId?: string;
+  onJobFinished?: (outcome: JobOutcome, durationMs: number) => void;
+}
+
+interface ActiveJob {
+  job: Job;
+  controller: AbortController;
+  task: Promise<void>;
+}
+
+class ShutdownSignal extends Error {
+  constructor() {
+    super("the worker is shutting down");
+  }
+}
+
+/**
+ * Claims due jobs with bounded concurrency and runs them under a lease it renews every
+ * third of its length. A job whose lease is lost is aborted; its result is not written.
+ */
+export class Worker {
+  readonly workerId: string;
+  private readonly active = new Map<string, ActiveJob>();
+  private readonly clock: () => number;
+  private stopping = false;
+  private loopDone: Promise<void> | undefined;
+  private wakePending = false;
+  private wakeUp: (() => void) | undefined;
+  private unsubscribe: (() => void) | undefined;
+
+  constructor(private readonly options: WorkerOptions) {
+    this.clock = options.clock ?? Date.now;
+    this.workerId = options.workerId ?? `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
+  }
+
+  get running(): boolean {
+    return this.loopDone !== undefined && !this.stopping;
+  }
+
+  get activeCount(): number {
+    return this.active.size;
+  }
+
+  start(): void {
+    if (this.loopDone) return;
+    this.unsubscribe = this.options.inbox.onEnqueued(() => this.wake());
+    this.loopDone = this.loop();
+  }
+
+  /**
+   * Stops claiming, lets running jobs finish for up to `timeoutMs`, then aborts the rest
+   * and gives their jobs back to the inbox so another worker can take them at once.
+   */
+  async stop(timeoutMs: number): Promise<void> {
+    if (!this.loopDone) return;
+    this.stopping = true;
+    this.unsubscribe?.();
+    this.wake();
+    await this.loopDone;
+    const tasks = [...this.active.values()].map((active) => active.task);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.allSettled(tasks),
+      new Promise((resolve) => {
+        timer = setTimeout(resolve, timeoutMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    for (const active of this.active.values()) active.controller.abort(new ShutdownSignal());
+    await Promise.allSettled([...this.active.values()].map((active) => active.task));
+  }
+
+  private wake(): void {
+    this.wakePending = true;
+    this.wakeUp?.();
+  }
+
+  private async waitForWake(ms: number): Promise<void> {
+    if (!this.wakePending) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, ms);
+        this.wakeUp = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.wakeUp = undefined;
+    }
+    this.wakePending = false;
+    // Let every job that finishes in this turn free its slot, so one claim takes them all.
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+
+  private async loop(): Promise<void> {
+    const { inbox, concurrency, leaseMs, pollMs, logger } = this.options;
+    while (!this.stopping) {
+      const free = concurrency - this.active.size;
+      if (free > 0) {
+        try {
+          const jobs = await inbox.claim(this.workerId, free, leaseMs);
+          for (const job of jobs) this.run(job);
+        } catch (error) {
+          logger.error({ err: error }, "claiming jobs failed; trying again shortly");
+        }
+      }
+      if (this.stopping) break;
+      await this.waitForWake(pollMs);
+    }
+  }
+
+  private run(job: Job): void {
+    const { inbox, leaseMs, logger: rootLogger } = this.options;
+    const controller = new AbortController();
+    const logger = rootLogger.child({
+      jobId: job.id,
+      processToken: job.processToken,
+      kreditCheckId: job.kreditCheckId,
+      attempt: job.attempts,
+    });
+    const startedAt = this.clock();
+    const renewal = setInterval(
+      () => {
+        inbox.renew(job.id, this.workerId, leaseMs).catch((error: unknown) => {
+          if (error instanceof LeaseLostError) {
+            logger.warn("lease lost while the job was running; stopping this attempt");
+            controller.abort(error);
+          } else logger.warn({ err: error }, "lease renewal failed; will try again");
+        });
+      },
+      Math.max(10, Math.floor(leaseMs / 3)),
+    );
+    const progress: JobProgress = structuredClone(job.progress);
+    const task = this.execute(job, progress, controller, logger)
+      .catch((error: unknown): JobOutcome => {
+        if (error instanceof LeaseLostError) {
+          logger.warn(
+            "lease lost before the outcome was stored; the new owner will finish the job",
+          );
+          return "lease_lost";
+        }
+        logger.error(
+          { err: error },
+          "could not store the job's outcome; it runs again after its lease expires",
+        );
+        return "store_error";
+      })
+      .then((outcome) => {
+        this.options.onJobFinished?.(outcome, this.clock() - startedAt);
+      })
+      .finally(() => {
+        clearInterval(renewal);
+        this.active.delete(job.id);
+        this.wake();
+      });
+    this.active.set(job.id, { job, controller, task });
+  }
+
+  private async execute(
+    job: Job,
+    progress: JobProgress,
+    controller: AbortController,
+    logger: Logger,
+  ): Promise<JobOutcome> {
+    const { inbox, policy, handle } = this.options;
+    if (job.attempts > policy.maxAttempts) {
+      // The previous owner died (or lost its lease) on the last attempt.
+      const reason = `gave up after ${job.attempts - 1} attempts (MAX_ATTEMPTS=${policy.maxAttempts}); the last attempt's worker stopped before it finished; last error: ${job.lastError ?? "none recorded"}`;
+      await inbox.fail(job.id, this.workerId, reason, progress);
+      logger.error({ reason }, "job is dead");
+      return "dead";
+    }
+    try {
+      await handle({ job, logger, signal: controller.signal, progress });
+    } catch (thrown) {
+      const reason: unknown = controller.signal.reason;
+      if (controller.signal.aborted && reason instanceof ShutdownSignal) {
+        await inbox.release(job.id, this.workerId);
+        logger.info("job given back unfinished because of shutdown");
+        return "released";
+      }
+      if (controller.signal.aborted && reason instanceof LeaseLostError) return "lease_lost";
+      const error = toReceiverError(thrown);
+      const decision = decideRetry(error, job, policy, this.clock());
+      if (decision.action === "retry") {
+        await inbox.retry(job.id, this.workerId, decision.runAt, error.describe(), progress);
+        logger.warn(
+          {
+            code: error.code,
+            err: error,
+            delayMs: decision.delayMs,
+            runAt: decision.runAt.toISOString(),
+          },
+          "attempt failed; will retry",
+        );
+        return "retry";
+      }
+      await inbox.fail(job.id, this.workerId, decision.reason, progress);
+      logger.error({ code: error.code, reason: decision.reason }, "job is dead");
+      return "dead";
+    }
+    await inbox.complete(job.id, this.workerId);
+    logger.info({ durationMs: this.clock() - job.updatedAt.getTime() }, "check delivered");
+    return "done";
+  }
+}

@@ -1,0 +1,286 @@
+import { createHash } from "node:crypto";
+import type { AccountShape } from "./faults.js";
+
+export type Verdict = "GREEN" | "YELLOW" | "RED";
+export type KreditCheckShape = AccountShape;
+
+export const DEFAULT_SHAPE: KreditCheckShape = {
+  connections: 2,
+  accountsPerConnection: 2,
+  accountsWithoutCaseId: 1,
+};
+
+/** Ids with this prefix do not exist, so tests can provoke a 404. */
+export const MISSING_PREFIX = "missing-";
+/** A processToken with this prefix stands for a mandator with a DAC-only licence. */
+export const DAC_ONLY_PREFIX = "dac-only";
+
+export function isMissingId(id: string): boolean {
+  return id.startsWith(MISSING_PREFIX);
+}
+
+/** A deterministic stream of bytes for one key, so every value is a pure function of the ids. */
+class Derived {
+  private readonly bytes: Buffer;
+  private pos = 0;
+
+  constructor(...parts: string[]) {
+    // 4 chained blocks give enough bytes for every field of the biggest object below.
+    const blocks: Buffer[] = [];
+    let prev = parts.join("\u0000");
+    for (let i = 0; i < 4; i++) {
+      const block = createHash("sha256").update(`${i}:${prev}`).digest();
+      blocks.push(block);
+      prev = block.toString("hex");
+    }
+    this.bytes = Buffer.concat(blocks);
+  }
+
+  uint32(): number {
+    if (this.pos + 4 > this.bytes.length) this.pos = 0;
+    const v = this.bytes.readUInt32BE(this.pos);
+    this.pos += 4;
+    return v;
+  }
+
+  int(min: number, max: number): number {
+    return min + (this.uint32() % (max - min + 1));
+  }
+
+  pick<const A extends readonly unknown[]>(items: A): A[number] {
+    return items[this.uint32() % items.length] as A[number];
+  }
+
+  /** Cents, kept as a number with two decimals like finAPI amounts. */
+  amount(min: number, max: number): number {
+    return this.int(Math.round(min * 100), Math.round(max * 100)) / 100;
+  }
+}
+
+export function uuidFrom(...parts: string[]): string {
+  const h = createHash("sha256").update(parts.join("\u0000")).digest("hex");
+  // Version 4 / RFC 4122 variant bits, so strict UUID validators accept it.
+  const variant = ((Number.parseInt(h.charAt(16), 16) & 0x3) | 0x8).toString(16);
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-${variant}${h.slice(17, 20)}-${h.slice(20, 32)}`;
+}
+
+const BANKS = [
+  { name: "Sparkasse KölnBonn", bic: "COLSDE33XXX", blz: "37050198" },
+  { name: "Deutsche Bank", bic: "DEUTDEFFXXX", blz: "50070010" },
+  { name: "ING-DiBa", bic: "INGDDEFFXXX", blz: "50010517" },
+  { name: "Commerzbank", bic: "COBADEFFXXX", blz: "50040000" },
+  { name: "DKB Deutsche Kreditbank", bic: "BYLADEM1001", blz: "12030000" },
+] as const;
+
+const ACCOUNT_KINDS = [
+  { accountType: "Checking", accountName: "Girokonto" },
+  { accountType: "Checking", accountName: "Gehaltskonto" },
+  { accountType: "Savings", accountName: "Tagesgeld" },
+  { accountType: "Credit card", accountName: "Kreditkarte" },
+] as const;
+const VERDICTS = ["GREEN", "GREEN", "YELLOW", "RED"] as const;
+const VERDICT_RANK: Record<Verdict, number> = { GREEN: 0, YELLOW: 1, RED: 2 };
+
+/** German IBAN with a correct mod-97 check, so IBAN validators in clients do not trip. */
+function germanIban(blz: string, accountNumber: string): string {
+  const bban = `${blz}${accountNumber.padStart(10, "0")}`;
+  // "DE00" moved to the end, letters as numbers: D=13, E=14.
+  const numeric = `${bban}131400`;
+  let rest = 0;
+  for (const ch of numeric) rest = (rest * 10 + Number(ch)) % 97;
+  return `DE${String(98 - rest).padStart(2, "0")}${bban}`;
+}
+
+const BASE_DATE_MS = Date.UTC(2025, 0, 2, 8, 0, 0);
+const DAY_MS = 86_400_000;
+
+/** finAPI's report timestamp format: "2025-04-08 16:26:35.688" (local time, no offset). */
+export function formatFinapiDate(ms: number): string {
+  const iso = new Date(ms).toISOString();
+  return `${iso.slice(0, 10)} ${iso.slice(11, 23)}`;
+}
+
+interface AccountPlan {
+  connectionIndex: number;
+  accountIndex: number;
+  hasCaseId: boolean;
+}
+
+function planAccounts(shape: KreditCheckShape): AccountPlan[] {
+  const total = shape.connections * shape.accountsPerConnection;
+  const withoutCaseId = Math.min(shape.accountsWithoutCaseId, total);
+  const plans: AccountPlan[] = [];
+  for (let c = 0; c < shape.connections; c++) {
+    for (let a = 0; a < shape.accountsPerConnection; a++) {
+      const accountIndex = plans.length;
+      plans.push({
+        connectionIndex: c,
+        accountIndex,
+        hasCaseId: accountIndex < total - withoutCaseId,
+      });
+    }
+  }
+  return plans;
+}
+
+export function caseIdFor(kreditCheckId: string, accountIndex: number): string {
+  return uuidFrom("case", kreditCheckId, String(accountIndex));
+}
+
+export function kreditCheckFor(
+  processToken: string,
+  kreditCheckId: string,
+  shape: KreditCheckShape = DEFAULT_SHAPE,
+): Record<string, unknown> {
+  const check = new Derived("check", processToken, kreditCheckId);
+  const plans = planAccounts(shape);
+  const dacOnly = processToken.startsWith(DAC_ONLY_PREFIX);
+
+  const connections = Array.from({ length: shape.connections }, (_, c) => {
+    const conn = new Derived("connection", kreditCheckId, String(c));
+    const bank = conn.pick(BANKS);
+    const bankConnectionId = String(conn.int(1_000_000, 9_999_999));
+    const accounts = plans
+      .filter((p) => p.connectionIndex === c)
+      .map((p) => {
+        const acc = new Derived("account", kreditCheckId, String(p.accountIndex));
+        const accountId = String(acc.int(1_000_000, 9_999_999));
+        const caseId = p.hasCaseId ? { caseId: caseIdFor(kreditCheckId, p.accountIndex) } : {};
+        if (dacOnly) return { accountId, ...caseId };
+        const accountNumber = String(acc.int(100_000_000, 999_999_999));
+        const { accountName, accountType } = acc.pick(ACCOUNT_KINDS);
+        return {
+          accountId,
+          ...caseId,
+          resultAccount: acc.pick(VERDICTS) as Verdict,
+          accountName,
+          accountType,
+          iban: germanIban(bank.blz, accountNumber),
+          accountCurrency: "EUR",
+          balance: acc.amount(-1500, 12_000),
+        };
+      });
+    return dacOnly
+      ? { bankConnectionId, accounts }
+      : { bankConnectionId, bankName: bank.name, bic: bank.bic, accounts };
+  });
+
+  if (dacOnly) return { bankConnections: connections };
+
+  const verdicts = connections.flatMap((c) =>
+    c.accounts.map((a) => ("resultAccount" in a ? a.resultAccount : "GREEN")),
+  );
+  // The traffic light of the whole check is the worst of its accounts, as a lender would read it.
+  const overallVerdict = verdicts.reduce<Verdict>(
+    (worst, v) => (VERDICT_RANK[v] > VERDICT_RANK[worst] ? v : worst),
+    "GREEN",
+  );
+  const creationMs = BASE_DATE_MS + check.int(0, 300) * DAY_MS + check.int(0, 36_000_000);
+  return {
+    id: kreditCheckId,
+    processToken,
+    status: "SUCCESSFUL",
+    type: check.pick(["B2C", "B2C", "B2B"]),
+    creationDate: formatFinapiDate(creationMs),
+    rateAmount: check.int(4, 60) * 50,
+    rateInsteadRent: check.int(0, 1) === 1,
+    clientReference: `CU${String(check.uint32()).padStart(10, "0")}`,
+    overallVerdict,
+    currency: "EUR",
+    analysisPeriodMonths: check.pick([3, 6, 12]),
+    bankConnections: connections,
+  };
+}
+
+/** Report name -> `type` as finAPI spells it (its docs spell both DEPT and DEBT; we use DEPT). */
+export const DAC_REPORT_TYPES = {
+  chargebacks: "CHARGEBACKS",
+  deptCollection: "DEPTCOLLECTION",
+  seizure: "SEIZURE",
+  income: "INCOME",
+  spending: "SPENDING",
+  gambling: "GAMBLING",
+  rentAndLiving: "RENTANDLIVING",
+  balances: "BALANCES",
+} as const;
+
+export type DacReportName = keyof typeof DAC_REPORT_TYPES;
+
+function reportBody(name: DacReportName, d: Derived): Record<string, unknown> {
+  const flows = (maxCount: number, maxTotal: number) => {
+    const countIncomeTransactions = d.int(0, maxCount);
+    const countSpendingTransactions = d.int(0, maxCount);
+    return {
+      countIncomeTransactions,
+      countSpendingTransactions,
+      totalIncome: countIncomeTransactions === 0 ? 0 : d.amount(1, maxTotal),
+      totalSpending: countSpendingTransactions === 0 ? 0 : -d.amount(1, maxTotal),
+    };
+  };
+  switch (name) {
+    case "chargebacks":
+    case "deptCollection":
+    case "seizure":
+    case "gambling":
+      return flows(3, 900);
+    case "income": {
+      const count = d.int(3, 12);
+      const total = d.amount(4500, 36_000);
+      return {
+        countIncomeTransactions: count,
+        totalIncome: total,
+        averageMonthlyIncome: Math.round((total / 3) * 100) / 100,
+        regularIncome: d.int(0, 4) > 0,
+      };
+    }
+    case "spending": {
+      const count = d.int(40, 400);
+      const total = -d.amount(2000, 30_000);
+      return {
+        countSpendingTransactions: count,
+        totalSpending: total,
+        averageMonthlySpending: Math.round((total / 3) * 100) / 100,
+      };
+    }
+    case "rentAndLiving": {
+      const rent = d.amount(350, 1800);
+      return {
+        countSpendingTransactions: d.int(2, 6),
+        totalSpending: -Math.round(rent * 3 * 100) / 100,
+        averageMonthlyRent: -rent,
+      };
+    }
+    case "balances": {
+      const min = d.amount(-2500, 500);
+      const max = min + d.amount(100, 15_000);
+      return {
+        currentBalance: Math.round((min + (max - min) / 2) * 100) / 100,
+        minBalance: min,
+        maxBalance: Math.round(max * 100) / 100,
+        averageBalance: Math.round((min + (max - min) / 3) * 100) / 100,
+        daysWithNegativeBalance: min < 0 ? d.int(1, 30) : 0,
+      };
+    }
+  }
+}
+
+export function dacReportFor(caseId: string): { caseId: string; reports: Record<string, unknown> } {
+  const c = new Derived("dac", caseId);
+  const endMs = BASE_DATE_MS + c.int(0, 300) * DAY_MS;
+  const startMs = endMs - 90 * DAY_MS;
+  const creationMs = endMs + c.int(60_000, 36_000_000);
+  const reports: Record<string, unknown> = {};
+  for (const [name, type] of Object.entries(DAC_REPORT_TYPES) as [DacReportName, string][]) {
+    const d = new Derived("report", caseId, name);
+    reports[name] = {
+      id: uuidFrom("report", caseId, name),
+      creationDate: formatFinapiDate(creationMs + d.int(0, 999)),
+      caseId,
+      type,
+      startDate: formatFinapiDate(startMs),
+      endDate: formatFinapiDate(endMs),
+      ...reportBody(name, d),
+    };
+  }
+  return { caseId, reports };
+}

@@ -1,0 +1,109 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import type { NextFunction, Request, RequestHandler, Response } from "express";
+import { sendError, sendGatewayError, sendOAuthError } from "./errors.js";
+import type { FaultDecision, SimEndpoint } from "./faults.js";
+import type { SimulatorState } from "./state.js";
+
+/** finAPI rejects longer request ids; clients should learn to trim them here, not in production. */
+const MAX_REQUEST_ID_LENGTH = 255;
+
+export function echoRequestId(req: Request, res: Response, next: NextFunction): void {
+  const id = req.get("x-request-id");
+  if (id !== undefined) res.set("X-Request-Id", id);
+  next();
+}
+
+async function pause(ms: number, signal: AbortSignal): Promise<boolean> {
+  try {
+    await sleep(ms, undefined, { signal });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function tokenDown(state: SimulatorState, now: number): FaultDecision | undefined {
+  const until = state.faults.tokenDownUntil;
+  if (until <= now) return undefined;
+  return { kind: "status", status: 503, retryAfterSec: Math.ceil((until - now) / 1000) };
+}
+
+function sendFault(
+  req: Request,
+  res: Response,
+  endpoint: SimEndpoint,
+  status: number,
+  retryAfterSec: number | undefined,
+): void {
+  if (retryAfterSec !== undefined && (status === 429 || status === 503)) {
+    res.set("Retry-After", String(retryAfterSec));
+  }
+  if (status === 502 || status === 504) {
+    sendGatewayError(res, status);
+  } else if (endpoint === "token" && status === 401) {
+    sendOAuthError(res, 401, "invalid_client", "Bad client credentials");
+  } else if (endpoint === "token" && status === 400) {
+    sendOAuthError(res, 400, "invalid_request", "Invalid request");
+  } else {
+    sendError(req, res, status);
+  }
+}
+
+/**
+ * Counts the request, then applies the fault plan: deterministic queue, then (data endpoints)
+ * random faults or (token endpoint) the outage window, then latency. Calls `next` only when
+ * the request is to be answered normally.
+ */
+export function simulate(state: SimulatorState, endpoint: SimEndpoint): RequestHandler {
+  return async (req, res, next) => {
+    const requestId = req.get("x-request-id");
+    const end = state.stats.begin(endpoint, requestId);
+    res.on("close", end);
+    res.on("finish", () => state.stats.status(endpoint, res.statusCode));
+
+    if (requestId !== undefined && requestId.length > MAX_REQUEST_ID_LENGTH) {
+      return sendError(
+        req,
+        res,
+        400,
+        `X-Request-Id longer than ${MAX_REQUEST_ID_LENGTH} characters`,
+      );
+    }
+
+    const decision =
+      state.faults.decide(endpoint) ??
+      (endpoint === "token" ? tokenDown(state, Date.now()) : undefined);
+    if (decision?.kind === "hang") {
+      // Left open on purpose; close() or the client's own timeout ends it.
+      state.stats.status(endpoint, "hang");
+      return;
+    }
+    const delay = state.faults.delayMs();
+    if (delay > 0 && !(await pause(delay, state.closing.signal))) return;
+    // The client may have given up during the delay; there is nobody left to answer.
+    if (res.destroyed || req.socket.destroyed) return;
+
+    if (!decision) return next();
+    if (decision.kind === "reset") {
+      state.stats.status(endpoint, "reset");
+      req.socket.destroy();
+      return;
+    }
+    sendFault(req, res, endpoint, decision.status, decision.retryAfterSec);
+  };
+}
+
+export function requireToken(state: SimulatorState): RequestHandler {
+  return (req, res, next) => {
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(req.get("authorization") ?? "");
+    const check = state.tokens.check(match?.[1]);
+    if (!check.ok) {
+      res.set("WWW-Authenticate", 'Bearer error="invalid_token"');
+      return sendError(req, res, 401, check.reason, "UNAUTHORIZED_ACCESS");
+    }
+    if (state.faults.forbidden) {
+      return sendError(req, res, 403, "Missing scope data_intelligence:manager", "FORBIDDEN");
+    }
+    next();
+  };
+}

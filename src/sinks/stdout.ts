@@ -1,0 +1,14 @@
+import type { Bundle, Sink } from "./sink.js";
+
+/** One bundle per line on standard output, for piping into another program. */
+export class StdoutSink implements Sink {
+  readonly name = "stdout";
+
+  constructor(
+    private readonly write: (line: string) => void = (line) => process.stdout.write(line),
+  ) {}
+
+  async deliver(bundle: Bundle): Promise<void> {
+    this.write(`${JSON.stringify({ type: "kreditcheck.bundle", bundle })}\n`);
+  }
+}

@@ -1,0 +1,156 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type Harness, makeCallback, startHarness } from "../support/harness.js";
+
+describe("POST /callbacks/kreditcheck", () => {
+  let harness: Harness;
+  beforeAll(async () => {
+    // The worker is off: these tests look at what the door stores, not at processing.
+    harness = await startHarness({ service: { worker: false } });
+  });
+  afterAll(async () => harness.close());
+
+  const stored = async () => (await harness.service.inbox.list({ limit: 1000 })).length;
+
+  it("stores a valid callback before answering 202 with the job id", async () => {
+    const callback = makeCallback({ someFutureField: { nested: true } });
+    const response = await harness.post(callback);
+    expect(response.status).toBe(202);
+    expect(response.body).toEqual({ accepted: true, duplicate: false, id: expect.any(String) });
+    const job = await harness.service.inbox.get(response.body.id as string);
+    expect(job?.state).toBe("pending");
+    // Unknown fields are kept: finAPI may add some.
+    expect(job?.callback).toEqual(callback);
+  });
+
+  it("answers a repeated callback with duplicate: true and the same job, storing nothing new", async () => {
+    const callback = makeCallback();
+    const first = await harness.post(callback);
+    const before = await stored();
+    const second = await harness.post({ ...callback, status: "SUCCESSFUL" });
+    expect(second.status).toBe(202);
+    expect(second.body).toEqual({ accepted: true, duplicate: true, id: first.body.id });
+    expect(await stored()).toBe(before);
+  });
+
+  it("accepts application/json with a charset, nulls for the optional fields and unknown statuses", async () => {
+    const response = await harness.post(
+      makeCallback({ status: "SOMETHING_NEW", clientReference: null, errorMessage: null }),
+      { "Content-Type": "application/json; charset=utf-8" },
+    );
+    expect(response.status).toBe(202);
+    const job = await harness.service.inbox.get(response.body.id as string);
+    expect(job?.callback.status).toBe("SOMETHING_NEW");
+  });
+
+  it("accepts a callback without clientReference and errorMessage", async () => {
+    const { clientReference: _c, errorMessage: _e, ...minimal } = makeCallback();
+    expect((await harness.post(minimal)).status).toBe(202);
+  });
+
+  const invalidBodies: [string, Record<string, unknown> | unknown[], string[]][] = [
+    ["missing processToken", { kreditCheckId: "kc-1", status: "SUCCESSFUL" }, ["processToken"]],
+    ["missing kreditCheckId and status", { processToken: "pt-1" }, ["kreditCheckId", "status"]],
+    ["a path-traversal processToken", makeCallback({ processToken: "../x" }), ["processToken"]],
+    [
+      "an encoded traversal kreditCheckId",
+      makeCallback({ kreditCheckId: "%2e%2e%2f" }),
+      ["kreditCheckId"],
+    ],
+    ["a kreditCheckId of two dots", makeCallback({ kreditCheckId: ".." }), ["kreditCheckId"]],
+    [
+      "a processToken with a NUL byte",
+      makeCallback({ processToken: "a\u0000b" }),
+      ["processToken"],
+    ],
+    [
+      "a processToken of 129 characters",
+      makeCallback({ processToken: "a".repeat(129) }),
+      ["processToken"],
+    ],
+    ["an empty kreditCheckId", makeCallback({ kreditCheckId: "" }), ["kreditCheckId"]],
+    ["a numeric processToken", makeCallback({ processToken: 42 }), ["processToken"]],
+    ["an empty status", makeCallback({ status: "" }), ["status"]],
+    ["a numeric clientReference", makeCallback({ clientReference: 7 }), ["clientReference"]],
+    ["an object errorMessage", makeCallback({ errorMessage: { a: 1 } }), ["errorMessage"]],
+    ["an array body", [makeCallback()], ["(body)"]],
+  ];
+
+  it.each(invalidBodies)(
+    "rejects %s with 400 invalid_callback naming the field, storing nothing",
+    async (_name, body, fields) => {
+      const before = await stored();
+      const response = await harness.post(body);
+      expect(response.status).toBe(400);
+      expect(response.body.error).toBe("invalid_callback");
+      const named = (response.body.details as { field: string }[]).map((detail) => detail.field);
+      expect(named.sort()).toEqual([...fields].sort());
+      expect(await stored()).toBe(before);
+    },
+  );
+
+  it("rejects a non-JSON content type with 415", async () => {
+    const before = await stored();
+    const response = await harness.post(JSON.stringify(makeCallback()), {
+      "Content-Type": "text/plain",
+    });
+    expect(response.status).toBe(415);
+    expect(response.body.error).toBe("unsupported_media_type");
+    const form = await harness.post("processToken=a&kreditCheckId=b&status=SUCCESSFUL", {
+      "Content-Type": "application/x-www-form-urlencoded",
+    });
+    expect(form.status).toBe(415);
+    expect(await stored()).toBe(before);
+  });
+
+  it("rejects broken and truncated JSON with 400 invalid_json", async () => {
+    const before = await stored();
+    for (const body of ['{"processToken": "a",', "{not json}", '"just a string"', "null"]) {
+      const response = await harness.post(body);
+      expect(response.status, body).toBe(400);
+      expect(["invalid_json", "invalid_callback"]).toContain(response.body.error);
+    }
+    expect((await harness.post('{"processToken": "a",')).body.error).toBe("invalid_json");
+    expect(await stored()).toBe(before);
+  });
+
+  it("rejects a body over 64 KiB with 413", async () => {
+    const before = await stored();
+    const response = await harness.post(makeCallback({ padding: "x".repeat(65 * 1024) }));
+    expect(response.status).toBe(413);
+    expect(response.body.error).toBe("payload_too_large");
+    expect(await stored()).toBe(before);
+  });
+
+  it("answers other methods with 405 and unknown routes with 404, as JSON", async () => {
+    const get = await fetch(`${harness.service.url}${harness.config.http.callbackPath}`);
+    expect(get.status).toBe(405);
+    expect(get.headers.get("allow")).toBe("POST");
+    const other = await fetch(`${harness.service.url}/nothing-here`, { method: "POST" });
+    expect(other.status).toBe(404);
+    expect(await other.json()).toEqual({ error: "not_found", details: expect.any(Array) });
+    expect(get.headers.get("x-powered-by")).toBeNull();
+  });
+
+  it("keeps serving after every kind of bad input", async () => {
+    expect((await harness.post(makeCallback())).status).toBe(202);
+  });
+});
+
+describe("when the inbox cannot be written", () => {
+  it("answers 503 with Retry-After, never a 4xx or a 202", async () => {
+    const harness = await startHarness({ service: { worker: false } });
+    try {
+      await harness.service.inbox.close();
+      const response = await fetch(`${harness.service.url}${harness.config.http.callbackPath}`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(makeCallback()),
+      });
+      expect(response.status).toBe(503);
+      expect(response.headers.get("retry-after")).toBe("5");
+      expect(((await response.json()) as { error: string }).error).toBe("store_unavailable");
+    } finally {
+      await harness.close();
+    }
+  });
+});

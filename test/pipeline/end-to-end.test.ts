@@ -1,0 +1,290 @@
+import { afterEach, describe, expect, it } from "vitest";
+import { type Harness, makeCallback, startHarness } from "../support/harness.js";
+import { waitFor } from "../support/wait-for.js";
+
+/** Reads a resource straight from the simulator, as finAPI serves it, for comparison. */
+async function served(harness: Harness, url: string): Promise<unknown> {
+  const tokenResponse = await fetch(harness.simulator.tokenUrl, {
+    method: "POST",
+    headers: { "Content-Type": "application/x-www-form-urlencoded" },
+    body: new URLSearchParams({
+      grant_type: "client_credentials",
+      client_id: harness.simulator.clientId,
+      client_secret: harness.simulator.clientSecret,
+    }),
+  });
+  const { access_token } = (await tokenResponse.json()) as { access_token: string };
+  const response = await fetch(url, { headers: { Authorization: `Bearer ${access_token}` } });
+  return response.json();
+}
+
+async function jobOf(harness: Harness, id: unknown) {
+  return harness.service.inbox.get(String(id));
+}
+
+describe("callback → inbox → finAPI → file sink", () => {
+  let harness: Harness | undefined;
+  afterEach(async () => {
+    await harness?.close();
+    harness = undefined;
+  });
+
+  it("writes a bundle with the KreditCheck and every DAC report exactly as finAPI served them", async () => {
+    harness = await startHarness();
+    const callback = makeCallback();
+    const accepted = await harness.post(callback);
+    expect(accepted.status).toBe(202);
+    const bundle = await harness.waitForBundle(String(callback.kreditCheckId));
+
+    const kreditCheck = await served(
+      harness,
+      `${harness.simulator.processctrlUrl}/checks/${callback.processToken}/kreditcheck/${callback.kreditCheckId}`,
+    );
+    expect(bundle.callback).toEqual(callback);
+    expect(bundle.kreditCheck).toEqual(kreditCheck);
+    // Same key order too: the result is handed on, not rebuilt.
+    expect(JSON.stringify(bundle.kreditCheck)).toBe(JSON.stringify(kreditCheck));
+
+    const caseIds = (
+      kreditCheck as { bankConnections: { accounts: { caseId?: string }[] }[] }
+    ).bankConnections
+      .flatMap((connection) => connection.accounts)
+      .map((account) => account.caseId)
+      .filter((caseId): caseId is string => Boolean(caseId));
+    expect(caseIds).toHaveLength(3);
+    expect(Object.keys(bundle.dacReports).sort()).toEqual([...caseIds].sort());
+    for (const caseId of caseIds) {
+      expect(bundle.dacReports[caseId]).toEqual(
+        await served(harness, `${harness.simulator.diUrl}/cases/${caseId}/reports`),
+      );
+    }
+    expect(bundle.problems).toEqual([]);
+    expect(Date.parse(bundle.receivedAt)).toBeLessThanOrEqual(Date.parse(bundle.completedAt));
+    expect((await jobOf(harness, accepted.body.id))?.state).toBe("done");
+  });
+
+  it("does not fetch anything for a callback whose status is not SUCCESSFUL, and delivers it as is", async () => {
+    harness = await startHarness();
+    const callback = makeCallback({ status: "FAILED", errorMessage: "user aborted" });
+    await harness.post(callback);
+    const bundle = await harness.waitForBundle(String(callback.kreditCheckId));
+    expect(bundle.kreditCheck).toBeNull();
+    expect(bundle.dacReports).toEqual({});
+    expect(bundle.problems).toEqual([
+      expect.objectContaining({
+        code: "callback_not_successful",
+        message: expect.stringContaining("FAILED"),
+      }),
+    ]);
+    const stats = harness.simulator.stats();
+    expect(stats.calls.kreditcheck + stats.calls.dac + stats.calls.token).toBe(0);
+  });
+
+  it("accepts a DAC-only licence result with few fields and accounts without caseId", async () => {
+    harness = await startHarness({
+      simulator: {
+        accounts: { connections: 1, accountsPerConnection: 2, accountsWithoutCaseId: 2 },
+      },
+    });
+    const callback = makeCallback({ processToken: `dac-only-${Date.now()}` });
+    await harness.post(callback);
+    const bundle = await harness.waitForBundle(String(callback.kreditCheckId));
+    expect(bundle.kreditCheck).not.toBeNull();
+    expect(bundle.dacReports).toEqual({});
+    expect(harness.simulator.stats().calls.dac).toBe(0);
+  });
+
+  it("retries a 503 from finAPI until the result is delivered", async () => {
+    harness = await startHarness({ env: { FINAPI_RETRIES: "0" } });
+    harness.simulator.failNext("kreditcheck", 3, 503);
+    const callback = makeCallback();
+    const accepted = await harness.post(callback);
+    await harness.waitForBundle(String(callback.kreditCheckId));
+    const job = await jobOf(harness, accepted.body.id);
+    expect(job?.state).toBe("done");
+    expect(job?.attempts).toBe(4);
+    expect(harness.simulator.stats().statuses.kreditcheck).toMatchObject({ "503": 3, "200": 1 });
+  });
+
+  it("retries a 503 inside the call first, without spending a job attempt", async () => {
+    harness = await startHarness({ env: { FINAPI_RETRIES: "2" } });
+    harness.simulator.failNext("dac", 2, 503);
+    const callback = makeCallback();
+    const accepted = await harness.post(callback);
+    await harness.waitForBundle(String(callback.kreditCheckId));
+    expect((await jobOf(harness, accepted.body.id))?.attempts).toBe(1);
+  });
+
+  it("honours Retry-After of a 429 before trying again", async () => {
+    harness = await startHarness({ env: { FINAPI_RETRIES: "0" } });
+    harness.simulator.failNext("kreditcheck", 1, 429, { retryAfterSec: 1 });
+    const callback = makeCallback();
+    const accepted = await harness.post(callback);
+    const started = Date.now();
+    await harness.waitForBundle(String(callback.kreditCheckId));
+    expect(Date.now() - started).toBeGreaterThanOrEqual(950);
+    expect((await jobOf(harness, accepted.body.id))?.attempts).toBe(2);
+  });
+
+  it("gives up at once on a 403 and names the data_intelligence:manager scope", async () => {
+    harness = await startHarness({ simulator: { forbidden: true } });
+    const callback = makeCallback();
+    const accepted = await harness.post(callback);
+    const job = await waitFor(async () => {
+      const current = await jobOf(harness as Harness, accepted.body.id);
+      return current?.state === "dead" ? current : undefined;
+    }, "dead job");
+    expect(job.attempts).toBe(1);
+    expect(job.lastError).toContain("data_intelligence:manager");
+    expect(job.lastError).toContain("support@finapi.io");
+    expect(await harness.readBundle(String(callback.kreditCheckId))).toBeUndefined();
+  });
+
+  it("waits for a result that is not there yet (404 within the grace window)", async () => {
+    harness = await startHarness({ env: { FINAPI_RETRIES: "0", NOT_FOUND_GRACE_MS: "60000" } });
+    harness.simulator.failNext("kreditcheck", 2, 404);
+    const callback = makeCallback();
+    const accepted = await harness.post(callback);
+    await harness.waitForBundle(String(callback.kreditCheckId));
+    expect((await jobOf(harness, accepted.body.id))?.attempts).toBe(3);
+  });
+
+  it("gives up on a 404 after the grace window, saying what to check", async () => {
+    harness = await startHarness({ env: { NOT_FOUND_GRACE_MS: "0" } });
+    const callback = makeCallback({ kreditCheckId: `missing-${Date.now()}` });
+    const accepted = await harness.post(callback);
+    const job = await waitFor(async () => {
+      const current = await jobOf(harness as Harness, accepted.body.id);
+      return current?.state === "dead" ? current : undefined;
+    }, "dead job");
+    expect(job.lastError).toContain("kreditcheck_not_found");
+    expect(job.lastError).toContain("NOT_FOUND_GRACE_MS");
+  });
+
+  it("explains a DAC report that finAPI does not have in problems instead of dropping it silently", async () => {
+    harness = await startHarness({ env: { FINAPI_RETRIES: "0", DAC_CONCURRENCY: "1" } });
+    harness.simulator.failNext("dac", 1, 404);
+    const callback = makeCallback();
+    await harness.post(callback);
+    const bundle = await harness.waitForBundle(String(callback.kreditCheckId));
+    expect(Object.keys(bundle.dacReports)).toHaveLength(2);
+    expect(bundle.problems).toHaveLength(1);
+    expect(bundle.problems[0]).toMatchObject({
+      code: "finapi_not_found",
+      caseId: expect.any(String),
+    });
+    expect(bundle.dacReports[bundle.problems[0]?.caseId as string]).toBeUndefined();
+  });
+
+  it("fetches the DAC reports of one check in parallel", async () => {
+    harness = await startHarness({ simulator: { latencyMs: 100 }, env: { DAC_CONCURRENCY: "4" } });
+    const callback = makeCallback();
+    await harness.post(callback);
+    await harness.waitForBundle(String(callback.kreditCheckId));
+    expect(harness.simulator.stats().maxConcurrent.dac).toBe(3);
+  });
+
+  it("marks the job dead with a clear message when finAPI refuses the client credentials", async () => {
+    harness = await startHarness({ env: { FINAPI_CLIENT_SECRET: "wrong-secret" } });
+    const accepted = await harness.post(makeCallback());
+    const job = await waitFor(async () => {
+      const current = await jobOf(harness as Harness, accepted.body.id);
+      return current?.state === "dead" ? current : undefined;
+    }, "dead job");
+    expect(job.lastError).toContain("finapi_auth_failed");
+    expect(job.lastError).toContain("FINAPI_CLIENT_SECRET");
+    expect(
+      harness.logs
+        .lines()
+        .some((line) => line.level === 50 && String(line.msg).includes("client credentials")),
+    ).toBe(true);
+  });
+
+  it("sends a fresh X-Request-Id on every finAPI call and logs it with status and duration", async () => {
+    harness = await startHarness();
+    const callback = makeCallback();
+    await harness.post(callback);
+    await harness.waitForBundle(String(callback.kreditCheckId));
+    const seen = harness.simulator.stats().requestIds;
+    expect(seen).toHaveLength(5); // token, KreditCheck, 3 DAC reports
+    expect(new Set(seen).size).toBe(5);
+    const logged = harness.logs.lines().filter((line) => line.requestId);
+    for (const requestId of seen) {
+      expect(logged.find((line) => line.requestId === requestId)).toMatchObject({
+        status: 200,
+        durationMs: expect.any(Number),
+      });
+    }
+  });
+
+  it("puts processToken and kreditCheckId on every log line of a job and never logs a secret", async () => {
+    harness = await startHarness();
+    const callback = makeCallback();
+    await harness.post(callback);
+    await harness.waitForBundle(String(callback.kreditCheckId));
+    await waitFor(() => harness?.logs.text().includes("check delivered"), "log line");
+    const jobLines = harness.logs.lines().filter((line) => line.component === "worker");
+    expect(jobLines.length).toBeGreaterThanOrEqual(5);
+    for (const line of jobLines) {
+      expect(line).toMatchObject({
+        processToken: callback.processToken,
+        kreditCheckId: callback.kreditCheckId,
+      });
+    }
+    const text = harness.logs.text();
+    expect(text).not.toContain(harness.simulator.clientSecret);
+  });
+});
+
+describe("the manager token", () => {
+  let harness: Harness | undefined;
+  afterEach(async () => {
+    await harness?.close();
+    harness = undefined;
+  });
+
+  it("is requested exactly once for 50 concurrent different callbacks", async () => {
+    harness = await startHarness({
+      env: { WORKER_CONCURRENCY: "16" },
+      simulator: { latencyMs: 20 },
+    });
+    const callbacks = Array.from({ length: 50 }, () => makeCallback());
+    const answers = await Promise.all(
+      callbacks.map((callback) => (harness as Harness).post(callback)),
+    );
+    expect(answers.every((answer) => answer.status === 202)).toBe(true);
+    for (const callback of callbacks) await harness.waitForBundle(String(callback.kreditCheckId));
+    expect(harness.simulator.stats().calls.token).toBe(1);
+  });
+
+  it("is replaced when finAPI revokes it mid-run", async () => {
+    harness = await startHarness();
+    const first = makeCallback();
+    await harness.post(first);
+    await harness.waitForBundle(String(first.kreditCheckId));
+    harness.simulator.revokeToken();
+    const second = makeCallback();
+    await harness.post(second);
+    await harness.waitForBundle(String(second.kreditCheckId));
+    const stats = harness.simulator.stats();
+    expect(stats.calls.token).toBe(2);
+    expect(stats.statuses.kreditcheck["401"]).toBe(1);
+  });
+
+  it("is replaced when it expires, without asking for it in a loop", async () => {
+    harness = await startHarness({
+      simulator: { tokenLifetimeSec: 1 },
+      env: { TOKEN_REFRESH_MARGIN_MS: "60000" },
+    });
+    const first = makeCallback();
+    await harness.post(first);
+    await harness.waitForBundle(String(first.kreditCheckId));
+    await new Promise((resolve) => setTimeout(resolve, 1200));
+    const second = makeCallback();
+    await harness.post(second);
+    await harness.waitForBundle(String(second.kreditCheckId));
+    const stats = harness.simulator.stats();
+    expect(stats.tokensIssued).toBe(2);
+    expect(stats.calls.token).toBeLessThanOrEqual(3);
+  });
+});

@@ -1,0 +1,77 @@
+import { spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { describe, expect, it } from "vitest";
+import { CliError, envName, parseCli } from "../../src/simulator/cli-args.js";
+
+describe("parseCli", () => {
+  it("reads flags, falls back to SIM_* environment variables, flags winning", () => {
+    const result = parseCli(
+      ["--port", "8080", "--rate-5xx", "0.1", "--client-id", "x", "--seed=-3"],
+      { SIM_PORT: "9999", SIM_LATENCY_MS: "50", SIM_HANG_RATE: "0.2" },
+    );
+    expect(result).toEqual({
+      help: false,
+      options: { port: 8080, rate5xx: 0.1, clientId: "x", seed: -3, latencyMs: 50, hangRate: 0.2 },
+    });
+    expect(envName("token-lifetime-sec")).toBe("SIM_TOKEN_LIFETIME_SEC");
+  });
+
+  it("builds the account shape from its three flags", () => {
+    const result = parseCli(["--connections", "3"], { SIM_ACCOUNTS_WITHOUT_CASE_ID: "0" });
+    expect(result.help === false && result.options.accounts).toEqual({
+      connections: 3,
+      accountsPerConnection: 2,
+      accountsWithoutCaseId: 0,
+    });
+  });
+
+  it("rejects unknown flags and bad values", () => {
+    expect(() => parseCli(["--nope", "1"], {})).toThrow(CliError);
+    expect(() => parseCli(["--rate-5xx", "2"], {})).toThrow(CliError);
+    expect(() => parseCli(["--port", "abc"], {})).toThrow(CliError);
+    expect(() => parseCli([], { SIM_LATENCY_MS: "1.5" })).toThrow(CliError);
+  });
+
+  it("recognises --help", () => {
+    expect(parseCli(["--help"], {})).toEqual({ help: true });
+  });
+});
+
+describe("simulator CLI", () => {
+  it("prints its URLs but not the secret, and stops on SIGTERM", async () => {
+    const cli = fileURLToPath(new URL("../../src/simulator/cli.ts", import.meta.url));
+    const child = spawn(
+      process.execPath,
+      ["--import", "tsx", cli, "--port", "0", "--client-secret", "top-secret-value"],
+      { env: { ...process.env, SIM_CLIENT_ID: "cli-client" }, stdio: ["ignore", "pipe", "pipe"] },
+    );
+    let out = "";
+    child.stderr.on("data", (chunk: Buffer) => {
+      out += chunk.toString();
+    });
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`CLI did not start:\n${out}`)), 8000);
+      child.stdout.on("data", (chunk: Buffer) => {
+        out += chunk.toString();
+        if (out.includes("client id")) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+    });
+    const url = /listening on (http:\/\/\S+)/.exec(out)?.[1];
+    expect(url).toBeDefined();
+    expect(out).toContain(`${url}/api/v2/oauth/token`);
+    expect(out).toContain(`${url}/processctrl/api/v1`);
+    expect(out).toContain(`${url}/di/api/v1`);
+    expect(out).toContain("cli-client");
+    expect(out).not.toContain("top-secret-value");
+    expect((await fetch(`${url}/_control/stats`)).status).toBe(200);
+
+    const exited = new Promise<number | null>((resolve) =>
+      child.once("exit", (code) => resolve(code)),
+    );
+    child.kill("SIGTERM");
+    expect(await exited).toBe(0);
+  }, 15_000);
+});
