@@ -7,6 +7,7 @@ import {
   type SimulatorFaults,
   type SimulatorFaultsPatch,
 } from "./faults.js";
+import { RequestLog } from "./request-log.js";
 import { type SimulatorStats, StatsRecorder } from "./stats.js";
 import { TokenStore } from "./tokens.js";
 
@@ -24,6 +25,7 @@ export interface SimulatorState {
   readonly faults: FaultController;
   readonly tokens: TokenStore;
   readonly stats: StatsRecorder;
+  readonly requests: RequestLog;
   /** Aborted on close, so pending latency timers do not outlive the server. */
   readonly closing: AbortController;
   snapshot(): SimulatorStats;
@@ -44,12 +46,14 @@ export function createSimulatorState(options: SimulatorStateOptions = {}): Simul
   const faults = new FaultController(initial);
   const tokens = new TokenStore(() => faults.lifetimeSec, now);
   const stats = new StatsRecorder();
+  const requests = new RequestLog();
   return {
     clientId,
     clientSecret,
     faults,
     tokens,
     stats,
+    requests,
     closing: new AbortController(),
     snapshot: () => stats.snapshot(tokens.issuedCount),
     setFaults: (partial) => faults.set(partial),
@@ -66,6 +70,7 @@ export function createSimulatorState(options: SimulatorStateOptions = {}): Simul
     reset: () => {
       faults.reset();
       stats.reset();
+      requests.reset();
       tokens.resetCount();
     },
   };
@@ -73,7 +78,7 @@ export function createSimulatorState(options: SimulatorStateOptions = {}): Simul
 
 /** Options objects may carry host/port and the like; only fault keys go into the strict schema. */
 function pickFaults(options: Record<string, unknown>): SimulatorFaultsPatch {
-  const keys = Object.keys(DEFAULT_FAULTS) as (keyof SimulatorFaults)[];
+  const keys = [...Object.keys(DEFAULT_FAULTS), "tokenDownForMs"];
   return Object.fromEntries(
     keys.filter((k) => options[k] !== undefined).map((k) => [k, options[k]]),
   ) as SimulatorFaultsPatch;
