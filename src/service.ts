@@ -1,4 +1,4 @@
-import type { Server } from "node:http";
+import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { createApp } from "./app.js";
 import type { Config } from "./config.js";
@@ -24,6 +24,8 @@ export interface ServiceOptions {
   extraSinks?: Sink[];
   /** Shutdown budget for running jobs. */
   shutdownTimeoutMs?: number;
+  /** Longest a sender may take to send one whole request (default 30 s); tests shorten it. */
+  requestTimeoutMs?: number;
 }
 
 export interface RunningService {
@@ -91,10 +93,7 @@ export async function startService(
     logger: logger.child({ component: "http" }),
     clock,
   });
-  const server = await listen(app, config.http.host, config.http.port);
-  // A slow or stalled sender must not hold a socket for long.
-  server.requestTimeout = 30_000;
-  server.headersTimeout = 10_000;
+  const server = await listen(app, config.http.host, config.http.port, options.requestTimeoutMs);
   const port = (server.address() as AddressInfo).port;
   if (options.worker !== false) worker.start();
   logger.info(
@@ -126,9 +125,25 @@ export async function startService(
   return { url: `http://${displayHost}:${port}`, port, inbox, worker, close };
 }
 
-function listen(app: ReturnType<typeof createApp>, host: string, port: number): Promise<Server> {
+function listen(
+  app: ReturnType<typeof createApp>,
+  host: string,
+  port: number,
+  requestTimeoutMs = 30_000,
+): Promise<Server> {
   return new Promise((resolve, reject) => {
-    const server = app.listen(port, host);
+    // A slow or stalled sender must not hold a socket for long: Node answers 408 and closes
+    // it. Node looks for such requests only every connectionsCheckingInterval (30 s by
+    // default), so that interval is shortened too, or a stall would last up to twice as long.
+    const server = createServer(
+      {
+        requestTimeout: requestTimeoutMs,
+        headersTimeout: Math.min(10_000, requestTimeoutMs),
+        connectionsCheckingInterval: Math.min(1000, requestTimeoutMs),
+      },
+      app,
+    );
+    server.listen(port, host);
     server.once("listening", () => resolve(server));
     server.once("error", reject);
   });
