@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { AxiosInstance, AxiosResponse } from "axios";
 import type { Logger } from "../logger.js";
+import { parseRetryAfter } from "./authorized-client.js";
 import { networkError, tokenError } from "./errors.js";
 import { tokenResponseSchema } from "./schemas.js";
 import { isTimeout } from "./transport.js";
@@ -101,7 +102,14 @@ export class ClientCredentialsTokenProvider implements TokenProvider {
       this.options.onRequest?.("failure");
       const oauthError = parseOauthError(body);
       const error = tokenError(
-        { endpoint: "token", requestId, status: response.status, body },
+        {
+          endpoint: "token",
+          requestId,
+          status: response.status,
+          body,
+          // An outage that says how long it lasts is waited out, not polled.
+          retryAfterMs: parseRetryAfter(response.headers["retry-after"]),
+        },
         oauthError,
       );
       logger.error({ requestId, code: error.code, fix: error.fix }, error.message);
