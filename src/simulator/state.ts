@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import {
   DEFAULT_FAULTS,
   type FailNextRequest,
@@ -47,6 +48,9 @@ export function createSimulatorState(options: SimulatorStateOptions = {}): Simul
   const tokens = new TokenStore(() => faults.lifetimeSec, now);
   const stats = new StatsRecorder();
   const requests = new RequestLog();
+  const closing = new AbortController();
+  // Every delayed request listens on it; hundreds at once are expected, not a leak.
+  setMaxListeners(0, closing.signal);
   return {
     clientId,
     clientSecret,
@@ -54,7 +58,7 @@ export function createSimulatorState(options: SimulatorStateOptions = {}): Simul
     tokens,
     stats,
     requests,
-    closing: new AbortController(),
+    closing,
     snapshot: () => stats.snapshot(tokens.issuedCount),
     setFaults: (partial) => faults.set(partial),
     failNext: (endpoint, count, status, opts) => {
