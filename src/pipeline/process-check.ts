@@ -91,8 +91,10 @@ async function assembleBundle(deps: PipelineDeps, run: CheckRun): Promise<Bundle
       return;
     }
     const error = toReceiverError(result.reason);
-    if (error.retryable) retryable ??= error;
-    else {
+    if (error.retryable) {
+      // The retry must wait for the longest Retry-After among the failed reports.
+      if ((error.retryAfterMs ?? 0) > (retryable?.retryAfterMs ?? -1)) retryable = error;
+    } else {
       problems.push({
         code: error.code,
         caseId,

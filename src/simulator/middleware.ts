@@ -58,7 +58,7 @@ export function simulate(state: SimulatorState, endpoint: SimEndpoint): RequestH
   return async (req, res, next) => {
     const requestId = req.get("x-request-id");
     const end = state.stats.begin(endpoint, requestId);
-    const logged = state.requests.begin(endpoint, `${req.method} ${req.originalUrl}`);
+    const logged = state.requests.begin(endpoint, `${req.method} ${req.originalUrl}`, requestId);
     res.on("close", end);
     res.on("finish", () => {
       state.stats.status(endpoint, res.statusCode);

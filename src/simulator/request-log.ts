@@ -5,6 +5,8 @@ export interface LoggedRequest {
   endpoint: SimEndpoint;
   /** Method and path with query: the same resource asked again has the same `target`. */
   target: string;
+  /** The client's X-Request-Id, to match this entry with the client's own log line. */
+  requestId?: string;
   receivedAt: number;
   /** Undefined while the request is open (a hang) or when the socket closed unanswered. */
   answeredAt?: number;
@@ -22,8 +24,14 @@ const MAX_ENTRIES = 50_000;
 export class RequestLog {
   private entries: LoggedRequest[] = [];
 
-  begin(endpoint: SimEndpoint, target: string, now = Date.now()): LoggedRequest {
+  begin(
+    endpoint: SimEndpoint,
+    target: string,
+    requestId: string | undefined,
+    now = Date.now(),
+  ): LoggedRequest {
     const entry: LoggedRequest = { endpoint, target, receivedAt: now };
+    if (requestId !== undefined) entry.requestId = requestId;
     this.entries.push(entry);
     if (this.entries.length > MAX_ENTRIES) this.entries.splice(0, MAX_ENTRIES / 10);
     return entry;
