@@ -46,7 +46,12 @@ export async function startService(
   const inbox = openInbox(config.store, clock);
   const sinks = [...loadSinks(config.sinks), ...(options.extraSinks ?? [])];
 
-  const http = createTransport({ timeoutMs: config.finapi.timeoutMs });
+  const http = createTransport({
+    timeoutMs: config.finapi.timeoutMs,
+    // As many sockets as the pipeline can have calls in flight, so the configured
+    // concurrency, not the socket pool, is what limits it.
+    maxSockets: config.worker.concurrency * config.finapi.dacConcurrency,
+  });
   const tokens = new ClientCredentialsTokenProvider({
     http,
     tokenUrl: config.finapi.tokenUrl,
