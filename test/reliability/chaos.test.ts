@@ -62,6 +62,10 @@ describe("chaos: finAPI fails in every way at once", () => {
         WORKER_CONCURRENCY: "32",
         DAC_CONCURRENCY: "4",
         TOKEN_REFRESH_MARGIN_MS: "500",
+        // The production lease: with the harness's 5 s one, a test process starved of CPU
+        // by the rest of the suite could lose a lease, and the job's new owner rightly
+        // starts at once, which would read here as a Retry-After not honoured.
+        LEASE_MS: "30000",
       },
       service: { extraSinks: [counting] },
     });
