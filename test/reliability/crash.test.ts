@@ -5,7 +5,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { settleWithLimit } from "../../src/pipeline/map-limit.js";
 import { type RunningSimulator, startSimulator } from "../../src/simulator/server.js";
 import type { Bundle } from "../../src/sinks/sink.js";
-import { type ChildService, freePort, serviceEnv, spawnService } from "../support/child-service.js";
+import { type ChildScript, freePort, serviceEnv, spawnService } from "../support/child-service.js";
 import { makeCallback } from "../support/harness.js";
 import { waitFor } from "../support/wait-for.js";
 
@@ -35,7 +35,7 @@ async function postUntilAccepted(url: () => string, body: unknown): Promise<numb
 }
 
 /** How often each check went to the stdout sink, over all the lives of the service. */
-function bundleLines(lives: ChildService[]): Map<string, number> {
+function bundleLines(lives: ChildScript[]): Map<string, number> {
   const counts = new Map<string, number>();
   for (const life of lives) {
     for (const line of life.lines) {
@@ -50,7 +50,7 @@ function bundleLines(lives: ChildService[]): Map<string, number> {
 
 describe("crash: kill -9 at random moments", () => {
   let simulator: RunningSimulator | undefined;
-  let current: ChildService | undefined;
+  let current: ChildScript | undefined;
   let dir: string | undefined;
   afterEach(async () => {
     current?.child.kill("SIGKILL");
@@ -72,7 +72,7 @@ describe("crash: kill -9 at random moments", () => {
       BACKOFF_BASE_MS: "20",
       BACKOFF_MAX_MS: "200",
     });
-    const lives: ChildService[] = [await spawnService(env)];
+    const lives: ChildScript[] = [await spawnService(env, { captureStdout: true })];
     current = lives[0];
     const url = () => `http://127.0.0.1:${port}`;
 
@@ -83,11 +83,11 @@ describe("crash: kill -9 at random moments", () => {
     const killedAt: number[] = [];
     for (let kill = 0; kill < KILLS; kill++) {
       await new Promise((resolve) => setTimeout(resolve, 300 + Math.random() * 900));
-      const life = current as ChildService;
+      const life = current as ChildScript;
       life.child.kill("SIGKILL");
       await life.exited;
       killedAt.push(bundleLines(lives).size);
-      current = await spawnService(env);
+      current = await spawnService(env, { captureStdout: true });
       lives.push(current);
     }
     const sent = await sending;

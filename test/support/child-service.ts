@@ -4,17 +4,26 @@ import { fileURLToPath } from "node:url";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 
-export interface ChildService {
+export interface ChildScript {
   child: ChildProcess;
   url: string;
-  /** Every stdout line so far (logs and stdout-sink bundles alike). */
+  /** Every stdout line so far, when stdout is captured (logs and stdout-sink bundles alike). */
   lines: string[];
   exited: Promise<number | null>;
   /** SIGTERM, then SIGKILL if it has not exited within `graceMs`. */
   stop(graceMs?: number): Promise<void>;
 }
 
-/** A port that was free a moment ago, so a restarted service can keep its URL. */
+export interface SpawnOptions {
+  /** Extra node flags, e.g. --cpu-prof. */
+  nodeArgs?: string[];
+  args?: string[];
+  /** Keep stdout lines in `lines`; otherwise stdout is discarded (cheaper under load). */
+  captureStdout?: boolean;
+  readyTimeoutMs?: number;
+}
+
+/** A port that was free a moment ago, so a restarted process can keep its URL. */
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
@@ -27,21 +36,22 @@ export function freePort(): Promise<number> {
 }
 
 /**
- * The service as users run it: its own process (`node --import tsx src/main.ts`), all
- * settings from the environment. Resolves once it logs that it listens, which needs
- * LOG_LEVEL info or lower.
+ * Runs a TypeScript entry point of this repository in its own process
+ * (`node --import tsx <script>`) and resolves once `port` answers HTTP at all.
  */
-export async function spawnService(
+export async function spawnScript(
+  script: string,
+  port: number,
   env: Record<string, string>,
-  options: { nodeArgs?: string[]; readyTimeoutMs?: number } = {},
-): Promise<ChildService> {
+  options: SpawnOptions = {},
+): Promise<ChildScript> {
   const child = spawn(
     process.execPath,
-    [...(options.nodeArgs ?? []), "--import", "tsx", "src/main.ts"],
+    [...(options.nodeArgs ?? []), "--import", "tsx", script, ...(options.args ?? [])],
     {
       cwd: ROOT,
       env: { PATH: process.env.PATH ?? "", NODE_ENV: "production", ...env },
-      stdio: ["ignore", "pipe", "pipe"],
+      stdio: ["ignore", options.captureStdout ? "pipe" : "ignore", "pipe"],
     },
   );
   const lines: string[] = [];
@@ -53,22 +63,26 @@ export async function spawnService(
     lines.push(...parts);
   });
   child.stderr?.setEncoding("utf8").on("data", (chunk: string) => {
-    stderr += chunk;
+    stderr = (stderr + chunk).slice(-4000);
   });
   const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
-  let port: number | undefined;
+  const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + (options.readyTimeoutMs ?? 20_000);
-  while (port === undefined) {
-    const listening = lines.find((line) => line.includes("kreditcheck-receiver listening"));
-    if (listening) port = (JSON.parse(listening) as { port: number }).port;
-    else if (child.exitCode !== null || Date.now() > deadline) {
-      child.kill("SIGKILL");
-      throw new Error(`the service did not start (exit ${child.exitCode}): ${stderr.slice(-2000)}`);
-    } else await new Promise((resolve) => setTimeout(resolve, 20));
+  for (;;) {
+    try {
+      await (await fetch(url, { signal: AbortSignal.timeout(1000) })).arrayBuffer();
+      break;
+    } catch {
+      if (child.exitCode !== null || Date.now() > deadline) {
+        child.kill("SIGKILL");
+        throw new Error(`${script} did not start (exit ${child.exitCode}): ${stderr}`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
   }
   return {
     child,
-    url: `http://127.0.0.1:${port}`,
+    url,
     lines,
     exited,
     async stop(graceMs = 10_000) {
@@ -79,6 +93,16 @@ export async function spawnService(
       clearTimeout(timer);
     },
   };
+}
+
+/** The service as users run it: its own process, every setting from the environment. */
+export function spawnService(
+  env: Record<string, string>,
+  options: SpawnOptions = {},
+): Promise<ChildScript> {
+  const port = Number(env.PORT);
+  if (!port) throw new Error("spawnService needs a fixed PORT (see freePort)");
+  return spawnScript("src/main.ts", port, env, options);
 }
 
 /** Env for a child service against a simulator, in `dir`. */
@@ -95,7 +119,6 @@ export function serviceEnv(
 ): Record<string, string> {
   return {
     HOST: "127.0.0.1",
-    PORT: "0",
     STORE_URL: `sqlite:${dir}/inbox.db`,
     FILE_SINK_DIR: `${dir}/results`,
     FINAPI_TOKEN_URL: simulator.tokenUrl,
