@@ -66,9 +66,14 @@ export interface ServiceProcess extends ChildScript {
 export async function startServiceProcess(
   simulator: SimulatorProcess,
   env: Record<string, string> = {},
-  options: SpawnOptions & { beforeStart?: (dir: string) => Promise<void> } = {},
+  options: SpawnOptions & {
+    entry?: string;
+    /** Reuse this directory (inbox and results) instead of a fresh one: a restart. */
+    dir?: string;
+    beforeStart?: (dir: string) => Promise<void>;
+  } = {},
 ): Promise<ServiceProcess> {
-  const dir = await mkdtemp(join(tmpdir(), "kcr-bench-"));
+  const dir = options.dir ?? (await mkdtemp(join(tmpdir(), "kcr-bench-")));
   await options.beforeStart?.(dir);
   const port = await freePort();
   const store = process.env.STORE_URL;

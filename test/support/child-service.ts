@@ -47,7 +47,13 @@ export async function spawnScript(
 ): Promise<ChildScript> {
   const child = spawn(
     process.execPath,
-    [...(options.nodeArgs ?? []), "--import", "tsx", script, ...(options.args ?? [])],
+    [
+      ...(options.nodeArgs ?? []),
+      // Built JavaScript (dist/) runs as it is; TypeScript sources through tsx.
+      ...(script.endsWith(".js") ? [] : ["--import", "tsx"]),
+      script,
+      ...(options.args ?? []),
+    ],
     {
       cwd: ROOT,
       env: { PATH: process.env.PATH ?? "", NODE_ENV: "production", ...env },
@@ -98,11 +104,11 @@ export async function spawnScript(
 /** The service as users run it: its own process, every setting from the environment. */
 export function spawnService(
   env: Record<string, string>,
-  options: SpawnOptions = {},
+  options: SpawnOptions & { entry?: string } = {},
 ): Promise<ChildScript> {
   const port = Number(env.PORT);
   if (!port) throw new Error("spawnService needs a fixed PORT (see freePort)");
-  return spawnScript("src/main.ts", port, env, options);
+  return spawnScript(options.entry ?? "src/main.ts", port, env, options);
 }
 
 /** Env for a child service against a simulator, in `dir`. */

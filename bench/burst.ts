@@ -1,0 +1,182 @@
+import { execFileSync } from "node:child_process";
+import { rm } from "node:fs/promises";
+import { join } from "node:path";
+import { inboxReader, until } from "./lib/inbox-file.js";
+import { postCallbacks } from "./lib/load.js";
+import { type Row, saveResults, table } from "./lib/report.js";
+import {
+  rssMb,
+  type ServiceProcess,
+  startServiceProcess,
+  startSimulatorProcess,
+} from "./lib/stack.js";
+
+/**
+ * Burst: 10,000 callbacks as fast as autocannon sends them while finAPI (the simulator)
+ * answers every call in 2 s. The service runs as `npm start` runs it (built dist/main.js,
+ * default settings) in its own process; its RSS is sampled every 100 ms. Ingest p99 is
+ * measured first on the idle service (no backlog, after a short warm-up) with 1,000
+ * callbacks, then during the burst.
+ *
+ * Draining 11,500 checks at the default WORKER_CONCURRENCY of 4 would take about 3 hours
+ * (two sequential 2 s calls per check), so to bound the runtime the service is then
+ * restarted on the same inbox with WORKER_CONCURRENCY raised (500 by default): the durable
+ * inbox makes that a plain restart. Its RSS is reported separately: memory grows with the
+ * number of checks in flight, not with the backlog.
+ */
+const BURST = Number(process.env.BENCH_BURST ?? 10_000);
+const IDLE = Number(process.env.BENCH_IDLE ?? 1000);
+const WARM_UP = 500;
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
+const DRAIN_CONCURRENCY = Number(process.env.BENCH_DRAIN_CONCURRENCY ?? 500);
+const LATENCY_MS = 2000;
+const GOAL_RSS_MB = 150;
+const GOAL_P99_FACTOR = 2;
+
+// Measured on the SQLite inbox, which the bench reads to see the drain; STORE_URL is for bench:ingest.
+delete process.env.STORE_URL;
+console.log("building dist/ (npm run build) so the service runs as npm start runs it ...");
+execFileSync("npm", ["run", "--silent", "build"], { stdio: "inherit" });
+
+const simulator = await startSimulatorProcess(["--latency-ms", String(LATENCY_MS)]);
+const nodeOptions: Record<string, string> = process.env.BENCH_NODE_OPTIONS
+  ? { NODE_OPTIONS: process.env.BENCH_NODE_OPTIONS }
+  : {};
+let service: ServiceProcess = await startServiceProcess(simulator, nodeOptions, {
+  entry: "dist/main.js",
+});
+const dir = service.dir;
+const alive = () => service.child.exitCode === null && service.child.signalCode === null;
+
+/** Peak RSS of the current service process while `during` runs. */
+async function peakRssDuring<T>(during: () => Promise<T>): Promise<{ result: T; peak: number }> {
+  let peak = 0;
+  let sampling = true;
+  const sampler = (async () => {
+    while (sampling) {
+      peak = Math.max(peak, (await rssMb(service.child.pid)) ?? 0);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  })();
+  try {
+    return { result: await during(), peak };
+  } finally {
+    sampling = false;
+    await sampler;
+  }
+}
+
+try {
+  const total = WARM_UP + IDLE + BURST;
+  await postCallbacks(service.callbackUrl, { connections: CONNECTIONS, amount: WARM_UP });
+  const ingest = await peakRssDuring(async () => {
+    const idle = await postCallbacks(service.callbackUrl, {
+      connections: CONNECTIONS,
+      amount: IDLE,
+    });
+    const burst = await postCallbacks(service.callbackUrl, {
+      connections: CONNECTIONS,
+      amount: BURST,
+    });
+    return { idle, burst };
+  });
+  const { idle, burst } = ingest.result;
+  const reader = inboxReader(join(dir, "inbox.db"));
+  const stored = reader.total();
+  const doneBeforeRestart = reader.done();
+
+  // Restart with a higher concurrency to drain in bounded time (SIGTERM: running jobs are
+  // given back to the inbox, then taken up again by the new process).
+  await service.stop();
+  const drainStartedAt = Date.now();
+  service = await startServiceProcess(
+    simulator,
+    { ...nodeOptions, WORKER_CONCURRENCY: String(DRAIN_CONCURRENCY), DAC_CONCURRENCY: "4" },
+    { entry: "dist/main.js", dir },
+  );
+  const drain = await peakRssDuring(async () => {
+    const finished = await until(() => reader.done() === total || !alive(), 600_000, 200);
+    return finished && alive();
+  });
+  const drainMs = Date.now() - drainStartedAt;
+  const delivered = reader.done();
+  reader.close();
+
+  const p99Factor = burst.p99 / Math.max(idle.p99, 1);
+  const rejected = burst.rejected + burst.errors + idle.rejected + idle.errors;
+  const rows: Row[] = [
+    {
+      measure: "peak RSS during idle run + burst (WORKER_CONCURRENCY 4), MB",
+      value: ingest.peak.toFixed(1),
+      goal: `<= ${GOAL_RSS_MB}`,
+      met: ingest.peak <= GOAL_RSS_MB ? "yes" : "NO",
+    },
+    {
+      measure: `peak RSS during the drain (WORKER_CONCURRENCY ${DRAIN_CONCURRENCY}), MB`,
+      value: drain.peak.toFixed(1),
+      goal: `<= ${GOAL_RSS_MB}`,
+      met: drain.peak <= GOAL_RSS_MB ? "yes" : "NO",
+    },
+    {
+      measure: "requests rejected (non-2xx + errors)",
+      value: rejected,
+      goal: "0",
+      met: rejected === 0 ? "yes" : "NO",
+    },
+    {
+      measure: "callbacks stored / sent",
+      value: `${stored} / ${total}`,
+      goal: "all",
+      met: stored === total ? "yes" : "NO",
+    },
+    {
+      measure: "callbacks delivered in the end",
+      value: `${delivered} / ${total}`,
+      goal: "all",
+      met: drain.result && delivered === total ? "yes" : "NO",
+    },
+    {
+      measure: "ingest p99 ms burst / idle",
+      value: `${burst.p99} / ${idle.p99}`,
+      goal: `<= ${GOAL_P99_FACTOR}x (${p99Factor.toFixed(2)}x)`,
+      met: p99Factor <= GOAL_P99_FACTOR ? "yes" : "NO",
+    },
+    {
+      measure: "ingest req/s burst / idle",
+      value: `${burst.rps.toFixed(0)} / ${idle.rps.toFixed(0)}`,
+      goal: "",
+      met: "",
+    },
+    {
+      measure: "delivered before restart / drain time after restart",
+      value: `${doneBeforeRestart} / ${(drainMs / 1000).toFixed(1)} s`,
+      goal: "bounded",
+      met: drain.result ? "yes" : "NO",
+    },
+  ];
+  console.log(
+    `\nburst: ${BURST} callbacks (after ${WARM_UP} warm-up and ${IDLE} idle reference), ${CONNECTIONS} connections, finAPI latency ${LATENCY_MS} ms\n`,
+  );
+  console.log(table(rows));
+  const figures = {
+    burst: BURST,
+    idleCallbacks: IDLE,
+    warmUp: WARM_UP,
+    connections: CONNECTIONS,
+    drainConcurrency: DRAIN_CONCURRENCY,
+    ingestPeakRssMb: ingest.peak,
+    drainPeakRssMb: drain.peak,
+    idle,
+    burstLoad: burst,
+    stored,
+    delivered,
+    doneBeforeRestart,
+    drainMs,
+    p99Factor,
+  };
+  console.log(`\nfigures written to ${await saveResults("burst", figures)}`);
+} finally {
+  await service.stop();
+  await rm(dir, { recursive: true, force: true });
+  await simulator.stop();
+}
