@@ -72,7 +72,10 @@ try {
   const ratio = svc.rps / base.rps;
   const p99Factor = svc.p99 / Math.max(base.p99, 1);
 
-  // Every 202 must be a row on disk: count them once the service has stopped.
+  // Every 202 must be a row on disk: count them once the service has stopped. A run ends
+  // with up to one request per connection in flight: stored, but its 202 is not counted.
+  const storedMatches = (rows: number, accepted: number) =>
+    rows >= accepted && rows - accepted <= CONNECTIONS * (ROUNDS + 1);
   await service.stop();
   let stored: number | undefined;
   if (service.sqlitePath) {
@@ -113,8 +116,8 @@ try {
       measure: "service 202s (incl. warm-up) / rows on disk",
       value: `${svc.ok + warmUp.ok} / ${stored ?? "n/a"}`,
       ratio: "",
-      goal: "equal",
-      met: stored === undefined ? "n/a" : stored === svc.ok + warmUp.ok ? "yes" : "NO",
+      goal: "every 202 stored",
+      met: stored === undefined ? "n/a" : storedMatches(stored, svc.ok + warmUp.ok) ? "yes" : "NO",
     },
     {
       measure: "service non-2xx + errors",
