@@ -80,7 +80,7 @@ export async function startServiceProcess(
   const fullEnv = serviceEnv(simulator, dir, {
     PORT: String(port),
     // As users run it: info logs, one line per accepted callback (to /dev/null here).
-    LOG_LEVEL: "info",
+    LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? "info",
     ...(store ? { STORE_URL: store } : {}),
     ...env,
   });
