@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import {
   DEFAULT_FAULTS,
   type FailNextRequest,
@@ -44,13 +45,16 @@ export function createSimulatorState(options: SimulatorStateOptions = {}): Simul
   const faults = new FaultController(initial);
   const tokens = new TokenStore(() => faults.lifetimeSec, now);
   const stats = new StatsRecorder();
+  const closing = new AbortController();
+  // Every delayed answer listens on this one signal; hundreds at once are expected.
+  setMaxListeners(0, closing.signal);
   return {
     clientId,
     clientSecret,
     faults,
     tokens,
     stats,
-    closing: new AbortController(),
+    closing,
     snapshot: () => stats.snapshot(tokens.issuedCount),
     setFaults: (partial) => faults.set(partial),
     failNext: (endpoint, count, status, opts) => {
