@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { LOOPBACK_CIDRS, parseCidrList } from "./http/allowlist.js";
 
 /**
  * Base URLs per finAPI environment (../shared/finapi/FACTS.md). `unconfirmed` lists the
@@ -43,6 +44,40 @@ const envSchema = z.object({
     .string()
     .regex(/^\/[A-Za-z0-9._~\-/]*$/, "must start with / and contain only URL path characters")
     .default("/callbacks/kreditcheck"),
+  ALLOWED_CIDRS: z
+    .string()
+    .min(1)
+    .superRefine((list, ctx) => {
+      try {
+        if (parseCidrList(list).length === 0)
+          ctx.addIssue({ code: "custom", message: "lists no network" });
+      } catch (error) {
+        ctx.addIssue({ code: "custom", message: (error as Error).message });
+      }
+    })
+    .optional(),
+  TRUST_PROXY: z
+    .string()
+    .refine(
+      (value) =>
+        /^\d+$/.test(value) ||
+        value
+          .split(",")
+          .every(
+            (entry) => /^(loopback|linklocal|uniquelocal)$/.test(entry.trim()) || safeCidrs(entry),
+          ),
+      "must be a hop count or a comma list of CIDRs / loopback / linklocal / uniquelocal",
+    )
+    .optional(),
+  CALLBACK_SECRET: z
+    .string()
+    .regex(/^[A-Za-z0-9._~-]+$/, "must contain only URL-safe characters A-Z a-z 0-9 . _ ~ -")
+    .optional(),
+  REQUEST_TIMEOUT_MS: int(100, 10_000),
+  ADMIN_PORT: int(0, 9090).pipe(z.number().max(65535)),
+  ADMIN_HOST: z.string().min(1).default("127.0.0.1"),
+  ADMIN_TOKEN: z.string().min(8, "must be at least 8 characters").optional(),
+  SHUTDOWN_TIMEOUT_MS: int(100, 15_000),
   STORE_URL: z
     .string()
     .regex(/^sqlite:.+/, "must be sqlite:<path> (postgres:// follows in a later release)")
@@ -83,7 +118,20 @@ export type Env = z.input<typeof envSchema>;
 
 export interface Config {
   nodeEnv: "development" | "production" | "test";
-  http: { host: string; port: number; callbackPath: string; bodyLimitBytes: number };
+  http: {
+    host: string;
+    port: number;
+    callbackPath: string;
+    bodyLimitBytes: number;
+    requestTimeoutMs: number;
+    /** Comma list of CIDRs allowed to send callbacks. */
+    allowedCidrs: string;
+    /** Express "trust proxy": false, a hop count or a list of CIDRs. */
+    trustProxy: false | number | string;
+    callbackSecret: string | undefined;
+  };
+  admin: { host: string; port: number; token: string | undefined };
+  shutdownTimeoutMs: number;
   store: { url: string; sqlitePath: string };
   worker: {
     leaseMs: number;
@@ -135,6 +183,11 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     );
   }
   const e = parsed.data;
+  if (e.NODE_ENV === "production" && e.ALLOWED_CIDRS === undefined) {
+    throw new ConfigError([
+      "ALLOWED_CIDRS: must be set when NODE_ENV=production (finAPI's IP range from finAPI support; 0.0.0.0/0,::/0 allows everyone)",
+    ]);
+  }
   const preset = FINAPI_PRESETS[e.FINAPI_ENV];
   const unconfirmed = preset.unconfirmed.filter(
     (name) =>
@@ -148,7 +201,24 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   }
   const config: Config = {
     nodeEnv: e.NODE_ENV,
-    http: { host: e.HOST, port: e.PORT, callbackPath: e.CALLBACK_PATH, bodyLimitBytes: 64 * 1024 },
+    http: {
+      host: e.HOST,
+      port: e.PORT,
+      callbackPath:
+        e.CALLBACK_PATH.length > 1 ? e.CALLBACK_PATH.replace(/\/+$/, "") : e.CALLBACK_PATH,
+      bodyLimitBytes: 64 * 1024,
+      requestTimeoutMs: e.REQUEST_TIMEOUT_MS,
+      allowedCidrs: e.ALLOWED_CIDRS ?? LOOPBACK_CIDRS,
+      trustProxy:
+        e.TRUST_PROXY === undefined
+          ? false
+          : /^\d+$/.test(e.TRUST_PROXY)
+            ? Number(e.TRUST_PROXY)
+            : e.TRUST_PROXY,
+      callbackSecret: e.CALLBACK_SECRET,
+    },
+    admin: { host: e.ADMIN_HOST, port: e.ADMIN_PORT, token: e.ADMIN_TOKEN },
+    shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
     store: { url: e.STORE_URL, sqlitePath: e.STORE_URL.slice("sqlite:".length) },
     worker: {
       leaseMs: e.LEASE_MS,
@@ -183,6 +253,14 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     log: { level: e.LOG_LEVEL, pretty: e.LOG_PRETTY },
   };
   return deepFreeze(config);
+}
+
+function safeCidrs(list: string): boolean {
+  try {
+    return parseCidrList(list).length > 0;
+  } catch {
+    return false;
+  }
 }
 
 function stripSlash(url: string): string {

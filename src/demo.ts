@@ -35,6 +35,7 @@ async function demo(): Promise<void> {
     FINAPI_CLIENT_ID: simulator.clientId,
     FINAPI_CLIENT_SECRET: simulator.clientSecret,
     WORKER_POLL_MS: "100",
+    ADMIN_PORT: "0",
     LOG_LEVEL: process.env.LOG_LEVEL ?? "info",
   });
   const logger = createLogger({ level: config.log.level, pretty: process.stdout.isTTY });

@@ -31,7 +31,12 @@ async function main(): Promise<void> {
   const shutdown = (signal: string) => {
     if (stopping) return;
     stopping = true;
-    logger.info({ signal }, "shutting down");
+    logger.info({ signal, timeoutMs: config.shutdownTimeoutMs }, "shutting down");
+    // Last resort if something hangs: never outlive the budget by much.
+    setTimeout(() => {
+      logger.error("shutdown did not finish in time; exiting");
+      process.exit(1);
+    }, config.shutdownTimeoutMs + 2000).unref();
     service.close().then(
       () => {
         logger.info("stopped");

@@ -65,6 +65,7 @@ export interface Inbox {
   requeue(jobId: string): Promise<boolean>;
   /** Called after jobs were written, so a waiting worker can start at once. */
   onEnqueued(listener: () => void): () => void;
+  /** Proves the store answers and accepts a durable write (readiness). */
   ping(): Promise<void>;
   close(): Promise<void>;
 }

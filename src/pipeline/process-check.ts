@@ -1,4 +1,4 @@
-import { isSuccessful, SAFE_ID_PATTERN } from "../callback.js";
+import { type Callback, isSuccessful, SAFE_ID_PATTERN } from "../callback.js";
 import { ReceiverError, toReceiverError } from "../errors.js";
 import type {
   DacReportResponse,
@@ -20,6 +20,18 @@ export interface PipelineDeps {
   notFoundGraceMs: number;
   dacConcurrency: number;
   clock: () => number;
+  onDelivery?: (sink: string, result: "success" | "failure") => void;
+}
+
+/** What a bundle is made from: the callback and when it was accepted. */
+export interface CheckRequest {
+  callback: Callback;
+  receivedAt: Date;
+}
+
+export interface FetchContext {
+  logger: Logger;
+  signal: AbortSignal;
 }
 
 export interface CheckRun {
@@ -34,17 +46,22 @@ export interface CheckRun {
 export async function processCheck(deps: PipelineDeps, run: CheckRun): Promise<Bundle> {
   let bundle = run.progress.bundle as Bundle | undefined;
   if (!bundle) {
-    bundle = await assembleBundle(deps, run);
+    bundle = await assembleBundle(deps, run.job, run);
     run.progress.bundle = bundle;
   }
-  await deliver(deps.sinks, bundle, run);
+  await deliver(deps, bundle, run);
   return bundle;
 }
 
-async function assembleBundle(deps: PipelineDeps, run: CheckRun): Promise<Bundle> {
-  const { job, logger, signal } = run;
-  const callback = job.callback;
-  const receivedAt = job.receivedAt.toISOString();
+/** Fetches everything a bundle holds; used by the worker and by the admin "fetch" command. */
+export async function assembleBundle(
+  deps: PipelineDeps,
+  check: CheckRequest,
+  ctx: FetchContext,
+): Promise<Bundle> {
+  const { logger, signal } = ctx;
+  const callback = check.callback;
+  const receivedAt = check.receivedAt.toISOString();
   if (!isSuccessful(callback)) {
     logger.warn(
       { status: callback.status, errorMessage: callback.errorMessage },
@@ -66,7 +83,7 @@ async function assembleBundle(deps: PipelineDeps, run: CheckRun): Promise<Bundle
     };
   }
 
-  const kreditCheck = await fetchKreditCheck(deps, run);
+  const kreditCheck = await fetchKreditCheck(deps, check, ctx);
   const problems: Problem[] = [];
   const caseIds: string[] = [];
   for (const caseId of caseIdsOf(kreditCheck)) {
@@ -117,16 +134,21 @@ async function assembleBundle(deps: PipelineDeps, run: CheckRun): Promise<Bundle
   };
 }
 
-async function fetchKreditCheck(deps: PipelineDeps, run: CheckRun): Promise<KreditCheckResult> {
-  const { job, logger, signal } = run;
+async function fetchKreditCheck(
+  deps: PipelineDeps,
+  check: CheckRequest,
+  ctx: FetchContext,
+): Promise<KreditCheckResult> {
+  const { callback, receivedAt } = check;
   try {
-    return await deps.kreditChecks.getKreditCheck(job.processToken, job.kreditCheckId, {
-      logger,
-      signal,
-    });
+    return await deps.kreditChecks.getKreditCheck(
+      callback.processToken,
+      callback.kreditCheckId,
+      ctx,
+    );
   } catch (error) {
     if (!(error instanceof ReceiverError) || error.code !== "finapi_not_found") throw error;
-    const ageMs = deps.clock() - job.receivedAt.getTime();
+    const ageMs = deps.clock() - receivedAt.getTime();
     if (ageMs < deps.notFoundGraceMs) {
       // finAPI may call back before the result can be read: wait for it a while.
       throw new ReceiverError(`the KreditCheck result is not available yet (${error.message})`, {
@@ -147,9 +169,9 @@ async function fetchKreditCheck(deps: PipelineDeps, run: CheckRun): Promise<Kred
   }
 }
 
-async function deliver(sinks: readonly Sink[], bundle: Bundle, run: CheckRun): Promise<void> {
+async function deliver(deps: PipelineDeps, bundle: Bundle, run: CheckRun): Promise<void> {
   const delivered = new Set(run.progress.deliveredSinks ?? []);
-  const pending = sinks.filter((sink) => !delivered.has(sink.name));
+  const pending = deps.sinks.filter((sink) => !delivered.has(sink.name));
   const settled = await Promise.all(
     pending.map(async (sink) => {
       try {
@@ -158,8 +180,10 @@ async function deliver(sinks: readonly Sink[], bundle: Bundle, run: CheckRun): P
           signal: run.signal,
         });
         delivered.add(sink.name);
+        deps.onDelivery?.(sink.name, "success");
         return undefined;
       } catch (error) {
+        deps.onDelivery?.(sink.name, "failure");
         return { sink: sink.name, error: toReceiverError(error) };
       }
     }),

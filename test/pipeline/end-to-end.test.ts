@@ -1,20 +1,12 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { type Harness, makeCallback, startHarness } from "../support/harness.js";
+import { simulatorToken } from "../support/simulator-token.js";
 import { waitFor } from "../support/wait-for.js";
 
 /** Reads a resource straight from the simulator, as finAPI serves it, for comparison. */
 async function served(harness: Harness, url: string): Promise<unknown> {
-  const tokenResponse = await fetch(harness.simulator.tokenUrl, {
-    method: "POST",
-    headers: { "Content-Type": "application/x-www-form-urlencoded" },
-    body: new URLSearchParams({
-      grant_type: "client_credentials",
-      client_id: harness.simulator.clientId,
-      client_secret: harness.simulator.clientSecret,
-    }),
-  });
-  const { access_token } = (await tokenResponse.json()) as { access_token: string };
-  const response = await fetch(url, { headers: { Authorization: `Bearer ${access_token}` } });
+  const token = await simulatorToken(harness.simulator);
+  const response = await fetch(url, { headers: { Authorization: `Bearer ${token}` } });
   return response.json();
 }
 

@@ -56,15 +56,13 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     BACKOFF_BASE_MS: "20",
     BACKOFF_MAX_MS: "200",
     LEASE_MS: "5000",
+    ADMIN_PORT: "0",
+    SHUTDOWN_TIMEOUT_MS: "2000",
     ...options.env,
   };
   const config = loadConfig(env);
   const logs = captureLogs();
-  const service = await startService(config, {
-    logger: logs.logger,
-    shutdownTimeoutMs: 2000,
-    ...options.service,
-  });
+  const service = await startService(config, { logger: logs.logger, ...options.service });
 
   const readBundle = async (kreditCheckId: string) => {
     try {

@@ -67,6 +67,7 @@ export class SqliteInbox implements Inbox {
       listByState: prepare(SQL.listByState),
       listAll: prepare(SQL.listAll),
       countByState: prepare(SQL.countByState),
+      heartbeat: prepare(SQL.heartbeat),
     };
   }
 
@@ -205,7 +206,7 @@ export class SqliteInbox implements Inbox {
   }
 
   async ping(): Promise<void> {
-    this.read(() => this.db.prepare("SELECT 1").get());
+    await this.write(() => this.statements.heartbeat.run({ now: this.clock() }));
   }
 
   async close(): Promise<void> {

@@ -38,4 +38,5 @@ export const SQL = {
   listByState: `SELECT * FROM jobs WHERE state = @state ORDER BY updated_at DESC LIMIT @limit`,
   listAll: `SELECT * FROM jobs ORDER BY updated_at DESC LIMIT @limit`,
   countByState: `SELECT state, COUNT(*) AS count FROM jobs GROUP BY state`,
+  heartbeat: `INSERT INTO heartbeat (id, at) VALUES (1, @now) ON CONFLICT (id) DO UPDATE SET at = excluded.at`,
 } as const;
