@@ -1,3 +1,4 @@
+import proxyaddr from "proxy-addr";
 import { z } from "zod";
 import { LOOPBACK_CIDRS, parseCidrList } from "./http/allowlist.js";
 
@@ -25,7 +26,14 @@ export const FINAPI_PRESETS = {
 
 export const DEFAULT_KREDITCHECK_PATH = "/checks/{processToken}/kreditcheck/{kreditCheckId}";
 
-const int = (min: number, fallback: number) => z.coerce.number().int().min(min).default(fallback);
+/** Whole decimal numbers only: " ", "0x50" or "1e3" are mistakes, not numbers. */
+const int = (min: number, fallback: number, max = Number.MAX_SAFE_INTEGER) =>
+  z
+    .string()
+    .regex(/^\d+$/, "must be a whole number")
+    .transform(Number)
+    .pipe(z.number().int().min(min).max(max))
+    .prefault(String(fallback));
 const bool = z
   .enum(["1", "0", "true", "false", "yes", "no", ""])
   .default("0")
@@ -39,10 +47,13 @@ const required = (name: string) =>
 const envSchema = z.object({
   NODE_ENV: z.enum(["development", "production", "test"]).default("development"),
   HOST: z.string().min(1).default("0.0.0.0"),
-  PORT: int(0, 3000).pipe(z.number().max(65535)),
+  PORT: int(0, 3000, 65535),
   CALLBACK_PATH: z
     .string()
-    .regex(/^\/[A-Za-z0-9._~\-/]*$/, "must start with / and contain only URL path characters")
+    .regex(
+      /^\/[A-Za-z0-9._~-][A-Za-z0-9._~\-/]*$/,
+      "must start with / and name a path (URL path characters only)",
+    )
     .default("/callbacks/kreditcheck"),
   ALLOWED_CIDRS: z
     .string()
@@ -59,14 +70,8 @@ const envSchema = z.object({
   TRUST_PROXY: z
     .string()
     .refine(
-      (value) =>
-        /^\d+$/.test(value) ||
-        value
-          .split(",")
-          .every(
-            (entry) => /^(loopback|linklocal|uniquelocal)$/.test(entry.trim()) || safeCidrs(entry),
-          ),
-      "must be a hop count or a comma list of CIDRs / loopback / linklocal / uniquelocal",
+      (value) => /^\d+$/.test(value) || compilesAsTrustProxy(value),
+      "must be a hop count or a comma list of CIDRs / loopback / linklocal / uniquelocal (not /0: that would trust everyone)",
     )
     .optional(),
   CALLBACK_SECRET: z
@@ -74,7 +79,7 @@ const envSchema = z.object({
     .regex(/^[A-Za-z0-9._~-]+$/, "must contain only URL-safe characters A-Z a-z 0-9 . _ ~ -")
     .optional(),
   REQUEST_TIMEOUT_MS: int(100, 10_000),
-  ADMIN_PORT: int(0, 9090).pipe(z.number().max(65535)),
+  ADMIN_PORT: int(0, 9090, 65535),
   ADMIN_HOST: z.string().min(1).default("127.0.0.1"),
   ADMIN_TOKEN: z.string().min(8, "must be at least 8 characters").optional(),
   SHUTDOWN_TIMEOUT_MS: int(100, 15_000),
@@ -183,18 +188,31 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     );
   }
   const e = parsed.data;
+  const combined: string[] = [];
   if (e.NODE_ENV === "production" && e.ALLOWED_CIDRS === undefined) {
-    throw new ConfigError([
+    combined.push(
       "ALLOWED_CIDRS: must be set when NODE_ENV=production (finAPI's IP range from finAPI support; 0.0.0.0/0,::/0 allows everyone)",
-    ]);
+    );
   }
+  if (e.BACKOFF_BASE_MS > e.BACKOFF_MAX_MS) {
+    combined.push(
+      `BACKOFF_BASE_MS: ${e.BACKOFF_BASE_MS} is larger than BACKOFF_MAX_MS=${e.BACKOFF_MAX_MS}`,
+    );
+  }
+  if (!isLoopbackHost(e.ADMIN_HOST) && e.ADMIN_TOKEN === undefined) {
+    combined.push(
+      `ADMIN_TOKEN: must be set when ADMIN_HOST=${e.ADMIN_HOST} exposes the admin API beyond this machine`,
+    );
+  }
+  if (combined.length > 0) throw new ConfigError(combined);
   const preset = FINAPI_PRESETS[e.FINAPI_ENV];
   const unconfirmed = preset.unconfirmed.filter(
     (name) =>
       (name.startsWith("FINAPI_PROCESSCTRL_URL") && !e.FINAPI_PROCESSCTRL_URL) ||
       (name.startsWith("FINAPI_DI_URL") && !e.FINAPI_DI_URL),
   );
-  if (e.FINAPI_KREDITCHECK_PATH === DEFAULT_KREDITCHECK_PATH) {
+  // Only a warning about finAPI's own hosts: against a simulator or proxy it means nothing.
+  if (e.FINAPI_KREDITCHECK_PATH === DEFAULT_KREDITCHECK_PATH && !e.FINAPI_PROCESSCTRL_URL) {
     unconfirmed.push(
       "FINAPI_KREDITCHECK_PATH (from finAPI's integration guide, not its public API table)",
     );
@@ -255,12 +273,18 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   return deepFreeze(config);
 }
 
-function safeCidrs(list: string): boolean {
+function compilesAsTrustProxy(value: string): boolean {
   try {
-    return parseCidrList(list).length > 0;
+    // The library Express itself hands TRUST_PROXY to: what it refuses would crash start-up.
+    proxyaddr.compile(value.split(",").map((entry) => entry.trim()));
+    return true;
   } catch {
     return false;
   }
+}
+
+function isLoopbackHost(host: string): boolean {
+  return host === "localhost" || host === "::1" || /^127\.\d+\.\d+\.\d+$/.test(host);
 }
 
 function stripSlash(url: string): string {

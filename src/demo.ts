@@ -10,7 +10,7 @@ import { startSimulator } from "./simulator/server.js";
  * `npm run demo`: the built-in finAPI simulator and the real service (SQLite inbox + file
  * sink) on loopback; posts examples/callback.json over HTTP and waits for the bundle.
  */
-const RESULTS_DIR = "./data/results";
+const RESULTS_DIR = "./data/demo/results";
 const STORE_PATH = "./data/demo/receiver.db";
 const TIMEOUT_MS = 30_000;
 
@@ -19,9 +19,9 @@ async function demo(): Promise<void> {
     JSON.parse(await readFile("examples/callback.json", "utf8")),
   );
   const bundlePath = resolve(join(RESULTS_DIR, `${callback.kreditCheckId}.json`));
-  // A fresh inbox each run, so the example callback is processed again, not a duplicate.
+  // A fresh inbox each run, so the example callback is processed again, not a duplicate;
+  // its own folder, so the demo never touches what `npm start` wrote.
   await rm("./data/demo", { recursive: true, force: true });
-  await rm(bundlePath, { force: true });
 
   const simulator = await startSimulator();
   const config = loadConfig({

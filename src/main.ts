@@ -25,6 +25,9 @@ async function main(): Promise<void> {
       "using a finAPI preset that public documentation does not confirm; override it if calls fail",
     );
   }
+  if (config.http.callbackSecret !== undefined && config.http.callbackSecret.length < 16) {
+    logger.warn("CALLBACK_SECRET is shorter than 16 characters: use 32+ random characters");
+  }
   const service = await startService(config, { logger });
 
   let stopping = false;

@@ -166,7 +166,7 @@ export async function startService(
       adminPort,
       adminHost: config.admin.host,
       callbackPath: config.http.callbackSecret
-        ? `${config.http.callbackPath}/[secret]`
+        ? `${config.http.callbackPath}/[redacted]`
         : config.http.callbackPath,
       allowedCidrs: config.http.allowedCidrs,
       store: config.store.url,

@@ -74,6 +74,43 @@ describe("loadConfig", () => {
     );
   });
 
+  it("refuses numbers that are not plain whole decimals, and inverted backoff bounds", () => {
+    const problems = problemsOf({
+      ...credentials,
+      PORT: " ",
+      ADMIN_PORT: "0x50",
+      LEASE_MS: "1e4",
+      BACKOFF_BASE_MS: "5000",
+      BACKOFF_MAX_MS: "1000",
+    });
+    expect(problems.map((problem) => problem.split(":")[0])).toEqual(
+      expect.arrayContaining(["PORT", "ADMIN_PORT", "LEASE_MS"]),
+    );
+    expect(
+      problemsOf({ ...credentials, BACKOFF_BASE_MS: "5000", BACKOFF_MAX_MS: "1000" })[0],
+    ).toMatch(/^BACKOFF_BASE_MS/);
+  });
+
+  it("refuses addresses an operator would misread (octal, short forms) and proxy settings Express cannot use", () => {
+    expect(problemsOf({ ...credentials, ALLOWED_CIDRS: "192.168.010.0/24" })[0]).toMatch(
+      /^ALLOWED_CIDRS/,
+    );
+    expect(problemsOf({ ...credentials, ALLOWED_CIDRS: "10.1" })[0]).toMatch(/^ALLOWED_CIDRS/);
+    expect(problemsOf({ ...credentials, TRUST_PROXY: "0.0.0.0/0" })[0]).toMatch(/^TRUST_PROXY/);
+    expect(loadConfig({ ...credentials, TRUST_PROXY: "loopback,10.0.0.0/8" }).http.trustProxy).toBe(
+      "loopback,10.0.0.0/8",
+    );
+    expect(loadConfig({ ...credentials, TRUST_PROXY: "2" }).http.trustProxy).toBe(2);
+  });
+
+  it("refuses an admin API open beyond this machine without ADMIN_TOKEN, and a bare / as callback path", () => {
+    expect(problemsOf({ ...credentials, ADMIN_HOST: "0.0.0.0" })[0]).toMatch(/^ADMIN_TOKEN/);
+    expect(
+      loadConfig({ ...credentials, ADMIN_HOST: "0.0.0.0", ADMIN_TOKEN: "long-enough" }).admin.host,
+    ).toBe("0.0.0.0");
+    expect(problemsOf({ ...credentials, CALLBACK_PATH: "/" })[0]).toMatch(/^CALLBACK_PATH/);
+  });
+
   it("returns a frozen config", () => {
     const config = loadConfig(credentials);
     expect(Object.isFrozen(config.finapi)).toBe(true);

@@ -76,3 +76,27 @@ describe("graceful shutdown", () => {
     for (const callback of callbacks) expect(names).toContain(`${callback.kreditCheckId}.json`);
   });
 });
+
+describe("shutdown while a token request hangs", () => {
+  it("does not wait for finAPI's timeout: the job is given back at once, attempt refunded", async () => {
+    const { startHarness } = await import("./support/harness.js");
+    const harness = await startHarness({
+      env: { FINAPI_TIMEOUT_MS: "20000", SHUTDOWN_TIMEOUT_MS: "1000" },
+    });
+    try {
+      harness.simulator.failNext("token", 1, -1);
+      const { body } = await harness.post(makeCallback());
+      await waitFor(() => harness.simulator.stats().calls.token === 1, "the hanging token request");
+      const startedAt = Date.now();
+      await harness.service.close();
+      expect(Date.now() - startedAt).toBeLessThan(3000);
+      // The store is closed now; read the job through a fresh inbox on the same file.
+      const { SqliteInbox } = await import("../src/inbox/sqlite/sqlite-inbox.js");
+      const inbox = new SqliteInbox({ path: harness.config.store.sqlitePath });
+      expect(await inbox.get(String(body.id))).toMatchObject({ state: "pending", attempts: 0 });
+      await inbox.close();
+    } finally {
+      await harness.close();
+    }
+  });
+});

@@ -17,7 +17,7 @@ export function jobView(job: Job) {
     finishedAt: job.finishedAt?.toISOString() ?? null,
     lockedBy: job.lockedBy,
     lockedUntil: job.lockedUntil?.toISOString() ?? null,
-    bundleFetched: job.progress.bundle !== undefined,
+    bundleFetched: job.state === "done" || job.progress.bundle !== undefined,
     deliveredSinks: job.progress.deliveredSinks ?? [],
   };
 }

@@ -3,7 +3,7 @@ import { z } from "zod";
 import { type Callback, callbackSchema, safeId } from "../callback.js";
 import { toReceiverError } from "../errors.js";
 import { sendError } from "../http/send-error.js";
-import { type Inbox, JOB_STATES, type JobState } from "../inbox/inbox.js";
+import { type Inbox, JOB_STATES, type JobState, StoreUnavailableError } from "../inbox/inbox.js";
 import type { Bundle } from "../sinks/sink.js";
 import { jobDetailView, jobView } from "./job-view.js";
 
@@ -65,7 +65,14 @@ export function jobsRouter(options: JobsRouterOptions): Router {
   router.post("/callbacks", async (req, res) => {
     const parsed = callbackSchema.safeParse(req.body);
     if (!parsed.success) return sendError(res, 400, "invalid_callback", issuesOf(parsed.error));
-    const stored = await inbox.enqueue(parsed.data, new Date(clock()));
+    let stored: Awaited<ReturnType<Inbox["enqueue"]>>;
+    try {
+      stored = await inbox.enqueue(parsed.data, new Date(clock()));
+    } catch (error) {
+      if (!(error instanceof StoreUnavailableError)) throw error;
+      res.set("Retry-After", "5");
+      return sendError(res, 503, "store_unavailable", [{ message: error.message }]);
+    }
     res.status(202).json({ accepted: true, duplicate: stored.duplicate, id: stored.id });
   });
 

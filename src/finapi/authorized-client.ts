@@ -66,7 +66,7 @@ export class AuthorizedClient {
     const maxInlineDelayMs = this.options.maxInlineDelayMs ?? 5000;
     let refreshedAfter401 = false;
     for (let attempt = 0; ; attempt++) {
-      const token = await tokens.getToken();
+      const token = await tokens.getToken(ctx.signal);
       const requestId = randomUUID();
       let outcome: { response: AxiosResponse } | { error: ReceiverError };
       outcome = await this.send(endpoint, url, token, requestId, ctx, responseType);

@@ -7,7 +7,8 @@ import { isTimeout } from "./transport.js";
 
 /** The port the finAPI clients use; `invalidate` drops a token a data call found rejected. */
 export interface TokenProvider {
-  getToken(): Promise<string>;
+  /** The shared refresh keeps going for other callers when one caller's signal aborts. */
+  getToken(signal?: AbortSignal): Promise<string>;
   invalidate(token: string): void;
 }
 
@@ -47,7 +48,7 @@ export class ClientCredentialsTokenProvider implements TokenProvider {
     this.clock = options.clock ?? Date.now;
   }
 
-  async getToken(): Promise<string> {
+  async getToken(signal?: AbortSignal): Promise<string> {
     const now = this.clock();
     const cached = this.cached;
     if (cached && now < cached.refreshAt) return cached.token;
@@ -55,8 +56,9 @@ export class ClientCredentialsTokenProvider implements TokenProvider {
       this.inflight = undefined;
     });
     try {
-      return (await this.inflight).token;
+      return (await abortable(this.inflight, signal)).token;
     } catch (error) {
+      if (signal?.aborted) throw error;
       // An early refresh that failed must not fail callers while the old token still works.
       if (cached && this.clock() < cached.expiresAt) return cached.token;
       throw error;
@@ -134,6 +136,26 @@ export class ClientCredentialsTokenProvider implements TokenProvider {
     this.cached = { token, expiresAt, refreshAt };
     return this.cached;
   }
+}
+
+/** Settles with `promise`, or rejects with the signal's reason as soon as it aborts. */
+function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return promise;
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(error);
+      },
+    );
+  });
 }
 
 function safeJson(body: string): unknown {

@@ -18,6 +18,13 @@ export function parseCidrList(list: string): Range[] {
     .map((entry) => entry.trim())
     .filter(Boolean)
     .map((entry): Range => {
+      const address = entry.split("/")[0] ?? "";
+      // ipaddr.js reads "010" as octal and "10.1" as 10.0.0.1: neither is what an operator means.
+      if (!address.includes(":") && !ipaddr.IPv4.isValidFourPartDecimal(address)) {
+        throw new Error(
+          `"${entry}" is not an IPv4/IPv6 address or CIDR (IPv4 needs four decimal parts)`,
+        );
+      }
       try {
         if (entry.includes("/")) {
           const [address, bits] = ipaddr.parseCIDR(entry);

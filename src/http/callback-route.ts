@@ -1,4 +1,4 @@
-import express, { type RequestHandler, type Router } from "express";
+import express, { type ErrorRequestHandler, type RequestHandler, type Router } from "express";
 import { callbackSchema, isSuccessful } from "../callback.js";
 import type { Inbox } from "../inbox/inbox.js";
 import type { Logger } from "../logger.js";
@@ -42,6 +42,7 @@ export function callbackRouter(options: CallbackRouteOptions): Router {
   const requireJson: RequestHandler = (req, res, next) => {
     if (req.is(["application/json", "application/*+json"])) return next();
     onOutcome?.("invalid");
+    logger.info({ contentType: req.get("content-type") ?? null }, "callback rejected: not JSON");
     sendError(res, 415, "unsupported_media_type", [
       {
         message: `Content-Type must be application/json, got ${req.get("content-type") ?? "none"}`,
@@ -94,11 +95,20 @@ export function callbackRouter(options: CallbackRouteOptions): Router {
   );
   router.post(
     paths,
-    requireCallbackSecret(options.callbackSecret, () => onOutcome?.("unauthorized")),
+    requireCallbackSecret(options.callbackSecret, () => {
+      onOutcome?.("unauthorized");
+      logger.warn("callback refused: missing or wrong CALLBACK_SECRET");
+    }),
     requireJson,
     express.json({ limit: bodyLimitBytes, strict: true, type: () => true }),
     accept,
   );
+  // Body errors (broken JSON, too large) are rejected callbacks too; the app's error
+  // handler answers them.
+  router.use(paths, ((error, _req, _res, next) => {
+    onOutcome?.("invalid");
+    next(error);
+  }) as ErrorRequestHandler);
   router.all(paths, (_req, res) => {
     res.set("Allow", "POST");
     sendError(res, 405, "method_not_allowed", [{ message: "use POST" }]);

@@ -45,7 +45,12 @@ export function requireCallbackSecret(
   };
 }
 
-/** A request path with the secret segment replaced, for logs. */
+/**
+ * A request path with everything below the callback path replaced, for logs. Routing is
+ * case-insensitive, so the comparison is too.
+ */
 export function redactSecretInPath(path: string, callbackPath: string): string {
-  return path.startsWith(`${callbackPath}/`) ? `${callbackPath}/[redacted]` : path;
+  return path.toLowerCase().startsWith(`${callbackPath.toLowerCase()}/`)
+    ? `${path.slice(0, callbackPath.length)}/[redacted]`
+    : path;
 }

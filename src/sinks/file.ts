@@ -42,6 +42,14 @@ export class FileSink implements Sink {
         await handle.close();
       }
       await rename(temporary, target);
+      // The rename lives in the folder: flush it too, or a power loss can undo it after the
+      // job was marked done.
+      const folder = await open(this.dir, "r");
+      try {
+        await folder.sync();
+      } finally {
+        await folder.close();
+      }
     } catch (error) {
       await rm(temporary, { force: true }).catch(() => undefined);
       throw new ReceiverError(`could not write ${target}: ${(error as Error).message}`, {

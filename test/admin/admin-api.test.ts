@@ -76,6 +76,8 @@ describe("admin port", () => {
       await metricValue(/^kreditcheck_sink_deliveries_total\{sink="file",result="success"\}/),
     ).toBe(1);
     expect(await metricValue(/^process_cpu_user_seconds_total/)).toBeGreaterThan(0);
+    await harness.post("{broken");
+    expect(await metricValue(/^kreditcheck_callbacks_received_total\{outcome="invalid"\}/)).toBe(1);
   });
 
   it("guards the jobs API with ADMIN_TOKEN but leaves health and metrics open", async () => {
@@ -99,7 +101,7 @@ describe("admin port", () => {
     const callback = makeCallback();
     const { body } = await harness.post(callback);
     const id = String(body.id);
-    await waitFor(async () => (await harness?.service.inbox.get(id))?.state === "dead", "dead job");
+    await harness.waitForJob(id, "dead");
 
     const list = (await (await admin("/admin/jobs?state=dead")).json()) as {
       jobs: { id: string }[];
@@ -121,6 +123,26 @@ describe("admin port", () => {
     const retried = await admin(`/admin/jobs/${id}/retry`, { method: "POST" });
     expect(retried.status).toBe(200);
     await harness.waitForBundle(String(callback.kreditCheckId));
+    const done = (await (await admin(`/admin/jobs/${id}`)).json()) as Record<string, unknown>;
+    await harness.waitForJob(id, "done");
+    expect(
+      (await (await admin(`/admin/jobs/${id}`)).json()) as Record<string, unknown>,
+    ).toMatchObject({
+      state: "done",
+      lastError: null,
+      bundleFetched: true,
+      deliveredSinks: ["file"],
+    });
+    expect(done.id).toBe(id);
+
+    // Retrying a done job fetches and delivers it again from scratch.
+    const callsBefore = harness.simulator.stats().calls.kreditcheck;
+    expect((await admin(`/admin/jobs/${id}/retry`, { method: "POST" })).status).toBe(200);
+    await waitFor(
+      () => harness?.simulator.stats().calls.kreditcheck === callsBefore + 1,
+      "a new fetch",
+    );
+    await harness.waitForJob(id, "done");
     expect((await admin(`/admin/jobs/${id}/retry`, { method: "PUT" })).status).toBe(404);
     expect((await admin("/admin/jobs/no-such-job")).status).toBe(404);
   });

@@ -3,6 +3,7 @@ import { ConfigError, loadConfig } from "../../src/config.js";
 import { type Harness, makeCallback, startHarness } from "../support/harness.js";
 import { rawPost } from "../support/raw-post.js";
 import { simulatorToken } from "../support/simulator-token.js";
+import { waitFor } from "../support/wait-for.js";
 
 describe("who may send callbacks", () => {
   let harness: Harness | undefined;
@@ -108,8 +109,15 @@ describe("CALLBACK_SECRET", () => {
     expect((await rawPost(`${base}/s3cr3t`, JSON.stringify(viaPath))).status).toBe(202);
     const basic = `Basic ${Buffer.from("finapi:s3cr3t").toString("base64")}`;
     expect((await rawPost(base, body(), { headers: { Authorization: basic } })).status).toBe(202);
-    // A rejected body on the secret URL is logged with the path redacted.
+    // A rejected body on the secret URL is logged with the path redacted, in any letter case.
     expect((await rawPost(`${base}/s3cr3t`, "{broken")).status).toBe(400);
+    expect(
+      (await rawPost(`${base.toUpperCase().replace("HTTP://", "http://")}/s3cr3t`, "{broken"))
+        .status,
+    ).toBe(400);
+    expect(
+      (await rawPost(`${base}/s3cr3t`, JSON.stringify({ pad: "x".repeat(70_000) }))).status,
+    ).toBe(413);
 
     await harness.waitForBundle(String(viaPath.kreditCheckId));
     const logs = harness.logs.text();
@@ -149,6 +157,37 @@ describe("the public port", () => {
 });
 
 describe("secrets in logs", () => {
+  it("never writes the client secret or the access token when finAPI cannot be reached", async () => {
+    const harness = await startHarness({
+      env: { FINAPI_RETRIES: "0", FINAPI_TOKEN_URL: "http://127.0.0.1:1/oauth/token" },
+    });
+    try {
+      await harness.post(makeCallback());
+      await waitFor(
+        () => harness.logs.text().includes("finAPI token request failed"),
+        "a failed token request",
+      );
+      expect(harness.logs.text()).not.toContain(harness.simulator.clientSecret);
+    } finally {
+      await harness.close();
+    }
+    const unreachable = await startHarness({
+      env: { FINAPI_RETRIES: "0", FINAPI_PROCESSCTRL_URL: "http://127.0.0.1:1/api/v1" },
+    });
+    try {
+      await unreachable.post(makeCallback());
+      await waitFor(
+        () => unreachable.logs.text().includes("finAPI call failed"),
+        "a failed data call",
+      );
+      const token = await simulatorToken(unreachable.simulator);
+      expect(unreachable.logs.text()).not.toContain(token);
+      expect(unreachable.logs.text()).not.toMatch(/Bearer [A-Za-z0-9]/);
+    } finally {
+      await unreachable.close();
+    }
+  });
+
   it("never writes the client secret, an access token or an Authorization header", async () => {
     const harness = await startHarness({ env: { LOG_LEVEL: "trace", FINAPI_RETRIES: "0" } });
     try {

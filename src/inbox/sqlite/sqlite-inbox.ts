@@ -22,7 +22,11 @@ export interface SqliteInboxOptions {
   clock?: () => number;
 }
 
-/** A write waiting for the next group commit; `apply` returns an Error to reject only itself. */
+/**
+ * A write waiting for the next group commit. If one `apply` throws, the transaction rolls
+ * back and every write of that batch is rejected (they fail for the same reason: the
+ * database), so no caller is told "stored" for a row that is not.
+ */
 interface QueuedWrite {
   apply: () => unknown;
   resolve: (value: unknown) => void;
@@ -117,9 +121,14 @@ export class SqliteInbox implements Inbox {
     });
   }
 
-  complete(jobId: string, workerId: string): Promise<void> {
+  complete(jobId: string, workerId: string, progress: JobProgress): Promise<void> {
     return this.ownedWrite(jobId, () =>
-      this.statements.complete.run({ id: jobId, workerId, now: this.clock() }),
+      this.statements.complete.run({
+        id: jobId,
+        workerId,
+        progress: JSON.stringify(progress),
+        now: this.clock(),
+      }),
     );
   }
 
@@ -161,9 +170,11 @@ export class SqliteInbox implements Inbox {
   }
 
   async requeue(jobId: string): Promise<boolean> {
-    const changes = await this.write(
-      () => this.statements.requeue.run({ id: jobId, now: this.clock() }).changes,
-    );
+    const changes = await this.write(() => {
+      const now = this.clock();
+      const progress = JSON.stringify({ requeuedAt: now } satisfies JobProgress);
+      return this.statements.requeue.run({ id: jobId, now, progress }).changes;
+    });
     if (changes === 1) this.notify();
     return changes === 1;
   }
