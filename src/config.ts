@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { SCHEMA_NAME_PATTERN } from "./postgres/identifier.js";
 
 /**
  * Base URLs per finAPI environment (../shared/finapi/FACTS.md). `unconfirmed` lists the
@@ -45,8 +46,12 @@ const envSchema = z.object({
     .default("/callbacks/kreditcheck"),
   STORE_URL: z
     .string()
-    .regex(/^sqlite:.+/, "must be sqlite:<path> (postgres:// follows in a later release)")
+    .regex(/^(sqlite:.+|postgres(ql)?:\/\/.+)$/, "must be sqlite:<path> or postgres://…")
     .default("sqlite:./data/receiver.db"),
+  PG_SCHEMA: z
+    .string()
+    .regex(SCHEMA_NAME_PATTERN, "must be a plain lower-case PostgreSQL identifier")
+    .default("public"),
   LEASE_MS: int(1000, 30_000),
   WORKER_CONCURRENCY: int(1, 4),
   WORKER_POLL_MS: int(10, 1000),
@@ -84,7 +89,13 @@ export type Env = z.input<typeof envSchema>;
 export interface Config {
   nodeEnv: "development" | "production" | "test";
   http: { host: string; port: number; callbackPath: string; bodyLimitBytes: number };
-  store: { url: string; sqlitePath: string };
+  store: {
+    url: string;
+    kind: "sqlite" | "postgres";
+    sqlitePath: string;
+    /** PostgreSQL schema of the inbox (and of the postgres sink's tables). */
+    schema: string;
+  };
   worker: {
     leaseMs: number;
     concurrency: number;
@@ -149,7 +160,12 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   const config: Config = {
     nodeEnv: e.NODE_ENV,
     http: { host: e.HOST, port: e.PORT, callbackPath: e.CALLBACK_PATH, bodyLimitBytes: 64 * 1024 },
-    store: { url: e.STORE_URL, sqlitePath: e.STORE_URL.slice("sqlite:".length) },
+    store: {
+      url: e.STORE_URL,
+      kind: e.STORE_URL.startsWith("sqlite:") ? "sqlite" : "postgres",
+      sqlitePath: e.STORE_URL.startsWith("sqlite:") ? e.STORE_URL.slice("sqlite:".length) : "",
+      schema: e.PG_SCHEMA,
+    },
     worker: {
       leaseMs: e.LEASE_MS,
       concurrency: e.WORKER_CONCURRENCY,
@@ -183,6 +199,17 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     log: { level: e.LOG_LEVEL, pretty: e.LOG_PRETTY },
   };
   return deepFreeze(config);
+}
+
+/** A URL fit for logs: the password, if any, replaced. */
+export function redactUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = "***";
+    return parsed.toString();
+  } catch {
+    return url;
+  }
 }
 
 function stripSlash(url: string): string {

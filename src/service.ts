@@ -1,7 +1,7 @@
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { createApp } from "./app.js";
-import type { Config } from "./config.js";
+import { type Config, redactUrl } from "./config.js";
 import { AuthorizedClient } from "./finapi/authorized-client.js";
 import { DataIntelligenceClient } from "./finapi/di.js";
 import { ProcessCtrlClient } from "./finapi/processctrl.js";
@@ -41,7 +41,11 @@ export async function startService(
 ): Promise<RunningService> {
   const { logger } = options;
   const clock = options.clock ?? Date.now;
-  const inbox = openInbox(config.store, clock);
+  const inbox = await openInbox(config.store, {
+    clock,
+    onListenError: (error) =>
+      logger.warn({ err: error }, "inbox notifications lost; reconnecting (polling meanwhile)"),
+  });
   const sinks = [...loadSinks(config.sinks), ...(options.extraSinks ?? [])];
 
   const http = createTransport({ timeoutMs: config.finapi.timeoutMs });
@@ -101,7 +105,7 @@ export async function startService(
     {
       port,
       callbackPath: config.http.callbackPath,
-      store: config.store.url,
+      store: redactUrl(config.store.url),
       sinks: sinks.map((sink) => sink.name),
     },
     "kreditcheck-receiver listening",
