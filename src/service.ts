@@ -6,7 +6,7 @@ import { AuthorizedClient } from "./finapi/authorized-client.js";
 import { DataIntelligenceClient } from "./finapi/di.js";
 import { ProcessCtrlClient } from "./finapi/processctrl.js";
 import { ClientCredentialsTokenProvider } from "./finapi/token.js";
-import { createTransport } from "./finapi/transport.js";
+import { createTransport } from "./http-transport.js";
 import type { Inbox } from "./inbox/inbox.js";
 import { openInbox } from "./inbox/open-inbox.js";
 import type { Logger } from "./logger.js";
@@ -41,12 +41,16 @@ export async function startService(
 ): Promise<RunningService> {
   const { logger } = options;
   const clock = options.clock ?? Date.now;
+  // Sinks first: a sink that cannot be built stops start-up before the inbox is opened.
+  const sinks = [...(await loadSinks(config, logger)), ...(options.extraSinks ?? [])];
   const inbox = await openInbox(config.store, {
     clock,
     onListenError: (error) =>
       logger.warn({ err: error }, "inbox notifications lost; reconnecting (polling meanwhile)"),
+  }).catch(async (error: unknown) => {
+    await Promise.allSettled(sinks.map((sink) => sink.close?.()));
+    throw error;
   });
-  const sinks = [...loadSinks(config.sinks), ...(options.extraSinks ?? [])];
 
   const http = createTransport({ timeoutMs: config.finapi.timeoutMs });
   const tokens = new ClientCredentialsTokenProvider({
@@ -59,13 +63,16 @@ export async function startService(
     clock,
   });
   const client = new AuthorizedClient({ http, tokens, retries: config.finapi.retries });
+  const processCtrl = new ProcessCtrlClient(
+    client,
+    config.finapi.processctrlUrl,
+    config.finapi.kreditCheckPath,
+  );
   const deps = {
-    kreditChecks: new ProcessCtrlClient(
-      client,
-      config.finapi.processctrlUrl,
-      config.finapi.kreditCheckPath,
-    ),
+    kreditChecks: processCtrl,
     dacReports: new DataIntelligenceClient(client, config.finapi.diUrl),
+    documentSource: processCtrl,
+    documents: config.documents,
     sinks,
     notFoundGraceMs: config.finapi.notFoundGraceMs,
     dacConcurrency: config.finapi.dacConcurrency,

@@ -1,4 +1,4 @@
-import { afterEach, beforeEach, expect, it } from "vitest";
+import { afterEach, expect, it } from "vitest";
 import type { Callback } from "../../src/callback.js";
 import { StoreUnavailableError } from "../../src/inbox/inbox.js";
 import { PostgresInbox } from "../../src/inbox/postgres/postgres-inbox.js";
@@ -7,6 +7,7 @@ import {
   describePostgres,
   dropSchema,
   freshSchemaName,
+  freshSchemaPerTest,
   testDatabaseUrl,
 } from "../support/postgres.js";
 import { waitFor } from "../support/wait-for.js";
@@ -46,31 +47,26 @@ describePostgres("PostgreSQL inbox", () => {
 });
 
 describePostgres("PostgreSQL inbox: replicas", () => {
-  let schema: string;
-  let failed = false;
+  const fresh = freshSchemaPerTest("replicas");
   const opened: PostgresInbox[] = [];
   const open = async (options: Partial<Parameters<typeof PostgresInbox.open>[0]> = {}) => {
-    const inbox = await PostgresInbox.open({ url: testDatabaseUrl, schema, ...options });
+    const inbox = await PostgresInbox.open({
+      url: testDatabaseUrl,
+      schema: fresh.name,
+      ...options,
+    });
     opened.push(inbox);
     return inbox;
   };
-  beforeEach(({ onTestFailed }) => {
-    failed = false;
-    onTestFailed(() => {
-      failed = true;
-    });
-    schema = freshSchemaName("replicas");
-  });
   afterEach(async () => {
     await Promise.allSettled(opened.splice(0).map((inbox) => inbox.close()));
-    await dropSchema(schema, failed);
   });
 
   it("migrates once when ten replicas start at the same moment on a fresh schema", async () => {
     const inboxes = await Promise.all(Array.from({ length: 10 }, () => open()));
     expect(inboxes).toHaveLength(10);
     const ledger = await adminQuery(
-      `SELECT component, version FROM ${schema}.kreditcheck_schema_migrations`,
+      `SELECT component, version FROM ${fresh.name}.kreditcheck_schema_migrations`,
     );
     expect(ledger).toEqual([{ component: "inbox", version: 1 }]);
   });
@@ -78,7 +74,7 @@ describePostgres("PostgreSQL inbox: replicas", () => {
   it("refuses to start on a schema that a newer release migrated, saying what to do", async () => {
     await (await open()).close();
     await adminQuery(
-      `INSERT INTO ${schema}.kreditcheck_schema_migrations (component, version, name) VALUES ('inbox', 99, 'from the future')`,
+      `INSERT INTO ${fresh.name}.kreditcheck_schema_migrations (component, version, name) VALUES ('inbox', 99, 'from the future')`,
     );
     await expect(open()).rejects.toThrow(
       /version 99, newer than this release understands \(1\).*newer kreditcheck-receiver/,
@@ -132,7 +128,7 @@ describePostgres("PostgreSQL inbox: replicas", () => {
   it("reports an unreachable server as StoreUnavailableError naming the SQLSTATE or socket code", async () => {
     const error = await PostgresInbox.open({
       url: "postgres://postgres@127.0.0.1:1/test",
-      schema,
+      schema: fresh.name,
     }).catch((thrown: unknown) => thrown);
     expect(error).toBeInstanceOf(StoreUnavailableError);
     expect(String((error as Error).message)).toContain("ECONNREFUSED");
@@ -141,7 +137,7 @@ describePostgres("PostgreSQL inbox: replicas", () => {
   it("reports a missing database as StoreUnavailableError with SQLSTATE 3D000 and the fix", async () => {
     const url = new URL(testDatabaseUrl);
     url.pathname = "/no_such_database_kcr";
-    const error = await PostgresInbox.open({ url: url.toString(), schema }).catch(
+    const error = await PostgresInbox.open({ url: url.toString(), schema: fresh.name }).catch(
       (thrown: unknown) => thrown,
     );
     expect(error).toBeInstanceOf(StoreUnavailableError);

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import pg from "pg";
-import { describe, it } from "vitest";
+import { afterEach, beforeEach, describe, it } from "vitest";
 
 /** The PostgreSQL server of PostgreSQL-backed tests, e.g. postgres://postgres@127.0.0.1:5432/test. */
 export const testDatabaseUrl = process.env.TEST_DATABASE_URL ?? "";
@@ -53,4 +53,22 @@ export async function dropSchema(schema: string, failed: boolean): Promise<void>
   }
   // Identifiers cannot be bound; escaped instead.
   await adminQuery(`DROP SCHEMA IF EXISTS ${pg.escapeIdentifier(schema)} CASCADE`);
+}
+
+/**
+ * A fresh schema for every test of the enclosing describe, dropped afterwards unless the
+ * test failed. Register it before the hooks that close inboxes and services: after-hooks
+ * run in reverse, so the schema is dropped last.
+ */
+export function freshSchemaPerTest(prefix: string): { readonly name: string } {
+  const state = { name: "", failed: false };
+  beforeEach(({ onTestFailed }) => {
+    state.failed = false;
+    state.name = freshSchemaName(prefix);
+    onTestFailed(() => {
+      state.failed = true;
+    });
+  });
+  afterEach(() => dropSchema(state.name, state.failed));
+  return state;
 }
