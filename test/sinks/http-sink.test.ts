@@ -97,6 +97,20 @@ describe("the http sink", () => {
     expect(harness.logs.text()).toContain("HTTP_SINK_URL answered 503");
   });
 
+  it("waits for the receiver's Retry-After before posting again", async () => {
+    const postedAt: number[] = [];
+    receiver = await startWebhookReceiver((index) => {
+      postedAt.push(Date.now());
+      return index === 0 ? { status: 429, headers: { "Retry-After": "1" } } : { status: 204 };
+    });
+    harness = await startHarness({
+      env: { SINKS: "http", HTTP_SINK_URL: receiver.url, HTTP_SINK_SECRET: "s3cret" },
+    });
+    await harness.post(makeCallback());
+    await waitFor(() => postedAt.length >= 2, "the second post");
+    expect((postedAt[1] ?? 0) - (postedAt[0] ?? 0)).toBeGreaterThanOrEqual(950);
+  });
+
   it("gives up at once when the receiver refuses the bundle with a 4xx, saying what to fix", async () => {
     receiver = await startWebhookReceiver(() => ({ status: 401 }));
     harness = await startHarness({
