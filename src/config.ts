@@ -33,6 +33,7 @@ const bool = z
   .transform((value) => value === "1" || value === "true" || value === "yes");
 const httpUrl = z.url({ protocol: /^https?$/, error: "must be an http(s) URL" });
 const optionalUrl = z.preprocess((value) => (value === "" ? undefined : value), httpUrl.optional());
+const POSTGRES_URL = /^postgres(ql)?:\/\/.+/;
 const required = (name: string) =>
   z.string({ error: `${name} is required` }).min(1, `${name} is required`);
 
@@ -47,7 +48,10 @@ const envSchema = z.object({
     .default("/callbacks/kreditcheck"),
   STORE_URL: z
     .string()
-    .regex(/^(sqlite:.+|postgres(ql)?:\/\/.+)$/, "must be sqlite:<path> or postgres://…")
+    .refine(
+      (url) => /^sqlite:.+/.test(url) || POSTGRES_URL.test(url),
+      "must be sqlite:<path> or postgres://…",
+    )
     .default("sqlite:./data/receiver.db"),
   PG_SCHEMA: z
     .string()
@@ -84,10 +88,7 @@ const envSchema = z.object({
   HTTP_SINK_URL: optionalUrl,
   HTTP_SINK_SECRET: z.string().min(1).optional(),
   HTTP_SINK_TIMEOUT_MS: int(100, 10_000),
-  POSTGRES_SINK_URL: z
-    .string()
-    .regex(/^postgres(ql)?:\/\/.+/, "must be a postgres:// URL")
-    .optional(),
+  POSTGRES_SINK_URL: z.string().regex(POSTGRES_URL, "must be a postgres:// URL").optional(),
   FETCH_DOCUMENTS: z.string().default("").transform(parseDocumentNames),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   LOG_PRETTY: bool,
@@ -152,7 +153,7 @@ function checkSinkSettings(e: z.output<typeof envSchema>, ctx: z.RefinementCtx):
       });
     }
   }
-  if (e.SINKS.includes("postgres") && !e.POSTGRES_SINK_URL && !/^postgres/.test(e.STORE_URL)) {
+  if (e.SINKS.includes("postgres") && !e.POSTGRES_SINK_URL && !POSTGRES_URL.test(e.STORE_URL)) {
     ctx.addIssue({
       code: "custom",
       message:
@@ -252,7 +253,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     http: { host: e.HOST, port: e.PORT, callbackPath: e.CALLBACK_PATH, bodyLimitBytes: 64 * 1024 },
     store: {
       url: e.STORE_URL,
-      kind: e.STORE_URL.startsWith("sqlite:") ? "sqlite" : "postgres",
+      kind: POSTGRES_URL.test(e.STORE_URL) ? "postgres" : "sqlite",
       sqlitePath: e.STORE_URL.startsWith("sqlite:") ? e.STORE_URL.slice("sqlite:".length) : "",
       schema: e.PG_SCHEMA,
     },
@@ -300,7 +301,7 @@ function postgresSinkTarget(
   storeUrl: string,
   schema: string,
 ): Config["sinks"]["postgres"] {
-  const url = sinkUrl ?? (/^postgres/.test(storeUrl) ? storeUrl : undefined);
+  const url = sinkUrl ?? (POSTGRES_URL.test(storeUrl) ? storeUrl : undefined);
   return url ? { url, schema } : undefined;
 }
 

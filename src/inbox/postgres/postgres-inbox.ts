@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type pg from "pg";
 import type { Callback } from "../../callback.js";
-import { migrate } from "../../postgres/migrate.js";
+import { migrate, SchemaTooNewError } from "../../postgres/migrate.js";
 import {
   connectionConfig,
   createPool,
@@ -65,7 +65,7 @@ export class PostgresInbox implements Inbox {
       await migrate(pool, options.schema, INBOX_MIGRATIONS);
     } catch (error) {
       await pool.end().catch(() => undefined);
-      throw error instanceof Error && "code" in error && error.code === "schema_too_new"
+      throw error instanceof SchemaTooNewError
         ? error
         : new StoreUnavailableError(
             `the PostgreSQL inbox could not be opened: ${describePgError(error)}`,
@@ -108,8 +108,6 @@ export class PostgresInbox implements Inbox {
   }
 
   private async writeBatch(batch: QueuedEnqueue[]): Promise<void> {
-    const keyOf = (callback: Callback) =>
-      JSON.stringify([callback.processToken, callback.kreditCheckId]);
     // The same callback twice in one batch is inserted once; the second is a duplicate.
     const firsts = new Map<string, QueuedEnqueue & { id: string }>();
     for (const item of batch) {
@@ -133,7 +131,7 @@ export class PostgresInbox implements Inbox {
         ]);
         const found = new Map<string, { id: string; duplicate: boolean }>();
         for (const row of inserted.rows) {
-          found.set(JSON.stringify([row.process_token, row.kreditcheck_id]), {
+          found.set(keyOfRow(row), {
             id: row.id,
             duplicate: false,
           });
@@ -149,7 +147,7 @@ export class PostgresInbox implements Inbox {
             conflicted.map((row) => row.callback.kreditCheckId),
           ]);
           for (const row of existing.rows) {
-            found.set(JSON.stringify([row.process_token, row.kreditcheck_id]), {
+            found.set(keyOfRow(row), {
               id: row.id,
               duplicate: true,
             });
@@ -289,4 +287,13 @@ function storeError(action: "write" | "query", error: unknown): StoreUnavailable
   return new StoreUnavailableError(`inbox ${action} failed: ${describePgError(error)}`, {
     cause: error,
   });
+}
+
+/** The dedupe key (processToken, kreditCheckId) as one string, for callbacks and rows alike. */
+function keyOf(callback: Callback): string {
+  return JSON.stringify([callback.processToken, callback.kreditCheckId]);
+}
+
+function keyOfRow(row: { process_token: string; kreditcheck_id: string }): string {
+  return JSON.stringify([row.process_token, row.kreditcheck_id]);
 }
