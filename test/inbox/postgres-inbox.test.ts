@@ -68,7 +68,10 @@ describePostgres("PostgreSQL inbox: replicas", () => {
     const ledger = await adminQuery(
       `SELECT component, version FROM ${fresh.name}.kreditcheck_schema_migrations`,
     );
-    expect(ledger).toEqual([{ component: "inbox", version: 1 }]);
+    expect(ledger).toEqual([
+      { component: "inbox", version: 1 },
+      { component: "inbox", version: 2 },
+    ]);
   });
 
   it("refuses to start on a schema that a newer release migrated, saying what to do", async () => {
@@ -77,7 +80,7 @@ describePostgres("PostgreSQL inbox: replicas", () => {
       `INSERT INTO ${fresh.name}.kreditcheck_schema_migrations (component, version, name) VALUES ('inbox', 99, 'from the future')`,
     );
     await expect(open()).rejects.toThrow(
-      /version 99, newer than this release understands \(1\).*newer kreditcheck-receiver/,
+      /version 99, newer than this release understands \(2\).*newer kreditcheck-receiver/,
     );
   });
 
@@ -123,6 +126,20 @@ describePostgres("PostgreSQL inbox: replicas", () => {
     expect(duplicates).toEqual([]);
     expect(claimedBy.size).toBe(150);
     expect(new Set(claimedBy.values()).size).toBeGreaterThan(1);
+  });
+
+  it("answers ping with a durable write, so a database that cannot be written is not ready", async () => {
+    const inbox = await open();
+    await inbox.ping();
+    const [first] = await adminQuery(`SELECT at FROM ${fresh.name}.kreditcheck_heartbeat`);
+    expect(first?.at).toBeInstanceOf(Date);
+    // Reads still work, writes are refused: ping must notice.
+    await adminQuery(`DELETE FROM ${fresh.name}.kreditcheck_heartbeat`);
+    await adminQuery(
+      `ALTER TABLE ${fresh.name}.kreditcheck_heartbeat ADD CHECK (at < '2000-01-01')`,
+    );
+    await expect(inbox.countByState()).resolves.toMatchObject({ pending: 0 });
+    await expect(inbox.ping()).rejects.toBeInstanceOf(StoreUnavailableError);
   });
 
   it("reports an unreachable server as StoreUnavailableError naming the SQLSTATE or socket code", async () => {

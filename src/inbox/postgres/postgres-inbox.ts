@@ -243,8 +243,9 @@ export class PostgresInbox implements Inbox {
     return () => this.listeners.delete(listener);
   }
 
+  /** A durable write, not a SELECT: a read-only or full database is not healthy. */
   async ping(): Promise<void> {
-    await this.query("SELECT 1", []);
+    await this.query(SQL.heartbeat, []);
   }
 
   async close(): Promise<void> {

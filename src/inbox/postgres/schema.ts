@@ -30,5 +30,14 @@ export const INBOX_MIGRATIONS: MigrationSet = {
       CREATE INDEX kreditcheck_jobs_running_locked_until ON kreditcheck_jobs (locked_until) WHERE state = 'running';
       CREATE INDEX kreditcheck_jobs_state_updated ON kreditcheck_jobs (state, updated_at);`,
     },
+    {
+      // ping writes here: a database that answers but cannot be written (a read-only
+      // standby after a failover, a full disk) must not look healthy.
+      name: "create kreditcheck_heartbeat",
+      sql: `CREATE TABLE kreditcheck_heartbeat (
+        id  integer     PRIMARY KEY CHECK (id = 1),
+        at  timestamptz NOT NULL
+      );`,
+    },
   ],
 };

@@ -51,4 +51,7 @@ export const SQL = {
   listByState: `SELECT * FROM kreditcheck_jobs WHERE state = $1 ORDER BY updated_at DESC LIMIT $2`,
   listAll: `SELECT * FROM kreditcheck_jobs ORDER BY updated_at DESC LIMIT $1`,
   countByState: `SELECT state, count(*)::integer AS count FROM kreditcheck_jobs GROUP BY state`,
+  /** A real write for ping: one row, upserted. */
+  heartbeat: `INSERT INTO kreditcheck_heartbeat (id, at) VALUES (1, now())
+              ON CONFLICT (id) DO UPDATE SET at = EXCLUDED.at`,
 } as const;
