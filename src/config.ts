@@ -1,6 +1,8 @@
 import proxyaddr from "proxy-addr";
 import { z } from "zod";
+import { DOCUMENT_NAMES, type DocumentName } from "./finapi/documents.js";
 import { LOOPBACK_CIDRS, parseCidrList } from "./http/allowlist.js";
+import { SCHEMA_NAME_PATTERN } from "./postgres/identifier.js";
 
 /**
  * Base URLs per finAPI environment (../shared/finapi/FACTS.md). `unconfirmed` lists the
@@ -40,6 +42,7 @@ const bool = z
   .transform((value) => value === "1" || value === "true" || value === "yes");
 const httpUrl = z.url({ protocol: /^https?$/, error: "must be an http(s) URL" });
 const optionalUrl = z.preprocess((value) => (value === "" ? undefined : value), httpUrl.optional());
+const POSTGRES_URL = /^postgres(ql)?:\/\/.+/;
 const required = (name: string) =>
   z.string({ error: `${name} is required` }).min(1, `${name} is required`);
 
@@ -85,8 +88,15 @@ const envSchema = z.object({
   SHUTDOWN_TIMEOUT_MS: int(100, 15_000),
   STORE_URL: z
     .string()
-    .regex(/^sqlite:.+/, "must be sqlite:<path> (postgres:// follows in a later release)")
+    .refine(
+      (url) => /^sqlite:.+/.test(url) || POSTGRES_URL.test(url),
+      "must be sqlite:<path> or postgres://…",
+    )
     .default("sqlite:./data/receiver.db"),
+  PG_SCHEMA: z
+    .string()
+    .regex(SCHEMA_NAME_PATTERN, "must be a plain lower-case PostgreSQL identifier")
+    .default("public"),
   LEASE_MS: int(1000, 30_000),
   WORKER_CONCURRENCY: int(1, 4),
   WORKER_POLL_MS: int(10, 1000),
@@ -113,11 +123,86 @@ const envSchema = z.object({
   FINAPI_RETRIES: int(0, 2),
   TOKEN_REFRESH_MARGIN_MS: int(0, 60_000),
   DAC_CONCURRENCY: int(1, 4),
-  SINKS: z.string().min(1).default("file"),
+  SINKS: z.string().min(1).default("file").transform(parseSinkNames),
   FILE_SINK_DIR: z.string().min(1).default("./data/results"),
+  HTTP_SINK_URL: optionalUrl,
+  HTTP_SINK_SECRET: z.string().min(1).optional(),
+  HTTP_SINK_TIMEOUT_MS: int(100, 10_000),
+  POSTGRES_SINK_URL: z.string().regex(POSTGRES_URL, "must be a postgres:// URL").optional(),
+  FETCH_DOCUMENTS: z.string().default("").transform(parseDocumentNames),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   LOG_PRETTY: bool,
 });
+
+/** The sinks SINKS may name; `module:<path>` loads a custom one. */
+export const BUILT_IN_SINKS = ["file", "stdout", "http", "postgres"] as const;
+
+function splitList(value: string): string[] {
+  return value
+    .split(",")
+    .map((name) => name.trim())
+    .filter(Boolean);
+}
+
+function parseSinkNames(value: string, ctx: z.RefinementCtx): string[] {
+  const names = splitList(value);
+  const seen = new Set<string>();
+  for (const name of names) {
+    const known =
+      (BUILT_IN_SINKS as readonly string[]).includes(name) ||
+      (name.startsWith("module:") && name.length > "module:".length);
+    if (!known) {
+      ctx.addIssue({
+        code: "custom",
+        message: `SINKS: unknown sink "${name}" (known: ${BUILT_IN_SINKS.join(", ")}, module:<path>)`,
+      });
+    }
+    if (seen.has(name))
+      ctx.addIssue({ code: "custom", message: `SINKS: "${name}" is listed twice` });
+    seen.add(name);
+  }
+  if (names.length === 0)
+    ctx.addIssue({ code: "custom", message: "SINKS: name at least one sink" });
+  return names;
+}
+
+function parseDocumentNames(value: string, ctx: z.RefinementCtx): DocumentName[] {
+  const names = splitList(value);
+  for (const name of names) {
+    if (!(DOCUMENT_NAMES as string[]).includes(name)) {
+      ctx.addIssue({
+        code: "custom",
+        message: `FETCH_DOCUMENTS: unknown document "${name}" (known: ${DOCUMENT_NAMES.join(", ")})`,
+      });
+    }
+  }
+  return [...new Set(names)] as DocumentName[];
+}
+
+/** Settings that only matter together with a sink, checked once the sinks are known. */
+function checkSinkSettings(e: z.output<typeof envSchema>, ctx: z.RefinementCtx): void {
+  if (e.SINKS.includes("http")) {
+    if (!e.HTTP_SINK_URL) {
+      ctx.addIssue({ code: "custom", message: "HTTP_SINK_URL is required when SINKS names http" });
+    }
+    if (!e.HTTP_SINK_SECRET) {
+      ctx.addIssue({
+        code: "custom",
+        message:
+          "HTTP_SINK_SECRET is required when SINKS names http (the bundles are signed with it)",
+      });
+    }
+  }
+  if (e.SINKS.includes("postgres") && !e.POSTGRES_SINK_URL && !POSTGRES_URL.test(e.STORE_URL)) {
+    ctx.addIssue({
+      code: "custom",
+      message:
+        "POSTGRES_SINK_URL is required when SINKS names postgres and STORE_URL is not a PostgreSQL URL",
+    });
+  }
+}
+
+const configSchema = envSchema.superRefine(checkSinkSettings);
 
 export type Env = z.input<typeof envSchema>;
 
@@ -137,7 +222,13 @@ export interface Config {
   };
   admin: { host: string; port: number; token: string | undefined };
   shutdownTimeoutMs: number;
-  store: { url: string; sqlitePath: string };
+  store: {
+    url: string;
+    kind: "sqlite" | "postgres";
+    sqlitePath: string;
+    /** PostgreSQL schema of the inbox (and of the postgres sink's tables). */
+    schema: string;
+  };
   worker: {
     leaseMs: number;
     concurrency: number;
@@ -163,7 +254,15 @@ export interface Config {
     /** Preset URLs in use that public documentation does not confirm. */
     unconfirmed: string[];
   };
-  sinks: { names: string[]; fileDir: string };
+  sinks: {
+    names: string[];
+    fileDir: string;
+    http: { url: string; secret: string; timeoutMs: number } | undefined;
+    /** Where the postgres sink writes: POSTGRES_SINK_URL, else STORE_URL when PostgreSQL. */
+    postgres: { url: string; schema: string } | undefined;
+  };
+  /** Documents fetched besides the JSON results and handed to the sinks. */
+  documents: DocumentName[];
   log: { level: string; pretty: boolean };
 }
 
@@ -178,12 +277,15 @@ export class ConfigError extends Error {
 export function loadConfig(env: Record<string, string | undefined>): Config {
   // Empty strings (KEY= in a .env file) mean "not set", as operators expect.
   const cleaned = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== ""));
-  const parsed = envSchema.safeParse(cleaned);
+  const parsed = configSchema.safeParse(cleaned);
   if (!parsed.success) {
     throw new ConfigError(
       parsed.error.issues.map((issue) => {
-        const name = String(issue.path[0] ?? "environment");
-        return issue.message.startsWith(name) ? issue.message : `${name}: ${issue.message}`;
+        const name = issue.path[0];
+        if (name === undefined) return issue.message;
+        return issue.message.startsWith(String(name))
+          ? issue.message
+          : `${String(name)}: ${issue.message}`;
       }),
     );
   }
@@ -237,7 +339,12 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     },
     admin: { host: e.ADMIN_HOST, port: e.ADMIN_PORT, token: e.ADMIN_TOKEN },
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
-    store: { url: e.STORE_URL, sqlitePath: e.STORE_URL.slice("sqlite:".length) },
+    store: {
+      url: e.STORE_URL,
+      kind: POSTGRES_URL.test(e.STORE_URL) ? "postgres" : "sqlite",
+      sqlitePath: e.STORE_URL.startsWith("sqlite:") ? e.STORE_URL.slice("sqlite:".length) : "",
+      schema: e.PG_SCHEMA,
+    },
     worker: {
       leaseMs: e.LEASE_MS,
       concurrency: e.WORKER_CONCURRENCY,
@@ -263,11 +370,15 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       unconfirmed,
     },
     sinks: {
-      names: e.SINKS.split(",")
-        .map((name) => name.trim())
-        .filter(Boolean),
+      names: e.SINKS,
       fileDir: e.FILE_SINK_DIR,
+      http:
+        e.HTTP_SINK_URL && e.HTTP_SINK_SECRET
+          ? { url: e.HTTP_SINK_URL, secret: e.HTTP_SINK_SECRET, timeoutMs: e.HTTP_SINK_TIMEOUT_MS }
+          : undefined,
+      postgres: postgresSinkTarget(e.POSTGRES_SINK_URL, e.STORE_URL, e.PG_SCHEMA),
     },
+    documents: e.FETCH_DOCUMENTS,
     log: { level: e.LOG_LEVEL, pretty: e.LOG_PRETTY },
   };
   return deepFreeze(config);
@@ -285,6 +396,26 @@ function compilesAsTrustProxy(value: string): boolean {
 
 function isLoopbackHost(host: string): boolean {
   return host === "localhost" || host === "::1" || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+function postgresSinkTarget(
+  sinkUrl: string | undefined,
+  storeUrl: string,
+  schema: string,
+): Config["sinks"]["postgres"] {
+  const url = sinkUrl ?? (POSTGRES_URL.test(storeUrl) ? storeUrl : undefined);
+  return url ? { url, schema } : undefined;
+}
+
+/** A URL fit for logs: the password, if any, replaced. */
+export function redactUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = "***";
+    return parsed.toString();
+  } catch {
+    return url;
+  }
 }
 
 function stripSlash(url: string): string {

@@ -3,12 +3,12 @@ import type { AddressInfo } from "node:net";
 import type { Express } from "express";
 import { createAdminApp, type Readiness } from "./admin.js";
 import { createApp } from "./app.js";
-import type { Config } from "./config.js";
+import { type Config, redactUrl } from "./config.js";
 import { AuthorizedClient } from "./finapi/authorized-client.js";
 import { DataIntelligenceClient } from "./finapi/di.js";
 import { ProcessCtrlClient } from "./finapi/processctrl.js";
 import { ClientCredentialsTokenProvider } from "./finapi/token.js";
-import { createTransport } from "./finapi/transport.js";
+import { createTransport } from "./http-transport.js";
 import type { Inbox } from "./inbox/inbox.js";
 import { openInbox } from "./inbox/open-inbox.js";
 import type { Logger } from "./logger.js";
@@ -53,9 +53,17 @@ export async function startService(
 ): Promise<RunningService> {
   const { logger } = options;
   const clock = options.clock ?? Date.now;
-  const inbox = openInbox(config.store, clock);
+  // Sinks first: a sink that cannot be built stops start-up before the inbox is opened.
+  const sinks = [...(await loadSinks(config, logger)), ...(options.extraSinks ?? [])];
+  const inbox = await openInbox(config.store, {
+    clock,
+    onListenError: (error) =>
+      logger.warn({ err: error }, "inbox notifications lost; reconnecting (polling meanwhile)"),
+  }).catch(async (error: unknown) => {
+    await Promise.allSettled(sinks.map((sink) => sink.close?.()));
+    throw error;
+  });
   const metrics = createMetrics(() => inbox.countByState());
-  const sinks = [...loadSinks(config.sinks), ...(options.extraSinks ?? [])];
 
   const http = createTransport({ timeoutMs: config.finapi.timeoutMs });
   const tokens = new ClientCredentialsTokenProvider({
@@ -75,13 +83,16 @@ export async function startService(
     onResponse: (endpoint, status, durationMs) =>
       metrics.finapiDuration.observe({ endpoint, status }, durationMs / 1000),
   });
+  const processCtrl = new ProcessCtrlClient(
+    client,
+    config.finapi.processctrlUrl,
+    config.finapi.kreditCheckPath,
+  );
   const deps: PipelineDeps = {
-    kreditChecks: new ProcessCtrlClient(
-      client,
-      config.finapi.processctrlUrl,
-      config.finapi.kreditCheckPath,
-    ),
+    kreditChecks: processCtrl,
     dacReports: new DataIntelligenceClient(client, config.finapi.diUrl),
+    documentSource: processCtrl,
+    documents: config.documents,
     sinks,
     notFoundGraceMs: config.finapi.notFoundGraceMs,
     dacConcurrency: config.finapi.dacConcurrency,
@@ -169,7 +180,7 @@ export async function startService(
         ? `${config.http.callbackPath}/[redacted]`
         : config.http.callbackPath,
       allowedCidrs: config.http.allowedCidrs,
-      store: config.store.url,
+      store: redactUrl(config.store.url),
       sinks: sinks.map((sink) => sink.name),
     },
     "kreditcheck-receiver listening",

@@ -1,9 +1,9 @@
 import { randomUUID } from "node:crypto";
 import type { AxiosInstance, AxiosResponse } from "axios";
+import { isTimeout } from "../http-transport.js";
 import type { Logger } from "../logger.js";
 import { networkError, tokenError } from "./errors.js";
 import { tokenResponseSchema } from "./schemas.js";
-import { isTimeout } from "./transport.js";
 
 /** The port the finAPI clients use; `invalidate` drops a token a data call found rejected. */
 export interface TokenProvider {

@@ -3,6 +3,18 @@ import type { Callback } from "../callback.js";
 export type JobState = "pending" | "running" | "done" | "dead";
 export const JOB_STATES: readonly JobState[] = ["pending", "running", "done", "dead"];
 
+/** Per-state counts from `GROUP BY state` rows; states without rows count 0. */
+export function countsByState(
+  rows: readonly { state: JobState; count: number }[],
+): Record<JobState, number> {
+  const counts = Object.fromEntries(JOB_STATES.map((state) => [state, 0])) as Record<
+    JobState,
+    number
+  >;
+  for (const row of rows) counts[row.state] = row.count;
+  return counts;
+}
+
 /**
  * What the pipeline saves between attempts, so that a retry resumes where the last one
  * stopped: the assembled bundle (fetched once) and which sinks have it already.

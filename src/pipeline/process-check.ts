@@ -3,18 +3,31 @@ import { ReceiverError, toReceiverError } from "../errors.js";
 import type {
   DacReportResponse,
   DacReportSource,
+  DocumentName,
+  DocumentSource,
   KreditCheckResult,
   KreditCheckSource,
 } from "../finapi/ports.js";
 import { caseIdsOf } from "../finapi/schemas.js";
 import type { Job, JobProgress } from "../inbox/inbox.js";
 import type { Logger } from "../logger.js";
-import type { Bundle, Problem, Sink } from "../sinks/sink.js";
+import {
+  type Bundle,
+  type BundleDocument,
+  bundleFromJson,
+  bundleToJson,
+  type JsonBundle,
+  type Problem,
+  type Sink,
+} from "../sinks/sink.js";
 import { settleWithLimit } from "./map-limit.js";
 
 export interface PipelineDeps {
   kreditChecks: KreditCheckSource;
   dacReports: DacReportSource;
+  documentSource: DocumentSource;
+  /** FETCH_DOCUMENTS: documents fetched besides the JSON (none by default). */
+  documents: readonly DocumentName[];
   sinks: readonly Sink[];
   /** A 404 on the result is "not ready yet" for this long after the callback. */
   notFoundGraceMs: number;
@@ -44,10 +57,12 @@ export interface CheckRun {
 
 /** One check, start to end: fetch (once), then deliver to every sink that lacks it. */
 export async function processCheck(deps: PipelineDeps, run: CheckRun): Promise<Bundle> {
-  let bundle = run.progress.bundle as Bundle | undefined;
+  // Progress is JSON: documents are kept there as base64.
+  const saved = run.progress.bundle as JsonBundle | undefined;
+  let bundle = saved ? bundleFromJson(saved) : undefined;
   if (!bundle) {
     bundle = await assembleBundle(deps, run.job, run);
-    run.progress.bundle = bundle;
+    run.progress.bundle = bundleToJson(bundle);
   }
   await deliver(deps, bundle, run);
   return bundle;
@@ -124,6 +139,7 @@ export async function assembleBundle(
   });
   if (signal.aborted) throw signal.reason;
   if (retryable) throw retryable;
+  const documents = await fetchDocuments(deps, check, ctx, problems);
   return {
     callback,
     kreditCheck,
@@ -131,7 +147,45 @@ export async function assembleBundle(
     problems,
     receivedAt,
     completedAt: new Date(deps.clock()).toISOString(),
+    ...(deps.documents.length > 0 ? { documents } : {}),
   };
+}
+
+/** The documents in FETCH_DOCUMENTS; one finAPI cannot give (404, 403) becomes a problem. */
+async function fetchDocuments(
+  deps: PipelineDeps,
+  check: CheckRequest,
+  ctx: FetchContext,
+  problems: Problem[],
+): Promise<BundleDocument[]> {
+  const { callback } = check;
+  const { logger, signal } = ctx;
+  const documents: BundleDocument[] = [];
+  for (const name of deps.documents) {
+    try {
+      const document = await deps.documentSource.getDocument(
+        callback.processToken,
+        callback.kreditCheckId,
+        name,
+        { logger: logger.child({ document: name }), signal },
+      );
+      documents.push({ name, ...document });
+    } catch (thrown) {
+      const error = toReceiverError(thrown);
+      if (error.retryable) throw error;
+      problems.push({
+        code: error.code,
+        document: name,
+        message: error.message,
+        ...(error.fix ? { fix: error.fix } : {}),
+      });
+      logger.warn(
+        { document: name, code: error.code },
+        "document could not be fetched; noted in the bundle's problems",
+      );
+    }
+  }
+  return documents;
 }
 
 async function fetchKreditCheck(

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { ReceiverError } from "../../src/errors.js";
 import { ClientCredentialsTokenProvider } from "../../src/finapi/token.js";
-import { createTransport } from "../../src/finapi/transport.js";
+import { createTransport } from "../../src/http-transport.js";
 import {
   type RunningSimulator,
   type SimulatorOptions,

@@ -4,9 +4,9 @@ import { dirname } from "node:path";
 import Database from "better-sqlite3";
 import type { Callback } from "../../callback.js";
 import {
+  countsByState,
   type EnqueueResult,
   type Inbox,
-  JOB_STATES,
   type Job,
   type JobProgress,
   type JobState,
@@ -196,19 +196,9 @@ export class SqliteInbox implements Inbox {
   }
 
   async countByState(): Promise<Record<JobState, number>> {
-    return this.read(() => {
-      const counts = Object.fromEntries(JOB_STATES.map((state) => [state, 0])) as Record<
-        JobState,
-        number
-      >;
-      for (const row of this.statements.countByState.all() as {
-        state: JobState;
-        count: number;
-      }[]) {
-        counts[row.state] = row.count;
-      }
-      return counts;
-    });
+    return this.read(() =>
+      countsByState(this.statements.countByState.all() as { state: JobState; count: number }[]),
+    );
   }
 
   onEnqueued(listener: () => void): () => void {
