@@ -1,18 +1,10 @@
 import type { RunningSimulator } from "../../src/simulator/server.js";
+import { simulatorToken } from "./simulator-token.js";
 
 /** GETs a resource straight from the simulator with a fresh token, as finAPI serves it. */
 export async function servedBytes(simulator: RunningSimulator, url: string): Promise<Buffer> {
-  const tokenResponse = await fetch(simulator.tokenUrl, {
-    method: "POST",
-    headers: { "Content-Type": "application/x-www-form-urlencoded" },
-    body: new URLSearchParams({
-      grant_type: "client_credentials",
-      client_id: simulator.clientId,
-      client_secret: simulator.clientSecret,
-    }),
-  });
-  const { access_token } = (await tokenResponse.json()) as { access_token: string };
-  const response = await fetch(url, { headers: { Authorization: `Bearer ${access_token}` } });
+  const token = await simulatorToken(simulator);
+  const response = await fetch(url, { headers: { Authorization: `Bearer ${token}` } });
   return Buffer.from(await response.arrayBuffer());
 }
 
