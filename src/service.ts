@@ -1,4 +1,4 @@
-import type { Server } from "node:http";
+import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Express } from "express";
 import { createAdminApp, type Readiness } from "./admin.js";
@@ -65,7 +65,12 @@ export async function startService(
   });
   const metrics = createMetrics(() => inbox.countByState());
 
-  const http = createTransport({ timeoutMs: config.finapi.timeoutMs });
+  const http = createTransport({
+    timeoutMs: config.finapi.timeoutMs,
+    // As many sockets as the pipeline can have calls in flight, so the configured
+    // concurrency, not the socket pool, is what limits it.
+    maxSockets: config.worker.concurrency * config.finapi.dacConcurrency,
+  });
   const tokens = new ClientCredentialsTokenProvider({
     http,
     tokenUrl: config.finapi.tokenUrl,
@@ -163,11 +168,9 @@ export async function startService(
       ),
   });
 
-  const server = await listen(app, config.http.host, config.http.port);
-  // A slow or stalled sender must not hold a socket for long.
-  server.requestTimeout = config.http.requestTimeoutMs;
-  server.headersTimeout = Math.min(config.http.requestTimeoutMs, 10_000);
-  const adminServer = await listen(adminApp, config.admin.host, config.admin.port);
+  const timeoutMs = config.http.requestTimeoutMs;
+  const server = await listen(app, config.http.host, config.http.port, timeoutMs);
+  const adminServer = await listen(adminApp, config.admin.host, config.admin.port, timeoutMs);
   const port = (server.address() as AddressInfo).port;
   const adminPort = (adminServer.address() as AddressInfo).port;
   if (options.worker !== false) worker.start();
@@ -221,9 +224,25 @@ function displayHost(host: string): string {
   return host.includes(":") ? `[${host}]` : host;
 }
 
-function listen(app: Express, host: string, port: number): Promise<Server> {
+function listen(
+  app: Express,
+  host: string,
+  port: number,
+  requestTimeoutMs: number,
+): Promise<Server> {
   return new Promise((resolve, reject) => {
-    const server = app.listen(port, host);
+    // A slow or stalled sender must not hold a socket for long: Node answers 408 and closes
+    // it. Node looks for such requests only every connectionsCheckingInterval (30 s by
+    // default), so that interval is shortened too, or a stall would last up to twice as long.
+    const server = createServer(
+      {
+        requestTimeout: requestTimeoutMs,
+        headersTimeout: Math.min(10_000, requestTimeoutMs),
+        connectionsCheckingInterval: Math.min(1000, requestTimeoutMs),
+      },
+      app,
+    );
+    server.listen(port, host);
     server.once("listening", () => resolve(server));
     server.once("error", reject);
   });

@@ -3,42 +3,37 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { type RunningSimulator, startSimulator } from "../src/simulator/server.js";
-import { type ChildService, spawnService } from "./support/child-service.js";
+import { type ChildScript, freePort, serviceEnv, spawnService } from "./support/child-service.js";
 import { makeCallback } from "./support/harness.js";
 import { waitFor } from "./support/wait-for.js";
 
 describe("graceful shutdown", () => {
   let dir: string;
   let simulator: RunningSimulator;
-  let service: ChildService | undefined;
+  let service: ChildScript | undefined;
   beforeEach(async () => {
     dir = await mkdtemp(join(tmpdir(), "kcr-shutdown-"));
     simulator = await startSimulator({ latencyMs: 1500 });
   });
   afterEach(async () => {
-    service?.process.kill("SIGKILL");
+    service?.child.kill("SIGKILL");
     await simulator.close();
     await rm(dir, { recursive: true, force: true });
   });
 
-  const env = () => ({
-    HOST: "127.0.0.1",
-    PORT: "0",
-    ADMIN_PORT: "0",
-    STORE_URL: `sqlite:${join(dir, "inbox.db")}`,
-    FILE_SINK_DIR: join(dir, "results"),
-    FINAPI_TOKEN_URL: simulator.tokenUrl,
-    FINAPI_PROCESSCTRL_URL: simulator.processctrlUrl,
-    FINAPI_DI_URL: simulator.diUrl,
-    FINAPI_CLIENT_ID: simulator.clientId,
-    FINAPI_CLIENT_SECRET: simulator.clientSecret,
-    WORKER_CONCURRENCY: "2",
-    WORKER_POLL_MS: "50",
-    SHUTDOWN_TIMEOUT_MS: "2500",
-  });
+  let ports: { PORT: string; ADMIN_PORT: string };
+  const env = () =>
+    serviceEnv(simulator, dir, {
+      ...ports,
+      WORKER_CONCURRENCY: "2",
+      WORKER_POLL_MS: "50",
+      SHUTDOWN_TIMEOUT_MS: "2500",
+    });
 
   it("on SIGTERM during work exits 0 within SHUTDOWN_TIMEOUT_MS, gives unfinished jobs back, and loses nothing", async () => {
-    service = await spawnService(env());
+    ports = { PORT: String(await freePort()), ADMIN_PORT: String(await freePort()) };
+    const adminUrl = `http://127.0.0.1:${ports.ADMIN_PORT}`;
+    service = await spawnService(env(), { captureStdout: true });
     const callbacks = Array.from({ length: 6 }, () => makeCallback());
     for (const callback of callbacks) {
       const response = await fetch(`${service.url}/callbacks/kreditcheck`, {
@@ -51,15 +46,14 @@ describe("graceful shutdown", () => {
     await waitFor(() => simulator.stats().calls.kreditcheck >= 2, "jobs in flight");
 
     const signalledAt = Date.now();
-    service.process.kill("SIGTERM");
+    service.child.kill("SIGTERM");
     // While draining, readiness says so (load balancers stop sending).
-    const readiness = await fetch(`${service.adminUrl}/readyz`).catch(() => undefined);
+    const readiness = await fetch(`${adminUrl}/readyz`).catch(() => undefined);
     if (readiness) expect(readiness.status).toBe(503);
-    const { code } = await service.exited;
-    expect(code).toBe(0);
+    expect(await service.exited).toBe(0);
     expect(Date.now() - signalledAt).toBeLessThan(2500);
     expect(
-      service.logs().some((line) => line.msg === "job given back unfinished because of shutdown"),
+      service.lines.some((line) => line.includes("job given back unfinished because of shutdown")),
     ).toBe(true);
 
     // A restart finishes every accepted callback: nothing was lost or left locked.

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { AxiosInstance, AxiosResponse } from "axios";
-import { isTimeout } from "../http-transport.js";
+import { isTimeout, parseRetryAfter } from "../http-transport.js";
 import type { Logger } from "../logger.js";
 import { networkError, tokenError } from "./errors.js";
 import { tokenResponseSchema } from "./schemas.js";
@@ -103,7 +103,14 @@ export class ClientCredentialsTokenProvider implements TokenProvider {
       this.options.onRequest?.("failure");
       const oauthError = parseOauthError(body);
       const error = tokenError(
-        { endpoint: "token", requestId, status: response.status, body },
+        {
+          endpoint: "token",
+          requestId,
+          status: response.status,
+          body,
+          // An outage that says how long it lasts is waited out, not polled.
+          retryAfterMs: parseRetryAfter(response.headers["retry-after"]),
+        },
         oauthError,
       );
       logger.error({ requestId, code: error.code, fix: error.fix }, error.message);

@@ -123,8 +123,10 @@ export async function assembleBundle(
       return;
     }
     const error = toReceiverError(result.reason);
-    if (error.retryable) retryable ??= error;
-    else {
+    if (error.retryable) {
+      // The retry must wait for the longest Retry-After among the failed reports.
+      if ((error.retryAfterMs ?? 0) > (retryable?.retryAfterMs ?? -1)) retryable = error;
+    } else {
       problems.push({
         code: error.code,
         caseId,

@@ -15,6 +15,7 @@ const FLAGS = {
   "reset-rate": { key: "resetRate", kind: "rate" },
   "hang-rate": { key: "hangRate", kind: "rate" },
   "token-lifetime-sec": { key: "tokenLifetimeSec", kind: "int" },
+  "token-down-ms": { key: "tokenDownForMs", kind: "int" },
   "client-id": { key: "clientId", kind: "string" },
   "client-secret": { key: "clientSecret", kind: "string" },
   seed: { key: "seed", kind: "int" },
@@ -37,7 +38,8 @@ Every option can also be set by environment variable, e.g. --rate-5xx by SIM_RAT
 ${(Object.keys(FLAGS) as Flag[]).map((f) => `  --${f.padEnd(26)} ${envName(f)}`).join("\n")}
   --help                       print this text
 
-Control endpoints on the same server: GET /_control/stats, POST /_control/faults,
+Control endpoints on the same server: GET /_control/stats, GET /_control/requests,
+GET and POST /_control/faults (also {"tokenDownForMs": N}),
 POST /_control/fail-next, POST /_control/revoke, POST /_control/reset.`;
 
 export class CliError extends Error {}

@@ -17,6 +17,10 @@ export function controlRouter(state: SimulatorState): Router {
     res.json(state.snapshot());
   });
 
+  router.get("/requests", (_req, res) => {
+    res.json(state.requests.snapshot());
+  });
+
   router.get("/faults", (_req, res) => {
     res.json(state.faults.faults);
   });

@@ -64,6 +64,8 @@ export const faultsPatchSchema = z
     hangRate: rate,
     tokenLifetimeSec: nonNegInt,
     tokenDownUntil: z.number().min(0),
+    /** Relative form of tokenDownUntil: "down for the next N ms", for the CLI and the control endpoint. */
+    tokenDownForMs: nonNegInt,
     forbidden: z.boolean(),
     accounts: accountShapeSchema.partial(),
     seed: z.int(),
@@ -72,6 +74,7 @@ export const faultsPatchSchema = z
 
 export type SimulatorFaultsPatch = Omit<Partial<SimulatorFaults>, "accounts"> & {
   accounts?: Partial<AccountShape>;
+  tokenDownForMs?: number;
 };
 
 export const failNextSchema = z.strictObject({
@@ -97,7 +100,9 @@ interface QueuedFault {
 
 export function mergeFaults(base: SimulatorFaults, patch: SimulatorFaultsPatch): SimulatorFaults {
   const parsed = faultsPatchSchema.parse(patch);
-  const { accounts, ...flat } = parsed;
+  const { accounts, tokenDownForMs, ...flat } = parsed;
+  // Resolved once, when the patch is applied: the window is then an ordinary tokenDownUntil.
+  if (tokenDownForMs !== undefined) flat.tokenDownUntil = Date.now() + tokenDownForMs;
   const defined = Object.fromEntries(Object.entries(flat).filter(([, v]) => v !== undefined));
   return {
     ...base,

@@ -58,8 +58,15 @@ export function simulate(state: SimulatorState, endpoint: SimEndpoint): RequestH
   return async (req, res, next) => {
     const requestId = req.get("x-request-id");
     const end = state.stats.begin(endpoint, requestId);
+    const logged = state.requests.begin(endpoint, `${req.method} ${req.originalUrl}`, requestId);
     res.on("close", end);
-    res.on("finish", () => state.stats.status(endpoint, res.statusCode));
+    res.on("finish", () => {
+      state.stats.status(endpoint, res.statusCode);
+      logged.answeredAt = Date.now();
+      logged.status = res.statusCode;
+      const retryAfter = Number(res.getHeader("retry-after"));
+      if (Number.isFinite(retryAfter)) logged.retryAfterSec = retryAfter;
+    });
 
     if (requestId !== undefined && requestId.length > MAX_REQUEST_ID_LENGTH) {
       return sendError(
@@ -76,6 +83,7 @@ export function simulate(state: SimulatorState, endpoint: SimEndpoint): RequestH
     if (decision?.kind === "hang") {
       // Left open on purpose; close() or the client's own timeout ends it.
       state.stats.status(endpoint, "hang");
+      logged.status = "hang";
       return;
     }
     const delay = state.faults.delayMs();
@@ -86,6 +94,7 @@ export function simulate(state: SimulatorState, endpoint: SimEndpoint): RequestH
     if (!decision) return next();
     if (decision.kind === "reset") {
       state.stats.status(endpoint, "reset");
+      logged.status = "reset";
       req.socket.destroy();
       return;
     }

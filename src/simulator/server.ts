@@ -1,16 +1,20 @@
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { createSimulatorApp, DI_BASE, PROCESSCTRL_BASE } from "./app.js";
-import type { SimEndpoint, SimulatorFaults } from "./faults.js";
+import type { SimEndpoint, SimulatorFaults, SimulatorFaultsPatch } from "./faults.js";
+import type { LoggedRequest } from "./request-log.js";
 import { createSimulatorState } from "./state.js";
 import type { SimulatorStats } from "./stats.js";
 
 export { createSimulatorApp } from "./app.js";
 export type { AccountShape, SimEndpoint, SimulatorFaults } from "./faults.js";
+export type { LoggedRequest } from "./request-log.js";
 export { createSimulatorState, type SimulatorState } from "./state.js";
 export type { SimulatorStats } from "./stats.js";
 
 export interface SimulatorOptions extends Partial<SimulatorFaults> {
+  /** The token endpoint answers 503 (with Retry-After) for this long after start. */
+  tokenDownForMs?: number;
   clientId?: string;
   clientSecret?: string;
   host?: string;
@@ -25,7 +29,9 @@ export interface RunningSimulator {
   clientId: string;
   clientSecret: string;
   stats(): SimulatorStats;
-  setFaults(partial: Partial<SimulatorFaults>): SimulatorFaults;
+  /** Every token and data request with its arrival and answer times (bounded). */
+  requests(): LoggedRequest[];
+  setFaults(partial: SimulatorFaultsPatch): SimulatorFaults;
   failNext(
     endpoint: SimEndpoint,
     count: number,
@@ -69,6 +75,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Ru
     clientId: state.clientId,
     clientSecret: state.clientSecret,
     stats: () => state.snapshot(),
+    requests: () => state.requests.snapshot(),
     setFaults: (partial) => state.setFaults(partial),
     failNext: (endpoint, count, status, opts) => state.failNext(endpoint, count, status, opts),
     revokeToken: () => state.revokeToken(),

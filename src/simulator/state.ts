@@ -8,6 +8,7 @@ import {
   type SimulatorFaults,
   type SimulatorFaultsPatch,
 } from "./faults.js";
+import { RequestLog } from "./request-log.js";
 import { type SimulatorStats, StatsRecorder } from "./stats.js";
 import { TokenStore } from "./tokens.js";
 
@@ -25,6 +26,7 @@ export interface SimulatorState {
   readonly faults: FaultController;
   readonly tokens: TokenStore;
   readonly stats: StatsRecorder;
+  readonly requests: RequestLog;
   /** Aborted on close, so pending latency timers do not outlive the server. */
   readonly closing: AbortController;
   snapshot(): SimulatorStats;
@@ -45,8 +47,9 @@ export function createSimulatorState(options: SimulatorStateOptions = {}): Simul
   const faults = new FaultController(initial);
   const tokens = new TokenStore(() => faults.lifetimeSec, now);
   const stats = new StatsRecorder();
+  const requests = new RequestLog();
   const closing = new AbortController();
-  // Every delayed answer listens on this one signal; hundreds at once are expected.
+  // Every delayed request listens on it; hundreds at once are expected, not a leak.
   setMaxListeners(0, closing.signal);
   return {
     clientId,
@@ -54,6 +57,7 @@ export function createSimulatorState(options: SimulatorStateOptions = {}): Simul
     faults,
     tokens,
     stats,
+    requests,
     closing,
     snapshot: () => stats.snapshot(tokens.issuedCount),
     setFaults: (partial) => faults.set(partial),
@@ -70,6 +74,7 @@ export function createSimulatorState(options: SimulatorStateOptions = {}): Simul
     reset: () => {
       faults.reset();
       stats.reset();
+      requests.reset();
       tokens.resetCount();
     },
   };
@@ -77,7 +82,7 @@ export function createSimulatorState(options: SimulatorStateOptions = {}): Simul
 
 /** Options objects may carry host/port and the like; only fault keys go into the strict schema. */
 function pickFaults(options: Record<string, unknown>): SimulatorFaultsPatch {
-  const keys = Object.keys(DEFAULT_FAULTS) as (keyof SimulatorFaults)[];
+  const keys = [...Object.keys(DEFAULT_FAULTS), "tokenDownForMs"];
   return Object.fromEntries(
     keys.filter((k) => options[k] !== undefined).map((k) => [k, options[k]]),
   ) as SimulatorFaultsPatch;

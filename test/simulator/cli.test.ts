@@ -32,6 +32,17 @@ describe("parseCli", () => {
     expect(() => parseCli([], { SIM_LATENCY_MS: "1.5" })).toThrow(CliError);
   });
 
+  it("reads a token outage window relative to start", () => {
+    expect(parseCli(["--token-down-ms", "30000"], {})).toEqual({
+      help: false,
+      options: { tokenDownForMs: 30_000 },
+    });
+    expect(parseCli([], { SIM_TOKEN_DOWN_MS: "500" })).toEqual({
+      help: false,
+      options: { tokenDownForMs: 500 },
+    });
+  });
+
   it("recognises --help", () => {
     expect(parseCli(["--help"], {})).toEqual({ help: true });
   });

@@ -3,6 +3,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import {
   createSimulatorApp,
   createSimulatorState,
+  type LoggedRequest,
   type RunningSimulator,
   type SimulatorFaults,
   type SimulatorStats,
@@ -110,6 +111,31 @@ describe("control endpoints", () => {
     expect(after.tokensIssued).toBe(0);
     // The token survives a reset; the remaining queued failures do not.
     expect((await fetch(checkUrl(sim), authed(token))).status).toBe(200);
+  });
+
+  it("takes the token endpoint down for N ms over HTTP, then brings it back by itself", async () => {
+    sim = await startSimulator();
+    const res = await post(sim, "faults", { tokenDownForMs: 300 });
+    expect(((await res.json()) as SimulatorFaults).tokenDownUntil).toBeGreaterThan(Date.now());
+    const down = await requestToken(sim);
+    expect(down.status).toBe(503);
+    expect(down.headers.get("retry-after")).toBe("1");
+    await new Promise((resolve) => setTimeout(resolve, 350));
+    expect((await requestToken(sim)).status).toBe(200);
+  });
+
+  it("logs each request with its arrival, answer and Retry-After, over HTTP", async () => {
+    sim = await startSimulator();
+    const token = await tokenOf(sim);
+    sim.failNext("kreditcheck", 1, 429, { retryAfterSec: 3 });
+    await fetch(checkUrl(sim), authed(token));
+    const log = (await (await fetch(`${sim.url}/_control/requests`)).json()) as LoggedRequest[];
+    expect(log.map((entry) => entry.endpoint)).toEqual(["token", "kreditcheck"]);
+    const [tokenCall, limited] = log;
+    expect(tokenCall).toMatchObject({ status: 200, target: "POST /api/v2/oauth/token" });
+    expect(limited).toMatchObject({ status: 429, retryAfterSec: 3 });
+    expect(limited?.target).toMatch(/^GET \/processctrl\/api\/v1\/checks\//);
+    expect(limited?.answeredAt).toBeGreaterThanOrEqual(limited?.receivedAt ?? Number.NaN);
   });
 
   it("reports stats over HTTP", async () => {

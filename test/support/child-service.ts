@@ -1,59 +1,135 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { waitFor } from "./wait-for.js";
+import { createServer } from "node:net";
+import { fileURLToPath } from "node:url";
 
-export interface ChildService {
-  process: ChildProcess;
+const ROOT = fileURLToPath(new URL("../..", import.meta.url));
+
+export interface ChildScript {
+  child: ChildProcess;
   url: string;
-  adminUrl: string;
-  /** Parsed JSON log lines so far. */
-  logs: () => Record<string, unknown>[];
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Every stdout line so far, when stdout is captured (logs and stdout-sink bundles alike). */
+  lines: string[];
+  exited: Promise<number | null>;
+  /** SIGTERM, then SIGKILL if it has not exited within `graceMs`. */
+  stop(graceMs?: number): Promise<void>;
 }
 
-/** The service as users run it: its own process (`src/main.ts` through tsx), env only. */
-export async function spawnService(env: Record<string, string>): Promise<ChildService> {
-  const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
-    env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", ...env },
-    stdio: ["ignore", "pipe", "pipe"],
+export interface SpawnOptions {
+  /** Extra node flags, e.g. --cpu-prof. */
+  nodeArgs?: string[];
+  args?: string[];
+  /** Keep stdout lines in `lines`; otherwise stdout is discarded (cheaper under load). */
+  captureStdout?: boolean;
+  readyTimeoutMs?: number;
+}
+
+/** A port that was free a moment ago, so a restarted process can keep its URL. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === "object" && address ? address.port : 0));
+    });
   });
-  const lines: Record<string, unknown>[] = [];
-  let buffered = "";
-  child.stdout?.on("data", (chunk: Buffer) => {
-    buffered += chunk.toString("utf8");
-    const complete = buffered.split("\n");
-    buffered = complete.pop() ?? "";
-    for (const line of complete) {
-      try {
-        lines.push(JSON.parse(line) as Record<string, unknown>);
-      } catch {
-        lines.push({ raw: line });
-      }
-    }
-  });
-  let stderr = "";
-  child.stderr?.on("data", (chunk: Buffer) => {
-    stderr += chunk.toString("utf8");
-  });
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.once("exit", (code, signal) => resolve({ code, signal })),
-  );
-  let exitedEarly = false;
-  void exited.then(() => {
-    exitedEarly = true;
-  });
-  const listening = await waitFor(
-    () => {
-      if (exitedEarly) throw new Error(`service exited during start-up: ${stderr}`);
-      return lines.find((line) => line.msg === "kreditcheck-receiver listening");
+}
+
+/**
+ * Runs a TypeScript entry point of this repository in its own process
+ * (`node --import tsx <script>`) and resolves once `port` answers HTTP at all.
+ */
+export async function spawnScript(
+  script: string,
+  port: number,
+  env: Record<string, string>,
+  options: SpawnOptions = {},
+): Promise<ChildScript> {
+  const child = spawn(
+    process.execPath,
+    [...(options.nodeArgs ?? []), "--import", "tsx", script, ...(options.args ?? [])],
+    {
+      cwd: ROOT,
+      env: { PATH: process.env.PATH ?? "", NODE_ENV: "production", ...env },
+      stdio: ["ignore", options.captureStdout ? "pipe" : "ignore", "pipe"],
     },
-    "the service to listen",
-    20_000,
   );
+  const lines: string[] = [];
+  let partial = "";
+  let stderr = "";
+  child.stdout?.setEncoding("utf8").on("data", (chunk: string) => {
+    const parts = (partial + chunk).split("\n");
+    partial = parts.pop() ?? "";
+    lines.push(...parts);
+  });
+  child.stderr?.setEncoding("utf8").on("data", (chunk: string) => {
+    stderr = (stderr + chunk).slice(-4000);
+  });
+  const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + (options.readyTimeoutMs ?? 20_000);
+  for (;;) {
+    try {
+      await (await fetch(url, { signal: AbortSignal.timeout(1000) })).arrayBuffer();
+      break;
+    } catch {
+      if (child.exitCode !== null || Date.now() > deadline) {
+        child.kill("SIGKILL");
+        throw new Error(`${script} did not start (exit ${child.exitCode}): ${stderr}`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+  }
   return {
-    process: child,
-    url: `http://127.0.0.1:${listening.port}`,
-    adminUrl: `http://127.0.0.1:${listening.adminPort}`,
-    logs: () => lines,
+    child,
+    url,
+    lines,
     exited,
+    async stop(graceMs = 10_000) {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}
+
+/** The service as users run it: its own process, every setting from the environment. */
+export function spawnService(
+  env: Record<string, string>,
+  options: SpawnOptions = {},
+): Promise<ChildScript> {
+  const port = Number(env.PORT);
+  if (!port) throw new Error("spawnService needs a fixed PORT (see freePort)");
+  return spawnScript("src/main.ts", port, env, options);
+}
+
+/** Env for a child service against a simulator, in `dir`. */
+export function serviceEnv(
+  simulator: {
+    tokenUrl: string;
+    processctrlUrl: string;
+    diUrl: string;
+    clientId: string;
+    clientSecret: string;
+  },
+  dir: string,
+  extra: Record<string, string> = {},
+): Record<string, string> {
+  return {
+    HOST: "127.0.0.1",
+    // Children run with NODE_ENV=production, which requires an explicit allowlist.
+    ALLOWED_CIDRS: "127.0.0.1/32,::1/128",
+    ADMIN_PORT: "0",
+    STORE_URL: `sqlite:${dir}/inbox.db`,
+    FILE_SINK_DIR: `${dir}/results`,
+    FINAPI_TOKEN_URL: simulator.tokenUrl,
+    FINAPI_PROCESSCTRL_URL: simulator.processctrlUrl,
+    FINAPI_DI_URL: simulator.diUrl,
+    FINAPI_CLIENT_ID: simulator.clientId,
+    FINAPI_CLIENT_SECRET: simulator.clientSecret,
+    LOG_LEVEL: "info",
+    ...extra,
   };
 }

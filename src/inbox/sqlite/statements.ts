@@ -12,9 +12,16 @@ export const SQL = {
           SET state = 'running', locked_by = @workerId, locked_until = @lockedUntil,
               attempts = attempts + 1, updated_at = @now
           WHERE id IN (
-            SELECT id FROM jobs
-            WHERE (state = 'pending' AND run_at <= @now)
-               OR (state = 'running' AND locked_until <= @now)
+            SELECT id FROM (
+              SELECT * FROM (
+                SELECT id, run_at, received_at FROM jobs INDEXED BY jobs_pending_run_at
+                WHERE state = 'pending' AND run_at <= @now
+                ORDER BY run_at, received_at LIMIT @limit)
+              UNION ALL
+              SELECT * FROM (
+                SELECT id, run_at, received_at FROM jobs INDEXED BY jobs_running_locked_until
+                WHERE state = 'running' AND locked_until <= @now
+                ORDER BY run_at, received_at LIMIT @limit))
             ORDER BY run_at, received_at
             LIMIT @limit)
           RETURNING *`,

@@ -1,0 +1,145 @@
+import Database from "better-sqlite3";
+import { freePort, spawnScript } from "../test/support/child-service.js";
+import { type LoadResult, postCallbacks } from "./lib/load.js";
+import { median, type Row, saveResults, table } from "./lib/report.js";
+import {
+  type ChildScript,
+  requireSupportedStore,
+  startServiceProcess,
+  startSimulatorProcess,
+} from "./lib/stack.js";
+
+/**
+ * Ingest: the real service (every 202 on disk, worker running against the simulator)
+ * against a bare Express handler that only parses JSON, alternating A/B/A/B in one run so
+ * the noise of a shared machine hits both alike. Each in its own process; autocannon here.
+ */
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 4);
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
+const GOAL_RATIO = 0.8;
+const GOAL_P99_FACTOR = 2;
+
+await requireSupportedStore();
+const simulator = await startSimulatorProcess();
+const service = await startServiceProcess(
+  simulator,
+  {},
+  {
+    nodeArgs: process.env.BENCH_CPU_PROF
+      ? ["--cpu-prof", "--cpu-prof-dir", process.env.BENCH_CPU_PROF]
+      : [],
+  },
+);
+const barePort = await freePort();
+const bare: ChildScript = await spawnScript("bench/bare-server.ts", barePort, {
+  PORT: String(barePort),
+});
+const bareUrl = `${bare.url}/callbacks/kreditcheck`;
+
+try {
+  // Warm up both (JIT, SQLite page cache, keep-alive sockets); not counted.
+  const warmUp = await postCallbacks(service.callbackUrl, { connections: CONNECTIONS, seconds: 2 });
+  await postCallbacks(bareUrl, { connections: CONNECTIONS, seconds: 2 });
+
+  const runs: { target: "service" | "bare"; round: number; result: LoadResult }[] = [];
+  for (let round = 1; round <= ROUNDS; round++) {
+    const order = round % 2 === 1 ? (["service", "bare"] as const) : (["bare", "service"] as const);
+    for (const target of order) {
+      const url = target === "service" ? service.callbackUrl : bareUrl;
+      runs.push({
+        target,
+        round,
+        result: await postCallbacks(url, { connections: CONNECTIONS, seconds: SECONDS }),
+      });
+    }
+  }
+
+  const of = (target: "service" | "bare") =>
+    runs.filter((run) => run.target === target).map((run) => run.result);
+  const summary = (results: LoadResult[]) => ({
+    rps:
+      results.reduce((sum, r) => sum + r.requests, 0) /
+      results.reduce((sum, r) => sum + r.seconds, 0),
+    p99: median(results.map((r) => r.p99)),
+    p50: median(results.map((r) => r.p50)),
+    ok: results.reduce((sum, r) => sum + r.ok, 0),
+    rejected: results.reduce((sum, r) => sum + r.rejected, 0),
+    errors: results.reduce((sum, r) => sum + r.errors, 0),
+  });
+  const svc = summary(of("service"));
+  const base = summary(of("bare"));
+  const ratio = svc.rps / base.rps;
+  const p99Factor = svc.p99 / Math.max(base.p99, 1);
+
+  // Every 202 must be a row on disk: count them once the service has stopped.
+  await service.stop();
+  let stored: number | undefined;
+  if (service.sqlitePath) {
+    const db = new Database(service.sqlitePath, { readonly: true });
+    stored = (db.prepare("SELECT COUNT(*) AS n FROM jobs").get() as { n: number }).n;
+    db.close();
+  }
+
+  const perRound: Row[] = runs.map(({ target, round, result }) => ({
+    round,
+    target,
+    "req/s": result.rps,
+    "p50 ms": result.p50,
+    "p99 ms": result.p99,
+    "non-2xx": result.rejected,
+    errors: result.errors,
+  }));
+  console.log(
+    `\ningest: ${ROUNDS} rounds x ${SECONDS} s per target, ${CONNECTIONS} connections, store ${process.env.STORE_URL ?? "sqlite (temp file)"}\n`,
+  );
+  console.log(table(perRound));
+  const rows: Row[] = [
+    {
+      measure: "req/s service / bare",
+      value: `${svc.rps.toFixed(0)} / ${base.rps.toFixed(0)}`,
+      ratio: ratio.toFixed(2),
+      goal: `>= ${GOAL_RATIO}`,
+      met: ratio >= GOAL_RATIO ? "yes" : "NO",
+    },
+    {
+      measure: "p99 ms service / bare (median of rounds)",
+      value: `${svc.p99} / ${base.p99}`,
+      ratio: p99Factor.toFixed(2),
+      goal: `<= ${GOAL_P99_FACTOR}x`,
+      met: p99Factor <= GOAL_P99_FACTOR ? "yes" : "NO",
+    },
+    {
+      measure: "service 202s (incl. warm-up) / rows on disk",
+      value: `${svc.ok + warmUp.ok} / ${stored ?? "n/a"}`,
+      ratio: "",
+      goal: "equal",
+      met: stored === undefined ? "n/a" : stored === svc.ok + warmUp.ok ? "yes" : "NO",
+    },
+    {
+      measure: "service non-2xx + errors",
+      value: `${svc.rejected + svc.errors}`,
+      ratio: "",
+      goal: "0",
+      met: svc.rejected + svc.errors === 0 ? "yes" : "NO",
+    },
+  ];
+  console.log(`\n${table(rows)}\n`);
+  const path = await saveResults("ingest", {
+    rounds: ROUNDS,
+    seconds: SECONDS,
+    connections: CONNECTIONS,
+    store: process.env.STORE_URL ?? "sqlite",
+    service: svc,
+    bare: base,
+    ratio,
+    p99Factor,
+    stored,
+    runs,
+  });
+  console.log(`figures written to ${path}`);
+} finally {
+  await service.cleanup();
+  await bare.stop();
+  await simulator.stop();
+}

@@ -1,0 +1,125 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import {
+  type ChildScript,
+  freePort,
+  type SpawnOptions,
+  serviceEnv,
+  spawnScript,
+  spawnService,
+} from "../../test/support/child-service.js";
+
+export type { ChildScript } from "../../test/support/child-service.js";
+
+export interface SimulatorProcess extends ChildScript {
+  tokenUrl: string;
+  processctrlUrl: string;
+  diUrl: string;
+  clientId: string;
+  clientSecret: string;
+  control(path: string, body?: unknown): Promise<unknown>;
+}
+
+/** The finAPI simulator in its own process, started with CLI flags. */
+export async function startSimulatorProcess(flags: string[] = []): Promise<SimulatorProcess> {
+  const port = await freePort();
+  const child = await spawnScript(
+    "src/simulator/cli.ts",
+    port,
+    {},
+    {
+      args: ["--port", String(port), ...flags],
+    },
+  );
+  return {
+    ...child,
+    tokenUrl: `${child.url}/api/v2/oauth/token`,
+    processctrlUrl: `${child.url}/processctrl/api/v1`,
+    diUrl: `${child.url}/di/api/v1`,
+    clientId: "demo-client",
+    clientSecret: "demo-secret",
+    async control(path, body) {
+      const response = await fetch(`${child.url}/_control/${path}`, {
+        method: body === undefined ? "GET" : "POST",
+        headers: { "Content-Type": "application/json" },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      return response.json();
+    },
+  };
+}
+
+export interface ServiceProcess extends ChildScript {
+  dir: string;
+  /** The SQLite file when STORE_URL is SQLite; undefined for other stores. */
+  sqlitePath: string | undefined;
+  callbackUrl: string;
+  cleanup(): Promise<void>;
+}
+
+/**
+ * The service in its own process against `simulator`. STORE_URL from the environment is
+ * passed through when set (PostgreSQL, once that adapter exists); otherwise a fresh SQLite
+ * file in a temporary directory.
+ */
+export async function startServiceProcess(
+  simulator: SimulatorProcess,
+  env: Record<string, string> = {},
+  options: SpawnOptions & { beforeStart?: (dir: string) => Promise<void> } = {},
+): Promise<ServiceProcess> {
+  const dir = await mkdtemp(join(tmpdir(), "kcr-bench-"));
+  await options.beforeStart?.(dir);
+  const port = await freePort();
+  const store = process.env.STORE_URL;
+  const fullEnv = serviceEnv(simulator, dir, {
+    PORT: String(port),
+    // As users run it: info logs, one line per accepted callback (to /dev/null here).
+    LOG_LEVEL: "info",
+    ...(store ? { STORE_URL: store } : {}),
+    ...env,
+  });
+  const child = await spawnService(fullEnv, options);
+  const storeUrl = fullEnv.STORE_URL ?? "";
+  return {
+    ...child,
+    dir,
+    sqlitePath: storeUrl.startsWith("sqlite:") ? storeUrl.slice("sqlite:".length) : undefined,
+    callbackUrl: `${child.url}/callbacks/kreditcheck`,
+    async cleanup() {
+      await child.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Resident set size of a process in MB (Linux /proc), or undefined where unavailable. */
+export async function rssMb(pid: number | undefined): Promise<number | undefined> {
+  if (pid === undefined) return undefined;
+  const { readFile } = await import("node:fs/promises");
+  try {
+    const status = await readFile(`/proc/${pid}/status`, "utf8");
+    const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1]);
+    return Number.isFinite(kb) ? kb / 1024 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Exits 0 with a message when STORE_URL names a store this checkout cannot open yet
+ * (PostgreSQL is being added in parallel): a benchmark of it is not possible, not failed.
+ */
+export async function requireSupportedStore(): Promise<void> {
+  const store = process.env.STORE_URL;
+  if (!store || store.startsWith("sqlite:")) return;
+  const { loadConfig } = await import("../../src/config.js");
+  try {
+    loadConfig({ STORE_URL: store, FINAPI_CLIENT_ID: "x", FINAPI_CLIENT_SECRET: "x" });
+  } catch (error) {
+    console.log(
+      `STORE_URL=${store.replace(/\/\/[^@]*@/, "//***@")} is not supported by this checkout yet (${(error as Error).message.trim()}); nothing to measure, exiting 0.`,
+    );
+    process.exit(0);
+  }
+}

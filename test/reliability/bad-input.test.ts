@@ -1,0 +1,346 @@
+import { readdir } from "node:fs/promises";
+import { connect } from "node:net";
+import { join, relative } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type Harness, startHarness } from "../support/harness.js";
+
+const PATH = "/callbacks/kreditcheck";
+const VALID = {
+  processToken: "pt-valid",
+  kreditCheckId: "kc-valid",
+  status: "SUCCESSFUL",
+  clientReference: "CU-1",
+  errorMessage: null,
+};
+
+interface Case {
+  name: string;
+  body: string | Uint8Array;
+  /** null: no Content-Type header at all. */
+  contentType?: string | null;
+  method?: string;
+  path?: string;
+  headers?: Record<string, string>;
+  status: number;
+  error?: string;
+}
+
+const withField = (field: string, value: unknown) => JSON.stringify({ ...VALID, [field]: value });
+const without = (field: string) =>
+  JSON.stringify(Object.fromEntries(Object.entries(VALID).filter(([key]) => key !== field)));
+const invalid = (name: string, body: string): Case => ({
+  name,
+  body,
+  status: 400,
+  error: "invalid_callback",
+});
+const brokenJson = (name: string, body: string): Case => ({
+  name,
+  body,
+  status: 400,
+  error: "invalid_json",
+});
+
+/** Ids become URL path segments and file names: each of these must be refused. */
+const BAD_IDS: unknown[] = [
+  1,
+  0,
+  -1,
+  1.5,
+  1e308,
+  true,
+  false,
+  null,
+  {},
+  [],
+  ["a"],
+  { a: 1 },
+  [["pt"]],
+  "",
+  ".",
+  "..",
+  "...",
+  "../x",
+  "..\\x",
+  "../../etc/passwd",
+  "a/../b",
+  "./x",
+  "x/..",
+  "a/b",
+  "a\\b",
+  "/etc/passwd",
+  "%2e%2e%2f",
+  "%2E%2E%2F",
+  "..%2f",
+  "%2e%2e/",
+  "..%5c",
+  "%c0%ae%c0%ae/",
+  "....//",
+  "file:///etc/passwd",
+  "\\\\server\\share",
+  "C:\\x",
+  "~",
+  "~root",
+  "a b",
+  " x",
+  "x ",
+  "\t",
+  "a\nb",
+  "a\r\nb",
+  "a\u0000b",
+  "\u0000",
+  "x\u0000.json",
+  "ä",
+  "․․／x",
+  "😀",
+  "<script>",
+  "a;rm -rf /",
+  "$(id)",
+  "a?b",
+  "a#b",
+  "a%00b",
+  "a*",
+  "a:b",
+  "x".repeat(129),
+  "x".repeat(10_000),
+];
+
+function shown(value: unknown): string {
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 40 ? `${text.slice(0, 20)}…${text.slice(-8)} (${text.length} chars)` : text;
+}
+
+function cases(): Case[] {
+  const table: Case[] = [];
+  for (const field of ["processToken", "kreditCheckId"]) {
+    for (const value of BAD_IDS) {
+      table.push(invalid(`${field} = ${shown(value)}`, withField(field, value)));
+    }
+  }
+  for (const field of ["processToken", "kreditCheckId", "status"]) {
+    table.push(invalid(`missing ${field}`, without(field)));
+  }
+  for (const value of [1, true, null, {}, [], ""]) {
+    table.push(invalid(`status = ${JSON.stringify(value)}`, withField("status", value)));
+  }
+  for (const field of ["clientReference", "errorMessage"]) {
+    for (const value of [1, true, {}, ["x"]]) {
+      table.push(invalid(`${field} = ${JSON.stringify(value)}`, withField(field, value)));
+    }
+  }
+  table.push(
+    invalid("an empty object", "{}"),
+    invalid("an empty body", ""),
+    invalid("an array", "[]"),
+    invalid("an array holding a valid callback", JSON.stringify([VALID])),
+    invalid(
+      "a duplicate key whose last value is a traversal",
+      `{"processToken":"pt-ok","processToken":"../x","kreditCheckId":"kc-ok","status":"SUCCESSFUL"}`,
+    ),
+    invalid(
+      "a duplicate key whose last value is an object",
+      `{"processToken":"pt-ok","kreditCheckId":"kc-ok","kreditCheckId":{},"status":"SUCCESSFUL"}`,
+    ),
+    invalid("an id nested 5,000 arrays deep", deep("processToken", 5000)),
+    invalid("an id nested 20,000 arrays deep", deep("kreditCheckId", 20_000)),
+    invalid("an object nested 5,000 deep", `${'{"a":'.repeat(5000)}1${"}".repeat(5000)}`),
+  );
+  for (const body of ["null", "1", '"text"', "true"]) {
+    table.push(brokenJson(`a bare JSON ${body}`, body));
+  }
+  const valid = JSON.stringify(VALID);
+  for (const body of [
+    "{",
+    "}",
+    '{"processToken":',
+    "{'processToken':'x'}",
+    "{processToken:1}",
+    `${valid.slice(0, -1)},}`,
+    `${valid}}`,
+    '{"a":NaN}',
+    '{"a":undefined}',
+    "not json at all",
+    `{"processToken":"a\u0000b"}`,
+    `\u0000${valid}`,
+  ]) {
+    table.push(brokenJson(`broken JSON ${shown(body)}`, body));
+  }
+  for (let cut = 1; cut < valid.length; cut += 5) {
+    table.push(brokenJson(`valid JSON truncated to ${cut} bytes`, valid.slice(0, cut)));
+  }
+  for (const contentType of [
+    null,
+    "text/plain",
+    "text/json",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data; boundary=x",
+    "application/xml",
+    "application/jsonp",
+    "json",
+    "application/octet-stream",
+  ]) {
+    table.push({
+      name: `Content-Type ${contentType ?? "missing"}`,
+      body: contentType === null ? new TextEncoder().encode(valid) : valid,
+      contentType,
+      status: 415,
+      error: "unsupported_media_type",
+    });
+  }
+  // UTF-8 bytes declared as UTF-16 decode to something that is not JSON.
+  table.push({
+    name: "UTF-8 bytes declared as charset utf-16",
+    body: valid,
+    contentType: "application/json; charset=utf-16",
+    status: 400,
+    error: "invalid_json",
+  });
+  for (const charset of ["latin1", "iso-8859-1", "klingon"]) {
+    table.push({
+      name: `charset ${charset}`,
+      body: valid,
+      contentType: `application/json; charset=${charset}`,
+      status: 415,
+      error: "unsupported_charset",
+    });
+  }
+  table.push({
+    name: "an unknown Content-Encoding",
+    body: valid,
+    headers: { "Content-Encoding": "x-unknown" },
+    status: 415,
+    error: "unsupported_encoding",
+  });
+  for (const size of [64 * 1024 + 1, 1024 * 1024, 5 * 1024 * 1024]) {
+    table.push({
+      name: `a body of ${size} bytes`,
+      body: withField("clientReference", "x".repeat(size)),
+      status: 413,
+      error: "payload_too_large",
+    });
+  }
+  for (const method of ["GET", "PUT", "PATCH", "DELETE"]) {
+    table.push({
+      name: `method ${method}`,
+      method,
+      body: method === "GET" ? "" : valid,
+      status: 405,
+      error: "method_not_allowed",
+    });
+  }
+  for (const path of [`${PATH}/../x`, `${PATH}/x`, `${PATH}%2f..%2fx`, "/callbacks", "/"]) {
+    table.push({ name: `path ${path}`, path, body: valid, status: 404, error: "not_found" });
+  }
+  return table;
+}
+
+/** The callback with `field` wrapped in `depth` arrays, built as text (stringify would recurse). */
+function deep(field: string, depth: number): string {
+  return withField(field, "DEEP").replace('"DEEP"', `${"[".repeat(depth)}"pt"${"]".repeat(depth)}`);
+}
+
+/** Sends raw bytes and returns what came back, and when, once the server closes. */
+function rawExchange(
+  port: number,
+  head: string,
+  bodyPart: string,
+): Promise<{ response: string; ms: number }> {
+  return new Promise((resolve, reject) => {
+    const startedAt = Date.now();
+    const socket = connect(port, "127.0.0.1", () => socket.write(head + bodyPart));
+    let response = "";
+    socket.setEncoding("utf8").on("data", (chunk: string) => {
+      response += chunk;
+    });
+    socket.on("close", () => resolve({ response, ms: Date.now() - startedAt }));
+    socket.on("error", reject);
+    socket.setTimeout(10_000, () => {
+      socket.destroy();
+      reject(new Error("the server never closed the stalled connection"));
+    });
+  });
+}
+
+async function listFiles(dir: string): Promise<string[]> {
+  const entries = await readdir(dir, { recursive: true, withFileTypes: true });
+  return entries
+    .filter((entry) => entry.isFile())
+    .map((entry) => relative(dir, join(entry.parentPath, entry.name)))
+    .sort();
+}
+
+describe("bad input: malformed requests are refused without harm", () => {
+  let harness: Harness;
+  beforeAll(async () => {
+    harness = await startHarness({ env: { REQUEST_TIMEOUT_MS: "500" } });
+  });
+  afterAll(async () => {
+    await harness.close();
+  });
+
+  const table = cases();
+
+  it("has at least 200 cases", () => {
+    expect(table.length).toBeGreaterThanOrEqual(200);
+    const names = table.map((testCase) => testCase.name);
+    expect(names.filter((name, index) => names.indexOf(name) !== index)).toEqual([]);
+  });
+
+  it("answers each of them with the right 4xx and stores nothing", async () => {
+    const outcomes: string[] = [];
+    for (const testCase of table) {
+      const headers: Record<string, string> = { ...testCase.headers };
+      if (testCase.contentType !== null) {
+        headers["Content-Type"] = testCase.contentType ?? "application/json";
+      }
+      const method = testCase.method ?? "POST";
+      const response = await fetch(`${harness.service.url}${testCase.path ?? PATH}`, {
+        method,
+        headers,
+        body: method === "GET" ? undefined : testCase.body,
+      });
+      const answer = (await response.json().catch(() => ({}))) as { error?: string };
+      const got = `${response.status} ${answer.error}`;
+      const want = `${testCase.status} ${testCase.error}`;
+      if (got !== want) outcomes.push(`${testCase.name}: got ${got}, want ${want}`);
+    }
+    expect(outcomes).toEqual([]);
+    expect(await harness.service.inbox.countByState()).toEqual({
+      pending: 0,
+      running: 0,
+      done: 0,
+      dead: 0,
+    });
+  });
+
+  it("times out a sender that stalls in the middle of its body (408) and one that stalls in its headers", async () => {
+    const stalledBody = await rawExchange(
+      harness.service.port,
+      `POST ${PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n`,
+      '{"processToken":"pt-slow",',
+    );
+    expect(stalledBody.response).toMatch(/^HTTP\/1\.1 408/);
+    expect(stalledBody.ms).toBeLessThan(3000);
+    const stalledHeaders = await rawExchange(
+      harness.service.port,
+      `POST ${PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: appl`,
+      "",
+    );
+    expect(stalledHeaders.response).toMatch(/^HTTP\/1\.1 408/);
+    expect(stalledHeaders.ms).toBeLessThan(3000);
+  });
+
+  it("has written no file at all, inside or outside the result folder, and stays healthy", async () => {
+    expect(await listFiles(harness.dir)).toEqual(["inbox.db", "inbox.db-shm", "inbox.db-wal"]);
+    const answer = await harness.post(VALID);
+    expect(answer.status).toBe(202);
+    await harness.waitForBundle(VALID.kreditCheckId);
+    expect(await listFiles(harness.dir)).toEqual([
+      "inbox.db",
+      "inbox.db-shm",
+      "inbox.db-wal",
+      "results/kc-valid.json",
+    ]);
+    expect(harness.simulator.stats().calls.kreditcheck).toBe(1);
+  });
+});
