@@ -12,11 +12,13 @@ COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 RUN npm run build && npm prune --omit=dev
 
-# --- runtime: only what runs
+# --- runtime: only what runs, as an unprivileged user
 FROM node:24-slim
 ENV NODE_ENV=production \
     STORE_URL=sqlite:/data/receiver.db \
-    FILE_SINK_DIR=/data/results
+    FILE_SINK_DIR=/data/results \
+    PORT=3000 \
+    ADMIN_PORT=9090
 WORKDIR /app
 COPY --from=build --chown=node:node /app/node_modules ./node_modules
 COPY --from=build --chown=node:node /app/dist ./dist
@@ -24,5 +26,12 @@ COPY --chown=node:node package.json ./
 RUN mkdir -p /data && chown node:node /data
 USER node
 VOLUME ["/data"]
-EXPOSE 3000
+# 3000: finAPI's callback (public). 9090: health, readiness, metrics, admin API.
+EXPOSE 3000 9090
+# The slim image has no curl; Node's fetch does the probe.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+  CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.ADMIN_PORT||9090)+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
+# SIGTERM (docker stop) drains running jobs within SHUTDOWN_TIMEOUT_MS; keep docker's
+# stop timeout above it (default 10 s vs 15 s here: use `docker stop -t 20` or stop_grace_period).
+STOPSIGNAL SIGTERM
 CMD ["node", "dist/main.js"]

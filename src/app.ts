@@ -1,19 +1,32 @@
 import express, { type Express } from "express";
+import helmet from "helmet";
 import { type CallbackRouteOptions, callbackRouter } from "./http/callback-route.js";
+import { redactSecretInPath } from "./http/callback-secret.js";
 import { errorHandler, notFoundHandler } from "./http/error-handler.js";
 
-export type AppOptions = CallbackRouteOptions;
+export interface AppOptions extends CallbackRouteOptions {
+  /** Express "trust proxy"; false unless TRUST_PROXY names the proxies in front. */
+  trustProxy: false | number | string;
+}
 
 /**
- * The public app: finAPI's callback route and nothing else. Built from what it is
- * given, so tests can build it around any inbox.
+ * The public app: finAPI's callback route and nothing else (health, metrics and the
+ * admin API live on the admin port). Built from what it is given, so tests can build it
+ * around any inbox.
  */
 export function createApp(options: AppOptions): Express {
   const app = express();
   app.disable("x-powered-by");
   app.disable("etag");
+  app.set("trust proxy", options.trustProxy);
+  // A JSON API: no caching, no sniffing, no framing, no scripts.
+  app.use(helmet({ contentSecurityPolicy: { directives: { defaultSrc: ["'none'"] } } }));
+  app.use((_req, res, next) => {
+    res.set("Cache-Control", "no-store");
+    next();
+  });
   app.use(callbackRouter(options));
   app.use(notFoundHandler());
-  app.use(errorHandler(options.logger));
+  app.use(errorHandler(options.logger, (path) => redactSecretInPath(path, options.path)));
   return app;
 }

@@ -7,9 +7,16 @@ import { z } from "zod";
  */
 export const SAFE_ID_PATTERN = /^(?!\.+$)[A-Za-z0-9._-]{1,128}$/;
 
-export const safeId = z
-  .string()
-  .regex(SAFE_ID_PATTERN, "must be 1-128 characters of A-Z a-z 0-9 . _ - (and not only dots)");
+/** "is required" when missing, "must be a string" when of another type. */
+const requiredString = () =>
+  z.string({ error: (issue) => (issue.input === undefined ? "is required" : "must be a string") });
+
+const optionalString = () => z.string({ error: "must be a string or null" }).nullish();
+
+export const safeId = requiredString().regex(
+  SAFE_ID_PATTERN,
+  "must be 1-128 characters of A-Z a-z 0-9 . _ - (and not only dots)",
+);
 
 /** The only status finAPI documents; anything else is kept and handled as not successful. */
 export const SUCCESSFUL_STATUS = "SUCCESSFUL";
@@ -21,9 +28,9 @@ export const SUCCESSFUL_STATUS = "SUCCESSFUL";
 export const callbackSchema = z.looseObject({
   processToken: safeId,
   kreditCheckId: safeId,
-  status: z.string().min(1, "must be a non-empty string"),
-  clientReference: z.string().nullish(),
-  errorMessage: z.string().nullish(),
+  status: requiredString().min(1, "must be a non-empty string"),
+  clientReference: optionalString(),
+  errorMessage: optionalString(),
 });
 
 export type Callback = z.infer<typeof callbackSchema>;

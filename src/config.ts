@@ -1,4 +1,8 @@
+import proxyaddr from "proxy-addr";
 import { z } from "zod";
+import { DOCUMENT_NAMES, type DocumentName } from "./finapi/documents.js";
+import { LOOPBACK_CIDRS, parseCidrList } from "./http/allowlist.js";
+import { SCHEMA_NAME_PATTERN } from "./postgres/identifier.js";
 
 /**
  * Base URLs per finAPI environment (../shared/finapi/FACTS.md). `unconfirmed` lists the
@@ -24,13 +28,21 @@ export const FINAPI_PRESETS = {
 
 export const DEFAULT_KREDITCHECK_PATH = "/checks/{processToken}/kreditcheck/{kreditCheckId}";
 
-const int = (min: number, fallback: number) => z.coerce.number().int().min(min).default(fallback);
+/** Whole decimal numbers only: " ", "0x50" or "1e3" are mistakes, not numbers. */
+const int = (min: number, fallback: number, max = Number.MAX_SAFE_INTEGER) =>
+  z
+    .string()
+    .regex(/^\d+$/, "must be a whole number")
+    .transform(Number)
+    .pipe(z.number().int().min(min).max(max))
+    .prefault(String(fallback));
 const bool = z
   .enum(["1", "0", "true", "false", "yes", "no", ""])
   .default("0")
   .transform((value) => value === "1" || value === "true" || value === "yes");
 const httpUrl = z.url({ protocol: /^https?$/, error: "must be an http(s) URL" });
 const optionalUrl = z.preprocess((value) => (value === "" ? undefined : value), httpUrl.optional());
+const POSTGRES_URL = /^postgres(ql)?:\/\/.+/;
 const required = (name: string) =>
   z.string({ error: `${name} is required` }).min(1, `${name} is required`);
 
@@ -38,15 +50,53 @@ const required = (name: string) =>
 const envSchema = z.object({
   NODE_ENV: z.enum(["development", "production", "test"]).default("development"),
   HOST: z.string().min(1).default("0.0.0.0"),
-  PORT: int(0, 3000).pipe(z.number().max(65535)),
+  PORT: int(0, 3000, 65535),
   CALLBACK_PATH: z
     .string()
-    .regex(/^\/[A-Za-z0-9._~\-/]*$/, "must start with / and contain only URL path characters")
+    .regex(
+      /^\/[A-Za-z0-9._~-][A-Za-z0-9._~\-/]*$/,
+      "must start with / and name a path (URL path characters only)",
+    )
     .default("/callbacks/kreditcheck"),
+  ALLOWED_CIDRS: z
+    .string()
+    .min(1)
+    .superRefine((list, ctx) => {
+      try {
+        if (parseCidrList(list).length === 0)
+          ctx.addIssue({ code: "custom", message: "lists no network" });
+      } catch (error) {
+        ctx.addIssue({ code: "custom", message: (error as Error).message });
+      }
+    })
+    .optional(),
+  TRUST_PROXY: z
+    .string()
+    .refine(
+      (value) => /^\d+$/.test(value) || compilesAsTrustProxy(value),
+      "must be a hop count or a comma list of CIDRs / loopback / linklocal / uniquelocal (not /0: that would trust everyone)",
+    )
+    .optional(),
+  CALLBACK_SECRET: z
+    .string()
+    .regex(/^[A-Za-z0-9._~-]+$/, "must contain only URL-safe characters A-Z a-z 0-9 . _ ~ -")
+    .optional(),
+  REQUEST_TIMEOUT_MS: int(100, 10_000),
+  ADMIN_PORT: int(0, 9090, 65535),
+  ADMIN_HOST: z.string().min(1).default("127.0.0.1"),
+  ADMIN_TOKEN: z.string().min(8, "must be at least 8 characters").optional(),
+  SHUTDOWN_TIMEOUT_MS: int(100, 15_000),
   STORE_URL: z
     .string()
-    .regex(/^sqlite:.+/, "must be sqlite:<path> (postgres:// follows in a later release)")
+    .refine(
+      (url) => /^sqlite:.+/.test(url) || POSTGRES_URL.test(url),
+      "must be sqlite:<path> or postgres://…",
+    )
     .default("sqlite:./data/receiver.db"),
+  PG_SCHEMA: z
+    .string()
+    .regex(SCHEMA_NAME_PATTERN, "must be a plain lower-case PostgreSQL identifier")
+    .default("public"),
   LEASE_MS: int(1000, 30_000),
   WORKER_CONCURRENCY: int(1, 4),
   WORKER_POLL_MS: int(10, 1000),
@@ -73,18 +123,112 @@ const envSchema = z.object({
   FINAPI_RETRIES: int(0, 2),
   TOKEN_REFRESH_MARGIN_MS: int(0, 60_000),
   DAC_CONCURRENCY: int(1, 4),
-  SINKS: z.string().min(1).default("file"),
+  SINKS: z.string().min(1).default("file").transform(parseSinkNames),
   FILE_SINK_DIR: z.string().min(1).default("./data/results"),
+  HTTP_SINK_URL: optionalUrl,
+  HTTP_SINK_SECRET: z.string().min(1).optional(),
+  HTTP_SINK_TIMEOUT_MS: int(100, 10_000),
+  POSTGRES_SINK_URL: z.string().regex(POSTGRES_URL, "must be a postgres:// URL").optional(),
+  FETCH_DOCUMENTS: z.string().default("").transform(parseDocumentNames),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   LOG_PRETTY: bool,
 });
+
+/** The sinks SINKS may name; `module:<path>` loads a custom one. */
+export const BUILT_IN_SINKS = ["file", "stdout", "http", "postgres"] as const;
+
+function splitList(value: string): string[] {
+  return value
+    .split(",")
+    .map((name) => name.trim())
+    .filter(Boolean);
+}
+
+function parseSinkNames(value: string, ctx: z.RefinementCtx): string[] {
+  const names = splitList(value);
+  const seen = new Set<string>();
+  for (const name of names) {
+    const known =
+      (BUILT_IN_SINKS as readonly string[]).includes(name) ||
+      (name.startsWith("module:") && name.length > "module:".length);
+    if (!known) {
+      ctx.addIssue({
+        code: "custom",
+        message: `SINKS: unknown sink "${name}" (known: ${BUILT_IN_SINKS.join(", ")}, module:<path>)`,
+      });
+    }
+    if (seen.has(name))
+      ctx.addIssue({ code: "custom", message: `SINKS: "${name}" is listed twice` });
+    seen.add(name);
+  }
+  if (names.length === 0)
+    ctx.addIssue({ code: "custom", message: "SINKS: name at least one sink" });
+  return names;
+}
+
+function parseDocumentNames(value: string, ctx: z.RefinementCtx): DocumentName[] {
+  const names = splitList(value);
+  for (const name of names) {
+    if (!(DOCUMENT_NAMES as string[]).includes(name)) {
+      ctx.addIssue({
+        code: "custom",
+        message: `FETCH_DOCUMENTS: unknown document "${name}" (known: ${DOCUMENT_NAMES.join(", ")})`,
+      });
+    }
+  }
+  return [...new Set(names)] as DocumentName[];
+}
+
+/** Settings that only matter together with a sink, checked once the sinks are known. */
+function checkSinkSettings(e: z.output<typeof envSchema>, ctx: z.RefinementCtx): void {
+  if (e.SINKS.includes("http")) {
+    if (!e.HTTP_SINK_URL) {
+      ctx.addIssue({ code: "custom", message: "HTTP_SINK_URL is required when SINKS names http" });
+    }
+    if (!e.HTTP_SINK_SECRET) {
+      ctx.addIssue({
+        code: "custom",
+        message:
+          "HTTP_SINK_SECRET is required when SINKS names http (the bundles are signed with it)",
+      });
+    }
+  }
+  if (e.SINKS.includes("postgres") && !e.POSTGRES_SINK_URL && !POSTGRES_URL.test(e.STORE_URL)) {
+    ctx.addIssue({
+      code: "custom",
+      message:
+        "POSTGRES_SINK_URL is required when SINKS names postgres and STORE_URL is not a PostgreSQL URL",
+    });
+  }
+}
+
+const configSchema = envSchema.superRefine(checkSinkSettings);
 
 export type Env = z.input<typeof envSchema>;
 
 export interface Config {
   nodeEnv: "development" | "production" | "test";
-  http: { host: string; port: number; callbackPath: string; bodyLimitBytes: number };
-  store: { url: string; sqlitePath: string };
+  http: {
+    host: string;
+    port: number;
+    callbackPath: string;
+    bodyLimitBytes: number;
+    requestTimeoutMs: number;
+    /** Comma list of CIDRs allowed to send callbacks. */
+    allowedCidrs: string;
+    /** Express "trust proxy": false, a hop count or a list of CIDRs. */
+    trustProxy: false | number | string;
+    callbackSecret: string | undefined;
+  };
+  admin: { host: string; port: number; token: string | undefined };
+  shutdownTimeoutMs: number;
+  store: {
+    url: string;
+    kind: "sqlite" | "postgres";
+    sqlitePath: string;
+    /** PostgreSQL schema of the inbox (and of the postgres sink's tables). */
+    schema: string;
+  };
   worker: {
     leaseMs: number;
     concurrency: number;
@@ -110,7 +254,15 @@ export interface Config {
     /** Preset URLs in use that public documentation does not confirm. */
     unconfirmed: string[];
   };
-  sinks: { names: string[]; fileDir: string };
+  sinks: {
+    names: string[];
+    fileDir: string;
+    http: { url: string; secret: string; timeoutMs: number } | undefined;
+    /** Where the postgres sink writes: POSTGRES_SINK_URL, else STORE_URL when PostgreSQL. */
+    postgres: { url: string; schema: string } | undefined;
+  };
+  /** Documents fetched besides the JSON results and handed to the sinks. */
+  documents: DocumentName[];
   log: { level: string; pretty: boolean };
 }
 
@@ -125,31 +277,74 @@ export class ConfigError extends Error {
 export function loadConfig(env: Record<string, string | undefined>): Config {
   // Empty strings (KEY= in a .env file) mean "not set", as operators expect.
   const cleaned = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== ""));
-  const parsed = envSchema.safeParse(cleaned);
+  const parsed = configSchema.safeParse(cleaned);
   if (!parsed.success) {
     throw new ConfigError(
       parsed.error.issues.map((issue) => {
-        const name = String(issue.path[0] ?? "environment");
-        return issue.message.startsWith(name) ? issue.message : `${name}: ${issue.message}`;
+        const name = issue.path[0];
+        if (name === undefined) return issue.message;
+        return issue.message.startsWith(String(name))
+          ? issue.message
+          : `${String(name)}: ${issue.message}`;
       }),
     );
   }
   const e = parsed.data;
+  const combined: string[] = [];
+  if (e.NODE_ENV === "production" && e.ALLOWED_CIDRS === undefined) {
+    combined.push(
+      "ALLOWED_CIDRS: must be set when NODE_ENV=production (finAPI's IP range from finAPI support; 0.0.0.0/0,::/0 allows everyone)",
+    );
+  }
+  if (e.BACKOFF_BASE_MS > e.BACKOFF_MAX_MS) {
+    combined.push(
+      `BACKOFF_BASE_MS: ${e.BACKOFF_BASE_MS} is larger than BACKOFF_MAX_MS=${e.BACKOFF_MAX_MS}`,
+    );
+  }
+  if (!isLoopbackHost(e.ADMIN_HOST) && e.ADMIN_TOKEN === undefined) {
+    combined.push(
+      `ADMIN_TOKEN: must be set when ADMIN_HOST=${e.ADMIN_HOST} exposes the admin API beyond this machine`,
+    );
+  }
+  if (combined.length > 0) throw new ConfigError(combined);
   const preset = FINAPI_PRESETS[e.FINAPI_ENV];
   const unconfirmed = preset.unconfirmed.filter(
     (name) =>
       (name.startsWith("FINAPI_PROCESSCTRL_URL") && !e.FINAPI_PROCESSCTRL_URL) ||
       (name.startsWith("FINAPI_DI_URL") && !e.FINAPI_DI_URL),
   );
-  if (e.FINAPI_KREDITCHECK_PATH === DEFAULT_KREDITCHECK_PATH) {
+  // Only a warning about finAPI's own hosts: against a simulator or proxy it means nothing.
+  if (e.FINAPI_KREDITCHECK_PATH === DEFAULT_KREDITCHECK_PATH && !e.FINAPI_PROCESSCTRL_URL) {
     unconfirmed.push(
       "FINAPI_KREDITCHECK_PATH (from finAPI's integration guide, not its public API table)",
     );
   }
   const config: Config = {
     nodeEnv: e.NODE_ENV,
-    http: { host: e.HOST, port: e.PORT, callbackPath: e.CALLBACK_PATH, bodyLimitBytes: 64 * 1024 },
-    store: { url: e.STORE_URL, sqlitePath: e.STORE_URL.slice("sqlite:".length) },
+    http: {
+      host: e.HOST,
+      port: e.PORT,
+      callbackPath:
+        e.CALLBACK_PATH.length > 1 ? e.CALLBACK_PATH.replace(/\/+$/, "") : e.CALLBACK_PATH,
+      bodyLimitBytes: 64 * 1024,
+      requestTimeoutMs: e.REQUEST_TIMEOUT_MS,
+      allowedCidrs: e.ALLOWED_CIDRS ?? LOOPBACK_CIDRS,
+      trustProxy:
+        e.TRUST_PROXY === undefined
+          ? false
+          : /^\d+$/.test(e.TRUST_PROXY)
+            ? Number(e.TRUST_PROXY)
+            : e.TRUST_PROXY,
+      callbackSecret: e.CALLBACK_SECRET,
+    },
+    admin: { host: e.ADMIN_HOST, port: e.ADMIN_PORT, token: e.ADMIN_TOKEN },
+    shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
+    store: {
+      url: e.STORE_URL,
+      kind: POSTGRES_URL.test(e.STORE_URL) ? "postgres" : "sqlite",
+      sqlitePath: e.STORE_URL.startsWith("sqlite:") ? e.STORE_URL.slice("sqlite:".length) : "",
+      schema: e.PG_SCHEMA,
+    },
     worker: {
       leaseMs: e.LEASE_MS,
       concurrency: e.WORKER_CONCURRENCY,
@@ -175,14 +370,52 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       unconfirmed,
     },
     sinks: {
-      names: e.SINKS.split(",")
-        .map((name) => name.trim())
-        .filter(Boolean),
+      names: e.SINKS,
       fileDir: e.FILE_SINK_DIR,
+      http:
+        e.HTTP_SINK_URL && e.HTTP_SINK_SECRET
+          ? { url: e.HTTP_SINK_URL, secret: e.HTTP_SINK_SECRET, timeoutMs: e.HTTP_SINK_TIMEOUT_MS }
+          : undefined,
+      postgres: postgresSinkTarget(e.POSTGRES_SINK_URL, e.STORE_URL, e.PG_SCHEMA),
     },
+    documents: e.FETCH_DOCUMENTS,
     log: { level: e.LOG_LEVEL, pretty: e.LOG_PRETTY },
   };
   return deepFreeze(config);
+}
+
+function compilesAsTrustProxy(value: string): boolean {
+  try {
+    // The library Express itself hands TRUST_PROXY to: what it refuses would crash start-up.
+    proxyaddr.compile(value.split(",").map((entry) => entry.trim()));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function isLoopbackHost(host: string): boolean {
+  return host === "localhost" || host === "::1" || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+function postgresSinkTarget(
+  sinkUrl: string | undefined,
+  storeUrl: string,
+  schema: string,
+): Config["sinks"]["postgres"] {
+  const url = sinkUrl ?? (POSTGRES_URL.test(storeUrl) ? storeUrl : undefined);
+  return url ? { url, schema } : undefined;
+}
+
+/** A URL fit for logs: the password, if any, replaced. */
+export function redactUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = "***";
+    return parsed.toString();
+  } catch {
+    return url;
+  }
 }
 
 function stripSlash(url: string): string {

@@ -10,7 +10,7 @@ import { startSimulator } from "./simulator/server.js";
  * `npm run demo`: the built-in finAPI simulator and the real service (SQLite inbox + file
  * sink) on loopback; posts examples/callback.json over HTTP and waits for the bundle.
  */
-const RESULTS_DIR = "./data/results";
+const RESULTS_DIR = "./data/demo/results";
 const STORE_PATH = "./data/demo/receiver.db";
 const TIMEOUT_MS = 30_000;
 
@@ -19,9 +19,9 @@ async function demo(): Promise<void> {
     JSON.parse(await readFile("examples/callback.json", "utf8")),
   );
   const bundlePath = resolve(join(RESULTS_DIR, `${callback.kreditCheckId}.json`));
-  // A fresh inbox each run, so the example callback is processed again, not a duplicate.
+  // A fresh inbox each run, so the example callback is processed again, not a duplicate;
+  // its own folder, so the demo never touches what `npm start` wrote.
   await rm("./data/demo", { recursive: true, force: true });
-  await rm(bundlePath, { force: true });
 
   const simulator = await startSimulator();
   const config = loadConfig({
@@ -35,6 +35,7 @@ async function demo(): Promise<void> {
     FINAPI_CLIENT_ID: simulator.clientId,
     FINAPI_CLIENT_SECRET: simulator.clientSecret,
     WORKER_POLL_MS: "100",
+    ADMIN_PORT: "0",
     LOG_LEVEL: process.env.LOG_LEVEL ?? "info",
   });
   const logger = createLogger({ level: config.log.level, pretty: process.stdout.isTTY });

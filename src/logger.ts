@@ -39,6 +39,26 @@ export const REDACT_PATHS = [
   "req.headers.cookie",
 ];
 
+/** Error fields that are safe to log; everything else (an AxiosError's `config` with the
+ * request body and headers, `request`, `response`) is left out, at every depth of `cause`. */
+const SAFE_ERROR_FIELDS = ["code", "retryable", "fix", "status", "retryAfterMs"] as const;
+
+export function serializeError(error: unknown, depth = 0): unknown {
+  if (!(error instanceof Error)) return typeof error === "object" ? "[non-error object]" : error;
+  const serialized: Record<string, unknown> = {
+    type: error.name,
+    message: error.message,
+    stack: error.stack,
+  };
+  for (const field of SAFE_ERROR_FIELDS) {
+    const value = (error as unknown as Record<string, unknown>)[field];
+    if (value !== undefined && typeof value !== "object") serialized[field] = value;
+  }
+  if (error.cause !== undefined && depth < 3)
+    serialized.cause = serializeError(error.cause, depth + 1);
+  return serialized;
+}
+
 export interface LoggerOptions {
   level: string;
   pretty?: boolean;
@@ -50,6 +70,7 @@ export function createLogger(options: LoggerOptions): Logger {
   const base = {
     level: options.level,
     redact: { paths: REDACT_PATHS, censor: "[redacted]" },
+    serializers: { err: serializeError },
     base: { service: "kreditcheck-receiver" },
     timestamp: pino.stdTimeFunctions.isoTime,
   };

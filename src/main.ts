@@ -25,13 +25,21 @@ async function main(): Promise<void> {
       "using a finAPI preset that public documentation does not confirm; override it if calls fail",
     );
   }
+  if (config.http.callbackSecret !== undefined && config.http.callbackSecret.length < 16) {
+    logger.warn("CALLBACK_SECRET is shorter than 16 characters: use 32+ random characters");
+  }
   const service = await startService(config, { logger });
 
   let stopping = false;
   const shutdown = (signal: string) => {
     if (stopping) return;
     stopping = true;
-    logger.info({ signal }, "shutting down");
+    logger.info({ signal, timeoutMs: config.shutdownTimeoutMs }, "shutting down");
+    // Last resort if something hangs: never outlive the budget by much.
+    setTimeout(() => {
+      logger.error("shutdown did not finish in time; exiting");
+      process.exit(1);
+    }, config.shutdownTimeoutMs + 2000).unref();
     service.close().then(
       () => {
         logger.info("stopped");

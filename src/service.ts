@@ -1,16 +1,19 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import type { Express } from "express";
+import { createAdminApp, type Readiness } from "./admin.js";
 import { createApp } from "./app.js";
-import type { Config } from "./config.js";
+import { type Config, redactUrl } from "./config.js";
 import { AuthorizedClient } from "./finapi/authorized-client.js";
 import { DataIntelligenceClient } from "./finapi/di.js";
 import { ProcessCtrlClient } from "./finapi/processctrl.js";
 import { ClientCredentialsTokenProvider } from "./finapi/token.js";
-import { createTransport } from "./finapi/transport.js";
+import { createTransport } from "./http-transport.js";
 import type { Inbox } from "./inbox/inbox.js";
 import { openInbox } from "./inbox/open-inbox.js";
 import type { Logger } from "./logger.js";
-import { processCheck } from "./pipeline/process-check.js";
+import { createMetrics, type Metrics } from "./metrics.js";
+import { assembleBundle, type PipelineDeps, processCheck } from "./pipeline/process-check.js";
 import { Worker } from "./pipeline/worker.js";
 import { loadSinks } from "./sinks/load.js";
 import type { Sink } from "./sinks/sink.js";
@@ -22,29 +25,45 @@ export interface ServiceOptions {
   worker?: boolean;
   /** Extra sinks besides those in SINKS (tests observe deliveries with one). */
   extraSinks?: Sink[];
-  /** Shutdown budget for running jobs. */
-  shutdownTimeoutMs?: number;
-  /** Longest a sender may take to send one whole request (default 30 s); tests shorten it. */
-  requestTimeoutMs?: number;
 }
 
 export interface RunningService {
+  /** Public URL (callback route). */
   url: string;
   port: number;
+  /** Admin URL (health, readiness, metrics, jobs API). */
+  adminUrl: string;
   inbox: Inbox;
   worker: Worker;
+  metrics: Metrics;
+  /**
+   * Graceful stop: readiness turns 503, no new connections, running jobs get most of
+   * SHUTDOWN_TIMEOUT_MS to finish, the rest are given back to the inbox, the store closes.
+   */
   close(): Promise<void>;
 }
 
-/** The composition root: config → adapters → ports → app + worker. */
+/** How long an admin "fetch one check" may take. */
+const DIRECT_FETCH_TIMEOUT_MS = 60_000;
+
+/** The composition root: config → adapters → ports → public app, admin app, worker. */
 export async function startService(
   config: Config,
   options: ServiceOptions,
 ): Promise<RunningService> {
   const { logger } = options;
   const clock = options.clock ?? Date.now;
-  const inbox = openInbox(config.store, clock);
-  const sinks = [...loadSinks(config.sinks), ...(options.extraSinks ?? [])];
+  // Sinks first: a sink that cannot be built stops start-up before the inbox is opened.
+  const sinks = [...(await loadSinks(config, logger)), ...(options.extraSinks ?? [])];
+  const inbox = await openInbox(config.store, {
+    clock,
+    onListenError: (error) =>
+      logger.warn({ err: error }, "inbox notifications lost; reconnecting (polling meanwhile)"),
+  }).catch(async (error: unknown) => {
+    await Promise.allSettled(sinks.map((sink) => sink.close?.()));
+    throw error;
+  });
+  const metrics = createMetrics(() => inbox.countByState());
 
   const http = createTransport({
     timeoutMs: config.finapi.timeoutMs,
@@ -60,19 +79,30 @@ export async function startService(
     refreshMarginMs: config.finapi.refreshMarginMs,
     logger: logger.child({ component: "token" }),
     clock,
+    onRequest: (outcome) => metrics.tokenRequests.inc({ outcome }),
   });
-  const client = new AuthorizedClient({ http, tokens, retries: config.finapi.retries });
-  const deps = {
-    kreditChecks: new ProcessCtrlClient(
-      client,
-      config.finapi.processctrlUrl,
-      config.finapi.kreditCheckPath,
-    ),
+  const client = new AuthorizedClient({
+    http,
+    tokens,
+    retries: config.finapi.retries,
+    onResponse: (endpoint, status, durationMs) =>
+      metrics.finapiDuration.observe({ endpoint, status }, durationMs / 1000),
+  });
+  const processCtrl = new ProcessCtrlClient(
+    client,
+    config.finapi.processctrlUrl,
+    config.finapi.kreditCheckPath,
+  );
+  const deps: PipelineDeps = {
+    kreditChecks: processCtrl,
     dacReports: new DataIntelligenceClient(client, config.finapi.diUrl),
+    documentSource: processCtrl,
+    documents: config.documents,
     sinks,
     notFoundGraceMs: config.finapi.notFoundGraceMs,
     dacConcurrency: config.finapi.dacConcurrency,
     clock,
+    onDelivery: (sink, result) => metrics.sinkDeliveries.inc({ sink, result }),
   };
 
   const worker = new Worker({
@@ -89,23 +119,71 @@ export async function startService(
       maxMs: config.worker.backoffMaxMs,
     },
     clock,
+    onJobFinished: (outcome, durationMs) =>
+      metrics.jobDuration.observe({ outcome }, durationMs / 1000),
   });
+
+  let shuttingDown = false;
+  const readiness = async (): Promise<Readiness> => {
+    const checks: Readiness["checks"] = {};
+    checks.inbox = await inbox.ping().then(
+      () => "ok",
+      (error: unknown) => `cannot write the inbox: ${(error as Error).message}`,
+    );
+    checks.worker = options.worker === false || worker.running ? "ok" : "not running";
+    checks.shutdown = shuttingDown ? "shutting down" : "ok";
+    return { ready: Object.values(checks).every((check) => check === "ok"), checks };
+  };
 
   const app = createApp({
     path: config.http.callbackPath,
     bodyLimitBytes: config.http.bodyLimitBytes,
+    allowedCidrs: config.http.allowedCidrs,
+    trustProxy: config.http.trustProxy,
+    callbackSecret: config.http.callbackSecret,
     inbox,
     logger: logger.child({ component: "http" }),
     clock,
+    onOutcome: (outcome) => metrics.callbacks.inc({ outcome }),
   });
-  const server = await listen(app, config.http.host, config.http.port, options.requestTimeoutMs);
+  const adminApp = createAdminApp({
+    inbox,
+    metrics,
+    logger: logger.child({ component: "admin" }),
+    adminToken: config.admin.token,
+    readiness,
+    clock,
+    fetchCheck: (callback) =>
+      assembleBundle(
+        deps,
+        { callback, receivedAt: new Date(clock()) },
+        {
+          logger: logger.child({
+            component: "admin",
+            processToken: callback.processToken,
+            kreditCheckId: callback.kreditCheckId,
+          }),
+          signal: AbortSignal.timeout(DIRECT_FETCH_TIMEOUT_MS),
+        },
+      ),
+  });
+
+  const timeoutMs = config.http.requestTimeoutMs;
+  const server = await listen(app, config.http.host, config.http.port, timeoutMs);
+  const adminServer = await listen(adminApp, config.admin.host, config.admin.port, timeoutMs);
   const port = (server.address() as AddressInfo).port;
+  const adminPort = (adminServer.address() as AddressInfo).port;
   if (options.worker !== false) worker.start();
   logger.info(
     {
       port,
-      callbackPath: config.http.callbackPath,
-      store: config.store.url,
+      adminPort,
+      adminHost: config.admin.host,
+      callbackPath: config.http.callbackSecret
+        ? `${config.http.callbackPath}/[redacted]`
+        : config.http.callbackPath,
+      allowedCidrs: config.http.allowedCidrs,
+      store: redactUrl(config.store.url),
       sinks: sinks.map((sink) => sink.name),
     },
     "kreditcheck-receiver listening",
@@ -114,27 +192,43 @@ export async function startService(
   let closing: Promise<void> | undefined;
   const close = () => {
     closing ??= (async () => {
-      const serverClosed = new Promise<void>((resolve) => server.close(() => resolve()));
-      server.closeIdleConnections();
-      await worker.stop(options.shutdownTimeoutMs ?? 10_000);
+      shuttingDown = true;
+      const publicClosed = closeServer(server);
+      // Jobs get most of the budget; the rest is for giving back leases and closing.
+      await worker.stop(Math.floor(config.shutdownTimeoutMs * 0.8));
       server.closeAllConnections();
-      await serverClosed;
+      await publicClosed;
       await Promise.allSettled(sinks.map((sink) => sink.close?.()));
       await inbox.close();
+      const adminClosed = closeServer(adminServer);
+      adminServer.closeAllConnections();
+      await adminClosed;
     })();
     return closing;
   };
 
-  const displayHost =
-    config.http.host === "0.0.0.0" || config.http.host === "::" ? "127.0.0.1" : config.http.host;
-  return { url: `http://${displayHost}:${port}`, port, inbox, worker, close };
+  return {
+    url: `http://${displayHost(config.http.host)}:${port}`,
+    port,
+    adminUrl: `http://${displayHost(config.admin.host)}:${adminPort}`,
+    inbox,
+    worker,
+    metrics,
+    close,
+  };
+}
+
+function displayHost(host: string): string {
+  if (host === "0.0.0.0") return "127.0.0.1";
+  if (host === "::") return "[::1]";
+  return host.includes(":") ? `[${host}]` : host;
 }
 
 function listen(
-  app: ReturnType<typeof createApp>,
+  app: Express,
   host: string,
   port: number,
-  requestTimeoutMs = 30_000,
+  requestTimeoutMs: number,
 ): Promise<Server> {
   return new Promise((resolve, reject) => {
     // A slow or stalled sender must not hold a socket for long: Node answers 408 and closes
@@ -152,4 +246,11 @@ function listen(
     server.once("listening", () => resolve(server));
     server.once("error", reject);
   });
+}
+
+/** Stops accepting; resolves when open connections are gone. Idle keep-alives go at once. */
+function closeServer(server: Server): Promise<void> {
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  server.closeIdleConnections();
+  return closed;
 }

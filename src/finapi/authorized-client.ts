@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { AxiosInstance, AxiosResponse } from "axios";
 import type { ReceiverError } from "../errors.js";
+import { isCanceled, isTimeout, parseRetryAfter } from "../http-transport.js";
 import type { Logger } from "../logger.js";
 import { sleep } from "../sleep.js";
 import {
@@ -10,7 +11,6 @@ import {
   networkError,
 } from "./errors.js";
 import type { TokenProvider } from "./token.js";
-import { isCanceled, isTimeout } from "./transport.js";
 
 export interface CallContext {
   logger: Logger;
@@ -66,7 +66,7 @@ export class AuthorizedClient {
     const maxInlineDelayMs = this.options.maxInlineDelayMs ?? 5000;
     let refreshedAfter401 = false;
     for (let attempt = 0; ; attempt++) {
-      const token = await tokens.getToken();
+      const token = await tokens.getToken(ctx.signal);
       const requestId = randomUUID();
       let outcome: { response: AxiosResponse } | { error: ReceiverError };
       outcome = await this.send(endpoint, url, token, requestId, ctx, responseType);
@@ -130,13 +130,4 @@ export class AuthorizedClient {
       return { error: networkError({ endpoint, requestId }, error, timedOut) };
     }
   }
-}
-
-/** `Retry-After` in seconds or as an HTTP date; undefined when absent or unreadable. */
-export function parseRetryAfter(header: unknown, now = Date.now()): number | undefined {
-  if (typeof header !== "string" || header.trim() === "") return undefined;
-  const seconds = Number(header);
-  if (Number.isFinite(seconds)) return Math.max(0, seconds * 1000);
-  const date = Date.parse(header);
-  return Number.isNaN(date) ? undefined : Math.max(0, date - now);
 }

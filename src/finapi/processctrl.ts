@@ -1,4 +1,5 @@
 import type { AuthorizedClient, CallContext } from "./authorized-client.js";
+import { DOCUMENTS, type DocumentName } from "./documents.js";
 import { invalidResponseError } from "./errors.js";
 import { type KreditCheckResult, kreditCheckResultSchema } from "./schemas.js";
 
@@ -11,8 +12,18 @@ export interface KreditCheckSource {
   ): Promise<KreditCheckResult>;
 }
 
-/** finAPI's Process Controller: the KreditCheck result of one check. */
-export class ProcessCtrlClient implements KreditCheckSource {
+export interface DocumentSource {
+  /** One document of a check, as bytes; a missing one is a `finapi_not_found` error. */
+  getDocument(
+    processToken: string,
+    kreditCheckId: string,
+    name: DocumentName,
+    ctx: CallContext,
+  ): Promise<{ contentType: string; data: Buffer }>;
+}
+
+/** finAPI's Process Controller: the KreditCheck result of one check and its documents. */
+export class ProcessCtrlClient implements KreditCheckSource, DocumentSource {
   constructor(
     private readonly client: AuthorizedClient,
     private readonly baseUrl: string,
@@ -24,10 +35,8 @@ export class ProcessCtrlClient implements KreditCheckSource {
     kreditCheckId: string,
     ctx: CallContext,
   ): Promise<KreditCheckResult> {
-    const path = this.pathTemplate
-      .replace("{processToken}", encodeURIComponent(processToken))
-      .replace("{kreditCheckId}", encodeURIComponent(kreditCheckId));
-    const { body, requestId } = await this.client.getJson("kreditcheck", this.baseUrl + path, ctx);
+    const url = this.checkUrl(processToken, kreditCheckId);
+    const { body, requestId } = await this.client.getJson("kreditcheck", url, ctx);
     const parsed = kreditCheckResultSchema.safeParse(body);
     if (!parsed.success) {
       throw invalidResponseError(
@@ -37,5 +46,24 @@ export class ProcessCtrlClient implements KreditCheckSource {
     }
     // Hand on what finAPI served, not zod's copy: key order and all fields stay as they were.
     return body as KreditCheckResult;
+  }
+
+  async getDocument(
+    processToken: string,
+    kreditCheckId: string,
+    name: DocumentName,
+    ctx: CallContext,
+  ): Promise<{ contentType: string; data: Buffer }> {
+    const document = DOCUMENTS[name];
+    const url = this.checkUrl(processToken, kreditCheckId) + document.path;
+    return { contentType: document.contentType, data: await this.client.getBinary(name, url, ctx) };
+  }
+
+  /** Documents live under the result's path, so FINAPI_KREDITCHECK_PATH moves them too. */
+  private checkUrl(processToken: string, kreditCheckId: string): string {
+    const path = this.pathTemplate
+      .replace("{processToken}", encodeURIComponent(processToken))
+      .replace("{kreditCheckId}", encodeURIComponent(kreditCheckId));
+    return this.baseUrl + path;
   }
 }

@@ -1,14 +1,14 @@
 import { randomUUID } from "node:crypto";
 import type { AxiosInstance, AxiosResponse } from "axios";
+import { isTimeout, parseRetryAfter } from "../http-transport.js";
 import type { Logger } from "../logger.js";
-import { parseRetryAfter } from "./authorized-client.js";
 import { networkError, tokenError } from "./errors.js";
 import { tokenResponseSchema } from "./schemas.js";
-import { isTimeout } from "./transport.js";
 
 /** The port the finAPI clients use; `invalidate` drops a token a data call found rejected. */
 export interface TokenProvider {
-  getToken(): Promise<string>;
+  /** The shared refresh keeps going for other callers when one caller's signal aborts. */
+  getToken(signal?: AbortSignal): Promise<string>;
   invalidate(token: string): void;
 }
 
@@ -48,7 +48,7 @@ export class ClientCredentialsTokenProvider implements TokenProvider {
     this.clock = options.clock ?? Date.now;
   }
 
-  async getToken(): Promise<string> {
+  async getToken(signal?: AbortSignal): Promise<string> {
     const now = this.clock();
     const cached = this.cached;
     if (cached && now < cached.refreshAt) return cached.token;
@@ -56,8 +56,9 @@ export class ClientCredentialsTokenProvider implements TokenProvider {
       this.inflight = undefined;
     });
     try {
-      return (await this.inflight).token;
+      return (await abortable(this.inflight, signal)).token;
     } catch (error) {
+      if (signal?.aborted) throw error;
       // An early refresh that failed must not fail callers while the old token still works.
       if (cached && this.clock() < cached.expiresAt) return cached.token;
       throw error;
@@ -142,6 +143,26 @@ export class ClientCredentialsTokenProvider implements TokenProvider {
     this.cached = { token, expiresAt, refreshAt };
     return this.cached;
   }
+}
+
+/** Settles with `promise`, or rejects with the signal's reason as soon as it aborts. */
+function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return promise;
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(error);
+      },
+    );
+  });
 }
 
 function safeJson(body: string): unknown {

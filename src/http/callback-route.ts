@@ -1,8 +1,18 @@
-import express, { type RequestHandler, type Router } from "express";
+import express, { type ErrorRequestHandler, type RequestHandler, type Router } from "express";
 import { callbackSchema, isSuccessful } from "../callback.js";
 import type { Inbox } from "../inbox/inbox.js";
 import type { Logger } from "../logger.js";
+import { allowlist, parseCidrList } from "./allowlist.js";
+import { requireCallbackSecret } from "./callback-secret.js";
 import { sendError } from "./send-error.js";
+
+export type CallbackOutcome =
+  | "accepted"
+  | "duplicate"
+  | "invalid"
+  | "forbidden"
+  | "unauthorized"
+  | "store_unavailable";
 
 export interface CallbackRouteOptions {
   path: string;
@@ -10,7 +20,10 @@ export interface CallbackRouteOptions {
   inbox: Inbox;
   logger: Logger;
   clock: () => number;
-  onOutcome?: (outcome: "accepted" | "duplicate" | "invalid" | "store_unavailable") => void;
+  /** Comma list of networks allowed to call back. */
+  allowedCidrs: string;
+  callbackSecret?: string | undefined;
+  onOutcome?: (outcome: CallbackOutcome) => void;
 }
 
 /** Seconds a sender should wait before retrying when the inbox cannot be written. */
@@ -24,10 +37,12 @@ const STORE_RETRY_AFTER_SECONDS = 5;
 export function callbackRouter(options: CallbackRouteOptions): Router {
   const { path, bodyLimitBytes, inbox, logger, clock, onOutcome } = options;
   const router = express.Router();
+  const paths = [path, `${path}/:secret`];
 
   const requireJson: RequestHandler = (req, res, next) => {
     if (req.is(["application/json", "application/*+json"])) return next();
     onOutcome?.("invalid");
+    logger.info({ contentType: req.get("content-type") ?? null }, "callback rejected: not JSON");
     sendError(res, 415, "unsupported_media_type", [
       {
         message: `Content-Type must be application/json, got ${req.get("content-type") ?? "none"}`,
@@ -73,13 +88,28 @@ export function callbackRouter(options: CallbackRouteOptions): Router {
     res.status(202).json({ accepted: true, duplicate: stored.duplicate, id: stored.id });
   };
 
+  // Order matters: who may ask (IP, then secret) is settled before the body is read.
+  router.all(
+    paths,
+    allowlist(parseCidrList(options.allowedCidrs), logger, () => onOutcome?.("forbidden")),
+  );
   router.post(
-    path,
+    paths,
+    requireCallbackSecret(options.callbackSecret, () => {
+      onOutcome?.("unauthorized");
+      logger.warn("callback refused: missing or wrong CALLBACK_SECRET");
+    }),
     requireJson,
     express.json({ limit: bodyLimitBytes, strict: true, type: () => true }),
     accept,
   );
-  router.all(path, (_req, res) => {
+  // Body errors (broken JSON, too large) are rejected callbacks too; the app's error
+  // handler answers them.
+  router.use(paths, ((error, _req, _res, next) => {
+    onOutcome?.("invalid");
+    next(error);
+  }) as ErrorRequestHandler);
+  router.all(paths, (_req, res) => {
     res.set("Allow", "POST");
     sendError(res, 405, "method_not_allowed", [{ message: "use POST" }]);
   });

@@ -37,12 +37,16 @@ export function notFoundHandler(): RequestHandler {
 }
 
 /** Last in the chain: known client errors get their 4xx, anything else a bare 500. */
-export function errorHandler(logger: Logger): ErrorRequestHandler {
+export function errorHandler(
+  logger: Logger,
+  redactPath: (path: string) => string = (path) => path,
+): ErrorRequestHandler {
   return (error, req, res, _next) => {
+    const path = redactPath(req.path);
     const known = typeof error?.type === "string" ? BODY_ERRORS[error.type] : undefined;
     if (known) {
       logger.info(
-        { method: req.method, status: known.status, reason: error.type },
+        { method: req.method, path, status: known.status, reason: error.type },
         "request rejected",
       );
       if (!res.headersSent) sendError(res, known.status, known.error, [{ message: known.message }]);
@@ -52,8 +56,8 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
       typeof error?.status === "number" && error.status >= 400 && error.status < 500
         ? error.status
         : 500;
-    if (status >= 500) logger.error({ err: error, method: req.method }, "request failed");
-    else logger.info({ status, method: req.method, err: error }, "request rejected");
+    if (status >= 500) logger.error({ err: error, method: req.method, path }, "request failed");
+    else logger.info({ status, method: req.method, path, err: error }, "request rejected");
     if (res.headersSent) return;
     // Never echo internals in a 500.
     sendError(res, status, status >= 500 ? "internal_error" : "bad_request", [

@@ -3,6 +3,18 @@ import type { Callback } from "../callback.js";
 export type JobState = "pending" | "running" | "done" | "dead";
 export const JOB_STATES: readonly JobState[] = ["pending", "running", "done", "dead"];
 
+/** Per-state counts from `GROUP BY state` rows; states without rows count 0. */
+export function countsByState(
+  rows: readonly { state: JobState; count: number }[],
+): Record<JobState, number> {
+  const counts = Object.fromEntries(JOB_STATES.map((state) => [state, 0])) as Record<
+    JobState,
+    number
+  >;
+  for (const row of rows) counts[row.state] = row.count;
+  return counts;
+}
+
 /**
  * What the pipeline saves between attempts, so that a retry resumes where the last one
  * stopped: the assembled bundle (fetched once) and which sinks have it already.
@@ -10,6 +22,8 @@ export const JOB_STATES: readonly JobState[] = ["pending", "running", "done", "d
 export interface JobProgress {
   bundle?: unknown;
   deliveredSinks?: string[];
+  /** Set when an operator re-queued the job: its age (JOB_MAX_AGE_MS) counts from here. */
+  requeuedAt?: number;
 }
 
 export interface Job {
@@ -46,7 +60,8 @@ export interface Inbox {
   /** Takes up to `limit` due jobs (pending and due, or running with an expired lease). */
   claim(workerId: string, limit: number, leaseMs: number): Promise<Job[]>;
   renew(jobId: string, workerId: string, leaseMs: number): Promise<void>;
-  complete(jobId: string, workerId: string): Promise<void>;
+  /** Done; `progress` records which sinks have the bundle (the bundle itself is not kept). */
+  complete(jobId: string, workerId: string, progress: JobProgress): Promise<void>;
   /** Back to pending until `runAt`; `progress` is what the next attempt resumes from. */
   retry(
     jobId: string,
@@ -56,15 +71,19 @@ export interface Inbox {
     progress: JobProgress,
   ): Promise<void>;
   fail(jobId: string, workerId: string, error: string, progress: JobProgress): Promise<void>;
-  /** Gives a job back unfinished (shutdown): claimable again at once, attempt not refunded. */
+  /** Gives a job back unfinished (shutdown): claimable again at once, its attempt refunded. */
   release(jobId: string, workerId: string): Promise<void>;
   get(jobId: string): Promise<Job | null>;
   list(filter: { state?: JobState; limit: number }): Promise<Job[]>;
   countByState(): Promise<Record<JobState, number>>;
-  /** Puts a dead (or done) job back to pending with a fresh attempt budget. */
+  /**
+   * Puts a dead (or done) job back to pending as if new: fresh attempts, no saved progress
+   * (it is fetched and delivered again), its age counted from now.
+   */
   requeue(jobId: string): Promise<boolean>;
   /** Called after jobs were written, so a waiting worker can start at once. */
   onEnqueued(listener: () => void): () => void;
+  /** Proves the store answers and accepts a durable write (readiness). */
   ping(): Promise<void>;
   close(): Promise<void>;
 }

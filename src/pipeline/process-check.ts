@@ -1,25 +1,50 @@
-import { isSuccessful, SAFE_ID_PATTERN } from "../callback.js";
+import { type Callback, isSuccessful, SAFE_ID_PATTERN } from "../callback.js";
 import { ReceiverError, toReceiverError } from "../errors.js";
 import type {
   DacReportResponse,
   DacReportSource,
+  DocumentName,
+  DocumentSource,
   KreditCheckResult,
   KreditCheckSource,
 } from "../finapi/ports.js";
 import { caseIdsOf } from "../finapi/schemas.js";
 import type { Job, JobProgress } from "../inbox/inbox.js";
 import type { Logger } from "../logger.js";
-import type { Bundle, Problem, Sink } from "../sinks/sink.js";
+import {
+  type Bundle,
+  type BundleDocument,
+  bundleFromJson,
+  bundleToJson,
+  type JsonBundle,
+  type Problem,
+  type Sink,
+} from "../sinks/sink.js";
 import { settleWithLimit } from "./map-limit.js";
 
 export interface PipelineDeps {
   kreditChecks: KreditCheckSource;
   dacReports: DacReportSource;
+  documentSource: DocumentSource;
+  /** FETCH_DOCUMENTS: documents fetched besides the JSON (none by default). */
+  documents: readonly DocumentName[];
   sinks: readonly Sink[];
   /** A 404 on the result is "not ready yet" for this long after the callback. */
   notFoundGraceMs: number;
   dacConcurrency: number;
   clock: () => number;
+  onDelivery?: (sink: string, result: "success" | "failure") => void;
+}
+
+/** What a bundle is made from: the callback and when it was accepted. */
+export interface CheckRequest {
+  callback: Callback;
+  receivedAt: Date;
+}
+
+export interface FetchContext {
+  logger: Logger;
+  signal: AbortSignal;
 }
 
 export interface CheckRun {
@@ -32,19 +57,26 @@ export interface CheckRun {
 
 /** One check, start to end: fetch (once), then deliver to every sink that lacks it. */
 export async function processCheck(deps: PipelineDeps, run: CheckRun): Promise<Bundle> {
-  let bundle = run.progress.bundle as Bundle | undefined;
+  // Progress is JSON: documents are kept there as base64.
+  const saved = run.progress.bundle as JsonBundle | undefined;
+  let bundle = saved ? bundleFromJson(saved) : undefined;
   if (!bundle) {
-    bundle = await assembleBundle(deps, run);
-    run.progress.bundle = bundle;
+    bundle = await assembleBundle(deps, run.job, run);
+    run.progress.bundle = bundleToJson(bundle);
   }
-  await deliver(deps.sinks, bundle, run);
+  await deliver(deps, bundle, run);
   return bundle;
 }
 
-async function assembleBundle(deps: PipelineDeps, run: CheckRun): Promise<Bundle> {
-  const { job, logger, signal } = run;
-  const callback = job.callback;
-  const receivedAt = job.receivedAt.toISOString();
+/** Fetches everything a bundle holds; used by the worker and by the admin "fetch" command. */
+export async function assembleBundle(
+  deps: PipelineDeps,
+  check: CheckRequest,
+  ctx: FetchContext,
+): Promise<Bundle> {
+  const { logger, signal } = ctx;
+  const callback = check.callback;
+  const receivedAt = check.receivedAt.toISOString();
   if (!isSuccessful(callback)) {
     logger.warn(
       { status: callback.status, errorMessage: callback.errorMessage },
@@ -66,7 +98,7 @@ async function assembleBundle(deps: PipelineDeps, run: CheckRun): Promise<Bundle
     };
   }
 
-  const kreditCheck = await fetchKreditCheck(deps, run);
+  const kreditCheck = await fetchKreditCheck(deps, check, ctx);
   const problems: Problem[] = [];
   const caseIds: string[] = [];
   for (const caseId of caseIdsOf(kreditCheck)) {
@@ -109,6 +141,7 @@ async function assembleBundle(deps: PipelineDeps, run: CheckRun): Promise<Bundle
   });
   if (signal.aborted) throw signal.reason;
   if (retryable) throw retryable;
+  const documents = await fetchDocuments(deps, check, ctx, problems);
   return {
     callback,
     kreditCheck,
@@ -116,19 +149,62 @@ async function assembleBundle(deps: PipelineDeps, run: CheckRun): Promise<Bundle
     problems,
     receivedAt,
     completedAt: new Date(deps.clock()).toISOString(),
+    ...(deps.documents.length > 0 ? { documents } : {}),
   };
 }
 
-async function fetchKreditCheck(deps: PipelineDeps, run: CheckRun): Promise<KreditCheckResult> {
-  const { job, logger, signal } = run;
+/** The documents in FETCH_DOCUMENTS; one finAPI cannot give (404, 403) becomes a problem. */
+async function fetchDocuments(
+  deps: PipelineDeps,
+  check: CheckRequest,
+  ctx: FetchContext,
+  problems: Problem[],
+): Promise<BundleDocument[]> {
+  const { callback } = check;
+  const { logger, signal } = ctx;
+  const documents: BundleDocument[] = [];
+  for (const name of deps.documents) {
+    try {
+      const document = await deps.documentSource.getDocument(
+        callback.processToken,
+        callback.kreditCheckId,
+        name,
+        { logger: logger.child({ document: name }), signal },
+      );
+      documents.push({ name, ...document });
+    } catch (thrown) {
+      const error = toReceiverError(thrown);
+      if (error.retryable) throw error;
+      problems.push({
+        code: error.code,
+        document: name,
+        message: error.message,
+        ...(error.fix ? { fix: error.fix } : {}),
+      });
+      logger.warn(
+        { document: name, code: error.code },
+        "document could not be fetched; noted in the bundle's problems",
+      );
+    }
+  }
+  return documents;
+}
+
+async function fetchKreditCheck(
+  deps: PipelineDeps,
+  check: CheckRequest,
+  ctx: FetchContext,
+): Promise<KreditCheckResult> {
+  const { callback, receivedAt } = check;
   try {
-    return await deps.kreditChecks.getKreditCheck(job.processToken, job.kreditCheckId, {
-      logger,
-      signal,
-    });
+    return await deps.kreditChecks.getKreditCheck(
+      callback.processToken,
+      callback.kreditCheckId,
+      ctx,
+    );
   } catch (error) {
     if (!(error instanceof ReceiverError) || error.code !== "finapi_not_found") throw error;
-    const ageMs = deps.clock() - job.receivedAt.getTime();
+    const ageMs = deps.clock() - receivedAt.getTime();
     if (ageMs < deps.notFoundGraceMs) {
       // finAPI may call back before the result can be read: wait for it a while.
       throw new ReceiverError(`the KreditCheck result is not available yet (${error.message})`, {
@@ -149,9 +225,9 @@ async function fetchKreditCheck(deps: PipelineDeps, run: CheckRun): Promise<Kred
   }
 }
 
-async function deliver(sinks: readonly Sink[], bundle: Bundle, run: CheckRun): Promise<void> {
+async function deliver(deps: PipelineDeps, bundle: Bundle, run: CheckRun): Promise<void> {
   const delivered = new Set(run.progress.deliveredSinks ?? []);
-  const pending = sinks.filter((sink) => !delivered.has(sink.name));
+  const pending = deps.sinks.filter((sink) => !delivered.has(sink.name));
   const settled = await Promise.all(
     pending.map(async (sink) => {
       try {
@@ -160,8 +236,10 @@ async function deliver(sinks: readonly Sink[], bundle: Bundle, run: CheckRun): P
           signal: run.signal,
         });
         delivered.add(sink.name);
+        deps.onDelivery?.(sink.name, "success");
         return undefined;
       } catch (error) {
+        deps.onDelivery?.(sink.name, "failure");
         return { sink: sink.name, error: toReceiverError(error) };
       }
     }),

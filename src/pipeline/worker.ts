@@ -24,6 +24,12 @@ export interface WorkerOptions {
 
 interface ActiveJob {
   job: Job;
+  /**
+   * The lease token of the latest claim. Each claim gets its own (`workerId:n`), so a job
+   * this worker claims again after its lease lapsed (blocked loop, clock jump) is adopted
+   * by the run already in progress instead of running twice.
+   */
+  owner: string;
   controller: AbortController;
   task: Promise<void>;
 }
@@ -45,6 +51,7 @@ export class Worker {
   private stopping = false;
   private loopDone: Promise<void> | undefined;
   private wakePending = false;
+  private claims = 0;
   private wakeUp: (() => void) | undefined;
   private unsubscribe: (() => void) | undefined;
 
@@ -117,7 +124,8 @@ export class Worker {
       const free = concurrency - this.active.size;
       if (free > 0) {
         try {
-          const jobs = await inbox.claim(this.workerId, free, leaseMs);
+          this.claims += 1;
+          const jobs = await inbox.claim(`${this.workerId}:${this.claims}`, free, leaseMs);
           for (const job of jobs) this.run(job);
         } catch (error) {
           logger.error({ err: error }, "claiming jobs failed; trying again shortly");
@@ -130,6 +138,13 @@ export class Worker {
 
   private run(job: Job): void {
     const { inbox, leaseMs, logger: rootLogger } = this.options;
+    const owner = job.lockedBy ?? this.workerId;
+    const running = this.active.get(job.id);
+    if (running) {
+      // Our own lease lapsed and we claimed the job again: keep the one run, new lease.
+      running.owner = owner;
+      return;
+    }
     const controller = new AbortController();
     const logger = rootLogger.child({
       jobId: job.id,
@@ -138,9 +153,11 @@ export class Worker {
       attempt: job.attempts,
     });
     const startedAt = this.clock();
+    const entry: ActiveJob = { job, owner, controller, task: Promise.resolve() };
     const renewal = setInterval(
       () => {
-        inbox.renew(job.id, this.workerId, leaseMs).catch((error: unknown) => {
+        inbox.renew(job.id, entry.owner, leaseMs).catch((error: unknown) => {
+          if (controller.signal.aborted) return;
           if (error instanceof LeaseLostError) {
             logger.warn("lease lost while the job was running; stopping this attempt");
             controller.abort(error);
@@ -150,7 +167,7 @@ export class Worker {
       Math.max(10, Math.floor(leaseMs / 3)),
     );
     const progress: JobProgress = structuredClone(job.progress);
-    const task = this.execute(job, progress, controller, logger)
+    entry.task = this.execute(entry, progress, logger)
       .catch((error: unknown): JobOutcome => {
         if (error instanceof LeaseLostError) {
           logger.warn(
@@ -169,23 +186,23 @@ export class Worker {
       })
       .finally(() => {
         clearInterval(renewal);
-        this.active.delete(job.id);
+        if (this.active.get(job.id) === entry) this.active.delete(job.id);
         this.wake();
       });
-    this.active.set(job.id, { job, controller, task });
+    this.active.set(job.id, entry);
   }
 
   private async execute(
-    job: Job,
+    entry: ActiveJob,
     progress: JobProgress,
-    controller: AbortController,
     logger: Logger,
   ): Promise<JobOutcome> {
     const { inbox, policy, handle } = this.options;
+    const { job, controller } = entry;
     if (job.attempts > policy.maxAttempts) {
       // The previous owner died (or lost its lease) on the last attempt.
       const reason = `gave up after ${job.attempts - 1} attempts (MAX_ATTEMPTS=${policy.maxAttempts}); the last attempt's worker stopped before it finished; last error: ${job.lastError ?? "none recorded"}`;
-      await inbox.fail(job.id, this.workerId, reason, progress);
+      await inbox.fail(job.id, entry.owner, reason, progress);
       logger.error({ reason }, "job is dead");
       return "dead";
     }
@@ -194,19 +211,25 @@ export class Worker {
     } catch (thrown) {
       const reason: unknown = controller.signal.reason;
       if (controller.signal.aborted && reason instanceof ShutdownSignal) {
-        await inbox.release(job.id, this.workerId);
+        await inbox.release(job.id, entry.owner);
         logger.info("job given back unfinished because of shutdown");
         return "released";
       }
       if (controller.signal.aborted && reason instanceof LeaseLostError) return "lease_lost";
       const error = toReceiverError(thrown);
-      const decision = decideRetry(error, job, policy, this.clock());
+      const ageFrom = new Date(progress.requeuedAt ?? job.receivedAt.getTime());
+      const decision = decideRetry(
+        error,
+        { attempts: job.attempts, receivedAt: ageFrom },
+        policy,
+        this.clock(),
+      );
       if (decision.action === "retry") {
-        await inbox.retry(job.id, this.workerId, decision.runAt, error.describe(), progress);
+        await inbox.retry(job.id, entry.owner, decision.runAt, error.describe(), progress);
         logger.warn(
           {
             code: error.code,
-            err: error,
+            error: error.describe(),
             delayMs: decision.delayMs,
             runAt: decision.runAt.toISOString(),
           },
@@ -214,11 +237,12 @@ export class Worker {
         );
         return "retry";
       }
-      await inbox.fail(job.id, this.workerId, decision.reason, progress);
+      await inbox.fail(job.id, entry.owner, decision.reason, progress);
       logger.error({ code: error.code, reason: decision.reason }, "job is dead");
       return "dead";
     }
-    await inbox.complete(job.id, this.workerId);
+    const { bundle: _bundle, ...record } = progress;
+    await inbox.complete(job.id, entry.owner, record);
     logger.info({ durationMs: this.clock() - job.updatedAt.getTime() }, "check delivered");
     return "done";
   }

@@ -37,6 +37,11 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  console.error(err);
+  const code = (err as { code?: string }).code;
+  console.error(
+    code === "EADDRINUSE"
+      ? `simulator: ${(err as Error).message}: another process uses that port (an earlier simulator still running?); pick another with --port`
+      : err,
+  );
   process.exitCode = 1;
 });

@@ -5,10 +5,18 @@ import { SAFE_ID_PATTERN } from "../callback.js";
 import { ReceiverError } from "../errors.js";
 import type { Bundle, Sink } from "./sink.js";
 
+/** File names of documents beside `<kreditCheckId>.json`. */
+const DOCUMENT_SUFFIXES: Record<string, string> = {
+  account_pdf: "account.pdf",
+  dac_zip: "dac.zip",
+};
+
 /**
- * Writes `<dir>/<kreditCheckId>.json`. Atomic: the bundle goes to a temporary file that
- * is flushed to disk and then renamed over the target, so a reader sees the old file or
- * the new one, never half of one, and writing the same check twice leaves one file.
+ * Writes `<dir>/<kreditCheckId>.json`, and each document beside it
+ * (`<kreditCheckId>.account.pdf`, `<kreditCheckId>.dac.zip`). Atomic: every file goes to a
+ * temporary file that is flushed to disk and then renamed over the target, so a reader
+ * sees the old file or the new one, never half of one, and writing the same check twice
+ * leaves one set of files. The JSON comes last: once it is there, its documents are too.
  */
 export class FileSink implements Sink {
   readonly name = "file";
@@ -30,18 +38,47 @@ export class FileSink implements Sink {
         },
       );
     }
-    const target = join(this.dir, `${kreditCheckId}.json`);
-    const temporary = join(this.dir, `.${kreditCheckId}.${randomBytes(6).toString("hex")}.tmp`);
+    const { documents, ...json } = bundle;
+    const files = (documents ?? []).map((document) => ({
+      document,
+      file: `${kreditCheckId}.${DOCUMENT_SUFFIXES[document.name] ?? document.name}`,
+    }));
+    for (const { document, file } of files) await this.writeAtomically(file, document.data);
+    const listed = documents
+      ? {
+          ...json,
+          documents: files.map(({ document, file }) => ({
+            name: document.name,
+            contentType: document.contentType,
+            file,
+            bytes: document.data.length,
+          })),
+        }
+      : json;
+    await this.writeAtomically(`${kreditCheckId}.json`, `${JSON.stringify(listed, null, 2)}\n`);
+  }
+
+  private async writeAtomically(file: string, content: string | Buffer): Promise<void> {
+    const target = join(this.dir, file);
+    const temporary = join(this.dir, `.${file}.${randomBytes(6).toString("hex")}.tmp`);
     try {
       await mkdir(this.dir, { recursive: true });
       const handle = await open(temporary, "w", 0o640);
       try {
-        await handle.writeFile(`${JSON.stringify(bundle, null, 2)}\n`);
+        await handle.writeFile(content);
         await handle.sync();
       } finally {
         await handle.close();
       }
       await rename(temporary, target);
+      // The rename lives in the folder: flush it too, or a power loss can undo it after the
+      // job was marked done.
+      const folder = await open(this.dir, "r");
+      try {
+        await folder.sync();
+      } finally {
+        await folder.close();
+      }
     } catch (error) {
       await rm(temporary, { force: true }).catch(() => undefined);
       throw new ReceiverError(`could not write ${target}: ${(error as Error).message}`, {

@@ -1,21 +1,63 @@
+import { resolve } from "node:path";
+import { pathToFileURL } from "node:url";
 import type { Config } from "../config.js";
+import type { Logger } from "../logger.js";
 import { FileSink } from "./file.js";
+import { HttpSink } from "./http.js";
+import { PostgresSink } from "./postgres.js";
 import type { Sink } from "./sink.js";
 import { StdoutSink } from "./stdout.js";
 
-/** Builds the sinks named in SINKS, in order; an unknown name stops start-up. */
-export function loadSinks(config: Config["sinks"]): Sink[] {
-  const seen = new Set<string>();
-  return config.names.map((name) => {
-    if (seen.has(name)) throw new Error(`SINKS: "${name}" is listed twice`);
-    seen.add(name);
-    switch (name) {
-      case "file":
-        return new FileSink(config.fileDir);
-      case "stdout":
-        return new StdoutSink();
-      default:
-        throw new Error(`SINKS: unknown sink "${name}" (known: file, stdout)`);
-    }
-  });
+/** What a `module:<path>` sink exports: as default, or named `createSink`. */
+export type SinkFactory = (config: Config, logger: Logger) => Sink | Promise<Sink>;
+
+/**
+ * Builds the sinks named in SINKS, in order (config has checked the names). A sink that
+ * cannot be built stops start-up; the ones built before it are closed again.
+ */
+export async function loadSinks(config: Config, logger: Logger): Promise<Sink[]> {
+  const sinks: Sink[] = [];
+  try {
+    for (const name of config.sinks.names) sinks.push(await loadSink(name, config, logger));
+  } catch (error) {
+    await Promise.allSettled(sinks.map((sink) => sink.close?.()));
+    throw error;
+  }
+  return sinks;
+}
+
+async function loadSink(name: string, config: Config, logger: Logger): Promise<Sink> {
+  const { sinks } = config;
+  if (name === "file") return new FileSink(sinks.fileDir);
+  if (name === "stdout") return new StdoutSink();
+  if (name === "http" && sinks.http) return new HttpSink(sinks.http);
+  if (name === "postgres" && sinks.postgres) return PostgresSink.open(sinks.postgres);
+  if (name.startsWith("module:"))
+    return loadModuleSink(name.slice("module:".length), config, logger);
+  throw new Error(`SINKS: sink "${name}" is not configured`);
+}
+
+async function loadModuleSink(path: string, config: Config, logger: Logger): Promise<Sink> {
+  // Resolved against the working directory, as operators write paths in .env.
+  const url = pathToFileURL(resolve(process.cwd(), path)).href;
+  let exports: { default?: unknown; createSink?: unknown };
+  try {
+    exports = (await import(url)) as typeof exports;
+  } catch (error) {
+    throw new Error(`SINKS: module:${path} could not be loaded: ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
+  const factory = typeof exports.default === "function" ? exports.default : exports.createSink;
+  if (typeof factory !== "function") {
+    throw new Error(`SINKS: module:${path} must export a sink factory as default or as createSink`);
+  }
+  const sink = (await (factory as SinkFactory)(
+    config,
+    logger.child({ sink: path }),
+  )) as Partial<Sink>;
+  if (typeof sink?.name !== "string" || typeof sink.deliver !== "function") {
+    throw new Error(`SINKS: module:${path}'s factory must return { name, deliver(bundle, ctx) }`);
+  }
+  return sink as Sink;
 }

@@ -7,6 +7,8 @@ export interface Problem {
   code: string;
   message: string;
   caseId?: string;
+  /** The FETCH_DOCUMENTS name of a document that is missing. */
+  document?: string;
   fix?: string;
 }
 
@@ -25,6 +27,47 @@ export interface Bundle {
   receivedAt: string;
   /** ISO 8601: when the bundle was complete. */
   completedAt: string;
+  /** Binary documents (FETCH_DOCUMENTS); absent when none were asked for. */
+  documents?: BundleDocument[];
+}
+
+/** A document finAPI serves besides the JSON, e.g. the account analysis PDF. */
+export interface BundleDocument {
+  /** `account_pdf` or `dac_zip` (the FETCH_DOCUMENTS name). */
+  name: string;
+  contentType: string;
+  data: Buffer;
+}
+
+/** The bundle as JSON: documents carried as base64 (job progress, http and stdout sinks). */
+export type JsonBundle = Omit<Bundle, "documents"> & {
+  documents?: { name: string; contentType: string; base64: string }[];
+};
+
+export function bundleToJson(bundle: Bundle): JsonBundle {
+  const { documents, ...rest } = bundle;
+  if (!documents) return rest;
+  return {
+    ...rest,
+    documents: documents.map(({ name, contentType, data }) => ({
+      name,
+      contentType,
+      base64: data.toString("base64"),
+    })),
+  };
+}
+
+export function bundleFromJson(json: JsonBundle): Bundle {
+  const { documents, ...rest } = json;
+  if (!documents) return rest;
+  return {
+    ...rest,
+    documents: documents.map(({ name, contentType, base64 }) => ({
+      name,
+      contentType,
+      data: Buffer.from(base64, "base64"),
+    })),
+  };
 }
 
 export interface DeliveryContext {

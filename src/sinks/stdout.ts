@@ -1,6 +1,6 @@
-import type { Bundle, Sink } from "./sink.js";
+import { type Bundle, bundleToJson, type Sink } from "./sink.js";
 
-/** One bundle per line on standard output, for piping into another program. */
+/** One bundle per line on standard output, for piping into another program (documents as base64). */
 export class StdoutSink implements Sink {
   readonly name = "stdout";
 
@@ -9,6 +9,6 @@ export class StdoutSink implements Sink {
   ) {}
 
   async deliver(bundle: Bundle): Promise<void> {
-    this.write(`${JSON.stringify({ type: "kreditcheck.bundle", bundle })}\n`);
+    this.write(`${JSON.stringify({ type: "kreditcheck.bundle", bundle: bundleToJson(bundle) })}\n`);
   }
 }

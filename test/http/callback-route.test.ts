@@ -154,3 +154,20 @@ describe("when the inbox cannot be written", () => {
     }
   });
 });
+
+describe("field messages", () => {
+  it("say 'is required' for a missing field and 'must be a string' for a wrong type", async () => {
+    const harness = await startHarness({ service: { worker: false } });
+    try {
+      const response = await harness.post({ processToken: 5, status: "SUCCESSFUL" });
+      expect(response.body.details).toEqual(
+        expect.arrayContaining([
+          { field: "kreditCheckId", message: "is required" },
+          { field: "processToken", message: "must be a string" },
+        ]),
+      );
+    } finally {
+      await harness.close();
+    }
+  });
+});

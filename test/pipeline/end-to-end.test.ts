@@ -1,20 +1,12 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { type Harness, makeCallback, startHarness } from "../support/harness.js";
+import { simulatorToken } from "../support/simulator-token.js";
 import { waitFor } from "../support/wait-for.js";
 
 /** Reads a resource straight from the simulator, as finAPI serves it, for comparison. */
 async function served(harness: Harness, url: string): Promise<unknown> {
-  const tokenResponse = await fetch(harness.simulator.tokenUrl, {
-    method: "POST",
-    headers: { "Content-Type": "application/x-www-form-urlencoded" },
-    body: new URLSearchParams({
-      grant_type: "client_credentials",
-      client_id: harness.simulator.clientId,
-      client_secret: harness.simulator.clientSecret,
-    }),
-  });
-  const { access_token } = (await tokenResponse.json()) as { access_token: string };
-  const response = await fetch(url, { headers: { Authorization: `Bearer ${access_token}` } });
+  const token = await simulatorToken(harness.simulator);
+  const response = await fetch(url, { headers: { Authorization: `Bearer ${token}` } });
   return response.json();
 }
 
@@ -60,7 +52,7 @@ describe("callback → inbox → finAPI → file sink", () => {
     }
     expect(bundle.problems).toEqual([]);
     expect(Date.parse(bundle.receivedAt)).toBeLessThanOrEqual(Date.parse(bundle.completedAt));
-    expect((await jobOf(harness, accepted.body.id))?.state).toBe("done");
+    await harness.waitForJob(accepted.body.id, "done");
   });
 
   it("does not fetch anything for a callback whose status is not SUCCESSFUL, and delivers it as is", async () => {
@@ -100,9 +92,8 @@ describe("callback → inbox → finAPI → file sink", () => {
     const callback = makeCallback();
     const accepted = await harness.post(callback);
     await harness.waitForBundle(String(callback.kreditCheckId));
-    const job = await jobOf(harness, accepted.body.id);
-    expect(job?.state).toBe("done");
-    expect(job?.attempts).toBe(4);
+    const job = await harness.waitForJob(accepted.body.id, "done");
+    expect(job.attempts).toBe(4);
     expect(harness.simulator.stats().statuses.kreditcheck).toMatchObject({ "503": 3, "200": 1 });
   });
 
@@ -130,10 +121,7 @@ describe("callback → inbox → finAPI → file sink", () => {
     harness = await startHarness({ simulator: { forbidden: true } });
     const callback = makeCallback();
     const accepted = await harness.post(callback);
-    const job = await waitFor(async () => {
-      const current = await jobOf(harness as Harness, accepted.body.id);
-      return current?.state === "dead" ? current : undefined;
-    }, "dead job");
+    const job = await harness.waitForJob(accepted.body.id, "dead");
     expect(job.attempts).toBe(1);
     expect(job.lastError).toContain("data_intelligence:manager");
     expect(job.lastError).toContain("support@finapi.io");
@@ -153,10 +141,7 @@ describe("callback → inbox → finAPI → file sink", () => {
     harness = await startHarness({ env: { NOT_FOUND_GRACE_MS: "0" } });
     const callback = makeCallback({ kreditCheckId: `missing-${Date.now()}` });
     const accepted = await harness.post(callback);
-    const job = await waitFor(async () => {
-      const current = await jobOf(harness as Harness, accepted.body.id);
-      return current?.state === "dead" ? current : undefined;
-    }, "dead job");
+    const job = await harness.waitForJob(accepted.body.id, "dead");
     expect(job.lastError).toContain("kreditcheck_not_found");
     expect(job.lastError).toContain("NOT_FOUND_GRACE_MS");
   });
@@ -187,10 +172,7 @@ describe("callback → inbox → finAPI → file sink", () => {
   it("marks the job dead with a clear message when finAPI refuses the client credentials", async () => {
     harness = await startHarness({ env: { FINAPI_CLIENT_SECRET: "wrong-secret" } });
     const accepted = await harness.post(makeCallback());
-    const job = await waitFor(async () => {
-      const current = await jobOf(harness as Harness, accepted.body.id);
-      return current?.state === "dead" ? current : undefined;
-    }, "dead job");
+    const job = await harness.waitForJob(accepted.body.id, "dead");
     expect(job.lastError).toContain("finapi_auth_failed");
     expect(job.lastError).toContain("FINAPI_CLIENT_SECRET");
     expect(

@@ -272,7 +272,7 @@ async function listFiles(dir: string): Promise<string[]> {
 describe("bad input: malformed requests are refused without harm", () => {
   let harness: Harness;
   beforeAll(async () => {
-    harness = await startHarness({ service: { requestTimeoutMs: 500 } });
+    harness = await startHarness({ env: { REQUEST_TIMEOUT_MS: "500" } });
   });
   afterAll(async () => {
     await harness.close();

@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { type Harness, makeCallback, startHarness } from "../support/harness.js";
+import { waitFor } from "../support/wait-for.js";
 
 /**
  * Time is scaled down 1:10: "30 simulated seconds" of token outage are 3 real seconds, and
@@ -45,6 +46,11 @@ describe("finAPI down: the token endpoint is unreachable for a while", () => {
     // No tight loop: the outage's Retry-After is waited out, so each job asks at most
     // once while the endpoint is down (jobs claimed together share one request).
     expect(refused.length).toBeLessThanOrEqual(CALLBACKS);
+    // The bundle file is written just before the job is marked done.
+    await waitFor(
+      async () => (await h.service.inbox.countByState()).done === CALLBACKS,
+      "all jobs done",
+    );
     const jobs = await h.service.inbox.list({ limit: CALLBACKS + 1 });
     expect(jobs.map((job) => job.state)).toEqual(callbacks.map(() => "done"));
     expect(Math.max(...jobs.map((job) => job.attempts))).toBeLessThanOrEqual(3);

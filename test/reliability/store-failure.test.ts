@@ -1,6 +1,7 @@
 import Database from "better-sqlite3";
 import { afterEach, describe, expect, it } from "vitest";
 import { type Harness, makeCallback, startHarness } from "../support/harness.js";
+import { waitFor } from "../support/wait-for.js";
 
 /**
  * How the inbox is made unwritable, for real: a second connection takes SQLite's write
@@ -42,6 +43,7 @@ describe("store failure: the inbox cannot be written", () => {
 
     lock = holdWriteLock(h.config.store.sqlitePath);
     const refused = Array.from({ length: 2 }, () => makeCallback());
+    const readinessWhileLocked = fetch(`${h.service.adminUrl}/readyz`);
     const answers = await Promise.all(
       refused.map((callback) =>
         fetch(`${h.service.url}${h.config.http.callbackPath}`, {
@@ -59,17 +61,28 @@ describe("store failure: the inbox cannot be written", () => {
     expect(h.logs.lines().some((line) => String(line.msg).includes("callback NOT accepted"))).toBe(
       true,
     );
-    // TODO(lead): once GET /readyz on the admin port lands (another issue), assert here that
-    // it answers 503 while the lock is held and 200 again after release().
+    // Readiness writes too, so a load balancer stops sending while the store is stuck.
+    const notReady = await readinessWhileLocked;
+    expect(notReady.status).toBe(503);
+    expect(((await notReady.json()) as { checks: { inbox: string } }).checks.inbox).toMatch(
+      /cannot write/,
+    );
 
     lock.release();
     lock = undefined;
+    expect((await fetch(`${h.service.adminUrl}/readyz`)).status).toBe(200);
 
     // The same service, not restarted: the refused callbacks are sent again, as a
     // retrying sender would, and everything is stored and delivered.
     for (const callback of refused) expect((await h.post(callback)).status).toBe(202);
     for (const callback of refused) await h.waitForBundle(String(callback.kreditCheckId));
-    const counts = await h.service.inbox.countByState();
-    expect(counts).toMatchObject({ done: 3, pending: 0, running: 0, dead: 0 });
+    // The bundle file is written just before the job is marked done.
+    await waitFor(async () => (await h.service.inbox.countByState()).done === 3, "three jobs done");
+    expect(await h.service.inbox.countByState()).toMatchObject({
+      done: 3,
+      pending: 0,
+      running: 0,
+      dead: 0,
+    });
   });
 });

@@ -125,6 +125,9 @@ export function serviceEnv(
 ): Record<string, string> {
   return {
     HOST: "127.0.0.1",
+    // Children run with NODE_ENV=production, which requires an explicit allowlist.
+    ALLOWED_CIDRS: "127.0.0.1/32,::1/128",
+    ADMIN_PORT: "0",
     STORE_URL: `sqlite:${dir}/inbox.db`,
     FILE_SINK_DIR: `${dir}/results`,
     FINAPI_TOKEN_URL: simulator.tokenUrl,

@@ -2,6 +2,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Config, loadConfig } from "../../src/config.js";
+import type { Job, JobState } from "../../src/inbox/inbox.js";
 import { type RunningService, type ServiceOptions, startService } from "../../src/service.js";
 import {
   type RunningSimulator,
@@ -27,6 +28,8 @@ export interface Harness {
   ): Promise<{ status: number; body: Record<string, unknown> }>;
   readBundle(kreditCheckId: string): Promise<Bundle | undefined>;
   waitForBundle(kreditCheckId: string, timeoutMs?: number): Promise<Bundle>;
+  /** Waits until the job is in `state` (the bundle file is written just before `done`). */
+  waitForJob(id: unknown, state: JobState, timeoutMs?: number): Promise<Job>;
   close(): Promise<void>;
 }
 
@@ -56,15 +59,13 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     BACKOFF_BASE_MS: "20",
     BACKOFF_MAX_MS: "200",
     LEASE_MS: "5000",
+    ADMIN_PORT: "0",
+    SHUTDOWN_TIMEOUT_MS: "2000",
     ...options.env,
   };
   const config = loadConfig(env);
   const logs = captureLogs();
-  const service = await startService(config, {
-    logger: logs.logger,
-    shutdownTimeoutMs: 2000,
-    ...options.service,
-  });
+  const service = await startService(config, { logger: logs.logger, ...options.service });
 
   const readBundle = async (kreditCheckId: string) => {
     try {
@@ -97,6 +98,15 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
       };
     },
     readBundle,
+    waitForJob: (id, state, timeoutMs = 15_000) =>
+      waitFor(
+        async () => {
+          const job = await service.inbox.get(String(id));
+          return job?.state === state ? job : undefined;
+        },
+        `job ${String(id)} to be ${state}`,
+        timeoutMs,
+      ),
     waitForBundle: (kreditCheckId, timeoutMs = 15_000) =>
       waitFor(() => readBundle(kreditCheckId), `bundle ${kreditCheckId}`, timeoutMs),
     async close() {

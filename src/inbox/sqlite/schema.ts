@@ -25,6 +25,8 @@ const MIGRATIONS: readonly string[] = [
    CREATE INDEX jobs_pending_run_at ON jobs (run_at) WHERE state = 'pending';
    CREATE INDEX jobs_running_locked_until ON jobs (locked_until) WHERE state = 'running';
    CREATE INDEX jobs_state_updated ON jobs (state, updated_at);`,
+  // Readiness writes here: a store that can be read but not written is not ready.
+  `CREATE TABLE heartbeat (id INTEGER PRIMARY KEY CHECK (id = 1), at INTEGER NOT NULL);`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -4,9 +4,9 @@ import { dirname } from "node:path";
 import Database from "better-sqlite3";
 import type { Callback } from "../../callback.js";
 import {
+  countsByState,
   type EnqueueResult,
   type Inbox,
-  JOB_STATES,
   type Job,
   type JobProgress,
   type JobState,
@@ -22,7 +22,11 @@ export interface SqliteInboxOptions {
   clock?: () => number;
 }
 
-/** A write waiting for the next group commit; `apply` returns an Error to reject only itself. */
+/**
+ * A write waiting for the next group commit. If one `apply` throws, the transaction rolls
+ * back and every write of that batch is rejected (they fail for the same reason: the
+ * database), so no caller is told "stored" for a row that is not.
+ */
 interface QueuedWrite {
   apply: () => unknown;
   resolve: (value: unknown) => void;
@@ -67,6 +71,7 @@ export class SqliteInbox implements Inbox {
       listByState: prepare(SQL.listByState),
       listAll: prepare(SQL.listAll),
       countByState: prepare(SQL.countByState),
+      heartbeat: prepare(SQL.heartbeat),
     };
   }
 
@@ -116,9 +121,14 @@ export class SqliteInbox implements Inbox {
     });
   }
 
-  complete(jobId: string, workerId: string): Promise<void> {
+  complete(jobId: string, workerId: string, progress: JobProgress): Promise<void> {
     return this.ownedWrite(jobId, () =>
-      this.statements.complete.run({ id: jobId, workerId, now: this.clock() }),
+      this.statements.complete.run({
+        id: jobId,
+        workerId,
+        progress: JSON.stringify(progress),
+        now: this.clock(),
+      }),
     );
   }
 
@@ -160,9 +170,11 @@ export class SqliteInbox implements Inbox {
   }
 
   async requeue(jobId: string): Promise<boolean> {
-    const changes = await this.write(
-      () => this.statements.requeue.run({ id: jobId, now: this.clock() }).changes,
-    );
+    const changes = await this.write(() => {
+      const now = this.clock();
+      const progress = JSON.stringify({ requeuedAt: now } satisfies JobProgress);
+      return this.statements.requeue.run({ id: jobId, now, progress }).changes;
+    });
     if (changes === 1) this.notify();
     return changes === 1;
   }
@@ -184,19 +196,9 @@ export class SqliteInbox implements Inbox {
   }
 
   async countByState(): Promise<Record<JobState, number>> {
-    return this.read(() => {
-      const counts = Object.fromEntries(JOB_STATES.map((state) => [state, 0])) as Record<
-        JobState,
-        number
-      >;
-      for (const row of this.statements.countByState.all() as {
-        state: JobState;
-        count: number;
-      }[]) {
-        counts[row.state] = row.count;
-      }
-      return counts;
-    });
+    return this.read(() =>
+      countsByState(this.statements.countByState.all() as { state: JobState; count: number }[]),
+    );
   }
 
   onEnqueued(listener: () => void): () => void {
@@ -205,7 +207,7 @@ export class SqliteInbox implements Inbox {
   }
 
   async ping(): Promise<void> {
-    this.read(() => this.db.prepare("SELECT 1").get());
+    await this.write(() => this.statements.heartbeat.run({ now: this.clock() }));
   }
 
   async close(): Promise<void> {

@@ -27,7 +27,7 @@ export const SQL = {
           RETURNING *`,
   renew: `UPDATE jobs SET locked_until = @lockedUntil, updated_at = @now
           WHERE id = @id AND locked_by = @workerId AND state = 'running'`,
-  complete: `UPDATE jobs SET state = 'done', locked_by = NULL, locked_until = NULL, last_error = NULL,
+  complete: `UPDATE jobs SET state = 'done', locked_by = NULL, locked_until = NULL, last_error = NULL, progress = @progress,
                     updated_at = @now, finished_at = @now
              WHERE id = @id AND locked_by = @workerId AND state = 'running'`,
   retry: `UPDATE jobs SET state = 'pending', locked_by = NULL, locked_until = NULL, run_at = @runAt,
@@ -36,13 +36,15 @@ export const SQL = {
   fail: `UPDATE jobs SET state = 'dead', locked_by = NULL, locked_until = NULL, last_error = @error,
                 progress = @progress, updated_at = @now, finished_at = @now
          WHERE id = @id AND locked_by = @workerId AND state = 'running'`,
-  release: `UPDATE jobs SET state = 'pending', locked_by = NULL, locked_until = NULL, run_at = @now, updated_at = @now
+  release: `UPDATE jobs SET state = 'pending', attempts = MAX(attempts - 1, 0), locked_by = NULL,
+                   locked_until = NULL, run_at = @now, updated_at = @now
             WHERE id = @id AND locked_by = @workerId AND state = 'running'`,
   requeue: `UPDATE jobs SET state = 'pending', attempts = 0, run_at = @now, locked_by = NULL, locked_until = NULL,
-                   updated_at = @now, finished_at = NULL
+                   last_error = NULL, progress = @progress, updated_at = @now, finished_at = NULL
             WHERE id = @id AND state IN ('dead', 'done')`,
   get: `SELECT * FROM jobs WHERE id = ?`,
   listByState: `SELECT * FROM jobs WHERE state = @state ORDER BY updated_at DESC LIMIT @limit`,
   listAll: `SELECT * FROM jobs ORDER BY updated_at DESC LIMIT @limit`,
   countByState: `SELECT state, COUNT(*) AS count FROM jobs GROUP BY state`,
+  heartbeat: `INSERT INTO heartbeat (id, at) VALUES (1, @now) ON CONFLICT (id) DO UPDATE SET at = excluded.at`,
 } as const;

@@ -4,12 +4,12 @@ import axios, { type AxiosInstance, isAxiosError } from "axios";
 
 export interface TransportOptions {
   timeoutMs: number;
-  /** Upper bound of open sockets per finAPI host. */
+  /** Upper bound of open sockets per host. */
   maxSockets?: number;
 }
 
 /**
- * One axios instance for all finAPI calls: keep-alive sockets, a hard timeout, no
+ * One axios instance per upstream (finAPI, the http sink's receiver): keep-alive sockets, a hard timeout, no
  * redirects, bodies kept as text (we parse JSON ourselves so a broken body is a clear,
  * typed error), and every status handed back to the caller to classify.
  */
@@ -33,4 +33,13 @@ export function isTimeout(error: unknown): boolean {
 
 export function isCanceled(error: unknown): boolean {
   return axios.isCancel(error) || (isAxiosError(error) && error.code === "ERR_CANCELED");
+}
+
+/** `Retry-After` in seconds or as an HTTP date; undefined when absent or unreadable. */
+export function parseRetryAfter(header: unknown, now = Date.now()): number | undefined {
+  if (typeof header !== "string" || header.trim() === "") return undefined;
+  const seconds = Number(header);
+  if (Number.isFinite(seconds)) return Math.max(0, seconds * 1000);
+  const date = Date.parse(header);
+  return Number.isNaN(date) ? undefined : Math.max(0, date - now);
 }

@@ -1,0 +1,160 @@
+import { readFile } from "node:fs/promises";
+import { parseArgs } from "node:util";
+import dotenv from "dotenv";
+
+/**
+ * Admin CLI: `npm run cli -- <command>`. It talks to the running service's admin API
+ * (ADMIN_PORT), so it sees the same inbox whatever the store is.
+ */
+const COMMANDS: Record<string, { usage: string; summary: string }> = {
+  jobs: {
+    usage: "jobs [--state pending|running|done|dead] [--limit N]",
+    summary: "list jobs, newest first",
+  },
+  job: { usage: "job <id>", summary: "show one job: attempts, last error, timings" },
+  retry: {
+    usage: "retry <id>",
+    summary: "put a dead (or done) job back to pending with fresh attempts",
+  },
+  replay: {
+    usage: "replay <callback.json>",
+    summary: "enqueue a callback from a JSON file, as finAPI would send it",
+  },
+  fetch: {
+    usage: "fetch --process-token <token> --kreditcheck-id <id> [--status SUCCESSFUL]",
+    summary:
+      "fetch one check from finAPI now and print the bundle (nothing is enqueued or delivered)",
+  },
+};
+
+const COMMON = `Options for every command:
+  --admin-url <url>   admin API (default $ADMIN_URL or http://127.0.0.1:$ADMIN_PORT, port 9090)
+  --token <token>     admin token (default $ADMIN_TOKEN)
+  --help              this help`;
+
+function usage(command?: string): string {
+  if (command && COMMANDS[command]) {
+    const entry = COMMANDS[command];
+    return `Usage: npm run cli -- ${entry.usage}\n\n${entry.summary}\n\n${COMMON}\n`;
+  }
+  const lines = Object.values(COMMANDS).map(
+    (entry) => `  ${entry.usage.padEnd(72)} ${entry.summary}`,
+  );
+  return `Usage: npm run cli -- <command> [options]\n\nCommands:\n${lines.join("\n")}\n\n${COMMON}\n`;
+}
+
+class CliError extends Error {}
+
+async function main(argv: string[]): Promise<number> {
+  dotenv.config({ quiet: true });
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      "admin-url": { type: "string" },
+      token: { type: "string" },
+      state: { type: "string" },
+      limit: { type: "string" },
+      "process-token": { type: "string" },
+      "kreditcheck-id": { type: "string" },
+      status: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  const [command, argument] = positionals;
+  if (values.help || !command) {
+    process.stdout.write(usage(command));
+    return command || values.help ? 0 : 2;
+  }
+  if (!COMMANDS[command]) throw new CliError(`unknown command "${command}"\n\n${usage()}`);
+
+  const adminUrl = (
+    values["admin-url"] ??
+    process.env.ADMIN_URL ??
+    `http://127.0.0.1:${process.env.ADMIN_PORT ?? "9090"}`
+  ).replace(/\/+$/, "");
+  const token = values.token ?? process.env.ADMIN_TOKEN;
+  const call = async (method: string, path: string, body?: unknown) => {
+    let response: Response;
+    try {
+      response = await fetch(`${adminUrl}/admin${path}`, {
+        method,
+        headers: {
+          ...(token ? { Authorization: `Bearer ${token}` } : {}),
+          ...(body === undefined ? {} : { "Content-Type": "application/json" }),
+        },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    } catch (error) {
+      throw new CliError(
+        `cannot reach the admin API at ${adminUrl} (${(error as Error).message}): is the service running, and is ADMIN_PORT right?`,
+      );
+    }
+    const text = await response.text();
+    if (!response.ok) throw new CliError(`${method} ${path} → ${response.status}: ${text}`);
+    return JSON.parse(text) as unknown;
+  };
+  const needArgument = (what: string) => {
+    if (!argument) throw new CliError(`missing ${what}\n\n${usage(command)}`);
+    return encodeURIComponent(argument);
+  };
+
+  let result: unknown;
+  switch (command) {
+    case "jobs": {
+      const query = new URLSearchParams();
+      if (values.state) query.set("state", values.state);
+      if (values.limit) query.set("limit", values.limit);
+      result = await call("GET", `/jobs${query.size > 0 ? `?${query}` : ""}`);
+      break;
+    }
+    case "job":
+      result = await call("GET", `/jobs/${needArgument("<id>")}`);
+      break;
+    case "retry":
+      result = await call("POST", `/jobs/${needArgument("<id>")}/retry`);
+      break;
+    case "replay": {
+      if (!argument) throw new CliError(`missing <callback.json>\n\n${usage(command)}`);
+      let callback: unknown;
+      try {
+        callback = JSON.parse(await readFile(argument, "utf8"));
+      } catch (error) {
+        throw new CliError(`cannot read ${argument}: ${(error as Error).message}`);
+      }
+      result = await call("POST", "/callbacks", callback);
+      break;
+    }
+    case "fetch": {
+      const processToken = values["process-token"];
+      const kreditCheckId = values["kreditcheck-id"];
+      if (!processToken || !kreditCheckId) {
+        throw new CliError(
+          `--process-token and --kreditcheck-id are required\n\n${usage(command)}`,
+        );
+      }
+      result = await call("POST", "/checks/fetch", {
+        processToken,
+        kreditCheckId,
+        status: values.status,
+      });
+      break;
+    }
+  }
+  process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    process.stderr.write(
+      `kreditcheck-receiver cli: ${error instanceof Error ? error.message : String(error)}\n`,
+    );
+    process.exit(
+      error instanceof CliError || (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")
+        ? 2
+        : 1,
+    );
+  },
+);

@@ -1,0 +1,75 @@
+import type { RequestHandler } from "express";
+import ipaddr from "ipaddr.js";
+import type { Logger } from "../logger.js";
+import { sendError } from "./send-error.js";
+
+type Range = [ipaddr.IPv4 | ipaddr.IPv6, number];
+
+export const LOOPBACK_CIDRS = "127.0.0.0/8,::1/128";
+
+/**
+ * Parses a comma list of IPv4/IPv6 CIDRs or single addresses. IPv4-mapped IPv6
+ * (`::ffff:10.0.0.1`) is folded to its IPv4 form on both sides, so either spelling matches.
+ * Throws with the offending entry named.
+ */
+export function parseCidrList(list: string): Range[] {
+  return list
+    .split(",")
+    .map((entry) => entry.trim())
+    .filter(Boolean)
+    .map((entry): Range => {
+      const address = entry.split("/")[0] ?? "";
+      // ipaddr.js reads "010" as octal and "10.1" as 10.0.0.1: neither is what an operator means.
+      if (!address.includes(":") && !ipaddr.IPv4.isValidFourPartDecimal(address)) {
+        throw new Error(
+          `"${entry}" is not an IPv4/IPv6 address or CIDR (IPv4 needs four decimal parts)`,
+        );
+      }
+      try {
+        if (entry.includes("/")) {
+          const [address, bits] = ipaddr.parseCIDR(entry);
+          if (
+            address.kind() === "ipv6" &&
+            (address as ipaddr.IPv6).isIPv4MappedAddress() &&
+            bits >= 96
+          ) {
+            return [(address as ipaddr.IPv6).toIPv4Address(), bits - 96];
+          }
+          return [address, bits];
+        }
+        const address = ipaddr.process(entry);
+        return [address, address.kind() === "ipv4" ? 32 : 128];
+      } catch {
+        throw new Error(`"${entry}" is not an IPv4/IPv6 address or CIDR`);
+      }
+    });
+}
+
+export function isAllowed(ranges: readonly Range[], remoteAddress: string | undefined): boolean {
+  if (!remoteAddress || !ipaddr.isValid(remoteAddress)) return false;
+  const address = ipaddr.process(remoteAddress);
+  return ranges.some(
+    ([network, bits]) => address.kind() === network.kind() && address.match(network, bits),
+  );
+}
+
+/**
+ * Lets only allowed networks reach the callback route. `req.ip` is the socket's address
+ * unless TRUST_PROXY says which proxies may speak for the client, so X-Forwarded-For from
+ * anyone else cannot spoof an allowed address.
+ */
+export function allowlist(
+  ranges: readonly Range[],
+  logger: Logger,
+  onReject?: () => void,
+): RequestHandler {
+  return (req, res, next) => {
+    if (isAllowed(ranges, req.ip)) return next();
+    onReject?.();
+    logger.warn(
+      { remoteAddress: req.ip, socketAddress: req.socket.remoteAddress },
+      "callback refused: address not in ALLOWED_CIDRS",
+    );
+    sendError(res, 403, "forbidden", [{ message: "this address may not send callbacks" }]);
+  };
+}

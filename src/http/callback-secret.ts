@@ -1,0 +1,56 @@
+import { createHash, timingSafeEqual } from "node:crypto";
+import type { Request, RequestHandler } from "express";
+import { sendError } from "./send-error.js";
+
+/** Equal-time comparison; hashing first makes the lengths equal without leaking them. */
+export function secretsEqual(given: string, expected: string): boolean {
+  const digest = (value: string) => createHash("sha256").update(value, "utf8").digest();
+  return timingSafeEqual(digest(given), digest(expected));
+}
+
+function presentedSecrets(req: Request): string[] {
+  const presented: string[] = [];
+  const fromPath = req.params.secret;
+  if (typeof fromPath === "string") presented.push(fromPath);
+  const authorization = req.get("authorization");
+  if (authorization?.toLowerCase().startsWith("basic ")) {
+    const decoded = Buffer.from(authorization.slice(6).trim(), "base64").toString("utf8");
+    const colon = decoded.indexOf(":");
+    if (colon >= 0) presented.push(decoded.slice(colon + 1));
+  }
+  return presented;
+}
+
+/**
+ * Defence in depth beyond the IP allowlist: the callback must carry CALLBACK_SECRET as
+ * the last path segment (the URL registered at finAPI) or as the HTTP Basic password.
+ */
+export function requireCallbackSecret(
+  secret: string | undefined,
+  onReject?: () => void,
+): RequestHandler {
+  return (req, res, next) => {
+    if (secret === undefined) {
+      // Without a secret, `${CALLBACK_PATH}/<anything>` is simply not a route.
+      if (req.params.secret !== undefined)
+        return sendError(res, 404, "not_found", [{ message: "no such route" }]);
+      return next();
+    }
+    // Every presented value is compared, so the time taken does not depend on which matched.
+    const matches = presentedSecrets(req).map((given) => secretsEqual(given, secret));
+    if (matches.includes(true)) return next();
+    onReject?.();
+    res.set("WWW-Authenticate", 'Basic realm="kreditcheck-callback"');
+    sendError(res, 401, "unauthorized", [{ message: "missing or wrong callback secret" }]);
+  };
+}
+
+/**
+ * A request path with everything below the callback path replaced, for logs. Routing is
+ * case-insensitive, so the comparison is too.
+ */
+export function redactSecretInPath(path: string, callbackPath: string): string {
+  return path.toLowerCase().startsWith(`${callbackPath.toLowerCase()}/`)
+    ? `${path.slice(0, callbackPath.length)}/[redacted]`
+    : path;
+}

@@ -1,0 +1,84 @@
+import pg from "pg";
+
+export interface ListenerOptions {
+  config: pg.ClientConfig;
+  channel: string;
+  /** Called for each notification on the channel with this payload. */
+  payload: string;
+  onNotify: () => void;
+  /** Called when the connection dropped and could not be re-established yet. */
+  onError: (error: unknown) => void;
+  maxDelayMs?: number;
+}
+
+/**
+ * LISTEN on a dedicated connection (a pooled one would be handed to other queries).
+ * When the connection drops it reconnects with a growing delay, and after reconnecting
+ * it reports one notification: whatever was announced while it was away is found by
+ * the next claim.
+ */
+export class NotificationListener {
+  private client: pg.Client | undefined;
+  private stopped = false;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private delayMs = 100;
+
+  constructor(private readonly options: ListenerOptions) {}
+
+  /** Resolves once listening; a failure here is left to the reconnect loop. */
+  async start(): Promise<void> {
+    await this.connect(false);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    const client = this.client;
+    this.client = undefined;
+    await client?.end().catch(() => undefined);
+  }
+
+  private async connect(reconnecting: boolean): Promise<void> {
+    const { config, channel, payload, onNotify, onError } = this.options;
+    const client = new pg.Client(config);
+    const lost = (error?: unknown) => {
+      if (this.client !== client) return;
+      this.client = undefined;
+      client.end().catch(() => undefined);
+      if (error) onError(error);
+      this.scheduleReconnect();
+    };
+    client.on("error", lost);
+    client.on("end", () => lost());
+    client.on("notification", (message) => {
+      if (message.channel === channel && message.payload === payload) onNotify();
+    });
+    try {
+      await client.connect();
+      if (this.stopped) {
+        await client.end();
+        return;
+      }
+      // LISTEN takes an identifier, which cannot be bound; the channel is a constant.
+      await client.query(`LISTEN ${client.escapeIdentifier(channel)}`);
+    } catch (error) {
+      await client.end().catch(() => undefined);
+      onError(error);
+      this.scheduleReconnect();
+      return;
+    }
+    this.client = client;
+    this.delayMs = 100;
+    if (reconnecting) onNotify();
+  }
+
+  private scheduleReconnect(): void {
+    if (this.stopped || this.retryTimer) return;
+    const delay = this.delayMs;
+    this.delayMs = Math.min(this.delayMs * 2, this.options.maxDelayMs ?? 5000);
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      void this.connect(true);
+    }, delay);
+  }
+}

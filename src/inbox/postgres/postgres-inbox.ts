@@ -1,0 +1,300 @@
+import { randomUUID } from "node:crypto";
+import type pg from "pg";
+import type { Callback } from "../../callback.js";
+import { migrate, SchemaTooNewError } from "../../postgres/migrate.js";
+import {
+  connectionConfig,
+  createPool,
+  inTransaction,
+  type PostgresTarget,
+} from "../../postgres/pool.js";
+import { describePgError } from "../../postgres/sqlstate.js";
+import {
+  countsByState,
+  type EnqueueResult,
+  type Inbox,
+  type Job,
+  type JobProgress,
+  type JobState,
+  LeaseLostError,
+  StoreUnavailableError,
+} from "../inbox.js";
+import { NotificationListener } from "./listener.js";
+import { type JobRow, rowToJob } from "./rows.js";
+import { INBOX_MIGRATIONS } from "./schema.js";
+import { SQL } from "./statements.js";
+
+export interface PostgresInboxOptions extends PostgresTarget {
+  poolSize?: number;
+  /** The LISTEN connection dropped; it is being re-established. */
+  onListenError?: (error: unknown) => void;
+}
+
+/** Channel for "jobs were written"; the payload is the schema, so schemas do not wake each other. */
+const CHANNEL = "kreditcheck_jobs";
+
+interface QueuedEnqueue {
+  callback: Callback;
+  receivedAt: Date;
+  resolve: (result: EnqueueResult) => void;
+  reject: (error: Error) => void;
+}
+
+/**
+ * The scale-out inbox: many replicas share one PostgreSQL database. Enqueues arriving in
+ * one event-loop turn are written by one multi-row INSERT in one transaction (group
+ * commit) and acknowledged after COMMIT. Claims use `FOR UPDATE SKIP LOCKED`, and a
+ * NOTIFY on commit wakes idle workers on every replica.
+ */
+export class PostgresInbox implements Inbox {
+  private readonly listeners = new Set<() => void>();
+  private queue: QueuedEnqueue[] = [];
+  private flushing: Promise<void> | undefined;
+  private closed = false;
+
+  private constructor(
+    private readonly pool: pg.Pool,
+    private readonly schema: string,
+    private readonly listener: NotificationListener | undefined,
+  ) {}
+
+  /** Connects, migrates the schema (safe with many replicas at once) and starts listening. */
+  static async open(options: PostgresInboxOptions): Promise<PostgresInbox> {
+    const pool = createPool(options, "kreditcheck-receiver inbox", options.poolSize);
+    try {
+      await migrate(pool, options.schema, INBOX_MIGRATIONS);
+    } catch (error) {
+      await pool.end().catch(() => undefined);
+      throw error instanceof SchemaTooNewError
+        ? error
+        : new StoreUnavailableError(
+            `the PostgreSQL inbox could not be opened: ${describePgError(error)}`,
+            {
+              cause: error,
+            },
+          );
+    }
+    let inbox: PostgresInbox | undefined;
+    const listener = new NotificationListener({
+      config: connectionConfig(options, "kreditcheck-receiver listen"),
+      channel: CHANNEL,
+      payload: options.schema,
+      onNotify: () => inbox?.notify(),
+      onError: (error) => options.onListenError?.(error),
+    });
+    inbox = new PostgresInbox(pool, options.schema, listener);
+    await listener.start();
+    return inbox;
+  }
+
+  enqueue(callback: Callback, receivedAt: Date): Promise<EnqueueResult> {
+    if (this.closed) return Promise.reject(new StoreUnavailableError("inbox is closed"));
+    return new Promise((resolve, reject) => {
+      this.queue.push({ callback, receivedAt, resolve, reject });
+      if (this.queue.length === 1) setImmediate(() => void this.flush());
+    });
+  }
+
+  /** One transaction for every enqueue of this turn; each caller is answered after COMMIT. */
+  private async flush(): Promise<void> {
+    // One flush at a time keeps the batches in arrival order.
+    while (this.flushing) await this.flushing;
+    const batch = this.queue;
+    this.queue = [];
+    if (batch.length === 0) return;
+    this.flushing = this.writeBatch(batch);
+    await this.flushing;
+    this.flushing = undefined;
+  }
+
+  private async writeBatch(batch: QueuedEnqueue[]): Promise<void> {
+    // The same callback twice in one batch is inserted once; the second is a duplicate.
+    const firsts = new Map<string, QueuedEnqueue & { id: string }>();
+    for (const item of batch) {
+      const key = keyOf(item.callback);
+      if (!firsts.has(key)) firsts.set(key, { ...item, id: randomUUID() });
+    }
+    const rows = [...firsts.values()];
+    let ids: Map<string, { id: string; duplicate: boolean }>;
+    try {
+      ids = await inTransaction(this.pool, async (client) => {
+        const inserted = await client.query<{
+          id: string;
+          process_token: string;
+          kreditcheck_id: string;
+        }>(SQL.insertMany, [
+          rows.map((row) => row.id),
+          rows.map((row) => row.callback.processToken),
+          rows.map((row) => row.callback.kreditCheckId),
+          rows.map((row) => JSON.stringify(row.callback)),
+          rows.map((row) => row.receivedAt),
+        ]);
+        const found = new Map<string, { id: string; duplicate: boolean }>();
+        for (const row of inserted.rows) {
+          found.set(keyOfRow(row), {
+            id: row.id,
+            duplicate: false,
+          });
+        }
+        const conflicted = rows.filter((row) => !found.has(keyOf(row.callback)));
+        if (conflicted.length > 0) {
+          const existing = await client.query<{
+            id: string;
+            process_token: string;
+            kreditcheck_id: string;
+          }>(SQL.findIdsByKeys, [
+            conflicted.map((row) => row.callback.processToken),
+            conflicted.map((row) => row.callback.kreditCheckId),
+          ]);
+          for (const row of existing.rows) {
+            found.set(keyOfRow(row), {
+              id: row.id,
+              duplicate: true,
+            });
+          }
+        }
+        if (inserted.rowCount) await client.query(SQL.notify, [CHANNEL, this.schema]);
+        return found;
+      });
+    } catch (error) {
+      const failure = storeError("write", error);
+      for (const item of batch) item.reject(failure);
+      return;
+    }
+    const answered = new Set<string>();
+    for (const item of batch) {
+      const key = keyOf(item.callback);
+      const result = ids.get(key);
+      if (!result) {
+        item.reject(new StoreUnavailableError("insert conflicted but no existing job was found"));
+      } else {
+        item.resolve(answered.has(key) ? { id: result.id, duplicate: true } : result);
+      }
+      answered.add(key);
+    }
+    if ([...ids.values()].some((result) => !result.duplicate)) this.notify();
+  }
+
+  async claim(workerId: string, limit: number, leaseMs: number): Promise<Job[]> {
+    const { rows } = await this.query<JobRow>(SQL.claim, [workerId, limit, leaseMs]);
+    return rows.map(rowToJob).sort((a, b) => a.runAt.getTime() - b.runAt.getTime());
+  }
+
+  renew(jobId: string, workerId: string, leaseMs: number): Promise<void> {
+    return this.ownedWrite(jobId, SQL.renew, [jobId, workerId, leaseMs]);
+  }
+
+  complete(jobId: string, workerId: string, progress: JobProgress): Promise<void> {
+    return this.ownedWrite(jobId, SQL.complete, [jobId, workerId, JSON.stringify(progress)]);
+  }
+
+  retry(
+    jobId: string,
+    workerId: string,
+    runAt: Date,
+    error: string,
+    progress: JobProgress,
+  ): Promise<void> {
+    return this.ownedWrite(jobId, SQL.retry, [
+      jobId,
+      workerId,
+      runAt,
+      error,
+      JSON.stringify(progress),
+    ]);
+  }
+
+  fail(jobId: string, workerId: string, error: string, progress: JobProgress): Promise<void> {
+    return this.ownedWrite(jobId, SQL.fail, [jobId, workerId, error, JSON.stringify(progress)]);
+  }
+
+  async release(jobId: string, workerId: string): Promise<void> {
+    await this.ownedWrite(jobId, SQL.release, [jobId, workerId]);
+    await this.announce();
+  }
+
+  async requeue(jobId: string): Promise<boolean> {
+    const { rowCount } = await this.query(SQL.requeue, [jobId]);
+    if (rowCount !== 1) return false;
+    this.notify();
+    await this.announce();
+    return true;
+  }
+
+  async get(jobId: string): Promise<Job | null> {
+    const { rows } = await this.query<JobRow>(SQL.get, [jobId]);
+    return rows[0] ? rowToJob(rows[0]) : null;
+  }
+
+  async list(filter: { state?: JobState; limit: number }): Promise<Job[]> {
+    const { rows } = filter.state
+      ? await this.query<JobRow>(SQL.listByState, [filter.state, filter.limit])
+      : await this.query<JobRow>(SQL.listAll, [filter.limit]);
+    return rows.map(rowToJob);
+  }
+
+  async countByState(): Promise<Record<JobState, number>> {
+    const { rows } = await this.query<{ state: JobState; count: number }>(SQL.countByState, []);
+    return countsByState(rows);
+  }
+
+  onEnqueued(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** A durable write, not a SELECT: a read-only or full database is not healthy. */
+  async ping(): Promise<void> {
+    await this.query(SQL.heartbeat, []);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    // Callers already waiting are answered before the pool goes.
+    await this.flush();
+    await this.listener?.stop();
+    await this.pool.end();
+  }
+
+  private notify(): void {
+    for (const listener of this.listeners) listener();
+  }
+
+  /** Tells the other replicas that a job became claimable now. */
+  private async announce(): Promise<void> {
+    await this.query(SQL.notify, [CHANNEL, this.schema]);
+  }
+
+  private async ownedWrite(jobId: string, sql: string, values: unknown[]): Promise<void> {
+    const { rowCount } = await this.query(sql, values);
+    if (rowCount !== 1) throw new LeaseLostError(jobId);
+  }
+
+  private async query<R extends pg.QueryResultRow>(
+    sql: string,
+    values: unknown[],
+  ): Promise<pg.QueryResult<R>> {
+    if (this.closed) throw new StoreUnavailableError("inbox is closed");
+    try {
+      return await this.pool.query<R>(sql, values);
+    } catch (error) {
+      throw storeError("query", error);
+    }
+  }
+}
+
+function storeError(action: "write" | "query", error: unknown): StoreUnavailableError {
+  return new StoreUnavailableError(`inbox ${action} failed: ${describePgError(error)}`, {
+    cause: error,
+  });
+}
+
+/** The dedupe key (processToken, kreditCheckId) as one string, for callbacks and rows alike. */
+function keyOf(callback: Callback): string {
+  return JSON.stringify([callback.processToken, callback.kreditCheckId]);
+}
+
+function keyOfRow(row: { process_token: string; kreditcheck_id: string }): string {
+  return JSON.stringify([row.process_token, row.kreditcheck_id]);
+}

@@ -1,0 +1,39 @@
+import type { Callback } from "../../callback.js";
+import type { Job, JobProgress, JobState } from "../inbox.js";
+
+/** A kreditcheck_jobs row as pg returns it: json parsed, timestamptz as Date. */
+export interface JobRow {
+  id: string;
+  process_token: string;
+  kreditcheck_id: string;
+  callback: Callback;
+  state: JobState;
+  attempts: number;
+  run_at: Date;
+  locked_by: string | null;
+  locked_until: Date | null;
+  last_error: string | null;
+  progress: JobProgress;
+  received_at: Date;
+  updated_at: Date;
+  finished_at: Date | null;
+}
+
+export function rowToJob(row: JobRow): Job {
+  return {
+    id: row.id,
+    processToken: row.process_token,
+    kreditCheckId: row.kreditcheck_id,
+    callback: row.callback,
+    state: row.state,
+    attempts: row.attempts,
+    runAt: row.run_at,
+    lockedBy: row.locked_by,
+    lockedUntil: row.locked_until,
+    lastError: row.last_error,
+    progress: row.progress,
+    receivedAt: row.received_at,
+    updatedAt: row.updated_at,
+    finishedAt: row.finished_at,
+  };
+}

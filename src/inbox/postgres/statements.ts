@@ -1,0 +1,60 @@
+/**
+ * Every SQL statement that touches kreditcheck_jobs, in one place, always with bound
+ * parameters. Time is the database's `now()`: all replicas share one clock, so a lease
+ * taken on one host expires at the same instant for every other. Owner-checked statements
+ * match `locked_by` and `state = 'running'`; zero changed rows means the lease was lost.
+ */
+export const SQL = {
+  /** Many callbacks in one statement (group commit): parallel arrays, unnested. */
+  insertMany: `INSERT INTO kreditcheck_jobs
+                 (id, process_token, kreditcheck_id, callback, state, attempts, run_at, received_at, updated_at)
+               SELECT id, process_token, kreditcheck_id, callback, 'pending', 0, now(), received_at, now()
+               FROM unnest($1::uuid[], $2::text[], $3::text[], $4::json[], $5::timestamptz[])
+                 AS batch (id, process_token, kreditcheck_id, callback, received_at)
+               ON CONFLICT (process_token, kreditcheck_id) DO NOTHING
+               RETURNING id, process_token, kreditcheck_id`,
+  findIdsByKeys: `SELECT id, process_token, kreditcheck_id FROM kreditcheck_jobs
+                  WHERE (process_token, kreditcheck_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))`,
+  /** Wakes idle workers of every replica once the transaction commits. */
+  notify: `SELECT pg_notify($1, $2)`,
+  // A CTE with FOR UPDATE is always evaluated once; SKIP LOCKED lets replicas claim side by side.
+  claim: `WITH due AS (
+            SELECT id FROM kreditcheck_jobs
+            WHERE (state = 'pending' AND run_at <= now())
+               OR (state = 'running' AND locked_until <= now())
+            ORDER BY run_at, received_at
+            LIMIT $2
+            FOR UPDATE SKIP LOCKED)
+          UPDATE kreditcheck_jobs AS jobs
+          SET state = 'running', locked_by = $1, locked_until = now() + $3 * interval '1 millisecond',
+              attempts = jobs.attempts + 1, updated_at = now()
+          FROM due WHERE jobs.id = due.id
+          RETURNING jobs.*`,
+  renew: `UPDATE kreditcheck_jobs SET locked_until = now() + $3 * interval '1 millisecond', updated_at = now()
+          WHERE id = $1 AND locked_by = $2 AND state = 'running'`,
+  complete: `UPDATE kreditcheck_jobs SET state = 'done', locked_by = NULL, locked_until = NULL, last_error = NULL,
+                    progress = $3, updated_at = now(), finished_at = now()
+             WHERE id = $1 AND locked_by = $2 AND state = 'running'`,
+  retry: `UPDATE kreditcheck_jobs SET state = 'pending', locked_by = NULL, locked_until = NULL, run_at = $3,
+                 last_error = $4, progress = $5, updated_at = now()
+          WHERE id = $1 AND locked_by = $2 AND state = 'running'`,
+  fail: `UPDATE kreditcheck_jobs SET state = 'dead', locked_by = NULL, locked_until = NULL, last_error = $3,
+                progress = $4, updated_at = now(), finished_at = now()
+         WHERE id = $1 AND locked_by = $2 AND state = 'running'`,
+  release: `UPDATE kreditcheck_jobs SET state = 'pending', attempts = GREATEST(attempts - 1, 0), locked_by = NULL,
+                   locked_until = NULL, run_at = now(), updated_at = now()
+            WHERE id = $1 AND locked_by = $2 AND state = 'running'`,
+  requeue: `UPDATE kreditcheck_jobs SET state = 'pending', attempts = 0, run_at = now(), locked_by = NULL,
+                   locked_until = NULL, last_error = NULL,
+                   -- fresh start: no saved progress; JOB_MAX_AGE_MS counts from now (epoch ms)
+                   progress = json_build_object('requeuedAt', floor(extract(epoch from now()) * 1000)::bigint),
+                   updated_at = now(), finished_at = NULL
+            WHERE id = $1 AND state IN ('dead', 'done')`,
+  get: `SELECT * FROM kreditcheck_jobs WHERE id = $1`,
+  listByState: `SELECT * FROM kreditcheck_jobs WHERE state = $1 ORDER BY updated_at DESC LIMIT $2`,
+  listAll: `SELECT * FROM kreditcheck_jobs ORDER BY updated_at DESC LIMIT $1`,
+  countByState: `SELECT state, count(*)::integer AS count FROM kreditcheck_jobs GROUP BY state`,
+  /** A real write for ping: one row, upserted. */
+  heartbeat: `INSERT INTO kreditcheck_heartbeat (id, at) VALUES (1, now())
+              ON CONFLICT (id) DO UPDATE SET at = EXCLUDED.at`,
+} as const;

@@ -1,0 +1,67 @@
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import { JOB_STATES, type JobState } from "./inbox/inbox.js";
+
+/**
+ * The service's Prometheus metrics, on a registry of its own (no global default
+ * registry: two services in one test process must not share counters).
+ */
+export interface Metrics {
+  registry: Registry;
+  callbacks: Counter<"outcome">;
+  jobDuration: Histogram<"outcome">;
+  finapiDuration: Histogram<"endpoint" | "status">;
+  tokenRequests: Counter<"outcome">;
+  sinkDeliveries: Counter<"sink" | "result">;
+}
+
+export function createMetrics(countJobs: () => Promise<Record<JobState, number>>): Metrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const metrics: Metrics = {
+    registry,
+    callbacks: new Counter({
+      name: "kreditcheck_callbacks_received_total",
+      help: "Callbacks received, by outcome (accepted, duplicate, invalid, forbidden, unauthorized, store_unavailable)",
+      labelNames: ["outcome"],
+      registers: [registry],
+    }),
+    jobDuration: new Histogram({
+      name: "kreditcheck_job_duration_seconds",
+      help: "Duration of one job attempt, by outcome (done, retry, dead, released, lease_lost, store_error)",
+      labelNames: ["outcome"],
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers: [registry],
+    }),
+    finapiDuration: new Histogram({
+      name: "kreditcheck_finapi_request_duration_seconds",
+      help: "finAPI calls by endpoint and HTTP status (or timeout, network_error)",
+      labelNames: ["endpoint", "status"],
+      buckets: [0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [registry],
+    }),
+    tokenRequests: new Counter({
+      name: "kreditcheck_token_requests_total",
+      help: "Manager token requests to finAPI, by outcome",
+      labelNames: ["outcome"],
+      registers: [registry],
+    }),
+    sinkDeliveries: new Counter({
+      name: "kreditcheck_sink_deliveries_total",
+      help: "Bundle deliveries by sink and result (success, failure)",
+      labelNames: ["sink", "result"],
+      registers: [registry],
+    }),
+  };
+  new Gauge({
+    name: "kreditcheck_jobs",
+    help: "Jobs in the inbox by state",
+    labelNames: ["state"],
+    registers: [registry],
+    async collect() {
+      const counts = await countJobs().catch(() => undefined);
+      if (!counts) return;
+      for (const state of JOB_STATES) this.set({ state }, counts[state]);
+    },
+  });
+  return metrics;
+}

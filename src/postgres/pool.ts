@@ -1,0 +1,56 @@
+import pg from "pg";
+import { SCHEMA_NAME_PATTERN } from "./identifier.js";
+
+export interface PostgresTarget {
+  /** `postgres://` or `postgresql://` connection URL. */
+  url: string;
+  /** Schema holding the service's tables; created by the migrator when missing. */
+  schema: string;
+}
+
+/**
+ * Connection settings for one schema. `search_path` goes in the startup packet (`options`),
+ * so every connection of a pool, and the LISTEN client, sees the schema from its first
+ * query: no `SET` that a reconnect could forget, and statements stay unqualified.
+ */
+export function connectionConfig(target: PostgresTarget, applicationName: string): pg.ClientConfig {
+  if (!SCHEMA_NAME_PATTERN.test(target.schema)) {
+    throw new Error(`invalid PostgreSQL schema name ${JSON.stringify(target.schema)}`);
+  }
+  return {
+    connectionString: target.url,
+    options: `-c search_path=${target.schema}`,
+    application_name: applicationName,
+    connectionTimeoutMillis: 10_000,
+  };
+}
+
+export function createPool(target: PostgresTarget, applicationName: string, max = 10): pg.Pool {
+  const pool = new pg.Pool({ ...connectionConfig(target, applicationName), max });
+  // An idle client that loses its connection emits here; without a listener the process
+  // would crash. The next query gets a fresh connection, and its error is handled there.
+  pool.on("error", () => undefined);
+  return pool;
+}
+
+/** Runs `work` in one transaction on one pooled client; rolls back when it throws. */
+export async function inTransaction<T>(
+  pool: pg.Pool,
+  work: (client: pg.PoolClient) => Promise<T>,
+): Promise<T> {
+  const client = await pool.connect();
+  let broken = false;
+  try {
+    await client.query("BEGIN");
+    const result = await work(client);
+    await client.query("COMMIT");
+    return result;
+  } catch (error) {
+    await client.query("ROLLBACK").catch(() => {
+      broken = true;
+    });
+    throw error;
+  } finally {
+    client.release(broken);
+  }
+}

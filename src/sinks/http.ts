@@ -1,0 +1,78 @@
+import type { AxiosInstance, AxiosResponse } from "axios";
+import { ReceiverError } from "../errors.js";
+import { createTransport, isCanceled, isTimeout, parseRetryAfter } from "../http-transport.js";
+import { type Bundle, bundleToJson, type DeliveryContext, type Sink } from "./sink.js";
+import { signWebhook, webhookKey } from "./webhook-signature.js";
+
+export interface HttpSinkOptions {
+  url: string;
+  secret: string;
+  timeoutMs: number;
+  clock?: () => number;
+}
+
+/**
+ * POSTs each bundle as JSON (documents as base64) to HTTP_SINK_URL, signed the Standard
+ * Webhooks way. `webhook-id` is the kreditCheckId: the same on every attempt, so the
+ * receiver can drop a repeat. 2xx is delivered; 408, 429, 5xx and network errors are
+ * retried (honouring Retry-After); any other answer is permanent.
+ */
+export class HttpSink implements Sink {
+  readonly name = "http";
+  private readonly http: AxiosInstance;
+  private readonly key: Buffer;
+  private readonly clock: () => number;
+
+  constructor(private readonly options: HttpSinkOptions) {
+    this.http = createTransport({ timeoutMs: options.timeoutMs, maxSockets: 16 });
+    this.key = webhookKey(options.secret);
+    this.clock = options.clock ?? Date.now;
+  }
+
+  async deliver(bundle: Bundle, ctx: DeliveryContext): Promise<void> {
+    const id = bundle.callback.kreditCheckId;
+    const timestamp = Math.floor(this.clock() / 1000);
+    const body = JSON.stringify(bundleToJson(bundle));
+    let response: AxiosResponse;
+    try {
+      response = await this.http.post(this.options.url, body, {
+        headers: {
+          "Content-Type": "application/json",
+          "webhook-id": id,
+          "webhook-timestamp": String(timestamp),
+          "webhook-signature": signWebhook(this.key, id, timestamp, body),
+        },
+        // The signed text goes out byte for byte.
+        transformRequest: [(data: unknown) => data],
+        signal: ctx.signal,
+      });
+    } catch (error) {
+      if (isCanceled(error)) throw error;
+      throw new ReceiverError(
+        isTimeout(error)
+          ? `HTTP_SINK_URL did not answer within ${this.options.timeoutMs} ms`
+          : `HTTP_SINK_URL could not be reached: ${(error as Error).message}`,
+        { code: "http_sink_unreachable", retryable: true, cause: error },
+      );
+    }
+    ctx.logger.info({ status: response.status, webhookId: id }, "bundle posted to the http sink");
+    const { status } = response;
+    if (status >= 200 && status < 300) return;
+    const answer = `HTTP_SINK_URL answered ${status}: ${String(response.data ?? "").slice(0, 300)}`;
+    if (status === 408 || status === 429 || status >= 500) {
+      throw new ReceiverError(answer, {
+        code: "http_sink_unavailable",
+        retryable: true,
+        retryAfterMs: parseRetryAfter(response.headers["retry-after"]),
+      });
+    }
+    throw new ReceiverError(answer, {
+      code: "http_sink_rejected",
+      retryable: false,
+      fix:
+        status === 401 || status === 403
+          ? "the receiver refused the signature: give it the same HTTP_SINK_SECRET, then retry the dead job."
+          : "check HTTP_SINK_URL (a redirect is not followed) and what the receiver expects, then retry the dead job.",
+    });
+  }
+}

@@ -1,0 +1,225 @@
+import { execFile } from "node:child_process";
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterEach, describe, expect, it } from "vitest";
+import { type Harness, makeCallback, startHarness } from "../support/harness.js";
+import { waitFor } from "../support/wait-for.js";
+
+const run = promisify(execFile);
+
+describe("admin port", () => {
+  let harness: Harness | undefined;
+  afterEach(async () => {
+    await harness?.close();
+    harness = undefined;
+  });
+
+  const admin = (path: string, init: RequestInit = {}) =>
+    fetch(`${harness?.service.adminUrl}${path}`, init);
+
+  it("answers liveness and readiness, and readiness turns 503 when the inbox cannot be written", async () => {
+    harness = await startHarness();
+    expect(await (await admin("/healthz")).json()).toEqual({ status: "ok" });
+    const ready = await admin("/readyz");
+    expect(ready.status).toBe(200);
+    expect(await ready.json()).toEqual({
+      ready: true,
+      checks: { inbox: "ok", worker: "ok", shutdown: "ok" },
+    });
+    await harness.service.inbox.close();
+    const notReady = await admin("/readyz");
+    expect(notReady.status).toBe(503);
+    expect(((await notReady.json()) as { checks: { inbox: string } }).checks.inbox).toMatch(
+      /cannot write/,
+    );
+  });
+
+  it("shows the counters moving in /metrics after a replayed callback", async () => {
+    harness = await startHarness();
+    const metricValue = async (line: RegExp) => {
+      const text = await (await admin("/metrics")).text();
+      return Number(
+        text
+          .split("\n")
+          .find((row) => line.test(row))
+          ?.split(" ")
+          .pop() ?? 0,
+      );
+    };
+    expect(await metricValue(/^kreditcheck_callbacks_received_total\{outcome="accepted"\}/)).toBe(
+      0,
+    );
+    const callback = makeCallback();
+    await harness.post(callback);
+    await harness.post(callback);
+    await harness.waitForBundle(String(callback.kreditCheckId));
+    await waitFor(
+      async () =>
+        (await metricValue(/^kreditcheck_job_duration_seconds_count\{outcome="done"\}/)) === 1,
+      "job metric",
+    );
+    expect(await metricValue(/^kreditcheck_callbacks_received_total\{outcome="accepted"\}/)).toBe(
+      1,
+    );
+    expect(await metricValue(/^kreditcheck_callbacks_received_total\{outcome="duplicate"\}/)).toBe(
+      1,
+    );
+    expect(await metricValue(/^kreditcheck_jobs\{state="done"\}/)).toBe(1);
+    expect(await metricValue(/^kreditcheck_token_requests_total\{outcome="success"\}/)).toBe(1);
+    expect(
+      await metricValue(
+        /^kreditcheck_finapi_request_duration_seconds_count\{endpoint="dac",status="200"\}/,
+      ),
+    ).toBe(3);
+    expect(
+      await metricValue(/^kreditcheck_sink_deliveries_total\{sink="file",result="success"\}/),
+    ).toBe(1);
+    expect(await metricValue(/^process_cpu_user_seconds_total/)).toBeGreaterThan(0);
+    await harness.post("{broken");
+    expect(await metricValue(/^kreditcheck_callbacks_received_total\{outcome="invalid"\}/)).toBe(1);
+  });
+
+  it("guards the jobs API with ADMIN_TOKEN but leaves health and metrics open", async () => {
+    harness = await startHarness({
+      env: { ADMIN_TOKEN: "admin-token-123" },
+      service: { worker: false },
+    });
+    expect((await admin("/admin/jobs")).status).toBe(401);
+    expect(
+      (await admin("/admin/jobs", { headers: { Authorization: "Bearer wrong-token" } })).status,
+    ).toBe(401);
+    expect(
+      (await admin("/admin/jobs", { headers: { Authorization: "Bearer admin-token-123" } })).status,
+    ).toBe(200);
+    expect((await admin("/healthz")).status).toBe(200);
+    expect((await admin("/metrics")).status).toBe(200);
+  });
+
+  it("lists, shows and retries a dead job until it is delivered", async () => {
+    harness = await startHarness({ simulator: { forbidden: true } });
+    const callback = makeCallback();
+    const { body } = await harness.post(callback);
+    const id = String(body.id);
+    await harness.waitForJob(id, "dead");
+
+    const list = (await (await admin("/admin/jobs?state=dead")).json()) as {
+      jobs: { id: string }[];
+      counts: Record<string, number>;
+    };
+    expect(list.jobs.map((job) => job.id)).toEqual([id]);
+    expect(list.counts.dead).toBe(1);
+    const shown = (await (await admin(`/admin/jobs/${id}`)).json()) as Record<string, unknown>;
+    expect(shown).toMatchObject({
+      id,
+      state: "dead",
+      attempts: 1,
+      kreditCheckId: callback.kreditCheckId,
+      callback,
+    });
+    expect(String(shown.lastError)).toContain("data_intelligence:manager");
+
+    harness.simulator.setFaults({ forbidden: false });
+    const retried = await admin(`/admin/jobs/${id}/retry`, { method: "POST" });
+    expect(retried.status).toBe(200);
+    await harness.waitForBundle(String(callback.kreditCheckId));
+    const done = (await (await admin(`/admin/jobs/${id}`)).json()) as Record<string, unknown>;
+    await harness.waitForJob(id, "done");
+    expect(
+      (await (await admin(`/admin/jobs/${id}`)).json()) as Record<string, unknown>,
+    ).toMatchObject({
+      state: "done",
+      lastError: null,
+      bundleFetched: true,
+      deliveredSinks: ["file"],
+    });
+    expect(done.id).toBe(id);
+
+    // Retrying a done job fetches and delivers it again from scratch.
+    const callsBefore = harness.simulator.stats().calls.kreditcheck;
+    expect((await admin(`/admin/jobs/${id}/retry`, { method: "POST" })).status).toBe(200);
+    await waitFor(
+      () => harness?.simulator.stats().calls.kreditcheck === callsBefore + 1,
+      "a new fetch",
+    );
+    await harness.waitForJob(id, "done");
+    expect((await admin(`/admin/jobs/${id}/retry`, { method: "PUT" })).status).toBe(404);
+    expect((await admin("/admin/jobs/no-such-job")).status).toBe(404);
+  });
+
+  it("fetches one check directly without enqueueing it, and replays a callback", async () => {
+    harness = await startHarness({ service: { worker: false } });
+    const fetched = await admin("/admin/checks/fetch", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ processToken: "pt-direct", kreditCheckId: "kc-direct" }),
+    });
+    expect(fetched.status).toBe(200);
+    const bundle = (await fetched.json()) as {
+      kreditCheck: unknown;
+      dacReports: Record<string, unknown>;
+    };
+    expect(bundle.kreditCheck).toBeTruthy();
+    expect(Object.keys(bundle.dacReports)).toHaveLength(3);
+    expect(await harness.service.inbox.list({ limit: 10 })).toEqual([]);
+
+    const badFetch = await admin("/admin/checks/fetch", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ processToken: "../etc", kreditCheckId: "x" }),
+    });
+    expect(badFetch.status).toBe(400);
+
+    const replayed = await admin("/admin/callbacks", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(makeCallback()),
+    });
+    expect(replayed.status).toBe(202);
+    expect(await harness.service.inbox.list({ limit: 10 })).toHaveLength(1);
+  });
+});
+
+describe("npm run cli", () => {
+  it("lists jobs, shows one, replays a file and fetches a check over the admin API", async () => {
+    const harness = await startHarness({
+      env: { ADMIN_TOKEN: "cli-token-123" },
+      service: { worker: false },
+    });
+    const cli = (...args: string[]) =>
+      run(process.execPath, ["--import", "tsx", "src/cli.ts", ...args], {
+        env: { ...process.env, ADMIN_URL: harness.service.adminUrl, ADMIN_TOKEN: "cli-token-123" },
+      });
+    try {
+      const file = join(harness.dir, "callback.json");
+      const callback = makeCallback();
+      await writeFile(file, JSON.stringify(callback));
+      const replayed = JSON.parse((await cli("replay", file)).stdout) as {
+        id: string;
+        duplicate: boolean;
+      };
+      expect(replayed.duplicate).toBe(false);
+
+      const listed = JSON.parse((await cli("jobs", "--state", "pending")).stdout) as {
+        jobs: { id: string }[];
+      };
+      expect(listed.jobs.map((job) => job.id)).toEqual([replayed.id]);
+      const shown = JSON.parse((await cli("job", replayed.id)).stdout) as { kreditCheckId: string };
+      expect(shown.kreditCheckId).toBe(callback.kreditCheckId);
+
+      const fetched = JSON.parse(
+        (await cli("fetch", "--process-token", "pt-cli", "--kreditcheck-id", "kc-cli")).stdout,
+      ) as { callback: { kreditCheckId: string } };
+      expect(fetched.callback.kreditCheckId).toBe("kc-cli");
+
+      const help = await cli("jobs", "--help");
+      expect(help.stdout).toContain("--state");
+      await expect(cli("job", "nope")).rejects.toMatchObject({
+        code: 2,
+        stderr: expect.stringContaining("404"),
+      });
+    } finally {
+      await harness.close();
+    }
+  });
+});

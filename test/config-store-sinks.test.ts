@@ -1,0 +1,72 @@
+import { describe, expect, it } from "vitest";
+import { ConfigError, loadConfig } from "../src/config.js";
+
+const base = { FINAPI_CLIENT_ID: "id", FINAPI_CLIENT_SECRET: "secret" };
+
+function problemsOf(env: Record<string, string>): string[] {
+  try {
+    loadConfig({ ...base, ...env });
+  } catch (error) {
+    if (error instanceof ConfigError) return error.problems;
+    throw error;
+  }
+  return [];
+}
+
+describe("configuration of the store and the sinks", () => {
+  it("accepts sqlite:, postgres:// and postgresql:// store URLs and nothing else", () => {
+    expect(loadConfig({ ...base, STORE_URL: "postgres://u@h/db" }).store.kind).toBe("postgres");
+    expect(loadConfig({ ...base, STORE_URL: "postgresql://u@h/db" }).store.kind).toBe("postgres");
+    expect(loadConfig({ ...base, STORE_URL: "sqlite:./x.db" }).store).toMatchObject({
+      kind: "sqlite",
+      sqlitePath: "./x.db",
+    });
+    expect(problemsOf({ STORE_URL: "mysql://h/db" })).toEqual([
+      expect.stringMatching(/^STORE_URL: must be sqlite:<path> or postgres:\/\//),
+    ]);
+  });
+
+  it("stops at an unknown sink name, naming SINKS and the known ones", () => {
+    expect(problemsOf({ SINKS: "file,kafka" })).toEqual([
+      'SINKS: unknown sink "kafka" (known: file, stdout, http, postgres, module:<path>)',
+    ]);
+    expect(problemsOf({ SINKS: "file,file" })).toEqual(['SINKS: "file" is listed twice']);
+  });
+
+  it("asks for the http sink's URL and secret when SINKS names http", () => {
+    expect(problemsOf({ SINKS: "http" })).toEqual([
+      "HTTP_SINK_URL is required when SINKS names http",
+      expect.stringContaining("HTTP_SINK_SECRET is required"),
+    ]);
+  });
+
+  it("writes the postgres sink into the PostgreSQL store unless POSTGRES_SINK_URL says otherwise", () => {
+    expect(problemsOf({ SINKS: "postgres" })).toEqual([
+      expect.stringContaining("POSTGRES_SINK_URL is required when SINKS names postgres"),
+    ]);
+    const shared = loadConfig({
+      ...base,
+      SINKS: "postgres",
+      STORE_URL: "postgres://u@h/db",
+      PG_SCHEMA: "kc",
+    });
+    expect(shared.sinks.postgres).toEqual({ url: "postgres://u@h/db", schema: "kc" });
+    const own = loadConfig({
+      ...base,
+      SINKS: "postgres",
+      POSTGRES_SINK_URL: "postgres://u@other/db",
+    });
+    expect(own.sinks.postgres?.url).toBe("postgres://u@other/db");
+  });
+
+  it("fetches no documents by default and refuses unknown document names", () => {
+    expect(loadConfig(base).documents).toEqual([]);
+    expect(loadConfig({ ...base, FETCH_DOCUMENTS: "account_pdf, dac_zip" }).documents).toEqual([
+      "account_pdf",
+      "dac_zip",
+    ]);
+    expect(problemsOf({ FETCH_DOCUMENTS: "account_pdf,statement" })).toEqual([
+      'FETCH_DOCUMENTS: unknown document "statement" (known: account_pdf, dac_zip)',
+    ]);
+  });
+});

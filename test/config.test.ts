@@ -1,0 +1,118 @@
+import { describe, expect, it } from "vitest";
+import { ConfigError, loadConfig } from "../src/config.js";
+
+const credentials = { FINAPI_CLIENT_ID: "id", FINAPI_CLIENT_SECRET: "secret" };
+
+function problemsOf(env: Record<string, string>): string[] {
+  try {
+    loadConfig(env);
+  } catch (error) {
+    if (error instanceof ConfigError) return error.problems;
+    throw error;
+  }
+  throw new Error("expected a ConfigError");
+}
+
+describe("loadConfig", () => {
+  it("needs only the client credentials; everything else has a working default", () => {
+    const config = loadConfig(credentials);
+    expect(config.http).toMatchObject({ port: 3000, callbackPath: "/callbacks/kreditcheck" });
+    expect(config.store.url).toBe("sqlite:./data/receiver.db");
+    expect(config.worker).toMatchObject({ leaseMs: 30_000, concurrency: 4, maxAttempts: 10 });
+    expect(config.finapi.notFoundGraceMs).toBe(600_000);
+    expect(config.finapi.tokenUrl).toBe("https://sandbox.finapi.io/api/v2/oauth/token");
+    expect(config.sinks).toEqual({ names: ["file"], fileDir: "./data/results" });
+  });
+
+  it("names every missing or bad variable at once", () => {
+    const problems = problemsOf({
+      PORT: "seventy",
+      WORKER_CONCURRENCY: "0",
+      FINAPI_DI_URL: "ftp://x",
+    });
+    const named = problems.map((problem) => problem.split(":")[0]);
+    expect(named).toEqual(
+      expect.arrayContaining([
+        "PORT",
+        "WORKER_CONCURRENCY",
+        "FINAPI_DI_URL",
+        "FINAPI_CLIENT_ID is required",
+        "FINAPI_CLIENT_SECRET is required",
+      ]),
+    );
+  });
+
+  it("selects the live presets and says which of them are unconfirmed", () => {
+    const config = loadConfig({ ...credentials, FINAPI_ENV: "live" });
+    expect(config.finapi.processctrlUrl).toBe(
+      "https://di-processctl-finapi-general-live.finapi.io/api/v1",
+    );
+    expect(config.finapi.diUrl).toBe("https://di-live.finapi.io/api/v1");
+    expect(config.finapi.unconfirmed.join(" ")).toMatch(/FINAPI_PROCESSCTRL_URL.*FINAPI_DI_URL/);
+  });
+
+  it("lets each URL be overridden, and then does not warn about its preset", () => {
+    const config = loadConfig({
+      ...credentials,
+      FINAPI_ENV: "live",
+      FINAPI_PROCESSCTRL_URL: "http://127.0.0.1:9/processctrl/api/v1/",
+      FINAPI_DI_URL: "http://127.0.0.1:9/di/api/v1",
+      FINAPI_TOKEN_URL: "http://127.0.0.1:9/oauth/token",
+    });
+    expect(config.finapi.processctrlUrl).toBe("http://127.0.0.1:9/processctrl/api/v1");
+    expect(config.finapi.tokenUrl).toBe("http://127.0.0.1:9/oauth/token");
+    expect(config.finapi.unconfirmed.some((name) => name.startsWith("FINAPI_DI_URL"))).toBe(false);
+  });
+
+  it("treats empty values as unset, as a .env file with KEY= means", () => {
+    expect(loadConfig({ ...credentials, PORT: "", FINAPI_TOKEN_URL: "" }).http.port).toBe(3000);
+  });
+
+  it("rejects a result path without its placeholders", () => {
+    expect(problemsOf({ ...credentials, FINAPI_KREDITCHECK_PATH: "/checks/x" })[0]).toMatch(
+      /^FINAPI_KREDITCHECK_PATH/,
+    );
+  });
+
+  it("refuses numbers that are not plain whole decimals, and inverted backoff bounds", () => {
+    const problems = problemsOf({
+      ...credentials,
+      PORT: " ",
+      ADMIN_PORT: "0x50",
+      LEASE_MS: "1e4",
+      BACKOFF_BASE_MS: "5000",
+      BACKOFF_MAX_MS: "1000",
+    });
+    expect(problems.map((problem) => problem.split(":")[0])).toEqual(
+      expect.arrayContaining(["PORT", "ADMIN_PORT", "LEASE_MS"]),
+    );
+    expect(
+      problemsOf({ ...credentials, BACKOFF_BASE_MS: "5000", BACKOFF_MAX_MS: "1000" })[0],
+    ).toMatch(/^BACKOFF_BASE_MS/);
+  });
+
+  it("refuses addresses an operator would misread (octal, short forms) and proxy settings Express cannot use", () => {
+    expect(problemsOf({ ...credentials, ALLOWED_CIDRS: "192.168.010.0/24" })[0]).toMatch(
+      /^ALLOWED_CIDRS/,
+    );
+    expect(problemsOf({ ...credentials, ALLOWED_CIDRS: "10.1" })[0]).toMatch(/^ALLOWED_CIDRS/);
+    expect(problemsOf({ ...credentials, TRUST_PROXY: "0.0.0.0/0" })[0]).toMatch(/^TRUST_PROXY/);
+    expect(loadConfig({ ...credentials, TRUST_PROXY: "loopback,10.0.0.0/8" }).http.trustProxy).toBe(
+      "loopback,10.0.0.0/8",
+    );
+    expect(loadConfig({ ...credentials, TRUST_PROXY: "2" }).http.trustProxy).toBe(2);
+  });
+
+  it("refuses an admin API open beyond this machine without ADMIN_TOKEN, and a bare / as callback path", () => {
+    expect(problemsOf({ ...credentials, ADMIN_HOST: "0.0.0.0" })[0]).toMatch(/^ADMIN_TOKEN/);
+    expect(
+      loadConfig({ ...credentials, ADMIN_HOST: "0.0.0.0", ADMIN_TOKEN: "long-enough" }).admin.host,
+    ).toBe("0.0.0.0");
+    expect(problemsOf({ ...credentials, CALLBACK_PATH: "/" })[0]).toMatch(/^CALLBACK_PATH/);
+  });
+
+  it("returns a frozen config", () => {
+    const config = loadConfig(credentials);
+    expect(Object.isFrozen(config.finapi)).toBe(true);
+  });
+});

@@ -1,0 +1,116 @@
+import { afterEach, describe, expect, it } from "vitest";
+import { ReceiverError } from "../../src/errors.js";
+import { ClientCredentialsTokenProvider } from "../../src/finapi/token.js";
+import { createTransport } from "../../src/http-transport.js";
+import {
+  type RunningSimulator,
+  type SimulatorOptions,
+  startSimulator,
+} from "../../src/simulator/server.js";
+import { captureLogs } from "../support/log-capture.js";
+
+describe("ClientCredentialsTokenProvider against the simulated finAPI Access", () => {
+  let simulator: RunningSimulator | undefined;
+  afterEach(async () => {
+    await simulator?.close();
+    simulator = undefined;
+  });
+
+  async function provider(
+    simOptions: SimulatorOptions = {},
+    overrides: { refreshMarginMs?: number; clientSecret?: string; clock?: () => number } = {},
+  ) {
+    simulator = await startSimulator(simOptions);
+    const logs = captureLogs();
+    const tokens = new ClientCredentialsTokenProvider({
+      http: createTransport({ timeoutMs: 2000 }),
+      tokenUrl: simulator.tokenUrl,
+      clientId: simulator.clientId,
+      clientSecret: overrides.clientSecret ?? simulator.clientSecret,
+      refreshMarginMs: overrides.refreshMarginMs ?? 60_000,
+      logger: logs.logger,
+      clock: overrides.clock,
+    });
+    return { tokens, simulator, logs };
+  }
+
+  it("shares one request among many concurrent callers", async () => {
+    const { tokens, simulator } = await provider({ latencyMs: 50 });
+    const results = await Promise.all(Array.from({ length: 50 }, () => tokens.getToken()));
+    expect(new Set(results).size).toBe(1);
+    expect(simulator.stats().calls.token).toBe(1);
+  });
+
+  it("serves the cached token until the refresh margin, then asks again", async () => {
+    let now = 1_000_000;
+    const { tokens, simulator } = await provider({}, { clock: () => now, refreshMarginMs: 60_000 });
+    await tokens.getToken();
+    now += 3600_000 - 61_000; // still outside the margin
+    await tokens.getToken();
+    expect(simulator.stats().calls.token).toBe(1);
+    now += 2_000; // inside the margin
+    await tokens.getToken();
+    expect(simulator.stats().calls.token).toBe(2);
+  });
+
+  it("uses a short-lived token until it really expires instead of asking in a loop", async () => {
+    // finAPI hands back the same token with only its remaining lifetime: shorter than the margin.
+    const { tokens, simulator } = await provider(
+      { tokenLifetimeSec: 2 },
+      { refreshMarginMs: 60_000 },
+    );
+    const first = await tokens.getToken();
+    for (let i = 0; i < 20; i++) expect(await tokens.getToken()).toBe(first);
+    expect(simulator.stats().calls.token).toBe(1);
+  });
+
+  it("never refreshes a token that finAPI says never expires (expires_in 0)", async () => {
+    let now = 0;
+    const { tokens, simulator } = await provider({ tokenLifetimeSec: 0 }, { clock: () => now });
+    await tokens.getToken();
+    now += 365 * 24 * 3600_000;
+    await tokens.getToken();
+    expect(simulator.stats().calls.token).toBe(1);
+  });
+
+  it("drops a token a data call found rejected, and only that token", async () => {
+    const { tokens, simulator } = await provider();
+    const first = await tokens.getToken();
+    tokens.invalidate("some-other-token");
+    expect(await tokens.getToken()).toBe(first);
+    simulator.revokeToken();
+    tokens.invalidate(first);
+    const second = await tokens.getToken();
+    expect(second).not.toBe(first);
+    expect(simulator.stats().calls.token).toBe(2);
+  });
+
+  it("fails permanently on bad credentials, naming the variables to check, and never logs the secret", async () => {
+    const { tokens, logs } = await provider({}, { clientSecret: "definitely-wrong-secret" });
+    const error = await tokens.getToken().catch((thrown: unknown) => thrown);
+    expect(error).toBeInstanceOf(ReceiverError);
+    expect(error).toMatchObject({ code: "finapi_auth_failed", retryable: false });
+    expect((error as ReceiverError).describe()).toContain("FINAPI_CLIENT_SECRET");
+    expect(logs.text()).not.toContain("definitely-wrong-secret");
+  });
+
+  it("reports an unavailable token endpoint as retryable, and the next call tries again", async () => {
+    const { tokens, simulator } = await provider();
+    simulator.failNext("token", 1, 503);
+    await expect(tokens.getToken()).rejects.toMatchObject({
+      code: "finapi_token_unavailable",
+      retryable: true,
+    });
+    await expect(tokens.getToken()).resolves.toEqual(expect.any(String));
+    expect(simulator.stats().calls.token).toBe(2);
+  });
+
+  it("keeps using the old token while it is valid when an early refresh fails", async () => {
+    let now = 1_000_000;
+    const { tokens, simulator } = await provider({}, { clock: () => now });
+    const first = await tokens.getToken();
+    now += 3600_000 - 30_000; // inside the margin, not expired
+    simulator.failNext("token", 1, 503);
+    expect(await tokens.getToken()).toBe(first);
+  });
+});

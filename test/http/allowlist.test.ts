@@ -1,0 +1,31 @@
+import { describe, expect, it } from "vitest";
+import { isAllowed, parseCidrList } from "../../src/http/allowlist.js";
+
+describe("parseCidrList / isAllowed", () => {
+  it("matches IPv4 and IPv6 networks and single addresses", () => {
+    const ranges = parseCidrList("10.0.0.0/8, 192.168.1.7, 2001:db8::/32");
+    expect(isAllowed(ranges, "10.20.30.40")).toBe(true);
+    expect(isAllowed(ranges, "192.168.1.7")).toBe(true);
+    expect(isAllowed(ranges, "192.168.1.8")).toBe(false);
+    expect(isAllowed(ranges, "2001:db8::1")).toBe(true);
+    expect(isAllowed(ranges, "2001:db9::1")).toBe(false);
+  });
+
+  it("matches an IPv4-mapped IPv6 address against its IPv4 form, and the other way round", () => {
+    expect(isAllowed(parseCidrList("10.0.0.1"), "::ffff:10.0.0.1")).toBe(true);
+    expect(isAllowed(parseCidrList("::ffff:10.0.0.0/104"), "10.0.0.9")).toBe(true);
+    expect(isAllowed(parseCidrList("10.0.0.1"), "::ffff:10.0.0.2")).toBe(false);
+  });
+
+  it("lets everyone in only when told so explicitly", () => {
+    const everyone = parseCidrList("0.0.0.0/0,::/0");
+    expect(isAllowed(everyone, "203.0.113.9")).toBe(true);
+    expect(isAllowed(everyone, "2a00:1450::1")).toBe(true);
+  });
+
+  it("refuses what is not an address", () => {
+    expect(isAllowed(parseCidrList("0.0.0.0/0"), undefined)).toBe(false);
+    expect(isAllowed(parseCidrList("0.0.0.0/0"), "not-an-ip")).toBe(false);
+    expect(() => parseCidrList("10.0.0.0/8,nonsense")).toThrow(/nonsense/);
+  });
+});

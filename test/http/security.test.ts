@@ -1,0 +1,209 @@
+import { afterEach, describe, expect, it } from "vitest";
+import { ConfigError, loadConfig } from "../../src/config.js";
+import { type Harness, makeCallback, startHarness } from "../support/harness.js";
+import { rawPost } from "../support/raw-post.js";
+import { simulatorToken } from "../support/simulator-token.js";
+import { waitFor } from "../support/wait-for.js";
+
+describe("who may send callbacks", () => {
+  let harness: Harness | undefined;
+  afterEach(async () => {
+    await harness?.close();
+    harness = undefined;
+  });
+
+  const stored = async () => (await (harness as Harness).service.inbox.list({ limit: 100 })).length;
+  const callbackUrl = () => `${harness?.service.url}${harness?.config.http.callbackPath}`;
+
+  it("refuses an address outside ALLOWED_CIDRS with 403, stores nothing and logs the address", async () => {
+    harness = await startHarness({
+      env: { ALLOWED_CIDRS: "127.0.0.1/32" },
+      service: { worker: false },
+    });
+    const refused = await rawPost(callbackUrl(), JSON.stringify(makeCallback()), {
+      localAddress: "127.0.0.2",
+    });
+    expect(refused.status).toBe(403);
+    expect(JSON.parse(refused.body)).toEqual({ error: "forbidden", details: expect.any(Array) });
+    expect(await stored()).toBe(0);
+    expect(harness.logs.lines().find((line) => line.remoteAddress === "127.0.0.2")).toBeDefined();
+
+    const accepted = await rawPost(callbackUrl(), JSON.stringify(makeCallback()), {
+      localAddress: "127.0.0.1",
+    });
+    expect(accepted.status).toBe(202);
+    expect(await stored()).toBe(1);
+  });
+
+  it("ignores X-Forwarded-For unless TRUST_PROXY is set, so an allowed address cannot be spoofed", async () => {
+    harness = await startHarness({
+      env: { ALLOWED_CIDRS: "127.0.0.1/32" },
+      service: { worker: false },
+    });
+    const spoofed = await rawPost(callbackUrl(), JSON.stringify(makeCallback()), {
+      localAddress: "127.0.0.2",
+      headers: { "X-Forwarded-For": "127.0.0.1" },
+    });
+    expect(spoofed.status).toBe(403);
+    expect(await stored()).toBe(0);
+  });
+
+  it("believes X-Forwarded-For from a trusted proxy", async () => {
+    harness = await startHarness({
+      env: { ALLOWED_CIDRS: "198.51.100.0/24", TRUST_PROXY: "127.0.0.1/32" },
+      service: { worker: false },
+    });
+    const viaProxy = (forwardedFor: string) =>
+      rawPost(callbackUrl(), JSON.stringify(makeCallback()), {
+        localAddress: "127.0.0.1",
+        headers: { "X-Forwarded-For": forwardedFor },
+      });
+    expect((await viaProxy("198.51.100.7")).status).toBe(202);
+    expect((await viaProxy("203.0.113.7")).status).toBe(403);
+  });
+
+  it("allows only loopback by default", () => {
+    expect(loadConfig({ FINAPI_CLIENT_ID: "a", FINAPI_CLIENT_SECRET: "b" }).http.allowedCidrs).toBe(
+      "127.0.0.0/8,::1/128",
+    );
+  });
+
+  it("refuses to start in production without an explicit ALLOWED_CIDRS", () => {
+    const start = () =>
+      loadConfig({ NODE_ENV: "production", FINAPI_CLIENT_ID: "a", FINAPI_CLIENT_SECRET: "b" });
+    expect(start).toThrow(ConfigError);
+    expect(start).toThrow(/ALLOWED_CIDRS/);
+    expect(
+      loadConfig({
+        NODE_ENV: "production",
+        ALLOWED_CIDRS: "0.0.0.0/0,::/0",
+        FINAPI_CLIENT_ID: "a",
+        FINAPI_CLIENT_SECRET: "b",
+      }).http.allowedCidrs,
+    ).toBe("0.0.0.0/0,::/0");
+  });
+});
+
+describe("CALLBACK_SECRET", () => {
+  let harness: Harness | undefined;
+  afterEach(async () => {
+    await harness?.close();
+    harness = undefined;
+  });
+
+  it("requires the secret as the last path segment or as the Basic password, and never logs it", async () => {
+    harness = await startHarness({ env: { CALLBACK_SECRET: "s3cr3t" } });
+    const base = `${harness.service.url}${harness.config.http.callbackPath}`;
+    const body = () => JSON.stringify(makeCallback());
+
+    expect((await rawPost(base, body())).status).toBe(401);
+    expect((await rawPost(`${base}/wrong`, body())).status).toBe(401);
+    const basicWrong = `Basic ${Buffer.from("finapi:nope").toString("base64")}`;
+    expect((await rawPost(base, body(), { headers: { Authorization: basicWrong } })).status).toBe(
+      401,
+    );
+    // Bad input behind a wrong secret is still 401: nothing is read before the secret.
+    expect((await rawPost(`${base}/wrong`, "{broken")).status).toBe(401);
+
+    const viaPath = makeCallback();
+    expect((await rawPost(`${base}/s3cr3t`, JSON.stringify(viaPath))).status).toBe(202);
+    const basic = `Basic ${Buffer.from("finapi:s3cr3t").toString("base64")}`;
+    expect((await rawPost(base, body(), { headers: { Authorization: basic } })).status).toBe(202);
+    // A rejected body on the secret URL is logged with the path redacted, in any letter case.
+    expect((await rawPost(`${base}/s3cr3t`, "{broken")).status).toBe(400);
+    expect(
+      (await rawPost(`${base.toUpperCase().replace("HTTP://", "http://")}/s3cr3t`, "{broken"))
+        .status,
+    ).toBe(400);
+    expect(
+      (await rawPost(`${base}/s3cr3t`, JSON.stringify({ pad: "x".repeat(70_000) }))).status,
+    ).toBe(413);
+
+    await harness.waitForBundle(String(viaPath.kreditCheckId));
+    const logs = harness.logs.text();
+    expect(logs).toContain("[redacted]");
+    expect(logs).not.toContain("s3cr3t");
+    expect(logs).not.toContain(harness.simulator.clientSecret);
+  });
+
+  it("is not a route when no secret is configured", async () => {
+    harness = await startHarness({ service: { worker: false } });
+    const response = await rawPost(
+      `${harness.service.url}${harness.config.http.callbackPath}/anything`,
+      JSON.stringify(makeCallback()),
+    );
+    expect(response.status).toBe(404);
+  });
+});
+
+describe("the public port", () => {
+  it("serves only the callback route, with security headers and without x-powered-by", async () => {
+    const harness = await startHarness({ service: { worker: false } });
+    try {
+      const response = await rawPost(
+        `${harness.service.url}${harness.config.http.callbackPath}`,
+        JSON.stringify(makeCallback()),
+      );
+      expect(response.headers["x-powered-by"]).toBeUndefined();
+      expect(response.headers["x-content-type-options"]).toBe("nosniff");
+      expect(response.headers["cache-control"]).toBe("no-store");
+      for (const path of ["/healthz", "/readyz", "/metrics", "/admin/jobs"]) {
+        expect((await fetch(`${harness.service.url}${path}`)).status, path).toBe(404);
+      }
+    } finally {
+      await harness.close();
+    }
+  });
+});
+
+describe("secrets in logs", () => {
+  it("never writes the client secret or the access token when finAPI cannot be reached", async () => {
+    const harness = await startHarness({
+      env: { FINAPI_RETRIES: "0", FINAPI_TOKEN_URL: "http://127.0.0.1:1/oauth/token" },
+    });
+    try {
+      await harness.post(makeCallback());
+      await waitFor(
+        () => harness.logs.text().includes("finAPI token request failed"),
+        "a failed token request",
+      );
+      expect(harness.logs.text()).not.toContain(harness.simulator.clientSecret);
+    } finally {
+      await harness.close();
+    }
+    const unreachable = await startHarness({
+      env: { FINAPI_RETRIES: "0", FINAPI_PROCESSCTRL_URL: "http://127.0.0.1:1/api/v1" },
+    });
+    try {
+      await unreachable.post(makeCallback());
+      await waitFor(
+        () => unreachable.logs.text().includes("finAPI call failed"),
+        "a failed data call",
+      );
+      const token = await simulatorToken(unreachable.simulator);
+      expect(unreachable.logs.text()).not.toContain(token);
+      expect(unreachable.logs.text()).not.toMatch(/Bearer [A-Za-z0-9]/);
+    } finally {
+      await unreachable.close();
+    }
+  });
+
+  it("never writes the client secret, an access token or an Authorization header", async () => {
+    const harness = await startHarness({ env: { LOG_LEVEL: "trace", FINAPI_RETRIES: "0" } });
+    try {
+      harness.simulator.failNext("kreditcheck", 1, 401);
+      const callback = makeCallback();
+      await harness.post(callback, { Authorization: "Bearer caller-supplied-token" });
+      await harness.waitForBundle(String(callback.kreditCheckId));
+      const token = await simulatorToken(harness.simulator);
+      const logs = harness.logs.text();
+      expect(logs.length).toBeGreaterThan(1000);
+      expect(logs).not.toContain(harness.simulator.clientSecret);
+      expect(logs).not.toContain(token);
+      expect(logs).not.toContain("caller-supplied-token");
+      expect(logs).not.toMatch(/Bearer [A-Za-z0-9]/);
+    } finally {
+      await harness.close();
+    }
+  });
+});

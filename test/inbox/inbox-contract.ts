@@ -1,0 +1,271 @@
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import type { Callback } from "../../src/callback.js";
+import { type Inbox, LeaseLostError, StoreUnavailableError } from "../../src/inbox/inbox.js";
+
+/** One store under test; every `open` is a new inbox instance on the same data. */
+export interface InboxFixture {
+  open(): Promise<Inbox>;
+  /** Moves the store's notion of time forward (a fake clock, or timestamps backdated in SQL). */
+  advance(ms: number): Promise<void>;
+  /** The store's current time, for `runAt` values. */
+  now(): number;
+  dispose(failed: boolean): Promise<void>;
+}
+
+let counter = 0;
+function callback(overrides: Partial<Callback> = {}): Callback {
+  counter += 1;
+  return {
+    processToken: `pt-${process.pid}-${counter}`,
+    kreditCheckId: `kc-${process.pid}-${counter}`,
+    status: "SUCCESSFUL",
+    clientReference: `CU-${counter}`,
+    errorMessage: null,
+    ...overrides,
+  };
+}
+
+const LEASE_MS = 30_000;
+
+/** The Inbox port's promises, run against every adapter. */
+export function defineInboxContract(name: string, createFixture: () => Promise<InboxFixture>) {
+  describe(`${name}: the Inbox contract`, () => {
+    let fixture: InboxFixture;
+    let inbox: Inbox;
+    let failed = false;
+    const opened: Inbox[] = [];
+    const open = async () => {
+      const instance = await fixture.open();
+      opened.push(instance);
+      return instance;
+    };
+
+    beforeEach(async ({ onTestFailed }) => {
+      failed = false;
+      onTestFailed(() => {
+        failed = true;
+      });
+      fixture = await createFixture();
+      inbox = await open();
+    });
+    afterEach(async () => {
+      await Promise.allSettled(opened.splice(0).map((instance) => instance.close()));
+      await fixture.dispose(failed);
+    });
+
+    it("stores a callback as a pending job and answers a second one with the same ids as a duplicate", async () => {
+      const first = callback();
+      const stored = await inbox.enqueue(first, new Date(fixture.now()));
+      expect(stored.duplicate).toBe(false);
+      const again = await inbox.enqueue({ ...first, clientReference: "changed" }, new Date());
+      expect(again).toEqual({ id: stored.id, duplicate: true });
+      const job = await inbox.get(stored.id);
+      expect(job).toMatchObject({
+        processToken: first.processToken,
+        kreditCheckId: first.kreditCheckId,
+        callback: first,
+        state: "pending",
+        attempts: 0,
+        lockedBy: null,
+      });
+      expect(await inbox.countByState()).toEqual({ pending: 1, running: 0, done: 0, dead: 0 });
+    });
+
+    it("deduplicates the same callback arriving twice in one batch", async () => {
+      const same = callback();
+      const results = await Promise.all([
+        inbox.enqueue(same, new Date()),
+        inbox.enqueue(same, new Date()),
+        inbox.enqueue(callback(), new Date()),
+      ]);
+      expect(results[0]?.id).toBe(results[1]?.id);
+      expect(results.map((result) => result.duplicate)).toEqual([false, true, false]);
+      expect((await inbox.countByState()).pending).toBe(2);
+    });
+
+    it("stores 200 concurrent enqueues, each once", async () => {
+      const callbacks = Array.from({ length: 200 }, () => callback());
+      const results = await Promise.all(callbacks.map((each) => inbox.enqueue(each, new Date())));
+      expect(new Set(results.map((result) => result.id)).size).toBe(200);
+      expect(results.every((result) => !result.duplicate)).toBe(true);
+      expect((await inbox.countByState()).pending).toBe(200);
+    });
+
+    it("tells onEnqueued listeners once a job is stored", async () => {
+      let calls = 0;
+      const unsubscribe = inbox.onEnqueued(() => {
+        calls += 1;
+      });
+      await inbox.enqueue(callback(), new Date());
+      expect(calls).toBeGreaterThanOrEqual(1);
+      unsubscribe();
+    });
+
+    it("claims a due job with owner, lease and a counted attempt", async () => {
+      const { id } = await inbox.enqueue(callback(), new Date());
+      const before = fixture.now();
+      const [job] = await inbox.claim("worker-a", 10, LEASE_MS);
+      expect(job).toMatchObject({ id, state: "running", lockedBy: "worker-a", attempts: 1 });
+      const leaseEnds = job?.lockedUntil?.getTime() ?? 0;
+      expect(leaseEnds).toBeGreaterThanOrEqual(before + LEASE_MS - 1000);
+      expect(leaseEnds).toBeLessThanOrEqual(fixture.now() + LEASE_MS + 1000);
+      expect((await inbox.get(id))?.state).toBe("running");
+    });
+
+    it("claims no more than the limit, oldest first", async () => {
+      const ids: string[] = [];
+      for (let index = 0; index < 3; index++) {
+        ids.push((await inbox.enqueue(callback(), new Date())).id);
+        await fixture.advance(10);
+      }
+      const claimed = await inbox.claim("worker-a", 2, LEASE_MS);
+      expect(claimed.map((job) => job.id)).toEqual(ids.slice(0, 2));
+    });
+
+    it("does not hand a leased job to another worker until the lease expires", async () => {
+      const { id } = await inbox.enqueue(callback(), new Date());
+      await inbox.claim("worker-a", 10, LEASE_MS);
+      expect(await inbox.claim("worker-b", 10, LEASE_MS)).toEqual([]);
+      await fixture.advance(LEASE_MS - 5000);
+      expect(await inbox.claim("worker-b", 10, LEASE_MS)).toEqual([]);
+      await fixture.advance(5001);
+      const [taken] = await inbox.claim("worker-b", 10, LEASE_MS);
+      expect(taken).toMatchObject({ id, lockedBy: "worker-b", attempts: 2 });
+    });
+
+    it("keeps a renewed lease past its first expiry", async () => {
+      const { id } = await inbox.enqueue(callback(), new Date());
+      await inbox.claim("worker-a", 10, LEASE_MS);
+      await fixture.advance(LEASE_MS - 1000);
+      await inbox.renew(id, "worker-a", LEASE_MS);
+      await fixture.advance(2000);
+      expect(await inbox.claim("worker-b", 10, LEASE_MS)).toEqual([]);
+    });
+
+    it("lets the old owner neither complete, retry, fail, renew nor release a job taken over after its lease expired", async () => {
+      const { id } = await inbox.enqueue(callback(), new Date());
+      await inbox.claim("worker-a", 10, LEASE_MS);
+      await fixture.advance(LEASE_MS + 1);
+      await inbox.claim("worker-b", 10, LEASE_MS);
+      const future = new Date(fixture.now() + 1000);
+      await expect(inbox.complete(id, "worker-a", {})).rejects.toBeInstanceOf(LeaseLostError);
+      await expect(inbox.retry(id, "worker-a", future, "x", {})).rejects.toBeInstanceOf(
+        LeaseLostError,
+      );
+      await expect(inbox.fail(id, "worker-a", "x", {})).rejects.toBeInstanceOf(LeaseLostError);
+      await expect(inbox.renew(id, "worker-a", LEASE_MS)).rejects.toBeInstanceOf(LeaseLostError);
+      await expect(inbox.release(id, "worker-a")).rejects.toBeInstanceOf(LeaseLostError);
+      expect((await inbox.get(id))?.lockedBy).toBe("worker-b");
+      await inbox.complete(id, "worker-b", { deliveredSinks: ["file"] });
+      const done = await inbox.get(id);
+      expect(done).toMatchObject({
+        state: "done",
+        lockedBy: null,
+        progress: { deliveredSinks: ["file"] },
+      });
+      expect(done?.finishedAt).toBeInstanceOf(Date);
+      await expect(inbox.complete(id, "worker-b", {})).rejects.toBeInstanceOf(LeaseLostError);
+    });
+
+    it("does not claim a retried job before its runAt, and keeps the error and the progress", async () => {
+      const { id } = await inbox.enqueue(callback(), new Date());
+      await inbox.claim("worker-a", 10, LEASE_MS);
+      const progress = { bundle: { kreditCheck: { b: 1, a: 2 } }, deliveredSinks: ["file"] };
+      await inbox.retry(
+        id,
+        "worker-a",
+        new Date(fixture.now() + 10_000),
+        "finapi_unavailable: 503",
+        progress,
+      );
+      const waiting = await inbox.get(id);
+      expect(waiting).toMatchObject({
+        state: "pending",
+        lockedBy: null,
+        lastError: "finapi_unavailable: 503",
+        progress,
+      });
+      expect(await inbox.claim("worker-b", 10, LEASE_MS)).toEqual([]);
+      await fixture.advance(10_001);
+      const [again] = await inbox.claim("worker-b", 10, LEASE_MS);
+      expect(again).toMatchObject({ id, attempts: 2, progress });
+      // Key order survives the store: the bundle is handed on as finAPI served it.
+      expect(JSON.stringify(again?.progress)).toBe(JSON.stringify(progress));
+    });
+
+    it("gives a released job back at once, refunding the attempt (shutdown is not a failure)", async () => {
+      const { id } = await inbox.enqueue(callback(), new Date());
+      await inbox.claim("worker-a", 10, LEASE_MS);
+      await inbox.release(id, "worker-a");
+      const [again] = await inbox.claim("worker-b", 10, LEASE_MS);
+      expect(again).toMatchObject({ id, attempts: 1, lockedBy: "worker-b" });
+    });
+
+    it("requeues a dead job with a fresh attempt budget, and nothing that is still pending", async () => {
+      const { id } = await inbox.enqueue(callback(), new Date());
+      await inbox.claim("worker-a", 10, LEASE_MS);
+      await inbox.fail(id, "worker-a", "finapi_forbidden: 403", {
+        bundle: { kreditCheck: null },
+        deliveredSinks: ["file"],
+      });
+      expect(await inbox.get(id)).toMatchObject({
+        state: "dead",
+        lastError: "finapi_forbidden: 403",
+      });
+      const before = fixture.now();
+      expect(await inbox.requeue(id)).toBe(true);
+      const requeued = await inbox.get(id);
+      expect(requeued).toMatchObject({
+        state: "pending",
+        attempts: 0,
+        finishedAt: null,
+        lastError: null,
+      });
+      // A fresh start: nothing saved is reused, and its age counts from now.
+      expect(Object.keys(requeued?.progress ?? {})).toEqual(["requeuedAt"]);
+      expect(requeued?.progress.requeuedAt).toBeGreaterThanOrEqual(before - 5000);
+      expect(await inbox.requeue(id)).toBe(false);
+      const [claimed] = await inbox.claim("worker-b", 10, LEASE_MS);
+      expect(claimed?.id).toBe(id);
+    });
+
+    it("counts and lists jobs by state", async () => {
+      const ids = [];
+      for (let index = 0; index < 4; index++)
+        ids.push((await inbox.enqueue(callback(), new Date())).id);
+      const [first, second] = await inbox.claim("worker-a", 2, LEASE_MS);
+      await inbox.complete(String(first?.id), "worker-a", {});
+      await inbox.fail(String(second?.id), "worker-a", "broken", {});
+      expect(await inbox.countByState()).toEqual({ pending: 2, running: 0, done: 1, dead: 1 });
+      expect((await inbox.list({ state: "dead", limit: 10 })).map((job) => job.id)).toEqual([
+        second?.id,
+      ]);
+      expect(await inbox.list({ limit: 3 })).toHaveLength(3);
+      expect((await inbox.list({ limit: 10 })).map((job) => job.id).sort()).toEqual(
+        [...ids].sort(),
+      );
+      expect(await inbox.get("00000000-0000-4000-8000-000000000000")).toBeNull();
+    });
+
+    it("answers ping while open and StoreUnavailableError once closed", async () => {
+      await expect(inbox.ping()).resolves.toBeUndefined();
+      await inbox.close();
+      await expect(inbox.ping()).rejects.toBeInstanceOf(StoreUnavailableError);
+      await expect(inbox.enqueue(callback(), new Date())).rejects.toBeInstanceOf(
+        StoreUnavailableError,
+      );
+      await expect(inbox.claim("worker-a", 1, LEASE_MS)).rejects.toBeInstanceOf(
+        StoreUnavailableError,
+      );
+    });
+
+    it("keeps every job and its dedupe key across close and reopen", async () => {
+      const first = callback();
+      const { id } = await inbox.enqueue(first, new Date());
+      await inbox.close();
+      const reopened = await open();
+      expect((await reopened.get(id))?.callback).toEqual(first);
+      expect(await reopened.enqueue(first, new Date())).toEqual({ id, duplicate: true });
+    });
+  });
+}

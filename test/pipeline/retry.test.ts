@@ -1,0 +1,78 @@
+import { describe, expect, it } from "vitest";
+import { ReceiverError } from "../../src/errors.js";
+import { backoffDelay, decideRetry, type RetryPolicy } from "../../src/pipeline/retry.js";
+
+const policy: RetryPolicy = { maxAttempts: 5, maxAgeMs: 3_600_000, baseMs: 1000, maxMs: 60_000 };
+const retryable = new ReceiverError("finAPI is unavailable (503).", {
+  code: "finapi_unavailable",
+  retryable: true,
+});
+
+describe("backoffDelay", () => {
+  it("grows exponentially: the largest draw doubles with each attempt", () => {
+    expect(backoffDelay(1, policy, undefined, () => 0.999)).toBe(1000); // floored at baseMs
+    expect(backoffDelay(2, policy, undefined, () => 0.999)).toBe(1998);
+    expect(backoffDelay(3, policy, undefined, () => 0.999)).toBe(3996);
+    expect(backoffDelay(5, policy, undefined, () => 0.999)).toBe(15984);
+  });
+
+  it("is capped at maxMs however many attempts", () => {
+    expect(backoffDelay(40, policy, undefined, () => 0.999)).toBeLessThanOrEqual(policy.maxMs);
+  });
+
+  it("never goes below baseMs, so unlucky draws cannot make a tight loop", () => {
+    expect(backoffDelay(6, policy, undefined, () => 0)).toBe(policy.baseMs);
+  });
+
+  it("spreads retries with full jitter", () => {
+    const draws = new Set(
+      Array.from({ length: 50 }, (_, i) => backoffDelay(8, policy, undefined, () => i / 50)),
+    );
+    expect(draws.size).toBeGreaterThan(40);
+  });
+
+  it("waits at least as long as Retry-After says", () => {
+    expect(backoffDelay(1, policy, 30_000, () => 0)).toBe(30_000);
+  });
+});
+
+describe("decideRetry", () => {
+  const receivedAt = new Date(0);
+
+  it("schedules a retryable failure after the backoff", () => {
+    const decision = decideRetry(retryable, { attempts: 1, receivedAt }, policy, 10_000, () => 0.5);
+    expect(decision).toEqual({ action: "retry", runAt: new Date(11_000), delayMs: 1000 });
+  });
+
+  it("gives up at once on a permanent failure, keeping its cause and fix", () => {
+    const forbidden = new ReceiverError("finAPI refused access to the result (403).", {
+      code: "finapi_forbidden",
+      retryable: false,
+      fix: "ask for data_intelligence:manager",
+    });
+    const decision = decideRetry(forbidden, { attempts: 1, receivedAt }, policy, 0);
+    expect(decision).toEqual({
+      action: "dead",
+      reason: expect.stringContaining("data_intelligence:manager"),
+    });
+  });
+
+  it("gives up after MAX_ATTEMPTS, naming the last error", () => {
+    const decision = decideRetry(retryable, { attempts: 5, receivedAt }, policy, 0);
+    expect(decision.action).toBe("dead");
+    expect(decision.action === "dead" && decision.reason).toMatch(
+      /gave up after 5 attempts.*finapi_unavailable/,
+    );
+  });
+
+  it("gives up when the next attempt would be older than JOB_MAX_AGE_MS", () => {
+    const decision = decideRetry(
+      retryable,
+      { attempts: 1, receivedAt },
+      policy,
+      policy.maxAgeMs - 10,
+      () => 0.5,
+    );
+    expect(decision.action === "dead" && decision.reason).toMatch(/JOB_MAX_AGE_MS/);
+  });
+});

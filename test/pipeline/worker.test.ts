@@ -1,0 +1,80 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { SqliteInbox } from "../../src/inbox/sqlite/sqlite-inbox.js";
+import type { CheckRun } from "../../src/pipeline/process-check.js";
+import { Worker } from "../../src/pipeline/worker.js";
+import { makeCallback } from "../support/harness.js";
+import { captureLogs } from "../support/log-capture.js";
+import { waitFor } from "../support/wait-for.js";
+
+describe("Worker", () => {
+  let dir: string;
+  let now: number;
+  let inbox: SqliteInbox;
+  let worker: Worker | undefined;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), "kcr-worker-"));
+    now = Date.now();
+    inbox = new SqliteInbox({ path: join(dir, "inbox.db"), clock: () => now });
+  });
+  afterEach(async () => {
+    await worker?.stop(100);
+    await inbox.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  function startWorker(handle: (run: CheckRun) => Promise<unknown>, maxAttempts = 5) {
+    worker = new Worker({
+      inbox,
+      handle,
+      logger: captureLogs().logger,
+      concurrency: 4,
+      leaseMs: 60_000,
+      pollMs: 20,
+      policy: { maxAttempts, maxAgeMs: 3_600_000, baseMs: 10, maxMs: 20 },
+      clock: () => now,
+    });
+    worker.start();
+    return worker;
+  }
+
+  it("does not run a job twice when its own lease lapsed while it was still running", async () => {
+    const runs: string[] = [];
+    let finish: () => void = () => undefined;
+    const blocked = new Promise<void>((resolve) => {
+      finish = resolve;
+    });
+    startWorker(async (run) => {
+      runs.push(run.job.id);
+      if (runs.length === 1) await blocked;
+    });
+    const first = await inbox.enqueue(makeCallback() as never, new Date(now));
+    await waitFor(() => runs.length === 1, "the first run");
+    // The clock jumps past the lease (a blocked event loop, an NTP step...).
+    now += 120_000;
+    await inbox.enqueue(makeCallback() as never, new Date(now));
+    await waitFor(() => runs.length >= 2, "the second job");
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(runs.filter((id) => id === first.id)).toHaveLength(1);
+    finish();
+    await waitFor(async () => (await inbox.get(first.id))?.state === "done", "the first job done");
+    expect(runs.filter((id) => id === first.id)).toHaveLength(1);
+  });
+
+  it("gives a job back on shutdown without spending its attempt", async () => {
+    startWorker(
+      (run) =>
+        new Promise((_resolve, reject) =>
+          run.signal.addEventListener("abort", () => reject(run.signal.reason)),
+        ),
+      1,
+    );
+    const { id } = await inbox.enqueue(makeCallback() as never, new Date(now));
+    await waitFor(async () => (await inbox.get(id))?.state === "running", "the job to run");
+    await worker?.stop(50);
+    const job = await inbox.get(id);
+    expect(job).toMatchObject({ state: "pending", attempts: 0, lockedBy: null });
+  });
+});

@@ -1,0 +1,67 @@
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { FileSink } from "../../src/sinks/file.js";
+import type { Bundle } from "../../src/sinks/sink.js";
+
+function bundleFor(kreditCheckId: string, verdict = "GREEN"): Bundle {
+  return {
+    callback: { processToken: "pt-1", kreditCheckId, status: "SUCCESSFUL" },
+    kreditCheck: { status: "SUCCESSFUL", overallVerdict: verdict },
+    dacReports: {},
+    problems: [],
+    receivedAt: "2026-01-01T00:00:00.000Z",
+    completedAt: "2026-01-01T00:00:01.000Z",
+  };
+}
+
+describe("FileSink", () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), "kcr-file-sink-"));
+  });
+  afterEach(async () => rm(dir, { recursive: true, force: true }));
+
+  it("writes <kreditCheckId>.json, creating the folder", async () => {
+    const target = join(dir, "nested", "results");
+    await new FileSink(target).deliver(bundleFor("kc-1"));
+    expect(JSON.parse(await readFile(join(target, "kc-1.json"), "utf8"))).toEqual(
+      bundleFor("kc-1"),
+    );
+  });
+
+  it("leaves one correct file and no temporary files when the same check is written twice, even at once", async () => {
+    const sink = new FileSink(dir);
+    await Promise.all([
+      sink.deliver(bundleFor("kc-2", "RED")),
+      sink.deliver(bundleFor("kc-2", "RED")),
+    ]);
+    await sink.deliver(bundleFor("kc-2", "YELLOW"));
+    expect(await readdir(dir)).toEqual(["kc-2.json"]);
+    expect(
+      JSON.parse(await readFile(join(dir, "kc-2.json"), "utf8")).kreditCheck.overallVerdict,
+    ).toBe("YELLOW");
+  });
+
+  it("refuses a kreditCheckId that would leave the folder", async () => {
+    await expect(
+      new FileSink(join(dir, "inner")).deliver(bundleFor("../escape")),
+    ).rejects.toMatchObject({
+      code: "unsafe_file_name",
+      retryable: false,
+    });
+    expect(await readdir(dir)).toEqual([]);
+  });
+
+  it("reports an unwritable folder as a retryable failure that says what to check", async () => {
+    const blocker = join(dir, "a-file");
+    await writeFile(blocker, "not a folder");
+    // FILE_SINK_DIR points below a regular file: it can never be created.
+    const error = await new FileSink(join(blocker, "x"))
+      .deliver(bundleFor("kc-3"))
+      .catch((thrown: unknown) => thrown);
+    expect(error).toMatchObject({ code: "file_sink_write_failed", retryable: true });
+    expect(String((error as Error & { fix: string }).fix)).toContain("FILE_SINK_DIR");
+  });
+});

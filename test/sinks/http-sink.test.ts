@@ -1,0 +1,128 @@
+import { createHmac, timingSafeEqual } from "node:crypto";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { type Harness, makeCallback, startHarness } from "../support/harness.js";
+import { waitFor } from "../support/wait-for.js";
+import { type ReceivedWebhook, startWebhookReceiver } from "../support/webhook-receiver.js";
+
+/** The Standard Webhooks check, written from the spec, independent of the sink's code. */
+function verifies(webhook: ReceivedWebhook, secret: string): boolean {
+  const id = String(webhook.headers["webhook-id"]);
+  const timestamp = String(webhook.headers["webhook-timestamp"]);
+  const key = secret.startsWith("whsec_")
+    ? Buffer.from(secret.slice(6), "base64")
+    : Buffer.from(secret);
+  const expected = createHmac("sha256", key)
+    .update(`${id}.${timestamp}.${webhook.rawBody}`)
+    .digest();
+  return String(webhook.headers["webhook-signature"])
+    .split(" ")
+    .some((signature) => {
+      const [version, value] = signature.split(",");
+      const given = Buffer.from(value ?? "", "base64");
+      return (
+        version === "v1" && given.length === expected.length && timingSafeEqual(given, expected)
+      );
+    });
+}
+
+describe("the http sink", () => {
+  let harness: Harness | undefined;
+  let receiver: Awaited<ReturnType<typeof startWebhookReceiver>> | undefined;
+  afterEach(async () => {
+    await harness?.close();
+    await receiver?.close();
+    harness = undefined;
+    receiver = undefined;
+  });
+
+  it("posts the bundle signed so that the Standard Webhooks check verifies it (whsec_ secret)", async () => {
+    receiver = await startWebhookReceiver();
+    const secret = `whsec_${Buffer.from("a shared secret of 32 bytes.....").toString("base64")}`;
+    harness = await startHarness({
+      env: { SINKS: "file,http", HTTP_SINK_URL: receiver.url, HTTP_SINK_SECRET: secret },
+    });
+    const callback = makeCallback();
+    await harness.post(callback);
+    const fileBundle = await harness.waitForBundle(String(callback.kreditCheckId));
+    const webhook = await waitFor(() => receiver?.received[0], "the webhook");
+
+    expect(webhook.headers["content-type"]).toMatch(/^application\/json/);
+    expect(webhook.headers["webhook-id"]).toBe(callback.kreditCheckId);
+    const timestamp = Number(webhook.headers["webhook-timestamp"]);
+    expect(Math.abs(timestamp - Date.now() / 1000)).toBeLessThan(300);
+    expect(verifies(webhook, secret)).toBe(true);
+    expect(verifies({ ...webhook, rawBody: `${webhook.rawBody} ` }, secret)).toBe(false);
+    expect(verifies(webhook, "whsec_b3RoZXI=")).toBe(false);
+    expect(JSON.parse(webhook.rawBody)).toEqual(fileBundle);
+  });
+
+  it("uses a secret without the whsec_ prefix as raw bytes", async () => {
+    receiver = await startWebhookReceiver();
+    harness = await startHarness({
+      env: { SINKS: "http", HTTP_SINK_URL: receiver.url, HTTP_SINK_SECRET: "plain-secret" },
+    });
+    await harness.post(makeCallback());
+    const webhook = await waitFor(() => receiver?.received[0], "the webhook");
+    expect(verifies(webhook, "plain-secret")).toBe(true);
+  });
+
+  it("retries only the failing sink: the receiver's two 503s cost attempts, the other sinks get the bundle once", async () => {
+    receiver = await startWebhookReceiver((index) =>
+      index < 2 ? { status: 503, headers: { "Retry-After": "0" } } : { status: 200 },
+    );
+    harness = await startHarness({
+      env: {
+        SINKS: "file,module:test/fixtures/recording-sink.mjs,http",
+        HTTP_SINK_URL: receiver.url,
+        HTTP_SINK_SECRET: "s3cret",
+      },
+    });
+    const callback = makeCallback();
+    const accepted = await harness.post(callback);
+    const job = await waitFor(async () => {
+      const current = await harness?.service.inbox.get(String(accepted.body.id));
+      return current?.state === "done" ? current : undefined;
+    }, "the job to finish");
+
+    expect(job.attempts).toBe(3);
+    expect(receiver.received).toHaveLength(3);
+    // The same webhook-id every time: the receiver can tell a repeat.
+    expect(new Set(receiver.received.map((webhook) => webhook.headers["webhook-id"])).size).toBe(1);
+    const recorded = await readFile(join(harness.dir, "recorded-deliveries.log"), "utf8");
+    expect(recorded).toBe(`${callback.kreditCheckId}\n`);
+    // The done job records every sink that has the bundle.
+    expect(job.progress.deliveredSinks?.sort()).toEqual(["file", "http", "recording"]);
+    expect(harness.logs.text()).toContain("HTTP_SINK_URL answered 503");
+  });
+
+  it("waits for the receiver's Retry-After before posting again", async () => {
+    const postedAt: number[] = [];
+    receiver = await startWebhookReceiver((index) => {
+      postedAt.push(Date.now());
+      return index === 0 ? { status: 429, headers: { "Retry-After": "1" } } : { status: 204 };
+    });
+    harness = await startHarness({
+      env: { SINKS: "http", HTTP_SINK_URL: receiver.url, HTTP_SINK_SECRET: "s3cret" },
+    });
+    await harness.post(makeCallback());
+    await waitFor(() => postedAt.length >= 2, "the second post");
+    expect((postedAt[1] ?? 0) - (postedAt[0] ?? 0)).toBeGreaterThanOrEqual(950);
+  });
+
+  it("gives up at once when the receiver refuses the bundle with a 4xx, saying what to fix", async () => {
+    receiver = await startWebhookReceiver(() => ({ status: 401 }));
+    harness = await startHarness({
+      env: { SINKS: "http", HTTP_SINK_URL: receiver.url, HTTP_SINK_SECRET: "wrong" },
+    });
+    const accepted = await harness.post(makeCallback());
+    const job = await waitFor(async () => {
+      const current = await harness?.service.inbox.get(String(accepted.body.id));
+      return current?.state === "dead" ? current : undefined;
+    }, "the job to be dead");
+    expect(job.attempts).toBe(1);
+    expect(job.lastError).toContain("http_sink_rejected");
+    expect(job.lastError).toContain("HTTP_SINK_SECRET");
+  });
+});
