@@ -135,7 +135,7 @@ try {
     },
   ];
   console.log(`\n${table(rows)}\n`);
-  const path = await saveResults("ingest", {
+  const path = await saveResults(service.sqlitePath ? "ingest" : "ingest-other-store", {
     rounds: ROUNDS,
     seconds: SECONDS,
     connections: CONNECTIONS,
