@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, open, rename, rm } from "node:fs/promises";
+import { mkdir, open, readdir, rename, rm, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { SAFE_ID_PATTERN } from "../callback.js";
 import { ReceiverError } from "../errors.js";
@@ -11,6 +11,15 @@ const DOCUMENT_SUFFIXES: Record<string, string> = {
   dac_zip: "dac.zip",
 };
 
+/** Our temporary files: `.<file>.<12 hex>.tmp`. */
+const TEMPORARY_FILE = /^\..+\.[0-9a-f]{12}\.tmp$/;
+
+/**
+ * A temporary file this old was left by a process killed mid-write. Younger ones may be
+ * another process's write in progress (several replicas can share the folder).
+ */
+export const STALE_TEMPORARY_MS = 10 * 60 * 1000;
+
 /**
  * Writes `<dir>/<kreditCheckId>.json`, and each document beside it
  * (`<kreditCheckId>.account.pdf`, `<kreditCheckId>.dac.zip`). Atomic: every file goes to a
@@ -21,9 +30,22 @@ const DOCUMENT_SUFFIXES: Record<string, string> = {
 export class FileSink implements Sink {
   readonly name = "file";
   private readonly dir: string;
+  private swept = false;
 
   constructor(dir: string) {
     this.dir = resolve(dir);
+  }
+
+  /** Removes temporary files that a killed process left behind; once per process. */
+  private async sweepStaleTemporaries(): Promise<void> {
+    this.swept = true;
+    const names = await readdir(this.dir).catch(() => [] as string[]);
+    const cutoff = Date.now() - STALE_TEMPORARY_MS;
+    for (const name of names.filter((candidate) => TEMPORARY_FILE.test(candidate))) {
+      const path = join(this.dir, name);
+      const info = await stat(path).catch(() => undefined);
+      if (info && info.mtimeMs < cutoff) await rm(path, { force: true }).catch(() => undefined);
+    }
   }
 
   async deliver(bundle: Bundle): Promise<void> {
@@ -38,6 +60,7 @@ export class FileSink implements Sink {
         },
       );
     }
+    if (!this.swept) await this.sweepStaleTemporaries();
     const { documents, ...json } = bundle;
     const files = (documents ?? []).map((document) => ({
       document,

@@ -1,8 +1,8 @@
-import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { FileSink } from "../../src/sinks/file.js";
+import { FileSink, STALE_TEMPORARY_MS } from "../../src/sinks/file.js";
 import type { Bundle } from "../../src/sinks/sink.js";
 
 function bundleFor(kreditCheckId: string, verdict = "GREEN"): Bundle {
@@ -42,6 +42,22 @@ describe("FileSink", () => {
     expect(
       JSON.parse(await readFile(join(dir, "kc-2.json"), "utf8")).kreditCheck.overallVerdict,
     ).toBe("YELLOW");
+  });
+
+  it("removes temporary files a killed process left behind, but not one still being written", async () => {
+    const stale = join(dir, ".kc-old.json.0123456789ab.tmp");
+    const fresh = join(dir, ".kc-new.json.ba9876543210.tmp");
+    const foreign = join(dir, "notes.tmp");
+    for (const path of [stale, fresh, foreign]) await writeFile(path, "partial");
+    const longAgo = new Date(Date.now() - STALE_TEMPORARY_MS - 60_000);
+    await utimes(stale, longAgo, longAgo);
+    await utimes(foreign, longAgo, longAgo);
+    await new FileSink(dir).deliver(bundleFor("kc-4"));
+    expect((await readdir(dir)).sort()).toEqual([
+      ".kc-new.json.ba9876543210.tmp",
+      "kc-4.json",
+      "notes.tmp",
+    ]);
   });
 
   it("refuses a kreditCheckId that would leave the folder", async () => {
