@@ -1,9 +1,9 @@
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { createSimulatorApp, DI_BASE, PROCESSCTRL_BASE } from "./app.js";
-import type { SimEndpoint, SimulatorFaults, SimulatorFaultsPatch } from "./faults.js";
+import type { SimulatorFaults } from "./faults.js";
 import type { LoggedRequest } from "./request-log.js";
-import { createSimulatorState } from "./state.js";
+import { createSimulatorState, type SimulatorState } from "./state.js";
 import type { SimulatorStats } from "./stats.js";
 
 export { createSimulatorApp } from "./app.js";
@@ -21,7 +21,9 @@ export interface SimulatorOptions extends Partial<SimulatorFaults> {
   port?: number;
 }
 
-export interface RunningSimulator {
+/** The running server: the state's controls, plus its URLs and a way to stop it. */
+export interface RunningSimulator
+  extends Pick<SimulatorState, "setFaults" | "failNext" | "revokeToken" | "reset"> {
   url: string;
   tokenUrl: string;
   processctrlUrl: string;
@@ -31,15 +33,6 @@ export interface RunningSimulator {
   stats(): SimulatorStats;
   /** Every token and data request with its arrival and answer times (bounded). */
   requests(): LoggedRequest[];
-  setFaults(partial: SimulatorFaultsPatch): SimulatorFaults;
-  failNext(
-    endpoint: SimEndpoint,
-    count: number,
-    status: number,
-    opts?: { retryAfterSec?: number },
-  ): void;
-  revokeToken(): void;
-  reset(): void;
   /** Also ends hanging requests and idle keep-alive sockets, so a test run never waits on them. */
   close(): Promise<void>;
 }
