@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { AxiosInstance, AxiosResponse } from "axios";
+import type { z } from "zod";
 import type { ReceiverError } from "../errors.js";
 import { isCanceled, isTimeout, parseRetryAfter } from "../http-transport.js";
 import type { Logger } from "../logger.js";
@@ -35,20 +36,33 @@ export interface AuthorizedClientOptions {
 export class AuthorizedClient {
   constructor(private readonly options: AuthorizedClientOptions) {}
 
-  async getJson(
+  /**
+   * The parsed body, checked against `schema` but handed on as finAPI served it (not zod's
+   * copy: key order and unknown fields stay as they were).
+   */
+  async getJson<T>(
     endpoint: FinapiEndpoint,
     url: string,
     ctx: CallContext,
-  ): Promise<{ body: unknown; requestId: string }> {
+    schema: z.ZodType<T>,
+  ): Promise<T> {
     const { response, requestId } = await this.get(endpoint, url, ctx, "text");
+    const text = String(response.data);
+    const context = { endpoint, requestId, status: response.status, body: text };
+    let body: unknown;
     try {
-      return { body: JSON.parse(String(response.data)), requestId };
+      body = JSON.parse(text);
     } catch {
-      throw invalidResponseError(
-        { endpoint, requestId, status: response.status, body: String(response.data) },
-        "the body is not JSON",
-      );
+      throw invalidResponseError(context, "the body is not JSON");
     }
+    const parsed = schema.safeParse(body);
+    if (!parsed.success) {
+      const issues = parsed.error.issues.map(
+        (issue) => `${issue.path.join(".")}: ${issue.message}`,
+      );
+      throw invalidResponseError(context, issues.join("; "));
+    }
+    return body as T;
   }
 
   async getBinary(endpoint: FinapiEndpoint, url: string, ctx: CallContext): Promise<Buffer> {

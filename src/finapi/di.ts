@@ -1,5 +1,4 @@
 import type { AuthorizedClient, CallContext } from "./authorized-client.js";
-import { invalidResponseError } from "./errors.js";
 import { type DacReportResponse, dacReportResponseSchema } from "./schemas.js";
 
 export interface DacReportSource {
@@ -16,14 +15,6 @@ export class DataIntelligenceClient implements DacReportSource {
 
   async getDacReports(caseId: string, ctx: CallContext): Promise<DacReportResponse> {
     const url = `${this.baseUrl}/cases/${encodeURIComponent(caseId)}/reports`;
-    const { body, requestId } = await this.client.getJson("dac", url, ctx);
-    const parsed = dacReportResponseSchema.safeParse(body);
-    if (!parsed.success) {
-      throw invalidResponseError(
-        { endpoint: "dac", requestId, body: JSON.stringify(body) },
-        parsed.error.issues.map((issue) => `${issue.path.join(".")}: ${issue.message}`).join("; "),
-      );
-    }
-    return body as DacReportResponse;
+    return this.client.getJson("dac", url, ctx, dacReportResponseSchema);
   }
 }

@@ -1,6 +1,5 @@
 import type { AuthorizedClient, CallContext } from "./authorized-client.js";
 import { DOCUMENTS, type DocumentName } from "./documents.js";
-import { invalidResponseError } from "./errors.js";
 import { type KreditCheckResult, kreditCheckResultSchema } from "./schemas.js";
 
 export interface KreditCheckSource {
@@ -36,16 +35,7 @@ export class ProcessCtrlClient implements KreditCheckSource, DocumentSource {
     ctx: CallContext,
   ): Promise<KreditCheckResult> {
     const url = this.checkUrl(processToken, kreditCheckId);
-    const { body, requestId } = await this.client.getJson("kreditcheck", url, ctx);
-    const parsed = kreditCheckResultSchema.safeParse(body);
-    if (!parsed.success) {
-      throw invalidResponseError(
-        { endpoint: "kreditcheck", requestId, body: JSON.stringify(body) },
-        parsed.error.issues.map((issue) => `${issue.path.join(".")}: ${issue.message}`).join("; "),
-      );
-    }
-    // Hand on what finAPI served, not zod's copy: key order and all fields stay as they were.
-    return body as KreditCheckResult;
+    return this.client.getJson("kreditcheck", url, ctx, kreditCheckResultSchema);
   }
 
   async getDocument(

@@ -57,14 +57,16 @@ export interface CheckRun {
 
 /** One check, start to end: fetch (once), then deliver to every sink that lacks it. */
 export async function processCheck(deps: PipelineDeps, run: CheckRun): Promise<Bundle> {
-  // Progress is JSON: documents are kept there as base64.
   const saved = run.progress.bundle as JsonBundle | undefined;
-  let bundle = saved ? bundleFromJson(saved) : undefined;
-  if (!bundle) {
-    bundle = await assembleBundle(deps, run.job, run);
-    run.progress.bundle = bundleToJson(bundle);
+  const bundle = saved ? bundleFromJson(saved) : await assembleBundle(deps, run.job, run);
+  try {
+    await deliver(deps, bundle, run);
+  } catch (error) {
+    // Kept for the retry only (progress is JSON: documents as base64); a delivery that
+    // succeeds at once never pays for the encoding.
+    run.progress.bundle ??= bundleToJson(bundle);
+    throw error;
   }
-  await deliver(deps, bundle, run);
   return bundle;
 }
 

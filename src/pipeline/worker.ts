@@ -166,7 +166,8 @@ export class Worker {
       },
       Math.max(10, Math.floor(leaseMs / 3)),
     );
-    const progress: JobProgress = structuredClone(job.progress);
+    // A fresh object from the store: the run may update it in place.
+    const progress: JobProgress = job.progress;
     entry.task = this.execute(entry, progress, logger)
       .catch((error: unknown): JobOutcome => {
         if (error instanceof LeaseLostError) {
