@@ -60,6 +60,10 @@ export class FileSink implements Sink {
         },
       );
     }
+    // Once per bundle, not per file: the folder may have been removed since the last one.
+    await mkdir(this.dir, { recursive: true }).catch((error: unknown) => {
+      throw this.writeFailed(this.dir, error);
+    });
     if (!this.swept) await this.sweepStaleTemporaries();
     const { documents, ...json } = bundle;
     const files = (documents ?? []).map((document) => ({
@@ -67,6 +71,7 @@ export class FileSink implements Sink {
       file: `${kreditCheckId}.${DOCUMENT_SUFFIXES[document.name] ?? document.name}`,
     }));
     for (const { document, file } of files) await this.writeAtomically(file, document.data);
+    if (files.length > 0) await this.syncFolder();
     const listed = documents
       ? {
           ...json,
@@ -79,13 +84,40 @@ export class FileSink implements Sink {
         }
       : json;
     await this.writeAtomically(`${kreditCheckId}.json`, `${JSON.stringify(listed, null, 2)}\n`);
+    await this.syncFolder();
+  }
+
+  /**
+   * Renames live in the folder: flush it too, or a power loss can undo them after the job
+   * was marked done. Once after the documents and once after the JSON, so the JSON never
+   * survives without its documents.
+   */
+  private async syncFolder(): Promise<void> {
+    try {
+      const folder = await open(this.dir, "r");
+      try {
+        await folder.sync();
+      } finally {
+        await folder.close();
+      }
+    } catch (error) {
+      throw this.writeFailed(this.dir, error);
+    }
+  }
+
+  private writeFailed(target: string, error: unknown): ReceiverError {
+    return new ReceiverError(`could not write ${target}: ${(error as Error).message}`, {
+      code: "file_sink_write_failed",
+      retryable: true,
+      fix: "check that FILE_SINK_DIR exists, is writable by the service and has free space.",
+      cause: error,
+    });
   }
 
   private async writeAtomically(file: string, content: string | Buffer): Promise<void> {
     const target = join(this.dir, file);
     const temporary = join(this.dir, `.${file}.${randomBytes(6).toString("hex")}.tmp`);
     try {
-      await mkdir(this.dir, { recursive: true });
       const handle = await open(temporary, "w", 0o640);
       try {
         await handle.writeFile(content);
@@ -94,22 +126,9 @@ export class FileSink implements Sink {
         await handle.close();
       }
       await rename(temporary, target);
-      // The rename lives in the folder: flush it too, or a power loss can undo it after the
-      // job was marked done.
-      const folder = await open(this.dir, "r");
-      try {
-        await folder.sync();
-      } finally {
-        await folder.close();
-      }
     } catch (error) {
       await rm(temporary, { force: true }).catch(() => undefined);
-      throw new ReceiverError(`could not write ${target}: ${(error as Error).message}`, {
-        code: "file_sink_write_failed",
-        retryable: true,
-        fix: "check that FILE_SINK_DIR exists, is writable by the service and has free space.",
-        cause: error,
-      });
+      throw this.writeFailed(target, error);
     }
   }
 }
