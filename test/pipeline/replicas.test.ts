@@ -1,5 +1,6 @@
 import { afterEach, expect, it } from "vitest";
 import { type RunningSimulator, startSimulator } from "../../src/simulator/server.js";
+import { type ChildScript, freePort, spawnService } from "../support/child-service.js";
 import { makeCallback } from "../support/harness.js";
 import {
   adminQuery,
@@ -7,8 +8,18 @@ import {
   freshSchemaPerTest,
   testDatabaseUrl,
 } from "../support/postgres.js";
-import { type Replica, startReplica } from "../support/replica.js";
 import { waitFor } from "../support/wait-for.js";
+
+type Replica = ChildScript;
+
+/** One service process on a port of its own, configured by env only, as in production. */
+async function startReplica(env: Record<string, string>): Promise<Replica> {
+  const ports = { PORT: String(await freePort()), ADMIN_PORT: "0" };
+  return spawnService(
+    { ...env, ...ports, HOST: "127.0.0.1", ALLOWED_CIDRS: "127.0.0.1/32" },
+    { captureStdout: true },
+  );
+}
 
 async function post(
   replica: Replica,
@@ -113,7 +124,7 @@ describePostgres("two replicas on one PostgreSQL database", () => {
     // Both replicas did part of the work.
     for (const replica of [first, second]) {
       expect(
-        replica.lines().filter((line) => line.msg === "check delivered").length,
+        replica.lines.filter((line) => line.includes('"msg":"check delivered"')).length,
       ).toBeGreaterThan(0);
     }
   });
@@ -126,7 +137,8 @@ describePostgres("two replicas on one PostgreSQL database", () => {
       expect((await post(index % 2 === 0 ? doomed : survivor, callback)).status).toBe(202);
     });
     await waitFor(async () => (await stored()) >= 20, "the first deliveries", 20_000, 50);
-    await doomed.kill();
+    doomed.child.kill("SIGKILL");
+    await doomed.exited;
     const atKill = await stored();
     expect(atKill).toBeLessThan(200);
 
