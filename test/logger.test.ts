@@ -1,0 +1,33 @@
+import { describe, expect, it } from "vitest";
+import { REDACT_PATHS } from "../src/logger.js";
+import { captureLogs } from "./support/log-capture.js";
+
+/** Builds `{a: {b: value}}` from "a.b". */
+function nested(path: string, value: string): Record<string, unknown> {
+  return path
+    .split(".")
+    .reverse()
+    .reduce<unknown>((inner, key) => ({ [key]: inner }), value) as Record<string, unknown>;
+}
+
+describe("the root logger", () => {
+  it.each(REDACT_PATHS)("censors %s in a log line and in a child's bindings", (path) => {
+    const logs = captureLogs();
+    logs.logger.info(nested(path, "super-secret-value"), "line");
+    logs.logger.child(nested(path, "bound-secret-value")).info("child line");
+    expect(logs.text()).not.toContain("secret-value");
+    expect(logs.text()).toContain("[redacted]");
+  });
+
+  it("keeps only safe fields of an error, at every depth of its cause", () => {
+    const logs = captureLogs();
+    const cause = Object.assign(new Error("socket hang up"), {
+      config: { data: "client_secret=abc123", headers: { Authorization: "Bearer tok" } },
+    });
+    logs.logger.error({ err: new Error("finAPI call failed", { cause }) }, "failed");
+    const text = logs.text();
+    expect(text).toContain("socket hang up");
+    expect(text).not.toContain("abc123");
+    expect(text).not.toContain("Bearer tok");
+  });
+});
