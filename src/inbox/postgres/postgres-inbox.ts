@@ -1,4 +1,3 @@
-import { randomUUID } from "node:crypto";
 import type pg from "pg";
 import type { Callback } from "../../callback.js";
 import { migrate, SchemaTooNewError } from "../../postgres/migrate.js";
@@ -19,6 +18,7 @@ import {
   LeaseLostError,
   StoreUnavailableError,
 } from "../inbox.js";
+import { newJobId } from "../job-id.js";
 import { NotificationListener } from "./listener.js";
 import { type JobRow, rowToJob } from "./rows.js";
 import { INBOX_MIGRATIONS } from "./schema.js";
@@ -112,7 +112,7 @@ export class PostgresInbox implements Inbox {
     const firsts = new Map<string, QueuedEnqueue & { id: string }>();
     for (const item of batch) {
       const key = keyOf(item.callback);
-      if (!firsts.has(key)) firsts.set(key, { ...item, id: randomUUID() });
+      if (!firsts.has(key)) firsts.set(key, { ...item, id: newJobId() });
     }
     const rows = [...firsts.values()];
     let ids: Map<string, { id: string; duplicate: boolean }>;

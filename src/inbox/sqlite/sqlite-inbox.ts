@@ -1,4 +1,3 @@
-import { randomUUID } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
@@ -13,6 +12,7 @@ import {
   LeaseLostError,
   StoreUnavailableError,
 } from "../inbox.js";
+import { newJobId } from "../job-id.js";
 import { type JobRow, rowToJob } from "./rows.js";
 import { migrate } from "./schema.js";
 import { SQL } from "./statements.js";
@@ -82,7 +82,7 @@ export class SqliteInbox implements Inbox {
   }
 
   private insertOne(callback: Callback, receivedAt: Date): EnqueueResult {
-    const id = randomUUID();
+    const id = newJobId();
     const now = this.clock();
     const info = this.statements.insert.run({
       id,
