@@ -2,7 +2,6 @@ import express, { type Express } from "express";
 import { requireAdminToken } from "./admin/auth.js";
 import { type JobsRouterOptions, jobsRouter } from "./admin/jobs-router.js";
 import { errorHandler, notFoundHandler } from "./http/error-handler.js";
-import type { Logger } from "./logger.js";
 import type { Metrics } from "./metrics.js";
 
 export interface Readiness {
@@ -12,7 +11,6 @@ export interface Readiness {
 
 export interface AdminOptions extends JobsRouterOptions {
   metrics: Metrics;
-  logger: Logger;
   adminToken: string | undefined;
   readiness: () => Promise<Readiness>;
 }

@@ -1,13 +1,16 @@
 import express, { type Router } from "express";
 import { z } from "zod";
-import { type Callback, callbackSchema, safeId } from "../callback.js";
+import { type Callback, safeId } from "../callback.js";
 import { toReceiverError } from "../errors.js";
-import { sendError } from "../http/send-error.js";
-import { type Inbox, JOB_STATES, type JobState, StoreUnavailableError } from "../inbox/inbox.js";
+import { acceptCallback } from "../http/accept-callback.js";
+import { sendError, zodIssues } from "../http/send-error.js";
+import { type Inbox, JOB_STATES, type JobState } from "../inbox/inbox.js";
+import type { Logger } from "../logger.js";
 import type { Bundle } from "../sinks/sink.js";
 import { jobDetailView, jobView } from "./job-view.js";
 
 export interface JobsRouterOptions {
+  logger: Logger;
   inbox: Inbox;
   /** Fetches one check from finAPI and returns the bundle, without enqueueing anything. */
   fetchCheck: (callback: Callback) => Promise<Bundle>;
@@ -25,22 +28,15 @@ const fetchBody = z.object({
   status: z.string().min(1).default("SUCCESSFUL"),
 });
 
-function issuesOf(error: z.ZodError) {
-  return error.issues.map((issue) => ({
-    field: issue.path.join(".") || "(body)",
-    message: issue.message,
-  }));
-}
-
 /** The operator's view of the inbox: list, show, retry, replay, fetch directly. */
 export function jobsRouter(options: JobsRouterOptions): Router {
-  const { inbox, fetchCheck, clock } = options;
+  const { inbox, fetchCheck, clock, logger } = options;
   const router = express.Router();
   router.use(express.json({ limit: "64kb" }));
 
   router.get("/jobs", async (req, res) => {
     const query = listQuery.safeParse(req.query);
-    if (!query.success) return sendError(res, 400, "invalid_query", issuesOf(query.error));
+    if (!query.success) return sendError(res, 400, "invalid_query", zodIssues(query.error));
     const jobs = await inbox.list({ state: query.data.state, limit: query.data.limit });
     res.json({ jobs: jobs.map(jobView), counts: await inbox.countByState() });
   });
@@ -62,23 +58,12 @@ export function jobsRouter(options: JobsRouterOptions): Router {
     res.json({ requeued: true, id: job.id });
   });
 
-  router.post("/callbacks", async (req, res) => {
-    const parsed = callbackSchema.safeParse(req.body);
-    if (!parsed.success) return sendError(res, 400, "invalid_callback", issuesOf(parsed.error));
-    let stored: Awaited<ReturnType<Inbox["enqueue"]>>;
-    try {
-      stored = await inbox.enqueue(parsed.data, new Date(clock()));
-    } catch (error) {
-      if (!(error instanceof StoreUnavailableError)) throw error;
-      res.set("Retry-After", "5");
-      return sendError(res, 503, "store_unavailable", [{ message: error.message }]);
-    }
-    res.status(202).json({ accepted: true, duplicate: stored.duplicate, id: stored.id });
-  });
+  // An operator's replay goes in exactly as finAPI's callback does.
+  router.post("/callbacks", (req, res) => acceptCallback(req.body, res, { inbox, logger, clock }));
 
   router.post("/checks/fetch", async (req, res) => {
     const parsed = fetchBody.safeParse(req.body);
-    if (!parsed.success) return sendError(res, 400, "invalid_request", issuesOf(parsed.error));
+    if (!parsed.success) return sendError(res, 400, "invalid_request", zodIssues(parsed.error));
     try {
       res.json(await fetchCheck(parsed.data));
     } catch (thrown) {

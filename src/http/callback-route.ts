@@ -1,7 +1,7 @@
 import express, { type ErrorRequestHandler, type RequestHandler, type Router } from "express";
-import { callbackSchema, isSuccessful } from "../callback.js";
 import type { Inbox } from "../inbox/inbox.js";
 import type { Logger } from "../logger.js";
+import { acceptCallback } from "./accept-callback.js";
 import { allowlist, parseCidrList } from "./allowlist.js";
 import { requireCallbackSecret } from "./callback-secret.js";
 import { sendError } from "./send-error.js";
@@ -26,9 +26,6 @@ export interface CallbackRouteOptions {
   onOutcome?: (outcome: CallbackOutcome) => void;
 }
 
-/** Seconds a sender should wait before retrying when the inbox cannot be written. */
-const STORE_RETRY_AFTER_SECONDS = 5;
-
 /**
  * finAPI's callback: validate, store durably, then answer. The 202 goes out only after
  * the inbox has the job on disk; if it cannot be written the answer is 503 (our fault,
@@ -50,43 +47,8 @@ export function callbackRouter(options: CallbackRouteOptions): Router {
     ]);
   };
 
-  const accept: RequestHandler = async (req, res) => {
-    const parsed = callbackSchema.safeParse(req.body);
-    if (!parsed.success) {
-      onOutcome?.("invalid");
-      const details = parsed.error.issues.map((issue) => ({
-        field: issue.path.length > 0 ? issue.path.join(".") : "(body)",
-        message: issue.message,
-      }));
-      logger.info({ details }, "callback rejected: invalid body");
-      sendError(res, 400, "invalid_callback", details);
-      return;
-    }
-    const callback = parsed.data;
-    const ids = { processToken: callback.processToken, kreditCheckId: callback.kreditCheckId };
-    let stored: Awaited<ReturnType<Inbox["enqueue"]>>;
-    try {
-      stored = await inbox.enqueue(callback, new Date(clock()));
-    } catch (error) {
-      onOutcome?.("store_unavailable");
-      logger.error({ ...ids, err: error }, "callback NOT accepted: the inbox could not store it");
-      res.set("Retry-After", String(STORE_RETRY_AFTER_SECONDS));
-      sendError(res, 503, "store_unavailable", [
-        { message: "the callback could not be stored; retry later" },
-      ]);
-      return;
-    }
-    onOutcome?.(stored.duplicate ? "duplicate" : "accepted");
-    const logLine = {
-      ...ids,
-      jobId: stored.id,
-      status: callback.status,
-      duplicate: stored.duplicate,
-    };
-    if (isSuccessful(callback)) logger.info(logLine, "callback accepted");
-    else logger.warn(logLine, "callback accepted with a status other than SUCCESSFUL");
-    res.status(202).json({ accepted: true, duplicate: stored.duplicate, id: stored.id });
-  };
+  const accept: RequestHandler = (req, res) =>
+    acceptCallback(req.body, res, { inbox, logger, clock, onOutcome });
 
   // Order matters: who may ask (IP, then secret) is settled before the body is read.
   router.all(

@@ -14,3 +14,13 @@ export function sendError(
 ): void {
   res.status(status).json({ error, details });
 }
+
+/** zod's issues as `details`: each names its field ("(body)" for the whole body). */
+export function zodIssues(error: {
+  issues: readonly { path: readonly PropertyKey[]; message: string }[];
+}): ErrorDetail[] {
+  return error.issues.map((issue) => ({
+    field: issue.path.length > 0 ? issue.path.map(String).join(".") : "(body)",
+    message: issue.message,
+  }));
+}

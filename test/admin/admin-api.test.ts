@@ -177,6 +177,16 @@ describe("admin port", () => {
     });
     expect(replayed.status).toBe(202);
     expect(await harness.service.inbox.list({ limit: 10 })).toHaveLength(1);
+
+    // A replay answers like the public route when the store fails: 503, Retry-After.
+    await harness.service.inbox.close();
+    const refused = await admin("/admin/callbacks", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(makeCallback()),
+    });
+    expect(refused.status).toBe(503);
+    expect(refused.headers.get("retry-after")).toBe("5");
   });
 });
 

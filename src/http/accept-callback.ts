@@ -1,0 +1,62 @@
+import type { Response } from "express";
+import { callbackSchema, isSuccessful } from "../callback.js";
+import type { Inbox } from "../inbox/inbox.js";
+import type { Logger } from "../logger.js";
+import { sendError, zodIssues } from "./send-error.js";
+
+export type AcceptOutcome = "accepted" | "duplicate" | "invalid" | "store_unavailable";
+
+export interface AcceptDeps {
+  inbox: Inbox;
+  logger: Logger;
+  clock: () => number;
+  onOutcome?: (outcome: AcceptOutcome) => void;
+}
+
+/** Seconds a sender should wait before retrying when the inbox cannot be written. */
+export const STORE_RETRY_AFTER_SECONDS = 5;
+
+/**
+ * Validate, store durably, then answer: the one way a callback gets in, whether finAPI
+ * sends it or an operator replays it. 202 only once the inbox has the job on disk; if it
+ * cannot be written, 503 with Retry-After (our fault, so a retrying sender retries).
+ */
+export async function acceptCallback(
+  body: unknown,
+  res: Response,
+  deps: AcceptDeps,
+): Promise<void> {
+  const { inbox, logger, clock, onOutcome } = deps;
+  const parsed = callbackSchema.safeParse(body);
+  if (!parsed.success) {
+    onOutcome?.("invalid");
+    const details = zodIssues(parsed.error);
+    logger.info({ details }, "callback rejected: invalid body");
+    sendError(res, 400, "invalid_callback", details);
+    return;
+  }
+  const callback = parsed.data;
+  const ids = { processToken: callback.processToken, kreditCheckId: callback.kreditCheckId };
+  let stored: Awaited<ReturnType<Inbox["enqueue"]>>;
+  try {
+    stored = await inbox.enqueue(callback, new Date(clock()));
+  } catch (error) {
+    onOutcome?.("store_unavailable");
+    logger.error({ ...ids, err: error }, "callback NOT accepted: the inbox could not store it");
+    res.set("Retry-After", String(STORE_RETRY_AFTER_SECONDS));
+    sendError(res, 503, "store_unavailable", [
+      { message: "the callback could not be stored; retry later" },
+    ]);
+    return;
+  }
+  onOutcome?.(stored.duplicate ? "duplicate" : "accepted");
+  const logLine = {
+    ...ids,
+    jobId: stored.id,
+    status: callback.status,
+    duplicate: stored.duplicate,
+  };
+  if (isSuccessful(callback)) logger.info(logLine, "callback accepted");
+  else logger.warn(logLine, "callback accepted with a status other than SUCCESSFUL");
+  res.status(202).json({ accepted: true, duplicate: stored.duplicate, id: stored.id });
+}
