@@ -81,10 +81,7 @@ describe("the http sink", () => {
     });
     const callback = makeCallback();
     const accepted = await harness.post(callback);
-    const job = await waitFor(async () => {
-      const current = await harness?.service.inbox.get(String(accepted.body.id));
-      return current?.state === "done" ? current : undefined;
-    }, "the job to finish");
+    const job = await harness.waitForJob(accepted.body.id, "done");
 
     expect(job.attempts).toBe(3);
     expect(receiver.received).toHaveLength(3);
@@ -117,10 +114,7 @@ describe("the http sink", () => {
       env: { SINKS: "http", HTTP_SINK_URL: receiver.url, HTTP_SINK_SECRET: "wrong" },
     });
     const accepted = await harness.post(makeCallback());
-    const job = await waitFor(async () => {
-      const current = await harness?.service.inbox.get(String(accepted.body.id));
-      return current?.state === "dead" ? current : undefined;
-    }, "the job to be dead");
+    const job = await harness.waitForJob(accepted.body.id, "dead");
     expect(job.attempts).toBe(1);
     expect(job.lastError).toContain("http_sink_rejected");
     expect(job.lastError).toContain("HTTP_SINK_SECRET");
