@@ -2,7 +2,7 @@ import { join } from "node:path";
 import type { LoggedRequest, SimulatorStats } from "../src/simulator/server.js";
 import { inboxReader, prefillInbox, until } from "./lib/inbox-file.js";
 import { type Row, saveResults, table } from "./lib/report.js";
-import { startServiceProcess, startSimulatorProcess } from "./lib/stack.js";
+import { cpuMs, startServiceProcess, startSimulatorProcess } from "./lib/stack.js";
 
 /**
  * Pipeline: 1,000 callbacks already in the inbox, finAPI (the simulator) answering every
@@ -15,26 +15,35 @@ const N = Number(process.env.BENCH_CALLBACKS ?? 1000);
 const LATENCY_MS = 50;
 const CONCURRENCIES = (process.env.BENCH_CONCURRENCY ?? "4,16,64").split(",").map(Number);
 const GOAL_RATIO = 1.15;
+// BENCH_CPU_PROF=<dir>: V8 CPU profiles of the service and the simulator, for finding hot spots.
+const cpuProf = process.env.BENCH_CPU_PROF
+  ? ["--cpu-prof", "--cpu-prof-dir", process.env.BENCH_CPU_PROF]
+  : [];
 
 // The pipeline is measured on the SQLite inbox it fills itself; STORE_URL is for bench:ingest.
 delete process.env.STORE_URL;
-const simulator = await startSimulatorProcess(["--latency-ms", String(LATENCY_MS)]);
+const simulator = await startSimulatorProcess(["--latency-ms", String(LATENCY_MS)], cpuProf);
 const rows: Row[] = [];
 const figures: Record<string, unknown>[] = [];
 try {
   for (const concurrency of CONCURRENCIES) {
     await simulator.control("reset", {});
+    const simulatorCpuBefore = await cpuMs(simulator.child.pid);
     // The service's own temp dir holds the file sink; the inbox file is filled before start.
     const service = await startServiceProcess(
       simulator,
       { WORKER_CONCURRENCY: String(concurrency), DAC_CONCURRENCY: "4" },
-      { beforeStart: (dir) => prefillInbox(join(dir, "inbox.db"), N) },
+      { nodeArgs: cpuProf, beforeStart: (dir) => prefillInbox(join(dir, "inbox.db"), N) },
     );
     try {
+      // From "ready": start-up (module loading) is not counted, the first jobs may be.
+      const serviceCpuBefore = await cpuMs(service.child.pid);
       const reader = inboxReader(join(service.dir, "inbox.db"));
       const ideal = Math.ceil(N / concurrency) * 2 * LATENCY_MS;
       const finished = await until(() => reader.done() === N, ideal * 10 + 30_000);
       const lastFinishedAt = reader.lastFinishedAt() ?? Number.NaN;
+      const serviceCpuPerCheck = ((await cpuMs(service.child.pid)) - serviceCpuBefore) / N;
+      const simulatorCpuPerCheck = ((await cpuMs(simulator.child.pid)) - simulatorCpuBefore) / N;
       reader.close();
       const log = (await simulator.control("requests")) as LoggedRequest[];
       const stats = (await simulator.control("stats")) as SimulatorStats;
@@ -52,6 +61,8 @@ try {
         kreditcheckCalls: stats.calls.kreditcheck,
         dacCalls: stats.calls.dac,
         maxConcurrentDac: stats.maxConcurrent.dac,
+        serviceCpuMsPerCheck: serviceCpuPerCheck,
+        simulatorCpuMsPerCheck: simulatorCpuPerCheck,
       };
       figures.push(figure);
       rows.push({
@@ -62,6 +73,8 @@ try {
         "goal ratio": `<= ${GOAL_RATIO}`,
         "token requests": stats.calls.token,
         "max DAC in flight": stats.maxConcurrent.dac,
+        "CPU ms/check service": serviceCpuPerCheck.toFixed(2),
+        "CPU ms/check simulator": simulatorCpuPerCheck.toFixed(2),
         met: finished && ratio <= GOAL_RATIO && stats.calls.token === 1 ? "yes" : "NO",
       });
     } finally {

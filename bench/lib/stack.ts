@@ -23,7 +23,10 @@ export interface SimulatorProcess extends ChildScript {
 }
 
 /** The finAPI simulator in its own process, started with CLI flags. */
-export async function startSimulatorProcess(flags: string[] = []): Promise<SimulatorProcess> {
+export async function startSimulatorProcess(
+  flags: string[] = [],
+  nodeArgs: string[] = [],
+): Promise<SimulatorProcess> {
   const port = await freePort();
   const child = await spawnScript(
     "src/simulator/cli.ts",
@@ -31,6 +34,7 @@ export async function startSimulatorProcess(flags: string[] = []): Promise<Simul
     {},
     {
       args: ["--port", String(port), ...flags],
+      nodeArgs,
     },
   );
   return {
@@ -108,6 +112,21 @@ export async function rssMb(pid: number | undefined): Promise<number | undefined
     return Number.isFinite(kb) ? kb / 1024 : undefined;
   } catch {
     return undefined;
+  }
+}
+
+/** CPU time (user + system) a process has used so far, in ms (Linux /proc), or NaN. */
+export async function cpuMs(pid: number | undefined): Promise<number> {
+  if (pid === undefined) return Number.NaN;
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+    // Fields after the command name (which may hold spaces) start after the last ")".
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const ticks = Number(fields[11]) + Number(fields[12]);
+    // USER_HZ is 100 on every Linux we run on.
+    return ticks * 10;
+  } catch {
+    return Number.NaN;
   }
 }
 
