@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
 import type { AccountShape } from "./faults.js";
+import { mulberry32, type Prng } from "./prng.js";
 
 export type Verdict = "GREEN" | "YELLOW" | "RED";
 export type KreditCheckShape = AccountShape;
@@ -19,28 +20,20 @@ export function isMissingId(id: string): boolean {
   return id.startsWith(MISSING_PREFIX);
 }
 
-/** A deterministic stream of bytes for one key, so every value is a pure function of the ids. */
+/**
+ * A deterministic stream of numbers for one key, so every value is a pure function of the
+ * ids. A string hash seeding a small PRNG, not a cryptographic hash: the simulator builds
+ * a few dozen of these per check, and under load its CPU is shared with the service.
+ */
 class Derived {
-  private readonly bytes: Buffer;
-  private pos = 0;
+  private readonly next: Prng;
 
   constructor(...parts: string[]) {
-    // 4 chained blocks give enough bytes for every field of the biggest object below.
-    const blocks: Buffer[] = [];
-    let prev = parts.join("\u0000");
-    for (let i = 0; i < 4; i++) {
-      const block = createHash("sha256").update(`${i}:${prev}`).digest();
-      blocks.push(block);
-      prev = block.toString("hex");
-    }
-    this.bytes = Buffer.concat(blocks);
+    this.next = mulberry32(fnv1a(parts.join("\u0000")));
   }
 
   uint32(): number {
-    if (this.pos + 4 > this.bytes.length) this.pos = 0;
-    const v = this.bytes.readUInt32BE(this.pos);
-    this.pos += 4;
-    return v;
+    return Math.floor(this.next() * 4294967296);
   }
 
   int(min: number, max: number): number {
@@ -55,6 +48,16 @@ class Derived {
   amount(min: number, max: number): number {
     return this.int(Math.round(min * 100), Math.round(max * 100)) / 100;
   }
+}
+
+/** FNV-1a, 32 bits: spreads similar ids (one digit apart) over unrelated seeds. */
+function fnv1a(text: string): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    hash ^= text.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193);
+  }
+  return hash >>> 0;
 }
 
 export function uuidFrom(...parts: string[]): string {
