@@ -29,15 +29,24 @@ export interface SqliteInboxOptions {
  */
 interface QueuedWrite {
   apply: () => unknown;
+  /** Must survive power loss before it resolves (an acknowledged callback). */
+  durable: boolean;
   resolve: (value: unknown) => void;
   reject: (error: Error) => void;
 }
 
 /**
- * The embedded inbox. WAL with `synchronous = FULL`: a committed row survives power loss,
- * not only a crash. Every write that arrives within one event-loop turn (enqueues from
- * many requests, claims, completions) goes into one transaction: one fsync acknowledges
- * all of them (group commit). Reads go straight to the database.
+ * The embedded inbox, in WAL mode. Every write that arrives within one event-loop turn
+ * (enqueues from many requests, claims, completions) goes into one transaction (group
+ * commit).
+ *
+ * A transaction that holds an enqueue (or a requeue, or the readiness probe) commits with
+ * `synchronous = FULL`: its fsync makes the acknowledged callback survive power loss, not
+ * only a crash. The worker's own bookkeeping (claims, lease renewals, outcomes) commits
+ * with `NORMAL`: it survives a crash of the process, and reaches the disk with the next
+ * FULL commit or checkpoint. Power loss can only undo the latest of those, so a job runs
+ * again (delivery is at least once anyway, and sinks are idempotent); it never loses a
+ * callback. The fsync this saves was the worker's biggest cost on the event loop.
  */
 export class SqliteInbox implements Inbox {
   private readonly db: Database.Database;
@@ -47,6 +56,8 @@ export class SqliteInbox implements Inbox {
   private queue: QueuedWrite[] = [];
   private flushScheduled = false;
   private closed = false;
+  /** The connection's current `synchronous` level: FULL (true) or NORMAL (false). */
+  private fullSync: boolean;
 
   constructor(options: SqliteInboxOptions) {
     this.clock = options.clock ?? Date.now;
@@ -54,6 +65,7 @@ export class SqliteInbox implements Inbox {
     this.db = new Database(options.path);
     this.db.pragma("journal_mode = WAL");
     this.db.pragma("synchronous = FULL");
+    this.fullSync = true;
     this.db.pragma("busy_timeout = 5000");
     migrate(this.db);
     const prepare = (sql: string) => this.db.prepare(sql);
@@ -76,7 +88,7 @@ export class SqliteInbox implements Inbox {
   }
 
   async enqueue(callback: Callback, receivedAt: Date): Promise<EnqueueResult> {
-    const result = await this.write(() => this.insertOne(callback, receivedAt));
+    const result = await this.write(() => this.insertOne(callback, receivedAt), true);
     if (!result.duplicate) this.notify();
     return result;
   }
@@ -174,7 +186,7 @@ export class SqliteInbox implements Inbox {
       const now = this.clock();
       const progress = JSON.stringify({ requeuedAt: now } satisfies JobProgress);
       return this.statements.requeue.run({ id: jobId, now, progress }).changes;
-    });
+    }, true);
     if (changes === 1) this.notify();
     return changes === 1;
   }
@@ -207,7 +219,8 @@ export class SqliteInbox implements Inbox {
   }
 
   async ping(): Promise<void> {
-    await this.write(() => this.statements.heartbeat.run({ now: this.clock() }));
+    // Durable: readiness must prove that an acknowledgement could be written right now.
+    await this.write(() => this.statements.heartbeat.run({ now: this.clock() }), true);
   }
 
   async close(): Promise<void> {
@@ -222,10 +235,10 @@ export class SqliteInbox implements Inbox {
   }
 
   /** Queues a write for the next group commit; resolves once it is durably committed. */
-  private write<T>(apply: () => T): Promise<T> {
+  private write<T>(apply: () => T, durable = false): Promise<T> {
     if (this.closed) return Promise.reject(new StoreUnavailableError("inbox is closed"));
     return new Promise<T>((resolve, reject) => {
-      this.queue.push({ apply, resolve: resolve as (value: unknown) => void, reject });
+      this.queue.push({ apply, durable, resolve: resolve as (value: unknown) => void, reject });
       if (!this.flushScheduled) {
         this.flushScheduled = true;
         setImmediate(() => this.flush());
@@ -246,6 +259,7 @@ export class SqliteInbox implements Inbox {
     if (queue.length === 0) return;
     let results: unknown[];
     try {
+      this.setFullSync(queue.some((item) => item.durable));
       results = this.db.transaction(() => queue.map((item) => item.apply())).immediate();
     } catch (error) {
       const failure = new StoreUnavailableError(`inbox write failed: ${messageOf(error)}`, {
@@ -257,6 +271,13 @@ export class SqliteInbox implements Inbox {
     queue.forEach((item, index) => {
       item.resolve(results[index]);
     });
+  }
+
+  /** Switching costs no I/O; it applies from the next commit on this connection. */
+  private setFullSync(full: boolean): void {
+    if (this.fullSync === full) return;
+    this.db.pragma(full ? "synchronous = FULL" : "synchronous = NORMAL");
+    this.fullSync = full;
   }
 
   private read<T>(operation: () => T): T {
