@@ -31,6 +31,11 @@ export class FileSink implements Sink {
   readonly name = "file";
   private readonly dir: string;
   private swept = false;
+  /** The folder exists (made once, made again if it disappears). */
+  private folderReady: Promise<void> | undefined;
+  /** The folder fsync in progress, and the one queued behind it (see syncFolder). */
+  private folderSync: Promise<void> | undefined;
+  private nextFolderSync: Promise<void> | undefined;
 
   constructor(dir: string) {
     this.dir = resolve(dir);
@@ -60,10 +65,7 @@ export class FileSink implements Sink {
         },
       );
     }
-    // Once per bundle, not per file: the folder may have been removed since the last one.
-    await mkdir(this.dir, { recursive: true }).catch((error: unknown) => {
-      throw this.writeFailed(this.dir, error);
-    });
+    await this.ensureFolder();
     if (!this.swept) await this.sweepStaleTemporaries();
     const { documents, ...json } = bundle;
     const files = (documents ?? []).map((document) => ({
@@ -87,12 +89,43 @@ export class FileSink implements Sink {
     await this.syncFolder();
   }
 
+  private ensureFolder(): Promise<void> {
+    this.folderReady ??= mkdir(this.dir, { recursive: true }).then(
+      () => undefined,
+      (error: unknown) => {
+        this.folderReady = undefined;
+        throw this.writeFailed(this.dir, error);
+      },
+    );
+    return this.folderReady;
+  }
+
   /**
    * Renames live in the folder: flush it too, or a power loss can undo them after the job
    * was marked done. Once after the documents and once after the JSON, so the JSON never
    * survives without its documents.
+   *
+   * Concurrent deliveries share folder fsyncs: a caller that finds one in progress (which
+   * may have started before its rename) waits for the next one, which every caller
+   * arriving meanwhile joins. Under load that is one fsync for many bundles.
    */
-  private async syncFolder(): Promise<void> {
+  private syncFolder(): Promise<void> {
+    if (!this.folderSync) {
+      this.folderSync = this.syncFolderNow().finally(() => {
+        this.folderSync = undefined;
+      });
+      return this.folderSync;
+    }
+    this.nextFolderSync ??= this.folderSync
+      .catch(() => undefined)
+      .then(() => {
+        this.nextFolderSync = undefined;
+        return this.syncFolder();
+      });
+    return this.nextFolderSync;
+  }
+
+  private async syncFolderNow(): Promise<void> {
     try {
       const folder = await open(this.dir, "r");
       try {
@@ -114,11 +147,23 @@ export class FileSink implements Sink {
     });
   }
 
+  private async openTemporary(path: string) {
+    try {
+      return await open(path, "w", 0o640);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+      // The folder was removed after it was made (by hand, by a clean-up job): again.
+      this.folderReady = undefined;
+      await this.ensureFolder();
+      return open(path, "w", 0o640);
+    }
+  }
+
   private async writeAtomically(file: string, content: string | Buffer): Promise<void> {
     const target = join(this.dir, file);
     const temporary = join(this.dir, `.${file}.${randomBytes(6).toString("hex")}.tmp`);
     try {
-      const handle = await open(temporary, "w", 0o640);
+      const handle = await this.openTemporary(temporary);
       try {
         await handle.writeFile(content);
         await handle.sync();

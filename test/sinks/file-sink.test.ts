@@ -31,6 +31,22 @@ describe("FileSink", () => {
     );
   });
 
+  it("makes the folder again when it was removed after the first bundle", async () => {
+    const target = join(dir, "results");
+    const sink = new FileSink(target);
+    await sink.deliver(bundleFor("kc-5"));
+    await rm(target, { recursive: true });
+    await sink.deliver(bundleFor("kc-6"));
+    expect(await readdir(target)).toEqual(["kc-6.json"]);
+  });
+
+  it("writes every bundle of a burst of concurrent deliveries (they share folder fsyncs)", async () => {
+    const sink = new FileSink(dir);
+    const ids = Array.from({ length: 40 }, (_, index) => `kc-burst-${index}`);
+    await Promise.all(ids.map((id) => sink.deliver(bundleFor(id))));
+    expect((await readdir(dir)).sort()).toEqual(ids.map((id) => `${id}.json`).sort());
+  });
+
   it("leaves one correct file and no temporary files when the same check is written twice, even at once", async () => {
     const sink = new FileSink(dir);
     await Promise.all([
