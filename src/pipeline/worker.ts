@@ -32,6 +32,8 @@ interface ActiveJob {
   owner: string;
   controller: AbortController;
   task: Promise<void>;
+  /** Counted in `busy` until its handler settles. */
+  holdsSlot: boolean;
 }
 
 class ShutdownSignal extends Error {
@@ -47,6 +49,12 @@ class ShutdownSignal extends Error {
 export class Worker {
   readonly workerId: string;
   private readonly active = new Map<string, ActiveJob>();
+  /**
+   * Jobs whose handler (the finAPI calls and deliveries) is still running. A slot is free
+   * again once the handler settles, before its outcome is committed: the next claim then
+   * shares a group commit with that outcome instead of waiting for it.
+   */
+  private busy = 0;
   private readonly clock: () => number;
   private stopping = false;
   private loopDone: Promise<void> | undefined;
@@ -121,7 +129,7 @@ export class Worker {
   private async loop(): Promise<void> {
     const { inbox, concurrency, leaseMs, pollMs, logger } = this.options;
     while (!this.stopping) {
-      const free = concurrency - this.active.size;
+      const free = concurrency - this.busy;
       if (free > 0) {
         try {
           this.claims += 1;
@@ -153,7 +161,14 @@ export class Worker {
       attempt: job.attempts,
     });
     const startedAt = this.clock();
-    const entry: ActiveJob = { job, owner, controller, task: Promise.resolve() };
+    const entry: ActiveJob = {
+      job,
+      owner,
+      controller,
+      task: Promise.resolve(),
+      holdsSlot: true,
+    };
+    this.busy += 1;
     const renewal = setInterval(
       () => {
         inbox.renew(job.id, entry.owner, leaseMs).catch((error: unknown) => {
@@ -186,11 +201,19 @@ export class Worker {
         this.options.onJobFinished?.(outcome, this.clock() - startedAt);
       })
       .finally(() => {
+        this.freeSlot(entry);
         clearInterval(renewal);
         if (this.active.get(job.id) === entry) this.active.delete(job.id);
         this.wake();
       });
     this.active.set(job.id, entry);
+  }
+
+  private freeSlot(entry: ActiveJob): void {
+    if (!entry.holdsSlot) return;
+    entry.holdsSlot = false;
+    this.busy -= 1;
+    this.wake();
   }
 
   private async execute(
@@ -208,7 +231,11 @@ export class Worker {
       return "dead";
     }
     try {
-      await handle({ job, logger, signal: controller.signal, progress });
+      try {
+        await handle({ job, logger, signal: controller.signal, progress });
+      } finally {
+        this.freeSlot(entry);
+      }
     } catch (thrown) {
       const reason: unknown = controller.signal.reason;
       if (controller.signal.aborted && reason instanceof ShutdownSignal) {
