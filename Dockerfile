@@ -34,4 +34,5 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
 # SIGTERM (docker stop) drains running jobs within SHUTDOWN_TIMEOUT_MS; keep docker's
 # stop timeout above it (default 10 s vs 15 s here: use `docker stop -t 20` or stop_grace_period).
 STOPSIGNAL SIGTERM
-CMD ["node", "dist/main.js"]
+# The same heap cap as `npm start`: V8 then collects before the heap balloons (README, Performance).
+CMD ["node", "--max-old-space-size=1024", "dist/main.js"]

@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -64,7 +65,18 @@ export interface ServiceProcess extends ChildScript {
 }
 
 /**
- * The service in its own process against `simulator`. STORE_URL from the environment is
+ * The node flags of `npm start` (package.json), so a benchmarked service runs with the
+ * same heap settings as a user's, from source or from dist/.
+ */
+export function startScriptNodeFlags(): string[] {
+  const packageJson = JSON.parse(
+    readFileSync(new URL("../../package.json", import.meta.url), "utf8"),
+  ) as { scripts: { start: string } };
+  return packageJson.scripts.start.split(/\s+/).filter((word) => word.startsWith("--"));
+}
+
+/**
+ * The service in its own process against `simulator`, with the node flags of `npm start`. STORE_URL from the environment is
  * passed through when set (PostgreSQL, once that adapter exists); otherwise a fresh SQLite
  * file in a temporary directory.
  */
@@ -89,7 +101,10 @@ export async function startServiceProcess(
     ...(store ? { STORE_URL: store } : {}),
     ...env,
   });
-  const child = await spawnService(fullEnv, options);
+  const child = await spawnService(fullEnv, {
+    ...options,
+    nodeArgs: [...startScriptNodeFlags(), ...(options.nodeArgs ?? [])],
+  });
   const storeUrl = fullEnv.STORE_URL ?? "";
   return {
     ...child,
