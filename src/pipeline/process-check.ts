@@ -53,12 +53,18 @@ export interface CheckRun {
   signal: AbortSignal;
   /** Updated in place; the worker stores it with a retry so the next attempt resumes. */
   progress: JobProgress;
+  /**
+   * Called once everything is fetched, before the bundle goes to the sinks: the worker
+   * may start the next check's finAPI calls while this one is delivered.
+   */
+  fetched?: () => void;
 }
 
 /** One check, start to end: fetch (once), then deliver to every sink that lacks it. */
 export async function processCheck(deps: PipelineDeps, run: CheckRun): Promise<Bundle> {
   const saved = run.progress.bundle as JsonBundle | undefined;
   const bundle = saved ? bundleFromJson(saved) : await assembleBundle(deps, run.job, run);
+  run.fetched?.();
   try {
     await deliver(deps, bundle, run);
   } catch (error) {

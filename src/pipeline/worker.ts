@@ -50,9 +50,11 @@ export class Worker {
   readonly workerId: string;
   private readonly active = new Map<string, ActiveJob>();
   /**
-   * Jobs whose handler (the finAPI calls and deliveries) is still running. A slot is free
-   * again once the handler settles, before its outcome is committed: the next claim then
-   * shares a group commit with that outcome instead of waiting for it.
+   * Jobs still fetching from finAPI: at most `concurrency`. A slot is free again once the
+   * handler reports everything fetched (or settles), so the next check's calls overlap
+   * this one's delivery and the commit of its outcome (which then shares a group commit
+   * with the next claim). At most twice `concurrency` jobs are active in all, which bounds
+   * the bundles held in memory when sinks are slow.
    */
   private busy = 0;
   private readonly clock: () => number;
@@ -129,7 +131,7 @@ export class Worker {
   private async loop(): Promise<void> {
     const { inbox, concurrency, leaseMs, pollMs, logger } = this.options;
     while (!this.stopping) {
-      const free = concurrency - this.busy;
+      const free = Math.min(concurrency - this.busy, 2 * concurrency - this.active.size);
       if (free > 0) {
         try {
           this.claims += 1;
@@ -232,7 +234,13 @@ export class Worker {
     }
     try {
       try {
-        await handle({ job, logger, signal: controller.signal, progress });
+        await handle({
+          job,
+          logger,
+          signal: controller.signal,
+          progress,
+          fetched: () => this.freeSlot(entry),
+        });
       } finally {
         this.freeSlot(entry);
       }

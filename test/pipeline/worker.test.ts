@@ -63,6 +63,38 @@ describe("Worker", () => {
     expect(runs.filter((id) => id === first.id)).toHaveLength(1);
   });
 
+  it("starts the next checks' fetching while slow deliveries finish, holding at most 2 x concurrency jobs", async () => {
+    let fetching = 0;
+    let maxFetching = 0;
+    let active = 0;
+    let maxActive = 0;
+    let releaseDeliveries: () => void = () => undefined;
+    const deliveriesBlocked = new Promise<void>((resolve) => {
+      releaseDeliveries = resolve;
+    });
+    startWorker(async (run) => {
+      active += 1;
+      maxActive = Math.max(maxActive, active);
+      fetching += 1;
+      maxFetching = Math.max(maxFetching, fetching);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      fetching -= 1;
+      run.fetched?.();
+      await deliveriesBlocked; // a sink that hangs until released
+      active -= 1;
+    });
+    const jobs = await Promise.all(
+      Array.from({ length: 12 }, () => inbox.enqueue(makeCallback() as never, new Date(now))),
+    );
+    // concurrency 4: four deliveries hang, four more checks are fetched meanwhile.
+    await waitFor(() => maxActive === 8, "eight jobs active");
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect({ maxActive, maxFetching }).toEqual({ maxActive: 8, maxFetching: 4 });
+    releaseDeliveries();
+    await waitFor(async () => (await inbox.countByState()).done === jobs.length, "every job done");
+    expect({ maxActive, maxFetching }).toEqual({ maxActive: 8, maxFetching: 4 });
+  });
+
   it("gives a job back on shutdown without spending its attempt", async () => {
     startWorker(
       (run) =>
