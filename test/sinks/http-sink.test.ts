@@ -108,6 +108,26 @@ describe("the http sink", () => {
     expect((postedAt[1] ?? 0) - (postedAt[0] ?? 0)).toBeGreaterThanOrEqual(950);
   });
 
+  it("abandons a post the receiver does not answer within HTTP_SINK_TIMEOUT_MS and posts again", async () => {
+    receiver = await startWebhookReceiver((index) => ({ status: 204, hang: index === 0 }));
+    harness = await startHarness({
+      env: {
+        SINKS: "http",
+        HTTP_SINK_URL: receiver.url,
+        HTTP_SINK_SECRET: "s",
+        HTTP_SINK_TIMEOUT_MS: "300",
+      },
+    });
+    const accepted = await harness.post(makeCallback());
+    const job = await harness.waitForJob(accepted.body.id, "done");
+    expect(job.attempts).toBe(2);
+    expect(receiver.received).toHaveLength(2);
+    const warning = harness.logs
+      .lines()
+      .find((line) => String(line.error ?? "").includes("did not answer within"));
+    expect(String(warning?.error)).toContain("HTTP_SINK_URL did not answer within 300 ms");
+  });
+
   it("gives up at once when the receiver refuses the bundle with a 4xx, saying what to fix", async () => {
     receiver = await startWebhookReceiver(() => ({ status: 401 }));
     harness = await startHarness({

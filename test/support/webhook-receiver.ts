@@ -6,9 +6,16 @@ export interface ReceivedWebhook {
   rawBody: string;
 }
 
-/** A loopback HTTP server that records each request's raw body and answers `answer()`. */
+/**
+ * A loopback HTTP server that records each request's raw body and answers `answer()`;
+ * `hang: true` leaves that request unanswered (the connection is closed with the server).
+ */
 export async function startWebhookReceiver(
-  answer: (index: number) => { status: number; headers?: Record<string, string> } = () => ({
+  answer: (index: number) => {
+    status: number;
+    headers?: Record<string, string>;
+    hang?: boolean;
+  } = () => ({
     status: 204,
   }),
 ) {
@@ -18,8 +25,8 @@ export async function startWebhookReceiver(
     req.on("data", (chunk: Buffer) => chunks.push(chunk));
     req.on("end", () => {
       received.push({ headers: req.headers, rawBody: Buffer.concat(chunks).toString("utf8") });
-      const { status, headers } = answer(received.length - 1);
-      res.writeHead(status, headers).end();
+      const { status, headers, hang } = answer(received.length - 1);
+      if (!hang) res.writeHead(status, headers).end();
     });
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));

@@ -1,0 +1,45 @@
+import { resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+import { describe, expect, it } from "vitest";
+import { loadConfig } from "../../src/config.js";
+import { loadSinks } from "../../src/sinks/load.js";
+import type { Bundle } from "../../src/sinks/sink.js";
+import { captureLogs } from "../support/log-capture.js";
+
+const base = { FINAPI_CLIENT_ID: "id", FINAPI_CLIENT_SECRET: "secret", FILE_SINK_DIR: "/tmp/x" };
+
+function sinksFor(names: string) {
+  return loadSinks(loadConfig({ ...base, SINKS: names }), captureLogs().logger);
+}
+
+describe("SINKS=module:<path>", () => {
+  it("loads a factory exported as createSink when there is no default export", async () => {
+    const [sink] = await sinksFor("module:test/fixtures/named-export-sink.mjs");
+    expect(sink?.name).toBe("named-export");
+    const bundle = {
+      callback: { processToken: "pt", kreditCheckId: "kc-named", status: "SUCCESSFUL" },
+    } as unknown as Bundle;
+    await sink?.deliver(bundle, { logger: captureLogs().logger });
+    const url = pathToFileURL(resolve("test/fixtures/named-export-sink.mjs")).href;
+    const { delivered } = (await import(url)) as { delivered: unknown[] };
+    expect(delivered).toEqual([{ kreditCheckId: "kc-named", fileDir: expect.any(String) }]);
+  });
+
+  it("stops start-up naming the module when it exports no factory", async () => {
+    await expect(sinksFor("module:test/fixtures/not-a-sink.mjs")).rejects.toThrow(
+      "SINKS: module:test/fixtures/not-a-sink.mjs must export a sink factory as default or as createSink",
+    );
+  });
+
+  it("stops start-up when the factory's sink has no name", async () => {
+    await expect(sinksFor("module:test/fixtures/nameless-sink.mjs")).rejects.toThrow(
+      "must return { name, deliver(bundle, ctx) }",
+    );
+  });
+
+  it("stops start-up naming the path when the module cannot be loaded", async () => {
+    await expect(sinksFor("file,module:test/fixtures/missing.mjs")).rejects.toThrow(
+      /^SINKS: module:test\/fixtures\/missing\.mjs could not be loaded/,
+    );
+  });
+});
