@@ -43,6 +43,9 @@ const bool = z
 const httpUrl = z.url({ protocol: /^https?$/, error: "must be an http(s) URL" });
 const optionalUrl = z.preprocess((value) => (value === "" ? undefined : value), httpUrl.optional());
 const POSTGRES_URL = /^postgres(ql)?:\/\/.+/;
+const DAY_MS = 24 * 3600 * 1000;
+/** Longest retention: far beyond any use, and a cut-off (now minus it) is still a valid date. */
+const MAX_RETENTION_MS = 100 * 365 * DAY_MS;
 const required = (name: string) =>
   z.string({ error: `${name} is required` }).min(1, `${name} is required`);
 
@@ -101,10 +104,14 @@ const envSchema = z.object({
   WORKER_CONCURRENCY: int(1, 4),
   WORKER_POLL_MS: int(10, 1000),
   MAX_ATTEMPTS: int(1, 10),
-  JOB_MAX_AGE_MS: int(1000, 7 * 24 * 3600 * 1000),
+  JOB_MAX_AGE_MS: int(1000, 7 * DAY_MS),
   BACKOFF_BASE_MS: int(1, 1000),
   BACKOFF_MAX_MS: int(1, 5 * 60 * 1000),
   NOT_FOUND_GRACE_MS: int(0, 10 * 60 * 1000),
+  // 0 keeps finished jobs forever.
+  DONE_RETENTION_MS: int(0, 7 * DAY_MS, MAX_RETENTION_MS),
+  DEAD_RETENTION_MS: int(0, 30 * DAY_MS, MAX_RETENTION_MS),
+  PRUNE_INTERVAL_MS: int(10, 3600 * 1000),
   FINAPI_ENV: z.enum(["sandbox", "live"]).default("sandbox"),
   FINAPI_TOKEN_URL: optionalUrl,
   FINAPI_PROCESSCTRL_URL: optionalUrl,
@@ -238,6 +245,12 @@ export interface Config {
     backoffBaseMs: number;
     backoffMaxMs: number;
   };
+  /** How long finished jobs stay in the inbox after `finished_at`; null keeps them forever. */
+  retention: {
+    doneMs: number | null;
+    deadMs: number | null;
+    pruneIntervalMs: number;
+  };
   finapi: {
     env: "sandbox" | "live";
     tokenUrl: string;
@@ -353,6 +366,11 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       maxAgeMs: e.JOB_MAX_AGE_MS,
       backoffBaseMs: e.BACKOFF_BASE_MS,
       backoffMaxMs: e.BACKOFF_MAX_MS,
+    },
+    retention: {
+      doneMs: e.DONE_RETENTION_MS === 0 ? null : e.DONE_RETENTION_MS,
+      deadMs: e.DEAD_RETENTION_MS === 0 ? null : e.DEAD_RETENTION_MS,
+      pruneIntervalMs: e.PRUNE_INTERVAL_MS,
     },
     finapi: {
       env: e.FINAPI_ENV,

@@ -12,6 +12,7 @@ export interface Metrics {
   finapiDuration: Histogram<"endpoint" | "status">;
   tokenRequests: Counter<"outcome">;
   sinkDeliveries: Counter<"sink" | "result">;
+  jobsPruned: Counter<"state">;
 }
 
 export function createMetrics(countJobs: () => Promise<Record<JobState, number>>): Metrics {
@@ -49,6 +50,12 @@ export function createMetrics(countJobs: () => Promise<Record<JobState, number>>
       name: "kreditcheck_sink_deliveries_total",
       help: "Bundle deliveries by sink and result (success, failure)",
       labelNames: ["sink", "result"],
+      registers: [registry],
+    }),
+    jobsPruned: new Counter({
+      name: "kreditcheck_jobs_pruned_total",
+      help: "Finished jobs deleted after their retention (DONE_RETENTION_MS, DEAD_RETENTION_MS), by state",
+      labelNames: ["state"],
       registers: [registry],
     }),
   };

@@ -14,6 +14,7 @@ import { openInbox } from "./inbox/open-inbox.js";
 import type { Logger } from "./logger.js";
 import { createMetrics, type Metrics } from "./metrics.js";
 import { assembleBundle, type PipelineDeps, processCheck } from "./pipeline/process-check.js";
+import { Pruner } from "./pipeline/pruner.js";
 import { Worker } from "./pipeline/worker.js";
 import { loadSinks } from "./sinks/load.js";
 import type { Sink } from "./sinks/sink.js";
@@ -123,6 +124,15 @@ export async function startService(
       metrics.jobDuration.observe({ outcome }, durationMs / 1000),
   });
 
+  const pruner = new Pruner({
+    inbox,
+    retentionMs: { done: config.retention.doneMs, dead: config.retention.deadMs },
+    intervalMs: config.retention.pruneIntervalMs,
+    logger: logger.child({ component: "pruner" }),
+    clock,
+    onPruned: (state, count) => metrics.jobsPruned.inc({ state }, count),
+  });
+
   let shuttingDown = false;
   const readiness = async (): Promise<Readiness> => {
     const checks: Readiness["checks"] = {};
@@ -174,6 +184,7 @@ export async function startService(
   const port = (server.address() as AddressInfo).port;
   const adminPort = (adminServer.address() as AddressInfo).port;
   if (options.worker !== false) worker.start();
+  pruner.start();
   logger.info(
     {
       port,
@@ -194,8 +205,11 @@ export async function startService(
     closing ??= (async () => {
       shuttingDown = true;
       const publicClosed = closeServer(server);
+      // A prune in progress stops after its current batch, before the store closes.
+      const prunerStopped = pruner.stop();
       // Jobs get most of the budget; the rest is for giving back leases and closing.
       await worker.stop(Math.floor(config.shutdownTimeoutMs * 0.8));
+      await prunerStopped;
       server.closeAllConnections();
       await publicClosed;
       await Promise.allSettled(sinks.map((sink) => sink.close?.()));

@@ -111,6 +111,37 @@ describe("loadConfig", () => {
     expect(problemsOf({ ...credentials, CALLBACK_PATH: "/" })[0]).toMatch(/^CALLBACK_PATH/);
   });
 
+  it("keeps done jobs 7 days and dead jobs 30 days, prunes hourly, and reads 0 as keep forever", () => {
+    expect(loadConfig(credentials).retention).toEqual({
+      doneMs: 604_800_000,
+      deadMs: 2_592_000_000,
+      pruneIntervalMs: 3_600_000,
+    });
+    expect(
+      loadConfig({
+        ...credentials,
+        DONE_RETENTION_MS: "86400000",
+        DEAD_RETENTION_MS: "0",
+        PRUNE_INTERVAL_MS: "60000",
+      }).retention,
+    ).toEqual({ doneMs: 86_400_000, deadMs: null, pruneIntervalMs: 60_000 });
+    expect(loadConfig({ ...credentials, DONE_RETENTION_MS: "0" }).retention.doneMs).toBeNull();
+  });
+
+  it("refuses a retention that is not a whole number or beyond 100 years, and a prune interval under 10 ms", () => {
+    const problems = problemsOf({
+      ...credentials,
+      DONE_RETENTION_MS: "7d",
+      DEAD_RETENTION_MS: String(101 * 365 * 24 * 3600 * 1000),
+      PRUNE_INTERVAL_MS: "0",
+    });
+    expect(problems.map((problem) => problem.split(":")[0]).sort()).toEqual([
+      "DEAD_RETENTION_MS",
+      "DONE_RETENTION_MS",
+      "PRUNE_INTERVAL_MS",
+    ]);
+  });
+
   it("returns a frozen config", () => {
     const config = loadConfig(credentials);
     expect(Object.isFrozen(config.finapi)).toBe(true);

@@ -2,6 +2,9 @@ import type { Callback } from "../callback.js";
 
 export type JobState = "pending" | "running" | "done" | "dead";
 export const JOB_STATES: readonly JobState[] = ["pending", "running", "done", "dead"];
+/** The states a job ends in; only these are ever pruned. */
+export type FinishedState = Extract<JobState, "done" | "dead">;
+export const FINISHED_STATES: readonly FinishedState[] = ["done", "dead"];
 
 /** Per-state counts from `GROUP BY state` rows; states without rows count 0. */
 export function countsByState(
@@ -81,6 +84,13 @@ export interface Inbox {
    * (it is fetched and delivered again), its age counted from now.
    */
   requeue(jobId: string): Promise<boolean>;
+  /**
+   * Retention: deletes up to `limit` jobs in `state` that finished before `finishedBefore`,
+   * oldest first, in one short statement, and answers how many. Pending and running jobs
+   * are never deleted. A backlog takes several calls (the pruner loops until a call
+   * deletes fewer than `limit`), so no call holds the store for long.
+   */
+  prune(state: FinishedState, finishedBefore: Date, limit: number): Promise<number>;
   /** Called after jobs were written, so a waiting worker can start at once. */
   onEnqueued(listener: () => void): () => void;
   /** Proves the store answers and accepts a durable write (readiness). */

@@ -1,6 +1,11 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { Callback } from "../../src/callback.js";
-import { type Inbox, LeaseLostError, StoreUnavailableError } from "../../src/inbox/inbox.js";
+import {
+  type FinishedState,
+  type Inbox,
+  LeaseLostError,
+  StoreUnavailableError,
+} from "../../src/inbox/inbox.js";
 
 /** One store under test; every `open` is a new inbox instance on the same data. */
 export interface InboxFixture {
@@ -26,6 +31,7 @@ function callback(overrides: Partial<Callback> = {}): Callback {
 }
 
 const LEASE_MS = 30_000;
+const HOUR_MS = 3600 * 1000;
 
 /** The Inbox port's promises, run against every adapter. */
 export function defineInboxContract(name: string, createFixture: () => Promise<InboxFixture>) {
@@ -52,6 +58,16 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
       await Promise.allSettled(opened.splice(0).map((instance) => instance.close()));
       await fixture.dispose(failed);
     });
+
+    /** Stores a callback and takes it to `state` (the only due job, so the one claimed). */
+    const finish = async (state: FinishedState, sent = callback()): Promise<string> => {
+      const { id } = await inbox.enqueue(sent, new Date(fixture.now()));
+      const [job] = await inbox.claim("worker-a", 1, LEASE_MS);
+      expect(job?.id).toBe(id);
+      if (state === "done") await inbox.complete(id, "worker-a", {});
+      else await inbox.fail(id, "worker-a", "finapi_forbidden: 403", {});
+      return id;
+    };
 
     it("stores a callback as a pending job and answers a second one with the same ids as a duplicate", async () => {
       const first = callback();
@@ -245,6 +261,66 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
         [...ids].sort(),
       );
       expect(await inbox.get("00000000-0000-4000-8000-000000000000")).toBeNull();
+    });
+
+    it("prunes done and dead jobs that finished before the cut-off, each state on its own, and keeps younger ones", async () => {
+      const oldDone = await finish("done");
+      const oldDead = await finish("dead");
+      await fixture.advance(2 * HOUR_MS);
+      const youngDone = await finish("done");
+      const youngDead = await finish("dead");
+      const cutOff = new Date(fixture.now() - HOUR_MS);
+      expect(await inbox.prune("done", cutOff, 100)).toBe(1);
+      expect(await inbox.get(oldDone)).toBeNull();
+      expect((await inbox.get(oldDead))?.state).toBe("dead");
+      expect(await inbox.prune("dead", cutOff, 100)).toBe(1);
+      expect(await inbox.get(oldDead)).toBeNull();
+      expect(await inbox.prune("done", cutOff, 100)).toBe(0);
+      expect((await inbox.get(youngDone))?.state).toBe("done");
+      expect((await inbox.get(youngDead))?.state).toBe("dead");
+    });
+
+    it("never prunes a pending or running job, however old, even when asked to", async () => {
+      await finish("done");
+      const { id: runningId } = await inbox.enqueue(callback(), new Date());
+      expect((await inbox.claim("worker-a", 1, LEASE_MS))[0]?.id).toBe(runningId);
+      await inbox.enqueue(callback(), new Date());
+      await fixture.advance(2 * HOUR_MS);
+      const future = new Date(fixture.now() + 24 * HOUR_MS);
+      expect(await inbox.prune("dead", future, 100)).toBe(0);
+      expect(await inbox.prune("done", future, 100)).toBe(1);
+      for (const state of ["pending", "running"])
+        expect(await inbox.prune(state as FinishedState, future, 100)).toBe(0);
+      expect(await inbox.countByState()).toEqual({ pending: 1, running: 1, done: 0, dead: 0 });
+    });
+
+    it("prunes at most `limit` jobs a call, oldest first, so a backlog goes in several short calls", async () => {
+      const ids: string[] = [];
+      for (let index = 0; index < 5; index++) {
+        ids.push(await finish("done"));
+        await fixture.advance(1000);
+      }
+      const cutOff = new Date(fixture.now());
+      expect(await inbox.prune("done", cutOff, 2)).toBe(2);
+      const left = async () =>
+        (await inbox.list({ state: "done", limit: 10 })).map((job) => job.id).sort();
+      expect(await left()).toEqual(ids.slice(2).sort());
+      expect(await inbox.prune("done", cutOff, 2)).toBe(2);
+      expect(await left()).toEqual(ids.slice(4));
+      expect(await inbox.prune("done", cutOff, 2)).toBe(1);
+      expect(await inbox.prune("done", cutOff, 2)).toBe(0);
+    });
+
+    it("accepts a pruned callback again as a new job: the duplicate check needs the row", async () => {
+      const sent = callback();
+      const first = await finish("done", sent);
+      await fixture.advance(2 * HOUR_MS);
+      expect(await inbox.enqueue(sent, new Date())).toEqual({ id: first, duplicate: true });
+      expect(await inbox.prune("done", new Date(fixture.now() - HOUR_MS), 100)).toBe(1);
+      const again = await inbox.enqueue(sent, new Date());
+      expect(again.duplicate).toBe(false);
+      expect(again.id).not.toBe(first);
+      expect((await inbox.get(again.id))?.state).toBe("pending");
     });
 
     it("answers ping while open and StoreUnavailableError once closed", async () => {

@@ -36,7 +36,9 @@ describePostgres("PostgreSQL inbox", () => {
         await adminQuery(
           `UPDATE ${schema}.kreditcheck_jobs
            SET run_at = run_at - $1 * interval '1 millisecond',
-               locked_until = locked_until - $1 * interval '1 millisecond'`,
+               locked_until = locked_until - $1 * interval '1 millisecond',
+               updated_at = updated_at - $1 * interval '1 millisecond',
+               finished_at = finished_at - $1 * interval '1 millisecond'`,
           [ms],
         );
       },

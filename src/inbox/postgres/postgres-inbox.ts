@@ -11,6 +11,7 @@ import { describePgError } from "../../postgres/sqlstate.js";
 import {
   countsByState,
   type EnqueueResult,
+  type FinishedState,
   type Inbox,
   type Job,
   type JobProgress,
@@ -219,6 +220,11 @@ export class PostgresInbox implements Inbox {
     this.notify();
     await this.announce();
     return true;
+  }
+
+  async prune(state: FinishedState, finishedBefore: Date, limit: number): Promise<number> {
+    const { rowCount } = await this.query(SQL.prune, [state, finishedBefore, limit]);
+    return rowCount ?? 0;
   }
 
   async get(jobId: string): Promise<Job | null> {

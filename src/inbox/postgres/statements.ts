@@ -50,6 +50,21 @@ export const SQL = {
                    progress = json_build_object('requeuedAt', floor(extract(epoch from now()) * 1000)::bigint),
                    updated_at = now(), finished_at = NULL
             WHERE id = $1 AND state IN ('dead', 'done')`,
+  /**
+   * For a done or dead row updated_at equals finished_at (complete and fail set both, and
+   * only requeue, which makes it pending, changes a finished row), so the updated_at bound
+   * walks the existing (state, updated_at) index oldest first; the finished_at bound is the
+   * rule itself. SKIP LOCKED: replicas pruning at once, or a requeue in flight, never wait.
+   * `= ANY (ARRAY(…))` deletes by primary key; a join with the batch was planned as a
+   * sequential scan of the whole table.
+   */
+  prune: `DELETE FROM kreditcheck_jobs
+          WHERE id = ANY (ARRAY(
+            SELECT id FROM kreditcheck_jobs
+            WHERE state = $1 AND state IN ('done', 'dead') AND updated_at < $2 AND finished_at < $2
+            ORDER BY updated_at
+            LIMIT $3
+            FOR UPDATE SKIP LOCKED))`,
   get: `SELECT * FROM kreditcheck_jobs WHERE id = $1`,
   listByState: `SELECT * FROM kreditcheck_jobs WHERE state = $1 ORDER BY updated_at DESC LIMIT $2`,
   listAll: `SELECT * FROM kreditcheck_jobs ORDER BY updated_at DESC LIMIT $1`,

@@ -5,6 +5,7 @@ import type { Callback } from "../../callback.js";
 import {
   countsByState,
   type EnqueueResult,
+  type FinishedState,
   type Inbox,
   type Job,
   type JobProgress,
@@ -79,6 +80,7 @@ export class SqliteInbox implements Inbox {
       fail: prepare(SQL.fail),
       release: prepare(SQL.release),
       requeue: prepare(SQL.requeue),
+      prune: prepare(SQL.prune),
       get: prepare(SQL.get),
       listByState: prepare(SQL.listByState),
       listAll: prepare(SQL.listAll),
@@ -189,6 +191,13 @@ export class SqliteInbox implements Inbox {
     }, true);
     if (changes === 1) this.notify();
     return changes === 1;
+  }
+
+  /** Worker bookkeeping, not an acknowledgement: it commits without a full fsync. */
+  prune(state: FinishedState, finishedBefore: Date, limit: number): Promise<number> {
+    return this.write(
+      () => this.statements.prune.run({ state, before: finishedBefore.getTime(), limit }).changes,
+    );
   }
 
   async get(jobId: string): Promise<Job | null> {

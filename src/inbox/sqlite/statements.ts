@@ -42,6 +42,17 @@ export const SQL = {
   requeue: `UPDATE jobs SET state = 'pending', attempts = 0, run_at = @now, locked_by = NULL, locked_until = NULL,
                    last_error = NULL, progress = @progress, updated_at = @now, finished_at = NULL
             WHERE id = @id AND state IN ('dead', 'done')`,
+  /**
+   * For a done or dead row updated_at equals finished_at (complete and fail set both, and
+   * only requeue, which makes it pending, changes a finished row), so the updated_at bound
+   * walks the existing (state, updated_at) index oldest first; the finished_at bound is the
+   * rule itself. The state list keeps pending and running rows out whatever is bound.
+   */
+  prune: `DELETE FROM jobs WHERE id IN (
+            SELECT id FROM jobs INDEXED BY jobs_state_updated
+            WHERE state = @state AND state IN ('done', 'dead')
+              AND updated_at < @before AND finished_at < @before
+            ORDER BY updated_at LIMIT @limit)`,
   get: `SELECT * FROM jobs WHERE id = ?`,
   listByState: `SELECT * FROM jobs WHERE state = @state ORDER BY updated_at DESC LIMIT @limit`,
   listAll: `SELECT * FROM jobs ORDER BY updated_at DESC LIMIT @limit`,
