@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, open, readdir, rename, rm, stat } from "node:fs/promises";
-import { join, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { SAFE_ID_PATTERN } from "../callback.js";
 import { ReceiverError } from "../errors.js";
 import type { Bundle, Sink } from "./sink.js";
@@ -72,7 +72,11 @@ export class FileSink implements Sink {
       document,
       file: `${kreditCheckId}.${DOCUMENT_SUFFIXES[document.name] ?? document.name}`,
     }));
-    for (const { document, file } of files) await this.writeAtomically(file, document.data);
+    // Only the first file may find the folder gone and make it again: a later one would
+    // leave a JSON whose documents went with the old folder.
+    for (const [index, { document, file }] of files.entries()) {
+      await this.writeAtomically(file, document.data, index === 0);
+    }
     if (files.length > 0) await this.syncFolder();
     const listed = documents
       ? {
@@ -85,19 +89,30 @@ export class FileSink implements Sink {
           })),
         }
       : json;
-    await this.writeAtomically(`${kreditCheckId}.json`, `${JSON.stringify(listed, null, 2)}\n`);
+    await this.writeAtomically(
+      `${kreditCheckId}.json`,
+      `${JSON.stringify(listed, null, 2)}\n`,
+      files.length === 0,
+    );
     await this.syncFolder();
   }
 
   private ensureFolder(): Promise<void> {
-    this.folderReady ??= mkdir(this.dir, { recursive: true }).then(
-      () => undefined,
-      (error: unknown) => {
-        this.folderReady = undefined;
-        throw this.writeFailed(this.dir, error);
-      },
-    );
+    this.folderReady ??= this.makeFolder().catch((error: unknown) => {
+      this.folderReady = undefined;
+      throw this.writeFailed(this.dir, error);
+    });
     return this.folderReady;
+  }
+
+  /** mkdir -p, then an fsync of each new folder's parent, so power loss cannot undo it. */
+  private async makeFolder(): Promise<void> {
+    const firstCreated = await mkdir(this.dir, { recursive: true });
+    if (firstCreated === undefined) return;
+    for (let folder = this.dir; ; folder = dirname(folder)) {
+      await syncDirectory(dirname(folder));
+      if (folder === firstCreated || dirname(folder) === folder) return;
+    }
   }
 
   /**
@@ -116,23 +131,24 @@ export class FileSink implements Sink {
       });
       return this.folderSync;
     }
-    this.nextFolderSync ??= this.folderSync
-      .catch(() => undefined)
-      .then(() => {
+    // If the running fsync fails, its joiners fail too: their renames may be in what it
+    // could not write, and a later fsync on a new descriptor would not report that.
+    this.nextFolderSync ??= this.folderSync.then(
+      () => {
         this.nextFolderSync = undefined;
         return this.syncFolder();
-      });
+      },
+      (error: unknown) => {
+        this.nextFolderSync = undefined;
+        throw error;
+      },
+    );
     return this.nextFolderSync;
   }
 
   private async syncFolderNow(): Promise<void> {
     try {
-      const folder = await open(this.dir, "r");
-      try {
-        await folder.sync();
-      } finally {
-        await folder.close();
-      }
+      await syncDirectory(this.dir);
     } catch (error) {
       throw this.writeFailed(this.dir, error);
     }
@@ -147,23 +163,33 @@ export class FileSink implements Sink {
     });
   }
 
-  private async openTemporary(path: string) {
+  private async openTemporary(path: string, mayMakeFolder: boolean) {
     try {
       return await open(path, "w", 0o640);
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
-      // The folder was removed after it was made (by hand, by a clean-up job): again.
+      // The folder was removed after it was made (by hand, by a clean-up job).
       this.folderReady = undefined;
+      if (!mayMakeFolder) {
+        throw new ReceiverError(
+          `${this.dir} disappeared while this bundle was written; the next attempt writes all its files again`,
+          { code: "file_sink_write_failed", retryable: true, cause: error },
+        );
+      }
       await this.ensureFolder();
       return open(path, "w", 0o640);
     }
   }
 
-  private async writeAtomically(file: string, content: string | Buffer): Promise<void> {
+  private async writeAtomically(
+    file: string,
+    content: string | Buffer,
+    mayMakeFolder: boolean,
+  ): Promise<void> {
     const target = join(this.dir, file);
     const temporary = join(this.dir, `.${file}.${randomBytes(6).toString("hex")}.tmp`);
     try {
-      const handle = await this.openTemporary(temporary);
+      const handle = await this.openTemporary(temporary, mayMakeFolder);
       try {
         await handle.writeFile(content);
         await handle.sync();
@@ -173,7 +199,16 @@ export class FileSink implements Sink {
       await rename(temporary, target);
     } catch (error) {
       await rm(temporary, { force: true }).catch(() => undefined);
-      throw this.writeFailed(target, error);
+      throw error instanceof ReceiverError ? error : this.writeFailed(target, error);
     }
+  }
+}
+
+async function syncDirectory(path: string): Promise<void> {
+  const folder = await open(path, "r");
+  try {
+    await folder.sync();
+  } finally {
+    await folder.close();
   }
 }

@@ -16,6 +16,20 @@ function bundleFor(kreditCheckId: string, verdict = "GREEN"): Bundle {
   };
 }
 
+function bundleWithDocument(kreditCheckId: string): Bundle {
+  return {
+    callback: { processToken: "pt-1", kreditCheckId, status: "SUCCESSFUL" },
+    kreditCheck: { status: "SUCCESSFUL" },
+    dacReports: {},
+    problems: [],
+    receivedAt: "2026-01-01T00:00:00.000Z",
+    completedAt: "2026-01-01T00:00:01.000Z",
+    documents: [
+      { name: "account_pdf", contentType: "application/pdf", data: Buffer.from("%PDF-1") },
+    ],
+  } as Bundle;
+}
+
 describe("FileSink", () => {
   let dir: string;
   beforeEach(async () => {
@@ -95,5 +109,63 @@ describe("FileSink", () => {
       .catch((thrown: unknown) => thrown);
     expect(error).toMatchObject({ code: "file_sink_write_failed", retryable: true });
     expect(String((error as Error & { fix: string }).fix)).toContain("FILE_SINK_DIR");
+  });
+  it("fails the delivery, never reports success, when the folder goes between documents and JSON", async () => {
+    const target = join(dir, "results");
+    const sink = new FileSink(target);
+    // biome-ignore lint/suspicious/noExplicitAny: reaching a private method on purpose
+    const internals = sink as any;
+    const original = internals.syncFolder.bind(sink);
+    let calls = 0;
+    internals.syncFolder = async () => {
+      await original();
+      calls += 1;
+      // A clean-up job removes the folder right after the documents were made durable.
+      if (calls === 1) await rm(target, { recursive: true });
+    };
+    const outcome = await sink.deliver(bundleWithDocument("kc-1")).then(
+      () => "resolved",
+      () => "rejected",
+    );
+    expect(outcome).toBe("rejected");
+    // The retry writes every file again.
+    await sink.deliver(bundleWithDocument("kc-1"));
+    expect((await readdir(target)).sort()).toEqual(["kc-1.account.pdf", "kc-1.json"]);
+  });
+
+  it("answers each caller of a shared folder fsync only after one that started after its call, and passes failures on", async () => {
+    for (let round = 0; round < 30; round += 1) {
+      const sink = new FileSink(dir);
+      // biome-ignore lint/suspicious/noExplicitAny: reaching a private method on purpose
+      const internals = sink as any;
+      let clock = 0;
+      const syncs: { start: number; end?: number; failed: boolean }[] = [];
+      internals.syncFolderNow = async () => {
+        const record = {
+          start: (clock += 1),
+          end: undefined as number | undefined,
+          failed: Math.random() < 0.3,
+        };
+        syncs.push(record);
+        await new Promise((resolve) => setTimeout(resolve, Math.random() * 3));
+        record.end = clock += 1;
+        if (record.failed) throw new Error(`fsync ${record.start} failed`);
+      };
+      const callers = Array.from({ length: 40 }, async () => {
+        await new Promise((resolve) => setTimeout(resolve, Math.random() * 20));
+        const calledAt = (clock += 1);
+        const result = await internals.syncFolder().then(
+          () => ({ ok: true as const }),
+          (error: Error) => ({ ok: false as const, error }),
+        );
+        const doneAt = clock;
+        // A success needs an fsync that started after the call; a failure, one that failed
+        // while the caller waited (an fsync that began before its rename counts).
+        const ended = syncs.filter((s) => s.end !== undefined && s.end <= doneAt);
+        if (result.ok) expect(ended.some((s) => s.start > calledAt && !s.failed)).toBe(true);
+        else expect(ended.some((s) => s.failed && (s.end ?? 0) > calledAt)).toBe(true);
+      });
+      await Promise.all(callers);
+    }
   });
 });
