@@ -211,6 +211,23 @@ export class Worker {
     this.active.set(job.id, entry);
   }
 
+  /**
+   * Stores an outcome under the job's current lease token. If this worker re-claimed the
+   * job meanwhile (its lease lapsed while the outcome was on its way; the run adopted the
+   * new lease), the write under the old token finds nothing and is repeated under the new
+   * one, so the job is not left running with nobody at it.
+   */
+  private async asOwner(entry: ActiveJob, write: (owner: string) => Promise<void>): Promise<void> {
+    for (;;) {
+      const owner = entry.owner;
+      try {
+        return await write(owner);
+      } catch (error) {
+        if (!(error instanceof LeaseLostError) || entry.owner === owner) throw error;
+      }
+    }
+  }
+
   private freeSlot(entry: ActiveJob): void {
     if (!entry.holdsSlot) return;
     entry.holdsSlot = false;
@@ -228,7 +245,7 @@ export class Worker {
     if (job.attempts > policy.maxAttempts) {
       // The previous owner died (or lost its lease) on the last attempt.
       const reason = `gave up after ${job.attempts - 1} attempts (MAX_ATTEMPTS=${policy.maxAttempts}); the last attempt's worker stopped before it finished; last error: ${job.lastError ?? "none recorded"}`;
-      await inbox.fail(job.id, entry.owner, reason, progress);
+      await this.asOwner(entry, (owner) => inbox.fail(job.id, owner, reason, progress));
       logger.error({ reason }, "job is dead");
       return "dead";
     }
@@ -247,7 +264,7 @@ export class Worker {
     } catch (thrown) {
       const reason: unknown = controller.signal.reason;
       if (controller.signal.aborted && reason instanceof ShutdownSignal) {
-        await inbox.release(job.id, entry.owner);
+        await this.asOwner(entry, (owner) => inbox.release(job.id, owner));
         logger.info("job given back unfinished because of shutdown");
         return "released";
       }
@@ -261,7 +278,9 @@ export class Worker {
         this.clock(),
       );
       if (decision.action === "retry") {
-        await inbox.retry(job.id, entry.owner, decision.runAt, error.describe(), progress);
+        await this.asOwner(entry, (owner) =>
+          inbox.retry(job.id, owner, decision.runAt, error.describe(), progress),
+        );
         logger.warn(
           {
             code: error.code,
@@ -273,12 +292,12 @@ export class Worker {
         );
         return "retry";
       }
-      await inbox.fail(job.id, entry.owner, decision.reason, progress);
+      await this.asOwner(entry, (owner) => inbox.fail(job.id, owner, decision.reason, progress));
       logger.error({ code: error.code, reason: decision.reason }, "job is dead");
       return "dead";
     }
     const { bundle: _bundle, ...record } = progress;
-    await inbox.complete(job.id, entry.owner, record);
+    await this.asOwner(entry, (owner) => inbox.complete(job.id, owner, record));
     logger.info({ durationMs: this.clock() - job.updatedAt.getTime() }, "check delivered");
     return "done";
   }

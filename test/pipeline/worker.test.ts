@@ -9,6 +9,8 @@ import { makeCallback } from "../support/harness.js";
 import { captureLogs } from "../support/log-capture.js";
 import { waitFor } from "../support/wait-for.js";
 
+const tick = () => new Promise((resolve) => setImmediate(resolve));
+
 describe("Worker", () => {
   let dir: string;
   let now: number;
@@ -108,5 +110,30 @@ describe("Worker", () => {
     await worker?.stop(50);
     const job = await inbox.get(id);
     expect(job).toMatchObject({ state: "pending", attempts: 0, lockedBy: null });
+  });
+  it("stores the outcome under the new lease when it re-claimed the job while the outcome was on its way", async () => {
+    const runs: string[] = [];
+    worker = new Worker({
+      inbox,
+      handle: async (run: CheckRun) => {
+        runs.push(run.job.id);
+        // Delivery stalls past the lease (blocked loop, clock step, VM pause)...
+        now += 120_000;
+        run.fetched?.(); // the loop wakes and claims while this one is still delivering
+        await tick();
+        await tick();
+      },
+      logger: captureLogs().logger,
+      concurrency: 1,
+      leaseMs: 60_000,
+      pollMs: 20,
+      policy: { maxAttempts: 5, maxAgeMs: 3_600_000, baseMs: 10, maxMs: 20 },
+      clock: () => now,
+    });
+    worker.start();
+    const job = await inbox.enqueue(makeCallback() as never, new Date(now));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const stored = await inbox.get(job.id);
+    expect({ state: stored?.state, runs: runs.length }).toEqual({ state: "done", runs: 1 });
   });
 });
