@@ -18,6 +18,9 @@ import { type JobRow, rowToJob } from "./rows.js";
 import { migrate } from "./schema.js";
 import { SQL } from "./statements.js";
 
+/** Longest time a NORMAL (unsynced) commit waits for a FULL one to make it durable. */
+export const BOOKKEEPING_SYNC_MS = 1000;
+
 export interface SqliteInboxOptions {
   path: string;
   clock?: () => number;
@@ -45,9 +48,11 @@ interface QueuedWrite {
  * `synchronous = FULL`: its fsync makes the acknowledged callback survive power loss, not
  * only a crash. The worker's own bookkeeping (claims, lease renewals, outcomes) commits
  * with `NORMAL`: it survives a crash of the process, and reaches the disk with the next
- * FULL commit or checkpoint. Power loss can only undo the latest of those, so a job runs
- * again (delivery is at least once anyway, and sinks are idempotent); it never loses a
- * callback. The fsync this saves was the worker's biggest cost on the event loop.
+ * FULL commit (which fsyncs the whole WAL) or checkpoint; if none comes within
+ * `BOOKKEEPING_SYNC_MS`, a heartbeat write is committed FULL. So power loss can undo at
+ * most about a second of bookkeeping: those jobs run again (delivery is at least once
+ * anyway, and sinks are idempotent); it never loses a callback. The fsync this saves was
+ * the worker's biggest cost on the event loop.
  */
 export class SqliteInbox implements Inbox {
   private readonly db: Database.Database;
@@ -59,6 +64,9 @@ export class SqliteInbox implements Inbox {
   private closed = false;
   /** The connection's current `synchronous` level: FULL (true) or NORMAL (false). */
   private fullSync: boolean;
+  private readonly syncPragmas: { full: Database.Statement; normal: Database.Statement };
+  /** Pending FULL commit that makes recent NORMAL commits durable. */
+  private bookkeepingSync: NodeJS.Timeout | undefined;
 
   constructor(options: SqliteInboxOptions) {
     this.clock = options.clock ?? Date.now;
@@ -67,6 +75,10 @@ export class SqliteInbox implements Inbox {
     this.db.pragma("journal_mode = WAL");
     this.db.pragma("synchronous = FULL");
     this.fullSync = true;
+    this.syncPragmas = {
+      full: this.db.prepare("PRAGMA synchronous = FULL"),
+      normal: this.db.prepare("PRAGMA synchronous = NORMAL"),
+    };
     this.db.pragma("busy_timeout = 5000");
     migrate(this.db);
     const prepare = (sql: string) => this.db.prepare(sql);
@@ -234,6 +246,11 @@ export class SqliteInbox implements Inbox {
 
   async close(): Promise<void> {
     if (this.closed) return;
+    clearTimeout(this.bookkeepingSync);
+    // The last commit is FULL, so the bookkeeping before it is on disk too.
+    this.write(() => this.statements.heartbeat.run({ now: this.clock() }), true).catch(
+      () => undefined,
+    );
     this.flush();
     this.closed = true;
     this.db.close();
@@ -267,8 +284,9 @@ export class SqliteInbox implements Inbox {
     this.flushScheduled = false;
     if (queue.length === 0) return;
     let results: unknown[];
+    const durable = queue.some((item) => item.durable);
     try {
-      this.setFullSync(queue.some((item) => item.durable));
+      this.setFullSync(durable);
       results = this.db.transaction(() => queue.map((item) => item.apply())).immediate();
     } catch (error) {
       const failure = new StoreUnavailableError(`inbox write failed: ${messageOf(error)}`, {
@@ -277,6 +295,7 @@ export class SqliteInbox implements Inbox {
       for (const item of queue) item.reject(failure);
       return;
     }
+    this.scheduleBookkeepingSync(durable);
     queue.forEach((item, index) => {
       item.resolve(results[index]);
     });
@@ -285,8 +304,26 @@ export class SqliteInbox implements Inbox {
   /** Switching costs no I/O; it applies from the next commit on this connection. */
   private setFullSync(full: boolean): void {
     if (this.fullSync === full) return;
-    this.db.pragma(full ? "synchronous = FULL" : "synchronous = NORMAL");
+    (full ? this.syncPragmas.full : this.syncPragmas.normal).run();
     this.fullSync = full;
+  }
+
+  /** After a NORMAL commit, a FULL one follows within BOOKKEEPING_SYNC_MS (see above). */
+  private scheduleBookkeepingSync(committedFull: boolean): void {
+    if (committedFull) {
+      clearTimeout(this.bookkeepingSync);
+      this.bookkeepingSync = undefined;
+      return;
+    }
+    if (this.bookkeepingSync) return;
+    this.bookkeepingSync = setTimeout(() => {
+      this.bookkeepingSync = undefined;
+      if (this.closed) return;
+      this.write(() => this.statements.heartbeat.run({ now: this.clock() }), true).catch(
+        () => undefined,
+      );
+    }, BOOKKEEPING_SYNC_MS);
+    this.bookkeepingSync.unref();
   }
 
   private read<T>(operation: () => T): T {
