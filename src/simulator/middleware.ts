@@ -22,6 +22,23 @@ async function pause(ms: number, signal: AbortSignal): Promise<boolean> {
   }
 }
 
+/**
+ * Holds the response back until `answerAt`: the latency runs from the request's arrival,
+ * while the answer is being made, as a remote server's would, instead of being added to
+ * the simulator's own work. An answer nobody waits for any more is dropped.
+ */
+function answerNotBefore(req: Request, res: Response, answerAt: number, signal: AbortSignal) {
+  const end = res.end.bind(res) as (...args: unknown[]) => Response;
+  res.end = ((...args: unknown[]) => {
+    const waitMs = answerAt - Date.now();
+    if (waitMs <= 0) return end(...args);
+    void pause(waitMs, signal).then((waited) => {
+      if (waited && !res.destroyed && !req.socket.destroyed) end(...args);
+    });
+    return res;
+  }) as Response["end"];
+}
+
 function tokenDown(state: SimulatorState, now: number): FaultDecision | undefined {
   const until = state.faults.tokenDownUntil;
   if (until <= now) return undefined;
@@ -87,17 +104,15 @@ export function simulate(state: SimulatorState, endpoint: SimEndpoint): RequestH
       return;
     }
     const delay = state.faults.delayMs();
-    if (delay > 0 && !(await pause(delay, state.closing.signal))) return;
-    // The client may have given up during the delay; there is nobody left to answer.
-    if (res.destroyed || req.socket.destroyed) return;
-
-    if (!decision) return next();
-    if (decision.kind === "reset") {
+    if (decision?.kind === "reset") {
+      if (delay > 0 && !(await pause(delay, state.closing.signal))) return;
       state.stats.status(endpoint, "reset");
       logged.status = "reset";
       req.socket.destroy();
       return;
     }
+    if (delay > 0) answerNotBefore(req, res, Date.now() + delay, state.closing.signal);
+    if (!decision) return next();
     sendFault(req, res, endpoint, decision.status, decision.retryAfterSec);
   };
 }
