@@ -13,6 +13,7 @@ import type { Inbox } from "./inbox/inbox.js";
 import { openInbox } from "./inbox/open-inbox.js";
 import type { Logger } from "./logger.js";
 import { createMetrics, type Metrics } from "./metrics.js";
+import { IngestPressure } from "./pipeline/ingest-pressure.js";
 import { assembleBundle, type PipelineDeps, processCheck } from "./pipeline/process-check.js";
 import { Pruner } from "./pipeline/pruner.js";
 import { Worker } from "./pipeline/worker.js";
@@ -106,8 +107,10 @@ export async function startService(
     onDelivery: (sink, result) => metrics.sinkDeliveries.inc({ sink, result }),
   };
 
+  const pressure = new IngestPressure();
   const worker = new Worker({
     inbox,
+    pressure,
     handle: (run) => processCheck(deps, run),
     logger: logger.child({ component: "worker" }),
     concurrency: config.worker.concurrency,
@@ -154,7 +157,10 @@ export async function startService(
     inbox,
     logger: logger.child({ component: "http" }),
     clock,
-    onOutcome: (outcome) => metrics.callbacks.inc({ outcome }),
+    onOutcome: (outcome) => {
+      pressure.noteArrival();
+      metrics.callbacks.inc({ outcome });
+    },
   });
   const adminApp = createAdminApp({
     inbox,

@@ -3,6 +3,7 @@ import { hostname } from "node:os";
 import { toReceiverError } from "../errors.js";
 import { type Inbox, type Job, type JobProgress, LeaseLostError } from "../inbox/inbox.js";
 import type { Logger } from "../logger.js";
+import type { LoadGauge } from "./ingest-pressure.js";
 import type { CheckRun } from "./process-check.js";
 import { decideRetry, type RetryPolicy } from "./retry.js";
 
@@ -20,6 +21,8 @@ export interface WorkerOptions {
   clock?: () => number;
   workerId?: string;
   onJobFinished?: (outcome: JobOutcome, durationMs: number) => void;
+  /** While it reads busy, one check fetches at a time (callbacks come first). */
+  pressure?: LoadGauge;
 }
 
 interface ActiveJob {
@@ -131,7 +134,8 @@ export class Worker {
   private async loop(): Promise<void> {
     const { inbox, concurrency, leaseMs, pollMs, logger } = this.options;
     while (!this.stopping) {
-      const free = Math.min(concurrency - this.busy, 2 * concurrency - this.active.size);
+      const limit = this.options.pressure?.busy() ? 1 : concurrency;
+      const free = Math.min(limit - this.busy, 2 * concurrency - this.active.size);
       if (free > 0) {
         try {
           this.claims += 1;

@@ -27,10 +27,15 @@ describe("Worker", () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  function startWorker(handle: (run: CheckRun) => Promise<unknown>, maxAttempts = 5) {
+  function startWorker(
+    handle: (run: CheckRun) => Promise<unknown>,
+    maxAttempts = 5,
+    pressure?: { busy(): boolean },
+  ) {
     worker = new Worker({
       inbox,
       handle,
+      ...(pressure ? { pressure } : {}),
       logger: captureLogs().logger,
       concurrency: 4,
       leaseMs: 60_000,
@@ -135,5 +140,32 @@ describe("Worker", () => {
     await new Promise((resolve) => setTimeout(resolve, 300));
     const stored = await inbox.get(job.id);
     expect({ state: stored?.state, runs: runs.length }).toEqual({ state: "done", runs: 1 });
+  });
+  it("fetches one check at a time while the load gauge reads busy, all four again after", async () => {
+    let busy = true;
+    let fetching = 0;
+    const peaks: number[] = [];
+    startWorker(
+      async () => {
+        fetching += 1;
+        peaks.push(fetching);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        fetching -= 1;
+      },
+      5,
+      { busy: () => busy },
+    );
+    const enqueueMany = (count: number) =>
+      Promise.all(
+        Array.from({ length: count }, () => inbox.enqueue(makeCallback() as never, new Date(now))),
+      );
+    await enqueueMany(6);
+    await waitFor(async () => (await inbox.countByState()).done === 6, "six done under pressure");
+    expect(Math.max(...peaks)).toBe(1);
+    busy = false;
+    peaks.length = 0;
+    await enqueueMany(8);
+    await waitFor(async () => (await inbox.countByState()).done === 14, "eight more done");
+    expect(Math.max(...peaks)).toBe(4);
   });
 });
