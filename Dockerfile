@@ -21,7 +21,7 @@ ENV NODE_ENV=production \
     ADMIN_PORT=9090
 # The heap cap of `npm start`: V8 collects before the heap balloons (README, Memory).
 # An environment variable, so `docker run -e NODE_OPTIONS=...` can change it.
-ENV NODE_OPTIONS=--max-old-space-size=1024
+ENV NODE_OPTIONS="--max-old-space-size=1024 --max-semi-space-size=8"
 WORKDIR /app
 COPY --from=build --chown=node:node /app/node_modules ./node_modules
 COPY --from=build --chown=node:node /app/dist ./dist
