@@ -139,21 +139,26 @@ describe("FileSink", () => {
       // biome-ignore lint/suspicious/noExplicitAny: reaching a private method on purpose
       const internals = sink as any;
       let clock = 0;
+      /** A logical clock: each event gets the next number. */
+      const tick = () => {
+        clock += 1;
+        return clock;
+      };
       const syncs: { start: number; end?: number; failed: boolean }[] = [];
       internals.syncFolderNow = async () => {
         const record = {
-          start: (clock += 1),
+          start: tick(),
           end: undefined as number | undefined,
           failed: Math.random() < 0.3,
         };
         syncs.push(record);
         await new Promise((resolve) => setTimeout(resolve, Math.random() * 3));
-        record.end = clock += 1;
+        record.end = tick();
         if (record.failed) throw new Error(`fsync ${record.start} failed`);
       };
       const callers = Array.from({ length: 40 }, async () => {
         await new Promise((resolve) => setTimeout(resolve, Math.random() * 20));
-        const calledAt = (clock += 1);
+        const calledAt = tick();
         const result = await internals.syncFolder().then(
           () => ({ ok: true as const }),
           (error: Error) => ({ ok: false as const, error }),
