@@ -4,6 +4,7 @@ import { type LoadResult, postCallbacks } from "./lib/load.js";
 import { median, type Row, saveResults, table } from "./lib/report.js";
 import {
   type ChildScript,
+  cpuProfileFlags,
   requireSupportedStore,
   startServiceProcess,
   startSimulatorProcess,
@@ -21,9 +22,7 @@ const GOAL_RATIO = 0.8;
 const GOAL_P99_FACTOR = 2;
 
 await requireSupportedStore();
-const cpuProf = process.env.BENCH_CPU_PROF
-  ? ["--cpu-prof", "--cpu-prof-dir", process.env.BENCH_CPU_PROF]
-  : [];
+const cpuProf = cpuProfileFlags();
 const simulator = await startSimulatorProcess();
 const service = await startServiceProcess(simulator, {}, { nodeArgs: cpuProf }).catch(
   async (error: unknown) => {

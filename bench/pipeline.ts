@@ -2,7 +2,7 @@ import { join } from "node:path";
 import type { LoggedRequest, SimulatorStats } from "../src/simulator/server.js";
 import { inboxReader, prefillInbox, until } from "./lib/inbox-file.js";
 import { type Row, saveResults, table } from "./lib/report.js";
-import { cpuMs, startServiceProcess, startSimulatorProcess } from "./lib/stack.js";
+import { cpuMs, cpuProfileFlags, startServiceProcess, startSimulatorProcess } from "./lib/stack.js";
 
 /**
  * Pipeline: 1,000 callbacks already in the inbox, finAPI (the simulator) answering every
@@ -16,9 +16,7 @@ const LATENCY_MS = 50;
 const CONCURRENCIES = (process.env.BENCH_CONCURRENCY ?? "4,16,64").split(",").map(Number);
 const GOAL_RATIO = 1.15;
 // BENCH_CPU_PROF=<dir>: V8 CPU profiles of the service and the simulator, for finding hot spots.
-const cpuProf = process.env.BENCH_CPU_PROF
-  ? ["--cpu-prof", "--cpu-prof-dir", process.env.BENCH_CPU_PROF]
-  : [];
+const cpuProf = cpuProfileFlags();
 
 // The pipeline is measured on the SQLite inbox it fills itself; STORE_URL is for bench:ingest.
 delete process.env.STORE_URL;

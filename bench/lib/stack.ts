@@ -76,9 +76,9 @@ export function startScriptNodeFlags(): string[] {
 }
 
 /**
- * The service in its own process against `simulator`, with the node flags of `npm start`. STORE_URL from the environment is
- * passed through when set (PostgreSQL, once that adapter exists); otherwise a fresh SQLite
- * file in a temporary directory.
+ * The service in its own process against `simulator`, with the node flags of `npm start`.
+ * STORE_URL from the environment is passed through when set; otherwise a fresh SQLite file
+ * in a temporary directory.
  */
 export async function startServiceProcess(
   simulator: SimulatorProcess,
@@ -128,6 +128,12 @@ export async function rssMb(pid: number | undefined): Promise<number | undefined
   } catch {
     return undefined;
   }
+}
+
+/** BENCH_CPU_PROF=<dir>: node flags that write a V8 CPU profile of a process there. */
+export function cpuProfileFlags(): string[] {
+  const dir = process.env.BENCH_CPU_PROF;
+  return dir ? ["--cpu-prof", "--cpu-prof-dir", dir] : [];
 }
 
 /** CPU time (user + system) a process has used so far, in ms (Linux /proc), or NaN. */

@@ -241,16 +241,14 @@ export class SqliteInbox implements Inbox {
 
   async ping(): Promise<void> {
     // Durable: readiness must prove that an acknowledgement could be written right now.
-    await this.write(() => this.statements.heartbeat.run({ now: this.clock() }), true);
+    await this.commitHeartbeat();
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     clearTimeout(this.bookkeepingSync);
     // The last commit is FULL, so the bookkeeping before it is on disk too.
-    this.write(() => this.statements.heartbeat.run({ now: this.clock() }), true).catch(
-      () => undefined,
-    );
+    this.commitHeartbeat().catch(() => undefined);
     this.flush();
     this.closed = true;
     this.db.close();
@@ -258,6 +256,14 @@ export class SqliteInbox implements Inbox {
 
   private notify(): void {
     for (const listener of this.listeners) listener();
+  }
+
+  /**
+   * A tiny durable write (FULL commit): proves the store takes acknowledgements now, and
+   * fsyncs the whole WAL, so the bookkeeping committed before it is on disk too.
+   */
+  private commitHeartbeat(): Promise<unknown> {
+    return this.write(() => this.statements.heartbeat.run({ now: this.clock() }), true);
   }
 
   /** Queues a write for the next group commit; resolves once it is durably committed. */
@@ -319,9 +325,7 @@ export class SqliteInbox implements Inbox {
     this.bookkeepingSync = setTimeout(() => {
       this.bookkeepingSync = undefined;
       if (this.closed) return;
-      this.write(() => this.statements.heartbeat.run({ now: this.clock() }), true).catch(
-        () => undefined,
-      );
+      this.commitHeartbeat().catch(() => undefined);
     }, BOOKKEEPING_SYNC_MS);
     this.bookkeepingSync.unref();
   }
