@@ -1,10 +1,10 @@
-import { execFileSync } from "node:child_process";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { inboxReader, until } from "./lib/inbox-file.js";
 import { postCallbacks } from "./lib/load.js";
 import { type Row, saveResults, table } from "./lib/report.js";
 import {
+  buildDist,
   rssMb,
   type ServiceProcess,
   startServiceProcess,
@@ -35,8 +35,7 @@ const GOAL_P99_FACTOR = 2;
 
 // Measured on the SQLite inbox, which the bench reads to see the drain; STORE_URL is for bench:ingest.
 delete process.env.STORE_URL;
-console.log("building dist/ (npm run build) so the service runs as npm start runs it ...");
-execFileSync("npm", ["run", "--silent", "build"], { stdio: "inherit" });
+buildDist();
 
 const simulator = await startSimulatorProcess(["--latency-ms", String(LATENCY_MS)]);
 const nodeOptions: Record<string, string> = process.env.BENCH_NODE_OPTIONS

@@ -2,7 +2,13 @@ import { join } from "node:path";
 import type { LoggedRequest, SimulatorStats } from "../src/simulator/server.js";
 import { inboxReader, prefillInbox, until } from "./lib/inbox-file.js";
 import { type Row, saveResults, table } from "./lib/report.js";
-import { cpuMs, cpuProfileFlags, startServiceProcess, startSimulatorProcess } from "./lib/stack.js";
+import {
+  buildDist,
+  cpuMs,
+  cpuProfileFlags,
+  startServiceProcess,
+  startSimulatorProcess,
+} from "./lib/stack.js";
 
 /**
  * Pipeline: 1,000 callbacks already in the inbox, finAPI (the simulator) answering every
@@ -20,7 +26,13 @@ const cpuProf = cpuProfileFlags();
 
 // The pipeline is measured on the SQLite inbox it fills itself; STORE_URL is for bench:ingest.
 delete process.env.STORE_URL;
-const simulator = await startSimulatorProcess(["--latency-ms", String(LATENCY_MS)], cpuProf);
+// Both run as built JavaScript, as users run them (npm start, node dist/simulator/cli.js).
+buildDist();
+const simulator = await startSimulatorProcess(
+  ["--latency-ms", String(LATENCY_MS)],
+  cpuProf,
+  "dist/simulator/cli.js",
+);
 const rows: Row[] = [];
 const figures: Record<string, unknown>[] = [];
 try {
@@ -31,7 +43,11 @@ try {
     const service = await startServiceProcess(
       simulator,
       { WORKER_CONCURRENCY: String(concurrency), DAC_CONCURRENCY: "4" },
-      { nodeArgs: cpuProf, beforeStart: (dir) => prefillInbox(join(dir, "inbox.db"), N) },
+      {
+        entry: "dist/main.js",
+        nodeArgs: cpuProf,
+        beforeStart: (dir) => prefillInbox(join(dir, "inbox.db"), N),
+      },
     );
     try {
       // From "ready": start-up (module loading) is not counted, the first jobs may be.

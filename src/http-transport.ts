@@ -1,6 +1,5 @@
-import http from "node:http";
-import https from "node:https";
 import axios, { type AxiosInstance, isAxiosError } from "axios";
+import { createDispatcher, createUndiciAdapter } from "./undici-adapter.js";
 
 export interface TransportOptions {
   timeoutMs: number;
@@ -8,23 +7,30 @@ export interface TransportOptions {
   maxSockets?: number;
 }
 
+export interface Transport {
+  http: AxiosInstance;
+  /** Closes the connections; a request still in flight then fails. */
+  close(): Promise<void>;
+}
+
 /**
- * One axios instance per upstream (finAPI, the http sink's receiver): keep-alive sockets, a hard timeout, no
- * redirects, bodies kept as text (we parse JSON ourselves so a broken body is a clear,
- * typed error), and every status handed back to the caller to classify.
+ * One axios instance per upstream (finAPI, the http sink's receiver): keep-alive sockets
+ * (undici underneath, see undici-adapter.ts), a hard timeout, no redirects, bodies kept as
+ * text (we parse JSON ourselves so a broken body is a clear, typed error), and every
+ * status handed back to the caller to classify.
  */
-export function createTransport(options: TransportOptions): AxiosInstance {
-  const maxSockets = options.maxSockets ?? 64;
-  return axios.create({
+export function createTransport(options: TransportOptions): Transport {
+  const dispatcher = createDispatcher({ connections: options.maxSockets ?? 64 });
+  const http = axios.create({
+    adapter: createUndiciAdapter(dispatcher),
     timeout: options.timeoutMs,
     maxRedirects: 0,
     responseType: "text",
     transformResponse: [(body: unknown) => body],
     validateStatus: () => true,
-    httpAgent: new http.Agent({ keepAlive: true, maxSockets }),
-    httpsAgent: new https.Agent({ keepAlive: true, maxSockets }),
     headers: { Accept: "application/json" },
   });
+  return { http, close: () => dispatcher.destroy() };
 }
 
 export function isTimeout(error: unknown): boolean {

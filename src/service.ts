@@ -67,14 +67,14 @@ export async function startService(
   });
   const metrics = createMetrics(() => inbox.countByState());
 
-  const http = createTransport({
+  const transport = createTransport({
     timeoutMs: config.finapi.timeoutMs,
     // As many sockets as the pipeline can have calls in flight, so the configured
     // concurrency, not the socket pool, is what limits it.
     maxSockets: config.worker.concurrency * config.finapi.dacConcurrency,
   });
   const tokens = new ClientCredentialsTokenProvider({
-    http,
+    http: transport.http,
     tokenUrl: config.finapi.tokenUrl,
     clientId: config.finapi.clientId,
     clientSecret: config.finapi.clientSecret,
@@ -84,7 +84,7 @@ export async function startService(
     onRequest: (outcome) => metrics.tokenRequests.inc({ outcome }),
   });
   const client = new AuthorizedClient({
-    http,
+    http: transport.http,
     tokens,
     retries: config.finapi.retries,
     onResponse: (endpoint, status, durationMs) =>
@@ -220,6 +220,7 @@ export async function startService(
       await publicClosed;
       await Promise.allSettled(sinks.map((sink) => sink.close?.()));
       await inbox.close();
+      await transport.close();
       const adminClosed = closeServer(adminServer);
       adminServer.closeAllConnections();
       await adminClosed;

@@ -1,3 +1,4 @@
+import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -23,14 +24,27 @@ export interface SimulatorProcess extends ChildScript {
   control(path: string, body?: unknown): Promise<unknown>;
 }
 
-/** The finAPI simulator in its own process, started with CLI flags. */
+/**
+ * Builds dist/ (npm run build), so that the service runs as `npm start` runs it: plain
+ * JavaScript, without tsx's loader thread and on-the-fly compilation.
+ */
+export function buildDist(): void {
+  console.log("building dist/ (npm run build) so the service runs as npm start runs it ...");
+  execFileSync("npm", ["run", "--silent", "build"], { stdio: "inherit" });
+}
+
+/**
+ * The finAPI simulator in its own process, started with CLI flags; from dist/ when
+ * `script` says so (after buildDist), from the TypeScript source otherwise.
+ */
 export async function startSimulatorProcess(
   flags: string[] = [],
   nodeArgs: string[] = [],
+  script = "src/simulator/cli.ts",
 ): Promise<SimulatorProcess> {
   const port = await freePort();
   const child = await spawnScript(
-    "src/simulator/cli.ts",
+    script,
     port,
     {},
     {
@@ -100,6 +114,7 @@ export async function startServiceProcess(
     LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? "info",
     ...(store ? { STORE_URL: store } : {}),
     ...env,
+    ...serviceOverrides(),
   });
   const child = await spawnService(fullEnv, {
     ...options,
@@ -116,6 +131,19 @@ export async function startServiceProcess(
       await rm(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * BENCH_SERVICE_<NAME>=value sets the service's <NAME> (e.g. BENCH_SERVICE_SINKS=stdout,
+ * BENCH_SERVICE_LOG_LEVEL=warn), for finding out what a part of the service costs.
+ */
+function serviceOverrides(): Record<string, string> {
+  const prefix = "BENCH_SERVICE_";
+  return Object.fromEntries(
+    Object.entries(process.env)
+      .filter(([name, value]) => name.startsWith(prefix) && value !== undefined)
+      .map(([name, value]) => [name.slice(prefix.length), value as string]),
+  );
 }
 
 /** Resident set size of a process in MB (Linux /proc), or undefined where unavailable. */

@@ -1,6 +1,12 @@
-import type { AxiosInstance, AxiosResponse } from "axios";
+import type { AxiosResponse } from "axios";
 import { ReceiverError } from "../errors.js";
-import { createTransport, isCanceled, isTimeout, parseRetryAfter } from "../http-transport.js";
+import {
+  createTransport,
+  isCanceled,
+  isTimeout,
+  parseRetryAfter,
+  type Transport,
+} from "../http-transport.js";
 import { type Bundle, bundleToJson, type DeliveryContext, type Sink } from "./sink.js";
 import { signWebhook, webhookKey } from "./webhook-signature.js";
 
@@ -19,12 +25,12 @@ export interface HttpSinkOptions {
  */
 export class HttpSink implements Sink {
   readonly name = "http";
-  private readonly http: AxiosInstance;
+  private readonly transport: Transport;
   private readonly key: Buffer;
   private readonly clock: () => number;
 
   constructor(private readonly options: HttpSinkOptions) {
-    this.http = createTransport({ timeoutMs: options.timeoutMs, maxSockets: 16 });
+    this.transport = createTransport({ timeoutMs: options.timeoutMs, maxSockets: 16 });
     this.key = webhookKey(options.secret);
     this.clock = options.clock ?? Date.now;
   }
@@ -35,7 +41,7 @@ export class HttpSink implements Sink {
     const body = JSON.stringify(bundleToJson(bundle));
     let response: AxiosResponse;
     try {
-      response = await this.http.post(this.options.url, body, {
+      response = await this.transport.http.post(this.options.url, body, {
         headers: {
           "Content-Type": "application/json",
           "webhook-id": id,
@@ -74,5 +80,9 @@ export class HttpSink implements Sink {
           ? "the receiver refused the signature: give it the same HTTP_SINK_SECRET, then retry the dead job."
           : "check HTTP_SINK_URL (a redirect is not followed) and what the receiver expects, then retry the dead job.",
     });
+  }
+
+  close(): Promise<void> {
+    return this.transport.close();
   }
 }

@@ -23,7 +23,7 @@ describe("ClientCredentialsTokenProvider against the simulated finAPI Access", (
     simulator = await startSimulator(simOptions);
     const logs = captureLogs();
     const tokens = new ClientCredentialsTokenProvider({
-      http: createTransport({ timeoutMs: 2000 }),
+      http: createTransport({ timeoutMs: 2000 }).http,
       tokenUrl: simulator.tokenUrl,
       clientId: simulator.clientId,
       clientSecret: overrides.clientSecret ?? simulator.clientSecret,
