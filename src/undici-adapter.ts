@@ -40,7 +40,7 @@ export function createDispatcher(options: UndiciDispatcherOptions): Dispatcher {
  * against ~255-280 µs with the default adapter, whose per-request proxy lookup, stream
  * pipeline and decompression set-up the pipeline pays four times per check.
  *
- * What it supports is what this service uses: bodies as string or bytes, `responseType`
+ * What it supports is what this service uses: absolute URLs, bodies as string or bytes, `responseType`
  * "text" (the default here) or "arraybuffer", `timeout` over the whole exchange (headers
  * and body), `signal`, `maxContentLength`, `validateStatus`. Redirects are not followed
  * (the service sets `maxRedirects: 0` anyway) and no `Accept-Encoding` is sent, so
@@ -62,7 +62,7 @@ export function createUndiciAdapter(dispatcher: Dispatcher): AxiosAdapter {
           }, config.timeout)
         : undefined;
     try {
-      const answer = await request(config.url ?? "", {
+      const answer = await request(requestUrl(config), {
         method: (config.method ?? "get").toUpperCase() as Dispatcher.HttpMethod,
         headers: config.headers.toJSON(true) as Record<string, string>,
         body: requestBody(config),
@@ -105,6 +105,18 @@ export function createUndiciAdapter(dispatcher: Dispatcher): AxiosAdapter {
       outer?.removeEventListener("abort", onAbort);
     }
   };
+}
+
+function requestUrl(config: InternalAxiosRequestConfig): string {
+  if (config.params !== undefined || config.baseURL !== undefined) {
+    // Not used by this service; refused rather than silently sent somewhere else.
+    throw new AxiosError(
+      "the undici adapter takes absolute URLs only (no baseURL, no params)",
+      AxiosError.ERR_BAD_OPTION,
+      config,
+    );
+  }
+  return config.url ?? "";
 }
 
 function requestBody(config: InternalAxiosRequestConfig): string | Uint8Array | undefined {

@@ -170,6 +170,15 @@ describe("axios on undici (the service's HTTP transport)", () => {
     await close();
   });
 
+  it("refuses baseURL and params instead of sending the request elsewhere", async () => {
+    const { http, close } = transport();
+    const viaBase = await failure(http.get("/json", { baseURL: base }));
+    expect(viaBase.code).toBe("ERR_BAD_OPTION");
+    const withParams = await failure(http.get(`${base}/json`, { params: { a: 1 } }));
+    expect(withParams.code).toBe("ERR_BAD_OPTION");
+    await close();
+  });
+
   it("honours validateStatus like axios' own adapter", async () => {
     const dispatcher = createDispatcher({ connections: 2, env: {} });
     const plain = axios.create({ adapter: createUndiciAdapter(dispatcher) });
