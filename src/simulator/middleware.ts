@@ -1,4 +1,3 @@
-import { setTimeout as sleep } from "node:timers/promises";
 import type { NextFunction, Request, RequestHandler, Response } from "express";
 import { sendError, sendGatewayError, sendOAuthError } from "./errors.js";
 import type { FaultDecision, SimEndpoint } from "./faults.js";
@@ -8,35 +7,29 @@ import type { SimulatorState } from "./state.js";
 const MAX_REQUEST_ID_LENGTH = 255;
 
 export function echoRequestId(req: Request, res: Response, next: NextFunction): void {
-  const id = req.get("x-request-id");
-  if (id !== undefined) res.set("X-Request-Id", id);
+  const id = req.headers["x-request-id"];
+  if (id !== undefined) res.setHeader("X-Request-Id", id);
   next();
-}
-
-async function pause(ms: number, signal: AbortSignal): Promise<boolean> {
-  try {
-    await sleep(ms, undefined, { signal });
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /**
  * Holds the response back until `answerAt`: the latency runs from the request's arrival,
  * while the answer is being made, as a remote server's would, instead of being added to
- * the simulator's own work. An answer nobody waits for any more is dropped.
+ * the simulator's own work. An answer nobody waits for any more is dropped, and so is
+ * one still held when the simulator closes.
  */
-function answerNotBefore(req: Request, res: Response, answerAt: number, signal: AbortSignal) {
-  const end = res.end.bind(res) as (...args: unknown[]) => Response;
-  res.end = ((...args: unknown[]) => {
+function answerNotBefore(state: SimulatorState, req: Request, res: Response, answerAt: number) {
+  const end = res.end;
+  res.end = function heldEnd(this: Response, ...args: unknown[]) {
     const waitMs = answerAt - Date.now();
-    if (waitMs <= 0) return end(...args);
-    void pause(waitMs, signal).then((waited) => {
-      if (waited && !res.destroyed && !req.socket.destroyed) end(...args);
+    if (waitMs <= 0) return (end as (...a: unknown[]) => Response).apply(res, args);
+    state.timers.after(waitMs, () => {
+      if (!res.destroyed && !req.socket.destroyed) {
+        (end as (...a: unknown[]) => Response).apply(res, args);
+      }
     });
     return res;
-  }) as Response["end"];
+  } as Response["end"];
 }
 
 function tokenDown(state: SimulatorState, now: number): FaultDecision | undefined {
@@ -68,66 +61,92 @@ function sendFault(
 
 /**
  * Counts the request, then applies the fault plan: deterministic queue, then (data endpoints)
- * random faults or (token endpoint) the outage window, then latency. Calls `next` only when
- * the request is to be answered normally.
+ * random faults or (token endpoint) the outage window, then latency. Returns true only when
+ * the request is to be answered normally; otherwise it has been answered (or left hanging,
+ * or reset) here.
  */
-export function simulate(state: SimulatorState, endpoint: SimEndpoint): RequestHandler {
-  return async (req, res, next) => {
-    const requestId = req.get("x-request-id");
-    const end = state.stats.begin(endpoint, requestId);
-    const logged = state.requests.begin(endpoint, `${req.method} ${req.originalUrl}`, requestId);
-    res.on("close", end);
-    res.on("finish", () => {
-      state.stats.status(endpoint, res.statusCode);
-      logged.answeredAt = Date.now();
-      logged.status = res.statusCode;
-      const retryAfter = Number(res.getHeader("retry-after"));
-      if (Number.isFinite(retryAfter)) logged.retryAfterSec = retryAfter;
-    });
+export function admit(
+  state: SimulatorState,
+  endpoint: SimEndpoint,
+  req: Request,
+  res: Response,
+): boolean {
+  const requestId = req.headers["x-request-id"] as string | undefined;
+  const receivedAt = Date.now();
+  const end = state.stats.begin(endpoint, requestId);
+  const logged = state.requests.begin(
+    endpoint,
+    `${req.method} ${req.originalUrl}`,
+    requestId,
+    receivedAt,
+  );
+  res.on("close", end);
+  res.on("finish", () => {
+    state.stats.status(endpoint, res.statusCode);
+    logged.answeredAt = Date.now();
+    logged.status = res.statusCode;
+    const retryAfter = Number(res.getHeader("retry-after"));
+    if (Number.isFinite(retryAfter)) logged.retryAfterSec = retryAfter;
+  });
 
-    if (requestId !== undefined && requestId.length > MAX_REQUEST_ID_LENGTH) {
-      return sendError(
-        req,
-        res,
-        400,
-        `X-Request-Id longer than ${MAX_REQUEST_ID_LENGTH} characters`,
-      );
-    }
+  if (requestId !== undefined && requestId.length > MAX_REQUEST_ID_LENGTH) {
+    sendError(req, res, 400, `X-Request-Id longer than ${MAX_REQUEST_ID_LENGTH} characters`);
+    return false;
+  }
 
-    const decision =
-      state.faults.decide(endpoint) ??
-      (endpoint === "token" ? tokenDown(state, Date.now()) : undefined);
-    if (decision?.kind === "hang") {
-      // Left open on purpose; close() or the client's own timeout ends it.
-      state.stats.status(endpoint, "hang");
-      logged.status = "hang";
-      return;
-    }
-    const delay = state.faults.delayMs();
-    if (decision?.kind === "reset") {
-      if (delay > 0 && !(await pause(delay, state.closing.signal))) return;
+  const decision =
+    state.faults.decide(endpoint) ??
+    (endpoint === "token" ? tokenDown(state, receivedAt) : undefined);
+  if (decision?.kind === "hang") {
+    // Left open on purpose; close() or the client's own timeout ends it.
+    state.stats.status(endpoint, "hang");
+    logged.status = "hang";
+    return false;
+  }
+  const delay = state.faults.delayMs();
+  if (decision?.kind === "reset") {
+    const reset = () => {
       state.stats.status(endpoint, "reset");
       logged.status = "reset";
       req.socket.destroy();
-      return;
-    }
-    if (delay > 0) answerNotBefore(req, res, Date.now() + delay, state.closing.signal);
-    if (!decision) return next();
-    sendFault(req, res, endpoint, decision.status, decision.retryAfterSec);
+    };
+    if (delay > 0) state.timers.after(delay, reset);
+    else reset();
+    return false;
+  }
+  if (delay > 0) answerNotBefore(state, req, res, receivedAt + delay);
+  if (!decision) return true;
+  sendFault(req, res, endpoint, decision.status, decision.retryAfterSec);
+  return false;
+}
+
+/** `admit` as Express middleware: `next` only for a request to be answered normally. */
+export function simulate(state: SimulatorState, endpoint: SimEndpoint): RequestHandler {
+  return (req, res, next) => {
+    if (admit(state, endpoint, req, res)) next();
   };
+}
+
+const BEARER = /^Bearer\s+(\S+)\s*$/i;
+
+/** Answers 401 or 403 and returns false unless the request carries a valid manager token. */
+export function authorized(state: SimulatorState, req: Request, res: Response): boolean {
+  const match = BEARER.exec(req.headers.authorization ?? "");
+  const check = state.tokens.check(match?.[1]);
+  if (!check.ok) {
+    res.set("WWW-Authenticate", 'Bearer error="invalid_token"');
+    sendError(req, res, 401, check.reason, "UNAUTHORIZED_ACCESS");
+    return false;
+  }
+  if (state.faults.forbidden) {
+    sendError(req, res, 403, "Missing scope data_intelligence:manager", "FORBIDDEN");
+    return false;
+  }
+  return true;
 }
 
 export function requireToken(state: SimulatorState): RequestHandler {
   return (req, res, next) => {
-    const match = /^Bearer\s+(\S+)\s*$/i.exec(req.get("authorization") ?? "");
-    const check = state.tokens.check(match?.[1]);
-    if (!check.ok) {
-      res.set("WWW-Authenticate", 'Bearer error="invalid_token"');
-      return sendError(req, res, 401, check.reason, "UNAUTHORIZED_ACCESS");
-    }
-    if (state.faults.forbidden) {
-      return sendError(req, res, 403, "Missing scope data_intelligence:manager", "FORBIDDEN");
-    }
-    next();
+    if (authorized(state, req, res)) next();
   };
 }
