@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 import type { AccountShape } from "./faults.js";
 import { mulberry32, type Prng } from "./prng.js";
 
@@ -60,10 +60,14 @@ function fnv1a(text: string): number {
   return hash >>> 0;
 }
 
+/** The RFC 4122 variant nibble for a hex digit d: (d & 0x3) | 0x8. */
+const VARIANT = "89ab89ab89ab89ab";
+
 export function uuidFrom(...parts: string[]): string {
-  const h = createHash("sha256").update(parts.join("\u0000")).digest("hex");
+  // One-shot hash: no Hash object per call; the simulator makes 27 of these per check.
+  const h = hash("sha256", parts.join("\u0000"), "hex");
   // Version 4 / RFC 4122 variant bits, so strict UUID validators accept it.
-  const variant = ((Number.parseInt(h.charAt(16), 16) & 0x3) | 0x8).toString(16);
+  const variant = VARIANT.charAt(Number.parseInt(h.charAt(16), 16));
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-${variant}${h.slice(17, 20)}-${h.slice(20, 32)}`;
 }
 
@@ -97,10 +101,37 @@ function germanIban(blz: string, accountNumber: string): string {
 const BASE_DATE_MS = Date.UTC(2025, 0, 2, 8, 0, 0);
 const DAY_MS = 86_400_000;
 
+/** "YYYY-MM-DD" by day number; generated dates fall on a few hundred days. */
+const dayNames = new Map<number, string>();
+const MAX_DAY_NAMES = 4096;
+
+function twoDigits(n: number): string {
+  return n < 10 ? `0${n}` : String(n);
+}
+
 /** finAPI's report timestamp format: "2025-04-08 16:26:35.688" (local time, no offset). */
 export function formatFinapiDate(ms: number): string {
-  const iso = new Date(ms).toISOString();
-  return `${iso.slice(0, 10)} ${iso.slice(11, 23)}`;
+  // Integer times from 1970 to 9999 (all the generated ones) without a Date per call.
+  if (!Number.isInteger(ms) || ms < 0 || ms >= 253_402_300_800_000) {
+    const iso = new Date(ms).toISOString();
+    return `${iso.slice(0, 10)} ${iso.slice(11, 23)}`;
+  }
+  const day = Math.floor(ms / DAY_MS);
+  let date = dayNames.get(day);
+  if (date === undefined) {
+    if (dayNames.size >= MAX_DAY_NAMES) dayNames.clear();
+    date = new Date(day * DAY_MS).toISOString().slice(0, 10);
+    dayNames.set(day, date);
+  }
+  let rest = ms - day * DAY_MS;
+  const hours = Math.floor(rest / 3_600_000);
+  rest -= hours * 3_600_000;
+  const minutes = Math.floor(rest / 60_000);
+  rest -= minutes * 60_000;
+  const seconds = Math.floor(rest / 1000);
+  rest -= seconds * 1000;
+  const millis = rest < 10 ? `00${rest}` : rest < 100 ? `0${rest}` : String(rest);
+  return `${date} ${twoDigits(hours)}:${twoDigits(minutes)}:${twoDigits(seconds)}.${millis}`;
 }
 
 interface AccountPlan {
@@ -208,6 +239,7 @@ export const DAC_REPORT_TYPES = {
 } as const;
 
 export type DacReportName = keyof typeof DAC_REPORT_TYPES;
+const DAC_REPORT_ENTRIES = Object.entries(DAC_REPORT_TYPES) as [DacReportName, string][];
 
 function reportBody(name: DacReportName, d: Derived): Record<string, unknown> {
   const flows = (maxCount: number, maxTotal: number) => {
@@ -272,16 +304,18 @@ export function dacReportFor(caseId: string): { caseId: string; reports: Record<
   const endMs = BASE_DATE_MS + c.int(0, 300) * DAY_MS;
   const startMs = endMs - 90 * DAY_MS;
   const creationMs = endMs + c.int(60_000, 36_000_000);
+  const startDate = formatFinapiDate(startMs);
+  const endDate = formatFinapiDate(endMs);
   const reports: Record<string, unknown> = {};
-  for (const [name, type] of Object.entries(DAC_REPORT_TYPES) as [DacReportName, string][]) {
+  for (const [name, type] of DAC_REPORT_ENTRIES) {
     const d = new Derived("report", caseId, name);
     reports[name] = {
       id: uuidFrom("report", caseId, name),
       creationDate: formatFinapiDate(creationMs + d.int(0, 999)),
       caseId,
       type,
-      startDate: formatFinapiDate(startMs),
-      endDate: formatFinapiDate(endMs),
+      startDate,
+      endDate,
       ...reportBody(name, d),
     };
   }
