@@ -3,12 +3,13 @@ import express, {
   type Express,
   type Request,
   type RequestHandler,
+  type Response,
 } from "express";
 import { controlRouter } from "./control.js";
 import { dacReportFor, isMissingId, kreditCheckFor } from "./data.js";
 import { accountAnalysisPdf, dacForLoanZip, safeFileName } from "./documents.js";
 import { sendError, sendOAuthError } from "./errors.js";
-import { echoRequestId, requireToken, simulate } from "./middleware.js";
+import { admit, authorized, echoRequestId, requireToken, simulate } from "./middleware.js";
 import type { SimulatorState } from "./state.js";
 
 export const TOKEN_PATHS = ["/api/v2/oauth/token", "/oauth/token"];
@@ -84,11 +85,80 @@ function summaryLines(
   return lines;
 }
 
+const NON_ASCII = /[\u0080-\uffff]/;
+
+/**
+ * The JSON answer as `res.json` writes it here (no ETag, no JSON settings), but as one
+ * string write with the head. Express sends bodies from 1000 characters as a Buffer, with
+ * the head written as latin1; a string body takes the head into its own UTF-8, so a
+ * non-ASCII X-Request-Id (the only header from the client) keeps the Buffer.
+ */
+function sendJson(res: Response, body: unknown, requestId: string | undefined): void {
+  const json = JSON.stringify(body);
+  res.setHeader("Content-Type", "application/json; charset=utf-8");
+  res.setHeader("Content-Length", String(Buffer.byteLength(json)));
+  if (json.length >= 1000 && requestId !== undefined && NON_ASCII.test(requestId)) {
+    res.end(Buffer.from(json));
+  } else {
+    res.end(json);
+  }
+}
+
+/**
+ * Plain segments only (RFC 3986 pchar without %-escapes), exact case, no query, no trailing
+ * slash: for these Express's path and decoded params are the raw text, as used here.
+ */
+const SEGMENT = "([-\\w.~!$&'()*+,;=:@]+)";
+const FAST_CHECK = new RegExp(`^/processctrl/api/v1/checks/${SEGMENT}/kreditcheck/${SEGMENT}$`);
+const FAST_CASE = new RegExp(`^/di/api/v1/cases/${SEGMENT}/reports$`);
+
+/**
+ * The two data routes of every check (KreditCheck, DAC reports) in one handler, the same
+ * steps as the routes below (request id, simulate, token, 404, answer) without the
+ * middleware chain. It takes only the plain form of these URLs and leaves everything else
+ * (HEAD, conditional requests that Express may answer with 304, escaped or unusual paths)
+ * to the routes below, so the answers are the same either way.
+ */
+function fastDataRoutes(state: SimulatorState): RequestHandler {
+  return (req, res, next) => {
+    if (req.method !== "GET") return next();
+    const headers = req.headers;
+    if (headers["if-none-match"] !== undefined || headers["if-modified-since"] !== undefined) {
+      return next();
+    }
+    const url = req.url;
+    const dac = FAST_CASE.exec(url);
+    const check = dac ? null : FAST_CHECK.exec(url);
+    if (!dac && !check) return next();
+
+    const requestId = headers["x-request-id"] as string | undefined;
+    if (requestId !== undefined) res.setHeader("X-Request-Id", requestId);
+    if (dac) {
+      if (!admit(state, "dac", req, res) || !authorized(state, req, res)) return;
+      const caseId = dac[1] as string;
+      if (isMissingId(caseId))
+        return sendError(req, res, 404, "Case not found", "ENTITY_NOT_FOUND");
+      return sendJson(res, dacReportFor(caseId), requestId);
+    }
+    if (!check || !admit(state, "kreditcheck", req, res) || !authorized(state, req, res)) return;
+    const kreditCheckId = check[2] as string;
+    if (isMissingId(kreditCheckId)) {
+      return sendError(req, res, 404, "KreditCheck not found", "ENTITY_NOT_FOUND");
+    }
+    sendJson(
+      res,
+      kreditCheckFor(check[1] as string, kreditCheckId, state.faults.accounts),
+      requestId,
+    );
+  };
+}
+
 export function createSimulatorApp(state: SimulatorState): Express {
   const app = express();
   app.disable("x-powered-by");
   // Always a full answer: a 304 would hide the payload from counters and clients alike.
   app.set("etag", false);
+  app.use(fastDataRoutes(state));
   app.use(echoRequestId);
   app.use("/_control", controlRouter(state));
 
