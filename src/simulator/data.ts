@@ -1,6 +1,5 @@
 import { hash } from "node:crypto";
 import type { AccountShape } from "./faults.js";
-import { mulberry32, type Prng } from "./prng.js";
 
 export type Verdict = "GREEN" | "YELLOW" | "RED";
 export type KreditCheckShape = AccountShape;
@@ -24,16 +23,26 @@ export function isMissingId(id: string): boolean {
  * A deterministic stream of numbers for one key, so every value is a pure function of the
  * ids. A string hash seeding a small PRNG, not a cryptographic hash: the simulator builds
  * a few dozen of these per check, and under load its CPU is shared with the service.
+ * The key is one to three parts joined by NUL; the PRNG is mulberry32 (prng.ts) inlined,
+ * so a stream is one small object.
  */
 class Derived {
-  private readonly next: Prng;
+  private state: number;
 
-  constructor(...parts: string[]) {
-    this.next = mulberry32(fnv1a(parts.join("\u0000")));
+  constructor(a: string, b?: string, c?: string) {
+    let hash = fnv1a(0x811c9dc5, a);
+    if (b !== undefined) hash = fnv1a(Math.imul(hash, 0x01000193), b);
+    if (c !== undefined) hash = fnv1a(Math.imul(hash, 0x01000193), c);
+    this.state = hash >>> 0;
   }
 
+  /** mulberry32's next value times 2^32, which is exactly its 32-bit integer. */
   uint32(): number {
-    return Math.floor(this.next() * 4294967296);
+    this.state = (this.state + 0x6d2b79f5) >>> 0;
+    let t = this.state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return (t ^ (t >>> 14)) >>> 0;
   }
 
   int(min: number, max: number): number {
@@ -50,14 +59,17 @@ class Derived {
   }
 }
 
-/** FNV-1a, 32 bits: spreads similar ids (one digit apart) over unrelated seeds. */
-function fnv1a(text: string): number {
-  let hash = 0x811c9dc5;
+/**
+ * FNV-1a, 32 bits, continued from `hash`: spreads similar ids (one digit apart) over
+ * unrelated seeds. A NUL between parts only multiplies (x ^ 0 = x), as done above.
+ */
+function fnv1a(hash: number, text: string): number {
+  let h = hash;
   for (let i = 0; i < text.length; i++) {
-    hash ^= text.charCodeAt(i);
-    hash = Math.imul(hash, 0x01000193);
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
   }
-  return hash >>> 0;
+  return h;
 }
 
 /** The RFC 4122 variant nibble for a hex digit d: (d & 0x3) | 0x8. */
@@ -94,7 +106,7 @@ function germanIban(blz: string, accountNumber: string): string {
   // "DE00" moved to the end, letters as numbers: D=13, E=14.
   const numeric = `${bban}131400`;
   let rest = 0;
-  for (const ch of numeric) rest = (rest * 10 + Number(ch)) % 97;
+  for (let i = 0; i < numeric.length; i++) rest = (rest * 10 + numeric.charCodeAt(i) - 48) % 97;
   return `DE${String(98 - rest).padStart(2, "0")}${bban}`;
 }
 
@@ -241,60 +253,57 @@ export const DAC_REPORT_TYPES = {
 export type DacReportName = keyof typeof DAC_REPORT_TYPES;
 const DAC_REPORT_ENTRIES = Object.entries(DAC_REPORT_TYPES) as [DacReportName, string][];
 
-function reportBody(name: DacReportName, d: Derived): Record<string, unknown> {
-  const flows = (maxCount: number, maxTotal: number) => {
-    const countIncomeTransactions = d.int(0, maxCount);
-    const countSpendingTransactions = d.int(0, maxCount);
-    return {
-      countIncomeTransactions,
-      countSpendingTransactions,
-      totalIncome: countIncomeTransactions === 0 ? 0 : d.amount(1, maxTotal),
-      totalSpending: countSpendingTransactions === 0 ? 0 : -d.amount(1, maxTotal),
-    };
-  };
+function addFlows(out: Record<string, unknown>, d: Derived, maxCount: number, maxTotal: number) {
+  const countIncomeTransactions = d.int(0, maxCount);
+  const countSpendingTransactions = d.int(0, maxCount);
+  out.countIncomeTransactions = countIncomeTransactions;
+  out.countSpendingTransactions = countSpendingTransactions;
+  out.totalIncome = countIncomeTransactions === 0 ? 0 : d.amount(1, maxTotal);
+  out.totalSpending = countSpendingTransactions === 0 ? 0 : -d.amount(1, maxTotal);
+}
+
+/** Adds the fields of one report's kind to `out`, in this order, drawing from `d` in this order. */
+function addReportBody(out: Record<string, unknown>, name: DacReportName, d: Derived): void {
   switch (name) {
     case "chargebacks":
     case "deptCollection":
     case "seizure":
     case "gambling":
-      return flows(3, 900);
+      addFlows(out, d, 3, 900);
+      return;
     case "income": {
       const count = d.int(3, 12);
       const total = d.amount(4500, 36_000);
-      return {
-        countIncomeTransactions: count,
-        totalIncome: total,
-        averageMonthlyIncome: Math.round((total / 3) * 100) / 100,
-        regularIncome: d.int(0, 4) > 0,
-      };
+      out.countIncomeTransactions = count;
+      out.totalIncome = total;
+      out.averageMonthlyIncome = Math.round((total / 3) * 100) / 100;
+      out.regularIncome = d.int(0, 4) > 0;
+      return;
     }
     case "spending": {
       const count = d.int(40, 400);
       const total = -d.amount(2000, 30_000);
-      return {
-        countSpendingTransactions: count,
-        totalSpending: total,
-        averageMonthlySpending: Math.round((total / 3) * 100) / 100,
-      };
+      out.countSpendingTransactions = count;
+      out.totalSpending = total;
+      out.averageMonthlySpending = Math.round((total / 3) * 100) / 100;
+      return;
     }
     case "rentAndLiving": {
       const rent = d.amount(350, 1800);
-      return {
-        countSpendingTransactions: d.int(2, 6),
-        totalSpending: -Math.round(rent * 3 * 100) / 100,
-        averageMonthlyRent: -rent,
-      };
+      out.countSpendingTransactions = d.int(2, 6);
+      out.totalSpending = -Math.round(rent * 3 * 100) / 100;
+      out.averageMonthlyRent = -rent;
+      return;
     }
     case "balances": {
       const min = d.amount(-2500, 500);
       const max = min + d.amount(100, 15_000);
-      return {
-        currentBalance: Math.round((min + (max - min) / 2) * 100) / 100,
-        minBalance: min,
-        maxBalance: Math.round(max * 100) / 100,
-        averageBalance: Math.round((min + (max - min) / 3) * 100) / 100,
-        daysWithNegativeBalance: min < 0 ? d.int(1, 30) : 0,
-      };
+      out.currentBalance = Math.round((min + (max - min) / 2) * 100) / 100;
+      out.minBalance = min;
+      out.maxBalance = Math.round(max * 100) / 100;
+      out.averageBalance = Math.round((min + (max - min) / 3) * 100) / 100;
+      out.daysWithNegativeBalance = min < 0 ? d.int(1, 30) : 0;
+      return;
     }
   }
 }
@@ -309,15 +318,16 @@ export function dacReportFor(caseId: string): { caseId: string; reports: Record<
   const reports: Record<string, unknown> = {};
   for (const [name, type] of DAC_REPORT_ENTRIES) {
     const d = new Derived("report", caseId, name);
-    reports[name] = {
+    const report: Record<string, unknown> = {
       id: uuidFrom("report", caseId, name),
       creationDate: formatFinapiDate(creationMs + d.int(0, 999)),
       caseId,
       type,
       startDate,
       endDate,
-      ...reportBody(name, d),
     };
+    addReportBody(report, name, d);
+    reports[name] = report;
   }
   return { caseId, reports };
 }
