@@ -1,10 +1,19 @@
+interface Pending {
+  readonly fn: () => void;
+  timer: NodeJS.Timeout | undefined;
+  prev: Pending | undefined;
+  next: Pending | undefined;
+}
+
 /**
- * The timers that hold answers back (latency) or delay a reset. Plain timers in one set,
- * cleared together when the simulator closes: an AbortSignal listener per request costs
- * more than the request's own work, and a pending timer must not outlive the server.
+ * The timers that hold answers back (latency) or delay a reset: plain timers, cleared
+ * together when the simulator closes, so that none outlives the server. An AbortSignal
+ * listener per request cost more than the request's own work. The pending ones are kept
+ * in a linked list of small entries: a Set of the Timeout objects (which then need an
+ * identity hash) tripled the young-generation GC work under load.
  */
 export class PendingTimers {
-  private readonly pending = new Set<NodeJS.Timeout>();
+  private head: Pending | undefined;
   private closed = false;
 
   constructor(signal: AbortSignal) {
@@ -15,16 +24,26 @@ export class PendingTimers {
   /** Runs `fn` after `ms`, unless the simulator closes first. */
   after(ms: number, fn: () => void): void {
     if (this.closed) return;
-    const timer = setTimeout(() => {
-      this.pending.delete(timer);
-      fn();
+    const entry: Pending = { fn, timer: undefined, prev: undefined, next: this.head };
+    if (this.head) this.head.prev = entry;
+    this.head = entry;
+    entry.timer = setTimeout(() => {
+      this.unlink(entry);
+      entry.fn();
     }, ms);
-    this.pending.add(timer);
+  }
+
+  private unlink(entry: Pending): void {
+    if (entry.prev) entry.prev.next = entry.next;
+    else this.head = entry.next;
+    if (entry.next) entry.next.prev = entry.prev;
+    entry.prev = undefined;
+    entry.next = undefined;
   }
 
   private clear(): void {
     this.closed = true;
-    for (const timer of this.pending) clearTimeout(timer);
-    this.pending.clear();
+    for (let entry = this.head; entry; entry = entry.next) clearTimeout(entry.timer);
+    this.head = undefined;
   }
 }
