@@ -1,3 +1,4 @@
+import type { IncomingMessage, RequestListener, ServerResponse } from "node:http";
 import express, {
   type ErrorRequestHandler,
   type Express,
@@ -8,7 +9,17 @@ import { controlRouter } from "./control.js";
 import { dacReportFor, isMissingId, kreditCheckFor } from "./data.js";
 import { accountAnalysisPdf, dacForLoanZip, safeFileName } from "./documents.js";
 import { sendError, sendOAuthError } from "./errors.js";
-import { echoRequestId, requireToken, simulate } from "./middleware.js";
+import {
+  admit,
+  answerNotBefore,
+  denial,
+  echoRequestId,
+  expressify,
+  requireToken,
+  sendDenial,
+  simulate,
+  type ToExpress,
+} from "./middleware.js";
 import type { SimulatorState } from "./state.js";
 
 export const TOKEN_PATHS = ["/api/v2/oauth/token", "/oauth/token"];
@@ -82,6 +93,113 @@ function summaryLines(
     lines.push(`Overall verdict: ${String(check.overallVerdict)}`);
   if (check.rateAmount !== undefined) lines.push(`Rate amount: ${String(check.rateAmount)} EUR`);
   return lines;
+}
+
+const NON_ASCII = /[\u0080-\uffff]/;
+
+/**
+ * The JSON answer as `res.json` writes it here (no ETag, no JSON settings), but as one
+ * string write with the head. Express sends bodies from 1000 characters as a Buffer, with
+ * the head written as latin1; a string body takes the head into its own UTF-8, so a
+ * non-ASCII X-Request-Id (the only header from the client) keeps the Buffer.
+ */
+function sendJson(res: ServerResponse, json: string, requestId: string | undefined): void {
+  res.setHeader("Content-Type", "application/json; charset=utf-8");
+  res.setHeader("Content-Length", String(Buffer.byteLength(json)));
+  if (json.length >= 1000 && requestId !== undefined && NON_ASCII.test(requestId)) {
+    res.end(Buffer.from(json));
+  } else {
+    res.end(json);
+  }
+}
+
+/**
+ * Plain segments only (RFC 3986 pchar without %-escapes), exact case, no query, no trailing
+ * slash: for these Express's path and decoded params are the raw text, as used here.
+ */
+const SEGMENT = "([-\\w.~!$&'()*+,;=:@]+)";
+const FAST_CHECK = new RegExp(`^/processctrl/api/v1/checks/${SEGMENT}/kreditcheck/${SEGMENT}$`);
+const FAST_CASE = new RegExp(`^/di/api/v1/cases/${SEGMENT}/reports$`);
+
+/**
+ * The two data routes of every check (KreditCheck, DAC reports) without the router: the
+ * same steps as their Express routes (request id, simulate, token, 404, answer) in one
+ * function, and the answer held by one timer instead of a wrapped `res.end`. It takes only
+ * the plain form of these URLs and leaves everything else (HEAD, conditional requests that
+ * Express may answer with 304, escaped or unusual paths) to the Express routes, so the
+ * answers are the same either way. Returns false for a request it does not take.
+ */
+function serveDataRoute(
+  state: SimulatorState,
+  toExpress: ToExpress,
+  req: IncomingMessage,
+  res: ServerResponse,
+): boolean {
+  if (req.method !== "GET") return false;
+  const headers = req.headers;
+  if (headers["if-none-match"] !== undefined || headers["if-modified-since"] !== undefined) {
+    return false;
+  }
+  const url = req.url ?? "";
+  const dac = FAST_CASE.exec(url);
+  const check = dac ? null : FAST_CHECK.exec(url);
+  if (!dac && !check) return false;
+
+  try {
+    const requestId = headers["x-request-id"] as string | undefined;
+    if (requestId !== undefined) res.setHeader("X-Request-Id", requestId);
+    const answerAt = admit(state, dac ? "dac" : "kreditcheck", req, res, toExpress);
+    if (answerAt < 0) return true;
+    const denied = denial(state, req);
+    const missing = !denied && isMissingId((dac ? dac[1] : check?.[2]) as string);
+    if (denied || missing) {
+      if (answerAt > 0) answerNotBefore(state, req, res, answerAt);
+      const [request, response] = toExpress(req, res);
+      if (denied) sendDenial(request, response, denied);
+      else if (dac) sendError(request, response, 404, "Case not found", "ENTITY_NOT_FOUND");
+      else sendError(request, response, 404, "KreditCheck not found", "ENTITY_NOT_FOUND");
+      return true;
+    }
+    const json = JSON.stringify(
+      dac
+        ? dacReportFor(dac[1] as string)
+        : kreditCheckFor(check?.[1] as string, check?.[2] as string, state.faults.accounts),
+    );
+    const waitMs = answerAt - Date.now();
+    if (answerAt === 0 || waitMs <= 0) {
+      sendJson(res, json, requestId);
+    } else {
+      state.timers.after(waitMs, () => {
+        if (!res.destroyed && !req.socket.destroyed) sendJson(res, json, requestId);
+      });
+    }
+  } catch (err) {
+    const [request, response] = toExpress(req, res);
+    onError(err, request, response, () => {});
+  }
+  return true;
+}
+
+const onError: ErrorRequestHandler = (err: unknown, req, res, _next) => {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const status = (err as { status?: unknown }).status;
+  const clientError = typeof status === "number" && status >= 400 && status < 500;
+  sendError(req, res, clientError ? status : 500, err instanceof Error ? err.message : String(err));
+};
+
+/**
+ * The simulator as a request listener for a node HTTP server: the KreditCheck and DAC
+ * report GETs straight to their handler, everything else to the Express app.
+ */
+export function createSimulatorListener(state: SimulatorState): RequestListener {
+  const app = createSimulatorApp(state);
+  const toExpress = expressify(app);
+  return (req, res) => {
+    if (!serveDataRoute(state, toExpress, req, res)) app(req, res);
+  };
 }
 
 export function createSimulatorApp(state: SimulatorState): Express {
@@ -167,20 +285,6 @@ export function createSimulatorApp(state: SimulatorState): Express {
 
   app.use((req, res) => sendError(req, res, 404, `No route for ${req.method} ${req.path}`));
 
-  const onError: ErrorRequestHandler = (err: unknown, req, res, _next) => {
-    if (res.headersSent) {
-      res.destroy();
-      return;
-    }
-    const status = (err as { status?: unknown }).status;
-    const clientError = typeof status === "number" && status >= 400 && status < 500;
-    sendError(
-      req,
-      res,
-      clientError ? status : 500,
-      err instanceof Error ? err.message : String(err),
-    );
-  };
   app.use(onError);
 
   return app;

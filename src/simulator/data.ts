@@ -1,6 +1,5 @@
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 import type { AccountShape } from "./faults.js";
-import { mulberry32, type Prng } from "./prng.js";
 
 export type Verdict = "GREEN" | "YELLOW" | "RED";
 export type KreditCheckShape = AccountShape;
@@ -24,16 +23,26 @@ export function isMissingId(id: string): boolean {
  * A deterministic stream of numbers for one key, so every value is a pure function of the
  * ids. A string hash seeding a small PRNG, not a cryptographic hash: the simulator builds
  * a few dozen of these per check, and under load its CPU is shared with the service.
+ * The key is one to three parts joined by NUL; the PRNG is mulberry32 (prng.ts) inlined,
+ * so a stream is one small object.
  */
 class Derived {
-  private readonly next: Prng;
+  private state: number;
 
-  constructor(...parts: string[]) {
-    this.next = mulberry32(fnv1a(parts.join("\u0000")));
+  constructor(a: string, b?: string, c?: string) {
+    let hash = fnv1a(0x811c9dc5, a);
+    if (b !== undefined) hash = fnv1a(Math.imul(hash, 0x01000193), b);
+    if (c !== undefined) hash = fnv1a(Math.imul(hash, 0x01000193), c);
+    this.state = hash >>> 0;
   }
 
+  /** mulberry32's next value times 2^32, which is exactly its 32-bit integer. */
   uint32(): number {
-    return Math.floor(this.next() * 4294967296);
+    this.state = (this.state + 0x6d2b79f5) >>> 0;
+    let t = this.state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return (t ^ (t >>> 14)) >>> 0;
   }
 
   int(min: number, max: number): number {
@@ -50,20 +59,27 @@ class Derived {
   }
 }
 
-/** FNV-1a, 32 bits: spreads similar ids (one digit apart) over unrelated seeds. */
-function fnv1a(text: string): number {
-  let hash = 0x811c9dc5;
+/**
+ * FNV-1a, 32 bits, continued from `hash`: spreads similar ids (one digit apart) over
+ * unrelated seeds. A NUL between parts only multiplies (x ^ 0 = x), as done above.
+ */
+function fnv1a(hash: number, text: string): number {
+  let h = hash;
   for (let i = 0; i < text.length; i++) {
-    hash ^= text.charCodeAt(i);
-    hash = Math.imul(hash, 0x01000193);
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
   }
-  return hash >>> 0;
+  return h;
 }
 
+/** The RFC 4122 variant nibble for a hex digit d: (d & 0x3) | 0x8. */
+const VARIANT = "89ab89ab89ab89ab";
+
 export function uuidFrom(...parts: string[]): string {
-  const h = createHash("sha256").update(parts.join("\u0000")).digest("hex");
+  // One-shot hash: no Hash object per call; the simulator makes 27 of these per check.
+  const h = hash("sha256", parts.join("\u0000"), "hex");
   // Version 4 / RFC 4122 variant bits, so strict UUID validators accept it.
-  const variant = ((Number.parseInt(h.charAt(16), 16) & 0x3) | 0x8).toString(16);
+  const variant = VARIANT.charAt(Number.parseInt(h.charAt(16), 16));
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-${variant}${h.slice(17, 20)}-${h.slice(20, 32)}`;
 }
 
@@ -90,17 +106,44 @@ function germanIban(blz: string, accountNumber: string): string {
   // "DE00" moved to the end, letters as numbers: D=13, E=14.
   const numeric = `${bban}131400`;
   let rest = 0;
-  for (const ch of numeric) rest = (rest * 10 + Number(ch)) % 97;
+  for (let i = 0; i < numeric.length; i++) rest = (rest * 10 + numeric.charCodeAt(i) - 48) % 97;
   return `DE${String(98 - rest).padStart(2, "0")}${bban}`;
 }
 
 const BASE_DATE_MS = Date.UTC(2025, 0, 2, 8, 0, 0);
 const DAY_MS = 86_400_000;
 
+/** "YYYY-MM-DD" by day number; generated dates fall on a few hundred days. */
+const dayNames = new Map<number, string>();
+const MAX_DAY_NAMES = 4096;
+
+function twoDigits(n: number): string {
+  return n < 10 ? `0${n}` : String(n);
+}
+
 /** finAPI's report timestamp format: "2025-04-08 16:26:35.688" (local time, no offset). */
 export function formatFinapiDate(ms: number): string {
-  const iso = new Date(ms).toISOString();
-  return `${iso.slice(0, 10)} ${iso.slice(11, 23)}`;
+  // Integer times from 1970 to 9999 (all the generated ones) without a Date per call.
+  if (!Number.isInteger(ms) || ms < 0 || ms >= 253_402_300_800_000) {
+    const iso = new Date(ms).toISOString();
+    return `${iso.slice(0, 10)} ${iso.slice(11, 23)}`;
+  }
+  const day = Math.floor(ms / DAY_MS);
+  let date = dayNames.get(day);
+  if (date === undefined) {
+    if (dayNames.size >= MAX_DAY_NAMES) dayNames.clear();
+    date = new Date(day * DAY_MS).toISOString().slice(0, 10);
+    dayNames.set(day, date);
+  }
+  let rest = ms - day * DAY_MS;
+  const hours = Math.floor(rest / 3_600_000);
+  rest -= hours * 3_600_000;
+  const minutes = Math.floor(rest / 60_000);
+  rest -= minutes * 60_000;
+  const seconds = Math.floor(rest / 1000);
+  rest -= seconds * 1000;
+  const millis = rest < 10 ? `00${rest}` : rest < 100 ? `0${rest}` : String(rest);
+  return `${date} ${twoDigits(hours)}:${twoDigits(minutes)}:${twoDigits(seconds)}.${millis}`;
 }
 
 interface AccountPlan {
@@ -208,61 +251,59 @@ export const DAC_REPORT_TYPES = {
 } as const;
 
 export type DacReportName = keyof typeof DAC_REPORT_TYPES;
+const DAC_REPORT_ENTRIES = Object.entries(DAC_REPORT_TYPES) as [DacReportName, string][];
 
-function reportBody(name: DacReportName, d: Derived): Record<string, unknown> {
-  const flows = (maxCount: number, maxTotal: number) => {
-    const countIncomeTransactions = d.int(0, maxCount);
-    const countSpendingTransactions = d.int(0, maxCount);
-    return {
-      countIncomeTransactions,
-      countSpendingTransactions,
-      totalIncome: countIncomeTransactions === 0 ? 0 : d.amount(1, maxTotal),
-      totalSpending: countSpendingTransactions === 0 ? 0 : -d.amount(1, maxTotal),
-    };
-  };
+function addFlows(out: Record<string, unknown>, d: Derived, maxCount: number, maxTotal: number) {
+  const countIncomeTransactions = d.int(0, maxCount);
+  const countSpendingTransactions = d.int(0, maxCount);
+  out.countIncomeTransactions = countIncomeTransactions;
+  out.countSpendingTransactions = countSpendingTransactions;
+  out.totalIncome = countIncomeTransactions === 0 ? 0 : d.amount(1, maxTotal);
+  out.totalSpending = countSpendingTransactions === 0 ? 0 : -d.amount(1, maxTotal);
+}
+
+/** Adds the fields of one report's kind to `out`, in this order, drawing from `d` in this order. */
+function addReportBody(out: Record<string, unknown>, name: DacReportName, d: Derived): void {
   switch (name) {
     case "chargebacks":
     case "deptCollection":
     case "seizure":
     case "gambling":
-      return flows(3, 900);
+      addFlows(out, d, 3, 900);
+      return;
     case "income": {
       const count = d.int(3, 12);
       const total = d.amount(4500, 36_000);
-      return {
-        countIncomeTransactions: count,
-        totalIncome: total,
-        averageMonthlyIncome: Math.round((total / 3) * 100) / 100,
-        regularIncome: d.int(0, 4) > 0,
-      };
+      out.countIncomeTransactions = count;
+      out.totalIncome = total;
+      out.averageMonthlyIncome = Math.round((total / 3) * 100) / 100;
+      out.regularIncome = d.int(0, 4) > 0;
+      return;
     }
     case "spending": {
       const count = d.int(40, 400);
       const total = -d.amount(2000, 30_000);
-      return {
-        countSpendingTransactions: count,
-        totalSpending: total,
-        averageMonthlySpending: Math.round((total / 3) * 100) / 100,
-      };
+      out.countSpendingTransactions = count;
+      out.totalSpending = total;
+      out.averageMonthlySpending = Math.round((total / 3) * 100) / 100;
+      return;
     }
     case "rentAndLiving": {
       const rent = d.amount(350, 1800);
-      return {
-        countSpendingTransactions: d.int(2, 6),
-        totalSpending: -Math.round(rent * 3 * 100) / 100,
-        averageMonthlyRent: -rent,
-      };
+      out.countSpendingTransactions = d.int(2, 6);
+      out.totalSpending = -Math.round(rent * 3 * 100) / 100;
+      out.averageMonthlyRent = -rent;
+      return;
     }
     case "balances": {
       const min = d.amount(-2500, 500);
       const max = min + d.amount(100, 15_000);
-      return {
-        currentBalance: Math.round((min + (max - min) / 2) * 100) / 100,
-        minBalance: min,
-        maxBalance: Math.round(max * 100) / 100,
-        averageBalance: Math.round((min + (max - min) / 3) * 100) / 100,
-        daysWithNegativeBalance: min < 0 ? d.int(1, 30) : 0,
-      };
+      out.currentBalance = Math.round((min + (max - min) / 2) * 100) / 100;
+      out.minBalance = min;
+      out.maxBalance = Math.round(max * 100) / 100;
+      out.averageBalance = Math.round((min + (max - min) / 3) * 100) / 100;
+      out.daysWithNegativeBalance = min < 0 ? d.int(1, 30) : 0;
+      return;
     }
   }
 }
@@ -272,18 +313,21 @@ export function dacReportFor(caseId: string): { caseId: string; reports: Record<
   const endMs = BASE_DATE_MS + c.int(0, 300) * DAY_MS;
   const startMs = endMs - 90 * DAY_MS;
   const creationMs = endMs + c.int(60_000, 36_000_000);
+  const startDate = formatFinapiDate(startMs);
+  const endDate = formatFinapiDate(endMs);
   const reports: Record<string, unknown> = {};
-  for (const [name, type] of Object.entries(DAC_REPORT_TYPES) as [DacReportName, string][]) {
+  for (const [name, type] of DAC_REPORT_ENTRIES) {
     const d = new Derived("report", caseId, name);
-    reports[name] = {
+    const report: Record<string, unknown> = {
       id: uuidFrom("report", caseId, name),
       creationDate: formatFinapiDate(creationMs + d.int(0, 999)),
       caseId,
       type,
-      startDate: formatFinapiDate(startMs),
-      endDate: formatFinapiDate(endMs),
-      ...reportBody(name, d),
+      startDate,
+      endDate,
     };
+    addReportBody(report, name, d);
+    reports[name] = report;
   }
   return { caseId, reports };
 }

@@ -1,12 +1,12 @@
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
-import { createSimulatorApp, DI_BASE, PROCESSCTRL_BASE } from "./app.js";
+import { createSimulatorListener, DI_BASE, PROCESSCTRL_BASE } from "./app.js";
 import type { SimulatorFaults } from "./faults.js";
 import type { LoggedRequest } from "./request-log.js";
 import { createSimulatorState, type SimulatorState } from "./state.js";
 import type { SimulatorStats } from "./stats.js";
 
-export { createSimulatorApp } from "./app.js";
+export { createSimulatorApp, createSimulatorListener } from "./app.js";
 export type { AccountShape, SimEndpoint, SimulatorFaults } from "./faults.js";
 export type { LoggedRequest } from "./request-log.js";
 export { createSimulatorState, type SimulatorState } from "./state.js";
@@ -47,7 +47,7 @@ function urlHost(address: AddressInfo): string {
 export async function startSimulator(options: SimulatorOptions = {}): Promise<RunningSimulator> {
   const { host = "127.0.0.1", port = 0, ...stateOptions } = options;
   const state = createSimulatorState(stateOptions);
-  const server = createServer(createSimulatorApp(state));
+  const server = createServer(createSimulatorListener(state));
 
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);

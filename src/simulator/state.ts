@@ -1,4 +1,3 @@
-import { setMaxListeners } from "node:events";
 import {
   DEFAULT_FAULTS,
   type FailNextRequest,
@@ -10,6 +9,7 @@ import {
 } from "./faults.js";
 import { RequestLog } from "./request-log.js";
 import { type SimulatorStats, StatsRecorder } from "./stats.js";
+import { PendingTimers } from "./timers.js";
 import { TokenStore } from "./tokens.js";
 
 export interface SimulatorStateOptions extends SimulatorFaultsPatch {
@@ -29,6 +29,8 @@ export interface SimulatorState {
   readonly requests: RequestLog;
   /** Aborted on close, so pending latency timers do not outlive the server. */
   readonly closing: AbortController;
+  /** Latency and delayed resets; cleared when `closing` is aborted. */
+  readonly timers: PendingTimers;
   snapshot(): SimulatorStats;
   setFaults(partial: SimulatorFaultsPatch): SimulatorFaults;
   failNext(
@@ -49,8 +51,7 @@ export function createSimulatorState(options: SimulatorStateOptions = {}): Simul
   const stats = new StatsRecorder();
   const requests = new RequestLog();
   const closing = new AbortController();
-  // Every delayed request listens on it; hundreds at once are expected, not a leak.
-  setMaxListeners(0, closing.signal);
+  const timers = new PendingTimers(closing.signal);
   return {
     clientId,
     clientSecret,
@@ -59,6 +60,7 @@ export function createSimulatorState(options: SimulatorStateOptions = {}): Simul
     stats,
     requests,
     closing,
+    timers,
     snapshot: () => stats.snapshot(tokens.issuedCount),
     setFaults: (partial) => faults.set(partial),
     failNext: (endpoint, count, status, opts) => {

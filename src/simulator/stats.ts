@@ -27,7 +27,8 @@ export class StatsRecorder {
     this.calls[endpoint] += 1;
     if (requestId !== undefined) {
       this.requestIds.push(requestId);
-      if (this.requestIds.length > MAX_REQUEST_IDS) {
+      // Trimmed in batches: dropping one id per request moved 10,000 others each time.
+      if (this.requestIds.length >= 2 * MAX_REQUEST_IDS) {
         this.requestIds.splice(0, this.requestIds.length - MAX_REQUEST_IDS);
       }
     }
@@ -54,7 +55,7 @@ export class StatsRecorder {
         SIM_ENDPOINTS.map((e) => [e, { ...this.statuses[e] }]),
       ) as SimulatorStats["statuses"],
       tokensIssued,
-      requestIds: [...this.requestIds],
+      requestIds: this.requestIds.slice(-MAX_REQUEST_IDS),
       maxConcurrent: { ...this.maxConcurrent },
     };
   }

@@ -1,8 +1,11 @@
+import { createHash } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
+  caseIdFor,
   DAC_REPORT_TYPES,
   DEFAULT_SHAPE,
   dacReportFor,
+  formatFinapiDate,
   kreditCheckFor,
 } from "../../src/simulator/data.js";
 import { type RunningSimulator, startSimulator } from "../../src/simulator/server.js";
@@ -101,6 +104,43 @@ describe("dacReportFor", () => {
       countSpendingTransactions: expect.any(Number),
       totalIncome: expect.any(Number),
     });
+  });
+});
+
+describe("generated data stays the same", () => {
+  const digest = (text: string) => createHash("sha256").update(text).digest("hex").slice(0, 16);
+
+  // Recorded from the implementation before the simulator's CPU work (commit 9f29a3e):
+  // clients and their tests may have pinned ids and values, so these must not move.
+  it("gives the same ids and values as before, byte for byte", () => {
+    expect(caseIdFor("kc-1", 0)).toBe("e2c8ad38-c5d3-4d5e-86f9-96ed9ec42678");
+    expect(digest(JSON.stringify(kreditCheckFor("pt-1", "kc-1")))).toBe("fbccfd7fe3255a20");
+    expect(digest(JSON.stringify(dacReportFor("case-1")))).toBe("c934a2cc359973a2");
+    const shape = { connections: 3, accountsPerConnection: 3, accountsWithoutCaseId: 2 };
+    let all = "";
+    for (let i = 0; i < 200; i++) {
+      all += JSON.stringify(kreditCheckFor(`pt-${i}`, `kc-${i}`));
+      all += JSON.stringify(kreditCheckFor(`dac-only-${i}`, `kc-${i}`));
+      all += JSON.stringify(kreditCheckFor(`pt-${i}`, `kc-${i}`, shape));
+      all += JSON.stringify(dacReportFor(caseIdFor(`kc-${i}`, i % 3)));
+    }
+    expect(digest(all)).toBe("a7a90bbacad48900");
+  });
+
+  it("formats dates as toISOString would, without its T and Z", () => {
+    const viaIso = (ms: number) => {
+      const iso = new Date(ms).toISOString();
+      return `${iso.slice(0, 10)} ${iso.slice(11, 23)}`;
+    };
+    expect(formatFinapiDate(Date.UTC(2025, 3, 8, 16, 26, 35, 688))).toBe("2025-04-08 16:26:35.688");
+    const edges = [0, 1, 999, 59_999, 86_399_999, 86_400_000, 253_402_300_799_999, -1, 1.5];
+    let seed = 1;
+    const random = () => {
+      seed = (Math.imul(seed, 48_271) % 2_147_483_647) >>> 0;
+      return seed / 2_147_483_647;
+    };
+    const samples = Array.from({ length: 5000 }, () => Math.floor(random() * 253_402_300_800_000));
+    for (const ms of [...edges, ...samples]) expect(formatFinapiDate(ms)).toBe(viaIso(ms));
   });
 });
 

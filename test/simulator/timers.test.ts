@@ -1,0 +1,46 @@
+import { describe, expect, it } from "vitest";
+import { PendingTimers } from "../../src/simulator/timers.js";
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe("PendingTimers", () => {
+  it("runs each callback after its delay, in time order, whatever the order of scheduling", async () => {
+    const timers = new PendingTimers(new AbortController().signal);
+    const ran: string[] = [];
+    timers.after(40, () => ran.push("c"));
+    timers.after(10, () => ran.push("a"));
+    timers.after(25, () => ran.push("b"));
+    await sleep(80);
+    expect(ran).toEqual(["a", "b", "c"]);
+    // The list is empty again: a later one still runs.
+    timers.after(0, () => ran.push("d"));
+    await sleep(20);
+    expect(ran).toEqual(["a", "b", "c", "d"]);
+  });
+
+  it("drops everything pending when the signal aborts, and schedules nothing after", async () => {
+    const closing = new AbortController();
+    const timers = new PendingTimers(closing.signal);
+    const ran: number[] = [];
+    timers.after(5, () => ran.push(1));
+    timers.after(30, () => ran.push(2));
+    timers.after(60, () => ran.push(3));
+    await sleep(15);
+    closing.abort();
+    timers.after(0, () => ran.push(4));
+    await sleep(80);
+    expect(ran).toEqual([1]);
+  });
+
+  it("does nothing for a signal that is already aborted", async () => {
+    const closing = new AbortController();
+    closing.abort();
+    const timers = new PendingTimers(closing.signal);
+    let ran = false;
+    timers.after(0, () => {
+      ran = true;
+    });
+    await sleep(20);
+    expect(ran).toBe(false);
+  });
+});
