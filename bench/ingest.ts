@@ -9,6 +9,7 @@ import {
   startServiceProcess,
   startSimulatorProcess,
 } from "./lib/stack.js";
+import { formatSteal, startStealMeter } from "./lib/steal.js";
 
 /**
  * Ingest: the real service (every 202 on disk, worker running against the simulator)
@@ -48,16 +49,19 @@ try {
   const warmUp = await postCallbacks(service.callbackUrl, { connections: CONNECTIONS, seconds: 2 });
   await postCallbacks(bareUrl, { connections: CONNECTIONS, seconds: 2 });
 
-  const runs: { target: "service" | "bare"; round: number; result: LoadResult }[] = [];
+  const runs: {
+    target: "service" | "bare";
+    round: number;
+    result: LoadResult;
+    stolenPercent: number | undefined;
+  }[] = [];
   for (let round = 1; round <= ROUNDS; round++) {
     const order = round % 2 === 1 ? (["service", "bare"] as const) : (["bare", "service"] as const);
     for (const target of order) {
       const url = target === "service" ? service.callbackUrl : bareUrl;
-      runs.push({
-        target,
-        round,
-        result: await postCallbacks(url, { connections: CONNECTIONS, seconds: SECONDS }),
-      });
+      const stolen = startStealMeter();
+      const result = await postCallbacks(url, { connections: CONNECTIONS, seconds: SECONDS });
+      runs.push({ target, round, result, stolenPercent: stolen() });
     }
   }
 
@@ -90,7 +94,7 @@ try {
     db.close();
   }
 
-  const perRound: Row[] = runs.map(({ target, round, result }) => ({
+  const perRound: Row[] = runs.map(({ target, round, result, stolenPercent }) => ({
     round,
     target,
     "req/s": result.rps,
@@ -98,6 +102,7 @@ try {
     "p99 ms": result.p99,
     "non-2xx": result.rejected,
     errors: result.errors,
+    "CPU stolen": formatSteal(stolenPercent),
   }));
   console.log(
     `\ningest: ${ROUNDS} rounds x ${SECONDS} s per target, ${CONNECTIONS} connections, store ${process.env.STORE_URL ?? "sqlite (temp file)"}\n`,

@@ -9,6 +9,7 @@ import {
   startServiceProcess,
   startSimulatorProcess,
 } from "./lib/stack.js";
+import { formatSteal, startStealMeter } from "./lib/steal.js";
 
 /**
  * Pipeline: 1,000 callbacks already in the inbox, finAPI (the simulator) answering every
@@ -52,10 +53,12 @@ try {
     try {
       // From "ready": start-up (module loading) is not counted, the first jobs may be.
       const serviceCpuBefore = await cpuMs(service.child.pid);
+      const stolen = startStealMeter();
       const reader = inboxReader(join(service.dir, "inbox.db"));
       const ideal = Math.ceil(N / concurrency) * 2 * LATENCY_MS;
       const finished = await until(() => reader.done() === N, ideal * 10 + 30_000);
       const lastFinishedAt = reader.lastFinishedAt() ?? Number.NaN;
+      const stolenPercent = stolen();
       const serviceCpuPerCheck = ((await cpuMs(service.child.pid)) - serviceCpuBefore) / N;
       const simulatorCpuPerCheck = ((await cpuMs(simulator.child.pid)) - simulatorCpuBefore) / N;
       reader.close();
@@ -77,6 +80,7 @@ try {
         maxConcurrentDac: stats.maxConcurrent.dac,
         serviceCpuMsPerCheck: serviceCpuPerCheck,
         simulatorCpuMsPerCheck: simulatorCpuPerCheck,
+        stolenCpuPercent: stolenPercent,
       };
       figures.push(figure);
       rows.push({
@@ -89,6 +93,7 @@ try {
         "max DAC in flight": stats.maxConcurrent.dac,
         "CPU ms/check service": serviceCpuPerCheck.toFixed(2),
         "CPU ms/check simulator": simulatorCpuPerCheck.toFixed(2),
+        "CPU stolen": formatSteal(stolenPercent),
         met: finished && ratio <= GOAL_RATIO && stats.calls.token === 1 ? "yes" : "NO",
       });
     } finally {
