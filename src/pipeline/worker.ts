@@ -23,6 +23,11 @@ export interface WorkerOptions {
   onJobFinished?: (outcome: JobOutcome, durationMs: number) => void;
   /** While it reads busy, one check fetches at a time (callbacks come first). */
   pressure?: LoadGauge;
+  /**
+   * While the gauge reads busy, at most one check starts per this many ms (default 100):
+   * the CPU goes to acknowledging callbacks, and the backlog still moves.
+   */
+  busyStartIntervalMs?: number;
 }
 
 interface ActiveJob {
@@ -65,6 +70,8 @@ export class Worker {
   private loopDone: Promise<void> | undefined;
   private wakePending = false;
   private claims = 0;
+  /** performance.now() of the last claim that got a job while the gauge read busy. */
+  private lastBusyStart = Number.NEGATIVE_INFINITY;
   private wakeUp: (() => void) | undefined;
   private unsubscribe: (() => void) | undefined;
 
@@ -133,20 +140,25 @@ export class Worker {
 
   private async loop(): Promise<void> {
     const { inbox, concurrency, leaseMs, pollMs, logger } = this.options;
+    const busyIntervalMs = this.options.busyStartIntervalMs ?? 100;
     while (!this.stopping) {
-      const limit = this.options.pressure?.busy() ? 1 : concurrency;
+      const busy = this.options.pressure?.busy() ?? false;
+      const limit = busy ? 1 : concurrency;
       const free = Math.min(limit - this.busy, 2 * concurrency - this.active.size);
-      if (free > 0) {
+      // Real time, not the injectable clock: this spaces out CPU work.
+      const holdMs = busy ? this.lastBusyStart + busyIntervalMs - performance.now() : 0;
+      if (free > 0 && holdMs <= 0) {
         try {
           this.claims += 1;
           const jobs = await inbox.claim(`${this.workerId}:${this.claims}`, free, leaseMs);
+          if (busy && jobs.length > 0) this.lastBusyStart = performance.now();
           for (const job of jobs) this.run(job);
         } catch (error) {
           logger.error({ err: error }, "claiming jobs failed; trying again shortly");
         }
       }
       if (this.stopping) break;
-      await this.waitForWake(pollMs);
+      await this.waitForWake(holdMs > 0 ? Math.min(pollMs, holdMs) : pollMs);
     }
   }
 

@@ -31,11 +31,13 @@ describe("Worker", () => {
     handle: (run: CheckRun) => Promise<unknown>,
     maxAttempts = 5,
     pressure?: { busy(): boolean },
+    busyStartIntervalMs = 0,
   ) {
     worker = new Worker({
       inbox,
       handle,
       ...(pressure ? { pressure } : {}),
+      busyStartIntervalMs,
       logger: captureLogs().logger,
       concurrency: 4,
       leaseMs: 60_000,
@@ -167,5 +169,31 @@ describe("Worker", () => {
     await enqueueMany(8);
     await waitFor(async () => (await inbox.countByState()).done === 14, "eight more done");
     expect(Math.max(...peaks)).toBe(4);
+  });
+
+  it("starts at most one check per interval while the gauge reads busy, at once when it does not", async () => {
+    let busy = true;
+    const starts: number[] = [];
+    startWorker(
+      async () => {
+        starts.push(performance.now());
+      },
+      5,
+      { busy: () => busy },
+      60,
+    );
+    const enqueueMany = (count: number) =>
+      Promise.all(
+        Array.from({ length: count }, () => inbox.enqueue(makeCallback() as never, new Date(now))),
+      );
+    await enqueueMany(4);
+    await waitFor(async () => (await inbox.countByState()).done === 4, "four done under pressure");
+    const gaps = starts.slice(1).map((start, index) => start - (starts[index] ?? 0));
+    expect(Math.min(...gaps)).toBeGreaterThanOrEqual(55);
+    busy = false;
+    starts.length = 0;
+    await enqueueMany(4);
+    await waitFor(async () => (await inbox.countByState()).done === 8, "four more done");
+    expect((starts.at(-1) ?? 0) - (starts[0] ?? 0)).toBeLessThan(55);
   });
 });
