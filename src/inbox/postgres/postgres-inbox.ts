@@ -4,7 +4,6 @@ import { migrate, SchemaTooNewError } from "../../postgres/migrate.js";
 import {
   connectionConfig,
   createPool,
-  inTransaction,
   type PostgresTarget,
 } from "../../postgres/pool.js";
 import { describePgError } from "../../postgres/sqlstate.js";
@@ -118,45 +117,35 @@ export class PostgresInbox implements Inbox {
     const rows = [...firsts.values()];
     let ids: Map<string, { id: string; duplicate: boolean }>;
     try {
-      ids = await inTransaction(this.pool, async (client) => {
-        const inserted = await client.query<{
+      const inserted = await this.pool.query<{
+        id: string;
+        process_token: string;
+        kreditcheck_id: string;
+      }>(SQL.insertMany, [
+        rows.map((row) => row.id),
+        rows.map((row) => row.callback.processToken),
+        rows.map((row) => row.callback.kreditCheckId),
+        rows.map((row) => JSON.stringify(row.callback)),
+        rows.map((row) => row.receivedAt),
+        CHANNEL,
+        this.schema,
+      ]);
+      ids = new Map();
+      for (const row of inserted.rows) ids.set(keyOfRow(row), { id: row.id, duplicate: false });
+      // Rare: callbacks already stored (a replay, or finAPI calling twice). Their ids are
+      // read after the insert committed, so a row another replica inserted meanwhile is seen.
+      const conflicted = rows.filter((row) => !ids.has(keyOf(row.callback)));
+      if (conflicted.length > 0) {
+        const existing = await this.pool.query<{
           id: string;
           process_token: string;
           kreditcheck_id: string;
-        }>(SQL.insertMany, [
-          rows.map((row) => row.id),
-          rows.map((row) => row.callback.processToken),
-          rows.map((row) => row.callback.kreditCheckId),
-          rows.map((row) => JSON.stringify(row.callback)),
-          rows.map((row) => row.receivedAt),
+        }>(SQL.findIdsByKeys, [
+          conflicted.map((row) => row.callback.processToken),
+          conflicted.map((row) => row.callback.kreditCheckId),
         ]);
-        const found = new Map<string, { id: string; duplicate: boolean }>();
-        for (const row of inserted.rows) {
-          found.set(keyOfRow(row), {
-            id: row.id,
-            duplicate: false,
-          });
-        }
-        const conflicted = rows.filter((row) => !found.has(keyOf(row.callback)));
-        if (conflicted.length > 0) {
-          const existing = await client.query<{
-            id: string;
-            process_token: string;
-            kreditcheck_id: string;
-          }>(SQL.findIdsByKeys, [
-            conflicted.map((row) => row.callback.processToken),
-            conflicted.map((row) => row.callback.kreditCheckId),
-          ]);
-          for (const row of existing.rows) {
-            found.set(keyOfRow(row), {
-              id: row.id,
-              duplicate: true,
-            });
-          }
-        }
-        if (inserted.rowCount) await client.query(SQL.notify, [CHANNEL, this.schema]);
-        return found;
-      });
+        for (const row of existing.rows) ids.set(keyOfRow(row), { id: row.id, duplicate: true });
+      }
     } catch (error) {
       const failure = storeError("write", error);
       for (const item of batch) item.reject(failure);

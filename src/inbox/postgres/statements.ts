@@ -6,13 +6,18 @@
  */
 export const SQL = {
   /** Many callbacks in one statement (group commit): parallel arrays, unnested. */
+  /**
+   * One statement, so one round trip and its own transaction: the rows, and a wake-up for
+   * idle workers of every replica sent when it commits (PostgreSQL delivers identical
+   * notifications of one transaction once).
+   */
   insertMany: `INSERT INTO kreditcheck_jobs
                  (id, process_token, kreditcheck_id, callback, state, attempts, run_at, received_at, updated_at)
                SELECT id, process_token, kreditcheck_id, callback, 'pending', 0, now(), received_at, now()
                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::json[], $5::timestamptz[])
                  AS batch (id, process_token, kreditcheck_id, callback, received_at)
                ON CONFLICT (process_token, kreditcheck_id) DO NOTHING
-               RETURNING id, process_token, kreditcheck_id`,
+               RETURNING id, process_token, kreditcheck_id, pg_notify($6, $7)`,
   findIdsByKeys: `SELECT id, process_token, kreditcheck_id FROM kreditcheck_jobs
                   WHERE (process_token, kreditcheck_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))`,
   /** Wakes idle workers of every replica once the transaction commits. */
