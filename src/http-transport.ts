@@ -1,5 +1,15 @@
+import { readFileSync } from "node:fs";
 import axios, { type AxiosInstance, isAxiosError } from "axios";
-import { createDispatcher, createUndiciAdapter } from "./undici-adapter.js";
+import { createDispatchers, createUndiciAdapter } from "./undici-adapter.js";
+
+/** `kreditcheck-receiver/<version>`: some firewalls refuse requests without a User-Agent. */
+const USER_AGENT = `kreditcheck-receiver/${
+  (
+    JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
+      version: string;
+    }
+  ).version
+}`;
 
 export interface TransportOptions {
   timeoutMs: number;
@@ -15,22 +25,25 @@ export interface Transport {
 
 /**
  * One axios instance per upstream (finAPI, the http sink's receiver): keep-alive sockets
- * (undici underneath, see undici-adapter.ts), a hard timeout, no redirects, bodies kept as
+ * (undici underneath, see undici-adapter.ts), an idle timeout, no redirects, bodies kept as
  * text (we parse JSON ourselves so a broken body is a clear, typed error), and every
  * status handed back to the caller to classify.
  */
 export function createTransport(options: TransportOptions): Transport {
-  const dispatcher = createDispatcher({ connections: options.maxSockets ?? 64 });
+  const dispatchers = createDispatchers({
+    connections: options.maxSockets ?? 64,
+    connectTimeoutMs: options.timeoutMs,
+  });
   const http = axios.create({
-    adapter: createUndiciAdapter(dispatcher),
+    adapter: createUndiciAdapter(dispatchers),
     timeout: options.timeoutMs,
     maxRedirects: 0,
     responseType: "text",
     transformResponse: [(body: unknown) => body],
     validateStatus: () => true,
-    headers: { Accept: "application/json" },
+    headers: { Accept: "application/json", "User-Agent": USER_AGENT },
   });
-  return { http, close: () => dispatcher.destroy() };
+  return { http, close: () => dispatchers.destroy() };
 }
 
 export function isTimeout(error: unknown): boolean {

@@ -220,10 +220,11 @@ export async function startService(
       await publicClosed;
       await Promise.allSettled(sinks.map((sink) => sink.close?.()));
       await inbox.close();
-      await transport.close();
       const adminClosed = closeServer(adminServer);
       adminServer.closeAllConnections();
       await adminClosed;
+      // Last: an admin "fetch" still answering uses the finAPI connections.
+      await transport.close();
     })();
     return closing;
   };

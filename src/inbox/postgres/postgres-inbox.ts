@@ -1,11 +1,7 @@
 import type pg from "pg";
 import type { Callback } from "../../callback.js";
 import { migrate, SchemaTooNewError } from "../../postgres/migrate.js";
-import {
-  connectionConfig,
-  createPool,
-  type PostgresTarget,
-} from "../../postgres/pool.js";
+import { connectionConfig, createPool, type PostgresTarget } from "../../postgres/pool.js";
 import { describePgError } from "../../postgres/sqlstate.js";
 import {
   countsByState,
@@ -134,6 +130,8 @@ export class PostgresInbox implements Inbox {
       for (const row of inserted.rows) ids.set(keyOfRow(row), { id: row.id, duplicate: false });
       // Rare: callbacks already stored (a replay, or finAPI calling twice). Their ids are
       // read after the insert committed, so a row another replica inserted meanwhile is seen.
+      // If this read fails, the batch is answered 503 although its new rows are stored:
+      // finAPI's retry of such a callback is then a duplicate (202), and its job runs once.
       const conflicted = rows.filter((row) => !ids.has(keyOf(row.callback)));
       if (conflicted.length > 0) {
         const existing = await this.pool.query<{
