@@ -134,8 +134,6 @@ export class Worker {
       this.wakeUp = undefined;
     }
     this.wakePending = false;
-    // Let every job that finishes in this turn free its slot, so one claim takes them all.
-    await new Promise((resolve) => setImmediate(resolve));
   }
 
   private async loop(): Promise<void> {
