@@ -128,15 +128,21 @@ export class SqliteInbox implements Inbox {
   }
 
   async claim(workerId: string, limit: number, leaseMs: number): Promise<Job[]> {
-    const rows = await this.write(() => {
-      const now = this.clock();
-      return this.statements.claim.all({
-        workerId,
-        lockedUntil: now + leaseMs,
-        now,
-        limit,
-      }) as JobRow[];
-    });
+    // Committed at once (with whatever else is queued): a free worker slot should not wait
+    // for the end of the event-loop turn.
+    const rows = await this.write(
+      () => {
+        const now = this.clock();
+        return this.statements.claim.all({
+          workerId,
+          lockedUntil: now + leaseMs,
+          now,
+          limit,
+        }) as JobRow[];
+      },
+      false,
+      true,
+    );
     return rows.map(rowToJob).sort((a, b) => a.runAt.getTime() - b.runAt.getTime());
   }
 
@@ -266,12 +272,16 @@ export class SqliteInbox implements Inbox {
     return this.write(() => this.statements.heartbeat.run({ now: this.clock() }), true);
   }
 
-  /** Queues a write for the next group commit; resolves once it is durably committed. */
-  private write<T>(apply: () => T, durable = false): Promise<T> {
+  /**
+   * Queues a write for the next group commit (or, with `now`, commits the queue at once);
+   * resolves once it is committed.
+   */
+  private write<T>(apply: () => T, durable = false, now = false): Promise<T> {
     if (this.closed) return Promise.reject(new StoreUnavailableError("inbox is closed"));
     return new Promise<T>((resolve, reject) => {
       this.queue.push({ apply, durable, resolve: resolve as (value: unknown) => void, reject });
-      if (!this.flushScheduled) {
+      if (now) this.flush();
+      else if (!this.flushScheduled) {
         this.flushScheduled = true;
         setImmediate(() => this.flush());
       }
