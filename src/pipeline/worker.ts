@@ -70,6 +70,12 @@ export class Worker {
   private loopDone: Promise<void> | undefined;
   private wakePending = false;
   private claims = 0;
+  /**
+   * False from a claim until the event loop has turned once (a setImmediate). A check
+   * that needs no I/O settles in microtasks; claiming again before the loop turned could
+   * go on until the inbox is empty, with HTTP, timers and the store's commits waiting.
+   */
+  private loopTurned = true;
   /** performance.now() of the last claim that got a job while the gauge read busy. */
   private lastBusyStart = Number.NEGATIVE_INFINITY;
   private wakeUp: (() => void) | undefined;
@@ -140,12 +146,21 @@ export class Worker {
     const { inbox, concurrency, leaseMs, pollMs, logger } = this.options;
     const busyIntervalMs = this.options.busyStartIntervalMs ?? 100;
     while (!this.stopping) {
+      // Usually the loop has turned since the last claim (its jobs did I/O): no wait.
+      if (!this.loopTurned) {
+        await new Promise((resolve) => setImmediate(resolve));
+        if (this.stopping) break;
+      }
       const busy = this.options.pressure?.busy() ?? false;
       const limit = busy ? 1 : concurrency;
       const free = Math.min(limit - this.busy, 2 * concurrency - this.active.size);
       // Real time, not the injectable clock: this spaces out CPU work.
       const holdMs = busy ? this.lastBusyStart + busyIntervalMs - performance.now() : 0;
       if (free > 0 && holdMs <= 0) {
+        this.loopTurned = false;
+        setImmediate(() => {
+          this.loopTurned = true;
+        });
         try {
           this.claims += 1;
           const jobs = await inbox.claim(`${this.workerId}:${this.claims}`, free, leaseMs);

@@ -196,4 +196,23 @@ describe("Worker", () => {
     await waitFor(async () => (await inbox.countByState()).done === 8, "four more done");
     expect((starts.at(-1) ?? 0) - (starts[0] ?? 0)).toBeLessThan(55);
   });
+
+  it("lets the event loop turn between claims when checks finish without any I/O", async () => {
+    // A check that needs no I/O (a failed callback to the stdout sink) settles in
+    // microtasks; claiming the next one at once, again and again, would starve HTTP.
+    await Promise.all(
+      Array.from({ length: 60 }, () => inbox.enqueue(makeCallback() as never, new Date(now))),
+    );
+    let started = 0;
+    let startedWhenTimerRan: number | undefined;
+    startWorker(async () => {
+      started += 1;
+    });
+    setTimeout(() => {
+      startedWhenTimerRan = started;
+    }, 0);
+    await waitFor(async () => (await inbox.countByState()).done === 60, "all sixty done");
+    expect(startedWhenTimerRan).toBeDefined();
+    expect(startedWhenTimerRan).toBeLessThan(60);
+  });
 });
