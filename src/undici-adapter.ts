@@ -75,7 +75,7 @@ export function createDispatchers(options: DispatcherOptions): Dispatchers {
  * axios stays the HTTP client (its config, AxiosError, transforms, validateStatus), and
  * this adapter sends the request with undici instead of axios' Node adapter. Measured
  * with `npm run bench:transport` (the finAPI fetch path at 64 checks in flight): about
- * 0.85x the CPU per check; alone, ~130-170 us of CPU per request against ~255-280 us.
+ * 0.75x the CPU per check; alone, ~130-170 us of CPU per request against ~255-280 us.
  *
  * Kept from axios' Node adapter: `timeout` is an idle timeout (no connection, no headers,
  * or no body bytes for that long; a slow but moving download is not cut off), an abort

@@ -5,10 +5,10 @@
  * match `locked_by` and `state = 'running'`; zero changed rows means the lease was lost.
  */
 export const SQL = {
-  /** Many callbacks in one statement (group commit): parallel arrays, unnested. */
   /**
-   * One statement, so one round trip and its own transaction: the rows, and a wake-up for
-   * idle workers of every replica sent when it commits (PostgreSQL delivers identical
+   * Many callbacks in one statement (group commit): parallel arrays, unnested. One
+   * statement, so one round trip and its own transaction: the rows, and a wake-up for idle
+   * workers of every replica sent when it commits (PostgreSQL delivers identical
    * notifications of one transaction once).
    */
   insertMany: `INSERT INTO kreditcheck_jobs
