@@ -1,6 +1,6 @@
 import http from "node:http";
 import https from "node:https";
-import axios, { type AxiosInstance } from "axios";
+import axios, { type Axios } from "axios";
 import pino from "pino";
 import { AuthorizedClient } from "../src/finapi/authorized-client.js";
 import { DataIntelligenceClient } from "../src/finapi/di.js";
@@ -24,7 +24,7 @@ const C = Number(process.env.BENCH_CONCURRENCY ?? 64);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const LATENCY_MS = 50;
 
-function axiosNodeAdapter(maxSockets: number): AxiosInstance {
+function axiosNodeAdapter(maxSockets: number): Axios {
   return axios.create({
     timeout: 10_000,
     maxRedirects: 0,
@@ -45,7 +45,7 @@ const simulator = await startSimulatorProcess(
 );
 const logger = pino({ level: "info" }, pino.destination("/dev/null"));
 
-function fetchPath(httpClient: AxiosInstance) {
+function fetchPath(httpClient: Axios) {
   const tokens = new ClientCredentialsTokenProvider({
     http: httpClient,
     tokenUrl: simulator.tokenUrl,

@@ -1,5 +1,5 @@
 import { readFileSync } from "node:fs";
-import axios, { type AxiosInstance, isAxiosError } from "axios";
+import axios, { Axios, isAxiosError } from "axios";
 import { createDispatchers, createUndiciAdapter } from "./undici-adapter.js";
 
 /** `kreditcheck-receiver/<version>`: some firewalls refuse requests without a User-Agent. */
@@ -18,23 +18,29 @@ export interface TransportOptions {
 }
 
 export interface Transport {
-  http: AxiosInstance;
+  http: Axios;
   /** Closes the connections; a request still in flight then fails. */
   close(): Promise<void>;
 }
 
 /**
- * One axios instance per upstream (finAPI, the http sink's receiver): keep-alive sockets
+ * One axios client per upstream (finAPI, the http sink's receiver): keep-alive sockets
  * (undici underneath, see undici-adapter.ts), an idle timeout, no redirects, bodies kept as
  * text (we parse JSON ourselves so a broken body is a clear, typed error), and every
  * status handed back to the caller to classify.
+ *
+ * `new Axios(config)` rather than `axios.create(config)`: create() merges in axios' global
+ * defaults (browser XSRF names, FormData/Blob env, transitional flags, per-method header
+ * sets, the JSON request transform), and axios merges every one of them into every
+ * request again. None applies to these string-or-bytes calls; without them a request costs
+ * axios about half the CPU (measured with a no-op adapter: 24 against 44-55 us).
  */
 export function createTransport(options: TransportOptions): Transport {
   const dispatchers = createDispatchers({
     connections: options.maxSockets ?? 64,
     connectTimeoutMs: options.timeoutMs,
   });
-  const http = axios.create({
+  const http = new Axios({
     adapter: createUndiciAdapter(dispatchers),
     timeout: options.timeoutMs,
     maxRedirects: 0,

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import type { AxiosInstance, AxiosResponse } from "axios";
+import type { Axios, AxiosResponse } from "axios";
 import type { z } from "zod";
 import type { ReceiverError } from "../errors.js";
 import { isCanceled, isTimeout, parseRetryAfter } from "../http-transport.js";
@@ -19,7 +19,7 @@ export interface CallContext {
 }
 
 export interface AuthorizedClientOptions {
-  http: AxiosInstance;
+  http: Axios;
   tokens: TokenProvider;
   /** Quick retries inside one attempt, before the job store's slower backoff takes over. */
   retries: number;

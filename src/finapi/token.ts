@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import type { AxiosInstance, AxiosResponse } from "axios";
+import type { Axios, AxiosResponse } from "axios";
 import { isTimeout, parseRetryAfter } from "../http-transport.js";
 import type { Logger } from "../logger.js";
 import { networkError, tokenError } from "./errors.js";
@@ -13,7 +13,7 @@ export interface TokenProvider {
 }
 
 export interface TokenProviderOptions {
-  http: AxiosInstance;
+  http: Axios;
   tokenUrl: string;
   clientId: string;
   clientSecret: string;
