@@ -164,11 +164,15 @@ export function cpuProfileFlags(): string[] {
   return dir ? ["--cpu-prof", "--cpu-prof-dir", dir] : [];
 }
 
-/** CPU time (user + system) a process has used so far, in ms (Linux /proc), or NaN. */
-export async function cpuMs(pid: number | undefined): Promise<number> {
+/**
+ * CPU time (user + system) a process has used so far, in ms (Linux /proc), or NaN. With
+ * `thread`, only that thread's (the process's own id names its main thread: JavaScript).
+ */
+export async function cpuMs(pid: number | undefined, thread?: number): Promise<number> {
   if (pid === undefined) return Number.NaN;
   try {
-    const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+    const path = thread === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${thread}/stat`;
+    const stat = await readFile(path, "utf8");
     // Fields after the command name (which may hold spaces) start after the last ")".
     const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
     const ticks = Number(fields[11]) + Number(fields[12]);

@@ -1,0 +1,73 @@
+import Database from "better-sqlite3";
+import { caseIdFor } from "../../src/simulator/data.js";
+import type { LoggedRequest } from "../../src/simulator/server.js";
+
+/** Mean ms of each step of a check, from the simulator's request log and the inbox file. */
+export interface CheckPhases {
+  checks: number;
+  /** KreditCheck request received -> answered (the simulator's latency). */
+  kreditCheck: number;
+  /** KreditCheck answered -> first DAC request received: the service read the result. */
+  toFirstDac: number;
+  /** First DAC request received -> last DAC report answered. */
+  dacReports: number;
+  /** Last DAC report answered -> job marked done: bundle delivered, outcome committed. */
+  toDone: number;
+  /** KreditCheck request received -> job marked done. */
+  total: number;
+}
+
+/**
+ * Where a check's time went, for the jobs finished in the inbox at `inboxPath` whose first
+ * finAPI request came at or after `from`. Three DAC reports per check (the simulator's
+ * default shape), found by their case ids.
+ */
+export function checkPhases(inboxPath: string, log: LoggedRequest[], from: number): CheckPhases {
+  const db = new Database(inboxPath, { readonly: true, fileMustExist: true });
+  const rows = db
+    .prepare(
+      "SELECT process_token AS processToken, kreditcheck_id AS kreditCheckId, finished_at AS finishedAt FROM jobs WHERE state = 'done'",
+    )
+    .all() as { processToken: string; kreditCheckId: string; finishedAt: number }[];
+  db.close();
+  // The path without method and query: /…/checks/<token>/kreditcheck/<id>, /…/cases/<id>/reports.
+  const byPath = new Map<string, LoggedRequest>();
+  for (const entry of log) {
+    if (entry.answeredAt === undefined) continue;
+    const path = entry.target.replace(/^\S+ /, "").replace(/\?.*$/, "");
+    byPath.set(
+      path.slice(path.lastIndexOf("/checks/") + 1 || path.lastIndexOf("/cases/") + 1),
+      entry,
+    );
+  }
+  const sums = { kreditCheck: 0, toFirstDac: 0, dacReports: 0, toDone: 0, total: 0 };
+  let checks = 0;
+  for (const row of rows) {
+    const kreditCheck = byPath.get(`checks/${row.processToken}/kreditcheck/${row.kreditCheckId}`);
+    if (!kreditCheck || kreditCheck.receivedAt < from || kreditCheck.answeredAt === undefined) {
+      continue;
+    }
+    const dacs = [0, 1, 2].flatMap((index) => {
+      const entry = byPath.get(`cases/${caseIdFor(row.kreditCheckId, index)}/reports`);
+      return entry ? [entry] : [];
+    });
+    if (dacs.length === 0) continue;
+    const firstDac = Math.min(...dacs.map((entry) => entry.receivedAt));
+    const lastAnswer = Math.max(...dacs.map((entry) => entry.answeredAt ?? Number.NaN));
+    sums.kreditCheck += kreditCheck.answeredAt - kreditCheck.receivedAt;
+    sums.toFirstDac += firstDac - kreditCheck.answeredAt;
+    sums.dacReports += lastAnswer - firstDac;
+    sums.toDone += row.finishedAt - lastAnswer;
+    sums.total += row.finishedAt - kreditCheck.receivedAt;
+    checks += 1;
+  }
+  const mean = (sum: number) => (checks === 0 ? Number.NaN : sum / checks);
+  return {
+    checks,
+    kreditCheck: mean(sums.kreditCheck),
+    toFirstDac: mean(sums.toFirstDac),
+    dacReports: mean(sums.dacReports),
+    toDone: mean(sums.toDone),
+    total: mean(sums.total),
+  };
+}
