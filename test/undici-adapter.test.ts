@@ -46,6 +46,10 @@ beforeAll(async () => {
             res.end();
           }
         }, 50);
+      } else if (path === "/interim") {
+        // 102 Processing first, then the answer.
+        res.writeProcessing();
+        setTimeout(() => res.end("final"), 20);
       } else if (path === "/bytes") {
         res.end(Buffer.from([0, 1, 2, 255]));
       } else if (path === "/echo") {
@@ -195,6 +199,30 @@ describe("axios on undici (the service's HTTP transport)", () => {
     expect(isTimeout(error)).toBe(false);
     const already = await failure(http.get(`${base}/json`, { signal: AbortSignal.abort() }));
     expect(isCanceled(already)).toBe(true);
+    await close();
+  });
+
+  it("waits past an interim 1xx answer for the final one", async () => {
+    const { http, close } = transport();
+    const answer = await http.get(`${base}/interim`);
+    expect(answer.status).toBe(200);
+    expect(answer.data).toBe("final");
+    await close();
+  });
+
+  it("keeps serving after aborted requests (their sockets are not left half-used)", async () => {
+    const { http, close } = transport(5000);
+    const controllers = Array.from({ length: 4 }, () => new AbortController());
+    const aborted = controllers.map((controller) =>
+      failure(http.get(`${base}/hang`, { signal: controller.signal })),
+    );
+    setTimeout(() => {
+      for (const controller of controllers) controller.abort();
+    }, 50);
+    for (const error of await Promise.all(aborted)) expect(isCanceled(error)).toBe(true);
+    // maxSockets is 4: each of these needs a socket the aborted ones held.
+    const answers = await Promise.all(Array.from({ length: 8 }, () => http.get(`${base}/json`)));
+    expect(answers.map((answer) => answer.status)).toEqual(Array(8).fill(200));
     await close();
   });
 
