@@ -50,3 +50,55 @@ describe("SQLite inbox: durability of the worker's bookkeeping", () => {
     }
   });
 });
+
+describe("SQLite inbox: schema upgrades", () => {
+  it("upgrades a file written by an earlier release in place and claims its jobs in order", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "kcr-inbox-upgrade-"));
+    const path = join(dir, "inbox.db");
+    // Schema version 2 exactly as released: the pending index on run_at alone.
+    const old = new Database(path);
+    old.exec(`CREATE TABLE jobs (
+       id TEXT PRIMARY KEY, process_token TEXT NOT NULL, kreditcheck_id TEXT NOT NULL,
+       callback TEXT NOT NULL,
+       state TEXT NOT NULL CHECK (state IN ('pending','running','done','dead')),
+       attempts INTEGER NOT NULL DEFAULT 0, run_at INTEGER NOT NULL, locked_by TEXT,
+       locked_until INTEGER, last_error TEXT, progress TEXT NOT NULL DEFAULT '{}',
+       received_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, finished_at INTEGER,
+       UNIQUE (process_token, kreditcheck_id));
+     CREATE INDEX jobs_pending_run_at ON jobs (run_at) WHERE state = 'pending';
+     CREATE INDEX jobs_running_locked_until ON jobs (locked_until) WHERE state = 'running';
+     CREATE INDEX jobs_state_updated ON jobs (state, updated_at);
+     CREATE TABLE heartbeat (id INTEGER PRIMARY KEY CHECK (id = 1), at INTEGER NOT NULL);
+     PRAGMA user_version = 2;`);
+    // Three jobs of one group commit: the same run_at, received in the order c, a, b.
+    const insert = old.prepare(
+      "INSERT INTO jobs (id, process_token, kreditcheck_id, callback, state, run_at, received_at, updated_at) VALUES (?, ?, ?, ?, 'pending', 1000, ?, 1000)",
+    );
+    for (const [id, receivedAt] of [
+      ["c", 1],
+      ["a", 2],
+      ["b", 3],
+    ] as const) {
+      insert.run(id, `pt-${id}`, `kc-${id}`, JSON.stringify(makeCallback()), receivedAt);
+    }
+    old.close();
+    const inbox = new SqliteInbox({ path });
+    try {
+      const claimed = [];
+      for (let i = 0; i < 3; i++) claimed.push(...(await inbox.claim(`w:${i}`, 1, 60_000)));
+      expect(claimed.map((job) => job.id)).toEqual(["c", "a", "b"]);
+      const check = new Database(path, { readonly: true });
+      const indexes = check
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'jobs'")
+        .pluck()
+        .all();
+      expect(check.pragma("user_version", { simple: true })).toBe(3);
+      check.close();
+      expect(indexes).toContain("jobs_pending_due");
+      expect(indexes).not.toContain("jobs_pending_run_at");
+    } finally {
+      await inbox.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -14,7 +14,7 @@ export const SQL = {
           WHERE id IN (
             SELECT id FROM (
               SELECT * FROM (
-                SELECT id, run_at, received_at FROM jobs INDEXED BY jobs_pending_run_at
+                SELECT id, run_at, received_at FROM jobs INDEXED BY jobs_pending_due
                 WHERE state = 'pending' AND run_at <= @now
                 ORDER BY run_at, received_at LIMIT @limit)
               UNION ALL
