@@ -1,7 +1,10 @@
+import pg from "pg";
 import { afterEach, expect, it } from "vitest";
 import type { Callback } from "../../src/callback.js";
 import { StoreUnavailableError } from "../../src/inbox/inbox.js";
 import { PostgresInbox } from "../../src/inbox/postgres/postgres-inbox.js";
+import { INBOX_MIGRATIONS } from "../../src/inbox/postgres/schema.js";
+import { migrate } from "../../src/postgres/migrate.js";
 import {
   adminQuery,
   describePostgres,
@@ -73,6 +76,7 @@ describePostgres("PostgreSQL inbox: replicas", () => {
     expect(ledger).toEqual([
       { component: "inbox", version: 1 },
       { component: "inbox", version: 2 },
+      { component: "inbox", version: 3 },
     ]);
   });
 
@@ -82,7 +86,7 @@ describePostgres("PostgreSQL inbox: replicas", () => {
       `INSERT INTO ${fresh.name}.kreditcheck_schema_migrations (component, version, name) VALUES ('inbox', 99, 'from the future')`,
     );
     await expect(open()).rejects.toThrow(
-      /version 99, newer than this release understands \(2\).*newer kreditcheck-receiver/,
+      /version 99, newer than this release understands \(3\).*newer kreditcheck-receiver/,
     );
   });
 
@@ -128,6 +132,53 @@ describePostgres("PostgreSQL inbox: replicas", () => {
     expect(duplicates).toEqual([]);
     expect(claimedBy.size).toBe(150);
     expect(new Set(claimedBy.values()).size).toBeGreaterThan(1);
+  });
+
+  it("upgrades a schema of an earlier release in place and claims its jobs oldest first", async () => {
+    // Version 2 exactly as released (its pending index on run_at alone).
+    const pool = new pg.Pool({ connectionString: testDatabaseUrl, max: 1 });
+    pool.on("connect", (client) => {
+      client.query(`SET search_path TO ${fresh.name}`).catch(() => undefined);
+    });
+    try {
+      await migrate(pool, fresh.name, {
+        component: INBOX_MIGRATIONS.component,
+        migrations: INBOX_MIGRATIONS.migrations.slice(0, 2),
+      });
+    } finally {
+      await pool.end();
+    }
+    // Three due jobs that tie on run_at, received c, a, b; one expired lease received first.
+    const insert = (id: string, state: string, receivedAt: string, lockedUntil: string | null) =>
+      adminQuery(
+        `INSERT INTO ${fresh.name}.kreditcheck_jobs
+           (id, process_token, kreditcheck_id, callback, state, run_at, locked_by, locked_until, received_at, updated_at)
+         VALUES ($1::uuid, $1::text, $1::text, '{}', $2, '2026-01-01T00:00:00Z', $3, $4, $5, now())`,
+        [id, state, lockedUntil ? "gone-worker" : null, lockedUntil, receivedAt],
+      );
+    await insert("00000000-0000-4000-8000-00000000000c", "pending", "2026-01-01T00:00:01Z", null);
+    await insert("00000000-0000-4000-8000-00000000000a", "pending", "2026-01-01T00:00:02Z", null);
+    await insert("00000000-0000-4000-8000-00000000000b", "pending", "2026-01-01T00:00:03Z", null);
+    await insert(
+      "00000000-0000-4000-8000-0000000000ee",
+      "running",
+      "2026-01-01T00:00:00Z",
+      "2026-01-01T00:05:00Z",
+    );
+    const inbox = await open();
+    const first = await inbox.claim("w:1", 2, 30_000);
+    const rest = await inbox.claim("w:2", 5, 30_000);
+    // The two oldest first (one claim's jobs start together, in no particular order).
+    const ids = (jobs: { id: string }[]) => jobs.map((job) => job.id.slice(-2)).sort();
+    expect(ids(first)).toEqual(["0c", "ee"]);
+    expect(ids(rest)).toEqual(["0a", "0b"]);
+    const indexes = await adminQuery<{ indexname: string }>(
+      "SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND tablename = 'kreditcheck_jobs'",
+      [fresh.name],
+    );
+    const names = indexes.map((row) => row.indexname);
+    expect(names).toContain("kreditcheck_jobs_pending_due");
+    expect(names).not.toContain("kreditcheck_jobs_pending_run_at");
   });
 
   it("answers ping with a durable write, so a database that cannot be written is not ready", async () => {

