@@ -220,6 +220,8 @@ function exchange(
 ): Promise<Answer> {
   const { origin, pathname, search } = new URL(url);
   const limit = config.maxContentLength ?? -1;
+  // Before any listener is added: a body we refuse throws here and leaves nothing behind.
+  const body = requestBody(config);
   return new Promise<Answer>((resolve, reject) => {
     const chunks: Buffer[] = [];
     let length = 0;
@@ -249,7 +251,7 @@ function exchange(
         path: pathname + search,
         method: (config.method ?? "get").toUpperCase() as Dispatcher.HttpMethod,
         headers: config.headers.toJSON(true) as Record<string, string>,
-        body: requestBody(config),
+        body,
         headersTimeout: timeout,
         bodyTimeout: timeout,
       },

@@ -1,3 +1,4 @@
+import { getEventListeners } from "node:events";
 import { createServer, request as httpRequest, type Server } from "node:http";
 import { type AddressInfo, connect, type Socket } from "node:net";
 import axios, { AxiosError } from "axios";
@@ -223,6 +224,20 @@ describe("axios on undici (the service's HTTP transport)", () => {
     // maxSockets is 4: each of these needs a socket the aborted ones held.
     const answers = await Promise.all(Array.from({ length: 8 }, () => http.get(`${base}/json`)));
     expect(answers.map((answer) => answer.status)).toEqual(Array(8).fill(200));
+    await close();
+  });
+
+  it("refuses a body it cannot send without leaving a listener on the caller's signal", async () => {
+    const { http, close } = transport();
+    const controller = new AbortController();
+    const error = await failure(
+      http.post(`${base}/echo`, new Map([["a", 1]]), {
+        signal: controller.signal,
+        transformRequest: [(data: unknown) => data],
+      }),
+    );
+    expect(error.message).toMatch(/only string or byte bodies/);
+    expect(getEventListeners(controller.signal, "abort")).toHaveLength(0);
     await close();
   });
 

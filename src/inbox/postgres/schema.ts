@@ -44,7 +44,7 @@ export const INBOX_MIGRATIONS: MigrationSet = {
       // the rows it takes instead of sorting the whole backlog (see statements.ts).
       name: "index pending kreditcheck_jobs by (run_at, received_at)",
       sql: `CREATE INDEX kreditcheck_jobs_pending_due ON kreditcheck_jobs (run_at, received_at) WHERE state = 'pending';
-      DROP INDEX kreditcheck_jobs_pending_run_at;`,
+      DROP INDEX IF EXISTS kreditcheck_jobs_pending_run_at;`,
     },
   ],
 };

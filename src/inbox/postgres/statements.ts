@@ -24,12 +24,14 @@ export const SQL = {
   notify: `SELECT pg_notify($1, $2)`,
   /**
    * Due jobs: pending ones whose time has come and running ones whose lease expired,
-   * oldest first. Each kind is read from its own partial index in the claim's order, so a
-   * claim reads the rows it takes, not the backlog: one query with OR over both kinds
-   * sorted every due row on each claim (4.5 ms with 10,000 pending, growing with them).
+   * oldest first. Pending jobs, the backlog, come from their partial index in the claim's
+   * order, so a claim reads the rows it takes: one query with OR over both kinds sorted
+   * every due row on each claim (4.5 ms with 10,000 pending, growing with them). Expired
+   * leases (few: a replica stopped) come from theirs and are sorted.
    * A CTE with FOR UPDATE is evaluated once; SKIP LOCKED lets replicas claim side by side.
    * Up to $2 rows of each kind are locked and the oldest $2 taken; the others are free
-   * again when the statement commits.
+   * again when the statement commits. A replica claiming in that instant skips them and,
+   * if nothing else is due, finds them at its next poll.
    */
   claim: `WITH pending AS (
             SELECT id, run_at, received_at FROM kreditcheck_jobs
