@@ -83,11 +83,11 @@ try {
       const mainThreadCpuPerCheck =
         ((await cpuMs(service.child.pid, service.child.pid)) - mainThreadCpuBefore) / N;
       const simulatorCpuPerCheck = ((await cpuMs(simulator.child.pid)) - simulatorCpuBefore) / N;
-      reader.close();
       const stats = (await simulator.control("stats")) as SimulatorStats;
       const log = await requestLog();
       const makespan = lastFinishedAt - firstRequestAfter(log, measureFrom);
-      const phases = checkPhases(inboxPath, log, measureFrom);
+      const phases = checkPhases(reader.finishedJobs(), log, measureFrom);
+      reader.close();
       phaseRows.push({
         C: concurrency,
         "KreditCheck answer": phases.kreditCheck.toFixed(1),

@@ -14,16 +14,27 @@ export async function prefillInbox(path: string, count: number): Promise<void> {
   await inbox.close();
 }
 
+/** A done job as the benchmarks read it from the inbox file. */
+export interface FinishedJob {
+  processToken: string;
+  kreditCheckId: string;
+  finishedAt: number;
+}
+
 /** Reads job counts and finish times straight from the file while the service runs (WAL). */
 export function inboxReader(path: string) {
   const db = new Database(path, { readonly: true, fileMustExist: true });
   const done = db.prepare("SELECT COUNT(*) AS n FROM jobs WHERE state = 'done'");
   const total = db.prepare("SELECT COUNT(*) AS n FROM jobs");
   const lastFinished = db.prepare("SELECT MAX(finished_at) AS at FROM jobs WHERE state = 'done'");
+  const finished = db.prepare(
+    "SELECT process_token AS processToken, kreditcheck_id AS kreditCheckId, finished_at AS finishedAt FROM jobs WHERE state = 'done'",
+  );
   return {
     done: () => (done.get() as { n: number }).n,
     total: () => (total.get() as { n: number }).n,
     lastFinishedAt: () => (lastFinished.get() as { at: number | null }).at,
+    finishedJobs: () => finished.all() as FinishedJob[],
     close: () => db.close(),
   };
 }

@@ -1,6 +1,6 @@
-import Database from "better-sqlite3";
 import { caseIdFor } from "../../src/simulator/data.js";
 import type { LoggedRequest } from "../../src/simulator/server.js";
+import type { FinishedJob } from "./inbox-file.js";
 
 /** Mean ms of each step of a check, from the simulator's request log and the inbox file. */
 export interface CheckPhases {
@@ -18,18 +18,11 @@ export interface CheckPhases {
 }
 
 /**
- * Where a check's time went, for the jobs finished in the inbox at `inboxPath` whose first
- * finAPI request came at or after `from`. Three DAC reports per check (the simulator's
- * default shape), found by their case ids.
+ * Where a check's time went, for the finished jobs whose first finAPI request came at or
+ * after `from`. Three DAC reports per check (the simulator's default shape), found by
+ * their case ids.
  */
-export function checkPhases(inboxPath: string, log: LoggedRequest[], from: number): CheckPhases {
-  const db = new Database(inboxPath, { readonly: true, fileMustExist: true });
-  const rows = db
-    .prepare(
-      "SELECT process_token AS processToken, kreditcheck_id AS kreditCheckId, finished_at AS finishedAt FROM jobs WHERE state = 'done'",
-    )
-    .all() as { processToken: string; kreditCheckId: string; finishedAt: number }[];
-  db.close();
+export function checkPhases(rows: FinishedJob[], log: LoggedRequest[], from: number): CheckPhases {
   // The path without method and query: /…/checks/<token>/kreditcheck/<id>, /…/cases/<id>/reports.
   const byPath = new Map<string, LoggedRequest>();
   for (const entry of log) {
