@@ -1,4 +1,6 @@
+import { execFile } from "node:child_process";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import type { LoggedRequest, SimulatorStats } from "../src/simulator/server.js";
 import { inboxReader, prefillInbox, until } from "./lib/inbox-file.js";
 import { checkPhases } from "./lib/phases.js";
@@ -23,6 +25,10 @@ import { formatSteal, startStealMeter } from "./lib/steal.js";
  * runs WARM_UP checks (not counted; its token request is the run's one), so V8 has
  * compiled the hot code, as in a service that has been up for a while. The cold start is
  * printed too.
+ *
+ * Beside each run, bench/bare-client.ts makes the same calls from a bare undici pool (no
+ * axios, store, sink or log), warmed up the same way: the floor of this machine and
+ * simulator, which the service's ratio can be read against.
  */
 const N = Number(process.env.BENCH_CALLBACKS ?? 1000);
 const WARM_UP = Number(process.env.BENCH_WARM_UP ?? 500);
@@ -47,95 +53,70 @@ const figures: Record<string, unknown>[] = [];
 try {
   for (const concurrency of CONCURRENCIES) {
     await simulator.control("reset", {});
-    // The service's own temp dir holds the file sink; the inbox file is filled before start.
-    const service = await startServiceProcess(
-      simulator,
-      { WORKER_CONCURRENCY: String(concurrency), DAC_CONCURRENCY: "4" },
-      {
-        entry: "dist/main.js",
-        nodeArgs: cpuProf,
-        beforeStart: (dir) => prefillInbox(join(dir, "inbox.db"), WARM_UP),
-      },
-    );
-    try {
-      const inboxPath = join(service.dir, "inbox.db");
-      const reader = inboxReader(inboxPath);
-      const warmIdeal = Math.ceil(WARM_UP / concurrency) * 2 * LATENCY_MS;
-      const warmedUp = await until(() => reader.done() === WARM_UP, warmIdeal * 10 + 30_000);
-      if (!warmedUp) throw new Error(`the warm-up did not finish (${reader.done()} of ${WARM_UP})`);
-      const coldRatio =
-        ((reader.lastFinishedAt() ?? Number.NaN) - firstRequestAfter(await requestLog(), 0)) /
-        warmIdeal;
-      // The measured callbacks go into the inbox file beside the running service (a second
-      // connection, as a second replica would write); its worker finds them at its next
-      // poll, and the clock starts at their first finAPI request.
-      const measureFrom = Date.now();
-      const serviceCpuBefore = await cpuMs(service.child.pid);
-      const mainThreadCpuBefore = await cpuMs(service.child.pid, service.child.pid);
-      const simulatorCpuBefore = await cpuMs(simulator.child.pid);
-      const stolen = startStealMeter();
-      await prefillInbox(inboxPath, N);
-      const ideal = Math.ceil(N / concurrency) * 2 * LATENCY_MS;
-      const finished = await until(() => reader.done() === WARM_UP + N, ideal * 10 + 30_000, 10);
-      const lastFinishedAt = reader.lastFinishedAt() ?? Number.NaN;
-      const stolenPercent = stolen();
-      const serviceCpuPerCheck = ((await cpuMs(service.child.pid)) - serviceCpuBefore) / N;
-      const mainThreadCpuPerCheck =
-        ((await cpuMs(service.child.pid, service.child.pid)) - mainThreadCpuBefore) / N;
-      const simulatorCpuPerCheck = ((await cpuMs(simulator.child.pid)) - simulatorCpuBefore) / N;
-      const stats = (await simulator.control("stats")) as SimulatorStats;
-      const log = await requestLog();
-      const makespan = lastFinishedAt - firstRequestAfter(log, measureFrom);
-      const phases = checkPhases(reader.finishedJobs(), log, measureFrom);
-      reader.close();
-      phaseRows.push({
-        C: concurrency,
-        "KreditCheck answer": phases.kreditCheck.toFixed(1),
-        "-> first DAC request": phases.toFirstDac.toFixed(1),
-        "DAC reports": phases.dacReports.toFixed(1),
-        "-> job done": phases.toDone.toFixed(1),
-        total: phases.total.toFixed(1),
-        "ideal total": 2 * LATENCY_MS,
-      });
-      const ratio = makespan / ideal;
-      const figure = {
-        concurrency,
-        callbacks: N,
-        finished,
-        makespanMs: makespan,
-        idealMs: ideal,
-        ratio,
-        warmUpCallbacks: WARM_UP,
-        coldRatio,
-        tokenRequests: stats.calls.token,
-        kreditcheckCalls: stats.calls.kreditcheck,
-        dacCalls: stats.calls.dac,
-        maxConcurrentDac: stats.maxConcurrent.dac,
-        serviceCpuMsPerCheck: serviceCpuPerCheck,
-        serviceMainThreadCpuMsPerCheck: mainThreadCpuPerCheck,
-        simulatorCpuMsPerCheck: simulatorCpuPerCheck,
-        stolenCpuPercent: stolenPercent,
-        meanPhasesMs: phases,
-      };
-      figures.push(figure);
-      rows.push({
-        C: concurrency,
-        "makespan ms": finished ? makespan : "unfinished",
-        "ideal ms": ideal,
-        ratio: ratio.toFixed(3),
-        "goal ratio": `<= ${GOAL_RATIO}`,
-        [`cold ratio (first ${WARM_UP})`]: coldRatio.toFixed(3),
-        "token requests": stats.calls.token,
-        "max DAC in flight": stats.maxConcurrent.dac,
-        "CPU ms/check service": serviceCpuPerCheck.toFixed(2),
-        "of it main thread": mainThreadCpuPerCheck.toFixed(2),
-        "CPU ms/check simulator": simulatorCpuPerCheck.toFixed(2),
-        "CPU stolen": formatSteal(stolenPercent),
-        met: finished && ratio <= GOAL_RATIO && stats.calls.token === 1 ? "yes" : "NO",
-      });
-    } finally {
-      await service.cleanup();
-    }
+    const measured = await measureService(concurrency);
+    const {
+      finished,
+      makespan,
+      ideal,
+      coldRatio,
+      stats,
+      serviceCpuPerCheck,
+      mainThreadCpuPerCheck,
+      simulatorCpuPerCheck,
+      stolenPercent,
+      phases,
+    } = measured;
+    phaseRows.push({
+      C: concurrency,
+      "KreditCheck answer": phases.kreditCheck.toFixed(1),
+      "-> first DAC request": phases.toFirstDac.toFixed(1),
+      "DAC reports": phases.dacReports.toFixed(1),
+      "-> job done": phases.toDone.toFixed(1),
+      total: phases.total.toFixed(1),
+      "ideal total": 2 * LATENCY_MS,
+    });
+    // With the service stopped: the bare client has the machine and the simulator alone.
+    const bare = await runBareClient(concurrency);
+    const ratio = makespan / ideal;
+    figures.push({
+      concurrency,
+      callbacks: N,
+      finished,
+      makespanMs: makespan,
+      idealMs: ideal,
+      ratio,
+      bareClientMakespanMs: bare.makespanMs,
+      bareClientRatio: bare.makespanMs / ideal,
+      bareClientCpuMsPerCheck: bare.cpuMsPerCheck,
+      warmUpCallbacks: WARM_UP,
+      coldRatio,
+      tokenRequests: stats.calls.token,
+      kreditcheckCalls: stats.calls.kreditcheck,
+      dacCalls: stats.calls.dac,
+      maxConcurrentDac: stats.maxConcurrent.dac,
+      serviceCpuMsPerCheck: serviceCpuPerCheck,
+      serviceMainThreadCpuMsPerCheck: mainThreadCpuPerCheck,
+      simulatorCpuMsPerCheck: simulatorCpuPerCheck,
+      stolenCpuPercent: stolenPercent,
+      meanPhasesMs: phases,
+    });
+    rows.push({
+      C: concurrency,
+      "makespan ms": finished ? makespan : "unfinished",
+      "ideal ms": ideal,
+      ratio: ratio.toFixed(3),
+      "goal ratio": `<= ${GOAL_RATIO}`,
+      "bare client ratio": (bare.makespanMs / ideal).toFixed(3),
+      [`cold ratio (first ${WARM_UP})`]: coldRatio.toFixed(3),
+      "token requests": stats.calls.token,
+      "max DAC in flight": stats.maxConcurrent.dac,
+      "CPU ms/check service": serviceCpuPerCheck.toFixed(2),
+      "of it main thread": mainThreadCpuPerCheck.toFixed(2),
+      "CPU ms/check simulator": simulatorCpuPerCheck.toFixed(2),
+      "CPU ms/check bare client": bare.cpuMsPerCheck.toFixed(2),
+      "CPU stolen": formatSteal(stolenPercent),
+      met: finished && ratio <= GOAL_RATIO && stats.calls.token === 1 ? "yes" : "NO",
+    });
   }
   console.log(
     `\npipeline: ${N} callbacks (3 DAC reports each) pre-enqueued after ${WARM_UP} warm-up callbacks in the same service process, finAPI latency ${LATENCY_MS} ms, DAC_CONCURRENCY 4;\nmakespan = worker's first finAPI request -> last job done\n`,
@@ -148,6 +129,89 @@ try {
   console.log(`\nfigures written to ${await saveResults("pipeline", figures)}`);
 } finally {
   await simulator.stop();
+}
+
+/**
+ * One warm-up and one measured run of the service at concurrency C; the service is
+ * stopped when it returns.
+ */
+async function measureService(concurrency: number) {
+  // The service's own temp dir holds the file sink; the inbox file is filled before start.
+  const service = await startServiceProcess(
+    simulator,
+    { WORKER_CONCURRENCY: String(concurrency), DAC_CONCURRENCY: "4" },
+    {
+      entry: "dist/main.js",
+      nodeArgs: cpuProf,
+      beforeStart: (dir) => prefillInbox(join(dir, "inbox.db"), WARM_UP),
+    },
+  );
+  try {
+    const inboxPath = join(service.dir, "inbox.db");
+    const reader = inboxReader(inboxPath);
+    const warmIdeal = Math.ceil(WARM_UP / concurrency) * 2 * LATENCY_MS;
+    const warmedUp = await until(() => reader.done() === WARM_UP, warmIdeal * 10 + 30_000);
+    if (!warmedUp) throw new Error(`the warm-up did not finish (${reader.done()} of ${WARM_UP})`);
+    const coldRatio =
+      ((reader.lastFinishedAt() ?? Number.NaN) - firstRequestAfter(await requestLog(), 0)) /
+      warmIdeal;
+    // The measured callbacks go into the inbox file beside the running service (a second
+    // connection, as a second replica would write); its worker finds them at its next
+    // poll, and the clock starts at their first finAPI request.
+    const measureFrom = Date.now();
+    const serviceCpuBefore = await cpuMs(service.child.pid);
+    const mainThreadCpuBefore = await cpuMs(service.child.pid, service.child.pid);
+    const simulatorCpuBefore = await cpuMs(simulator.child.pid);
+    const stolen = startStealMeter();
+    await prefillInbox(inboxPath, N);
+    const ideal = Math.ceil(N / concurrency) * 2 * LATENCY_MS;
+    const finished = await until(() => reader.done() === WARM_UP + N, ideal * 10 + 30_000, 10);
+    const lastFinishedAt = reader.lastFinishedAt() ?? Number.NaN;
+    const stolenPercent = stolen();
+    const serviceCpuPerCheck = ((await cpuMs(service.child.pid)) - serviceCpuBefore) / N;
+    const mainThreadCpuPerCheck =
+      ((await cpuMs(service.child.pid, service.child.pid)) - mainThreadCpuBefore) / N;
+    const simulatorCpuPerCheck = ((await cpuMs(simulator.child.pid)) - simulatorCpuBefore) / N;
+    const stats = (await simulator.control("stats")) as SimulatorStats;
+    const log = await requestLog();
+    const makespan = lastFinishedAt - firstRequestAfter(log, measureFrom);
+    const phases = checkPhases(reader.finishedJobs(), log, measureFrom);
+    reader.close();
+    return {
+      finished,
+      makespan,
+      ideal,
+      coldRatio,
+      stats,
+      serviceCpuPerCheck,
+      mainThreadCpuPerCheck,
+      simulatorCpuPerCheck,
+      stolenPercent,
+      phases,
+    };
+  } finally {
+    await service.cleanup();
+  }
+}
+
+/**
+ * The same N checks at concurrency C from bench/bare-client.ts, against the same simulator
+ * (its counters reset first); the service is stopped by then.
+ */
+async function runBareClient(
+  concurrency: number,
+): Promise<{ makespanMs: number; cpuMsPerCheck: number }> {
+  await simulator.control("reset", {});
+  const { stdout } = await promisify(execFile)(process.execPath, [
+    "--import",
+    "tsx",
+    "bench/bare-client.ts",
+    simulator.url,
+    String(N),
+    String(concurrency),
+    String(WARM_UP),
+  ]);
+  return JSON.parse(stdout) as { makespanMs: number; cpuMsPerCheck: number };
 }
 
 async function requestLog(): Promise<LoggedRequest[]> {
