@@ -30,7 +30,15 @@ export async function acceptCallback(
   const parsed = callbackSchema.safeParse(body);
   if (!parsed.success) {
     onOutcome?.("invalid");
-    const details = zodIssues(parsed.error);
+    const details =
+      body === undefined
+        ? [
+            {
+              field: "(body)",
+              message: "the request has no body; send the callback as a JSON object",
+            },
+          ]
+        : zodIssues(parsed.error);
     logger.info({ details }, "callback rejected: invalid body");
     sendError(res, 400, "invalid_callback", details);
     return;

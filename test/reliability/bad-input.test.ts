@@ -145,8 +145,9 @@ function cases(): Case[] {
     invalid("an id nested 20,000 arrays deep", deep("kreditCheckId", 20_000)),
     invalid("an object nested 5,000 deep", `${'{"a":'.repeat(5000)}1${"}".repeat(5000)}`),
   );
+  // Valid JSON, but not an object: the schema refuses it, not the JSON parser.
   for (const body of ["null", "1", '"text"', "true"]) {
-    table.push(brokenJson(`a bare JSON ${body}`, body));
+    table.push(invalid(`a bare JSON ${body}`, body));
   }
   const valid = JSON.stringify(VALID);
   for (const body of [
@@ -311,6 +312,22 @@ describe("bad input: malformed requests are refused without harm", () => {
       done: 0,
       dead: 0,
     });
+  });
+
+  it("refuses a POST with no body at all as an empty callback (400), not as the wrong type", async () => {
+    const { response } = await rawExchange(
+      harness.service.port,
+      `POST ${PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n`,
+      "",
+    );
+    expect(response).toMatch(/^HTTP\/1\.1 400/);
+    const body = JSON.parse(response.slice(response.indexOf("\r\n\r\n") + 4)) as {
+      error: string;
+      details: { message: string }[];
+    };
+    expect(body.error).toBe("invalid_callback");
+    expect(body.details[0]?.message).toMatch(/no body/);
+    expect((await harness.service.inbox.countByState()).pending).toBe(0);
   });
 
   it("times out a sender that stalls in the middle of its body (408) and one that stalls in its headers", async () => {
