@@ -185,8 +185,25 @@ export async function startService(
   });
 
   const timeoutMs = config.http.requestTimeoutMs;
-  const server = await listen(app, config.http.host, config.http.port, timeoutMs);
-  const adminServer = await listen(adminApp, config.admin.host, config.admin.port, timeoutMs);
+  let server: Server | undefined;
+  let adminServer: Server;
+  try {
+    server = await listen(app, config.http.host, config.http.port, timeoutMs, "PORT");
+    adminServer = await listen(
+      adminApp,
+      config.admin.host,
+      config.admin.port,
+      timeoutMs,
+      "ADMIN_PORT",
+    );
+  } catch (error) {
+    // Nothing was started yet: give back what start-up opened, then say why.
+    if (server) await closeServer(server);
+    await Promise.allSettled(sinks.map((sink) => sink.close?.()));
+    await inbox.close().catch(() => undefined);
+    await transport.close().catch(() => undefined);
+    throw error;
+  }
   const port = (server.address() as AddressInfo).port;
   const adminPort = (adminServer.address() as AddressInfo).port;
   if (options.worker !== false) worker.start();
@@ -246,11 +263,13 @@ function displayHost(host: string): string {
   return host.includes(":") ? `[${host}]` : host;
 }
 
+/** Listens on host:port; a failure names the variable that chose the port. */
 function listen(
   app: Express,
   host: string,
   port: number,
   requestTimeoutMs: number,
+  portVariable: "PORT" | "ADMIN_PORT",
 ): Promise<Server> {
   return new Promise((resolve, reject) => {
     // A slow or stalled sender must not hold a socket for long: Node answers 408 and closes
@@ -266,7 +285,21 @@ function listen(
     );
     server.listen(port, host);
     server.once("listening", () => resolve(server));
-    server.once("error", reject);
+    server.once("error", (error: NodeJS.ErrnoException) => {
+      const hostVariable = portVariable === "PORT" ? "HOST" : "ADMIN_HOST";
+      const fix =
+        error.code === "EADDRINUSE"
+          ? `another process listens there: stop it or set ${portVariable} to a free port (each replica on one machine needs its own PORT and ADMIN_PORT)`
+          : `check ${hostVariable} and ${portVariable}`;
+      reject(
+        new Error(
+          `${portVariable}=${port}: cannot listen on ${host}:${port} (${error.message}); ${fix}`,
+          {
+            cause: error,
+          },
+        ),
+      );
+    });
   });
 }
 

@@ -15,5 +15,12 @@ export async function openInbox(
       onListenError: options.onListenError,
     });
   }
-  return new SqliteInbox({ path: store.sqlitePath, clock: options.clock });
+  try {
+    return new SqliteInbox({ path: store.sqlitePath, clock: options.clock });
+  } catch (error) {
+    throw new Error(
+      `STORE_URL=${store.url}: the SQLite inbox cannot be opened (${(error as Error).message}); point it at a file in a folder the service can create and write`,
+      { cause: error },
+    );
+  }
 }

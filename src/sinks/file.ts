@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, open, readdir, rename, rm, stat } from "node:fs/promises";
+import { constants } from "node:fs";
+import { access, mkdir, open, readdir, rename, rm, stat } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { SAFE_ID_PATTERN } from "../callback.js";
 import { ReceiverError } from "../errors.js";
@@ -39,6 +40,26 @@ export class FileSink implements Sink {
 
   constructor(dir: string) {
     this.dir = resolve(dir);
+  }
+
+  /**
+   * The sink for FILE_SINK_DIR, once its folder exists (made if needed) and this process
+   * may write there: a folder that can never work stops start-up with its name, instead
+   * of every job failing later while readiness says ready.
+   */
+  static async open(dir: string): Promise<FileSink> {
+    const sink = new FileSink(dir);
+    try {
+      await sink.ensureFolder();
+      await access(sink.dir, constants.W_OK);
+    } catch (error) {
+      const reason = (error as { cause?: Error }).cause?.message ?? (error as Error).message;
+      throw new Error(
+        `FILE_SINK_DIR=${dir}: the file sink cannot write to ${sink.dir} (${reason}); create the folder or point FILE_SINK_DIR elsewhere, and give the service's user write access`,
+        { cause: error },
+      );
+    }
+    return sink;
   }
 
   /** Removes temporary files that a killed process left behind; once per process. */

@@ -28,7 +28,7 @@ export async function loadSinks(config: Config, logger: Logger): Promise<Sink[]>
 
 async function loadSink(name: string, config: Config, logger: Logger): Promise<Sink> {
   const { sinks } = config;
-  if (name === "file") return new FileSink(sinks.fileDir);
+  if (name === "file") return FileSink.open(sinks.fileDir);
   if (name === "stdout") return new StdoutSink();
   if (name === "http" && sinks.http) return new HttpSink(sinks.http);
   if (name === "postgres" && sinks.postgres) return PostgresSink.open(sinks.postgres);

@@ -1,0 +1,93 @@
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { createServer, type Server } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { loadConfig } from "../src/config.js";
+import { startService } from "../src/service.js";
+import { captureLogs } from "./support/log-capture.js";
+
+/**
+ * A setting that passes validation but cannot work on this machine (a port in use, a
+ * folder that cannot exist) stops start-up with a message that names the variable.
+ */
+describe("start-up failures name the variable to fix", () => {
+  let dir: string;
+  let blocker: Server | undefined;
+  let env: Record<string, string>;
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), "kcr-startup-"));
+    // A regular file: no folder can be made below it.
+    await writeFile(join(dir, "a-file"), "not a folder");
+    env = {
+      FINAPI_CLIENT_ID: "id",
+      FINAPI_CLIENT_SECRET: "secret",
+      HOST: "127.0.0.1",
+      PORT: "0",
+      ADMIN_PORT: "0",
+      STORE_URL: `sqlite:${join(dir, "inbox.db")}`,
+      FILE_SINK_DIR: join(dir, "results"),
+    };
+  });
+
+  afterEach(async () => {
+    await new Promise((resolve) => (blocker ? blocker.close(resolve) : resolve(undefined)));
+    blocker = undefined;
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const start = (overrides: Record<string, string>) =>
+    startService(loadConfig({ ...env, ...overrides }), { logger: captureLogs().logger });
+
+  /** A port that another listener holds. */
+  async function takenPort(): Promise<number> {
+    const server = createServer();
+    blocker = server;
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    return (server.address() as { port: number }).port;
+  }
+
+  it("PORT in use", async () => {
+    const port = await takenPort();
+    await expect(start({ PORT: String(port) })).rejects.toThrow(
+      new RegExp(
+        `^PORT=${port}: cannot listen on 127\\.0\\.0\\.1:${port} .*set PORT to a free port`,
+      ),
+    );
+  });
+
+  it("ADMIN_PORT in use, after the public port was taken: that one is given back", async () => {
+    const adminPort = await takenPort();
+    const publicPort = await freePort();
+    await expect(
+      start({ PORT: String(publicPort), ADMIN_PORT: String(adminPort) }),
+    ).rejects.toThrow(new RegExp(`^ADMIN_PORT=${adminPort}: .*set ADMIN_PORT to a free port`));
+    // The public server was closed again: a second start can listen on the same port.
+    const service = await start({ PORT: String(publicPort) });
+    expect(service.port).toBe(publicPort);
+    await service.close();
+  });
+
+  it("STORE_URL pointing below a regular file", async () => {
+    const url = `sqlite:${join(dir, "a-file", "inbox.db")}`;
+    await expect(start({ STORE_URL: url })).rejects.toThrow(
+      `STORE_URL=${url}: the SQLite inbox cannot be opened`,
+    );
+  });
+
+  it("FILE_SINK_DIR that cannot be made", async () => {
+    const target = join(dir, "a-file", "results");
+    await expect(start({ FILE_SINK_DIR: target })).rejects.toThrow(
+      `FILE_SINK_DIR=${target}: the file sink cannot write to ${target}`,
+    );
+  });
+});
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
