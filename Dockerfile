@@ -18,7 +18,8 @@ ENV NODE_ENV=production \
     STORE_URL=sqlite:/data/receiver.db \
     FILE_SINK_DIR=/data/results \
     PORT=3000 \
-    ADMIN_PORT=9090
+    ADMIN_PORT=9090 \
+    SHUTDOWN_TIMEOUT_MS=7000
 # The heap cap of `npm start`: V8 collects before the heap balloons (README, Memory).
 # An environment variable, so `docker run -e NODE_OPTIONS=...` can change it.
 ENV NODE_OPTIONS="--max-old-space-size=1024 --max-semi-space-size=8"
@@ -31,10 +32,12 @@ USER node
 VOLUME ["/data"]
 # 3000: finAPI's callback (public). 9090: health, readiness, metrics, admin API.
 EXPOSE 3000 9090
-# The slim image has no curl; Node's fetch does the probe.
+# The slim image has no curl; Node's fetch does the probe, on ADMIN_HOST when it names
+# one address (a wildcard listens on loopback too).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-  CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.ADMIN_PORT||9090)+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
-# SIGTERM (docker stop) drains running jobs within SHUTDOWN_TIMEOUT_MS; keep docker's
-# stop timeout above it (default 10 s vs 15 s here: use `docker stop -t 20` or stop_grace_period).
+  CMD ["node", "-e", "const h=process.env.ADMIN_HOST||'';const host=h===''||h==='0.0.0.0'||h==='::'?'127.0.0.1':h.includes(':')?'['+h+']':h;fetch('http://'+host+':'+(process.env.ADMIN_PORT||9090)+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
+# SIGTERM (docker stop) drains running jobs within SHUTDOWN_TIMEOUT_MS (7 s here, the
+# service's own default is 15 s); the process exits at most 2 s after that, inside
+# docker's default 10 s stop timeout. Raise both together for longer drains.
 STOPSIGNAL SIGTERM
 CMD ["node", "dist/main.js"]

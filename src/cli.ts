@@ -91,7 +91,7 @@ async function main(argv: string[]): Promise<number> {
       );
     }
     const text = await response.text();
-    if (!response.ok) throw new CliError(`${method} ${path} → ${response.status}: ${text}`);
+    if (!response.ok) throw new CliError(`${method} /admin${path} → ${response.status}: ${text}`);
     return JSON.parse(text) as unknown;
   };
   const needArgument = (what: string) => {

@@ -226,7 +226,7 @@ describe("npm run cli", () => {
       expect(help.stdout).toContain("--state");
       await expect(cli("job", "nope")).rejects.toMatchObject({
         code: 2,
-        stderr: expect.stringContaining("404"),
+        stderr: expect.stringContaining("GET /admin/jobs/nope → 404"),
       });
     } finally {
       await harness.close();
