@@ -53,69 +53,57 @@ const figures: Record<string, unknown>[] = [];
 try {
   for (const concurrency of CONCURRENCIES) {
     await simulator.control("reset", {});
-    const measured = await measureService(concurrency);
-    const {
-      finished,
-      makespan,
-      ideal,
-      coldRatio,
-      stats,
-      serviceCpuPerCheck,
-      mainThreadCpuPerCheck,
-      simulatorCpuPerCheck,
-      stolenPercent,
-      phases,
-    } = measured;
+    const run = await measureService(concurrency);
     phaseRows.push({
       C: concurrency,
-      "KreditCheck answer": phases.kreditCheck.toFixed(1),
-      "-> first DAC request": phases.toFirstDac.toFixed(1),
-      "DAC reports": phases.dacReports.toFixed(1),
-      "-> job done": phases.toDone.toFixed(1),
-      total: phases.total.toFixed(1),
+      "KreditCheck answer": run.phases.kreditCheck.toFixed(1),
+      "-> first DAC request": run.phases.toFirstDac.toFixed(1),
+      "DAC reports": run.phases.dacReports.toFixed(1),
+      "-> job done": run.phases.toDone.toFixed(1),
+      total: run.phases.total.toFixed(1),
       "ideal total": 2 * LATENCY_MS,
     });
     // With the service stopped: the bare client has the machine and the simulator alone.
     const bare = await runBareClient(concurrency);
-    const ratio = makespan / ideal;
+    const ratio = run.makespan / run.ideal;
     figures.push({
       concurrency,
       callbacks: N,
-      finished,
-      makespanMs: makespan,
-      idealMs: ideal,
+      finished: run.finished,
+      makespanMs: run.makespan,
+      idealMs: run.ideal,
       ratio,
       bareClientMakespanMs: bare.makespanMs,
-      bareClientRatio: bare.makespanMs / ideal,
+      bareClientRatio: bare.makespanMs / run.ideal,
       bareClientCpuMsPerCheck: bare.cpuMsPerCheck,
       warmUpCallbacks: WARM_UP,
-      coldRatio,
-      tokenRequests: stats.calls.token,
-      kreditcheckCalls: stats.calls.kreditcheck,
-      dacCalls: stats.calls.dac,
-      maxConcurrentDac: stats.maxConcurrent.dac,
-      serviceCpuMsPerCheck: serviceCpuPerCheck,
-      serviceMainThreadCpuMsPerCheck: mainThreadCpuPerCheck,
-      simulatorCpuMsPerCheck: simulatorCpuPerCheck,
-      stolenCpuPercent: stolenPercent,
-      meanPhasesMs: phases,
+      coldRatio: run.coldRatio,
+      tokenRequests: run.stats.calls.token,
+      kreditcheckCalls: run.stats.calls.kreditcheck,
+      dacCalls: run.stats.calls.dac,
+      maxConcurrentDac: run.stats.maxConcurrent.dac,
+      serviceCpuMsPerCheck: run.serviceCpuPerCheck,
+      serviceMainThreadCpuMsPerCheck: run.mainThreadCpuPerCheck,
+      simulatorCpuMsPerCheck: run.simulatorCpuPerCheck,
+      stolenCpuPercent: run.stolenPercent,
+      meanPhasesMs: run.phases,
     });
     rows.push({
       C: concurrency,
-      "makespan ms": finished ? makespan : "unfinished",
-      "ideal ms": ideal,
+      "makespan ms": run.finished ? run.makespan : "unfinished",
+      "ideal ms": run.ideal,
       ratio: ratio.toFixed(3),
       "goal ratio": `<= ${GOAL_RATIO}`,
-      "bare client ratio": (bare.makespanMs / ideal).toFixed(3),
-      [`cold ratio (first ${WARM_UP})`]: coldRatio.toFixed(3),
-      "token requests": stats.calls.token,
-      "max DAC in flight": stats.maxConcurrent.dac,
-      "CPU ms/check service": serviceCpuPerCheck.toFixed(2),
-      "of it main thread": mainThreadCpuPerCheck.toFixed(2),
-      "CPU ms/check simulator": simulatorCpuPerCheck.toFixed(2),
+      "bare client ratio": (bare.makespanMs / run.ideal).toFixed(3),
+      [`cold ratio (first ${WARM_UP})`]: run.coldRatio.toFixed(3),
+      "token requests": run.stats.calls.token,
+      "max DAC in flight": run.stats.maxConcurrent.dac,
+      "CPU ms/check service": run.serviceCpuPerCheck.toFixed(2),
+      "of it main thread": run.mainThreadCpuPerCheck.toFixed(2),
+      "CPU ms/check simulator": run.simulatorCpuPerCheck.toFixed(2),
       "CPU ms/check bare client": bare.cpuMsPerCheck.toFixed(2),
-      "CPU stolen": formatSteal(stolenPercent),
-      met: finished && ratio <= GOAL_RATIO && stats.calls.token === 1 ? "yes" : "NO",
+      "CPU stolen": formatSteal(run.stolenPercent),
+      met: run.finished && ratio <= GOAL_RATIO && run.stats.calls.token === 1 ? "yes" : "NO",
     });
   }
   console.log(
