@@ -293,7 +293,7 @@ function listen(
           : `check ${hostVariable} and ${portVariable}`;
       reject(
         new Error(
-          `${portVariable}=${port}: cannot listen on ${host}:${port} (${error.message}); ${fix}`,
+          `${portVariable}=${port}: cannot listen on ${host.includes(":") ? `[${host}]` : host}:${port} (${error.message}); ${fix}`,
           {
             cause: error,
           },

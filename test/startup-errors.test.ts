@@ -2,6 +2,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import Database from "better-sqlite3";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { loadConfig } from "../src/config.js";
 import { startService } from "../src/service.js";
@@ -69,11 +70,38 @@ describe("start-up failures name the variable to fix", () => {
     await service.close();
   });
 
+  it("an IPv6 HOST is shown in brackets", async () => {
+    const server = createServer();
+    blocker = server;
+    await new Promise<void>((resolve) => server.listen(0, "::1", resolve));
+    const { port } = server.address() as { port: number };
+    await expect(start({ HOST: "::1", PORT: String(port) })).rejects.toThrow(
+      `PORT=${port}: cannot listen on [::1]:${port} `,
+    );
+  });
+
   it("STORE_URL pointing below a regular file", async () => {
     const url = `sqlite:${join(dir, "a-file", "inbox.db")}`;
     await expect(start({ STORE_URL: url })).rejects.toThrow(
       `STORE_URL=${url}: the SQLite inbox cannot be opened`,
     );
+  });
+
+  it("STORE_URL naming a file that is not a SQLite database", async () => {
+    const url = `sqlite:${join(dir, "a-file")}`;
+    await expect(start({ STORE_URL: url })).rejects.toThrow(
+      /the SQLite inbox cannot be opened \(file is not a database\); the file is not a SQLite database/,
+    );
+  });
+
+  it("STORE_URL naming an inbox of a newer release: its own advice, no folder hint", async () => {
+    const path = join(dir, "newer.db");
+    const db = new Database(path);
+    db.pragma("user_version = 999");
+    db.close();
+    const error = await start({ STORE_URL: `sqlite:${path}` }).catch((thrown: unknown) => thrown);
+    expect(String((error as Error).message)).toMatch(/newer than this release understands/);
+    expect(String((error as Error).message)).not.toMatch(/folder the service can create/);
   });
 
   it("FILE_SINK_DIR that cannot be made", async () => {

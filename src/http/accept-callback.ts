@@ -35,7 +35,8 @@ export async function acceptCallback(
         ? [
             {
               field: "(body)",
-              message: "the request has no body; send the callback as a JSON object",
+              message:
+                "no JSON body: send the callback as a JSON object with Content-Type: application/json",
             },
           ]
         : zodIssues(parsed.error);

@@ -18,9 +18,21 @@ export async function openInbox(
   try {
     return new SqliteInbox({ path: store.sqlitePath, clock: options.clock });
   } catch (error) {
+    const fix = sqliteOpenFix((error as { code?: unknown }).code);
     throw new Error(
-      `STORE_URL=${store.url}: the SQLite inbox cannot be opened (${(error as Error).message}); point it at a file in a folder the service can create and write`,
+      `STORE_URL=${store.url}: the SQLite inbox cannot be opened (${(error as Error).message})${fix ? `; ${fix}` : ""}`,
       { cause: error },
     );
   }
+}
+
+/** A hint for the errors whose cause is the file or its folder; others explain themselves. */
+function sqliteOpenFix(code: unknown): string | undefined {
+  if (typeof code !== "string") return undefined;
+  if (code === "SQLITE_NOTADB")
+    return "the file is not a SQLite database: point STORE_URL at another file";
+  if (/^E[A-Z]+$/.test(code) || /^SQLITE_(CANTOPEN|READONLY|PERM)/.test(code)) {
+    return "point it at a file in a folder the service can create and write";
+  }
+  return undefined;
 }

@@ -51,7 +51,8 @@ export class FileSink implements Sink {
     const sink = new FileSink(dir);
     try {
       await sink.ensureFolder();
-      await access(sink.dir, constants.W_OK);
+      // Search (x) too: files inside are opened by path.
+      await access(sink.dir, constants.W_OK | constants.X_OK);
     } catch (error) {
       const reason = (error as { cause?: Error }).cause?.message ?? (error as Error).message;
       throw new Error(

@@ -326,7 +326,7 @@ describe("bad input: malformed requests are refused without harm", () => {
       details: { message: string }[];
     };
     expect(body.error).toBe("invalid_callback");
-    expect(body.details[0]?.message).toMatch(/no body/);
+    expect(body.details[0]?.message).toMatch(/no JSON body/);
     expect((await harness.service.inbox.countByState()).pending).toBe(0);
   });
 
