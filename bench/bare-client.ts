@@ -1,4 +1,5 @@
 import { Pool } from "undici";
+import { settleWithLimit } from "../src/pipeline/map-limit.js";
 
 /**
  * The yardstick of the pipeline benchmark: the same finAPI calls as one check (the
@@ -7,9 +8,11 @@ import { Pool } from "undici";
  * measures is the floor of this machine and simulator, so the service's ratio can be read
  * against it. Runs in its own process, like the service; prints one JSON line.
  *
- * Usage: bare-client.ts <simulator url> <checks> <concurrency> <warm-up checks>
+ * Usage: bare-client.ts <simulator url> <client id> <client secret> <checks> <concurrency>
+ *        <warm-up checks>
  */
-const [baseUrl = "", checksArg, concurrencyArg, warmUpArg] = process.argv.slice(2);
+const [baseUrl = "", clientId = "", clientSecret = "", checksArg, concurrencyArg, warmUpArg] =
+  process.argv.slice(2);
 const checks = Number(checksArg);
 const concurrency = Number(concurrencyArg);
 const warmUp = Number(warmUpArg);
@@ -17,7 +20,11 @@ const warmUp = Number(warmUpArg);
 const tokenAnswer = await fetch(`${baseUrl}/api/v2/oauth/token`, {
   method: "POST",
   headers: { "Content-Type": "application/x-www-form-urlencoded" },
-  body: "grant_type=client_credentials&client_id=demo-client&client_secret=demo-secret",
+  body: new URLSearchParams({
+    grant_type: "client_credentials",
+    client_id: clientId,
+    client_secret: clientSecret,
+  }).toString(),
 });
 const { access_token: token } = (await tokenAnswer.json()) as { access_token: string };
 // As many sockets as calls can be in flight, as the service configures its pool.
@@ -47,14 +54,13 @@ async function check(name: string): Promise<void> {
 
 /** `count` checks, `concurrency` at a time; returns the makespan in ms. */
 async function run(count: number, prefix: string): Promise<number> {
-  let next = 0;
+  const names = Array.from({ length: count }, (_, index) => `${prefix}-${index}`);
   const startedAt = performance.now();
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (next < count) await check(`${prefix}-${next++}`);
-    }),
-  );
-  return performance.now() - startedAt;
+  const settled = await settleWithLimit(names, concurrency, check);
+  const makespanMs = performance.now() - startedAt;
+  const failed = settled.find((result) => result.status === "rejected");
+  if (failed) throw failed.reason;
+  return makespanMs;
 }
 
 await run(warmUp, "bare-warm-up");

@@ -195,6 +195,8 @@ async function runBareClient(
     "tsx",
     "bench/bare-client.ts",
     simulator.url,
+    simulator.clientId,
+    simulator.clientSecret,
     String(N),
     String(concurrency),
     String(WARM_UP),

@@ -17,7 +17,7 @@ import { IngestPressure } from "./pipeline/ingest-pressure.js";
 import { assembleBundle, type PipelineDeps, processCheck } from "./pipeline/process-check.js";
 import { Pruner } from "./pipeline/pruner.js";
 import { Worker } from "./pipeline/worker.js";
-import { loadSinks } from "./sinks/load.js";
+import { closeSinks, loadSinks } from "./sinks/load.js";
 import type { Sink } from "./sinks/sink.js";
 
 export interface ServiceOptions {
@@ -62,7 +62,7 @@ export async function startService(
     onListenError: (error) =>
       logger.warn({ err: error }, "inbox notifications lost; reconnecting (polling meanwhile)"),
   }).catch(async (error: unknown) => {
-    await Promise.allSettled(sinks.map((sink) => sink.close?.()));
+    await closeSinks(sinks);
     throw error;
   });
   const metrics = createMetrics(() => inbox.countByState());
@@ -199,7 +199,7 @@ export async function startService(
   } catch (error) {
     // Nothing was started yet: give back what start-up opened, then say why.
     if (server) await closeServer(server);
-    await Promise.allSettled(sinks.map((sink) => sink.close?.()));
+    await closeSinks(sinks);
     await inbox.close().catch(() => undefined);
     await transport.close().catch(() => undefined);
     throw error;
@@ -235,7 +235,7 @@ export async function startService(
       await prunerStopped;
       server.closeAllConnections();
       await publicClosed;
-      await Promise.allSettled(sinks.map((sink) => sink.close?.()));
+      await closeSinks(sinks);
       await inbox.close();
       const adminClosed = closeServer(adminServer);
       adminServer.closeAllConnections();
@@ -257,10 +257,15 @@ export async function startService(
   };
 }
 
+/** An IPv6 literal in brackets, as it is written before `:port`. */
+function bracketed(host: string): string {
+  return host.includes(":") ? `[${host}]` : host;
+}
+
 function displayHost(host: string): string {
   if (host === "0.0.0.0") return "127.0.0.1";
   if (host === "::") return "[::1]";
-  return host.includes(":") ? `[${host}]` : host;
+  return bracketed(host);
 }
 
 /** Listens on host:port; a failure names the variable that chose the port. */
@@ -293,7 +298,7 @@ function listen(
           : `check ${hostVariable} and ${portVariable}`;
       reject(
         new Error(
-          `${portVariable}=${port}: cannot listen on ${host.includes(":") ? `[${host}]` : host}:${port} (${error.message}); ${fix}`,
+          `${portVariable}=${port}: cannot listen on ${bracketed(host)}:${port} (${error.message}); ${fix}`,
           {
             cause: error,
           },

@@ -20,10 +20,15 @@ export async function loadSinks(config: Config, logger: Logger): Promise<Sink[]>
   try {
     for (const name of config.sinks.names) sinks.push(await loadSink(name, config, logger));
   } catch (error) {
-    await Promise.allSettled(sinks.map((sink) => sink.close?.()));
+    await closeSinks(sinks);
     throw error;
   }
   return sinks;
+}
+
+/** Closes every sink that can be closed; one that fails to close does not keep the others open. */
+export async function closeSinks(sinks: readonly Sink[]): Promise<void> {
+  await Promise.allSettled(sinks.map((sink) => sink.close?.()));
 }
 
 async function loadSink(name: string, config: Config, logger: Logger): Promise<Sink> {
