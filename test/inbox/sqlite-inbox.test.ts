@@ -3,7 +3,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { describe, expect, it, vi } from "vitest";
-import { BOOKKEEPING_SYNC_MS, SqliteInbox } from "../../src/inbox/sqlite/sqlite-inbox.js";
+import {
+  BOOKKEEPING_SYNC_MS,
+  BUSY_TIMEOUT_MS,
+  NO_WAIT_AFTER_BUSY_MS,
+  SqliteInbox,
+} from "../../src/inbox/sqlite/sqlite-inbox.js";
 import { makeCallback } from "../support/harness.js";
 import { defineInboxContract } from "./inbox-contract.js";
 
@@ -45,6 +50,37 @@ describe("SQLite inbox: durability of the worker's bookkeeping", () => {
       });
     } finally {
       reader.close();
+      await inbox.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("SQLite inbox: a file locked by another connection", () => {
+  it("waits for the lock once; right after that, writes fail at once instead of blocking the loop again", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "kcr-inbox-busy-"));
+    const path = join(dir, "inbox.db");
+    const inbox = new SqliteInbox({ path });
+    const blocker = new Database(path);
+    try {
+      blocker.exec("BEGIN IMMEDIATE");
+      let startedAt = performance.now();
+      await expect(inbox.enqueue(makeCallback() as never, new Date())).rejects.toThrow(
+        /inbox write failed/,
+      );
+      // The first write waited for the lock (busy_timeout), as before.
+      expect(performance.now() - startedAt).toBeGreaterThanOrEqual(BUSY_TIMEOUT_MS * 0.9);
+      startedAt = performance.now();
+      await expect(inbox.ping()).rejects.toThrow(/inbox write failed/);
+      // The next one, within NO_WAIT_AFTER_BUSY_MS, did not wait another busy_timeout.
+      expect(performance.now() - startedAt).toBeLessThan(NO_WAIT_AFTER_BUSY_MS);
+      // Once the lock is gone, a write goes through at once, still inside that window.
+      blocker.exec("ROLLBACK");
+      const stored = await inbox.enqueue(makeCallback() as never, new Date());
+      expect(stored.duplicate).toBe(false);
+      expect(await inbox.countByState()).toMatchObject({ pending: 1 });
+    } finally {
+      blocker.close();
       await inbox.close();
       await rm(dir, { recursive: true, force: true });
     }

@@ -21,6 +21,17 @@ import { SQL } from "./statements.js";
 /** Longest time a NORMAL (unsynced) commit waits for a FULL one to make it durable. */
 export const BOOKKEEPING_SYNC_MS = 1000;
 
+/** How long a write waits for another connection's lock on the file (SQLite busy_timeout). */
+export const BUSY_TIMEOUT_MS = 5000;
+
+/**
+ * After a write waited the whole BUSY_TIMEOUT_MS in vain, writes in the next this many ms
+ * try once without waiting. better-sqlite3 waits on the event loop's thread: each commit
+ * that waited again would hold every request for another 5 s, and a callback queued behind
+ * two or three of them would get Node's 408 instead of our 503.
+ */
+export const NO_WAIT_AFTER_BUSY_MS = 1000;
+
 export interface SqliteInboxOptions {
   path: string;
   clock?: () => number;
@@ -67,6 +78,10 @@ export class SqliteInbox implements Inbox {
   private readonly syncPragmas: { full: Database.Statement; normal: Database.Statement };
   /** Pending FULL commit that makes recent NORMAL commits durable. */
   private bookkeepingSync: NodeJS.Timeout | undefined;
+  /** Whether the connection waits BUSY_TIMEOUT_MS for a lock (false: fails at once). */
+  private waitsForLock = true;
+  /** performance.now() until which writes do not wait for a lock (see NO_WAIT_AFTER_BUSY_MS). */
+  private noWaitUntil = 0;
 
   constructor(options: SqliteInboxOptions) {
     this.clock = options.clock ?? Date.now;
@@ -79,7 +94,7 @@ export class SqliteInbox implements Inbox {
       full: this.db.prepare("PRAGMA synchronous = FULL"),
       normal: this.db.prepare("PRAGMA synchronous = NORMAL"),
     };
-    this.db.pragma("busy_timeout = 5000");
+    this.db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
     migrate(this.db);
     const prepare = (sql: string) => this.db.prepare(sql);
     this.statements = {
@@ -303,8 +318,13 @@ export class SqliteInbox implements Inbox {
     const durable = queue.some((item) => item.durable);
     try {
       this.setFullSync(durable);
+      this.setWaitForLock(performance.now() >= this.noWaitUntil);
       results = this.db.transaction(() => queue.map((item) => item.apply())).immediate();
+      this.noWaitUntil = 0;
     } catch (error) {
+      if (isBusy(error) && this.waitsForLock) {
+        this.noWaitUntil = performance.now() + NO_WAIT_AFTER_BUSY_MS;
+      }
       const failure = new StoreUnavailableError(`inbox write failed: ${messageOf(error)}`, {
         cause: error,
       });
@@ -318,6 +338,13 @@ export class SqliteInbox implements Inbox {
   }
 
   /** Switching costs no I/O; it applies from the next commit on this connection. */
+  private setWaitForLock(wait: boolean): void {
+    if (this.waitsForLock === wait) return;
+    // Not a prepared statement: SQLite applies busy_timeout when the PRAGMA is compiled.
+    this.db.pragma(`busy_timeout = ${wait ? BUSY_TIMEOUT_MS : 0}`);
+    this.waitsForLock = wait;
+  }
+
   private setFullSync(full: boolean): void {
     if (this.fullSync === full) return;
     (full ? this.syncPragmas.full : this.syncPragmas.normal).run();
@@ -348,6 +375,12 @@ export class SqliteInbox implements Inbox {
       throw new StoreUnavailableError(`inbox read failed: ${messageOf(error)}`, { cause: error });
     }
   }
+}
+
+/** SQLITE_BUSY and its extended codes: another connection holds the lock. */
+function isBusy(error: unknown): boolean {
+  const code = (error as { code?: unknown }).code;
+  return typeof code === "string" && code.startsWith("SQLITE_BUSY");
 }
 
 function messageOf(error: unknown): string {
