@@ -62,6 +62,13 @@ try {
       "-> job done": run.phases.toDone.toFixed(1),
       total: run.phases.total.toFixed(1),
       "ideal total": 2 * LATENCY_MS,
+      "slot: -> next KreditCheck request": run.phases.slotTurnaround.toFixed(1),
+      "slot turn (3 steps + that)": (
+        run.phases.kreditCheck +
+        run.phases.toFirstDac +
+        run.phases.dacReports +
+        run.phases.slotTurnaround
+      ).toFixed(1),
     });
     // With the service stopped: the bare client has the machine and the simulator alone.
     const bare = await runBareClient(concurrency);
@@ -111,7 +118,7 @@ try {
   );
   console.log(table(rows));
   console.log(
-    "\nwhere a measured check's time went (mean ms; simulator log and inbox timestamps):\n",
+    "\nwhere a measured check's time went (mean ms; simulator log and inbox timestamps); a slot's turn\n(its three fetch steps, then from its last DAC answer to its next KreditCheck request) is what\nthe ideal counts as 100 ms:\n",
   );
   console.log(table(phaseRows));
   console.log(`\nfigures written to ${await saveResults("pipeline", figures)}`);
@@ -163,7 +170,7 @@ async function measureService(concurrency: number) {
     const stats = (await simulator.control("stats")) as SimulatorStats;
     const log = await requestLog();
     const makespan = lastFinishedAt - firstRequestAfter(log, measureFrom);
-    const phases = checkPhases(reader.finishedJobs(), log, measureFrom);
+    const phases = checkPhases(reader.finishedJobs(), log, measureFrom, concurrency);
     reader.close();
     return {
       finished,

@@ -15,6 +15,13 @@ export interface CheckPhases {
   toDone: number;
   /** KreditCheck request received -> job marked done. */
   total: number;
+  /**
+   * A worker slot's way from one check to the next: a check's last DAC answer -> the next
+   * KreditCheck request received, pairing the k-th last answer with the (C + k)-th
+   * KreditCheck request (slots are taken in the order they come free). With the three
+   * fetch steps it makes one turn of a slot, which the ideal counts as 100 ms.
+   */
+  slotTurnaround: number;
 }
 
 /**
@@ -22,7 +29,12 @@ export interface CheckPhases {
  * after `from`. Three DAC reports per check (the simulator's default shape), found by
  * their case ids.
  */
-export function checkPhases(rows: FinishedJob[], log: LoggedRequest[], from: number): CheckPhases {
+export function checkPhases(
+  rows: FinishedJob[],
+  log: LoggedRequest[],
+  from: number,
+  concurrency: number,
+): CheckPhases {
   // The path without method and query: /…/checks/<token>/kreditcheck/<id>, /…/cases/<id>/reports.
   const byPath = new Map<string, LoggedRequest>();
   for (const entry of log) {
@@ -35,6 +47,8 @@ export function checkPhases(rows: FinishedJob[], log: LoggedRequest[], from: num
   }
   const sums = { kreditCheck: 0, toFirstDac: 0, dacReports: 0, toDone: 0, total: 0 };
   let checks = 0;
+  const kreditCheckReceived: number[] = [];
+  const lastDacAnswered: number[] = [];
   for (const row of rows) {
     const kreditCheck = byPath.get(`checks/${row.processToken}/kreditcheck/${row.kreditCheckId}`);
     if (!kreditCheck || kreditCheck.receivedAt < from || kreditCheck.answeredAt === undefined) {
@@ -52,6 +66,8 @@ export function checkPhases(rows: FinishedJob[], log: LoggedRequest[], from: num
     sums.dacReports += lastAnswer - firstDac;
     sums.toDone += row.finishedAt - lastAnswer;
     sums.total += row.finishedAt - kreditCheck.receivedAt;
+    kreditCheckReceived.push(kreditCheck.receivedAt);
+    lastDacAnswered.push(lastAnswer);
     checks += 1;
   }
   const mean = (sum: number) => (checks === 0 ? Number.NaN : sum / checks);
@@ -62,5 +78,18 @@ export function checkPhases(rows: FinishedJob[], log: LoggedRequest[], from: num
     dacReports: mean(sums.dacReports),
     toDone: mean(sums.toDone),
     total: mean(sums.total),
+    slotTurnaround: meanTurnaround(kreditCheckReceived, lastDacAnswered, concurrency),
   };
+}
+
+/** Mean of next KreditCheck request - last DAC answer over the slots' turns (see CheckPhases). */
+function meanTurnaround(started: number[], freed: number[], concurrency: number): number {
+  const starts = [...started].sort((a, b) => a - b).slice(concurrency);
+  const frees = [...freed].sort((a, b) => a - b);
+  if (starts.length === 0) return Number.NaN;
+  let sum = 0;
+  starts.forEach((start, index) => {
+    sum += start - (frees[index] ?? Number.NaN);
+  });
+  return sum / starts.length;
 }
