@@ -13,6 +13,20 @@ export interface FinapiErrorContext {
 
 const MAX_BODY_CHARS = 500;
 
+/** Where each endpoint's URL comes from: what to check when it cannot be reached or is not there. */
+export const URL_VARIABLE: Record<FinapiEndpoint, string> = {
+  token: "FINAPI_TOKEN_URL",
+  kreditcheck: "FINAPI_PROCESSCTRL_URL (and FINAPI_KREDITCHECK_PATH)",
+  account_pdf: "FINAPI_PROCESSCTRL_URL",
+  dac_zip: "FINAPI_PROCESSCTRL_URL",
+  dac: "FINAPI_DI_URL",
+};
+
+/** The fix for a URL that may point at the wrong place. */
+export function checkUrlFix(endpoint: FinapiEndpoint, beginning: string): string {
+  return `${beginning} check that ${URL_VARIABLE[endpoint]} points at the finAPI environment (sandbox or live) the callback came from, including the path (…/api/v1).`;
+}
+
 export function truncateBody(body: string | undefined): string | undefined {
   if (body === undefined) return undefined;
   return body.length > MAX_BODY_CHARS ? `${body.slice(0, MAX_BODY_CHARS)}…` : body;
@@ -61,7 +75,13 @@ export function errorForStatus(context: FinapiErrorContext & { status: number })
     );
   }
   if (status === 404) {
-    return build("finAPI does not know this resource (404).", "finapi_not_found", false, context);
+    return build(
+      "finAPI does not know this resource (404).",
+      "finapi_not_found",
+      false,
+      context,
+      checkUrlFix(context.endpoint, "if this happens for every check,"),
+    );
   }
   if (status === 429) {
     return build("finAPI rate-limited the call (429).", "finapi_rate_limited", true, context);
@@ -89,7 +109,9 @@ export function networkError(
     timedOut ? "finapi_timeout" : "finapi_network",
     true,
     context,
-    undefined,
+    timedOut
+      ? `finAPI may be slow or down (it is retried); if every call times out, raise FINAPI_TIMEOUT_MS or check ${URL_VARIABLE[context.endpoint]}.`
+      : checkUrlFix(context.endpoint, "it is retried; if it persists,"),
     cause,
   );
 }
@@ -115,6 +137,15 @@ export function tokenError(
       "finapi_token_unavailable",
       true,
       context,
+    );
+  }
+  if (status === 404 || status === 405) {
+    return build(
+      `there is no token endpoint at FINAPI_TOKEN_URL (${status}).`,
+      "finapi_token_url_wrong",
+      false,
+      context,
+      "set FINAPI_TOKEN_URL to the OAuth token URL of your finAPI environment, e.g. https://sandbox.finapi.io/api/v2/oauth/token (the default for FINAPI_ENV=sandbox); then retry the dead jobs.",
     );
   }
   return build(

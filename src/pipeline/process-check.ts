@@ -142,7 +142,7 @@ export async function assembleBundle(
         ...(error.fix ? { fix: error.fix } : {}),
       });
       logger.warn(
-        { caseId, code: error.code },
+        { caseId, code: error.code, fix: error.fix },
         "DAC report could not be fetched; noted in the bundle's problems",
       );
     }
@@ -190,7 +190,7 @@ async function fetchDocuments(
         ...(error.fix ? { fix: error.fix } : {}),
       });
       logger.warn(
-        { document: name, code: error.code },
+        { document: name, code: error.code, fix: error.fix },
         "document could not be fetched; noted in the bundle's problems",
       );
     }
@@ -218,6 +218,7 @@ async function fetchKreditCheck(
       throw new ReceiverError(`the KreditCheck result is not available yet (${error.message})`, {
         code: "result_not_ready",
         retryable: true,
+        fix: `finAPI may call back before the result can be read: it is retried for NOT_FOUND_GRACE_MS after the callback. ${error.fix ?? ""}`.trim(),
         cause: error,
       });
     }
@@ -255,12 +256,16 @@ async function deliver(deps: PipelineDeps, bundle: Bundle, run: CheckRun): Promi
   run.progress.deliveredSinks = [...delivered];
   const failures = settled.filter((failure) => failure !== undefined);
   if (failures.length === 0) return;
-  const summary = failures.map(({ sink, error }) => `${sink}: ${error.describe()}`).join("; ");
+  // Each sink's fix once, after the summary (describe() appends it).
+  const summary = failures
+    .map(({ sink, error }) => `${sink}: ${error.code}: ${error.message}`)
+    .join("; ");
+  const fixes = [...new Set(failures.flatMap(({ error }) => (error.fix ? [error.fix] : [])))];
   const permanent = failures.find(({ error }) => !error.retryable);
   throw new ReceiverError(`delivery failed (${summary})`, {
     code: permanent ? permanent.error.code : "sink_delivery_failed",
     retryable: !permanent,
-    fix: permanent?.error.fix,
+    fix: fixes.length > 0 ? fixes.join(" ") : undefined,
     retryAfterMs: Math.max(0, ...failures.map(({ error }) => error.retryAfterMs ?? 0)) || undefined,
   });
 }

@@ -61,10 +61,15 @@ export class HttpSink implements Sink {
         { code: "http_sink_unreachable", retryable: true, cause: error },
       );
     }
-    ctx.logger.info({ status: response.status, webhookId: id }, "bundle posted to the http sink");
     const { status } = response;
-    if (status >= 200 && status < 300) return;
-    const answer = `HTTP_SINK_URL answered ${status}: ${String(response.data ?? "").slice(0, 300)}`;
+    if (status >= 200 && status < 300) {
+      ctx.logger.info({ status, webhookId: id }, "bundle posted to the http sink");
+      return;
+    }
+    const text = String(response.data ?? "")
+      .slice(0, 300)
+      .trim();
+    const answer = `HTTP_SINK_URL answered ${status}${text ? `: ${text}` : " (no body)"}.`;
     if (status === 408 || status === 429 || status >= 500) {
       throw new ReceiverError(answer, {
         code: "http_sink_unavailable",

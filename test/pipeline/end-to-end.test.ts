@@ -157,8 +157,62 @@ describe("callback → inbox → finAPI → file sink", () => {
     expect(bundle.problems[0]).toMatchObject({
       code: "finapi_not_found",
       caseId: expect.any(String),
+      // A wrong FINAPI_DI_URL makes every report 404: the problem says what to check.
+      fix: expect.stringContaining("FINAPI_DI_URL"),
     });
     expect(bundle.dacReports[bundle.problems[0]?.caseId as string]).toBeUndefined();
+  });
+
+  it("names FINAPI_PROCESSCTRL_URL while a missing result is still retried within the grace window", async () => {
+    harness = await startHarness({
+      env: { FINAPI_RETRIES: "0", BACKOFF_BASE_MS: "60000", BACKOFF_MAX_MS: "60000" },
+    });
+    const callback = makeCallback({ kreditCheckId: `missing-${Date.now()}` });
+    const accepted = await harness.post(callback);
+    const job = await waitFor(async () => {
+      const current = await jobOf(harness as Harness, accepted.body.id);
+      return current?.state === "pending" && current.lastError ? current : undefined;
+    }, "the first failed attempt");
+    expect(job.lastError).toContain("result_not_ready");
+    expect(job.lastError).toContain("NOT_FOUND_GRACE_MS");
+    expect(job.lastError).toContain("FINAPI_PROCESSCTRL_URL");
+  });
+
+  it("names the URL variable when a finAPI host cannot be reached", async () => {
+    harness = await startHarness({
+      // Port 9 (discard) on loopback: nothing listens, the connection is refused at once.
+      env: { FINAPI_TOKEN_URL: "http://127.0.0.1:9/api/v2/oauth/token", MAX_ATTEMPTS: "1" },
+    });
+    const accepted = await harness.post(makeCallback());
+    const job = await harness.waitForJob(accepted.body.id, "dead");
+    expect(job.lastError).toContain("finapi_network");
+    expect(job.lastError).toContain("FINAPI_TOKEN_URL");
+  });
+
+  it("says the token URL is wrong, not the credentials, when it answers 404", async () => {
+    harness = await startHarness({
+      env: (simulator) => ({ FINAPI_TOKEN_URL: `${simulator.url}/api/v2/oauth/tokn` }),
+    });
+    const accepted = await harness.post(makeCallback());
+    const job = await harness.waitForJob(accepted.body.id, "dead");
+    expect(job.lastError).toContain("finapi_token_url_wrong");
+    expect(job.lastError).toContain("FINAPI_TOKEN_URL");
+    expect(job.lastError).not.toContain("FINAPI_CLIENT_SECRET");
+  });
+
+  it("logs at start-up where the finAPI calls go and where the files land", async () => {
+    harness = await startHarness();
+    const started = harness.logs
+      .lines()
+      .find((line) => line.msg === "kreditcheck-receiver listening");
+    expect(started).toMatchObject({
+      fileSinkDir: harness.resultsDir,
+      finapi: {
+        tokenUrl: harness.simulator.tokenUrl,
+        processctrlUrl: harness.simulator.processctrlUrl,
+        diUrl: harness.simulator.diUrl,
+      },
+    });
   });
 
   it("fetches the DAC reports of one check in parallel", async () => {

@@ -139,4 +139,16 @@ describe("the http sink", () => {
     expect(job.lastError).toContain("http_sink_rejected");
     expect(job.lastError).toContain("HTTP_SINK_SECRET");
   });
+
+  it("states a refusal without a body once, with its fix once, and does not log it as posted", async () => {
+    receiver = await startWebhookReceiver(() => ({ status: 404 }));
+    harness = await startHarness({
+      env: { SINKS: "http", HTTP_SINK_URL: receiver.url, HTTP_SINK_SECRET: "s" },
+    });
+    const accepted = await harness.post(makeCallback());
+    const job = await harness.waitForJob(accepted.body.id, "dead");
+    expect(job.lastError).toContain("HTTP_SINK_URL answered 404 (no body).");
+    expect(job.lastError?.split("Fix:")).toHaveLength(2);
+    expect(harness.logs.text()).not.toContain("bundle posted to the http sink");
+  });
 });

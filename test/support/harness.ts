@@ -34,7 +34,8 @@ export interface Harness {
 }
 
 export interface HarnessOptions {
-  env?: Record<string, string>;
+  /** Service variables over the defaults below; a function gets the simulator's addresses. */
+  env?: Record<string, string> | ((simulator: RunningSimulator) => Record<string, string>);
   simulator?: SimulatorOptions;
   service?: Partial<ServiceOptions>;
 }
@@ -61,7 +62,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     LEASE_MS: "5000",
     ADMIN_PORT: "0",
     SHUTDOWN_TIMEOUT_MS: "2000",
-    ...options.env,
+    ...(typeof options.env === "function" ? options.env(simulator) : options.env),
   };
   const config = loadConfig(env);
   const logs = captureLogs();
