@@ -1,5 +1,6 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import { resolve } from "node:path";
 import type { Express } from "express";
 import { createAdminApp, type Readiness } from "./admin.js";
 import { createApp } from "./app.js";
@@ -219,6 +220,16 @@ export async function startService(
       allowedCidrs: config.http.allowedCidrs,
       store: redactUrl(config.store.url),
       sinks: sinks.map((sink) => sink.name),
+      ...(config.sinks.names.includes("file")
+        ? { fileSinkDir: resolve(config.sinks.fileDir) }
+        : {}),
+      // Where the calls go: a wrong URL shows here, before the first job fails on it.
+      finapi: {
+        env: config.finapi.env,
+        tokenUrl: redactUrl(config.finapi.tokenUrl),
+        processctrlUrl: redactUrl(config.finapi.processctrlUrl),
+        diUrl: redactUrl(config.finapi.diUrl),
+      },
     },
     "kreditcheck-receiver listening",
   );

@@ -104,6 +104,27 @@ describe("start-up failures name the variable to fix", () => {
     expect(String((error as Error).message)).not.toMatch(/folder the service can create/);
   });
 
+  it("STORE_URL naming a PostgreSQL server that is not there, password hidden", async () => {
+    const port = await freePort();
+    const message = await start({ STORE_URL: `postgres://app:pw@127.0.0.1:${port}/db` }).then(
+      () => "started",
+      (thrown: unknown) => String((thrown as Error).message),
+    );
+    expect(message).toMatch(
+      new RegExp(`^STORE_URL=postgres://app:\\*\\*\\*@127\\.0\\.0\\.1:${port}/db: .*ECONNREFUSED`),
+    );
+    expect(message).not.toContain(":pw@");
+  });
+
+  it("POSTGRES_SINK_URL naming a PostgreSQL server that is not there", async () => {
+    const port = await freePort();
+    await expect(
+      start({ SINKS: "postgres", POSTGRES_SINK_URL: `postgres://app@127.0.0.1:${port}/db` }),
+    ).rejects.toThrow(
+      `POSTGRES_SINK_URL=postgres://app@127.0.0.1:${port}/db: the postgres sink could not be set up`,
+    );
+  });
+
   it("FILE_SINK_DIR that cannot be made", async () => {
     const target = join(dir, "a-file", "results");
     await expect(start({ FILE_SINK_DIR: target })).rejects.toThrow(

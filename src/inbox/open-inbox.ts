@@ -1,5 +1,5 @@
-import type { Config } from "../config.js";
-import type { Inbox } from "./inbox.js";
+import { type Config, redactUrl } from "../config.js";
+import { type Inbox, StoreUnavailableError } from "./inbox.js";
 import { PostgresInbox } from "./postgres/postgres-inbox.js";
 import { SqliteInbox } from "./sqlite/sqlite-inbox.js";
 
@@ -9,11 +9,19 @@ export async function openInbox(
   options: { clock?: () => number; onListenError?: (error: unknown) => void } = {},
 ): Promise<Inbox> {
   if (store.kind === "postgres") {
-    return PostgresInbox.open({
-      url: store.url,
-      schema: store.schema,
-      onListenError: options.onListenError,
-    });
+    try {
+      return await PostgresInbox.open({
+        url: store.url,
+        schema: store.schema,
+        onListenError: options.onListenError,
+      });
+    } catch (error) {
+      // Named like the SQLite case: the operator sees which variable to fix.
+      if (!(error instanceof StoreUnavailableError)) throw error;
+      throw new StoreUnavailableError(`STORE_URL=${redactUrl(store.url)}: ${error.message}`, {
+        cause: error,
+      });
+    }
   }
   try {
     return new SqliteInbox({ path: store.sqlitePath, clock: options.clock });
