@@ -286,21 +286,42 @@ export class ConfigError extends Error {
   }
 }
 
+/**
+ * Our variables whose value starts or ends with whitespace. `docker run -e NAME=" "` or a
+ * pasted secret with a trailing space would otherwise be taken literally (a folder named
+ * " ", credentials finAPI refuses later); .env files are trimmed by dotenv already.
+ */
+function paddedVariables(env: Record<string, string | undefined>): [string, string][] {
+  return Object.keys(envSchema.shape).flatMap((name): [string, string][] => {
+    const value = env[name];
+    if (value === undefined || value.trim() === value) return [];
+    const problem =
+      value.trim() === ""
+        ? `${name}: is only whitespace; leave it empty or unset it for the default`
+        : `${name}: starts or ends with whitespace; remove it (the value is used as written)`;
+    return [[name, problem]];
+  });
+}
+
 /** Parses the environment once; the result is frozen so nothing changes it later. */
 export function loadConfig(env: Record<string, string | undefined>): Config {
   // Empty strings (KEY= in a .env file) mean "not set", as operators expect.
   const cleaned = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== ""));
+  const padded = paddedVariables(cleaned);
   const parsed = configSchema.safeParse(cleaned);
-  if (!parsed.success) {
-    throw new ConfigError(
-      parsed.error.issues.map((issue) => {
-        const name = issue.path[0];
-        if (name === undefined) return issue.message;
-        return issue.message.startsWith(String(name))
+  if (!parsed.success || padded.length > 0) {
+    const problems = (parsed.error?.issues ?? []).flatMap((issue) => {
+      const name = issue.path[0];
+      if (name === undefined) return [issue.message];
+      // A padded variable's own complaint says it better.
+      if (padded.some(([paddedName]) => paddedName === name)) return [];
+      return [
+        issue.message.startsWith(String(name))
           ? issue.message
-          : `${String(name)}: ${issue.message}`;
-      }),
-    );
+          : `${String(name)}: ${issue.message}`,
+      ];
+    });
+    throw new ConfigError([...padded.map(([, problem]) => problem), ...problems]);
   }
   const e = parsed.data;
   const combined: string[] = [];

@@ -68,6 +68,19 @@ describe("loadConfig", () => {
     expect(loadConfig({ ...credentials, PORT: "", FINAPI_TOKEN_URL: "" }).http.port).toBe(3000);
   });
 
+  it("names variables padded with whitespace instead of using them as written", () => {
+    const problems = problemsOf({
+      ...credentials,
+      FILE_SINK_DIR: " ",
+      FINAPI_CLIENT_SECRET: "secret ",
+      UNRELATED: " ignored ",
+    });
+    expect(problems).toEqual([
+      expect.stringMatching(/^FINAPI_CLIENT_SECRET: starts or ends with whitespace/),
+      expect.stringMatching(/^FILE_SINK_DIR: is only whitespace/),
+    ]);
+  });
+
   it("rejects a result path without its placeholders", () => {
     expect(problemsOf({ ...credentials, FINAPI_KREDITCHECK_PATH: "/checks/x" })[0]).toMatch(
       /^FINAPI_KREDITCHECK_PATH/,
