@@ -5,24 +5,76 @@ type Kind = "int" | "rate" | "string";
 
 /** flag name -> option key and how to read it; the env name is derived: --rate-5xx -> SIM_RATE_5XX. */
 const FLAGS = {
-  port: { key: "port", kind: "int" },
-  host: { key: "host", kind: "string" },
-  "latency-ms": { key: "latencyMs", kind: "int" },
-  "jitter-ms": { key: "jitterMs", kind: "int" },
-  "rate-5xx": { key: "rate5xx", kind: "rate" },
-  "rate-429": { key: "rate429", kind: "rate" },
-  "retry-after-sec": { key: "retryAfterSec", kind: "int" },
-  "reset-rate": { key: "resetRate", kind: "rate" },
-  "hang-rate": { key: "hangRate", kind: "rate" },
-  "token-lifetime-sec": { key: "tokenLifetimeSec", kind: "int" },
-  "token-down-ms": { key: "tokenDownForMs", kind: "int" },
-  "client-id": { key: "clientId", kind: "string" },
-  "client-secret": { key: "clientSecret", kind: "string" },
-  seed: { key: "seed", kind: "int" },
-  connections: { key: "connections", kind: "int" },
-  "accounts-per-connection": { key: "accountsPerConnection", kind: "int" },
-  "accounts-without-case-id": { key: "accountsWithoutCaseId", kind: "int" },
-} as const satisfies Record<string, { key: string; kind: Kind }>;
+  port: { key: "port", kind: "int", help: "listen port (default: a free port, printed at start)" },
+  host: { key: "host", kind: "string", help: "listen address (default 127.0.0.1)" },
+  "latency-ms": {
+    key: "latencyMs",
+    kind: "int",
+    help: "delay before every answer, ms (default 0)",
+  },
+  "jitter-ms": {
+    key: "jitterMs",
+    kind: "int",
+    help: "extra random delay 0..N ms on top (default 0)",
+  },
+  "rate-5xx": {
+    key: "rate5xx",
+    kind: "rate",
+    help: "share of data calls answered 503, 0..1 (default 0)",
+  },
+  "rate-429": {
+    key: "rate429",
+    kind: "rate",
+    help: "share of data calls answered 429 with Retry-After, 0..1 (default 0)",
+  },
+  "retry-after-sec": {
+    key: "retryAfterSec",
+    kind: "int",
+    help: "Retry-After of those 429s, seconds (default 1)",
+  },
+  "reset-rate": {
+    key: "resetRate",
+    kind: "rate",
+    help: "share of data calls whose connection is reset, 0..1 (default 0)",
+  },
+  "hang-rate": {
+    key: "hangRate",
+    kind: "rate",
+    help: "share of data calls never answered, 0..1 (default 0)",
+  },
+  "token-lifetime-sec": {
+    key: "tokenLifetimeSec",
+    kind: "int",
+    help: "expires_in of issued tokens, seconds (default 3600)",
+  },
+  "token-down-ms": {
+    key: "tokenDownForMs",
+    kind: "int",
+    help: "token endpoint answers 503 for this long after start, ms (default 0)",
+  },
+  "client-id": {
+    key: "clientId",
+    kind: "string",
+    help: "accepted client id (default demo-client)",
+  },
+  "client-secret": {
+    key: "clientSecret",
+    kind: "string",
+    help: "accepted client secret (default demo-secret)",
+  },
+  seed: { key: "seed", kind: "int", help: "seed of the generated results (default 1)" },
+  connections: { key: "connections", kind: "int", help: "bank connections per check (default 2)" },
+  "accounts-per-connection": {
+    key: "accountsPerConnection",
+    kind: "int",
+    help: "accounts per bank connection (default 2)",
+  },
+  "accounts-without-case-id": {
+    key: "accountsWithoutCaseId",
+    kind: "int",
+    help: "accounts without caseId, i.e. no DAC report (default 1)",
+  },
+} as const satisfies Record<string, { key: string; kind: Kind; help: string }>;
 
 type Flag = keyof typeof FLAGS;
 
@@ -35,8 +87,8 @@ export const USAGE = `Usage: npm run simulator -- [options]
 A fake finAPI (token, ProcessCtrl KreditCheck, Data Intelligence reports) for tests and demos.
 Every option can also be set by environment variable, e.g. --rate-5xx by SIM_RATE_5XX.
 
-${(Object.keys(FLAGS) as Flag[]).map((f) => `  --${f.padEnd(26)} ${envName(f)}`).join("\n")}
-  --help                       print this text
+${(Object.keys(FLAGS) as Flag[]).map((f) => `  --${f.padEnd(26)} ${envName(f).padEnd(30)} ${FLAGS[f].help}`).join("\n")}
+  --help                       ${"".padEnd(30)} print this text
 
 Control endpoints on the same server: GET /_control/stats, GET /_control/requests,
 GET and POST /_control/faults (also {"tokenDownForMs": N}),

@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
-import { CliError, envName, parseCli } from "../../src/simulator/cli-args.js";
+import { CliError, envName, parseCli, USAGE } from "../../src/simulator/cli-args.js";
 
 describe("parseCli", () => {
   it("reads flags, falls back to SIM_* environment variables, flags winning", () => {
@@ -43,8 +43,12 @@ describe("parseCli", () => {
     });
   });
 
-  it("recognises --help", () => {
+  it("recognises --help, and the help says what each option does", () => {
     expect(parseCli(["--help"], {})).toEqual({ help: true });
+    const optionLines = USAGE.split("\n").filter((line) => /^ {2}--[a-z]/.test(line));
+    expect(optionLines.length).toBeGreaterThan(10);
+    // flag, env name, then words: no option is listed bare
+    for (const line of optionLines) expect(line).toMatch(/^ {2}--\S+\s+(SIM_\S+\s+)?\S+ \S+/);
   });
 });
 
