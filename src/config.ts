@@ -272,7 +272,9 @@ export interface Config {
     fileDir: string;
     http: { url: string; secret: string; timeoutMs: number } | undefined;
     /** Where the postgres sink writes: POSTGRES_SINK_URL, else STORE_URL when PostgreSQL. */
-    postgres: { url: string; schema: string } | undefined;
+    postgres:
+      | { url: string; schema: string; variable: "POSTGRES_SINK_URL" | "STORE_URL" }
+      | undefined;
   };
   /** Documents fetched besides the JSON results and handed to the sinks. */
   documents: DocumentName[];
@@ -286,42 +288,28 @@ export class ConfigError extends Error {
   }
 }
 
-/**
- * Our variables whose value starts or ends with whitespace. `docker run -e NAME=" "` or a
- * pasted secret with a trailing space would otherwise be taken literally (a folder named
- * " ", credentials finAPI refuses later); .env files are trimmed by dotenv already.
- */
-function paddedVariables(env: Record<string, string | undefined>): [string, string][] {
-  return Object.keys(envSchema.shape).flatMap((name): [string, string][] => {
-    const value = env[name];
-    if (value === undefined || value.trim() === value) return [];
-    const problem =
-      value.trim() === ""
-        ? `${name}: is only whitespace; leave it empty or unset it for the default`
-        : `${name}: starts or ends with whitespace; remove it (the value is used as written)`;
-    return [[name, problem]];
-  });
-}
-
 /** Parses the environment once; the result is frozen so nothing changes it later. */
 export function loadConfig(env: Record<string, string | undefined>): Config {
-  // Empty strings (KEY= in a .env file) mean "not set", as operators expect.
-  const cleaned = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== ""));
-  const padded = paddedVariables(cleaned);
+  // Values are trimmed, as dotenv trims a .env file: `docker run -e FILE_SINK_DIR=" "`, a
+  // pasted secret's trailing space or a YAML block's last newline is not taken literally.
+  // Empty (KEY= in a .env file) means "not set", as operators expect.
+  const cleaned = Object.fromEntries(
+    Object.entries(env).flatMap(([name, value]) => {
+      const trimmed = value?.trim();
+      return trimmed ? [[name, trimmed]] : [];
+    }),
+  );
   const parsed = configSchema.safeParse(cleaned);
-  if (!parsed.success || padded.length > 0) {
-    const problems = (parsed.error?.issues ?? []).flatMap((issue) => {
-      const name = issue.path[0];
-      if (name === undefined) return [issue.message];
-      // A padded variable's own complaint says it better.
-      if (padded.some(([paddedName]) => paddedName === name)) return [];
-      return [
-        issue.message.startsWith(String(name))
+  if (!parsed.success) {
+    throw new ConfigError(
+      parsed.error.issues.map((issue) => {
+        const name = issue.path[0];
+        if (name === undefined) return issue.message;
+        return issue.message.startsWith(String(name))
           ? issue.message
-          : `${String(name)}: ${issue.message}`,
-      ];
-    });
-    throw new ConfigError([...padded.map(([, problem]) => problem), ...problems]);
+          : `${String(name)}: ${issue.message}`;
+      }),
+    );
   }
   const e = parsed.data;
   const combined: string[] = [];
@@ -442,19 +430,27 @@ function postgresSinkTarget(
   storeUrl: string,
   schema: string,
 ): Config["sinks"]["postgres"] {
-  const url = sinkUrl ?? (POSTGRES_URL.test(storeUrl) ? storeUrl : undefined);
-  return url ? { url, schema } : undefined;
+  if (sinkUrl) return { url: sinkUrl, schema, variable: "POSTGRES_SINK_URL" };
+  return POSTGRES_URL.test(storeUrl) ? { url: storeUrl, schema, variable: "STORE_URL" } : undefined;
 }
 
-/** A URL fit for logs: the password, if any, replaced. */
+/**
+ * A URL fit for logs: the password, if any, replaced. A URL with an unencoded "@", "/",
+ * "#" or "?" in its password is refused or misread by the URL parser; such a one is masked
+ * from the first ":" after the user name to the last "@", which may hide more than the
+ * password but never shows part of it.
+ */
 export function redactUrl(url: string): string {
-  try {
-    const parsed = new URL(url);
-    if (parsed.password) parsed.password = "***";
-    return parsed.toString();
-  } catch {
-    return url;
+  if (url.indexOf("@") === url.lastIndexOf("@")) {
+    try {
+      const parsed = new URL(url);
+      if (parsed.password) parsed.password = "***";
+      return parsed.toString();
+    } catch {
+      // masked below
+    }
   }
+  return url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:@/]*:).*@/i, "$1***@");
 }
 
 function stripSlash(url: string): string {

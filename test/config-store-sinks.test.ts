@@ -50,13 +50,18 @@ describe("configuration of the store and the sinks", () => {
       STORE_URL: "postgres://u@h/db",
       PG_SCHEMA: "kc",
     });
-    expect(shared.sinks.postgres).toEqual({ url: "postgres://u@h/db", schema: "kc" });
+    expect(shared.sinks.postgres).toEqual({
+      url: "postgres://u@h/db",
+      schema: "kc",
+      variable: "STORE_URL",
+    });
     const own = loadConfig({
       ...base,
       SINKS: "postgres",
       POSTGRES_SINK_URL: "postgres://u@other/db",
     });
     expect(own.sinks.postgres?.url).toBe("postgres://u@other/db");
+    expect(own.sinks.postgres?.variable).toBe("POSTGRES_SINK_URL");
   });
 
   it("fetches no documents by default and refuses unknown document names", () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ConfigError, loadConfig } from "../src/config.js";
+import { ConfigError, loadConfig, redactUrl } from "../src/config.js";
 
 const credentials = { FINAPI_CLIENT_ID: "id", FINAPI_CLIENT_SECRET: "secret" };
 
@@ -68,17 +68,24 @@ describe("loadConfig", () => {
     expect(loadConfig({ ...credentials, PORT: "", FINAPI_TOKEN_URL: "" }).http.port).toBe(3000);
   });
 
-  it("names variables padded with whitespace instead of using them as written", () => {
-    const problems = problemsOf({
+  it("trims values as dotenv trims a .env file: whitespace alone means unset", () => {
+    const config = loadConfig({
       ...credentials,
       FILE_SINK_DIR: " ",
-      FINAPI_CLIENT_SECRET: "secret ",
-      UNRELATED: " ignored ",
+      FINAPI_CLIENT_SECRET: " secret\r\n",
+      ALLOWED_CIDRS: "10.0.0.0/8,\n192.168.0.0/16\n",
     });
-    expect(problems).toEqual([
-      expect.stringMatching(/^FINAPI_CLIENT_SECRET: starts or ends with whitespace/),
-      expect.stringMatching(/^FILE_SINK_DIR: is only whitespace/),
-    ]);
+    expect(config.sinks.fileDir).toBe("./data/results");
+    expect(config.finapi.clientSecret).toBe("secret");
+    // Inside a list, whitespace was already allowed around the entries.
+    expect(config.http.allowedCidrs).toBe("10.0.0.0/8,\n192.168.0.0/16");
+  });
+
+  it("masks the password of a URL in logs, also one the URL parser refuses or misreads", () => {
+    expect(redactUrl("postgres://app:pw@db:5432/x")).toBe("postgres://app:***@db:5432/x");
+    expect(redactUrl("postgres://app:p/w@db/x")).toBe("postgres://app:***@db/x");
+    expect(redactUrl("postgres://app:p@s#s@db/x")).toBe("postgres://app:***@db/x");
+    expect(redactUrl("postgres://app@db/x")).toBe("postgres://app@db/x");
   });
 
   it("rejects a result path without its placeholders", () => {
@@ -90,7 +97,7 @@ describe("loadConfig", () => {
   it("refuses numbers that are not plain whole decimals, and inverted backoff bounds", () => {
     const problems = problemsOf({
       ...credentials,
-      PORT: " ",
+      PORT: "80.0",
       ADMIN_PORT: "0x50",
       LEASE_MS: "1e4",
       BACKOFF_BASE_MS: "5000",

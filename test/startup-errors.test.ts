@@ -125,6 +125,14 @@ describe("start-up failures name the variable to fix", () => {
     );
   });
 
+  it("the postgres sink on STORE_URL's database names STORE_URL, the variable that was set", async () => {
+    const port = await freePort();
+    const url = `postgres://app@127.0.0.1:${port}/db`;
+    await expect(start({ SINKS: "file,postgres", STORE_URL: url })).rejects.toThrow(
+      `STORE_URL=${url}: the postgres sink could not be set up`,
+    );
+  });
+
   it("FILE_SINK_DIR that cannot be made", async () => {
     const target = join(dir, "a-file", "results");
     await expect(start({ FILE_SINK_DIR: target })).rejects.toThrow(

@@ -13,23 +13,38 @@ export interface FinapiErrorContext {
 
 const MAX_BODY_CHARS = 500;
 
-/** Where each endpoint's URL comes from: what to check when it cannot be reached or is not there. */
-export const URL_VARIABLE: Record<FinapiEndpoint, string> = {
-  token: "FINAPI_TOKEN_URL",
-  kreditcheck: "FINAPI_PROCESSCTRL_URL (and FINAPI_KREDITCHECK_PATH)",
-  account_pdf: "FINAPI_PROCESSCTRL_URL",
-  dac_zip: "FINAPI_PROCESSCTRL_URL",
-  dac: "FINAPI_DI_URL",
-};
-
-/** The fix for a URL that may point at the wrong place. */
-export function checkUrlFix(endpoint: FinapiEndpoint, beginning: string): string {
-  return `${beginning} check that ${URL_VARIABLE[endpoint]} points at the finAPI environment (sandbox or live) the callback came from, including the path (…/api/v1).`;
-}
-
 export function truncateBody(body: string | undefined): string | undefined {
   if (body === undefined) return undefined;
   return body.length > MAX_BODY_CHARS ? `${body.slice(0, MAX_BODY_CHARS)}…` : body;
+}
+
+/** Where each endpoint's URL comes from, and how its path ends. */
+const URL_SETTING: Record<FinapiEndpoint, { variable: string; path: string }> = {
+  token: { variable: "FINAPI_TOKEN_URL", path: "…/api/v2/oauth/token" },
+  kreditcheck: {
+    variable: "FINAPI_PROCESSCTRL_URL (and FINAPI_KREDITCHECK_PATH)",
+    path: "…/api/v1",
+  },
+  account_pdf: { variable: "FINAPI_PROCESSCTRL_URL", path: "…/api/v1" },
+  dac_zip: { variable: "FINAPI_PROCESSCTRL_URL", path: "…/api/v1" },
+  dac: { variable: "FINAPI_DI_URL", path: "…/api/v1" },
+};
+
+/** The fix for a URL that may point at the wrong place. */
+function checkUrlFix(endpoint: FinapiEndpoint, beginning: string): string {
+  const { variable, path } = URL_SETTING[endpoint];
+  return `${beginning} check that ${variable} points at the finAPI environment (sandbox or live) the callback came from, including the path (${path}).`;
+}
+
+/**
+ * A 404's fix. A document lives under the KreditCheck result's URL, which answered just
+ * before: its 404 means finAPI has no such document for this check, not a wrong URL.
+ */
+function notFoundFix(endpoint: FinapiEndpoint): string {
+  if (endpoint === "account_pdf" || endpoint === "dac_zip") {
+    return `finAPI has no ${endpoint} for this check; if your checks never have one, remove it from FETCH_DOCUMENTS.`;
+  }
+  return checkUrlFix(endpoint, "if this happens for every check,");
 }
 
 function build(
@@ -80,7 +95,7 @@ export function errorForStatus(context: FinapiErrorContext & { status: number })
       "finapi_not_found",
       false,
       context,
-      checkUrlFix(context.endpoint, "if this happens for every check,"),
+      notFoundFix(context.endpoint),
     );
   }
   if (status === 429) {
@@ -110,7 +125,7 @@ export function networkError(
     true,
     context,
     timedOut
-      ? `finAPI may be slow or down (it is retried); if every call times out, raise FINAPI_TIMEOUT_MS or check ${URL_VARIABLE[context.endpoint]}.`
+      ? `finAPI may be slow or down (it is retried); if every call times out, raise FINAPI_TIMEOUT_MS or check ${URL_SETTING[context.endpoint].variable}.`
       : checkUrlFix(context.endpoint, "it is retried; if it persists,"),
     cause,
   );
@@ -139,7 +154,8 @@ export function tokenError(
       context,
     );
   }
-  if (status === 404 || status === 405) {
+  // A redirect too: it is not followed, and an OAuth token endpoint does not send one.
+  if (status === 404 || status === 405 || (status >= 300 && status < 400)) {
     return build(
       `there is no token endpoint at FINAPI_TOKEN_URL (${status}).`,
       "finapi_token_url_wrong",

@@ -218,7 +218,7 @@ async function fetchKreditCheck(
       throw new ReceiverError(`the KreditCheck result is not available yet (${error.message})`, {
         code: "result_not_ready",
         retryable: true,
-        fix: `finAPI may call back before the result can be read: it is retried for NOT_FOUND_GRACE_MS after the callback. ${error.fix ?? ""}`.trim(),
+        fix: `finAPI may call back before the result can be read: a queued job tries again for NOT_FOUND_GRACE_MS after the callback. ${error.fix ?? ""}`.trim(),
         cause: error,
       });
     }

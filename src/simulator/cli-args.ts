@@ -62,7 +62,7 @@ const FLAGS = {
     kind: "string",
     help: "accepted client secret (default demo-secret)",
   },
-  seed: { key: "seed", kind: "int", help: "seed of the generated results (default 1)" },
+  seed: { key: "seed", kind: "int", help: "seed of the fault and jitter draws (default 1)" },
   connections: { key: "connections", kind: "int", help: "bank connections per check (default 2)" },
   "accounts-per-connection": {
     key: "accountsPerConnection",

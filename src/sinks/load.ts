@@ -1,6 +1,6 @@
 import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
-import type { Config } from "../config.js";
+import { type Config, redactUrl } from "../config.js";
 import type { Logger } from "../logger.js";
 import { FileSink } from "./file.js";
 import { HttpSink } from "./http.js";
@@ -36,7 +36,15 @@ async function loadSink(name: string, config: Config, logger: Logger): Promise<S
   if (name === "file") return FileSink.open(sinks.fileDir);
   if (name === "stdout") return new StdoutSink();
   if (name === "http" && sinks.http) return new HttpSink(sinks.http);
-  if (name === "postgres" && sinks.postgres) return PostgresSink.open(sinks.postgres);
+  if (name === "postgres" && sinks.postgres) {
+    const target = sinks.postgres;
+    // Named by the variable it came from: without POSTGRES_SINK_URL it is STORE_URL's.
+    return PostgresSink.open(target).catch((error: unknown) => {
+      throw new Error(`${target.variable}=${redactUrl(target.url)}: ${(error as Error).message}`, {
+        cause: error,
+      });
+    });
+  }
   if (name.startsWith("module:"))
     return loadModuleSink(name.slice("module:".length), config, logger);
   throw new Error(`SINKS: sink "${name}" is not configured`);

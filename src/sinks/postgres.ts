@@ -1,5 +1,4 @@
 import type pg from "pg";
-import { redactUrl } from "../config.js";
 import { ReceiverError } from "../errors.js";
 import { migrate } from "../postgres/migrate.js";
 import { createPool, inTransaction, type PostgresTarget } from "../postgres/pool.js";
@@ -25,12 +24,9 @@ export class PostgresSink implements Sink {
       await migrate(pool, target.schema, SINK_MIGRATIONS);
     } catch (error) {
       await pool.end().catch(() => undefined);
-      throw new Error(
-        `POSTGRES_SINK_URL=${redactUrl(target.url)}: the postgres sink could not be set up: ${describePgError(error)}`,
-        {
-          cause: error,
-        },
-      );
+      throw new Error(`the postgres sink could not be set up: ${describePgError(error)}`, {
+        cause: error,
+      });
     }
     return new PostgresSink(pool);
   }

@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from "vitest";
+import { freePort } from "../support/child-service.js";
 import { type Harness, makeCallback, startHarness } from "../support/harness.js";
 import { simulatorToken } from "../support/simulator-token.js";
 import { waitFor } from "../support/wait-for.js";
@@ -179,9 +180,10 @@ describe("callback → inbox → finAPI → file sink", () => {
   });
 
   it("names the URL variable when a finAPI host cannot be reached", async () => {
+    // A port that was free a moment ago: nothing listens, the connection is refused at once.
+    const port = await freePort();
     harness = await startHarness({
-      // Port 9 (discard) on loopback: nothing listens, the connection is refused at once.
-      env: { FINAPI_TOKEN_URL: "http://127.0.0.1:9/api/v2/oauth/token", MAX_ATTEMPTS: "1" },
+      env: { FINAPI_TOKEN_URL: `http://127.0.0.1:${port}/api/v2/oauth/token`, MAX_ATTEMPTS: "1" },
     });
     const accepted = await harness.post(makeCallback());
     const job = await harness.waitForJob(accepted.body.id, "dead");
