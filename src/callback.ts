@@ -22,16 +22,44 @@ export const safeId = requiredString().regex(
 export const SUCCESSFUL_STATUS = "SUCCESSFUL";
 
 /**
+ * Deepest nesting of arrays and objects a callback may have. finAPI's is flat; unknown
+ * fields may add a little. Without a bound, 40 KB of `[[[…]]]` (20,000 levels) parses but
+ * overflows the stack when it is serialised for the inbox.
+ */
+export const MAX_CALLBACK_DEPTH = 32;
+
+/** Whether `value` nests deeper than `max` levels; iterative, so it cannot overflow itself. */
+export function nestsDeeperThan(value: unknown, max: number): boolean {
+  const pending: [unknown, number][] = [[value, 0]];
+  for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+    const [item, depth] = next;
+    if (typeof item !== "object" || item === null) continue;
+    if (depth >= max) return true;
+    for (const child of Object.values(item)) pending.push([child, depth + 1]);
+  }
+  return false;
+}
+
+/**
  * finAPI's callback body. Unknown fields are kept (finAPI may add some);
  * `status` is any non-empty string because finAPI may add values.
  */
-export const callbackSchema = z.looseObject({
-  processToken: safeId,
-  kreditCheckId: safeId,
-  status: requiredString().min(1, "must be a non-empty string"),
-  clientReference: optionalString(),
-  errorMessage: optionalString(),
-});
+export const callbackSchema = z
+  .looseObject({
+    processToken: safeId,
+    kreditCheckId: safeId,
+    status: requiredString().min(1, "must be a non-empty string"),
+    clientReference: optionalString(),
+    errorMessage: optionalString(),
+  })
+  .superRefine((callback, ctx) => {
+    if (nestsDeeperThan(callback, MAX_CALLBACK_DEPTH)) {
+      ctx.addIssue({
+        code: "custom",
+        message: `nests arrays or objects deeper than ${MAX_CALLBACK_DEPTH} levels`,
+      });
+    }
+  });
 
 export type Callback = z.infer<typeof callbackSchema>;
 

@@ -42,6 +42,22 @@ describe("POST /callbacks/kreditcheck", () => {
     expect(job?.callback.status).toBe("SOMETHING_NEW");
   });
 
+  it("keeps an unknown field nested up to the depth limit (32 levels), and refuses one level more", async () => {
+    const nested = (levels: number): unknown =>
+      Array.from({ length: levels }).reduce<unknown>((inner) => [inner], "x");
+    // The callback object is level 0, so 31 arrays inside a field reach level 32.
+    const deepest = makeCallback({ extra: nested(31) });
+    const kept = await harness.post(deepest);
+    expect(kept.status).toBe(202);
+    expect((await harness.service.inbox.get(kept.body.id as string))?.callback).toEqual(deepest);
+    const refused = await harness.post(makeCallback({ extra: nested(32) }));
+    expect(refused.status).toBe(400);
+    expect(refused.body).toMatchObject({
+      error: "invalid_callback",
+      details: [{ message: expect.stringContaining("deeper than 32 levels") }],
+    });
+  });
+
   it("accepts a callback without clientReference and errorMessage", async () => {
     const { clientReference: _c, errorMessage: _e, ...minimal } = makeCallback();
     expect((await harness.post(minimal)).status).toBe(202);

@@ -107,6 +107,23 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
       expect((await inbox.countByState()).pending).toBe(200);
     });
 
+    it("fails only the callback that cannot be stored, not the others of its batch", async () => {
+      // A value JSON cannot hold (the HTTP edge refuses such input; this is the store's own guard).
+      const unstorable = { ...callback(), extra: 1n } as unknown as Callback;
+      const fine = [callback(), callback()];
+      const results = await Promise.allSettled([
+        inbox.enqueue(fine[0] as Callback, new Date()),
+        inbox.enqueue(unstorable, new Date()),
+        inbox.enqueue(fine[1] as Callback, new Date()),
+      ]);
+      expect(results.map((result) => result.status)).toEqual([
+        "fulfilled",
+        "rejected",
+        "fulfilled",
+      ]);
+      expect((await inbox.countByState()).pending).toBe(2);
+    });
+
     it("tells onEnqueued listeners once a job is stored", async () => {
       let calls = 0;
       const unsubscribe = inbox.onEnqueued(() => {

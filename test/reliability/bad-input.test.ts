@@ -144,6 +144,10 @@ function cases(): Case[] {
     invalid("an id nested 5,000 arrays deep", deep("processToken", 5000)),
     invalid("an id nested 20,000 arrays deep", deep("kreditCheckId", 20_000)),
     invalid("an object nested 5,000 deep", `${'{"a":'.repeat(5000)}1${"}".repeat(5000)}`),
+    // Unknown fields are kept, so their depth is bounded: 20,000 levels parse, but would
+    // overflow the stack when serialised for the inbox.
+    invalid("an unknown field nested 20,000 arrays deep", deep("extra", 20_000)),
+    invalid("an unknown field nested 32 arrays deep (33 levels in all)", deep("extra", 32)),
   );
   // Valid JSON, but not an object: the schema refuses it, not the JSON parser.
   for (const body of ["null", "1", '"text"', "true"]) {

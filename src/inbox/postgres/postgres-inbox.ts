@@ -31,6 +31,8 @@ const CHANNEL = "kreditcheck_jobs";
 
 interface QueuedEnqueue {
   callback: Callback;
+  /** The callback as stored, serialised before it joins a batch (see enqueue). */
+  text: string;
   receivedAt: Date;
   resolve: (result: EnqueueResult) => void;
   reject: (error: Error) => void;
@@ -85,8 +87,15 @@ export class PostgresInbox implements Inbox {
 
   enqueue(callback: Callback, receivedAt: Date): Promise<EnqueueResult> {
     if (this.closed) return Promise.reject(new StoreUnavailableError("inbox is closed"));
+    let text: string;
+    try {
+      // Here, not in the batch: a value that cannot be serialised fails alone.
+      text = JSON.stringify(callback);
+    } catch (error) {
+      return Promise.reject(error);
+    }
     return new Promise((resolve, reject) => {
-      this.queue.push({ callback, receivedAt, resolve, reject });
+      this.queue.push({ callback, text, receivedAt, resolve, reject });
       if (this.queue.length === 1) setImmediate(() => void this.flush());
     });
   }
@@ -121,7 +130,7 @@ export class PostgresInbox implements Inbox {
         rows.map((row) => row.id),
         rows.map((row) => row.callback.processToken),
         rows.map((row) => row.callback.kreditCheckId),
-        rows.map((row) => JSON.stringify(row.callback)),
+        rows.map((row) => row.text),
         rows.map((row) => row.receivedAt),
         CHANNEL,
         this.schema,

@@ -117,19 +117,22 @@ export class SqliteInbox implements Inbox {
   }
 
   async enqueue(callback: Callback, receivedAt: Date): Promise<EnqueueResult> {
-    const result = await this.write(() => this.insertOne(callback, receivedAt), true);
+    // Serialised here, not in the group commit: a value that cannot be must fail alone
+    // instead of rolling back every callback of its batch.
+    const text = JSON.stringify(callback);
+    const result = await this.write(() => this.insertOne(callback, text, receivedAt), true);
     if (!result.duplicate) this.notify();
     return result;
   }
 
-  private insertOne(callback: Callback, receivedAt: Date): EnqueueResult {
+  private insertOne(callback: Callback, text: string, receivedAt: Date): EnqueueResult {
     const id = newJobId();
     const now = this.clock();
     const info = this.statements.insert.run({
       id,
       processToken: callback.processToken,
       kreditCheckId: callback.kreditCheckId,
-      callback: JSON.stringify(callback),
+      callback: text,
       receivedAt: receivedAt.getTime(),
       now,
     });
