@@ -434,23 +434,31 @@ function postgresSinkTarget(
   return POSTGRES_URL.test(storeUrl) ? { url: storeUrl, schema, variable: "STORE_URL" } : undefined;
 }
 
+/** Query parameters that carry a secret (libpq's `password`, `sslpassword`, and the like). */
+const SECRET_PARAMETER = /pass|secret|token|key/i;
+
 /**
- * A URL fit for logs: the password, if any, replaced. A URL with an unencoded "@", "/",
- * "#" or "?" in its password is refused or misread by the URL parser; such a one is masked
- * from the first ":" after the user name to the last "@", which may hide more than the
- * password but never shows part of it.
+ * A URL fit for logs: the password, if any, and secret query parameters replaced. A URL
+ * with an unencoded "@", "/", "#" or "?" in its password is refused or misread by the URL
+ * parser; such a one is masked from the first ":" after the user name to the last "@",
+ * which may hide more than the password but never shows part of it.
  */
 export function redactUrl(url: string): string {
   if (url.indexOf("@") === url.lastIndexOf("@")) {
     try {
       const parsed = new URL(url);
       if (parsed.password) parsed.password = "***";
+      for (const name of [...parsed.searchParams.keys()]) {
+        if (SECRET_PARAMETER.test(name)) parsed.searchParams.set(name, "***");
+      }
       return parsed.toString();
     } catch {
       // masked below
     }
   }
-  return url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:@/]*:).*@/i, "$1***@");
+  return url
+    .replace(/^([a-z][a-z0-9+.-]*:\/\/[^:@/]*:).*@/i, "$1***@")
+    .replace(/([?&][^=&#]*(?:pass|secret|token|key)[^=&#]*=)[^&#]*/gi, "$1***");
 }
 
 function stripSlash(url: string): string {

@@ -233,6 +233,13 @@ export async function startService(
     },
     "kreditcheck-receiver listening",
   );
+  if (typeof config.http.trustProxy === "number") {
+    // Express then believes X-Forwarded-For from any peer: safe only behind the proxy.
+    logger.warn(
+      { trustProxy: config.http.trustProxy },
+      "TRUST_PROXY is a hop count: anyone who reaches PORT without passing the proxy can claim an allowed address in X-Forwarded-For; set TRUST_PROXY to the proxy's address or CIDR instead, or make sure PORT is reachable only through the proxy",
+    );
+  }
 
   let closing: Promise<void> | undefined;
   const close = () => {

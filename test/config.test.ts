@@ -86,6 +86,13 @@ describe("loadConfig", () => {
     expect(redactUrl("postgres://app:p/w@db/x")).toBe("postgres://app:***@db/x");
     expect(redactUrl("postgres://app:p@s#s@db/x")).toBe("postgres://app:***@db/x");
     expect(redactUrl("postgres://app@db/x")).toBe("postgres://app@db/x");
+    // libpq takes the password from the query too.
+    expect(redactUrl("postgres://app@db/x?password=s3cret&sslmode=require")).toBe(
+      "postgres://app@db/x?password=***&sslmode=require",
+    );
+    expect(redactUrl("postgres://a:b/c@db/x?sslpassword=s3cret")).toBe(
+      "postgres://a:***@db/x?sslpassword=***",
+    );
   });
 
   it("rejects a result path without its placeholders", () => {

@@ -60,6 +60,22 @@ describe("who may send callbacks", () => {
       });
     expect((await viaProxy("198.51.100.7")).status).toBe(202);
     expect((await viaProxy("203.0.113.7")).status).toBe(403);
+    expect(harness.logs.text()).not.toContain("TRUST_PROXY is a hop count");
+  });
+
+  it("warns at start that a hop count believes X-Forwarded-For from anyone who reaches PORT", async () => {
+    harness = await startHarness({
+      env: { ALLOWED_CIDRS: "198.51.100.0/24", TRUST_PROXY: "1" },
+      service: { worker: false },
+    });
+    // The risk it warns of: a direct sender (no proxy) claims an allowed address.
+    const direct = await rawPost(callbackUrl(), JSON.stringify(makeCallback()), {
+      localAddress: "127.0.0.1",
+      headers: { "X-Forwarded-For": "198.51.100.7" },
+    });
+    expect(direct.status).toBe(202);
+    const warning = harness.logs.lines().find((line) => line.level === 40 && line.trustProxy === 1);
+    expect(String(warning?.msg)).toContain("TRUST_PROXY is a hop count");
   });
 
   it("allows only loopback by default", () => {

@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
@@ -26,6 +26,25 @@ defineInboxContract("SQLite", async () => {
       if (!failed) await rm(dir, { recursive: true, force: true });
     },
   };
+});
+
+describe("SQLite inbox: who may read it", () => {
+  it("makes its folder 0750 and its files 0600: they hold callbacks and failed bundles", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "kcr-inbox-mode-"));
+    const path = join(dir, "data", "inbox.db");
+    const inbox = new SqliteInbox({ path });
+    try {
+      await inbox.enqueue(makeCallback() as never, new Date());
+      const mode = async (file: string) => (await stat(file)).mode & 0o777;
+      expect(await mode(join(dir, "data"))).toBe(0o750 & ~process.umask());
+      for (const file of [path, `${path}-wal`, `${path}-shm`]) {
+        expect({ file, mode: await mode(file) }).toEqual({ file, mode: 0o600 });
+      }
+    } finally {
+      await inbox.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
 });
 
 describe("SQLite inbox: durability of the worker's bookkeeping", () => {

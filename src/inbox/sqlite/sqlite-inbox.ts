@@ -1,4 +1,4 @@
-import { mkdirSync } from "node:fs";
+import { closeSync, mkdirSync, openSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
 import type { Callback } from "../../callback.js";
@@ -85,7 +85,7 @@ export class SqliteInbox implements Inbox {
 
   constructor(options: SqliteInboxOptions) {
     this.clock = options.clock ?? Date.now;
-    if (options.path !== ":memory:") mkdirSync(dirname(options.path), { recursive: true });
+    if (options.path !== ":memory:") createPrivately(options.path);
     this.db = new Database(options.path);
     this.db.pragma("journal_mode = WAL");
     this.db.pragma("synchronous = FULL");
@@ -377,6 +377,20 @@ export class SqliteInbox implements Inbox {
     } catch (error) {
       throw new StoreUnavailableError(`inbox read failed: ${messageOf(error)}`, { cause: error });
     }
+  }
+}
+
+/**
+ * The inbox holds callbacks and, for jobs whose delivery failed, whole bundles (bank data):
+ * a folder it makes is 0750 and a new file 0600 (SQLite gives its -wal and -shm files the
+ * database file's mode). An existing file keeps the mode the operator gave it.
+ */
+function createPrivately(path: string): void {
+  mkdirSync(dirname(path), { recursive: true, mode: 0o750 });
+  try {
+    closeSync(openSync(path, "wx", 0o600));
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
   }
 }
 
