@@ -50,6 +50,16 @@ const required = (name: string) =>
   z.string({ error: `${name} is required` }).min(1, `${name} is required`);
 
 /** The environment, exactly as operators write it: one key per variable. */
+/** Shortest signing key a whsec_ secret may decode to: an empty or tiny key signs nothing. */
+const MIN_WEBHOOK_KEY_BYTES = 16;
+
+function isWebhookKey(base64: string): boolean {
+  return (
+    /^[A-Za-z0-9+/]+={0,2}$/.test(base64) &&
+    Buffer.from(base64, "base64").length >= MIN_WEBHOOK_KEY_BYTES
+  );
+}
+
 const envSchema = z.object({
   NODE_ENV: z.enum(["development", "production", "test"]).default("development"),
   HOST: z.string().min(1).default("0.0.0.0"),
@@ -133,7 +143,14 @@ const envSchema = z.object({
   SINKS: z.string().min(1).default("file").transform(parseSinkNames),
   FILE_SINK_DIR: z.string().min(1).default("./data/results"),
   HTTP_SINK_URL: optionalUrl,
-  HTTP_SINK_SECRET: z.string().min(1).optional(),
+  HTTP_SINK_SECRET: z
+    .string()
+    .min(1)
+    .refine(
+      (secret) => !secret.startsWith("whsec_") || isWebhookKey(secret.slice("whsec_".length)),
+      `a whsec_ secret must be followed by base64 of at least ${MIN_WEBHOOK_KEY_BYTES} bytes (the Standard Webhooks format; e.g. whsec_ + \`openssl rand -base64 32\`)`,
+    )
+    .optional(),
   HTTP_SINK_TIMEOUT_MS: int(100, 10_000),
   POSTGRES_SINK_URL: z.string().regex(POSTGRES_URL, "must be a postgres:// URL").optional(),
   FETCH_DOCUMENTS: z.string().default("").transform(parseDocumentNames),

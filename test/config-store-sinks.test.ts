@@ -40,6 +40,18 @@ describe("configuration of the store and the sinks", () => {
     ]);
   });
 
+  it("refuses a whsec_ secret that decodes to no real key (anyone could sign with it)", () => {
+    const http = { SINKS: "http", HTTP_SINK_URL: "http://127.0.0.1:9/hook" };
+    for (const secret of ["whsec_", "whsec_a", "whsec_!!!!", "whsec_c2hvcnQ="]) {
+      expect(problemsOf({ ...http, HTTP_SINK_SECRET: secret }), secret).toEqual([
+        expect.stringMatching(/^HTTP_SINK_SECRET: a whsec_ secret must be followed by base64/),
+      ]);
+    }
+    const key = Buffer.alloc(24, 7).toString("base64");
+    expect(problemsOf({ ...http, HTTP_SINK_SECRET: `whsec_${key}` })).toEqual([]);
+    expect(problemsOf({ ...http, HTTP_SINK_SECRET: "any plain secret" })).toEqual([]);
+  });
+
   it("writes the postgres sink into the PostgreSQL store unless POSTGRES_SINK_URL says otherwise", () => {
     expect(problemsOf({ SINKS: "postgres" })).toEqual([
       expect.stringContaining("POSTGRES_SINK_URL is required when SINKS names postgres"),

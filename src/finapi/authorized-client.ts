@@ -60,7 +60,12 @@ export class AuthorizedClient {
       const issues = parsed.error.issues.map(
         (issue) => `${issue.path.join(".")}: ${issue.message}`,
       );
-      throw invalidResponseError(context, issues.join("; "));
+      // JSON of the wrong shape is likely a real result (account data): its size goes into
+      // the job's last error and the log, not its text. A non-JSON page is shown above.
+      throw invalidResponseError(
+        { ...context, body: undefined },
+        `${issues.join("; ")} (body of ${Buffer.byteLength(text)} bytes not shown: it may hold account data)`,
+      );
     }
     return body as T;
   }
