@@ -2,10 +2,28 @@ import type { RequestHandler } from "express";
 import { secretsEqual } from "../http/callback-secret.js";
 import { sendError } from "../http/send-error.js";
 
-/** `Authorization: Bearer ${ADMIN_TOKEN}` when a token is configured; open otherwise. */
+/** Host names that can only mean this machine. */
+const LOOPBACK_HOST = /^(localhost|127(\.\d{1,3}){3}|\[::1\])$/i;
+
+/**
+ * `Authorization: Bearer ${ADMIN_TOKEN}` when a token is configured. Without one (the
+ * admin port then listens on loopback only) a request must be addressed to a loopback
+ * name: a web page the operator opens could otherwise point a name of its own at
+ * 127.0.0.1 (DNS rebinding) and read the jobs, bundles included, through the browser.
+ */
 export function requireAdminToken(token: string | undefined): RequestHandler {
   return (req, res, next) => {
-    if (token === undefined) return next();
+    if (token === undefined) {
+      const host = req.hostname;
+      // No Host header at all is not a browser.
+      if (host === undefined || LOOPBACK_HOST.test(host)) return next();
+      sendError(res, 403, "forbidden", [
+        {
+          message: `the request is addressed to ${JSON.stringify(host)}: without ADMIN_TOKEN the admin API answers only requests to localhost, 127.0.0.1 or [::1] (a guard against DNS rebinding); use one of those, or set ADMIN_TOKEN`,
+        },
+      ]);
+      return;
+    }
     const header = req.get("authorization") ?? "";
     const given = header.toLowerCase().startsWith("bearer ") ? header.slice(7).trim() : "";
     if (secretsEqual(given, token)) return next();

@@ -1,5 +1,6 @@
 import { execFile } from "node:child_process";
 import { writeFile } from "node:fs/promises";
+import { request } from "node:http";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterEach, describe, expect, it } from "vitest";
@@ -94,6 +95,28 @@ describe("admin port", () => {
     ).toBe(200);
     expect((await admin("/healthz")).status).toBe(200);
     expect((await admin("/metrics")).status).toBe(200);
+  });
+
+  it("without ADMIN_TOKEN answers the jobs API only for loopback host names (no DNS rebinding)", async () => {
+    harness = await startHarness({ service: { worker: false } });
+    const port = new URL(harness.service.adminUrl).port;
+    const statusFor = (host: string) =>
+      new Promise<number>((resolve, reject) => {
+        request(
+          { host: "127.0.0.1", port, path: "/admin/jobs", headers: { Host: host } },
+          (res) => {
+            res.resume();
+            resolve(res.statusCode ?? 0);
+          },
+        )
+          .on("error", reject)
+          .end();
+      });
+    // What a page on attacker.example sends once its name points at 127.0.0.1.
+    expect(await statusFor(`attacker.example:${port}`)).toBe(403);
+    for (const host of [`localhost:${port}`, `127.0.0.1:${port}`, `[::1]:${port}`]) {
+      expect({ host, status: await statusFor(host) }).toEqual({ host, status: 200 });
+    }
   });
 
   it("lists, shows and retries a dead job until it is delivered", async () => {
