@@ -28,14 +28,25 @@ export const SUCCESSFUL_STATUS = "SUCCESSFUL";
  */
 export const MAX_CALLBACK_DEPTH = 32;
 
-/** Whether `value` nests deeper than `max` levels; iterative, so it cannot overflow itself. */
+/**
+ * Whether `value` nests containers (arrays, objects) more than `max` deep, the outermost
+ * counting as level 0. Iterative, so it cannot overflow itself; only containers are
+ * queued, so a 64 KiB body of scalars costs a walk, not an allocation per value.
+ */
 export function nestsDeeperThan(value: unknown, max: number): boolean {
-  const pending: [unknown, number][] = [[value, 0]];
-  for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
-    const [item, depth] = next;
-    if (typeof item !== "object" || item === null) continue;
+  if (typeof value !== "object" || value === null) return false;
+  const containers: object[] = [value];
+  const depths: number[] = [0];
+  for (let item = containers.pop(); item !== undefined; item = containers.pop()) {
+    const depth = depths.pop() ?? 0;
     if (depth >= max) return true;
-    for (const child of Object.values(item)) pending.push([child, depth + 1]);
+    const children = Array.isArray(item) ? item : Object.values(item);
+    for (const child of children) {
+      if (typeof child === "object" && child !== null) {
+        containers.push(child);
+        depths.push(depth + 1);
+      }
+    }
   }
   return false;
 }

@@ -49,7 +49,6 @@ const MAX_RETENTION_MS = 100 * 365 * DAY_MS;
 const required = (name: string) =>
   z.string({ error: `${name} is required` }).min(1, `${name} is required`);
 
-/** The environment, exactly as operators write it: one key per variable. */
 /** Shortest signing key a whsec_ secret may decode to: an empty or tiny key signs nothing. */
 const MIN_WEBHOOK_KEY_BYTES = 16;
 
@@ -60,6 +59,7 @@ function isWebhookKey(base64: string): boolean {
   );
 }
 
+/** The environment, exactly as operators write it: one key per variable. */
 const envSchema = z.object({
   NODE_ENV: z.enum(["development", "production", "test"]).default("development"),
   HOST: z.string().min(1).default("0.0.0.0"),
@@ -148,7 +148,7 @@ const envSchema = z.object({
     .min(1)
     .refine(
       (secret) => !secret.startsWith("whsec_") || isWebhookKey(secret.slice("whsec_".length)),
-      `a whsec_ secret must be followed by base64 of at least ${MIN_WEBHOOK_KEY_BYTES} bytes (the Standard Webhooks format; e.g. whsec_ + \`openssl rand -base64 32\`)`,
+      `a whsec_ secret must be followed by standard base64 (A-Z a-z 0-9 + /, not URL-safe - _) of at least ${MIN_WEBHOOK_KEY_BYTES} bytes (the Standard Webhooks format; e.g. whsec_ + \`openssl rand -base64 32\`)`,
     )
     .optional(),
   HTTP_SINK_TIMEOUT_MS: int(100, 10_000),
@@ -451,8 +451,8 @@ function postgresSinkTarget(
   return POSTGRES_URL.test(storeUrl) ? { url: storeUrl, schema, variable: "STORE_URL" } : undefined;
 }
 
-/** Query parameters that carry a secret (libpq's `password`, `sslpassword`, and the like). */
-const SECRET_PARAMETER = /pass|secret|token|key/i;
+/** The value of a query parameter that carries a secret (libpq's `password`, `sslpassword`, …). */
+const SECRET_QUERY_VALUE = /([?&][^=&#]*(?:pass|secret|token|key)[^=&#]*=)[^&#]*/gi;
 
 /**
  * A URL fit for logs: the password, if any, and secret query parameters replaced. A URL
@@ -465,9 +465,8 @@ export function redactUrl(url: string): string {
     try {
       const parsed = new URL(url);
       if (parsed.password) parsed.password = "***";
-      for (const name of [...parsed.searchParams.keys()]) {
-        if (SECRET_PARAMETER.test(name)) parsed.searchParams.set(name, "***");
-      }
+      // The values only, by pattern: URLSearchParams would re-encode the whole query.
+      parsed.search = parsed.search.replace(SECRET_QUERY_VALUE, "$1***");
       return parsed.toString();
     } catch {
       // masked below
@@ -475,7 +474,7 @@ export function redactUrl(url: string): string {
   }
   return url
     .replace(/^([a-z][a-z0-9+.-]*:\/\/[^:@/]*:).*@/i, "$1***@")
-    .replace(/([?&][^=&#]*(?:pass|secret|token|key)[^=&#]*=)[^&#]*/gi, "$1***");
+    .replace(SECRET_QUERY_VALUE, "$1***");
 }
 
 function stripSlash(url: string): string {

@@ -233,7 +233,7 @@ export async function startService(
     },
     "kreditcheck-receiver listening",
   );
-  if (typeof config.http.trustProxy === "number") {
+  if (typeof config.http.trustProxy === "number" && config.http.trustProxy > 0) {
     // Express then believes X-Forwarded-For from any peer: safe only behind the proxy.
     logger.warn(
       { trustProxy: config.http.trustProxy },

@@ -93,6 +93,10 @@ describe("loadConfig", () => {
     expect(redactUrl("postgres://a:b/c@db/x?sslpassword=s3cret")).toBe(
       "postgres://a:***@db/x?sslpassword=***",
     );
+    // The rest of the query stays as written.
+    expect(redactUrl("postgres://u@db/x?options=-c%20a=b~&password=p&x=1+2")).toBe(
+      "postgres://u@db/x?options=-c%20a=b~&password=***&x=1+2",
+    );
   });
 
   it("rejects a result path without its placeholders", () => {

@@ -3,7 +3,7 @@ import { secretsEqual } from "../http/callback-secret.js";
 import { sendError } from "../http/send-error.js";
 
 /** Host names that can only mean this machine. */
-const LOOPBACK_HOST = /^(localhost|127(\.\d{1,3}){3}|\[::1\])$/i;
+const LOOPBACK_HOST = /^(localhost\.?|127(\.\d{1,3}){3}\.?|\[::1\])$/i;
 
 /**
  * `Authorization: Bearer ${ADMIN_TOKEN}` when a token is configured. Without one (the

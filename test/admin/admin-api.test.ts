@@ -114,7 +114,12 @@ describe("admin port", () => {
       });
     // What a page on attacker.example sends once its name points at 127.0.0.1.
     expect(await statusFor(`attacker.example:${port}`)).toBe(403);
-    for (const host of [`localhost:${port}`, `127.0.0.1:${port}`, `[::1]:${port}`]) {
+    for (const host of [
+      `localhost:${port}`,
+      `localhost.:${port}`,
+      `127.0.0.1:${port}`,
+      `[::1]:${port}`,
+    ]) {
       expect({ host, status: await statusFor(host) }).toEqual({ host, status: 200 });
     }
   });

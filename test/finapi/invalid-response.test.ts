@@ -3,6 +3,7 @@ import type { AddressInfo } from "node:net";
 import express from "express";
 import { afterEach, describe, expect, it } from "vitest";
 import { type Harness, makeCallback, startHarness } from "../support/harness.js";
+import { waitFor } from "../support/wait-for.js";
 
 /** A stand-in Process Controller that answers 200 with whatever body the test sets. */
 async function fakeProcessCtrl(
@@ -56,6 +57,8 @@ describe("an answer from finAPI that is not what the receiver expects", () => {
     expect(job.lastError).toContain("bankConnections");
     expect(job.lastError).toContain(`body of ${body.length} bytes not shown`);
     expect(job.lastError).not.toContain("DE02120300000000202051");
+    // The worker logs the dead job just after storing it: wait for that line, then look.
+    await waitFor(() => harness?.logs.text().includes("job is dead"), "the 'job is dead' log line");
     expect(harness.logs.text()).not.toContain("DE02120300000000202051");
   });
 });

@@ -45,7 +45,7 @@ describe("POST /callbacks/kreditcheck", () => {
   it("keeps an unknown field nested up to the depth limit (32 levels), and refuses one level more", async () => {
     const nested = (levels: number): unknown =>
       Array.from({ length: levels }).reduce<unknown>((inner) => [inner], "x");
-    // The callback object is level 0, so 31 arrays inside a field reach level 32.
+    // The callback object is level 0, so the innermost of 31 arrays is level 31: the 32nd level.
     const deepest = makeCallback({ extra: nested(31) });
     const kept = await harness.post(deepest);
     expect(kept.status).toBe(202);
