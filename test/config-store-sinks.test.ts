@@ -44,7 +44,9 @@ describe("configuration of the store and the sinks", () => {
     const http = { SINKS: "http", HTTP_SINK_URL: "http://127.0.0.1:9/hook" };
     for (const secret of ["whsec_", "whsec_a", "whsec_!!!!", "whsec_c2hvcnQ="]) {
       expect(problemsOf({ ...http, HTTP_SINK_SECRET: secret }), secret).toEqual([
-        expect.stringMatching(/^HTTP_SINK_SECRET: a whsec_ secret must be followed by standard base64/),
+        expect.stringMatching(
+          /^HTTP_SINK_SECRET: a whsec_ secret must be followed by standard base64/,
+        ),
       ]);
     }
     const key = Buffer.alloc(24, 7).toString("base64");
