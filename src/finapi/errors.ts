@@ -44,7 +44,7 @@ function notFoundFix(endpoint: FinapiEndpoint): string {
   if (endpoint === "account_pdf" || endpoint === "dac_zip") {
     return `finAPI has no ${endpoint} for this check; if your checks never have one, remove it from FETCH_DOCUMENTS.`;
   }
-  return checkUrlFix(endpoint, "if this happens for every check,");
+  return checkUrlFix(endpoint, "If this happens for every check,");
 }
 
 function build(
@@ -126,7 +126,7 @@ export function networkError(
     context,
     timedOut
       ? `finAPI may be slow or down (it is retried); if every call times out, raise FINAPI_TIMEOUT_MS or check ${URL_SETTING[context.endpoint].variable}.`
-      : checkUrlFix(context.endpoint, "it is retried; if it persists,"),
+      : checkUrlFix(context.endpoint, "If this keeps happening,"),
     cause,
   );
 }

@@ -40,7 +40,7 @@ export function decideRetry(
   if (job.attempts >= policy.maxAttempts) {
     return {
       action: "dead",
-      reason: `gave up after ${job.attempts} attempts (MAX_ATTEMPTS=${policy.maxAttempts}); last error: ${described}`,
+      reason: `gave up after ${attemptsText(job.attempts)} (MAX_ATTEMPTS=${policy.maxAttempts}); last error: ${described}`,
     };
   }
   const delayMs = backoffDelay(job.attempts, policy, error.retryAfterMs, random);
@@ -51,4 +51,9 @@ export function decideRetry(
     };
   }
   return { action: "retry", runAt: new Date(now + delayMs), delayMs };
+}
+
+/** "1 attempt", "3 attempts". */
+export function attemptsText(count: number): string {
+  return `${count} attempt${count === 1 ? "" : "s"}`;
 }

@@ -5,7 +5,7 @@ import { type Inbox, type Job, type JobProgress, LeaseLostError } from "../inbox
 import type { Logger } from "../logger.js";
 import type { LoadGauge } from "./ingest-pressure.js";
 import type { CheckRun } from "./process-check.js";
-import { decideRetry, type RetryPolicy } from "./retry.js";
+import { attemptsText, decideRetry, type RetryPolicy } from "./retry.js";
 
 export type JobOutcome = "done" | "retry" | "dead" | "released" | "lease_lost" | "store_error";
 
@@ -273,7 +273,7 @@ export class Worker {
     const { job, controller } = entry;
     if (job.attempts > policy.maxAttempts) {
       // The previous owner died (or lost its lease) on the last attempt.
-      const reason = `gave up after ${job.attempts - 1} attempts (MAX_ATTEMPTS=${policy.maxAttempts}); the last attempt's worker stopped before it finished; last error: ${job.lastError ?? "none recorded"}`;
+      const reason = `gave up after ${attemptsText(job.attempts - 1)} (MAX_ATTEMPTS=${policy.maxAttempts}); the last attempt's worker stopped before it finished; last error: ${job.lastError ?? "none recorded"}`;
       await this.asOwner(entry, (owner) => inbox.fail(job.id, owner, reason, progress));
       logger.error({ reason }, "job is dead");
       return "dead";

@@ -129,7 +129,8 @@ export class FileSink implements Sink {
 
   /** mkdir -p, then an fsync of each new folder's parent, so power loss cannot undo it. */
   private async makeFolder(): Promise<void> {
-    const firstCreated = await mkdir(this.dir, { recursive: true });
+    // 0750 like the inbox's folder: its file names are the checks' ids (the files are 0640).
+    const firstCreated = await mkdir(this.dir, { recursive: true, mode: 0o750 });
     if (firstCreated === undefined) return;
     for (let folder = this.dir; ; folder = dirname(folder)) {
       await syncDirectory(dirname(folder));

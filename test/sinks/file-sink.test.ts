@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, readFile, rm, utimes, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -43,6 +43,15 @@ describe("FileSink", () => {
     expect(JSON.parse(await readFile(join(target, "kc-1.json"), "utf8"))).toEqual(
       bundleFor("kc-1"),
     );
+  });
+
+  it("makes its folders 0750 and its files 0640: the names are check ids, the contents bank data", async () => {
+    const target = join(dir, "data", "results");
+    await (await FileSink.open(target)).deliver(bundleFor("kc-mode"));
+    const mode = async (path: string) => (await stat(path)).mode & 0o777;
+    expect(await mode(join(dir, "data"))).toBe(0o750 & ~process.umask());
+    expect(await mode(target)).toBe(0o750 & ~process.umask());
+    expect(await mode(join(target, "kc-mode.json"))).toBe(0o640 & ~process.umask());
   });
 
   it("makes the folder again when it was removed after the first bundle", async () => {
