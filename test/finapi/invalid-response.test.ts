@@ -33,13 +33,18 @@ describe("an answer from finAPI that is not what the receiver expects", () => {
     fake = undefined;
   });
 
-  it("gives up on a body that is not JSON, naming the problem, the X-Request-Id and the body", async () => {
-    const body = "<html>maintenance</html>";
-    const processCtrl = await fakeProcessCtrl(body, "text/html");
+  /** Posts a callback while the Process Controller answers 200 with `body`; the dead job. */
+  async function deadJobWhenAnswered(body: string, contentType: string) {
+    const processCtrl = await fakeProcessCtrl(body, contentType);
     fake = processCtrl;
     harness = await startHarness({ env: { FINAPI_PROCESSCTRL_URL: processCtrl.url } });
     const accepted = await harness.post(makeCallback());
-    const job = await harness.waitForJob(accepted.body.id, "dead");
+    return harness.waitForJob(accepted.body.id, "dead");
+  }
+
+  it("gives up on a body that is not JSON, naming the problem, the X-Request-Id and the body", async () => {
+    const body = "<html>maintenance</html>";
+    const job = await deadJobWhenAnswered(body, "text/html");
     expect(job.lastError).toContain("finapi_invalid_response");
     expect(job.lastError).toContain("the body is not JSON");
     expect(job.lastError).toMatch(/X-Request-Id [0-9a-f-]{36}/);
@@ -48,17 +53,13 @@ describe("an answer from finAPI that is not what the receiver expects", () => {
 
   it("gives up on JSON of the wrong shape, naming the field but not showing the body (it may hold account data)", async () => {
     const body = '{"bankConnections":"oops","iban":"DE02120300000000202051"}';
-    const processCtrl = await fakeProcessCtrl(body, "application/json");
-    fake = processCtrl;
-    harness = await startHarness({ env: { FINAPI_PROCESSCTRL_URL: processCtrl.url } });
-    const accepted = await harness.post(makeCallback());
-    const job = await harness.waitForJob(accepted.body.id, "dead");
+    const job = await deadJobWhenAnswered(body, "application/json");
     expect(job.lastError).toContain("finapi_invalid_response");
     expect(job.lastError).toContain("bankConnections");
     expect(job.lastError).toContain(`body of ${body.length} bytes not shown`);
     expect(job.lastError).not.toContain("DE02120300000000202051");
     // The worker logs the dead job just after storing it: wait for that line, then look.
     await waitFor(() => harness?.logs.text().includes("job is dead"), "the 'job is dead' log line");
-    expect(harness.logs.text()).not.toContain("DE02120300000000202051");
+    expect(harness?.logs.text()).not.toContain("DE02120300000000202051");
   });
 });
