@@ -1,6 +1,7 @@
 import { ReceiverError } from "../errors.js";
+import { DOCUMENTS, type DocumentName } from "./documents.js";
 
-export type FinapiEndpoint = "token" | "kreditcheck" | "dac" | "account_pdf" | "dac_zip";
+export type FinapiEndpoint = "token" | "kreditcheck" | "dac" | DocumentName;
 
 export interface FinapiErrorContext {
   endpoint: FinapiEndpoint;
@@ -41,7 +42,7 @@ function checkUrlFix(endpoint: FinapiEndpoint, beginning: string): string {
  * before: its 404 means finAPI has no such document for this check, not a wrong URL.
  */
 function notFoundFix(endpoint: FinapiEndpoint): string {
-  if (endpoint === "account_pdf" || endpoint === "dac_zip") {
+  if (endpoint in DOCUMENTS) {
     return `finAPI has no ${endpoint} for this check; if your checks never have one, remove it from FETCH_DOCUMENTS.`;
   }
   return checkUrlFix(endpoint, "If this happens for every check,");
@@ -125,7 +126,7 @@ export function networkError(
     true,
     context,
     timedOut
-      ? `finAPI may be slow or down (it is retried); if every call times out, raise FINAPI_TIMEOUT_MS or check ${URL_SETTING[context.endpoint].variable}.`
+      ? `If every call times out, raise FINAPI_TIMEOUT_MS or check ${URL_SETTING[context.endpoint].variable}.`
       : checkUrlFix(context.endpoint, "If this keeps happening,"),
     cause,
   );

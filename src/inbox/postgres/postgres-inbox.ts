@@ -85,15 +85,10 @@ export class PostgresInbox implements Inbox {
     return inbox;
   }
 
-  enqueue(callback: Callback, receivedAt: Date): Promise<EnqueueResult> {
-    if (this.closed) return Promise.reject(new StoreUnavailableError("inbox is closed"));
-    let text: string;
-    try {
-      // Here, not in the batch: a value that cannot be serialised fails alone.
-      text = JSON.stringify(callback);
-    } catch (error) {
-      return Promise.reject(error);
-    }
+  async enqueue(callback: Callback, receivedAt: Date): Promise<EnqueueResult> {
+    if (this.closed) throw new StoreUnavailableError("inbox is closed");
+    // Here, not in the batch: a value that cannot be serialised fails alone.
+    const text = JSON.stringify(callback);
     return new Promise((resolve, reject) => {
       this.queue.push({ callback, text, receivedAt, resolve, reject });
       if (this.queue.length === 1) setImmediate(() => void this.flush());
