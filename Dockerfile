@@ -27,6 +27,8 @@ WORKDIR /app
 COPY --from=build --chown=node:node /app/node_modules ./node_modules
 COPY --from=build --chown=node:node /app/dist ./dist
 COPY --chown=node:node package.json ./
+# For `node dist/cli.js replay examples/callback.json` inside the container.
+COPY --chown=node:node examples ./examples
 RUN mkdir -p /data && chown node:node /data
 USER node
 VOLUME ["/data"]

@@ -28,11 +28,14 @@ export const FINAPI_PRESETS = {
 
 export const DEFAULT_KREDITCHECK_PATH = "/checks/{processToken}/kreditcheck/{kreditCheckId}";
 
-/** Whole decimal numbers only: " ", "0x50" or "1e3" are mistakes, not numbers. */
+/**
+ * Whole decimal numbers only: " ", "0x50" or "1e3" are mistakes, not numbers. A minus sign
+ * passes here so that "-1" is told it is below the minimum, not that it is not a number.
+ */
 const int = (min: number, fallback: number, max = Number.MAX_SAFE_INTEGER) =>
   z
     .string()
-    .regex(/^\d+$/, "must be a whole number")
+    .regex(/^-?\d+$/, "must be a whole number")
     .transform(Number)
     .pipe(z.number().int().min(min).max(max))
     .prefault(String(fallback));

@@ -122,6 +122,12 @@ describe("loadConfig", () => {
     ).toMatch(/^BACKOFF_BASE_MS/);
   });
 
+  it("tells a negative number that it is below the minimum, not that it is no number", () => {
+    const [problem] = problemsOf({ ...credentials, WORKER_CONCURRENCY: "-1" });
+    expect(problem).toMatch(/^WORKER_CONCURRENCY: .*>=\s?1/);
+    expect(problem).not.toContain("whole number");
+  });
+
   it("refuses addresses an operator would misread (octal, short forms) and proxy settings Express cannot use", () => {
     expect(problemsOf({ ...credentials, ALLOWED_CIDRS: "192.168.010.0/24" })[0]).toMatch(
       /^ALLOWED_CIDRS/,
