@@ -1,3 +1,4 @@
+import { existsSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
@@ -139,6 +140,21 @@ describe("start-up failures name the variable to fix", () => {
       `FILE_SINK_DIR=${target}: the file sink cannot write to ${target}`,
     );
   });
+
+  // Node's recursive mkdir spins forever where mkdir answers ENOENT below a folder that
+  // exists, as in /proc: start-up hung without a word (Linux only: it needs /proc).
+  it.runIf(existsSync("/proc/self"))(
+    "FILE_SINK_DIR or the SQLite folder where mkdir cannot work (/proc): an error, not a hang",
+    async () => {
+      await expect(start({ FILE_SINK_DIR: "/proc/kcr-nope/results" })).rejects.toThrow(
+        "FILE_SINK_DIR=/proc/kcr-nope/results: the file sink cannot write to /proc/kcr-nope/results (ENOENT",
+      );
+      await expect(start({ STORE_URL: "sqlite:/proc/kcr-nope/inbox.db" })).rejects.toThrow(
+        "STORE_URL=sqlite:/proc/kcr-nope/inbox.db: the SQLite inbox cannot be opened",
+      );
+    },
+    10_000,
+  );
 });
 
 async function freePort(): Promise<number> {

@@ -1,9 +1,10 @@
 import { randomBytes } from "node:crypto";
 import { constants } from "node:fs";
-import { access, mkdir, open, readdir, rename, rm, stat } from "node:fs/promises";
+import { access, open, readdir, rename, rm, stat } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { SAFE_ID_PATTERN } from "../callback.js";
 import { ReceiverError } from "../errors.js";
+import { makeFolders } from "../make-folders.js";
 import type { Bundle, Sink } from "./sink.js";
 
 /** File names of documents beside `<kreditCheckId>.json`. */
@@ -130,7 +131,7 @@ export class FileSink implements Sink {
   /** mkdir -p, then an fsync of each new folder's parent, so power loss cannot undo it. */
   private async makeFolder(): Promise<void> {
     // 0750 like the inbox's folder: its file names are the checks' ids (the files are 0640).
-    const firstCreated = await mkdir(this.dir, { recursive: true, mode: 0o750 });
+    const firstCreated = makeFolders(this.dir, 0o750);
     if (firstCreated === undefined) return;
     for (let folder = this.dir; ; folder = dirname(folder)) {
       await syncDirectory(dirname(folder));

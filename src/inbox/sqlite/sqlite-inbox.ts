@@ -1,7 +1,8 @@
-import { closeSync, mkdirSync, openSync } from "node:fs";
+import { closeSync, openSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
 import type { Callback } from "../../callback.js";
+import { makeFolders } from "../../make-folders.js";
 import {
   countsByState,
   type EnqueueResult,
@@ -386,7 +387,7 @@ export class SqliteInbox implements Inbox {
  * database file's mode). An existing file keeps the mode the operator gave it.
  */
 function createPrivately(path: string): void {
-  mkdirSync(dirname(path), { recursive: true, mode: 0o750 });
+  makeFolders(dirname(path), 0o750);
   try {
     closeSync(openSync(path, "wx", 0o600));
   } catch (error) {
