@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, statSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 
 /**
@@ -14,6 +14,10 @@ export function makeFolders(dir: string, mode: number): string | undefined {
   for (let folder = resolve(dir); !existsSync(folder); folder = dirname(folder)) {
     missing.push(folder);
     if (dirname(folder) === folder) break;
+  }
+  if (missing.length === 0 && !statSync(dir).isDirectory()) {
+    // access() would only say EACCES about a file where a folder should be.
+    throw Object.assign(new Error(`${resolve(dir)} is a file, not a folder`), { code: "ENOTDIR" });
   }
   missing.reverse();
   for (const folder of missing) {

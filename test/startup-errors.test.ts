@@ -141,6 +141,13 @@ describe("start-up failures name the variable to fix", () => {
     );
   });
 
+  it("FILE_SINK_DIR naming a file: says it is a file, not a folder", async () => {
+    const target = join(dir, "a-file");
+    await expect(start({ FILE_SINK_DIR: target })).rejects.toThrow(
+      `FILE_SINK_DIR=${target}: the file sink cannot write to ${target} (${target} is a file, not a folder)`,
+    );
+  });
+
   // Node's recursive mkdir spins forever where mkdir answers ENOENT below a folder that
   // exists, as in /proc: start-up hung without a word (Linux only: it needs /proc).
   it.runIf(existsSync("/proc/self"))(
