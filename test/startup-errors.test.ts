@@ -7,6 +7,7 @@ import Database from "better-sqlite3";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { loadConfig } from "../src/config.js";
 import { startService } from "../src/service.js";
+import { freePort } from "./support/child-service.js";
 import { captureLogs } from "./support/log-capture.js";
 
 /**
@@ -163,11 +164,3 @@ describe("start-up failures name the variable to fix", () => {
     10_000,
   );
 });
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
