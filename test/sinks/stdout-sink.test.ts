@@ -1,0 +1,109 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { PassThrough } from "node:stream";
+import { afterEach, describe, expect, it } from "vitest";
+import { type RunningSimulator, startSimulator } from "../../src/simulator/server.js";
+import type { Bundle } from "../../src/sinks/sink.js";
+import { StdoutSink } from "../../src/sinks/stdout.js";
+import { type ChildScript, freePort, serviceEnv, spawnService } from "../support/child-service.js";
+import { makeCallback } from "../support/harness.js";
+import { waitFor } from "../support/wait-for.js";
+
+const bundle: Bundle = {
+  callback: { processToken: "pt-1", kreditCheckId: "kc-1", status: "SUCCESSFUL" },
+  kreditCheck: { status: "SUCCESSFUL" },
+  dacReports: {},
+  problems: [],
+  receivedAt: "2026-01-01T00:00:00.000Z",
+  completedAt: "2026-01-01T00:00:01.000Z",
+  documents: [{ name: "account_pdf", contentType: "application/pdf", data: Buffer.from("%PDF") }],
+};
+
+describe("StdoutSink", () => {
+  it("prints one line per bundle, typed, with documents as base64", async () => {
+    const out = new PassThrough();
+    const chunks: string[] = [];
+    out.setEncoding("utf8").on("data", (chunk: string) => chunks.push(chunk));
+    await new StdoutSink(out).deliver(bundle);
+    const text = chunks.join("");
+    expect(text.endsWith("\n")).toBe(true);
+    expect(text.trimEnd().includes("\n")).toBe(false);
+    const line = JSON.parse(text) as { type: string; bundle: Record<string, unknown> };
+    expect(line.type).toBe("kreditcheck.bundle");
+    expect(line.bundle.callback).toEqual(bundle.callback);
+    expect(line.bundle.documents).toEqual([
+      { name: "account_pdf", contentType: "application/pdf", base64: "JVBERg==" },
+    ]);
+  });
+
+  it("fails a delivery as retryable, naming the cause, once its reader is gone", async () => {
+    const out = new PassThrough();
+    out.destroy();
+    const sink = new StdoutSink(out);
+    for (let attempt = 0; attempt < 2; attempt++) {
+      await expect(sink.deliver(bundle)).rejects.toMatchObject({
+        code: "stdout_closed",
+        retryable: true,
+      });
+    }
+  });
+});
+
+describe("SINKS=stdout when the program reading the service's output quits", () => {
+  let simulator: RunningSimulator | undefined;
+  let service: ChildScript | undefined;
+  let dir: string | undefined;
+  afterEach(async () => {
+    await service?.stop();
+    await simulator?.close();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it("keeps the service up and answering; the check waits with the cause as its last error", async () => {
+    simulator = await startSimulator();
+    dir = await mkdtemp(join(tmpdir(), "kcr-stdout-"));
+    const [port, adminPort] = [await freePort(), await freePort()];
+    service = await spawnService(
+      serviceEnv(simulator, dir, {
+        PORT: String(port),
+        ADMIN_PORT: String(adminPort),
+        SINKS: "stdout",
+        WORKER_POLL_MS: "50",
+      }),
+      { captureStdout: true },
+    );
+    // Like `| jq` exiting: the read end of the service's stdout closes.
+    service.child.stdout?.destroy();
+
+    const post = (callback: Record<string, unknown>) =>
+      fetch(`${service?.url}/callbacks/kreditcheck`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(callback),
+      });
+    const first = await post(makeCallback());
+    expect(first.status).toBe(202);
+    const { id } = (await first.json()) as { id: string };
+
+    let lastError = "";
+    await waitFor(
+      async () => {
+        const job = (await (
+          await fetch(`http://127.0.0.1:${adminPort}/admin/jobs/${id}`)
+        ).json()) as { lastError?: string | null };
+        lastError = job.lastError ?? "";
+        return lastError !== "";
+      },
+      "the job's first failed delivery",
+      15_000,
+    );
+    expect(lastError).toMatch(/stdout_closed: standard output cannot be written \(.*EPIPE/);
+    expect(lastError).toContain("SINKS=file");
+
+    // Still running and still taking callbacks.
+    expect(service.child.exitCode).toBeNull();
+    expect((await post(makeCallback())).status).toBe(202);
+    expect((await fetch(`http://127.0.0.1:${adminPort}/healthz`)).status).toBe(200);
+  });
+});
