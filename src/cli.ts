@@ -28,7 +28,7 @@ const COMMANDS: Record<string, { usage: string; summary: string }> = {
 };
 
 const COMMON = `Options for every command:
-  --admin-url <url>   admin API (default $ADMIN_URL or http://127.0.0.1:$ADMIN_PORT, port 9090)
+  --admin-url <url>   admin API (default $ADMIN_URL, else $ADMIN_HOST:$ADMIN_PORT, 127.0.0.1:9090)
   --token <token>     admin token (default $ADMIN_TOKEN)
   --help              this help`;
 
@@ -44,6 +44,25 @@ function usage(command?: string): string {
 }
 
 class CliError extends Error {}
+
+/** As the service reads its settings: trimmed, and an empty value counts as unset. */
+function setting(name: string): string | undefined {
+  const value = process.env[name]?.trim();
+  return value ? value : undefined;
+}
+
+/** The admin API of a service on this machine, from the service's own ADMIN_HOST and ADMIN_PORT. */
+function localAdminUrl(): string {
+  const host = setting("ADMIN_HOST")?.replace(/^\[(.*)\]$/, "$1");
+  // A wildcard listen address answers on loopback too; an IPv6 literal needs brackets.
+  const reachable =
+    !host || host === "0.0.0.0" || host === "::"
+      ? "127.0.0.1"
+      : host.includes(":")
+        ? `[${host}]`
+        : host;
+  return `http://${reachable}:${setting("ADMIN_PORT") ?? "9090"}`;
+}
 
 async function main(argv: string[]): Promise<number> {
   dotenv.config({ quiet: true });
@@ -68,12 +87,11 @@ async function main(argv: string[]): Promise<number> {
   }
   if (!COMMANDS[command]) throw new CliError(`unknown command "${command}"\n\n${usage()}`);
 
-  const adminUrl = (
-    values["admin-url"] ??
-    process.env.ADMIN_URL ??
-    `http://127.0.0.1:${process.env.ADMIN_PORT ?? "9090"}`
-  ).replace(/\/+$/, "");
-  const token = values.token ?? process.env.ADMIN_TOKEN;
+  const adminUrl = (values["admin-url"] ?? setting("ADMIN_URL") ?? localAdminUrl()).replace(
+    /\/+$/,
+    "",
+  );
+  const token = values.token ?? setting("ADMIN_TOKEN");
   const call = async (method: string, path: string, body?: unknown) => {
     let response: Response;
     try {

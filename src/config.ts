@@ -62,10 +62,22 @@ function isWebhookKey(base64: string): boolean {
   );
 }
 
+/**
+ * A listen address. An IPv6 literal may come bracketed as in a URL (`[::1]`); Node's
+ * listen() wants it bare.
+ */
+function listenHost(fallback: string) {
+  return z
+    .string()
+    .min(1)
+    .default(fallback)
+    .transform((host) => host.replace(/^\[([0-9A-Fa-f:.]+)\]$/, "$1"));
+}
+
 /** The environment, exactly as operators write it: one key per variable. */
 const envSchema = z.object({
   NODE_ENV: z.enum(["development", "production", "test"]).default("development"),
-  HOST: z.string().min(1).default("0.0.0.0"),
+  HOST: listenHost("0.0.0.0"),
   PORT: int(0, 3000, 65535),
   CALLBACK_PATH: z
     .string()
@@ -99,7 +111,7 @@ const envSchema = z.object({
     .optional(),
   REQUEST_TIMEOUT_MS: int(100, 10_000),
   ADMIN_PORT: int(0, 9090, 65535),
-  ADMIN_HOST: z.string().min(1).default("127.0.0.1"),
+  ADMIN_HOST: listenHost("127.0.0.1"),
   ADMIN_TOKEN: z.string().min(8, "must be at least 8 characters").optional(),
   SHUTDOWN_TIMEOUT_MS: int(100, 15_000),
   STORE_URL: z

@@ -148,6 +148,12 @@ describe("loadConfig", () => {
     expect(problemsOf({ ...credentials, CALLBACK_PATH: "/" })[0]).toMatch(/^CALLBACK_PATH/);
   });
 
+  it("takes an IPv6 listen address bracketed as in a URL, and knows [::1] is this machine", () => {
+    const config = loadConfig({ ...credentials, ADMIN_HOST: "[::1]", HOST: "[::]" });
+    expect(config.admin.host).toBe("::1");
+    expect(config.http.host).toBe("::");
+  });
+
   it("keeps done jobs 7 days and dead jobs 30 days, prunes hourly, and reads 0 as keep forever", () => {
     expect(loadConfig(credentials).retention).toEqual({
       doneMs: 604_800_000,

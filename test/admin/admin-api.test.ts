@@ -256,6 +256,20 @@ describe("npm run cli", () => {
         code: 2,
         stderr: expect.stringContaining("GET /admin/jobs/nope → 404"),
       });
+
+      // As in a .env copied from .env.example: empty values count as unset, and the URL
+      // comes from the service's own ADMIN_HOST and ADMIN_PORT.
+      const { port } = new URL(harness.service.adminUrl);
+      const fromPort = await run(process.execPath, ["--import", "tsx", "src/cli.ts", "jobs"], {
+        env: {
+          ...process.env,
+          ADMIN_URL: "",
+          ADMIN_HOST: " ",
+          ADMIN_PORT: port,
+          ADMIN_TOKEN: "cli-token-123 ",
+        },
+      });
+      expect(JSON.parse(fromPort.stdout)).toMatchObject({ jobs: [{ id: replayed.id }] });
     } finally {
       await harness.close();
     }
