@@ -40,9 +40,12 @@ const int = (min: number, fallback: number, max = Number.MAX_SAFE_INTEGER) =>
     .pipe(z.number().int().min(min).max(max))
     .prefault(String(fallback));
 const bool = z
-  .enum(["1", "0", "true", "false", "yes", "no", ""])
+  .preprocess(
+    (value) => (typeof value === "string" ? value.toLowerCase() : value),
+    z.enum(["1", "0", "true", "false", "yes", "no", "on", "off", ""]),
+  )
   .default("0")
-  .transform((value) => value === "1" || value === "true" || value === "yes");
+  .transform((value) => value === "1" || value === "true" || value === "yes" || value === "on");
 const httpUrl = z.url({ protocol: /^https?$/, error: "must be an http(s) URL" });
 const optionalUrl = z.preprocess((value) => (value === "" ? undefined : value), httpUrl.optional());
 const POSTGRES_URL = /^postgres(ql)?:\/\/.+/;

@@ -148,6 +148,16 @@ describe("loadConfig", () => {
     expect(problemsOf({ ...credentials, CALLBACK_PATH: "/" })[0]).toMatch(/^CALLBACK_PATH/);
   });
 
+  it("reads LOG_PRETTY as yes/no in any case, and names it when it is neither", () => {
+    for (const value of ["1", "TRUE", "Yes", "on"]) {
+      expect(loadConfig({ ...credentials, LOG_PRETTY: value }).log.pretty).toBe(true);
+    }
+    for (const value of ["0", "False", "NO", "off", ""]) {
+      expect(loadConfig({ ...credentials, LOG_PRETTY: value }).log.pretty).toBe(false);
+    }
+    expect(problemsOf({ ...credentials, LOG_PRETTY: "maybe" })[0]).toMatch(/^LOG_PRETTY/);
+  });
+
   it("takes an IPv6 listen address bracketed as in a URL, and knows [::1] is this machine", () => {
     const config = loadConfig({ ...credentials, ADMIN_HOST: "[::1]", HOST: "[::]" });
     expect(config.admin.host).toBe("::1");
