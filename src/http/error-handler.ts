@@ -49,7 +49,21 @@ export function errorHandler(
         { method: req.method, path, status: known.status, reason: error.type },
         "request rejected",
       );
-      if (!res.headersSent) sendError(res, known.status, known.error, [{ message: known.message }]);
+      if (!res.headersSent) {
+        sendError(res, known.status, known.error, [{ message: messageFor(error, known.message) }]);
+      }
+      return;
+    }
+    const encoding = req.headers["content-encoding"];
+    if (isDecompressionError(error) && typeof encoding === "string") {
+      logger.info({ method: req.method, path, status: 400, encoding }, "request rejected");
+      if (!res.headersSent) {
+        sendError(res, 400, "invalid_encoding", [
+          {
+            message: `the body is not valid ${encoding} data (${String(error.message)}); send it as declared by Content-Encoding, or uncompressed`,
+          },
+        ]);
+      }
       return;
     }
     const status =
@@ -64,4 +78,29 @@ export function errorHandler(
       { message: status >= 500 ? "internal error" : String(error?.message ?? "bad request") },
     ]);
   };
+}
+
+/** The sender needs to know which charset or encoding was refused, and what is taken. */
+function messageFor(
+  error: { type: string; charset?: unknown; encoding?: unknown },
+  fallback: string,
+) {
+  if (error.type === "charset.unsupported" && typeof error.charset === "string") {
+    return `unsupported charset "${error.charset}"; send the JSON as UTF-8`;
+  }
+  if (error.type === "encoding.unsupported" && typeof error.encoding === "string") {
+    return `unsupported Content-Encoding "${error.encoding}"; send the body uncompressed, or as gzip, deflate or br`;
+  }
+  return fallback;
+}
+
+/** zlib's errors (a gzip/deflate/br body that does not inflate) carry a numeric errno. */
+function isDecompressionError(error: unknown): error is { message: unknown } {
+  const candidate = error as { status?: unknown; errno?: unknown; code?: unknown } | undefined;
+  return (
+    candidate?.status === 400 &&
+    typeof candidate.errno === "number" &&
+    typeof candidate.code === "string" &&
+    /^(Z_|ERR_)/.test(candidate.code)
+  );
 }

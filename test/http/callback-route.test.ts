@@ -1,3 +1,4 @@
+import { gzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Harness, makeCallback, startHarness } from "../support/harness.js";
 
@@ -40,6 +41,42 @@ describe("POST /callbacks/kreditcheck", () => {
     expect(response.status).toBe(202);
     const job = await harness.service.inbox.get(response.body.id as string);
     expect(job?.callback.status).toBe("SOMETHING_NEW");
+  });
+
+  it("takes a gzip body and any application/*+json type; names a refused charset or encoding", async () => {
+    const zipped = await harness.post(gzipSync(JSON.stringify(makeCallback())), {
+      "Content-Encoding": "gzip",
+    });
+    expect(zipped.status).toBe(202);
+    const typed = await harness.post(makeCallback(), {
+      "Content-Type": "application/vnd.finapi.callback+json",
+    });
+    expect(typed.status).toBe(202);
+
+    const before = await stored();
+    const latin1 = await harness.post(makeCallback(), {
+      "Content-Type": "application/json; charset=latin1",
+    });
+    expect(latin1).toEqual({
+      status: 415,
+      body: {
+        error: "unsupported_charset",
+        details: [{ message: 'unsupported charset "latin1"; send the JSON as UTF-8' }],
+      },
+    });
+    const compressed = await harness.post(makeCallback(), { "Content-Encoding": "compress" });
+    expect(compressed.status).toBe(415);
+    expect(compressed.body).toMatchObject({
+      error: "unsupported_encoding",
+      details: [{ message: expect.stringContaining('"compress"') }],
+    });
+    const notGzip = await harness.post(makeCallback(), { "Content-Encoding": "gzip" });
+    expect(notGzip.status).toBe(400);
+    expect(notGzip.body).toMatchObject({
+      error: "invalid_encoding",
+      details: [{ message: expect.stringContaining("not valid gzip data") }],
+    });
+    expect(await stored()).toBe(before);
   });
 
   it("keeps an unknown field nested up to the depth limit (32 levels), and refuses one level more", async () => {

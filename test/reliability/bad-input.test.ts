@@ -209,6 +209,15 @@ function cases(): Case[] {
       error: "unsupported_charset",
     });
   }
+  for (const encoding of ["gzip", "deflate", "br"]) {
+    table.push({
+      name: `plain JSON declared as Content-Encoding ${encoding}`,
+      body: valid,
+      headers: { "Content-Encoding": encoding },
+      status: 400,
+      error: "invalid_encoding",
+    });
+  }
   table.push({
     name: "an unknown Content-Encoding",
     body: valid,
