@@ -3,6 +3,7 @@ import { freePort, spawnScript } from "../test/support/child-service.js";
 import { type LoadResult, postCallbacks } from "./lib/load.js";
 import { median, type Row, saveResults, table } from "./lib/report.js";
 import {
+  buildDist,
   type ChildScript,
   cpuProfileFlags,
   requireSupportedStore,
@@ -15,6 +16,7 @@ import { formatSteal, startStealMeter } from "./lib/steal.js";
  * Ingest: the real service (every 202 on disk, worker running against the simulator)
  * against a bare Express handler that only parses JSON, alternating A/B/A/B in one run so
  * the noise of a shared machine hits both alike. Each in its own process; autocannon here.
+ * Service and simulator run as built JavaScript (dist/), as npm start runs them.
  */
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 4);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
@@ -24,20 +26,23 @@ const GOAL_P99_FACTOR = 2;
 
 await requireSupportedStore();
 const cpuProf = cpuProfileFlags();
-const simulator = await startSimulatorProcess();
-const service = await startServiceProcess(simulator, {}, { nodeArgs: cpuProf }).catch(
-  async (error: unknown) => {
-    await simulator.stop();
-    // Config may accept a store before this checkout has its adapter (PostgreSQL, in parallel).
-    if (process.env.STORE_URL && /unsupported STORE_URL/.test(String(error))) {
-      console.log(
-        `the service cannot open STORE_URL in this checkout yet; nothing to measure, exiting 0.`,
-      );
-      process.exit(0);
-    }
-    throw error;
-  },
-);
+buildDist();
+const simulator = await startSimulatorProcess([], [], "dist/simulator/cli.js");
+const service = await startServiceProcess(
+  simulator,
+  {},
+  { entry: "dist/main.js", nodeArgs: cpuProf },
+).catch(async (error: unknown) => {
+  await simulator.stop();
+  // Config may accept a store before this checkout has its adapter (PostgreSQL, in parallel).
+  if (process.env.STORE_URL && /unsupported STORE_URL/.test(String(error))) {
+    console.log(
+      `the service cannot open STORE_URL in this checkout yet; nothing to measure, exiting 0.`,
+    );
+    process.exit(0);
+  }
+  throw error;
+});
 const barePort = await freePort();
 const bare: ChildScript = await spawnScript("bench/bare-server.ts", barePort, {
   PORT: String(barePort),
