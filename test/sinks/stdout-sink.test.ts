@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PassThrough } from "node:stream";
 import { afterEach, describe, expect, it } from "vitest";
+import { createLogger } from "../../src/logger.js";
 import { type RunningSimulator, startSimulator } from "../../src/simulator/server.js";
 import type { Bundle } from "../../src/sinks/sink.js";
 import { StdoutSink } from "../../src/sinks/stdout.js";
@@ -47,6 +48,51 @@ describe("StdoutSink", () => {
         retryable: true,
       });
     }
+  });
+});
+
+/** A stdout stand-in whose writes fail, succeed or never finish, as told. */
+function fakeOut(outcome: () => NodeJS.ErrnoException | null | "never") {
+  const written: string[] = [];
+  const out = new PassThrough();
+  out.write = ((line: string, callback: (error?: Error | null) => void) => {
+    const result = outcome();
+    if (result === "never") return false;
+    if (!result) written.push(line);
+    process.nextTick(callback, result);
+    return true;
+  }) as typeof out.write;
+  return { out, written };
+}
+
+describe("StdoutSink on a stream that is not gone", () => {
+  const logger = createLogger({ level: "silent" });
+
+  it("fails only the delivery that met another error (a full disk), and takes the next", async () => {
+    let failures = 1;
+    const { out, written } = fakeOut(() =>
+      failures-- > 0 ? Object.assign(new Error("no space left"), { code: "ENOSPC" }) : null,
+    );
+    const sink = new StdoutSink(out);
+    await expect(sink.deliver(bundle, { logger })).rejects.toMatchObject({
+      code: "stdout_write_failed",
+      retryable: true,
+    });
+    await sink.deliver(bundle, { logger });
+    expect(written).toHaveLength(1);
+  });
+
+  it("gives up a write the reader does not take once the job is stopped, and can be closed", async () => {
+    const { out } = fakeOut(() => "never");
+    const sink = new StdoutSink(out);
+    const stop = new AbortController();
+    const delivery = sink.deliver(bundle, { logger, signal: stop.signal });
+    stop.abort(new Error("shutting down"));
+    await expect(delivery).rejects.toMatchObject({ code: "stdout_blocked", retryable: true });
+
+    expect(out.listenerCount("error")).toBe(1);
+    await sink.close();
+    expect(out.listenerCount("error")).toBe(0);
   });
 });
 
@@ -98,7 +144,7 @@ describe("SINKS=stdout when the program reading the service's output quits", () 
       "the job's first failed delivery",
       15_000,
     );
-    expect(lastError).toMatch(/stdout_closed: standard output cannot be written \(.*EPIPE/);
+    expect(lastError).toMatch(/stdout_closed: standard output is closed \(.*EPIPE/);
     expect(lastError).toContain("SINKS=file");
 
     // Still running and still taking callbacks.
