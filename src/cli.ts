@@ -1,6 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import dotenv from "dotenv";
+import { cliTarget } from "./admin/cli-target.js";
 
 /**
  * Admin CLI: `npm run cli -- <command>`. It talks to the running service's admin API
@@ -45,25 +46,6 @@ function usage(command?: string): string {
 
 class CliError extends Error {}
 
-/** As the service reads its settings: trimmed, and an empty value counts as unset. */
-function setting(name: string): string | undefined {
-  const value = process.env[name]?.trim();
-  return value ? value : undefined;
-}
-
-/** The admin API of a service on this machine, from the service's own ADMIN_HOST and ADMIN_PORT. */
-function localAdminUrl(): string {
-  const host = setting("ADMIN_HOST")?.replace(/^\[(.*)\]$/, "$1");
-  // A wildcard listen address answers on loopback too; an IPv6 literal needs brackets.
-  const reachable =
-    !host || host === "0.0.0.0" || host === "::"
-      ? "127.0.0.1"
-      : host.includes(":")
-        ? `[${host}]`
-        : host;
-  return `http://${reachable}:${setting("ADMIN_PORT") ?? "9090"}`;
-}
-
 async function main(argv: string[]): Promise<number> {
   dotenv.config({ quiet: true });
   const { values, positionals } = parseArgs({
@@ -87,11 +69,10 @@ async function main(argv: string[]): Promise<number> {
   }
   if (!COMMANDS[command]) throw new CliError(`unknown command "${command}"\n\n${usage()}`);
 
-  const adminUrl = (values["admin-url"] ?? setting("ADMIN_URL") ?? localAdminUrl()).replace(
-    /\/+$/,
-    "",
-  );
-  const token = values.token ?? setting("ADMIN_TOKEN");
+  const { adminUrl, token } = cliTarget(process.env, {
+    adminUrl: values["admin-url"],
+    token: values.token,
+  });
   const call = async (method: string, path: string, body?: unknown) => {
     let response: Response;
     try {

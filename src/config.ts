@@ -66,15 +66,15 @@ function isWebhookKey(base64: string): boolean {
 }
 
 /**
- * A listen address. An IPv6 literal may come bracketed as in a URL (`[::1]`); Node's
- * listen() wants it bare.
+ * A listen address. An IPv6 literal may come bracketed as in a URL (`[::1]`, with a zone
+ * as in `[fe80::1%eth0]`); Node's listen() wants it bare.
  */
 function listenHost(fallback: string) {
   return z
     .string()
     .min(1)
     .default(fallback)
-    .transform((host) => host.replace(/^\[([0-9A-Fa-f:.]+)\]$/, "$1"));
+    .transform((host) => host.replace(/^\[([0-9A-Fa-f:.]+(?:%[\w.-]+)?)\]$/, "$1"));
 }
 
 /** The environment, exactly as operators write it: one key per variable. */

@@ -162,6 +162,7 @@ describe("loadConfig", () => {
     const config = loadConfig({ ...credentials, ADMIN_HOST: "[::1]", HOST: "[::]" });
     expect(config.admin.host).toBe("::1");
     expect(config.http.host).toBe("::");
+    expect(loadConfig({ ...credentials, HOST: "[fe80::1%eth0]" }).http.host).toBe("fe80::1%eth0");
   });
 
   it("keeps done jobs 7 days and dead jobs 30 days, prunes hourly, and reads 0 as keep forever", () => {

@@ -1,3 +1,4 @@
+import zlib from "node:zlib";
 import type { ErrorRequestHandler, RequestHandler } from "express";
 import type { Logger } from "../logger.js";
 import { sendError } from "./send-error.js";
@@ -80,6 +81,10 @@ export function errorHandler(
   };
 }
 
+/** What body-parser inflates here: zstd only where Node has it (22.15+, 23.8+). */
+const ACCEPTED_ENCODINGS =
+  "createZstdDecompress" in zlib ? "gzip, deflate, br or zstd" : "gzip, deflate or br";
+
 /** The sender needs to know which charset or encoding was refused, and what is taken. */
 function messageFor(
   error: { type: string; charset?: unknown; encoding?: unknown },
@@ -89,18 +94,21 @@ function messageFor(
     return `unsupported charset "${error.charset}"; send the JSON as UTF-8`;
   }
   if (error.type === "encoding.unsupported" && typeof error.encoding === "string") {
-    return `unsupported Content-Encoding "${error.encoding}"; send the body uncompressed, or as gzip, deflate or br`;
+    return `unsupported Content-Encoding "${error.encoding}"; send the body uncompressed, or as ${ACCEPTED_ENCODINGS}`;
   }
   return fallback;
 }
 
-/** zlib's errors (a gzip/deflate/br body that does not inflate) carry a numeric errno. */
+/**
+ * zlib's errors (a gzip/deflate/br/zstd body that does not inflate) carry a numeric errno
+ * and a code of zlib (Z_…), brotli (ERR_…) or zstd (ZSTD_…).
+ */
 function isDecompressionError(error: unknown): error is { message: unknown } {
   const candidate = error as { status?: unknown; errno?: unknown; code?: unknown } | undefined;
   return (
     candidate?.status === 400 &&
     typeof candidate.errno === "number" &&
     typeof candidate.code === "string" &&
-    /^(Z_|ERR_)/.test(candidate.code)
+    /^(Z_|ERR_|ZSTD_)/.test(candidate.code)
   );
 }

@@ -1,6 +1,7 @@
 import { readdir } from "node:fs/promises";
 import { connect } from "node:net";
 import { join, relative } from "node:path";
+import zlib from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Harness, startHarness } from "../support/harness.js";
 
@@ -209,7 +210,9 @@ function cases(): Case[] {
       error: "unsupported_charset",
     });
   }
-  for (const encoding of ["gzip", "deflate", "br"]) {
+  // zstd is inflated where Node has it (22.15+, 23.8+).
+  const encodings = ["gzip", "deflate", "br", ...("createZstdDecompress" in zlib ? ["zstd"] : [])];
+  for (const encoding of encodings) {
     table.push({
       name: `plain JSON declared as Content-Encoding ${encoding}`,
       body: valid,
