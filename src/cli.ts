@@ -2,6 +2,7 @@ import { readFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import dotenv from "dotenv";
 import { cliTarget } from "./admin/cli-target.js";
+import { retryDeadJobs } from "./admin/retry-dead.js";
 
 /**
  * Admin CLI: `npm run cli -- <command>`. It talks to the running service's admin API
@@ -14,8 +15,9 @@ const COMMANDS: Record<string, { usage: string; summary: string }> = {
   },
   job: { usage: "job <id>", summary: "show one job: attempts, last error, timings" },
   retry: {
-    usage: "retry <id>",
-    summary: "put a dead (or done) job back to pending with fresh attempts",
+    usage: "retry <id> | retry --all-dead [--code <error code>]",
+    summary:
+      "put a dead (or done) job back to pending with fresh attempts; --all-dead: every dead job, or those whose last error has that code",
   },
   replay: {
     usage: "replay <callback.json>",
@@ -59,6 +61,8 @@ async function main(argv: string[]): Promise<number> {
       "process-token": { type: "string" },
       "kreditcheck-id": { type: "string" },
       status: { type: "string" },
+      "all-dead": { type: "boolean" },
+      code: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -111,7 +115,14 @@ async function main(argv: string[]): Promise<number> {
       result = await call("GET", `/jobs/${needArgument("<id>")}`);
       break;
     case "retry":
-      result = await call("POST", `/jobs/${needArgument("<id>")}/retry`);
+      if (values["all-dead"]) {
+        if (argument)
+          throw new CliError(`give a job id or --all-dead, not both\n\n${usage(command)}`);
+        result = await retryDeadJobs(call, values.code);
+      } else {
+        if (values.code) throw new CliError(`--code goes with --all-dead\n\n${usage(command)}`);
+        result = await call("POST", `/jobs/${needArgument("<id>")}/retry`);
+      }
       break;
     case "replay": {
       if (!argument) throw new CliError(`missing <callback.json>\n\n${usage(command)}`);

@@ -52,7 +52,7 @@ function goneError(cause: Error): ReceiverError {
   return new ReceiverError(`standard output is closed (${cause.message})`, {
     code: "stdout_closed",
     retryable: true,
-    fix: "the program reading the service's standard output quit (e.g. `| jq` exited on a line it could not parse); restart the service with a reader that keeps running (or use SINKS=file), then `npm run cli -- retry <id>` for jobs that went dead meanwhile.",
+    fix: "the program reading the service's standard output quit (e.g. `| jq` exited on a line it could not parse); restart the service with a reader that keeps running (or use SINKS=file), then `npm run cli -- retry --all-dead --code stdout_closed` for jobs that went dead meanwhile.",
     cause,
   });
 }

@@ -219,6 +219,36 @@ describe("admin port", () => {
 });
 
 describe("npm run cli", () => {
+  it("retry --all-dead --code puts back the jobs that died of that error, once it is fixed", async () => {
+    const harness = await startHarness({ simulator: { forbidden: true } });
+    const cli = (...args: string[]) =>
+      run(process.execPath, ["--import", "tsx", "src/cli.ts", ...args], {
+        env: { ...process.env, ADMIN_URL: harness.service.adminUrl },
+      });
+    try {
+      const callbacks = [makeCallback(), makeCallback()];
+      const ids: string[] = [];
+      for (const callback of callbacks) ids.push(String((await harness.post(callback)).body.id));
+      const dead = await Promise.all(ids.map((id) => harness.waitForJob(id, "dead")));
+      const code = String(dead[0]?.lastError).split(":")[0] ?? "";
+      expect(code).toMatch(/^[a-z_]+$/);
+
+      const none = JSON.parse((await cli("retry", "--all-dead", "--code", "no_such_code")).stdout);
+      expect(none).toEqual({ requeued: 0, ids: [], failed: [] });
+
+      harness.simulator.setFaults({ forbidden: false });
+      const result = JSON.parse((await cli("retry", "--all-dead", "--code", code)).stdout) as {
+        ids: string[];
+      };
+      expect(result.ids.sort()).toEqual([...ids].sort());
+      for (const callback of callbacks) await harness.waitForBundle(String(callback.kreditCheckId));
+
+      await expect(cli("retry", ids[0] ?? "", "--all-dead")).rejects.toMatchObject({ code: 2 });
+    } finally {
+      await harness.close();
+    }
+  });
+
   it("lists jobs, shows one, replays a file and fetches a check over the admin API", async () => {
     const harness = await startHarness({
       env: { ADMIN_TOKEN: "cli-token-123" },
