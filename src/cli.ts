@@ -2,7 +2,7 @@ import { readFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import dotenv from "dotenv";
 import { cliTarget } from "./admin/cli-target.js";
-import { retryDeadJobs } from "./admin/retry-dead.js";
+import { ERROR_CODE, retryDeadJobs } from "./admin/retry-dead.js";
 
 /**
  * Admin CLI: `npm run cli -- <command>`. It talks to the running service's admin API
@@ -46,7 +46,15 @@ function usage(command?: string): string {
   return `Usage: npm run cli -- <command> [options]\n\nCommands:\n${lines.join("\n")}\n\n${COMMON}\n`;
 }
 
-class CliError extends Error {}
+class CliError extends Error {
+  /** The admin API's answer status, when it answered. */
+  constructor(
+    message: string,
+    readonly status?: number,
+  ) {
+    super(message);
+  }
+}
 
 async function main(argv: string[]): Promise<number> {
   dotenv.config({ quiet: true });
@@ -94,7 +102,9 @@ async function main(argv: string[]): Promise<number> {
       );
     }
     const text = await response.text();
-    if (!response.ok) throw new CliError(`${method} /admin${path} → ${response.status}: ${text}`);
+    if (!response.ok) {
+      throw new CliError(`${method} /admin${path} → ${response.status}: ${text}`, response.status);
+    }
     return JSON.parse(text) as unknown;
   };
   const needArgument = (what: string) => {
@@ -118,9 +128,19 @@ async function main(argv: string[]): Promise<number> {
       if (values["all-dead"]) {
         if (argument)
           throw new CliError(`give a job id or --all-dead, not both\n\n${usage(command)}`);
-        result = await retryDeadJobs(call, values.code);
+        if (values.code !== undefined && !ERROR_CODE.test(values.code)) {
+          throw new CliError(
+            `--code ${JSON.stringify(values.code)} is not an error code (like finapi_forbidden: lower case, digits, _)`,
+          );
+        }
+        const retried = await retryDeadJobs(call, values.code);
+        process.stdout.write(`${JSON.stringify(retried, null, 2)}\n`);
+        // Some jobs not put back, or the run cut short: say so in the exit status too.
+        return retried.failed.length > 0 || retried.error !== undefined ? 1 : 0;
       } else {
-        if (values.code) throw new CliError(`--code goes with --all-dead\n\n${usage(command)}`);
+        if (values.code !== undefined) {
+          throw new CliError(`--code goes with --all-dead\n\n${usage(command)}`);
+        }
         result = await call("POST", `/jobs/${needArgument("<id>")}/retry`);
       }
       break;

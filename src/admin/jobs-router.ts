@@ -20,6 +20,12 @@ export interface JobsRouterOptions {
 const listQuery = z.object({
   state: z.enum(JOB_STATES as [JobState, ...JobState[]]).optional(),
   limit: z.coerce.number().int().min(1).max(1000).default(50),
+  /** A job id (the nil UUID to start): page in id order after it (see Inbox.list). */
+  after: z
+    .string()
+    .regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i, "must be a job id")
+    .transform((id) => id.toLowerCase())
+    .optional(),
 });
 
 const fetchBody = z.object({
@@ -37,8 +43,13 @@ export function jobsRouter(options: JobsRouterOptions): Router {
   router.get("/jobs", async (req, res) => {
     const query = listQuery.safeParse(req.query);
     if (!query.success) return sendError(res, 400, "invalid_query", zodIssues(query.error));
-    const jobs = await inbox.list({ state: query.data.state, limit: query.data.limit });
-    res.json({ jobs: jobs.map(jobView), counts: await inbox.countByState() });
+    const { state, limit, after } = query.data;
+    const jobs = await inbox.list({ state, limit, after });
+    const counts = await inbox.countByState();
+    if (after === undefined) return res.json({ jobs: jobs.map(jobView), counts });
+    // The cursor for the next page; null once this page was not full.
+    const next = jobs.length === limit ? (jobs.at(-1)?.id ?? null) : null;
+    res.json({ jobs: jobs.map(jobView), counts, next });
   });
 
   router.get("/jobs/:id", async (req, res) => {

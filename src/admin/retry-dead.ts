@@ -1,9 +1,13 @@
-/** What the CLI needs of the admin API: one call, JSON in and out. */
+/**
+ * What the CLI needs of the admin API: one call, JSON in and out. A call the API answered
+ * with an error status throws an error carrying that `status`; any other failure (the
+ * API is unreachable) throws one without.
+ */
 export type AdminCall = (method: string, path: string, body?: unknown) => Promise<unknown>;
 
-interface DeadJob {
-  id: string;
-  lastError: string | null;
+interface DeadPage {
+  jobs: { id: string; lastError: string | null }[];
+  next: string | null;
 }
 
 export interface RetryDeadResult {
@@ -11,44 +15,63 @@ export interface RetryDeadResult {
   ids: string[];
   /** Jobs that could not be put back (e.g. retried meanwhile by someone else). */
   failed: { id: string; error: string }[];
+  /** Set when the run stopped early (the admin API went away): what was done stands. */
+  error?: string;
 }
 
-/** The most the admin API lists at once. */
+/** An error code as the service writes them: lower case, digits, underscores. */
+export const ERROR_CODE = /^[a-z0-9_]+$/;
+
 const PAGE = 1000;
+const START = "00000000-0000-0000-0000-000000000000";
 
 /**
- * Puts every dead job back to pending, or those whose last error carries `code` (as
- * `<code>: …`, after `last error: ` when the job gave up after its attempts, or as a
- * sink's code inside a delivery failure). Pages
- * through the newest dead jobs: each requeued job leaves the list, so the next page shows
- * older ones; a job that dies again meanwhile is not retried twice in one run. With `code`,
- * the run ends at a page of 1,000 dead jobs in which none matches.
+ * Puts every dead job back to pending, or those whose last error has `code` (see
+ * `errorCodesOf`). Walks the dead jobs in id order with a cursor, so each is looked at
+ * once: a job that dies again at once, one the API refuses and one that does not match
+ * all stay behind the cursor, and the run ends after the last page.
  */
 export async function retryDeadJobs(call: AdminCall, code?: string): Promise<RetryDeadResult> {
-  const matches = code ? errorCodeMatcher(code) : () => true;
-  const seen = new Set<string>();
   const result: RetryDeadResult = { requeued: 0, ids: [], failed: [] };
-  for (;;) {
-    const page = (await call("GET", `/jobs?state=dead&limit=${PAGE}`)) as { jobs: DeadJob[] };
-    const fresh = page.jobs.filter((job) => !seen.has(job.id) && matches(job.lastError));
-    if (fresh.length === 0) return result;
-    for (const job of fresh) {
-      seen.add(job.id);
-      try {
-        await call("POST", `/jobs/${encodeURIComponent(job.id)}/retry`);
-        result.requeued += 1;
-        result.ids.push(job.id);
-      } catch (error) {
-        result.failed.push({ id: job.id, error: (error as Error).message });
+  try {
+    for (let after: string | null = START; after !== null; ) {
+      const page = (await call("GET", `/jobs?state=dead&limit=${PAGE}&after=${after}`)) as DeadPage;
+      for (const job of page.jobs) {
+        if (code !== undefined && !errorCodesOf(job.lastError ?? "").includes(code)) continue;
+        try {
+          await call("POST", `/jobs/${encodeURIComponent(job.id)}/retry`);
+          result.requeued += 1;
+          result.ids.push(job.id);
+        } catch (error) {
+          // Answered (409: retried meanwhile by someone else): note it, go on. Unreachable: stop.
+          if (typeof (error as { status?: unknown }).status !== "number") throw error;
+          result.failed.push({ id: job.id, error: (error as Error).message });
+        }
       }
+      after = page.next;
     }
+  } catch (error) {
+    result.error = (error as Error).message;
   }
+  return result;
 }
 
-function errorCodeMatcher(code: string): (lastError: string | null) => boolean {
-  const escaped = code.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
-  // `<code>: …` at the start or after `last error: `; a sink's own code also inside
-  // `sink_delivery_failed: delivery failed (<sink>: <code>: …; <sink>: <code>: …)`.
-  const pattern = new RegExp(`(^|last error: |[(;] ?[^\\s;()]+: )${escaped}:`);
-  return (lastError) => lastError !== null && pattern.test(lastError);
+/**
+ * The codes a job's last error names: its own (`<code>: …`, or after `last error: ` when
+ * the job gave up), and, for a failed delivery (`<code>: delivery failed (<sink>: <code>:
+ * …; <sink>: <code>: …)`), each sink's.
+ */
+export function errorCodesOf(lastError: string): string[] {
+  const head = /^([a-z0-9_]+): |last error: ([a-z0-9_]+): /.exec(lastError);
+  const code = head?.[1] ?? head?.[2];
+  if (!head || !code) return [];
+  const codes = [code];
+  const rest = lastError.slice(head.index + head[0].length);
+  if (rest.startsWith("delivery failed (")) {
+    for (const part of rest.slice("delivery failed (".length).split("; ")) {
+      const sink = /^[^\s:;()]+: ([a-z0-9_]+): /.exec(part);
+      if (sink?.[1]) codes.push(sink[1]);
+    }
+  }
+  return codes;
 }

@@ -77,7 +77,13 @@ export interface Inbox {
   /** Gives a job back unfinished (shutdown): claimable again at once, its attempt refunded. */
   release(jobId: string, workerId: string): Promise<void>;
   get(jobId: string): Promise<Job | null>;
-  list(filter: { state?: JobState; limit: number }): Promise<Job[]>;
+  /**
+   * The most recently updated first; with `after` (a job id, or the nil UUID to start), the
+   * jobs whose id sorts after it, in id order: ids are time-ordered (UUID v7, to the
+   * millisecond), so about the order the callbacks arrived, and a job's later updates do
+   * not move it.
+   */
+  list(filter: { state?: JobState; limit: number; after?: string }): Promise<Job[]>;
   countByState(): Promise<Record<JobState, number>>;
   /**
    * Puts a dead (or done) job back to pending as if new: fresh attempts, no saved progress

@@ -255,14 +255,24 @@ async function deliver(deps: PipelineDeps, bundle: Bundle, run: CheckRun): Promi
   );
   run.progress.deliveredSinks = [...delivered];
   const failures = settled.filter((failure) => failure !== undefined);
-  if (failures.length === 0) return;
+  if (failures.length > 0) throw deliveryFailure(failures);
+}
+
+/**
+ * One error for the sinks that failed: `delivery failed (<sink>: <code>: …; …)`, retryable
+ * unless one of them is not (then its code is the job's). `retry --all-dead --code` reads
+ * the sinks' codes back out of this text (admin/retry-dead.ts).
+ */
+export function deliveryFailure(
+  failures: readonly { sink: string; error: ReceiverError }[],
+): ReceiverError {
   // Each sink's fix once, after the summary (describe() appends it).
   const summary = failures
     .map(({ sink, error }) => `${sink}: ${error.code}: ${error.message}`)
     .join("; ");
   const fixes = [...new Set(failures.flatMap(({ error }) => (error.fix ? [error.fix] : [])))];
   const permanent = failures.find(({ error }) => !error.retryable);
-  throw new ReceiverError(`delivery failed (${summary})`, {
+  return new ReceiverError(`delivery failed (${summary})`, {
     code: permanent ? permanent.error.code : "sink_delivery_failed",
     retryable: !permanent,
     fix: fixes.length > 0 ? fixes.join(" ") : undefined,

@@ -244,6 +244,14 @@ describe("npm run cli", () => {
       for (const callback of callbacks) await harness.waitForBundle(String(callback.kreditCheckId));
 
       await expect(cli("retry", ids[0] ?? "", "--all-dead")).rejects.toMatchObject({ code: 2 });
+      // An empty variable must not widen the run to every dead job.
+      await expect(cli("retry", "--all-dead", "--code", "")).rejects.toMatchObject({
+        code: 2,
+        stderr: expect.stringContaining("is not an error code"),
+      });
+      await expect(cli("retry", ids[0] ?? "", "--code", code)).rejects.toMatchObject({ code: 2 });
+      const badCursor = await fetch(`${harness.service.adminUrl}/admin/jobs?after=../x`);
+      expect(badCursor.status).toBe(400);
     } finally {
       await harness.close();
     }

@@ -1,68 +1,128 @@
 import { describe, expect, it } from "vitest";
-import { type AdminCall, retryDeadJobs } from "../../src/admin/retry-dead.js";
+import { type AdminCall, errorCodesOf, retryDeadJobs } from "../../src/admin/retry-dead.js";
+import { ReceiverError } from "../../src/errors.js";
+import { deliveryFailure } from "../../src/pipeline/process-check.js";
+import { decideRetry } from "../../src/pipeline/retry.js";
 
-/** An admin API over a list of dead jobs; `diesAgain` jobs are dead again right after a retry. */
-function fakeAdmin(dead: { id: string; lastError: string }[], diesAgain: string[] = []) {
-  const jobs = new Map(dead.map((job) => [job.id, job]));
-  const retried: string[] = [];
-  const call: AdminCall = async (method, path) => {
-    if (method === "GET") {
-      expect(path).toBe("/jobs?state=dead&limit=1000");
-      return { jobs: [...jobs.values()] };
-    }
-    const id = decodeURIComponent(path.split("/")[2] ?? "");
-    if (id === "taken") throw new Error("POST /admin/jobs/taken/retry → 409: job is pending");
-    retried.push(id);
-    if (!diesAgain.includes(id)) jobs.delete(id);
-    return { requeued: true, id };
-  };
-  return { call, retried };
+const POLICY = { maxAttempts: 3, maxAgeMs: 86_400_000, baseMs: 10, maxMs: 100 };
+
+function failure(code: string, message: string, retryable = false): ReceiverError {
+  return new ReceiverError(message, { code, retryable, fix: "do something." });
 }
 
-const DEAD = [
-  { id: "a1", lastError: "finapi_forbidden: missing scope. Fix: ask finAPI" },
-  {
-    id: "a2",
-    lastError:
-      "gave up after 10 attempts (MAX_ATTEMPTS=10); last error: finapi_forbidden: missing scope",
-  },
-  { id: "b1", lastError: "file_sink_write_failed: could not write" },
-  {
-    id: "s1",
-    lastError:
-      "gave up after 10 attempts (MAX_ATTEMPTS=10); last error: sink_delivery_failed: delivery failed (file: file_sink_write_failed: disk full; stdout: stdout_closed: standard output is closed (write EPIPE)) Fix: …",
-  },
-  // Mentions the code, but its own code is another one.
-  { id: "b2", lastError: "http_sink_rejected: the receiver said finapi_forbidden: no" },
-];
+/** A job's last error as the worker writes it when the job dies of `error`. */
+function lastErrorFor(error: ReceiverError): string {
+  const decision = decideRetry(error, { attempts: 3, receivedAt: new Date() }, POLICY, Date.now());
+  if (decision.action !== "dead") throw new Error("expected the job to die");
+  return decision.reason;
+}
+
+const forbidden = lastErrorFor(failure("finapi_forbidden", "finAPI refused access (403)."));
+const gaveUpOnDisk = lastErrorFor(
+  deliveryFailure([
+    { sink: "file", error: failure("file_sink_write_failed", "could not write: ENOSPC", true) },
+    { sink: "stdout", error: failure("stdout_closed", "standard output is closed (EPIPE)", true) },
+  ]),
+);
+// Mentions another code in free text; its own is http_sink_rejected.
+const rejected = lastErrorFor(
+  failure("http_sink_rejected", 'the receiver answered 422: {"detail":"(x: finapi_forbidden: y)"}'),
+);
+
+/**
+ * The admin API over dead jobs, as the stores serve it: id order after a cursor, `limit`
+ * per page, `next` when a page is full. A job in `diesAgain` is dead again at once after
+ * a retry (same id); `refused` ids answer 409.
+ */
+function fakeAdmin(
+  dead: { id: string; lastError: string }[],
+  options: { diesAgain?: string[]; refused?: string[]; downAfterPosts?: number } = {},
+) {
+  const jobs = new Map(dead.map((job) => [job.id, job]));
+  const posts: string[] = [];
+  let gets = 0;
+  const call: AdminCall = async (method, path) => {
+    if (method === "GET") {
+      gets += 1;
+      const url = new URL(path, "http://admin");
+      expect(url.pathname).toBe("/jobs");
+      expect(url.searchParams.get("state")).toBe("dead");
+      const after = url.searchParams.get("after") ?? "";
+      const limit = Number(url.searchParams.get("limit"));
+      const page = [...jobs.values()]
+        .filter((job) => job.id > after)
+        .sort((a, b) => (a.id < b.id ? -1 : 1))
+        .slice(0, limit);
+      return { jobs: page, next: page.length === limit ? (page.at(-1)?.id ?? null) : null };
+    }
+    if (options.downAfterPosts !== undefined && posts.length >= options.downAfterPosts) {
+      throw new Error("cannot reach the admin API");
+    }
+    const id = decodeURIComponent(path.split("/")[2] ?? "");
+    posts.push(id);
+    if (options.refused?.includes(id)) {
+      throw Object.assign(new Error(`POST /admin/jobs/${id}/retry → 409`), { status: 409 });
+    }
+    if (!options.diesAgain?.includes(id)) jobs.delete(id);
+    return { requeued: true, id };
+  };
+  return { call, posts, gets: () => gets };
+}
+
+const idOf = (index: number) => `00000000-0000-7000-8000-${String(index).padStart(12, "0")}`;
 
 describe("retry --all-dead", () => {
-  it("puts back every dead job, each once, even one that dies again at once", async () => {
-    const admin = fakeAdmin(DEAD, ["b1"]);
-    const result = await retryDeadJobs(admin.call);
-    expect(result).toEqual({ requeued: 5, ids: ["a1", "a2", "b1", "s1", "b2"], failed: [] });
-    expect(admin.retried).toEqual(["a1", "a2", "b1", "s1", "b2"]);
+  it("reads the codes a dead job's last error names, its sinks' included, and no others", () => {
+    expect(errorCodesOf(forbidden)).toEqual(["finapi_forbidden"]);
+    expect(errorCodesOf(gaveUpOnDisk)).toEqual([
+      "sink_delivery_failed",
+      "file_sink_write_failed",
+      "stdout_closed",
+    ]);
+    expect(errorCodesOf(rejected)).toEqual(["http_sink_rejected"]);
+    expect(errorCodesOf("")).toEqual([]);
   });
 
-  it("with --code, only jobs whose last error has that code, also after 'gave up'", async () => {
-    const admin = fakeAdmin(DEAD);
-    expect((await retryDeadJobs(admin.call, "finapi_forbidden")).ids).toEqual(["a1", "a2"]);
-    expect((await retryDeadJobs(admin.call, "no_such_code")).requeued).toBe(0);
-    // A sink's code inside a delivery failure, and the delivery failure's own.
-    expect((await retryDeadJobs(fakeAdmin(DEAD).call, "stdout_closed")).ids).toEqual(["s1"]);
-    expect((await retryDeadJobs(fakeAdmin(DEAD).call, "file_sink_write_failed")).ids).toEqual([
-      "b1",
-      "s1",
-    ]);
-    expect((await retryDeadJobs(fakeAdmin(DEAD).call, "sink_delivery_failed")).ids).toEqual(["s1"]);
+  it("puts back each of 2,500 dead jobs once, though some die again at once and some are refused", async () => {
+    const dead = Array.from({ length: 2500 }, (_, index) => ({
+      id: idOf(index),
+      lastError: index % 2 === 0 ? forbidden : gaveUpOnDisk,
+    }));
+    const admin = fakeAdmin(dead, {
+      diesAgain: [idOf(1), idOf(1500)],
+      refused: [idOf(7), idOf(2499)],
+    });
+    const result = await retryDeadJobs(admin.call);
+    expect(result.requeued).toBe(2498);
+    expect(result.failed.map((entry) => entry.id)).toEqual([idOf(7), idOf(2499)]);
+    expect(result.error).toBeUndefined();
+    expect(new Set(admin.posts).size).toBe(2500);
+    expect(admin.posts).toHaveLength(2500);
+    expect(admin.gets()).toBe(3);
   });
 
-  it("lists a job it could not put back and goes on with the others", async () => {
-    const admin = fakeAdmin([{ id: "taken", lastError: "x: y" }, ...DEAD.slice(0, 1)]);
-    const result = await retryDeadJobs(admin.call);
-    expect(result.ids).toEqual(["a1"]);
-    expect(result.failed).toEqual([
-      { id: "taken", error: "POST /admin/jobs/taken/retry → 409: job is pending" },
-    ]);
+  it("with --code, retries the jobs with that code wherever they are in the list", async () => {
+    const dead = Array.from({ length: 1500 }, (_, index) => ({
+      id: idOf(index),
+      // The matching jobs are the oldest: behind 1,000 that do not match.
+      lastError: index < 5 ? gaveUpOnDisk : index < 1200 ? rejected : forbidden,
+    }));
+    expect((await retryDeadJobs(fakeAdmin(dead).call, "stdout_closed")).requeued).toBe(5);
+    expect((await retryDeadJobs(fakeAdmin(dead).call, "finapi_forbidden")).requeued).toBe(300);
+    expect((await retryDeadJobs(fakeAdmin(dead).call, "no_such_code")).requeued).toBe(0);
+  });
+
+  it("stops when the admin API goes away, with what it did so far", async () => {
+    const dead = Array.from({ length: 10 }, (_, index) => ({
+      id: idOf(index),
+      lastError: forbidden,
+    }));
+    const result = await retryDeadJobs(fakeAdmin(dead, { downAfterPosts: 4 }).call);
+    expect(result).toEqual({
+      requeued: 4,
+      ids: dead.slice(0, 4).map((job) => job.id),
+      failed: [],
+      error: "cannot reach the admin API",
+    });
   });
 });

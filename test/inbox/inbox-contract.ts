@@ -280,6 +280,33 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
       expect(await inbox.get("00000000-0000-4000-8000-000000000000")).toBeNull();
     });
 
+    it("pages through jobs in id order after a cursor, which later updates do not move", async () => {
+      const ids: string[] = [];
+      for (let index = 0; index < 5; index++) {
+        ids.push((await inbox.enqueue(callback(), new Date())).id);
+      }
+      // Ids made in one millisecond sort in random order among themselves.
+      ids.sort();
+      const claimed = await inbox.claim("worker-a", 5, LEASE_MS);
+      for (const job of claimed) await inbox.fail(job.id, "worker-a", "broken", {});
+      const start = "00000000-0000-0000-0000-000000000000";
+      const first = await inbox.list({ state: "dead", limit: 2, after: start });
+      expect(first.map((job) => job.id)).toEqual(ids.slice(0, 2));
+      // The first page's jobs are retried and die again: newest updates now, same place.
+      for (const job of first) await inbox.requeue(job.id);
+      for (const job of await inbox.claim("worker-b", 5, LEASE_MS)) {
+        await inbox.fail(job.id, "worker-b", "broken again", {});
+      }
+      const second = await inbox.list({ state: "dead", limit: 2, after: String(first[1]?.id) });
+      expect(second.map((job) => job.id)).toEqual(ids.slice(2, 4));
+      const last = await inbox.list({ state: "dead", limit: 2, after: String(second[1]?.id) });
+      expect(last.map((job) => job.id)).toEqual(ids.slice(4));
+      expect(await inbox.list({ state: "dead", limit: 2, after: ids[4] })).toEqual([]);
+      expect((await inbox.list({ limit: 10, after: ids[2] })).map((job) => job.id)).toEqual(
+        ids.slice(3),
+      );
+    });
+
     it("prunes done and dead jobs that finished before the cut-off, each state on its own, and keeps younger ones", async () => {
       const oldDone = await finish("done");
       const oldDead = await finish("dead");

@@ -223,10 +223,16 @@ export class PostgresInbox implements Inbox {
     return rows[0] ? rowToJob(rows[0]) : null;
   }
 
-  async list(filter: { state?: JobState; limit: number }): Promise<Job[]> {
-    const { rows } = filter.state
-      ? await this.query<JobRow>(SQL.listByState, [filter.state, filter.limit])
-      : await this.query<JobRow>(SQL.listAll, [filter.limit]);
+  async list(filter: { state?: JobState; limit: number; after?: string }): Promise<Job[]> {
+    const { state, limit, after } = filter;
+    const { rows } =
+      after !== undefined
+        ? state
+          ? await this.query<JobRow>(SQL.listByStateAfter, [state, after, limit])
+          : await this.query<JobRow>(SQL.listAllAfter, [after, limit])
+        : state
+          ? await this.query<JobRow>(SQL.listByState, [state, limit])
+          : await this.query<JobRow>(SQL.listAll, [limit]);
     return rows.map(rowToJob);
   }
 

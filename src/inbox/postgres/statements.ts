@@ -92,6 +92,8 @@ export const SQL = {
   get: `SELECT * FROM kreditcheck_jobs WHERE id = $1`,
   listByState: `SELECT * FROM kreditcheck_jobs WHERE state = $1 ORDER BY updated_at DESC LIMIT $2`,
   listAll: `SELECT * FROM kreditcheck_jobs ORDER BY updated_at DESC LIMIT $1`,
+  listByStateAfter: `SELECT * FROM kreditcheck_jobs WHERE state = $1 AND id > $2 ORDER BY id LIMIT $3`,
+  listAllAfter: `SELECT * FROM kreditcheck_jobs WHERE id > $1 ORDER BY id LIMIT $2`,
   countByState: `SELECT state, count(*)::integer AS count FROM kreditcheck_jobs GROUP BY state`,
   /** A real write for ping: one row, upserted. */
   heartbeat: `INSERT INTO kreditcheck_heartbeat (id, at) VALUES (1, now())

@@ -112,6 +112,8 @@ export class SqliteInbox implements Inbox {
       get: prepare(SQL.get),
       listByState: prepare(SQL.listByState),
       listAll: prepare(SQL.listAll),
+      listByStateAfter: prepare(SQL.listByStateAfter),
+      listAllAfter: prepare(SQL.listAllAfter),
       countByState: prepare(SQL.countByState),
       heartbeat: prepare(SQL.heartbeat),
     };
@@ -244,11 +246,17 @@ export class SqliteInbox implements Inbox {
     });
   }
 
-  async list(filter: { state?: JobState; limit: number }): Promise<Job[]> {
+  async list(filter: { state?: JobState; limit: number; after?: string }): Promise<Job[]> {
     return this.read(() => {
-      const rows = filter.state
-        ? this.statements.listByState.all({ state: filter.state, limit: filter.limit })
-        : this.statements.listAll.all({ limit: filter.limit });
+      const { state, limit, after } = filter;
+      const rows =
+        after !== undefined
+          ? state
+            ? this.statements.listByStateAfter.all({ state, after, limit })
+            : this.statements.listAllAfter.all({ after, limit })
+          : state
+            ? this.statements.listByState.all({ state, limit })
+            : this.statements.listAll.all({ limit });
       return (rows as JobRow[]).map(rowToJob);
     });
   }

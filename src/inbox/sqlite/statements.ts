@@ -56,6 +56,8 @@ export const SQL = {
   get: `SELECT * FROM jobs WHERE id = ?`,
   listByState: `SELECT * FROM jobs WHERE state = @state ORDER BY updated_at DESC LIMIT @limit`,
   listAll: `SELECT * FROM jobs ORDER BY updated_at DESC LIMIT @limit`,
+  listByStateAfter: `SELECT * FROM jobs WHERE state = @state AND id > @after ORDER BY id LIMIT @limit`,
+  listAllAfter: `SELECT * FROM jobs WHERE id > @after ORDER BY id LIMIT @limit`,
   countByState: `SELECT state, COUNT(*) AS count FROM jobs GROUP BY state`,
   heartbeat: `INSERT INTO heartbeat (id, at) VALUES (1, @now) ON CONFLICT (id) DO UPDATE SET at = excluded.at`,
 } as const;
