@@ -35,7 +35,13 @@ export async function retryDeadJobs(call: AdminCall, code?: string): Promise<Ret
   const result: RetryDeadResult = { requeued: 0, ids: [], failed: [] };
   try {
     for (let after: string | null = START; after !== null; ) {
-      const page = (await call("GET", `/jobs?state=dead&limit=${PAGE}&after=${after}`)) as DeadPage;
+      const page = await call("GET", `/jobs?state=dead&limit=${PAGE}&after=${after}`);
+      if (!isDeadPage(page)) {
+        // A service from before the cursor ignores `after` and would list the same jobs again.
+        throw new Error(
+          "the admin API answered without a paging cursor (next): the service is older than this CLI; update it, or retry jobs one by one",
+        );
+      }
       for (const job of page.jobs) {
         if (code !== undefined && !errorCodesOf(job.lastError ?? "").includes(code)) continue;
         try {
@@ -43,17 +49,29 @@ export async function retryDeadJobs(call: AdminCall, code?: string): Promise<Ret
           result.requeued += 1;
           result.ids.push(job.id);
         } catch (error) {
-          // Answered (409: retried meanwhile by someone else): note it, go on. Unreachable: stop.
-          if (typeof (error as { status?: unknown }).status !== "number") throw error;
+          // This job only (404: pruned; 409: retried meanwhile): note it, go on. Anything
+          // else (unreachable, 401, 5xx: the store is down) would fail every job alike: stop.
+          const status = (error as { status?: unknown }).status;
+          if (status !== 404 && status !== 409) throw error;
           result.failed.push({ id: job.id, error: (error as Error).message });
         }
       }
       after = page.next;
     }
   } catch (error) {
+    // Nothing done yet (a wrong token or URL): a plain error, as for any other command.
+    if (result.requeued === 0 && result.failed.length === 0) throw error;
     result.error = (error as Error).message;
   }
   return result;
+}
+
+function isDeadPage(page: unknown): page is DeadPage {
+  const candidate = page as Partial<DeadPage> | null;
+  return (
+    Array.isArray(candidate?.jobs) &&
+    (candidate.next === null || typeof candidate.next === "string")
+  );
 }
 
 /**
@@ -67,6 +85,9 @@ export function errorCodesOf(lastError: string): string[] {
   if (!head || !code) return [];
   const codes = [code];
   const rest = lastError.slice(head.index + head[0].length);
+  // A sink's message could itself hold "; word: some_code: " (an http sink quotes its
+  // receiver's answer); such a text would count as one more sink's code. Rare, and it can
+  // only widen a --code run, never hide a job.
   if (rest.startsWith("delivery failed (")) {
     for (const part of rest.slice("delivery failed (".length).split("; ")) {
       const sink = /^[^\s:;()]+: ([a-z0-9_]+): /.exec(part);

@@ -79,9 +79,9 @@ export interface Inbox {
   get(jobId: string): Promise<Job | null>;
   /**
    * The most recently updated first; with `after` (a job id, or the nil UUID to start), the
-   * jobs whose id sorts after it, in id order: ids are time-ordered (UUID v7, to the
-   * millisecond), so about the order the callbacks arrived, and a job's later updates do
-   * not move it.
+   * jobs whose id sorts after it, in id order: a job's later updates do not move it. Ids
+   * are time-ordered (UUID v7, to the millisecond), so that is about the order the
+   * callbacks arrived (random v4 ids of early releases sort among them anywhere).
    */
   list(filter: { state?: JobState; limit: number; after?: string }): Promise<Job[]>;
   countByState(): Promise<Record<JobState, number>>;

@@ -24,9 +24,17 @@ const gaveUpOnDisk = lastErrorFor(
     { sink: "stdout", error: failure("stdout_closed", "standard output is closed (EPIPE)", true) },
   ]),
 );
-// Mentions another code in free text; its own is http_sink_rejected.
+// A delivery failure whose message quotes another code in free text.
 const rejected = lastErrorFor(
-  failure("http_sink_rejected", 'the receiver answered 422: {"detail":"(x: finapi_forbidden: y)"}'),
+  deliveryFailure([
+    {
+      sink: "http",
+      error: failure(
+        "http_sink_rejected",
+        'HTTP_SINK_URL answered 422: {"detail":"(x: finapi_forbidden: y)"}',
+      ),
+    },
+  ]),
 );
 
 /**
@@ -36,7 +44,15 @@ const rejected = lastErrorFor(
  */
 function fakeAdmin(
   dead: { id: string; lastError: string }[],
-  options: { diesAgain?: string[]; refused?: string[]; downAfterPosts?: number } = {},
+  options: {
+    diesAgain?: string[];
+    refused?: string[];
+    /** After this many retries: no answer at all, or this status for every one. */
+    downAfterPosts?: number;
+    statusWhenDown?: number;
+    /** A service from before the cursor: no `next`, `after` ignored. */
+    old?: boolean;
+  } = {},
 ) {
   const jobs = new Map(dead.map((job) => [job.id, job]));
   const posts: string[] = [];
@@ -49,6 +65,7 @@ function fakeAdmin(
       expect(url.searchParams.get("state")).toBe("dead");
       const after = url.searchParams.get("after") ?? "";
       const limit = Number(url.searchParams.get("limit"));
+      if (options.old) return { jobs: [...jobs.values()].slice(0, limit), counts: {} };
       const page = [...jobs.values()]
         .filter((job) => job.id > after)
         .sort((a, b) => (a.id < b.id ? -1 : 1))
@@ -56,7 +73,10 @@ function fakeAdmin(
       return { jobs: page, next: page.length === limit ? (page.at(-1)?.id ?? null) : null };
     }
     if (options.downAfterPosts !== undefined && posts.length >= options.downAfterPosts) {
-      throw new Error("cannot reach the admin API");
+      const status = options.statusWhenDown;
+      throw Object.assign(new Error(status ? `→ ${status}` : "cannot reach the admin API"), {
+        status,
+      });
     }
     const id = decodeURIComponent(path.split("/")[2] ?? "");
     posts.push(id);
@@ -79,7 +99,7 @@ describe("retry --all-dead", () => {
       "file_sink_write_failed",
       "stdout_closed",
     ]);
-    expect(errorCodesOf(rejected)).toEqual(["http_sink_rejected"]);
+    expect(errorCodesOf(rejected)).toEqual(["http_sink_rejected", "http_sink_rejected"]);
     expect(errorCodesOf("")).toEqual([]);
   });
 
@@ -110,6 +130,28 @@ describe("retry --all-dead", () => {
     expect((await retryDeadJobs(fakeAdmin(dead).call, "stdout_closed")).requeued).toBe(5);
     expect((await retryDeadJobs(fakeAdmin(dead).call, "finapi_forbidden")).requeued).toBe(300);
     expect((await retryDeadJobs(fakeAdmin(dead).call, "no_such_code")).requeued).toBe(0);
+  });
+
+  it("refuses to page through a service that answers no cursor (an older release)", async () => {
+    const dead = [{ id: idOf(1), lastError: forbidden }];
+    await expect(retryDeadJobs(fakeAdmin(dead, { old: true }).call)).rejects.toThrow(
+      /older than this CLI/,
+    );
+  });
+
+  it("stops at the first answer that would fail every job alike (the store is down)", async () => {
+    const dead = Array.from({ length: 10 }, (_, index) => ({
+      id: idOf(index),
+      lastError: forbidden,
+    }));
+    const admin = fakeAdmin(dead, { downAfterPosts: 3, statusWhenDown: 503 });
+    const result = await retryDeadJobs(admin.call);
+    expect(result).toMatchObject({ requeued: 3, failed: [], error: "→ 503" });
+    expect(admin.posts).toHaveLength(3);
+    // Nothing done at all: the error itself, as for any other command.
+    await expect(
+      retryDeadJobs(fakeAdmin(dead, { downAfterPosts: 0, statusWhenDown: 401 }).call),
+    ).rejects.toThrow("→ 401");
   });
 
   it("stops when the admin API goes away, with what it did so far", async () => {
