@@ -1,5 +1,6 @@
 import proxyaddr from "proxy-addr";
 import { z } from "zod";
+import { bareHost, cleanEnv } from "./env-values.js";
 import { DOCUMENT_NAMES, type DocumentName } from "./finapi/documents.js";
 import { LOOPBACK_CIDRS, parseCidrList } from "./http/allowlist.js";
 import { SCHEMA_NAME_PATTERN } from "./postgres/identifier.js";
@@ -65,16 +66,9 @@ function isWebhookKey(base64: string): boolean {
   );
 }
 
-/**
- * A listen address. An IPv6 literal may come bracketed as in a URL (`[::1]`, with a zone
- * as in `[fe80::1%eth0]`); Node's listen() wants it bare.
- */
+/** A listen address, unbracketed (see bareHost). */
 function listenHost(fallback: string) {
-  return z
-    .string()
-    .min(1)
-    .default(fallback)
-    .transform((host) => host.replace(/^\[([0-9A-Fa-f:.]+(?:%[\w.-]+)?)\]$/, "$1"));
+  return z.string().min(1).default(fallback).transform(bareHost);
 }
 
 /** The environment, exactly as operators write it: one key per variable. */
@@ -325,16 +319,7 @@ export class ConfigError extends Error {
 
 /** Parses the environment once; the result is frozen so nothing changes it later. */
 export function loadConfig(env: Record<string, string | undefined>): Config {
-  // Values are trimmed, as dotenv trims a .env file: `docker run -e FILE_SINK_DIR=" "`, a
-  // pasted secret's trailing space or a YAML block's last newline is not taken literally.
-  // Empty (KEY= in a .env file) means "not set", as operators expect.
-  const cleaned = Object.fromEntries(
-    Object.entries(env).flatMap(([name, value]) => {
-      const trimmed = value?.trim();
-      return trimmed ? [[name, trimmed]] : [];
-    }),
-  );
-  const parsed = configSchema.safeParse(cleaned);
+  const parsed = configSchema.safeParse(cleanEnv(env));
   if (!parsed.success) {
     throw new ConfigError(
       parsed.error.issues.map((issue) => {
