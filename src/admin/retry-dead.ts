@@ -20,7 +20,10 @@ export interface RetryDeadResult {
 }
 
 /** An error code as the service writes them: lower case, digits, underscores. */
-export const ERROR_CODE = /^[a-z0-9_]+$/;
+const CODE = "[a-z0-9_]+";
+export const ERROR_CODE = new RegExp(`^${CODE}$`);
+const OWN_CODE = new RegExp(`^(${CODE}): |last error: (${CODE}): `);
+const SINK_CODE = new RegExp(`^[^\\s:;()]+: (${CODE}): `);
 
 const PAGE = 1000;
 const START = "00000000-0000-0000-0000-000000000000";
@@ -80,7 +83,7 @@ function isDeadPage(page: unknown): page is DeadPage {
  * …; <sink>: <code>: …)`), each sink's.
  */
 export function errorCodesOf(lastError: string): string[] {
-  const head = /^([a-z0-9_]+): |last error: ([a-z0-9_]+): /.exec(lastError);
+  const head = OWN_CODE.exec(lastError);
   const code = head?.[1] ?? head?.[2];
   if (!head || !code) return [];
   const codes = [code];
@@ -90,7 +93,7 @@ export function errorCodesOf(lastError: string): string[] {
   // only widen a --code run, never hide a job.
   if (rest.startsWith("delivery failed (")) {
     for (const part of rest.slice("delivery failed (".length).split("; ")) {
-      const sink = /^[^\s:;()]+: ([a-z0-9_]+): /.exec(part);
+      const sink = SINK_CODE.exec(part);
       if (sink?.[1]) codes.push(sink[1]);
     }
   }

@@ -37,6 +37,7 @@ export class StdoutSink implements Sink {
       this.out.write(line, (error?: NodeJS.ErrnoException | null) => {
         signal?.removeEventListener("abort", onAbort);
         if (!error) return resolve();
+        // The stream emits 'error' only after this callback: decide "gone" now.
         this.onError(error);
         reject(this.gone ? goneError(error) : writeError(error));
       });
