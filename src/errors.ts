@@ -11,6 +11,8 @@ export interface ReceiverErrorOptions {
   retryAfterMs?: number;
   details?: Record<string, unknown>;
   cause?: unknown;
+  /** The codes of the failures this one sums up (each failed sink's, for a delivery). */
+  causeCodes?: readonly string[];
 }
 
 export class ReceiverError extends Error {
@@ -19,6 +21,11 @@ export class ReceiverError extends Error {
   readonly fix: string | undefined;
   readonly retryAfterMs: number | undefined;
   readonly details: Record<string, unknown>;
+  /**
+   * Its own code first, then those of the failures it sums up, each once: what the job
+   * store keeps beside the text, so operators can select jobs by code (`retry --code`).
+   */
+  readonly codes: readonly string[];
 
   constructor(message: string, options: ReceiverErrorOptions) {
     super(message, { cause: options.cause });
@@ -28,6 +35,7 @@ export class ReceiverError extends Error {
     this.fix = options.fix;
     this.retryAfterMs = options.retryAfterMs;
     this.details = options.details ?? {};
+    this.codes = [...new Set([options.code, ...(options.causeCodes ?? [])])];
   }
 
   /** One line for logs and the job's `last_error`: cause first, then the fix. */

@@ -11,6 +11,7 @@ export function jobView(job: Job) {
     state: job.state,
     attempts: job.attempts,
     lastError: job.lastError,
+    lastErrorCodes: job.lastErrorCodes,
     receivedAt: job.receivedAt.toISOString(),
     updatedAt: job.updatedAt.toISOString(),
     runAt: job.runAt.toISOString(),

@@ -5,8 +5,15 @@
  */
 export type AdminCall = (method: string, path: string, body?: unknown) => Promise<unknown>;
 
+interface DeadJob {
+  id: string;
+  lastError: string | null;
+  /** Missing from a service of an earlier release, null when the job's store had none. */
+  lastErrorCodes?: string[] | null;
+}
+
 interface DeadPage {
-  jobs: { id: string; lastError: string | null }[];
+  jobs: DeadJob[];
   next: string | null;
 }
 
@@ -30,7 +37,7 @@ const START = "00000000-0000-0000-0000-000000000000";
 
 /**
  * Puts every dead job back to pending, or those whose last error has `code` (see
- * `errorCodesOf`). Walks the dead jobs in id order with a cursor, so each is looked at
+ * `codesOf`). Walks the dead jobs in id order with a cursor, so each is looked at
  * once: a job that dies again at once, one the API refuses and one that does not match
  * all stay behind the cursor, and the run ends after the last page.
  */
@@ -46,7 +53,7 @@ export async function retryDeadJobs(call: AdminCall, code?: string): Promise<Ret
         );
       }
       for (const job of page.jobs) {
-        if (code !== undefined && !errorCodesOf(job.lastError ?? "").includes(code)) continue;
+        if (code !== undefined && !codesOf(job).includes(code)) continue;
         try {
           await call("POST", `/jobs/${encodeURIComponent(job.id)}/retry`);
           result.requeued += 1;
@@ -78,7 +85,15 @@ function isDeadPage(page: unknown): page is DeadPage {
 }
 
 /**
- * The codes a job's last error names: its own (`<code>: …`, or after `last error: ` when
+ * The codes of a job's last error, as the store keeps them; read off the text only for a
+ * job whose codes were not stored (it failed under an earlier release).
+ */
+function codesOf(job: DeadJob): readonly string[] {
+  return Array.isArray(job.lastErrorCodes) ? job.lastErrorCodes : errorCodesOf(job.lastError ?? "");
+}
+
+/**
+ * The codes a job's last error text names: its own (`<code>: …`, or after `last error: ` when
  * the job gave up), and, for a failed delivery (`<code>: delivery failed (<sink>: <code>:
  * …; <sink>: <code>: …)`), each sink's.
  */
@@ -89,8 +104,9 @@ export function errorCodesOf(lastError: string): string[] {
   const codes = [code];
   const rest = lastError.slice(head.index + head[0].length);
   // A sink's message could itself hold "; word: some_code: " (an http sink quotes its
-  // receiver's answer); such a text would count as one more sink's code. Rare, and it can
-  // only widen a --code run, never hide a job.
+  // receiver's answer); such a text would count as one more sink's code. Rare (only jobs
+  // without stored codes are read this way), and it can only widen a --code run, never
+  // hide a job.
   if (rest.startsWith("delivery failed (")) {
     for (const part of rest.slice("delivery failed (".length).split("; ")) {
       const sink = SINK_CODE.exec(part);

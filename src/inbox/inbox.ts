@@ -29,6 +29,18 @@ export interface JobProgress {
   requeuedAt?: number;
 }
 
+/** Why an attempt failed: the text operators read, and the codes it names. */
+export interface JobFailure {
+  /** One line: cause, then fix (ReceiverError.describe(), or why the job gave up). */
+  message: string;
+  /**
+   * The failure's code first, then those of the failures it sums up (each failed sink's).
+   * Left out when they are not known (a job that gave up after a worker stopped, whose
+   * last error an earlier release wrote): readers then read the codes off the text.
+   */
+  codes?: readonly string[];
+}
+
 export interface Job {
   id: string;
   processToken: string;
@@ -41,6 +53,8 @@ export interface Job {
   lockedBy: string | null;
   lockedUntil: Date | null;
   lastError: string | null;
+  /** The codes `lastError` names (JobFailure.codes); null when none are known. */
+  lastErrorCodes: string[] | null;
   progress: JobProgress;
   receivedAt: Date;
   updatedAt: Date;
@@ -70,10 +84,11 @@ export interface Inbox {
     jobId: string,
     workerId: string,
     runAt: Date,
-    error: string,
+    failure: JobFailure,
     progress: JobProgress,
   ): Promise<void>;
-  fail(jobId: string, workerId: string, error: string, progress: JobProgress): Promise<void>;
+  /** Dead: no further attempts until an operator re-queues it. */
+  fail(jobId: string, workerId: string, failure: JobFailure, progress: JobProgress): Promise<void>;
   /** Gives a job back unfinished (shutdown): claimable again at once, its attempt refunded. */
   release(jobId: string, workerId: string): Promise<void>;
   get(jobId: string): Promise<Job | null>;
@@ -102,6 +117,40 @@ export interface Inbox {
   /** Proves the store answers and accepts a durable write (readiness). */
   ping(): Promise<void>;
   close(): Promise<void>;
+}
+
+/**
+ * The `progress` value a store writes with a failure. The codes ride in it, under a key
+ * of their own, because every statement that sets `last_error` writes `progress` too (and
+ * `complete` and `requeue` clear both): the two cannot drift apart, and no schema change
+ * is needed, so a release without this key still reads and writes the same rows.
+ */
+export function progressWithFailure(progress: JobProgress, failure: JobFailure): string {
+  if (failure.codes === undefined) return JSON.stringify(progress);
+  return JSON.stringify({ ...progress, [CODES_KEY]: failure.codes });
+}
+
+/**
+ * Splits a stored `progress` into the job's progress and its last error's codes. The codes
+ * count only if the text names the first of them: an earlier release keeps progress it
+ * read (this key included) when it writes its own failure text, and its stale codes must
+ * not stand for that text.
+ */
+export function progressFromStore(
+  stored: JobProgress & { [CODES_KEY]?: unknown },
+  lastError: string | null,
+): { progress: JobProgress; lastErrorCodes: string[] | null } {
+  const { [CODES_KEY]: codes, ...progress } = stored;
+  if (lastError === null || !isCodeList(codes)) return { progress, lastErrorCodes: null };
+  const first = codes[0];
+  const names = first === undefined || lastError.includes(`${first}: `);
+  return { progress, lastErrorCodes: names ? codes : null };
+}
+
+const CODES_KEY = "lastErrorCodes";
+
+function isCodeList(value: unknown): value is string[] {
+  return Array.isArray(value) && value.every((code) => typeof code === "string");
 }
 
 /** The caller no longer owns the job's lease: another worker took it over. */

@@ -260,8 +260,8 @@ async function deliver(deps: PipelineDeps, bundle: Bundle, run: CheckRun): Promi
 
 /**
  * One error for the sinks that failed: `delivery failed (<sink>: <code>: …; …)`, retryable
- * unless one of them is not (then its code is the job's). `retry --all-dead --code` reads
- * the sinks' codes back out of this text (admin/retry-dead.ts).
+ * unless one of them is not (then its code is the job's). Its `codes` add each sink's, so
+ * `retry --all-dead --code` finds a job by any of them.
  */
 export function deliveryFailure(
   failures: readonly { sink: string; error: ReceiverError }[],
@@ -277,5 +277,6 @@ export function deliveryFailure(
     retryable: !permanent,
     fix: fixes.length > 0 ? fixes.join(" ") : undefined,
     retryAfterMs: Math.max(0, ...failures.map(({ error }) => error.retryAfterMs ?? 0)) || undefined,
+    causeCodes: failures.flatMap(({ error }) => error.codes),
   });
 }

@@ -274,7 +274,9 @@ export class Worker {
     if (job.attempts > policy.maxAttempts) {
       // The previous owner died (or lost its lease) on the last attempt.
       const reason = `gave up after ${attemptsText(job.attempts - 1)} (MAX_ATTEMPTS=${policy.maxAttempts}); the last attempt's worker stopped before it finished; last error: ${job.lastError ?? "none recorded"}`;
-      await this.asOwner(entry, (owner) => inbox.fail(job.id, owner, reason, progress));
+      // The codes are the last error's, when this release wrote it.
+      const failure = { message: reason, codes: job.lastErrorCodes ?? undefined };
+      await this.asOwner(entry, (owner) => inbox.fail(job.id, owner, failure, progress));
       logger.error({ reason }, "job is dead");
       return "dead";
     }
@@ -308,7 +310,13 @@ export class Worker {
       );
       if (decision.action === "retry") {
         await this.asOwner(entry, (owner) =>
-          inbox.retry(job.id, owner, decision.runAt, error.describe(), progress),
+          inbox.retry(
+            job.id,
+            owner,
+            decision.runAt,
+            { message: error.describe(), codes: error.codes },
+            progress,
+          ),
         );
         logger.warn(
           {
@@ -321,7 +329,8 @@ export class Worker {
         );
         return "retry";
       }
-      await this.asOwner(entry, (owner) => inbox.fail(job.id, owner, decision.reason, progress));
+      const failure = { message: decision.reason, codes: error.codes };
+      await this.asOwner(entry, (owner) => inbox.fail(job.id, owner, failure, progress));
       logger.error({ code: error.code, reason: decision.reason }, "job is dead");
       return "dead";
     }

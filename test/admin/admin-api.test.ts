@@ -146,6 +146,8 @@ describe("admin port", () => {
       callback,
     });
     expect(String(shown.lastError)).toContain("data_intelligence:manager");
+    // The codes it names, for selecting jobs (retry --all-dead --code): the job's own here.
+    expect(shown.lastErrorCodes).toEqual([String(shown.lastError).split(":")[0]]);
 
     harness.simulator.setFaults({ forbidden: false });
     const retried = await admin(`/admin/jobs/${id}/retry`, { method: "POST" });
@@ -158,6 +160,7 @@ describe("admin port", () => {
     ).toMatchObject({
       state: "done",
       lastError: null,
+      lastErrorCodes: null,
       bundleFetched: true,
       deliveredSinks: ["file"],
     });

@@ -37,13 +37,22 @@ const rejected = lastErrorFor(
   ]),
 );
 
+const quoting = lastErrorFor(
+  deliveryFailure([
+    {
+      sink: "http",
+      error: failure("http_sink_rejected", "HTTP_SINK_URL answered 422: a; b: finapi_forbidden: c"),
+    },
+  ]),
+);
+
 /**
  * The admin API over dead jobs, as the stores serve it: id order after a cursor, `limit`
  * per page, `next` when a page is full. A job in `diesAgain` is dead again at once after
  * a retry (same id); `refused` ids answer 409.
  */
 function fakeAdmin(
-  dead: { id: string; lastError: string }[],
+  dead: { id: string; lastError: string; lastErrorCodes?: string[] | null }[],
   options: {
     diesAgain?: string[];
     refused?: string[];
@@ -130,6 +139,22 @@ describe("retry --all-dead", () => {
     expect((await retryDeadJobs(fakeAdmin(dead).call, "stdout_closed")).requeued).toBe(5);
     expect((await retryDeadJobs(fakeAdmin(dead).call, "finapi_forbidden")).requeued).toBe(300);
     expect((await retryDeadJobs(fakeAdmin(dead).call, "no_such_code")).requeued).toBe(0);
+  });
+
+  it("with --code, goes by the codes the store kept, and reads the text only where there are none", async () => {
+    const dead = [
+      // The text quotes a receiver's answer that reads like a sink's code; the store knows better.
+      { id: idOf(1), lastError: quoting, lastErrorCodes: ["http_sink_rejected"] },
+      { id: idOf(2), lastError: gaveUpOnDisk, lastErrorCodes: null },
+      { id: idOf(3), lastError: forbidden },
+      { id: idOf(4), lastError: "unexpected_error: stdout_closed: x", lastErrorCodes: [] },
+    ];
+    const run = async (code: string) => (await retryDeadJobs(fakeAdmin(dead).call, code)).ids;
+    expect(await run("http_sink_rejected")).toEqual([idOf(1)]);
+    expect(await run("stdout_closed")).toEqual([idOf(2)]);
+    expect(await run("finapi_forbidden")).toEqual([idOf(3)]);
+    expect(await run("unexpected_error")).toEqual([]);
+    expect(errorCodesOf(quoting)).toContain("finapi_forbidden");
   });
 
   it("refuses to page through a service that answers no cursor (an older release)", async () => {

@@ -3,6 +3,7 @@ import type { Callback } from "../../src/callback.js";
 import {
   type FinishedState,
   type Inbox,
+  type JobProgress,
   LeaseLostError,
   StoreUnavailableError,
 } from "../../src/inbox/inbox.js";
@@ -65,7 +66,7 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
       const [job] = await inbox.claim("worker-a", 1, LEASE_MS);
       expect(job?.id).toBe(id);
       if (state === "done") await inbox.complete(id, "worker-a", {});
-      else await inbox.fail(id, "worker-a", "finapi_forbidden: 403", {});
+      else await inbox.fail(id, "worker-a", { message: "finapi_forbidden: 403" }, {});
       return id;
     };
 
@@ -182,10 +183,12 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
       await inbox.claim("worker-b", 10, LEASE_MS);
       const future = new Date(fixture.now() + 1000);
       await expect(inbox.complete(id, "worker-a", {})).rejects.toBeInstanceOf(LeaseLostError);
-      await expect(inbox.retry(id, "worker-a", future, "x", {})).rejects.toBeInstanceOf(
+      await expect(
+        inbox.retry(id, "worker-a", future, { message: "x" }, {}),
+      ).rejects.toBeInstanceOf(LeaseLostError);
+      await expect(inbox.fail(id, "worker-a", { message: "x" }, {})).rejects.toBeInstanceOf(
         LeaseLostError,
       );
-      await expect(inbox.fail(id, "worker-a", "x", {})).rejects.toBeInstanceOf(LeaseLostError);
       await expect(inbox.renew(id, "worker-a", LEASE_MS)).rejects.toBeInstanceOf(LeaseLostError);
       await expect(inbox.release(id, "worker-a")).rejects.toBeInstanceOf(LeaseLostError);
       expect((await inbox.get(id))?.lockedBy).toBe("worker-b");
@@ -208,7 +211,7 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
         id,
         "worker-a",
         new Date(fixture.now() + 10_000),
-        "finapi_unavailable: 503",
+        { message: "finapi_unavailable: 503", codes: ["finapi_unavailable"] },
         progress,
       );
       const waiting = await inbox.get(id);
@@ -216,14 +219,41 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
         state: "pending",
         lockedBy: null,
         lastError: "finapi_unavailable: 503",
+        lastErrorCodes: ["finapi_unavailable"],
         progress,
       });
+      // The codes are kept beside the progress, not in it.
+      expect(waiting?.progress).toEqual(progress);
       expect(await inbox.claim("worker-b", 10, LEASE_MS)).toEqual([]);
       await fixture.advance(10_001);
       const [again] = await inbox.claim("worker-b", 10, LEASE_MS);
       expect(again).toMatchObject({ id, attempts: 2, progress });
       // Key order survives the store: the bundle is handed on as finAPI served it.
       expect(JSON.stringify(again?.progress)).toBe(JSON.stringify(progress));
+    });
+
+    it("keeps a failure's codes with its text, and drops codes the text does not name", async () => {
+      const { id } = await inbox.enqueue(callback(), new Date());
+      await inbox.claim("worker-a", 10, LEASE_MS);
+      const message =
+        "sink_delivery_failed: delivery failed (file: file_sink_write_failed: ENOSPC)";
+      const codes = ["sink_delivery_failed", "file_sink_write_failed"];
+      await inbox.retry(id, "worker-a", new Date(fixture.now()), { message, codes }, {});
+      const [again] = await inbox.claim("worker-b", 10, LEASE_MS);
+      expect(again).toMatchObject({ lastError: message, lastErrorCodes: codes, progress: {} });
+      // An earlier release hands back the progress it read, codes included, with its own text.
+      const passedOn = { lastErrorCodes: codes } as JobProgress;
+      await inbox.fail(id, "worker-b", { message: "finapi_forbidden: 403" }, passedOn);
+      expect(await inbox.get(id)).toMatchObject({
+        lastError: "finapi_forbidden: 403",
+        lastErrorCodes: null,
+        progress: {},
+      });
+      // Codes not known (a job that gave up after its worker stopped): none stored.
+      await inbox.requeue(id);
+      await inbox.claim("worker-a", 10, LEASE_MS);
+      await inbox.fail(id, "worker-a", { message: "gave up; last error: none recorded" }, {});
+      expect((await inbox.get(id))?.lastErrorCodes).toBeNull();
     });
 
     it("gives a released job back at once, refunding the attempt (shutdown is not a failure)", async () => {
@@ -237,13 +267,16 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
     it("requeues a dead job with a fresh attempt budget, and nothing that is still pending", async () => {
       const { id } = await inbox.enqueue(callback(), new Date());
       await inbox.claim("worker-a", 10, LEASE_MS);
-      await inbox.fail(id, "worker-a", "finapi_forbidden: 403", {
-        bundle: { kreditCheck: null },
-        deliveredSinks: ["file"],
-      });
+      await inbox.fail(
+        id,
+        "worker-a",
+        { message: "finapi_forbidden: 403", codes: ["finapi_forbidden"] },
+        { bundle: { kreditCheck: null }, deliveredSinks: ["file"] },
+      );
       expect(await inbox.get(id)).toMatchObject({
         state: "dead",
         lastError: "finapi_forbidden: 403",
+        lastErrorCodes: ["finapi_forbidden"],
       });
       const before = fixture.now();
       expect(await inbox.requeue(id)).toBe(true);
@@ -253,6 +286,7 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
         attempts: 0,
         finishedAt: null,
         lastError: null,
+        lastErrorCodes: null,
       });
       // A fresh start: nothing saved is reused, and its age counts from now.
       expect(Object.keys(requeued?.progress ?? {})).toEqual(["requeuedAt"]);
@@ -268,7 +302,7 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
         ids.push((await inbox.enqueue(callback(), new Date())).id);
       const [first, second] = await inbox.claim("worker-a", 2, LEASE_MS);
       await inbox.complete(String(first?.id), "worker-a", {});
-      await inbox.fail(String(second?.id), "worker-a", "broken", {});
+      await inbox.fail(String(second?.id), "worker-a", { message: "broken" }, {});
       expect(await inbox.countByState()).toEqual({ pending: 2, running: 0, done: 1, dead: 1 });
       expect((await inbox.list({ state: "dead", limit: 10 })).map((job) => job.id)).toEqual([
         second?.id,
@@ -288,14 +322,14 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
       // Ids made in one millisecond sort in random order among themselves.
       ids.sort();
       const claimed = await inbox.claim("worker-a", 5, LEASE_MS);
-      for (const job of claimed) await inbox.fail(job.id, "worker-a", "broken", {});
+      for (const job of claimed) await inbox.fail(job.id, "worker-a", { message: "broken" }, {});
       const start = "00000000-0000-0000-0000-000000000000";
       const first = await inbox.list({ state: "dead", limit: 2, after: start });
       expect(first.map((job) => job.id)).toEqual(ids.slice(0, 2));
       // The first page's jobs are retried and die again: newest updates now, same place.
       for (const job of first) await inbox.requeue(job.id);
       for (const job of await inbox.claim("worker-b", 5, LEASE_MS)) {
-        await inbox.fail(job.id, "worker-b", "broken again", {});
+        await inbox.fail(job.id, "worker-b", { message: "broken again" }, {});
       }
       const second = await inbox.list({ state: "dead", limit: 2, after: String(first[1]?.id) });
       expect(second.map((job) => job.id)).toEqual(ids.slice(2, 4));

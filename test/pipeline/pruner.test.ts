@@ -37,7 +37,7 @@ describe("Pruner", () => {
       await inbox.enqueue(makeCallback() as Callback, new Date(now));
     for (const job of await inbox.claim("worker-a", count, 60_000)) {
       if (state === "done") await inbox.complete(job.id, "worker-a", {});
-      else await inbox.fail(job.id, "worker-a", "broken", {});
+      else await inbox.fail(job.id, "worker-a", { message: "broken" }, {});
     }
   }
 

@@ -104,6 +104,27 @@ describe("Worker", () => {
     expect({ maxActive, maxFetching }).toEqual({ maxActive: 8, maxFetching: 4 });
   });
 
+  it("gives up on a job whose last attempt's worker died, naming and keeping its last error's codes", async () => {
+    const { id } = await inbox.enqueue(makeCallback() as never, new Date(now));
+    await inbox.claim("gone:1", 1, 60_000);
+    const failure = { message: "finapi_unavailable: 503", codes: ["finapi_unavailable"] };
+    await inbox.retry(id, "gone:1", new Date(now), failure, {});
+    // Its second (last) attempt's worker dies: the lease runs out with nobody at it.
+    await inbox.claim("gone:2", 1, 60_000);
+    now += 120_000;
+    const runs: string[] = [];
+    startWorker(async (run) => {
+      runs.push(run.job.id);
+    }, 2);
+    await waitFor(async () => (await inbox.get(id))?.state === "dead", "the job given up");
+    const dead = await inbox.get(id);
+    expect(dead?.lastError).toMatch(
+      /^gave up after 2 attempts .*stopped before it finished; last error: finapi_unavailable: 503$/,
+    );
+    expect(dead?.lastErrorCodes).toEqual(["finapi_unavailable"]);
+    expect(runs).toEqual([]);
+  });
+
   it("gives a job back on shutdown without spending its attempt", async () => {
     startWorker(
       (run) =>

@@ -133,12 +133,14 @@ describe("SINKS=stdout when the program reading the service's output quits", () 
     const { id } = (await first.json()) as { id: string };
 
     let lastError = "";
+    let lastErrorCodes: unknown;
     await waitFor(
       async () => {
         const job = (await (
           await fetch(`http://127.0.0.1:${adminPort}/admin/jobs/${id}`)
-        ).json()) as { lastError?: string | null };
+        ).json()) as { lastError?: string | null; lastErrorCodes?: unknown };
         lastError = job.lastError ?? "";
+        lastErrorCodes = job.lastErrorCodes;
         return lastError !== "";
       },
       "the job's first failed delivery",
@@ -146,6 +148,8 @@ describe("SINKS=stdout when the program reading the service's output quits", () 
     );
     expect(lastError).toMatch(/stdout_closed: standard output is closed \(.*EPIPE/);
     expect(lastError).toContain("SINKS=file");
+    // What `retry --all-dead --code stdout_closed` selects by.
+    expect(lastErrorCodes).toEqual(["sink_delivery_failed", "stdout_closed"]);
 
     // Still running and still taking callbacks.
     expect(service.child.exitCode).toBeNull();

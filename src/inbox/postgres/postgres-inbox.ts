@@ -9,9 +9,11 @@ import {
   type FinishedState,
   type Inbox,
   type Job,
+  type JobFailure,
   type JobProgress,
   type JobState,
   LeaseLostError,
+  progressWithFailure,
   StoreUnavailableError,
 } from "../inbox.js";
 import { newJobId } from "../job-id.js";
@@ -184,20 +186,25 @@ export class PostgresInbox implements Inbox {
     jobId: string,
     workerId: string,
     runAt: Date,
-    error: string,
+    failure: JobFailure,
     progress: JobProgress,
   ): Promise<void> {
     return this.ownedWrite(jobId, SQL.retry, [
       jobId,
       workerId,
       runAt,
-      error,
-      JSON.stringify(progress),
+      failure.message,
+      progressWithFailure(progress, failure),
     ]);
   }
 
-  fail(jobId: string, workerId: string, error: string, progress: JobProgress): Promise<void> {
-    return this.ownedWrite(jobId, SQL.fail, [jobId, workerId, error, JSON.stringify(progress)]);
+  fail(jobId: string, workerId: string, failure: JobFailure, progress: JobProgress): Promise<void> {
+    return this.ownedWrite(jobId, SQL.fail, [
+      jobId,
+      workerId,
+      failure.message,
+      progressWithFailure(progress, failure),
+    ]);
   }
 
   async release(jobId: string, workerId: string): Promise<void> {

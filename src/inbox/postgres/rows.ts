@@ -1,5 +1,5 @@
 import type { Callback } from "../../callback.js";
-import type { Job, JobProgress, JobState } from "../inbox.js";
+import { type Job, type JobProgress, type JobState, progressFromStore } from "../inbox.js";
 
 /** A kreditcheck_jobs row as pg returns it: json parsed, timestamptz as Date. */
 export interface JobRow {
@@ -20,6 +20,7 @@ export interface JobRow {
 }
 
 export function rowToJob(row: JobRow): Job {
+  const { progress, lastErrorCodes } = progressFromStore(row.progress, row.last_error);
   return {
     id: row.id,
     processToken: row.process_token,
@@ -31,7 +32,8 @@ export function rowToJob(row: JobRow): Job {
     lockedBy: row.locked_by,
     lockedUntil: row.locked_until,
     lastError: row.last_error,
-    progress: row.progress,
+    lastErrorCodes,
+    progress,
     receivedAt: row.received_at,
     updatedAt: row.updated_at,
     finishedAt: row.finished_at,

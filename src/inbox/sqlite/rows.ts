@@ -1,5 +1,5 @@
 import type { Callback } from "../../callback.js";
-import type { Job, JobProgress, JobState } from "../inbox.js";
+import { type Job, type JobProgress, type JobState, progressFromStore } from "../inbox.js";
 
 export interface JobRow {
   id: string;
@@ -19,6 +19,10 @@ export interface JobRow {
 }
 
 export function rowToJob(row: JobRow): Job {
+  const { progress, lastErrorCodes } = progressFromStore(
+    JSON.parse(row.progress) as JobProgress,
+    row.last_error,
+  );
   return {
     id: row.id,
     processToken: row.process_token,
@@ -30,7 +34,8 @@ export function rowToJob(row: JobRow): Job {
     lockedBy: row.locked_by,
     lockedUntil: row.locked_until === null ? null : new Date(row.locked_until),
     lastError: row.last_error,
-    progress: JSON.parse(row.progress) as JobProgress,
+    lastErrorCodes,
+    progress,
     receivedAt: new Date(row.received_at),
     updatedAt: new Date(row.updated_at),
     finishedAt: row.finished_at === null ? null : new Date(row.finished_at),

@@ -9,9 +9,11 @@ import {
   type FinishedState,
   type Inbox,
   type Job,
+  type JobFailure,
   type JobProgress,
   type JobState,
   LeaseLostError,
+  progressWithFailure,
   StoreUnavailableError,
 } from "../inbox.js";
 import { newJobId } from "../job-id.js";
@@ -189,7 +191,7 @@ export class SqliteInbox implements Inbox {
     jobId: string,
     workerId: string,
     runAt: Date,
-    error: string,
+    failure: JobFailure,
     progress: JobProgress,
   ): Promise<void> {
     return this.ownedWrite(jobId, () =>
@@ -197,20 +199,20 @@ export class SqliteInbox implements Inbox {
         id: jobId,
         workerId,
         runAt: runAt.getTime(),
-        error,
-        progress: JSON.stringify(progress),
+        error: failure.message,
+        progress: progressWithFailure(progress, failure),
         now: this.clock(),
       }),
     );
   }
 
-  fail(jobId: string, workerId: string, error: string, progress: JobProgress): Promise<void> {
+  fail(jobId: string, workerId: string, failure: JobFailure, progress: JobProgress): Promise<void> {
     return this.ownedWrite(jobId, () =>
       this.statements.fail.run({
         id: jobId,
         workerId,
-        error,
-        progress: JSON.stringify(progress),
+        error: failure.message,
+        progress: progressWithFailure(progress, failure),
         now: this.clock(),
       }),
     );
