@@ -17,8 +17,22 @@ export type SinkFactory = (config: Config, logger: Logger) => Sink | Promise<Sin
  */
 export async function loadSinks(config: Config, logger: Logger): Promise<Sink[]> {
   const sinks: Sink[] = [];
+  /** The SINKS entry that built each sink name so far. */
+  const entries = new Map<string, string>();
   try {
-    for (const name of config.sinks.names) sinks.push(await loadSink(name, config, logger));
+    for (const entry of config.sinks.names) {
+      const sink = await loadSink(entry, config, logger);
+      sinks.push(sink);
+      const earlier = entries.get(sink.name);
+      if (earlier !== undefined) {
+        // A job records which sinks have its bundle by name: two sinks of one name would
+        // count as one, and a failed one would never be tried again.
+        throw new Error(
+          `SINKS: ${entry} names its sink "${sink.name}", as ${earlier} does; delivery is tracked by sink name, so each sink needs a name of its own (change the name its factory returns)`,
+        );
+      }
+      entries.set(sink.name, entry);
+    }
   } catch (error) {
     await closeSinks(sinks);
     throw error;
@@ -69,7 +83,7 @@ async function loadModuleSink(path: string, config: Config, logger: Logger): Pro
     config,
     logger.child({ sink: path }),
   )) as Partial<Sink>;
-  if (typeof sink?.name !== "string" || typeof sink.deliver !== "function") {
+  if (typeof sink?.name !== "string" || sink.name === "" || typeof sink.deliver !== "function") {
     throw new Error(`SINKS: module:${path}'s factory must return { name, deliver(bundle, ctx) }`);
   }
   return sink as Sink;

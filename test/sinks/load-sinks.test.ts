@@ -37,6 +37,19 @@ describe("SINKS=module:<path>", () => {
     );
   });
 
+  it("stops start-up when two sinks share a name (a failed one would count as delivered)", async () => {
+    await expect(
+      sinksFor(
+        "module:test/fixtures/named-export-sink.mjs,module:./test/fixtures/named-export-sink.mjs",
+      ),
+    ).rejects.toThrow(
+      'SINKS: module:./test/fixtures/named-export-sink.mjs names its sink "named-export", as module:test/fixtures/named-export-sink.mjs does',
+    );
+    await expect(sinksFor("file,module:test/fixtures/file-named-sink.mjs")).rejects.toThrow(
+      'names its sink "file", as file does',
+    );
+  });
+
   it("stops start-up naming the path when the module cannot be loaded", async () => {
     await expect(sinksFor("file,module:test/fixtures/missing.mjs")).rejects.toThrow(
       /^SINKS: module:test\/fixtures\/missing\.mjs could not be loaded/,
