@@ -9,6 +9,7 @@ import type { Logger } from "../logger.js";
 import { acceptCallback } from "./accept-callback.js";
 import { allowlist, parseCidrList } from "./allowlist.js";
 import { requireCallbackSecret } from "./callback-secret.js";
+import { refuseDuplicateKeys } from "./duplicate-keys.js";
 import { sendError } from "./send-error.js";
 
 export type CallbackOutcome =
@@ -78,7 +79,12 @@ export function callbackRouter(options: CallbackRouteOptions): Router {
     requireJson,
     // Any JSON value parses (not only objects and arrays), so `null` or `"x"` is refused by
     // the callback's schema as "expected object", not as "not valid JSON".
-    express.json({ limit: bodyLimitBytes, strict: false, type: () => true }),
+    express.json({
+      limit: bodyLimitBytes,
+      strict: false,
+      type: () => true,
+      verify: refuseDuplicateKeys,
+    }),
     accept,
   );
   // Body errors (broken JSON, too large) are rejected callbacks too; the app's error

@@ -25,6 +25,11 @@ const BODY_ERRORS: Record<string, { status: number; error: string; message: stri
     error: "unsupported_charset",
     message: "unsupported charset",
   },
+  "entity.duplicate.key": {
+    status: 400,
+    error: "duplicate_key",
+    message: "a key appears more than once in one object",
+  },
   "request.aborted": { status: 400, error: "request_aborted", message: "the request was aborted" },
   "request.size.invalid": {
     status: 400,
@@ -51,7 +56,7 @@ export function errorHandler(
         "request rejected",
       );
       if (!res.headersSent) {
-        sendError(res, known.status, known.error, [{ message: messageFor(error, known.message) }]);
+        sendError(res, known.status, known.error, [detailFor(error, known.message)]);
       }
       return;
     }
@@ -85,18 +90,29 @@ export function errorHandler(
 const ACCEPTED_ENCODINGS =
   "createZstdDecompress" in zlib ? "gzip, deflate, br or zstd" : "gzip, deflate or br";
 
-/** The sender needs to know which charset or encoding was refused, and what is taken. */
-function messageFor(
-  error: { type: string; charset?: unknown; encoding?: unknown },
+/**
+ * The sender needs to know which charset or encoding was refused and what is taken, and
+ * which key it repeated.
+ */
+function detailFor(
+  error: { type: string; charset?: unknown; encoding?: unknown; field?: unknown },
   fallback: string,
-) {
+): { field?: string; message: string } {
   if (error.type === "charset.unsupported" && typeof error.charset === "string") {
-    return `unsupported charset "${error.charset}"; send the JSON as UTF-8`;
+    return { message: `unsupported charset "${error.charset}"; send the JSON as UTF-8` };
   }
   if (error.type === "encoding.unsupported" && typeof error.encoding === "string") {
-    return `unsupported Content-Encoding "${error.encoding}"; send the body uncompressed, or as ${ACCEPTED_ENCODINGS}`;
+    return {
+      message: `unsupported Content-Encoding "${error.encoding}"; send the body uncompressed, or as ${ACCEPTED_ENCODINGS}`,
+    };
   }
-  return fallback;
+  if (error.type === "entity.duplicate.key" && typeof error.field === "string") {
+    return {
+      field: error.field,
+      message: "appears more than once in one object: send each key once",
+    };
+  }
+  return { message: fallback };
 }
 
 /**

@@ -79,6 +79,29 @@ describe("POST /callbacks/kreditcheck", () => {
     expect(await stored()).toBe(before);
   });
 
+  it("refuses a body that repeats a key, naming it, instead of keeping the last value", async () => {
+    const before = await stored();
+    const repeated = await harness.post(
+      '{"processToken":"pt-a","kreditCheckId":"kc-a","processToken":"pt-b","status":"SUCCESSFUL"}',
+    );
+    expect(repeated).toEqual({
+      status: 400,
+      body: {
+        error: "duplicate_key",
+        details: [
+          {
+            field: "processToken",
+            message: "appears more than once in one object: send each key once",
+          },
+        ],
+      },
+    });
+    // Broken JSON that also repeats a key is reported as broken.
+    const broken = await harness.post('{"processToken":"a","processToken":"b",');
+    expect(broken).toMatchObject({ status: 400, body: { error: "invalid_json" } });
+    expect(await stored()).toBe(before);
+  });
+
   it("keeps an unknown field nested up to the depth limit (32 levels), and refuses one level more", async () => {
     const nested = (levels: number): unknown =>
       Array.from({ length: levels }).reduce<unknown>((inner) => [inner], "x");

@@ -1,0 +1,128 @@
+/**
+ * JSON.parse keeps the last of two equal keys in one object, so `{"processToken":"a",
+ * "processToken":"b"}` would be stored as "b" without a word. A sender that repeats a key
+ * has a bug; we refuse the body instead of guessing which value it meant.
+ */
+
+/** An open object (its keys so far, the last one) or array (keys null; its element index). */
+interface Container {
+  keys: Set<string> | null;
+  lastKey: string;
+  index: number;
+}
+
+/**
+ * Where a key first appears twice: `a.b` for a key in a nested object, `list[2].x` in an
+ * array. One pass over the text, no recursion and no per-level strings (a 64 KiB body can
+ * nest 30,000 levels); the path is built only for a duplicate.
+ */
+export function findDuplicateKey(text: string): string | undefined {
+  const stack: Container[] = [];
+  let expectKey = false;
+  for (let at = 0; at < text.length; at++) {
+    const char = text.charCodeAt(at);
+    if (char === QUOTE) {
+      const end = endOfString(text, at);
+      if (end < 0) return undefined;
+      const top = stack.at(-1);
+      if (expectKey && top?.keys) {
+        const key = decodeString(text.slice(at, end));
+        if (key === undefined) return undefined;
+        if (top.keys.has(key)) return pathOf(stack, key);
+        top.keys.add(key);
+        top.lastKey = key;
+        expectKey = false;
+      }
+      at = end - 1;
+    } else if (char === OPEN_BRACE || char === OPEN_BRACKET) {
+      stack.push({ keys: char === OPEN_BRACE ? new Set() : null, lastKey: "", index: 0 });
+      expectKey = char === OPEN_BRACE;
+    } else if (char === CLOSE_BRACE || char === CLOSE_BRACKET) {
+      stack.pop();
+    } else if (char === COMMA) {
+      const top = stack.at(-1);
+      if (top) top.index += 1;
+      expectKey = top?.keys != null;
+    }
+  }
+  return undefined;
+}
+
+/** `key`'s path: each enclosing object's current key, each enclosing array's index. */
+function pathOf(stack: readonly Container[], key: string): string {
+  let path = "";
+  for (const container of stack.slice(0, -1)) {
+    path = container.keys ? join(path, container.lastKey) : `${path}[${container.index}]`;
+  }
+  return join(path, key);
+}
+
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const COMMA = 0x2c;
+const OPEN_BRACE = 0x7b;
+const CLOSE_BRACE = 0x7d;
+const OPEN_BRACKET = 0x5b;
+const CLOSE_BRACKET = 0x5d;
+
+/** The index just past the string that opens at `start`, or -1 if it never closes. */
+function endOfString(text: string, start: number): number {
+  for (let at = start + 1; at < text.length; at++) {
+    const char = text.charCodeAt(at);
+    if (char === BACKSLASH) at++;
+    else if (char === QUOTE) return at + 1;
+  }
+  return -1;
+}
+
+/** A JSON string literal's value; undefined for a broken one (the JSON parser reports it). */
+function decodeString(literal: string): string | undefined {
+  try {
+    return JSON.parse(literal) as string;
+  } catch {
+    return undefined;
+  }
+}
+
+function join(path: string, key: string): string {
+  return path === "" ? key : `${path}.${key}`;
+}
+
+/** Tells the error handler to answer 400 duplicate_key naming `field`. */
+export class DuplicateKeyError extends Error {
+  readonly status = 400;
+  readonly type = "entity.duplicate.key";
+  constructor(readonly field: string) {
+    super(`"${field}" appears more than once in one object`);
+  }
+}
+
+const UTF8 = new TextDecoder();
+
+/**
+ * body-parser's `verify` hook, called with the raw body before it is parsed: throws
+ * DuplicateKeyError for valid JSON that repeats a key. Broken JSON is left to the parser,
+ * which reports it as such.
+ */
+export function refuseDuplicateKeys(
+  _req: unknown,
+  _res: unknown,
+  body: Buffer,
+  encoding: string | null,
+): void {
+  let text: string;
+  try {
+    // As body-parser decodes it: the charset given (UTF-8 by default), a BOM dropped.
+    text = (encoding && encoding !== "utf-8" ? new TextDecoder(encoding) : UTF8).decode(body);
+  } catch {
+    return; // a charset TextDecoder lacks (UTF-32): not checked
+  }
+  const field = findDuplicateKey(text);
+  if (field === undefined) return;
+  try {
+    JSON.parse(text);
+  } catch {
+    return;
+  }
+  throw new DuplicateKeyError(field);
+}
