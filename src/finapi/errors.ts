@@ -87,7 +87,7 @@ export function errorForStatus(context: FinapiErrorContext & { status: number })
       "finapi_forbidden",
       false,
       context,
-      "the mandator needs the scope data_intelligence:manager for the KreditCheck and DAC results; ask finAPI support (support@finapi.io) to grant it, then retry the dead job.",
+      "the mandator needs the scope data_intelligence:manager for the KreditCheck and DAC results; ask finAPI support (support@finapi.io) to grant it, then retry the dead jobs (npm run cli -- retry --all-dead --code finapi_forbidden).",
     );
   }
   if (status === 404) {

@@ -124,6 +124,7 @@ export async function assembleBundle(
   );
   const dacReports: Record<string, DacReportResponse> = {};
   let retryable: ReceiverError | undefined;
+  let fatal: ReceiverError | undefined;
   settled.forEach((result, index) => {
     const caseId = caseIds[index] as string;
     if (result.status === "fulfilled") {
@@ -131,7 +132,8 @@ export async function assembleBundle(
       return;
     }
     const error = toReceiverError(result.reason);
-    if (error.retryable) {
+    if (failsEveryCheck(error)) fatal ??= error;
+    else if (error.retryable) {
       // The retry must wait for the longest Retry-After among the failed reports.
       if ((error.retryAfterMs ?? 0) > (retryable?.retryAfterMs ?? -1)) retryable = error;
     } else {
@@ -148,6 +150,8 @@ export async function assembleBundle(
     }
   });
   if (signal.aborted) throw signal.reason;
+  // Retrying cannot help while the mandator lacks a scope: the job dies at once.
+  if (fatal) throw fatal;
   if (retryable) throw retryable;
   const documents = await fetchDocuments(deps, check, ctx, problems);
   return {
@@ -182,7 +186,7 @@ async function fetchDocuments(
       documents.push({ name, ...document });
     } catch (thrown) {
       const error = toReceiverError(thrown);
-      if (error.retryable) throw error;
+      if (error.retryable || failsEveryCheck(error)) throw error;
       problems.push({
         code: error.code,
         document: name,
@@ -196,6 +200,15 @@ async function fetchDocuments(
     }
   }
   return documents;
+}
+
+/**
+ * A 403 is about the mandator, not about one account or document: finAPI refuses every
+ * report until it grants the scope. The job dies (operators see it, and retry it once the
+ * scope is there) instead of delivering bundles without their DAC reports as done.
+ */
+function failsEveryCheck(error: ReceiverError): boolean {
+  return error.code === "finapi_forbidden";
 }
 
 async function fetchKreditCheck(
@@ -259,9 +272,9 @@ async function deliver(deps: PipelineDeps, bundle: Bundle, run: CheckRun): Promi
 }
 
 /**
- * One error for the sinks that failed: `delivery failed (<sink>: <code>: …; …)`, retryable
- * unless one of them is not (then its code is the job's). Its `codes` add each sink's, so
- * `retry --all-dead --code` finds a job by any of them.
+ * One error for the sinks that failed: `sink_delivery_failed: delivery failed (<sink>:
+ * <code>: …; …)`, retryable unless one of them is not. Its `codes` add each sink's, so
+ * `retry --all-dead --code` finds a job by any of them (or all by sink_delivery_failed).
  */
 export function deliveryFailure(
   failures: readonly { sink: string; error: ReceiverError }[],
@@ -271,10 +284,9 @@ export function deliveryFailure(
     .map(({ sink, error }) => `${sink}: ${error.code}: ${error.message}`)
     .join("; ");
   const fixes = [...new Set(failures.flatMap(({ error }) => (error.fix ? [error.fix] : [])))];
-  const permanent = failures.find(({ error }) => !error.retryable);
   return new ReceiverError(`delivery failed (${summary})`, {
-    code: permanent ? permanent.error.code : "sink_delivery_failed",
-    retryable: !permanent,
+    code: "sink_delivery_failed",
+    retryable: failures.every(({ error }) => error.retryable),
     fix: fixes.length > 0 ? fixes.join(" ") : undefined,
     retryAfterMs: Math.max(0, ...failures.map(({ error }) => error.retryAfterMs ?? 0)) || undefined,
     causeCodes: failures.flatMap(({ error }) => error.codes),

@@ -108,7 +108,7 @@ describe("retry --all-dead", () => {
       "file_sink_write_failed",
       "stdout_closed",
     ]);
-    expect(errorCodesOf(rejected)).toEqual(["http_sink_rejected", "http_sink_rejected"]);
+    expect(errorCodesOf(rejected)).toEqual(["sink_delivery_failed", "http_sink_rejected"]);
     expect(errorCodesOf("")).toEqual([]);
   });
 
@@ -144,7 +144,11 @@ describe("retry --all-dead", () => {
   it("with --code, goes by the codes the store kept, and reads the text only where there are none", async () => {
     const dead = [
       // The text quotes a receiver's answer that reads like a sink's code; the store knows better.
-      { id: idOf(1), lastError: quoting, lastErrorCodes: ["http_sink_rejected"] },
+      {
+        id: idOf(1),
+        lastError: quoting,
+        lastErrorCodes: ["sink_delivery_failed", "http_sink_rejected"],
+      },
       { id: idOf(2), lastError: gaveUpOnDisk, lastErrorCodes: null },
       { id: idOf(3), lastError: forbidden },
       { id: idOf(4), lastError: "unexpected_error: stdout_closed: x", lastErrorCodes: [] },

@@ -129,6 +129,20 @@ describe("callback → inbox → finAPI → file sink", () => {
     expect(await harness.readBundle(String(callback.kreditCheckId))).toBeUndefined();
   });
 
+  it("gives up at once when only the DAC reports answer 403, instead of delivering bundles without them", async () => {
+    harness = await startHarness({ env: { FINAPI_RETRIES: "0", DAC_CONCURRENCY: "1" } });
+    // The KreditCheck result is served; the first DAC report is refused for want of the scope.
+    harness.simulator.failNext("dac", 1, 403);
+    const callback = makeCallback();
+    const accepted = await harness.post(callback);
+    const job = await harness.waitForJob(accepted.body.id, "dead");
+    expect(job.attempts).toBe(1);
+    expect(job.lastErrorCodes).toEqual(["finapi_forbidden"]);
+    expect(job.lastError).toContain("data_intelligence:manager");
+    expect(job.lastError).toContain("retry --all-dead --code finapi_forbidden");
+    expect(await harness.readBundle(String(callback.kreditCheckId))).toBeUndefined();
+  });
+
   it("waits for a result that is not there yet (404 within the grace window)", async () => {
     harness = await startHarness({ env: { FINAPI_RETRIES: "0", NOT_FOUND_GRACE_MS: "60000" } });
     harness.simulator.failNext("kreditcheck", 2, 404);

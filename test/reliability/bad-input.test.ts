@@ -143,7 +143,7 @@ function cases(): Case[] {
     invalid("an unknown field nested 32 arrays deep (33 levels in all)", deep("extra", 32)),
   );
   // JSON.parse would keep the last value of a repeated key without a word.
-  for (const [name, body] of [
+  const duplicates: [string, string][] = [
     [
       "twice, both values valid",
       '{"processToken":"a","processToken":"b","kreditCheckId":"k","status":"S"}',
@@ -166,8 +166,14 @@ function cases(): Case[] {
       "status twice, both SUCCESSFUL",
       `${JSON.stringify(VALID).slice(0, -1)},"status":"SUCCESSFUL"}`,
     ],
-  ]) {
-    table.push({ name: `a duplicate key: ${name}`, body, status: 400, error: "duplicate_key" });
+  ];
+  for (const [name, body] of duplicates) {
+    table.push({
+      name: `a duplicate key: ${name}`,
+      body,
+      status: 400,
+      error: "duplicate_key",
+    });
   }
   // Valid JSON, but not an object: the schema refuses it, not the JSON parser.
   for (const body of ["null", "1", '"text"', "true"]) {

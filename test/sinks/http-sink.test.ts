@@ -138,7 +138,7 @@ describe("the http sink", () => {
     expect(job.attempts).toBe(1);
     expect(job.lastError).toContain("http_sink_rejected");
     expect(job.lastError).toContain("HTTP_SINK_SECRET");
-    expect(job.lastErrorCodes).toEqual(["http_sink_rejected"]);
+    expect(job.lastErrorCodes).toEqual(["sink_delivery_failed", "http_sink_rejected"]);
   });
 
   it("states a refusal without a body once, with its fix once, and does not log it as posted", async () => {
