@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import type { AxiosResponse } from "axios";
 import { ReceiverError } from "../errors.js";
 import {
@@ -19,9 +20,8 @@ export interface HttpSinkOptions {
 
 /**
  * POSTs each bundle as JSON (documents as base64) to HTTP_SINK_URL, signed the Standard
- * Webhooks way. `webhook-id` is the kreditCheckId: the same on every attempt, so the
- * receiver can drop a repeat. 2xx is delivered; 408, 429, 5xx and network errors are
- * retried (honouring Retry-After); any other answer is permanent.
+ * Webhooks way. 2xx is delivered; 408, 429, 5xx and network errors are retried (honouring
+ * Retry-After); any other answer is permanent.
  */
 export class HttpSink implements Sink {
   readonly name = "http";
@@ -36,9 +36,9 @@ export class HttpSink implements Sink {
   }
 
   async deliver(bundle: Bundle, ctx: DeliveryContext): Promise<void> {
-    const id = bundle.callback.kreditCheckId;
     const timestamp = Math.floor(this.clock() / 1000);
     const body = JSON.stringify(bundleToJson(bundle));
+    const id = webhookId(bundle.callback.kreditCheckId, body);
     let response: AxiosResponse;
     try {
       response = await this.transport.http.post(this.options.url, body, {
@@ -90,4 +90,15 @@ export class HttpSink implements Sink {
   close(): Promise<void> {
     return this.transport.close();
   }
+}
+
+/**
+ * Standard Webhooks: an id names one message, and a repeat of it keeps the id. A retry
+ * sends the bundle saved by the first attempt, byte for byte, so it keeps its id; a bundle
+ * fetched again (a done job retried, a callback replayed after pruning) is another message
+ * with another id, which a receiver that drops repeats must not drop.
+ */
+export function webhookId(kreditCheckId: string, body: string): string {
+  const digest = createHash("sha256").update(body).digest("hex").slice(0, 16);
+  return `${kreditCheckId}.${digest}`;
 }

@@ -49,7 +49,10 @@ describe("the http sink", () => {
     const webhook = await waitFor(() => receiver?.received[0], "the webhook");
 
     expect(webhook.headers["content-type"]).toMatch(/^application\/json/);
-    expect(webhook.headers["webhook-id"]).toBe(callback.kreditCheckId);
+    // The check's id, then 16 hex digits that name this bundle's content.
+    const [checkId, digest] = String(webhook.headers["webhook-id"]).split(/\.(?=[^.]+$)/);
+    expect(checkId).toBe(callback.kreditCheckId);
+    expect(digest).toMatch(/^[0-9a-f]{16}$/);
     const timestamp = Number(webhook.headers["webhook-timestamp"]);
     expect(Math.abs(timestamp - Date.now() / 1000)).toBeLessThan(300);
     expect(verifies(webhook, secret)).toBe(true);
@@ -92,6 +95,21 @@ describe("the http sink", () => {
     // The done job records every sink that has the bundle.
     expect(job.progress.deliveredSinks?.sort()).toEqual(["file", "http", "recording"]);
     expect(harness.logs.text()).toContain("HTTP_SINK_URL answered 503");
+  });
+
+  it("gives a bundle fetched again (a done job retried) a new webhook-id, so a receiver that drops repeats takes it", async () => {
+    receiver = await startWebhookReceiver();
+    harness = await startHarness({
+      env: { SINKS: "http", HTTP_SINK_URL: receiver.url, HTTP_SINK_SECRET: "s3cret" },
+    });
+    const accepted = await harness.post(makeCallback());
+    await harness.waitForJob(accepted.body.id, "done");
+    expect(await harness.service.inbox.requeue(String(accepted.body.id))).toBe(true);
+    await waitFor(() => receiver?.received[1], "the second webhook");
+    const [first, second] = receiver.received;
+    expect(second?.rawBody).not.toBe(first?.rawBody);
+    expect(second?.headers["webhook-id"]).not.toBe(first?.headers["webhook-id"]);
+    expect(verifies(second as ReceivedWebhook, "s3cret")).toBe(true);
   });
 
   it("waits for the receiver's Retry-After before posting again", async () => {
