@@ -30,7 +30,6 @@ const BODY_ERRORS: Record<string, { status: number; error: string; message: stri
     error: "duplicate_key",
     message: "a key appears more than once in one object",
   },
-  "request.aborted": { status: 400, error: "request_aborted", message: "the request was aborted" },
   "request.size.invalid": {
     status: 400,
     error: "invalid_body_size",
@@ -49,6 +48,15 @@ export function errorHandler(
 ): ErrorRequestHandler {
   return (error, req, res, _next) => {
     const path = redactPath(req.path);
+    if (error?.type === "request.aborted") {
+      // The connection is gone: nothing we answer arrives. Either the sender closed it, or
+      // Node answered 408 itself when REQUEST_TIMEOUT_MS passed (and closed it).
+      logger.info(
+        { method: req.method, path, reason: error.type },
+        "request body did not arrive: the sender closed the connection, or it stalled past REQUEST_TIMEOUT_MS and Node answered 408",
+      );
+      return;
+    }
     const known = typeof error?.type === "string" ? BODY_ERRORS[error.type] : undefined;
     if (known) {
       logger.info(

@@ -4,6 +4,7 @@ import { join, relative } from "node:path";
 import zlib from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Harness, startHarness } from "../support/harness.js";
+import { waitFor } from "../support/wait-for.js";
 
 const PATH = "/callbacks/kreditcheck";
 const VALID = {
@@ -379,6 +380,13 @@ describe("bad input: malformed requests are refused without harm", () => {
     );
     expect(stalledBody.response).toMatch(/^HTTP\/1\.1 408/);
     expect(stalledBody.ms).toBeLessThan(3000);
+    // The log says what happened, not a 400 that never went out.
+    const logged = await waitFor(
+      () => harness.logs.lines().find((line) => line.reason === "request.aborted"),
+      "the log line of the stalled body",
+    );
+    expect(logged.status).toBeUndefined();
+    expect(String(logged.msg)).toContain("Node answered 408");
     const stalledHeaders = await rawExchange(
       harness.service.port,
       `POST ${PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: appl`,
