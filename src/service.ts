@@ -219,6 +219,10 @@ export async function startService(
         : config.http.callbackPath,
       allowedCidrs: config.http.allowedCidrs,
       store: redactUrl(config.store.url),
+      // Where the tables are: SQL run by hand needs `SET search_path` when it is not public.
+      ...(config.store.kind === "postgres" || config.sinks.postgres
+        ? { pgSchema: config.store.schema }
+        : {}),
       sinks: sinks.map((sink) => sink.name),
       ...(config.sinks.names.includes("file")
         ? { fileSinkDir: resolve(config.sinks.fileDir) }

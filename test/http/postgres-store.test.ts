@@ -20,6 +20,11 @@ describePostgres("the callback route on a PostgreSQL inbox", () => {
       env: { STORE_URL: testDatabaseUrl, PG_SCHEMA: fresh.name },
       service: { worker: false },
     });
+    // The start-up line names the schema the tables are in.
+    const started = harness.logs
+      .lines()
+      .find((line) => line.msg === "kreditcheck-receiver listening");
+    expect(started?.pgSchema).toBe(fresh.name);
     const accepted = await harness.post(makeCallback());
     expect(accepted.status).toBe(202);
     const [row] = await adminQuery(

@@ -229,6 +229,8 @@ describe("callback → inbox → finAPI → file sink", () => {
         diUrl: harness.simulator.diUrl,
       },
     });
+    // No PostgreSQL in use: no schema to name.
+    expect(started).not.toHaveProperty("pgSchema");
   });
 
   it("fetches the DAC reports of one check in parallel", async () => {
