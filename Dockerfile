@@ -34,10 +34,10 @@ USER node
 VOLUME ["/data"]
 # 3000: finAPI's callback (public). 9090: health, readiness, metrics, admin API.
 EXPOSE 3000 9090
-# The slim image has no curl; Node's fetch does the probe, on ADMIN_HOST when it names
-# one address (a wildcard listens on loopback too).
+# The slim image has no curl; src/healthcheck.ts probes /healthz with Node's fetch, on
+# ADMIN_HOST and ADMIN_PORT read as the service and its CLI read them.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-  CMD ["node", "-e", "const h=process.env.ADMIN_HOST||'';const host=h===''||h==='0.0.0.0'||h==='::'?'127.0.0.1':h.includes(':')?'['+h+']':h;fetch('http://'+host+':'+(process.env.ADMIN_PORT||9090)+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
+  CMD ["node", "dist/healthcheck.js"]
 # SIGTERM (docker stop) drains running jobs within SHUTDOWN_TIMEOUT_MS (7 s here, the
 # service's own default is 15 s); the process exits at most 2 s after that, inside
 # docker's default 10 s stop timeout. Raise both together for longer drains.
