@@ -24,11 +24,13 @@ ENV NODE_ENV=production \
 # An environment variable, so `docker run -e NODE_OPTIONS=...` can change it.
 ENV NODE_OPTIONS="--max-old-space-size=1024 --max-semi-space-size=8"
 WORKDIR /app
-COPY --from=build --chown=node:node /app/node_modules ./node_modules
-COPY --from=build --chown=node:node /app/dist ./dist
-COPY --chown=node:node package.json ./
+# The code stays root's (readable, not writable, by node): a compromised service cannot
+# rewrite what runs on its next start. Only /data is the service's own.
+COPY --from=build /app/node_modules ./node_modules
+COPY --from=build /app/dist ./dist
+COPY package.json ./
 # For `node dist/cli.js replay examples/callback.json` inside the container.
-COPY --chown=node:node examples ./examples
+COPY examples ./examples
 RUN mkdir -p /data && chown node:node /data
 USER node
 VOLUME ["/data"]
