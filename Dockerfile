@@ -24,20 +24,22 @@ ENV NODE_ENV=production \
 # An environment variable, so `docker run -e NODE_OPTIONS=...` can change it.
 ENV NODE_OPTIONS="--max-old-space-size=1024 --max-semi-space-size=8"
 WORKDIR /app
-COPY --from=build --chown=node:node /app/node_modules ./node_modules
-COPY --from=build --chown=node:node /app/dist ./dist
-COPY --chown=node:node package.json ./
+# The code stays root's (readable, not writable, by node): a compromised service cannot
+# rewrite what runs on its next start. Only /data is the service's own.
+COPY --from=build /app/node_modules ./node_modules
+COPY --from=build /app/dist ./dist
+COPY package.json ./
 # For `node dist/cli.js replay examples/callback.json` inside the container.
-COPY --chown=node:node examples ./examples
+COPY examples ./examples
 RUN mkdir -p /data && chown node:node /data
 USER node
 VOLUME ["/data"]
 # 3000: finAPI's callback (public). 9090: health, readiness, metrics, admin API.
 EXPOSE 3000 9090
-# The slim image has no curl; Node's fetch does the probe, on ADMIN_HOST when it names
-# one address (a wildcard listens on loopback too).
+# The slim image has no curl; src/healthcheck.ts probes /healthz with Node's fetch, on
+# ADMIN_HOST and ADMIN_PORT read as the service and its CLI read them.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-  CMD ["node", "-e", "const h=process.env.ADMIN_HOST||'';const host=h===''||h==='0.0.0.0'||h==='::'?'127.0.0.1':h.includes(':')?'['+h+']':h;fetch('http://'+host+':'+(process.env.ADMIN_PORT||9090)+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
+  CMD ["node", "dist/healthcheck.js"]
 # SIGTERM (docker stop) drains running jobs within SHUTDOWN_TIMEOUT_MS (7 s here, the
 # service's own default is 15 s); the process exits at most 2 s after that, inside
 # docker's default 10 s stop timeout. Raise both together for longer drains.

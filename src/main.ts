@@ -1,10 +1,20 @@
+import { constants } from "node:os";
 import dotenv from "dotenv";
-import { ConfigError, loadConfig } from "./config.js";
-import { createLogger } from "./logger.js";
-import { startService } from "./service.js";
+import { type Config, ConfigError, loadConfig } from "./config.js";
+import { createLogger, type Logger } from "./logger.js";
+import { type RunningService, startService } from "./service.js";
 
-/** Process entry: config → service → signal handling. The only place that exits. */
+type StopSignal = "SIGTERM" | "SIGINT";
+
+/** Process entry: signal handling → config → service. The only place that exits. */
 async function main(): Promise<void> {
+  // First of all: in a container node is PID 1, and the kernel drops a signal PID 1 has
+  // no handler for. Registered after start-up, a `docker stop` during a slow start (a
+  // PostgreSQL connect waits up to 10 s) was ignored and ended in SIGKILL.
+  let onStopSignal: (signal: StopSignal) => void = abandonStartup;
+  for (const signal of ["SIGTERM", "SIGINT"] as const) {
+    process.on(signal, () => onStopSignal(signal));
+  }
   dotenv.config({ quiet: true });
   let config: ReturnType<typeof loadConfig>;
   try {
@@ -29,9 +39,35 @@ async function main(): Promise<void> {
     logger.warn("CALLBACK_SECRET is shorter than 16 characters: use 32+ random characters");
   }
   const service = await startService(config, { logger });
+  onStopSignal = gracefulShutdown(service, config, logger);
+  process.on("unhandledRejection", (error) => {
+    logger.fatal({ err: error }, "unhandled rejection");
+    process.exit(1);
+  });
+}
 
+/**
+ * A stop signal before the service runs ends start-up at once, with the shell's exit code
+ * for it (143, 130): waiting for start-up to finish would outlast docker's stop timeout.
+ * Nothing start-up writes is left half-done by exiting between its steps: the SQLite
+ * inbox opens and migrates synchronously (no signal runs in between), PostgreSQL migrates
+ * in one transaction that the server rolls back when the connection drops, and folders
+ * are made one mkdir at a time. What is open is closed by the exit, as after a crash,
+ * which both stores survive.
+ */
+function abandonStartup(signal: StopSignal): void {
+  process.stderr.write(`kreditcheck-receiver: ${signal} during start-up; not starting\n`);
+  process.exit(128 + constants.signals[signal]);
+}
+
+/** A stop signal once the service runs: close it within SHUTDOWN_TIMEOUT_MS; once only. */
+function gracefulShutdown(
+  service: RunningService,
+  config: Config,
+  logger: Logger,
+): (signal: StopSignal) => void {
   let stopping = false;
-  const shutdown = (signal: string) => {
+  return (signal) => {
     if (stopping) return;
     stopping = true;
     logger.info({ signal, timeoutMs: config.shutdownTimeoutMs }, "shutting down");
@@ -51,12 +87,6 @@ async function main(): Promise<void> {
       },
     );
   };
-  process.on("SIGTERM", () => shutdown("SIGTERM"));
-  process.on("SIGINT", () => shutdown("SIGINT"));
-  process.on("unhandledRejection", (error) => {
-    logger.fatal({ err: error }, "unhandled rejection");
-    process.exit(1);
-  });
 }
 
 main().catch((error: unknown) => {

@@ -1,12 +1,15 @@
 import { execFile } from "node:child_process";
 import { readFile } from "node:fs/promises";
+import { createServer as createHttpServer } from "node:http";
+import { createServer as createTcpServer, type Server } from "node:net";
+import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Harness, startHarness } from "./support/harness.js";
 
 /**
  * No Docker engine here, so the image cannot be built; its HEALTHCHECK is a plain node
- * command, and that command is run as it is against the real admin server.
+ * command, and that command's script is run against the real admin server.
  */
 async function healthcheckCommand(): Promise<string[]> {
   const dockerfile = await readFile(new URL("../Dockerfile", import.meta.url), "utf8");
@@ -15,11 +18,22 @@ async function healthcheckCommand(): Promise<string[]> {
   return JSON.parse(match[1]) as string[];
 }
 
-async function probe(env: Record<string, string>): Promise<number> {
-  const [command, ...args] = await healthcheckCommand();
+/**
+ * The image runs the compiled dist/<name>.js (tsconfig.build.json compiles src/ to dist/);
+ * here its source runs through tsx, so the test needs no build and cannot pass on a stale one.
+ */
+async function probeArgs(): Promise<string[]> {
+  const [command, script, ...rest] = await healthcheckCommand();
   expect(command).toBe("node");
+  const name = /^dist\/([\w/-]+)\.js$/.exec(script ?? "")?.[1];
+  if (!name) throw new Error(`the HEALTHCHECK runs ${script}, not a script of dist/`);
+  return ["--import", "tsx", `src/${name}.ts`, ...rest];
+}
+
+async function probe(env: Record<string, string>): Promise<number> {
   try {
-    await promisify(execFile)(process.execPath, args, {
+    await promisify(execFile)(process.execPath, await probeArgs(), {
+      cwd: fileURLToPath(new URL("..", import.meta.url)),
       env: { PATH: process.env.PATH ?? "", ...env },
       timeout: 10_000,
     });
@@ -46,9 +60,46 @@ describe("the Dockerfile's HEALTHCHECK", () => {
     expect(await probe({ ADMIN_PORT: adminPort, ADMIN_HOST: "127.0.0.1" })).toBe(0);
   });
 
+  it("reads ADMIN_HOST and ADMIN_PORT as the service does: trimmed, blank as unset", async () => {
+    expect(await probe({ ADMIN_PORT: ` ${adminPort}\n`, ADMIN_HOST: " 127.0.0.1 " })).toBe(0);
+    expect(await probe({ ADMIN_PORT: adminPort, ADMIN_HOST: " " })).toBe(0);
+  });
+
+  it("finds an admin server on IPv6 loopback, ADMIN_HOST bracketed or not", async () => {
+    const ipv6 = await startHarness({ env: { ADMIN_HOST: "::1" } });
+    try {
+      const port = new URL(ipv6.service.adminUrl).port;
+      expect(await probe({ ADMIN_PORT: port, ADMIN_HOST: "::1" })).toBe(0);
+      expect(await probe({ ADMIN_PORT: port, ADMIN_HOST: "[::1]" })).toBe(0);
+      expect(await probe({ ADMIN_PORT: ` ${port} `, ADMIN_HOST: " [::1]\n" })).toBe(0);
+    } finally {
+      await ipv6.close();
+    }
+  });
+
   it("fails when nothing answers on ADMIN_HOST:ADMIN_PORT", async () => {
     // The admin server listens on 127.0.0.1 only: another loopback address gets no answer.
     expect(await probe({ ADMIN_PORT: adminPort, ADMIN_HOST: "127.0.0.2" })).toBe(1);
     expect(await probe({ ADMIN_PORT: "1" })).toBe(1);
   });
+
+  it("fails on an answer other than 200, and on no answer within its own timeout", async () => {
+    const unwell = createHttpServer((_req, res) => res.writeHead(503).end());
+    // Accepts connections, never answers: a service stuck in a loop.
+    const silent = createTcpServer(() => undefined);
+    try {
+      expect(await probe({ ADMIN_PORT: await listenOnLoopback(unwell) })).toBe(1);
+      // 1, not -1: the probe gave up by itself, execFile's 10 s timeout did not kill it.
+      expect(await probe({ ADMIN_PORT: await listenOnLoopback(silent) })).toBe(1);
+    } finally {
+      unwell.close();
+      silent.close();
+    }
+  });
 });
+
+/** Listens on an ephemeral port of 127.0.0.1; the port, as ADMIN_PORT takes it. */
+async function listenOnLoopback(server: Server): Promise<string> {
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return String((server.address() as { port: number }).port);
+}

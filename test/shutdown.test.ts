@@ -1,6 +1,10 @@
+import { spawn } from "node:child_process";
+import { once } from "node:events";
 import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { type RunningSimulator, startSimulator } from "../src/simulator/server.js";
 import { type ChildScript, freePort, serviceEnv, spawnService } from "./support/child-service.js";
@@ -91,6 +95,56 @@ describe("shutdown while a token request hangs", () => {
       await inbox.close();
     } finally {
       await harness.close();
+    }
+  });
+});
+
+/**
+ * In a container node is PID 1, and the kernel drops a signal PID 1 has no handler for:
+ * a SIGTERM during a slow start-up was ignored until the start-up finished, so `docker
+ * stop` ended in SIGKILL. Here the child is not PID 1 (an unhandled SIGTERM kills it at
+ * once, by signal); with the handler in place it exits by itself, with the shell's code.
+ */
+describe("a stop signal during start-up", () => {
+  it.each([
+    ["SIGTERM", 143],
+    ["SIGINT", 130],
+  ] as const)("%s ends start-up at once, exit %i", async (signal, code) => {
+    // A PostgreSQL server that accepts and never answers: the connect waits for its 10 s timeout.
+    const sockets: Socket[] = [];
+    const silent = createServer((socket) => void sockets.push(socket));
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+    const { port } = silent.address() as { port: number };
+    const dir = await mkdtemp(join(tmpdir(), "kcr-startup-signal-"));
+    const unused = "http://127.0.0.1:9";
+    const env = serviceEnv(
+      {
+        tokenUrl: unused,
+        processctrlUrl: unused,
+        diUrl: unused,
+        clientId: "id",
+        clientSecret: "s",
+      },
+      dir,
+      { PORT: "0", STORE_URL: `postgres://app@127.0.0.1:${port}/db` },
+    );
+    const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
+      cwd: fileURLToPath(new URL("..", import.meta.url)),
+      env: { PATH: process.env.PATH ?? "", NODE_ENV: "production", ...env },
+      stdio: "ignore",
+    });
+    const exited = once(child, "exit") as Promise<[number | null, NodeJS.Signals | null]>;
+    try {
+      await waitFor(() => sockets.length > 0, "the service to connect to PostgreSQL");
+      const signalledAt = Date.now();
+      child.kill(signal);
+      expect(await exited).toEqual([code, null]);
+      expect(Date.now() - signalledAt).toBeLessThan(2000);
+    } finally {
+      child.kill("SIGKILL");
+      for (const socket of sockets) socket.destroy();
+      silent.close();
+      await rm(dir, { recursive: true, force: true });
     }
   });
 });

@@ -13,8 +13,11 @@ export function cliTarget(
   return { adminUrl: adminUrl.replace(/\/+$/, ""), token: flags.token ?? settings.ADMIN_TOKEN };
 }
 
-/** The admin API of a service on this machine, from its own ADMIN_HOST and ADMIN_PORT. */
-function localAdminUrl(settings: Record<string, string>): string {
+/**
+ * The admin API of a service on this machine, from its own ADMIN_HOST and ADMIN_PORT
+ * (`settings` read by cleanEnv). The image's HEALTHCHECK (src/healthcheck.ts) finds it so too.
+ */
+export function localAdminUrl(settings: Record<string, string>): string {
   const host = settings.ADMIN_HOST === undefined ? undefined : bareHost(settings.ADMIN_HOST);
   // A wildcard listen address answers on loopback too; an IPv6 literal needs brackets.
   const reachable =
