@@ -33,13 +33,32 @@ export const DEFAULT_KREDITCHECK_PATH = "/checks/{processToken}/kreditcheck/{kre
  * Whole decimal numbers only: " ", "0x50" or "1e3" are mistakes, not numbers. A minus sign
  * passes here so that "-1" is told it is below the minimum, not that it is not a number.
  */
-const int = (min: number, fallback: number, max = Number.MAX_SAFE_INTEGER) =>
+const int = (min: number, fallback: number, max = Number.MAX_SAFE_INTEGER, tooBig?: string) =>
   z
     .string()
     .regex(/^-?\d+$/, "must be a whole number")
     .transform(Number)
-    .pipe(z.number().int().min(min).max(max))
+    .pipe(z.number().int().min(min).max(max, tooBig))
     .prefault(String(fallback));
+
+/**
+ * Longest delay of a Node timer: setTimeout and setInterval run a longer one after 1 ms, so
+ * WORKER_POLL_MS=2200000000 would poll in a busy loop. Ages that are only compared with
+ * dates (JOB_MAX_AGE_MS, the retentions) are not timers and may be longer.
+ */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** main.ts's last-resort exit fires this long after SHUTDOWN_TIMEOUT_MS: its timer must fit too. */
+export const SHUTDOWN_EXIT_GRACE_MS = 2000;
+
+/** A duration that ends up in a timer (see MAX_TIMER_MS). */
+const timerMs = (min: number, fallback: number, max = MAX_TIMER_MS) =>
+  int(
+    min,
+    fallback,
+    max,
+    `must be at most ${max} (about 24.8 days): Node runs a longer timer after 1 ms`,
+  );
 const bool = z
   .preprocess(
     (value) => (typeof value === "string" ? value.toLowerCase() : value),
@@ -51,8 +70,11 @@ const httpUrl = z.url({ protocol: /^https?$/, error: "must be an http(s) URL" })
 const optionalUrl = z.preprocess((value) => (value === "" ? undefined : value), httpUrl.optional());
 const POSTGRES_URL = /^postgres(ql)?:\/\/.+/;
 const DAY_MS = 24 * 3600 * 1000;
-/** Longest retention: far beyond any use, and a cut-off (now minus it) is still a valid date. */
-const MAX_RETENTION_MS = 100 * 365 * DAY_MS;
+/**
+ * Longest span added to or taken from now (a retention's cut-off, a backoff's next run):
+ * far beyond any use, and the result is still a valid date.
+ */
+const MAX_DATE_SPAN_MS = 100 * 365 * DAY_MS;
 const required = (name: string) =>
   z.string({ error: `${name} is required` }).min(1, `${name} is required`);
 
@@ -106,11 +128,12 @@ const envSchema = z.object({
     .string()
     .regex(/^[A-Za-z0-9._~-]+$/, "must contain only URL-safe characters A-Z a-z 0-9 . _ ~ -")
     .optional(),
-  REQUEST_TIMEOUT_MS: int(100, 10_000),
+  // Not a JS timer, but Node's connection check reads the server's requestTimeout as 32 bits.
+  REQUEST_TIMEOUT_MS: timerMs(100, 10_000),
   ADMIN_PORT: int(0, 9090, 65535),
   ADMIN_HOST: listenHost("127.0.0.1"),
   ADMIN_TOKEN: z.string().min(8, "must be at least 8 characters").optional(),
-  SHUTDOWN_TIMEOUT_MS: int(100, 15_000),
+  SHUTDOWN_TIMEOUT_MS: timerMs(100, 15_000, MAX_TIMER_MS - SHUTDOWN_EXIT_GRACE_MS),
   STORE_URL: z
     .string()
     .refine(
@@ -122,18 +145,19 @@ const envSchema = z.object({
     .string()
     .regex(SCHEMA_NAME_PATTERN, "must be a plain lower-case PostgreSQL identifier")
     .default("public"),
-  LEASE_MS: int(1000, 30_000),
+  LEASE_MS: timerMs(1000, 30_000),
   WORKER_CONCURRENCY: int(1, 4),
-  WORKER_POLL_MS: int(10, 1000),
+  WORKER_POLL_MS: timerMs(10, 1000),
   MAX_ATTEMPTS: int(1, 10),
   JOB_MAX_AGE_MS: int(1000, 7 * DAY_MS),
-  BACKOFF_BASE_MS: int(1, 1000),
-  BACKOFF_MAX_MS: int(1, 5 * 60 * 1000),
+  // Not timers: the delay sets the job's next run_at, which the polling worker picks up.
+  BACKOFF_BASE_MS: int(1, 1000, MAX_DATE_SPAN_MS),
+  BACKOFF_MAX_MS: int(1, 5 * 60 * 1000, MAX_DATE_SPAN_MS),
   NOT_FOUND_GRACE_MS: int(0, 10 * 60 * 1000),
   // 0 keeps finished jobs forever.
-  DONE_RETENTION_MS: int(0, 7 * DAY_MS, MAX_RETENTION_MS),
-  DEAD_RETENTION_MS: int(0, 30 * DAY_MS, MAX_RETENTION_MS),
-  PRUNE_INTERVAL_MS: int(10, 3600 * 1000),
+  DONE_RETENTION_MS: int(0, 7 * DAY_MS, MAX_DATE_SPAN_MS),
+  DEAD_RETENTION_MS: int(0, 30 * DAY_MS, MAX_DATE_SPAN_MS),
+  PRUNE_INTERVAL_MS: timerMs(10, 3600 * 1000),
   FINAPI_ENV: z.enum(["sandbox", "live"]).default("sandbox"),
   FINAPI_TOKEN_URL: optionalUrl,
   FINAPI_PROCESSCTRL_URL: optionalUrl,
@@ -148,7 +172,7 @@ const envSchema = z.object({
     .default(DEFAULT_KREDITCHECK_PATH),
   FINAPI_CLIENT_ID: required("FINAPI_CLIENT_ID"),
   FINAPI_CLIENT_SECRET: required("FINAPI_CLIENT_SECRET"),
-  FINAPI_TIMEOUT_MS: int(100, 15_000),
+  FINAPI_TIMEOUT_MS: timerMs(100, 15_000),
   FINAPI_RETRIES: int(0, 2),
   TOKEN_REFRESH_MARGIN_MS: int(0, 60_000),
   DAC_CONCURRENCY: int(1, 4),
@@ -163,7 +187,7 @@ const envSchema = z.object({
       `a whsec_ secret must be followed by standard base64 (A-Z a-z 0-9 + /, not URL-safe - _) of at least ${MIN_WEBHOOK_KEY_BYTES} bytes (the Standard Webhooks format; e.g. whsec_ + \`openssl rand -base64 32\`)`,
     )
     .optional(),
-  HTTP_SINK_TIMEOUT_MS: int(100, 10_000),
+  HTTP_SINK_TIMEOUT_MS: timerMs(100, 10_000),
   POSTGRES_SINK_URL: z.string().regex(POSTGRES_URL, "must be a postgres:// URL").optional(),
   FETCH_DOCUMENTS: z.string().default("").transform(parseDocumentNames),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),

@@ -1,5 +1,5 @@
 import dotenv from "dotenv";
-import { ConfigError, loadConfig } from "./config.js";
+import { ConfigError, loadConfig, SHUTDOWN_EXIT_GRACE_MS } from "./config.js";
 import { createLogger } from "./logger.js";
 import { startService } from "./service.js";
 
@@ -39,7 +39,7 @@ async function main(): Promise<void> {
     setTimeout(() => {
       logger.error("shutdown did not finish in time; exiting");
       process.exit(1);
-    }, config.shutdownTimeoutMs + 2000).unref();
+    }, config.shutdownTimeoutMs + SHUTDOWN_EXIT_GRACE_MS).unref();
     service.close().then(
       () => {
         logger.info("stopped");

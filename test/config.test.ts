@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ConfigError, loadConfig, redactUrl } from "../src/config.js";
+import { ConfigError, loadConfig, redactUrl, SHUTDOWN_EXIT_GRACE_MS } from "../src/config.js";
 
 const credentials = { FINAPI_CLIENT_ID: "id", FINAPI_CLIENT_SECRET: "secret" };
 
@@ -194,6 +194,45 @@ describe("loadConfig", () => {
       "DONE_RETENTION_MS",
       "PRUNE_INTERVAL_MS",
     ]);
+  });
+
+  it("refuses a duration a Node timer would run after 1 ms (over 2^31-1 ms), naming each variable", () => {
+    const timers = [
+      "REQUEST_TIMEOUT_MS",
+      "LEASE_MS",
+      "WORKER_POLL_MS",
+      "PRUNE_INTERVAL_MS",
+      "FINAPI_TIMEOUT_MS",
+      "HTTP_SINK_TIMEOUT_MS",
+    ];
+    const tooLong = Object.fromEntries(timers.map((name) => [name, "2147483648"]));
+    const problems = problemsOf({ ...credentials, ...tooLong, SHUTDOWN_TIMEOUT_MS: "2200000000" });
+    expect(problems.map((problem) => problem.split(":")[0]).sort()).toEqual(
+      [...timers, "SHUTDOWN_TIMEOUT_MS"].sort(),
+    );
+    expect(problems.join("\n")).toMatch(/WORKER_POLL_MS: must be at most 2147483647 .*1 ms/);
+    const longest = Object.fromEntries(timers.map((name) => [name, "2147483647"]));
+    const config = loadConfig({ ...credentials, ...longest, SHUTDOWN_TIMEOUT_MS: "2147481647" });
+    expect(config.worker.pollMs).toBe(2_147_483_647);
+    // main.ts's last-resort exit waits SHUTDOWN_EXIT_GRACE_MS longer: that timer must fit too.
+    expect(config.shutdownTimeoutMs + SHUTDOWN_EXIT_GRACE_MS).toBe(2 ** 31 - 1);
+    expect(problemsOf({ ...credentials, SHUTDOWN_TIMEOUT_MS: "2147481648" })[0]).toMatch(
+      /^SHUTDOWN_TIMEOUT_MS: must be at most 2147481647/,
+    );
+  });
+
+  it("lets ages and backoffs, which only set dates, go past 2^31-1 ms but not past a valid date", () => {
+    const month = String(40 * 24 * 3600 * 1000);
+    const config = loadConfig({
+      ...credentials,
+      JOB_MAX_AGE_MS: String(90 * 24 * 3600 * 1000),
+      BACKOFF_MAX_MS: month,
+      NOT_FOUND_GRACE_MS: month,
+    });
+    expect(config.worker.backoffMaxMs).toBe(Number(month));
+    expect(
+      problemsOf({ ...credentials, BACKOFF_MAX_MS: String(Number.MAX_SAFE_INTEGER) })[0],
+    ).toMatch(/^BACKOFF_MAX_MS/);
   });
 
   it("returns a frozen config", () => {
