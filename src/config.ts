@@ -239,13 +239,19 @@ function parseDocumentNames(value: string, ctx: z.RefinementCtx): DocumentName[]
   return [...new Set(names)] as DocumentName[];
 }
 
-/** Settings that only matter together with a sink, checked once the sinks are known. */
-function checkSinkSettings(e: z.output<typeof envSchema>, ctx: z.RefinementCtx): void {
+type EnvOutput = z.output<typeof envSchema>;
+
+/** Whether every named variable parsed: a bad one still holds its raw text in the value. */
+type Parsed = (...names: (keyof EnvOutput)[]) => boolean;
+
+/** Settings that only matter together with a sink. */
+function checkSinkSettings(e: EnvOutput, ctx: z.RefinementCtx, parsed: Parsed): void {
+  if (!parsed("SINKS")) return;
   if (e.SINKS.includes("http")) {
-    if (!e.HTTP_SINK_URL) {
+    if (!e.HTTP_SINK_URL && parsed("HTTP_SINK_URL")) {
       ctx.addIssue({ code: "custom", message: "HTTP_SINK_URL is required when SINKS names http" });
     }
-    if (!e.HTTP_SINK_SECRET) {
+    if (!e.HTTP_SINK_SECRET && parsed("HTTP_SINK_SECRET")) {
       ctx.addIssue({
         code: "custom",
         message:
@@ -253,7 +259,12 @@ function checkSinkSettings(e: z.output<typeof envSchema>, ctx: z.RefinementCtx):
       });
     }
   }
-  if (e.SINKS.includes("postgres") && !e.POSTGRES_SINK_URL && !POSTGRES_URL.test(e.STORE_URL)) {
+  if (
+    e.SINKS.includes("postgres") &&
+    parsed("POSTGRES_SINK_URL", "STORE_URL") &&
+    !e.POSTGRES_SINK_URL &&
+    !POSTGRES_URL.test(e.STORE_URL)
+  ) {
     ctx.addIssue({
       code: "custom",
       message:
@@ -262,7 +273,38 @@ function checkSinkSettings(e: z.output<typeof envSchema>, ctx: z.RefinementCtx):
   }
 }
 
-const configSchema = envSchema.superRefine(checkSinkSettings);
+/**
+ * Checks across variables. They run even when other variables are bad (see configSchema),
+ * so that one run reports every problem; a check whose own variables are bad stays quiet,
+ * their own messages say what is wrong.
+ */
+function checkCombinations(e: EnvOutput, ctx: z.RefinementCtx): void {
+  const bad = new Set(ctx.issues.map((issue) => issue.path?.[0]));
+  const parsed: Parsed = (...names) => names.every((name) => !bad.has(name));
+  checkSinkSettings(e, ctx, parsed);
+  if (parsed("NODE_ENV", "ALLOWED_CIDRS") && e.NODE_ENV === "production" && !e.ALLOWED_CIDRS) {
+    ctx.addIssue({
+      code: "custom",
+      message:
+        "ALLOWED_CIDRS: must be set when NODE_ENV=production (finAPI's IP range from finAPI support; 0.0.0.0/0,::/0 allows everyone)",
+    });
+  }
+  if (parsed("BACKOFF_BASE_MS", "BACKOFF_MAX_MS") && e.BACKOFF_BASE_MS > e.BACKOFF_MAX_MS) {
+    ctx.addIssue({
+      code: "custom",
+      message: `BACKOFF_BASE_MS: ${e.BACKOFF_BASE_MS} is larger than BACKOFF_MAX_MS=${e.BACKOFF_MAX_MS}`,
+    });
+  }
+  if (parsed("ADMIN_HOST", "ADMIN_TOKEN") && !isLoopbackHost(e.ADMIN_HOST) && !e.ADMIN_TOKEN) {
+    ctx.addIssue({
+      code: "custom",
+      message: `ADMIN_TOKEN: must be set when ADMIN_HOST=${e.ADMIN_HOST} exposes the admin API beyond this machine`,
+    });
+  }
+}
+
+// `when`: the checks run even after a variable failed (zod skips them by default).
+const configSchema = envSchema.superRefine(checkCombinations, { when: () => true });
 
 export type Env = z.input<typeof envSchema>;
 
@@ -356,23 +398,6 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     );
   }
   const e = parsed.data;
-  const combined: string[] = [];
-  if (e.NODE_ENV === "production" && e.ALLOWED_CIDRS === undefined) {
-    combined.push(
-      "ALLOWED_CIDRS: must be set when NODE_ENV=production (finAPI's IP range from finAPI support; 0.0.0.0/0,::/0 allows everyone)",
-    );
-  }
-  if (e.BACKOFF_BASE_MS > e.BACKOFF_MAX_MS) {
-    combined.push(
-      `BACKOFF_BASE_MS: ${e.BACKOFF_BASE_MS} is larger than BACKOFF_MAX_MS=${e.BACKOFF_MAX_MS}`,
-    );
-  }
-  if (!isLoopbackHost(e.ADMIN_HOST) && e.ADMIN_TOKEN === undefined) {
-    combined.push(
-      `ADMIN_TOKEN: must be set when ADMIN_HOST=${e.ADMIN_HOST} exposes the admin API beyond this machine`,
-    );
-  }
-  if (combined.length > 0) throw new ConfigError(combined);
   const preset = FINAPI_PRESETS[e.FINAPI_ENV];
   const unconfirmed = preset.unconfirmed.filter(
     (name) =>

@@ -122,6 +122,41 @@ describe("loadConfig", () => {
     ).toMatch(/^BACKOFF_BASE_MS/);
   });
 
+  it("reports the checks across variables together with the bad variables, in one run", () => {
+    const problems = problemsOf({
+      ...credentials,
+      NODE_ENV: "production",
+      PORT: "-1",
+      BACKOFF_BASE_MS: "5000",
+      BACKOFF_MAX_MS: "1000",
+      ADMIN_HOST: "0.0.0.0",
+      SINKS: "http,postgres",
+    });
+    expect(problems.map((problem) => problem.split(/[: ]/)[0])).toEqual([
+      "PORT",
+      "HTTP_SINK_URL",
+      "HTTP_SINK_SECRET",
+      "POSTGRES_SINK_URL",
+      "ALLOWED_CIDRS",
+      "BACKOFF_BASE_MS",
+      "ADMIN_TOKEN",
+    ]);
+  });
+
+  it("leaves a check across variables to their own messages when one of them is bad", () => {
+    expect(
+      problemsOf({
+        ...credentials,
+        NODE_ENV: "staging",
+        BACKOFF_BASE_MS: "5000",
+        BACKOFF_MAX_MS: "1e3",
+        SINKS: "http",
+        HTTP_SINK_URL: "ftp://x",
+        HTTP_SINK_SECRET: "secret",
+      }).map((problem) => problem.split(":")[0]),
+    ).toEqual(["NODE_ENV", "BACKOFF_MAX_MS", "HTTP_SINK_URL"]);
+  });
+
   it("tells a negative number that it is below the minimum, not that it is no number", () => {
     const [problem] = problemsOf({ ...credentials, WORKER_CONCURRENCY: "-1" });
     expect(problem).toMatch(/^WORKER_CONCURRENCY: .*>=\s?1/);
