@@ -69,6 +69,8 @@ const bool = z
 const httpUrl = z.url({ protocol: /^https?$/, error: "must be an http(s) URL" });
 const optionalUrl = z.preprocess((value) => (value === "" ? undefined : value), httpUrl.optional());
 const POSTGRES_URL = /^postgres(ql)?:\/\/.+/;
+/** SQLite's in-memory database (only this exact name: better-sqlite3 opens no URI filenames). */
+const SQLITE_MEMORY = "sqlite::memory:";
 const DAY_MS = 24 * 3600 * 1000;
 /**
  * Longest span added to or taken from now (a retention's cut-off, a backoff's next run):
@@ -287,6 +289,13 @@ function checkCombinations(e: EnvOutput, ctx: z.RefinementCtx): void {
       code: "custom",
       message:
         "ALLOWED_CIDRS: must be set when NODE_ENV=production (finAPI's IP range from finAPI support; 0.0.0.0/0,::/0 allows everyone)",
+    });
+  }
+  // A 202 promises the callback is on disk; SQLite keeps ":memory:" in this process only.
+  if (parsed("NODE_ENV", "STORE_URL") && e.STORE_URL === SQLITE_MEMORY && e.NODE_ENV !== "test") {
+    ctx.addIssue({
+      code: "custom",
+      message: `STORE_URL: ${SQLITE_MEMORY} keeps the inbox in memory, so accepted callbacks are lost when the process stops; use sqlite:<path> or postgres://… (only NODE_ENV=test may use it)`,
     });
   }
   if (parsed("BACKOFF_BASE_MS", "BACKOFF_MAX_MS") && e.BACKOFF_BASE_MS > e.BACKOFF_MAX_MS) {

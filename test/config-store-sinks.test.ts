@@ -26,6 +26,22 @@ describe("configuration of the store and the sinks", () => {
     ]);
   });
 
+  it("refuses an in-memory SQLite inbox (a 202 would not mean on disk) except with NODE_ENV=test", () => {
+    expect(problemsOf({ STORE_URL: "sqlite::memory:" })).toEqual([
+      expect.stringMatching(/^STORE_URL: sqlite::memory: keeps the inbox in memory.*sqlite:<path>/),
+    ]);
+    expect(
+      problemsOf({
+        STORE_URL: "sqlite::memory:",
+        NODE_ENV: "production",
+        ALLOWED_CIDRS: "10.0.0.0/8",
+      }),
+    ).toHaveLength(1);
+    expect(
+      loadConfig({ ...base, STORE_URL: "sqlite::memory:", NODE_ENV: "test" }).store.sqlitePath,
+    ).toBe(":memory:");
+  });
+
   it("stops at an unknown sink name, naming SINKS and the known ones", () => {
     expect(problemsOf({ SINKS: "file,kafka" })).toEqual([
       'SINKS: unknown sink "kafka" (known: file, stdout, http, postgres, module:<path>)',
