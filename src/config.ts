@@ -68,6 +68,16 @@ const bool = z
   .transform((value) => value === "1" || value === "true" || value === "yes" || value === "on");
 const httpUrl = z.url({ protocol: /^https?$/, error: "must be an http(s) URL" });
 const optionalUrl = z.preprocess((value) => (value === "" ? undefined : value), httpUrl.optional());
+/**
+ * An optional http(s) URL without a user name or password: the undici adapter does not send
+ * them, so the call would go out without the credentials. `instead` says where they belong.
+ */
+const urlWithoutCredentials = (instead: string) =>
+  optionalUrl.refine(
+    (url) => url === undefined || !hasUserinfo(url),
+    `must not contain a user name or password (they are not sent): ${instead}`,
+  );
+const FINAPI_CREDENTIALS = "the client credentials go in FINAPI_CLIENT_ID and FINAPI_CLIENT_SECRET";
 const POSTGRES_URL = /^postgres(ql)?:\/\/.+/;
 /** SQLite's in-memory database (only this exact name: better-sqlite3 opens no URI filenames). */
 const SQLITE_MEMORY = "sqlite::memory:";
@@ -161,9 +171,9 @@ const envSchema = z.object({
   DEAD_RETENTION_MS: int(0, 30 * DAY_MS, MAX_DATE_SPAN_MS),
   PRUNE_INTERVAL_MS: timerMs(10, 3600 * 1000),
   FINAPI_ENV: z.enum(["sandbox", "live"]).default("sandbox"),
-  FINAPI_TOKEN_URL: optionalUrl,
-  FINAPI_PROCESSCTRL_URL: optionalUrl,
-  FINAPI_DI_URL: optionalUrl,
+  FINAPI_TOKEN_URL: urlWithoutCredentials(FINAPI_CREDENTIALS),
+  FINAPI_PROCESSCTRL_URL: urlWithoutCredentials(FINAPI_CREDENTIALS),
+  FINAPI_DI_URL: urlWithoutCredentials(FINAPI_CREDENTIALS),
   FINAPI_KREDITCHECK_PATH: z
     .string()
     .refine(
@@ -180,7 +190,9 @@ const envSchema = z.object({
   DAC_CONCURRENCY: int(1, 4),
   SINKS: z.string().min(1).default("file").transform(parseSinkNames),
   FILE_SINK_DIR: z.string().min(1).default("./data/results"),
-  HTTP_SINK_URL: optionalUrl,
+  HTTP_SINK_URL: urlWithoutCredentials(
+    "the receiver checks the bundles' signature, made with HTTP_SINK_SECRET",
+  ),
   HTTP_SINK_SECRET: z
     .string()
     .min(1)
@@ -497,6 +509,11 @@ function compilesAsTrustProxy(value: string): boolean {
   } catch {
     return false;
   }
+}
+
+function hasUserinfo(url: string): boolean {
+  const parsed = new URL(url);
+  return parsed.username !== "" || parsed.password !== "";
 }
 
 function isLoopbackHost(host: string): boolean {

@@ -56,6 +56,20 @@ describe("configuration of the store and the sinks", () => {
     ]);
   });
 
+  it("refuses an HTTP_SINK_URL with a user name or password (never sent), pointing at HTTP_SINK_SECRET", () => {
+    const problems = problemsOf({
+      SINKS: "http",
+      HTTP_SINK_URL: "https://hook:s3cr3t-pw@receiver.example/hook",
+      HTTP_SINK_SECRET: "any plain secret",
+    });
+    expect(problems).toEqual([
+      expect.stringMatching(
+        /^HTTP_SINK_URL: must not contain a user name or password.*HTTP_SINK_SECRET/,
+      ),
+    ]);
+    expect(problems.join("\n")).not.toContain("s3cr3t-pw");
+  });
+
   it("refuses a whsec_ secret that decodes to no real key (anyone could sign with it)", () => {
     const http = { SINKS: "http", HTTP_SINK_URL: "http://127.0.0.1:9/hook" };
     for (const secret of ["whsec_", "whsec_a", "whsec_!!!!", "whsec_c2hvcnQ="]) {

@@ -64,6 +64,23 @@ describe("loadConfig", () => {
     expect(config.finapi.unconfirmed.some((name) => name.startsWith("FINAPI_DI_URL"))).toBe(false);
   });
 
+  it("refuses finAPI URLs with a user name or password (never sent), without echoing the password", () => {
+    const problems = problemsOf({
+      ...credentials,
+      FINAPI_TOKEN_URL: "https://id:pa55word@sandbox.finapi.io/api/v2/oauth/token",
+      FINAPI_PROCESSCTRL_URL: "https://pa55word@processctrl.example/api/v1",
+      FINAPI_DI_URL: "https://:pa55word@di.example/api/v1",
+    });
+    expect(problems).toEqual(
+      ["FINAPI_TOKEN_URL", "FINAPI_PROCESSCTRL_URL", "FINAPI_DI_URL"].map((name) =>
+        expect.stringMatching(
+          new RegExp(`^${name}: must not contain a user name or password.*FINAPI_CLIENT_SECRET`),
+        ),
+      ),
+    );
+    expect(problems.join("\n")).not.toContain("pa55word");
+  });
+
   it("treats empty values as unset, as a .env file with KEY= means", () => {
     expect(loadConfig({ ...credentials, PORT: "", FINAPI_TOKEN_URL: "" }).http.port).toBe(3000);
   });
