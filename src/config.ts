@@ -4,6 +4,7 @@ import { bareHost, cleanEnv } from "./env-values.js";
 import { DOCUMENT_NAMES, type DocumentName } from "./finapi/documents.js";
 import { LOOPBACK_CIDRS, parseCidrList } from "./http/allowlist.js";
 import { SCHEMA_NAME_PATTERN } from "./postgres/identifier.js";
+import type { EgressProxies, EgressProxy } from "./undici-adapter.js";
 
 /**
  * Base URLs per finAPI environment (../shared/finapi/FACTS.md). `unconfirmed` lists the
@@ -78,6 +79,20 @@ const urlWithoutCredentials = (instead: string) =>
     `must not contain a user name or password (they are not sent): ${instead}`,
   );
 const FINAPI_CREDENTIALS = "the client credentials go in FINAPI_CLIENT_ID and FINAPI_CLIENT_SECRET";
+
+/**
+ * An egress proxy: an http(s) URL, or host:port read as http:// as curl reads it (axios took
+ * the target's scheme, so an https call spoke TLS to a plain proxy). Checked here: a bad one
+ * failed every call with undici's "Invalid URL", and undici's ProxyAgent speaks no SOCKS.
+ */
+const proxyUrl = z
+  .string()
+  .transform((value) => (value.includes("://") ? value : `http://${value}`))
+  .refine(
+    isHttpProxyUrl,
+    "must be the URL of an HTTP proxy (http:// or https://, not SOCKS), like http://proxy.internal:3128",
+  )
+  .optional();
 const POSTGRES_URL = /^postgres(ql)?:\/\/.+/;
 /** SQLite's in-memory database (only this exact name: better-sqlite3 opens no URI filenames). */
 const SQLITE_MEMORY = "sqlite::memory:";
@@ -204,6 +219,15 @@ const envSchema = z.object({
   HTTP_SINK_TIMEOUT_MS: timerMs(100, 10_000),
   POSTGRES_SINK_URL: z.string().regex(POSTGRES_URL, "must be a postgres:// URL").optional(),
   FETCH_DOCUMENTS: z.string().default("").transform(parseDocumentNames),
+  // Outgoing calls (finAPI, the http sink); axios reads the lower-case names first.
+  HTTP_PROXY: proxyUrl,
+  http_proxy: proxyUrl,
+  HTTPS_PROXY: proxyUrl,
+  https_proxy: proxyUrl,
+  ALL_PROXY: proxyUrl,
+  all_proxy: proxyUrl,
+  NO_PROXY: z.string().optional(),
+  no_proxy: z.string().optional(),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   LOG_PRETTY: bool,
 });
@@ -392,6 +416,8 @@ export interface Config {
       | { url: string; schema: string; variable: "POSTGRES_SINK_URL" | "STORE_URL" }
       | undefined;
   };
+  /** Egress proxies of the outgoing calls (finAPI, the http sink). */
+  proxies: EgressProxies;
   /** Documents fetched besides the JSON results and handed to the sinks. */
   documents: DocumentName[];
   log: { level: string; pretty: boolean };
@@ -495,10 +521,34 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
           : undefined,
       postgres: postgresSinkTarget(e.POSTGRES_SINK_URL, e.STORE_URL, e.PG_SCHEMA),
     },
+    proxies: egressProxies(e),
     documents: e.FETCH_DOCUMENTS,
     log: { level: e.LOG_LEVEL, pretty: e.LOG_PRETTY },
   };
   return deepFreeze(config);
+}
+
+type ProxyVariable = "HTTP_PROXY" | "HTTPS_PROXY" | "ALL_PROXY" | "NO_PROXY";
+
+/** The proxy settings in effect, each with its variable: the lower-case one wins, as in axios. */
+function egressProxies(e: EnvOutput): EgressProxies {
+  const setting = (name: ProxyVariable) => {
+    const lower = name.toLowerCase() as Lowercase<ProxyVariable>;
+    const variable = e[lower] !== undefined ? lower : name;
+    const value = e[variable];
+    return value === undefined ? undefined : { value, variable };
+  };
+  const proxy = (name: ProxyVariable): EgressProxy | undefined => {
+    const found = setting(name);
+    return found && { url: found.value, variable: found.variable };
+  };
+  const noProxy = setting("NO_PROXY");
+  return {
+    http: proxy("HTTP_PROXY"),
+    https: proxy("HTTPS_PROXY"),
+    all: proxy("ALL_PROXY"),
+    noProxy: noProxy && { hosts: noProxy.value, variable: noProxy.variable },
+  };
 }
 
 function compilesAsTrustProxy(value: string): boolean {
@@ -509,6 +559,12 @@ function compilesAsTrustProxy(value: string): boolean {
   } catch {
     return false;
   }
+}
+
+function isHttpProxyUrl(url: string): boolean {
+  if (!URL.canParse(url)) return false;
+  const { protocol, hostname } = new URL(url);
+  return (protocol === "http:" || protocol === "https:") && hostname !== "";
 }
 
 function hasUserinfo(url: string): boolean {

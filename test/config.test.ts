@@ -98,6 +98,44 @@ describe("loadConfig", () => {
     expect(config.http.allowedCidrs).toBe("10.0.0.0/8,\n192.168.0.0/16");
   });
 
+  it("reads the proxy variables as axios does (lower case first), trimmed, host:port as http://", () => {
+    expect(loadConfig(credentials).proxies).toEqual({
+      http: undefined,
+      https: undefined,
+      all: undefined,
+      noProxy: undefined,
+    });
+    const config = loadConfig({
+      ...credentials,
+      HTTPS_PROXY: " http://upper:3128 ",
+      https_proxy: "http://lower:3128\n",
+      HTTP_PROXY: "proxy.internal:3128",
+      ALL_PROXY: " ",
+      NO_PROXY: " localhost,.internal ",
+    });
+    expect(config.proxies).toEqual({
+      http: { url: "http://proxy.internal:3128", variable: "HTTP_PROXY" },
+      https: { url: "http://lower:3128", variable: "https_proxy" },
+      all: undefined,
+      noProxy: { hosts: "localhost,.internal", variable: "NO_PROXY" },
+    });
+  });
+
+  it("refuses a proxy variable that is no HTTP proxy URL, naming it, not repeating its password", () => {
+    const problems = problemsOf({
+      ...credentials,
+      HTTPS_PROXY: "socks5://ops:pr0xy-pw@proxy:1080",
+      http_proxy: "http://",
+      ALL_PROXY: "http://ops:pr0xy-pw@bad host:3128",
+    });
+    expect(problems).toEqual(
+      ["http_proxy", "HTTPS_PROXY", "ALL_PROXY"].map((name) =>
+        expect.stringMatching(new RegExp(`^${name}: must be the URL of an HTTP proxy`)),
+      ),
+    );
+    expect(problems.join("\n")).not.toContain("pr0xy-pw");
+  });
+
   it("masks the password of a URL in logs, also one the URL parser refuses or misreads", () => {
     expect(redactUrl("postgres://app:pw@db:5432/x")).toBe("postgres://app:***@db:5432/x");
     expect(redactUrl("postgres://app:p/w@db/x")).toBe("postgres://app:***@db/x");

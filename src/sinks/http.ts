@@ -7,6 +7,7 @@ import {
   parseRetryAfter,
   type Transport,
 } from "../http-transport.js";
+import type { EgressProxies } from "../undici-adapter.js";
 import { type Bundle, bundleToJson, type DeliveryContext, type Sink } from "./sink.js";
 import { signWebhook, webhookKey } from "./webhook-signature.js";
 
@@ -14,6 +15,8 @@ export interface HttpSinkOptions {
   url: string;
   secret: string;
   timeoutMs: number;
+  /** Egress proxies (HTTP_PROXY, …); without them the POSTs go direct. */
+  proxies?: EgressProxies;
   clock?: () => number;
 }
 
@@ -30,7 +33,11 @@ export class HttpSink implements Sink {
   private readonly clock: () => number;
 
   constructor(private readonly options: HttpSinkOptions) {
-    this.transport = createTransport({ timeoutMs: options.timeoutMs, maxSockets: 16 });
+    this.transport = createTransport({
+      timeoutMs: options.timeoutMs,
+      maxSockets: 16,
+      proxies: options.proxies,
+    });
     this.key = webhookKey(options.secret);
     this.clock = options.clock ?? Date.now;
   }
