@@ -2,6 +2,8 @@ import { readFileSync } from "node:fs";
 import axios, { Axios, isAxiosError } from "axios";
 import { createDispatchers, createUndiciAdapter, type EgressProxies } from "./undici-adapter.js";
 
+export { proxyOf } from "./undici-adapter.js";
+
 /** `kreditcheck-receiver/<version>`: some firewalls refuse requests without a User-Agent. */
 const USER_AGENT = `kreditcheck-receiver/${
   (

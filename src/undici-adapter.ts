@@ -128,6 +128,14 @@ function isNoProxyHost(hostname: string, port: number, noProxy: string | undefin
   });
 }
 
+/** Failures of requests that went through a proxy, and which one (see proxyOf). */
+const failedViaProxy = new WeakMap<Error, EgressProxy>();
+
+/** The proxy a failed request went through: its fix is then also the proxy's. */
+export function proxyOf(error: unknown): EgressProxy | undefined {
+  return error instanceof Error ? failedViaProxy.get(error) : undefined;
+}
+
 /**
  * axios stays the HTTP client (its config, AxiosError, transforms, validateStatus), and
  * this adapter sends the request with undici instead of axios' Node adapter. Measured
@@ -148,15 +156,12 @@ export function createUndiciAdapter(dispatchers: Dispatchers): AxiosAdapter {
     const signal = config.signal as AbortSignal | undefined;
     if (signal?.aborted) throw new CanceledError(undefined, config);
     const timeout = config.timeout && config.timeout > 0 ? config.timeout : 0;
+    let proxy: EgressProxy | undefined;
     try {
       const url = requestUrl(config);
-      const answer = await exchange(
-        dispatchers.forUrl(url).dispatcher,
-        url,
-        config,
-        timeout,
-        signal,
-      );
+      const route = dispatchers.forUrl(url);
+      proxy = route.proxy;
+      const answer = await exchange(route.dispatcher, url, config, timeout, signal);
       const response: AxiosResponse = {
         data:
           config.responseType === "arraybuffer"
@@ -182,17 +187,24 @@ export function createUndiciAdapter(dispatchers: Dispatchers): AxiosAdapter {
     } catch (error) {
       if (error instanceof AxiosError) throw error;
       if (signal?.aborted) throw new CanceledError(undefined, config);
-      const code = (error as { code?: unknown }).code;
-      if (typeof code === "string" && TIMEOUT_CODES.has(code)) {
-        throw new AxiosError(
-          `timeout of ${config.timeout}ms exceeded`,
-          config.transitional?.clarifyTimeoutError ? AxiosError.ETIMEDOUT : AxiosError.ECONNABORTED,
-          config,
-        );
-      }
-      throw AxiosError.from(error, errorCode(error), config);
+      const failure = transportError(error, config);
+      if (proxy) failedViaProxy.set(failure, proxy);
+      throw failure;
     }
   };
+}
+
+/** A failure on the way (no connection, no answer in time), as axios' adapter names it. */
+function transportError(error: unknown, config: InternalAxiosRequestConfig): AxiosError {
+  const code = (error as { code?: unknown }).code;
+  if (typeof code === "string" && TIMEOUT_CODES.has(code)) {
+    return new AxiosError(
+      `timeout of ${config.timeout}ms exceeded`,
+      config.transitional?.clarifyTimeoutError ? AxiosError.ETIMEDOUT : AxiosError.ECONNABORTED,
+      config,
+    );
+  }
+  return AxiosError.from(error, errorCode(error), config);
 }
 
 /** undici's own timeouts: connecting, waiting for headers, waiting for the next body bytes. */

@@ -5,6 +5,7 @@ import {
   isCanceled,
   isTimeout,
   parseRetryAfter,
+  proxyOf,
   type Transport,
 } from "../http-transport.js";
 import type { EgressProxies } from "../undici-adapter.js";
@@ -61,10 +62,12 @@ export class HttpSink implements Sink {
       });
     } catch (error) {
       if (isCanceled(error)) throw error;
+      const proxy = proxyOf(error);
+      const via = proxy ? ` through the proxy in ${proxy.variable}` : "";
       throw new ReceiverError(
         isTimeout(error)
-          ? `HTTP_SINK_URL did not answer within ${this.options.timeoutMs} ms`
-          : `HTTP_SINK_URL could not be reached: ${(error as Error).message}`,
+          ? `HTTP_SINK_URL did not answer within ${this.options.timeoutMs} ms${via}`
+          : `HTTP_SINK_URL could not be reached${via}: ${(error as Error).message}`,
         { code: "http_sink_unreachable", retryable: true, cause: error },
       );
     }
