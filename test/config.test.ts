@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { ConfigError, loadConfig, redactUrl, SHUTDOWN_EXIT_GRACE_MS } from "../src/config.js";
 
@@ -246,6 +247,14 @@ describe("loadConfig", () => {
       expect(loadConfig({ ...credentials, LOG_PRETTY: value }).log.pretty).toBe(false);
     }
     expect(problemsOf({ ...credentials, LOG_PRETTY: "maybe" })[0]).toMatch(/^LOG_PRETTY/);
+  });
+
+  it("lists in .env.example every LOG_PRETTY value it accepts", () => {
+    const lines = readFileSync(new URL("../.env.example", import.meta.url), "utf8").split("\n");
+    const comment = lines[lines.indexOf("# LOG_PRETTY=0") - 1] ?? "";
+    for (const value of ["1", "true", "yes", "on", "0", "false", "no", "off"]) {
+      expect(comment).toMatch(new RegExp(`\\b${value}\\b`));
+    }
   });
 
   it("takes an IPv6 listen address bracketed as in a URL, and knows [::1] is this machine", () => {
