@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import dotenv from "dotenv";
-import { cliTarget } from "./admin/cli-target.js";
+import { AdminTargetError, cliTarget } from "./admin/cli-target.js";
 import { ERROR_CODE, retryDeadJobs } from "./admin/retry-dead.js";
 
 /**
@@ -56,6 +56,17 @@ class CliError extends Error {
   }
 }
 
+/**
+ * Why fetch got no answer, as its cause's code (ECONNREFUSED, ENOTFOUND, …): fetch's own
+ * message says only "fetch failed", and the cause's repeats the address the CLI names
+ * itself. A cause without a code (fetch's "bad port") is short enough to show.
+ */
+function failureReason(error: unknown): string {
+  const cause = (error as { cause?: { code?: unknown; message?: unknown } }).cause;
+  if (typeof cause?.code === "string") return cause.code;
+  return typeof cause?.message === "string" ? cause.message : "no answer";
+}
+
 async function main(argv: string[]): Promise<number> {
   dotenv.config({ quiet: true });
   const { values, positionals } = parseArgs({
@@ -81,7 +92,7 @@ async function main(argv: string[]): Promise<number> {
   }
   if (!COMMANDS[command]) throw new CliError(`unknown command "${command}"\n\n${usage()}`);
 
-  const { adminUrl, token } = cliTarget(process.env, {
+  const { adminUrl, token, source } = cliTarget(process.env, {
     adminUrl: values["admin-url"],
     token: values.token,
   });
@@ -98,7 +109,7 @@ async function main(argv: string[]): Promise<number> {
       });
     } catch (error) {
       throw new CliError(
-        `cannot reach the admin API at ${adminUrl} (${(error as Error).message}): is the service running, and is ADMIN_PORT right?`,
+        `cannot reach the admin API at ${adminUrl} (${failureReason(error)}): is the service running, and is ${source} right?`,
       );
     }
     const text = await response.text();
@@ -182,7 +193,9 @@ main(process.argv.slice(2)).then(
       `kreditcheck-receiver cli: ${error instanceof Error ? error.message : String(error)}\n`,
     );
     process.exit(
-      error instanceof CliError || (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")
+      error instanceof CliError ||
+        error instanceof AdminTargetError ||
+        (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")
         ? 2
         : 1,
     );

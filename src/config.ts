@@ -4,6 +4,7 @@ import { bareHost, cleanEnv } from "./env-values.js";
 import { DOCUMENT_NAMES, type DocumentName } from "./finapi/documents.js";
 import { LOOPBACK_CIDRS, parseCidrList } from "./http/allowlist.js";
 import { SCHEMA_NAME_PATTERN } from "./postgres/identifier.js";
+import type { EgressProxies, EgressProxy } from "./undici-adapter.js";
 
 /**
  * Base URLs per finAPI environment (../shared/finapi/FACTS.md). `unconfirmed` lists the
@@ -33,13 +34,32 @@ export const DEFAULT_KREDITCHECK_PATH = "/checks/{processToken}/kreditcheck/{kre
  * Whole decimal numbers only: " ", "0x50" or "1e3" are mistakes, not numbers. A minus sign
  * passes here so that "-1" is told it is below the minimum, not that it is not a number.
  */
-const int = (min: number, fallback: number, max = Number.MAX_SAFE_INTEGER) =>
+const int = (min: number, fallback: number, max = Number.MAX_SAFE_INTEGER, tooBig?: string) =>
   z
     .string()
     .regex(/^-?\d+$/, "must be a whole number")
     .transform(Number)
-    .pipe(z.number().int().min(min).max(max))
+    .pipe(z.number().int().min(min).max(max, tooBig))
     .prefault(String(fallback));
+
+/**
+ * Longest delay of a Node timer: setTimeout and setInterval run a longer one after 1 ms, so
+ * WORKER_POLL_MS=2200000000 would poll in a busy loop. Ages that are only compared with
+ * dates (JOB_MAX_AGE_MS, the retentions) are not timers and may be longer.
+ */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** main.ts's last-resort exit fires this long after SHUTDOWN_TIMEOUT_MS: its timer must fit too. */
+export const SHUTDOWN_EXIT_GRACE_MS = 2000;
+
+/** A duration that ends up in a timer (see MAX_TIMER_MS). */
+const timerMs = (min: number, fallback: number, max = MAX_TIMER_MS) =>
+  int(
+    min,
+    fallback,
+    max,
+    `must be at most ${max} (about 24.8 days): Node runs a longer timer after 1 ms`,
+  );
 const bool = z
   .preprocess(
     (value) => (typeof value === "string" ? value.toLowerCase() : value),
@@ -49,10 +69,39 @@ const bool = z
   .transform((value) => value === "1" || value === "true" || value === "yes" || value === "on");
 const httpUrl = z.url({ protocol: /^https?$/, error: "must be an http(s) URL" });
 const optionalUrl = z.preprocess((value) => (value === "" ? undefined : value), httpUrl.optional());
+/**
+ * An optional http(s) URL without a user name or password: the undici adapter does not send
+ * them, so the call would go out without the credentials. `instead` says where they belong.
+ */
+const urlWithoutCredentials = (instead: string) =>
+  optionalUrl.refine(
+    (url) => url === undefined || !hasUserinfo(url),
+    `must not contain a user name or password (they are not sent): ${instead}`,
+  );
+const FINAPI_CREDENTIALS = "the client credentials go in FINAPI_CLIENT_ID and FINAPI_CLIENT_SECRET";
+
+/**
+ * An egress proxy: an http(s) URL, or host:port read as http:// as curl reads it (axios took
+ * the target's scheme, so an https call spoke TLS to a plain proxy). Checked here: a bad one
+ * failed every call with undici's "Invalid URL", and undici's ProxyAgent speaks no SOCKS.
+ */
+const proxyUrl = z
+  .string()
+  .transform((value) => (value.includes("://") ? value : `http://${value}`))
+  .refine(
+    isHttpProxyUrl,
+    "must be the URL of an HTTP proxy (http:// or https://, not SOCKS), like http://proxy.internal:3128",
+  )
+  .optional();
 const POSTGRES_URL = /^postgres(ql)?:\/\/.+/;
+/** SQLite's in-memory database (only this exact name: better-sqlite3 opens no URI filenames). */
+const SQLITE_MEMORY = "sqlite::memory:";
 const DAY_MS = 24 * 3600 * 1000;
-/** Longest retention: far beyond any use, and a cut-off (now minus it) is still a valid date. */
-const MAX_RETENTION_MS = 100 * 365 * DAY_MS;
+/**
+ * Longest span added to or taken from now (a retention's cut-off, a backoff's next run):
+ * far beyond any use, and the result is still a valid date.
+ */
+const MAX_DATE_SPAN_MS = 100 * 365 * DAY_MS;
 const required = (name: string) =>
   z.string({ error: `${name} is required` }).min(1, `${name} is required`);
 
@@ -106,11 +155,12 @@ const envSchema = z.object({
     .string()
     .regex(/^[A-Za-z0-9._~-]+$/, "must contain only URL-safe characters A-Z a-z 0-9 . _ ~ -")
     .optional(),
-  REQUEST_TIMEOUT_MS: int(100, 10_000),
+  // Not a JS timer, but Node's connection check reads the server's requestTimeout as 32 bits.
+  REQUEST_TIMEOUT_MS: timerMs(100, 10_000),
   ADMIN_PORT: int(0, 9090, 65535),
   ADMIN_HOST: listenHost("127.0.0.1"),
   ADMIN_TOKEN: z.string().min(8, "must be at least 8 characters").optional(),
-  SHUTDOWN_TIMEOUT_MS: int(100, 15_000),
+  SHUTDOWN_TIMEOUT_MS: timerMs(100, 15_000, MAX_TIMER_MS - SHUTDOWN_EXIT_GRACE_MS),
   STORE_URL: z
     .string()
     .refine(
@@ -122,22 +172,23 @@ const envSchema = z.object({
     .string()
     .regex(SCHEMA_NAME_PATTERN, "must be a plain lower-case PostgreSQL identifier")
     .default("public"),
-  LEASE_MS: int(1000, 30_000),
+  LEASE_MS: timerMs(1000, 30_000),
   WORKER_CONCURRENCY: int(1, 4),
-  WORKER_POLL_MS: int(10, 1000),
+  WORKER_POLL_MS: timerMs(10, 1000),
   MAX_ATTEMPTS: int(1, 10),
   JOB_MAX_AGE_MS: int(1000, 7 * DAY_MS),
-  BACKOFF_BASE_MS: int(1, 1000),
-  BACKOFF_MAX_MS: int(1, 5 * 60 * 1000),
+  // Not timers: the delay sets the job's next run_at, which the polling worker picks up.
+  BACKOFF_BASE_MS: int(1, 1000, MAX_DATE_SPAN_MS),
+  BACKOFF_MAX_MS: int(1, 5 * 60 * 1000, MAX_DATE_SPAN_MS),
   NOT_FOUND_GRACE_MS: int(0, 10 * 60 * 1000),
   // 0 keeps finished jobs forever.
-  DONE_RETENTION_MS: int(0, 7 * DAY_MS, MAX_RETENTION_MS),
-  DEAD_RETENTION_MS: int(0, 30 * DAY_MS, MAX_RETENTION_MS),
-  PRUNE_INTERVAL_MS: int(10, 3600 * 1000),
+  DONE_RETENTION_MS: int(0, 7 * DAY_MS, MAX_DATE_SPAN_MS),
+  DEAD_RETENTION_MS: int(0, 30 * DAY_MS, MAX_DATE_SPAN_MS),
+  PRUNE_INTERVAL_MS: timerMs(10, 3600 * 1000),
   FINAPI_ENV: z.enum(["sandbox", "live"]).default("sandbox"),
-  FINAPI_TOKEN_URL: optionalUrl,
-  FINAPI_PROCESSCTRL_URL: optionalUrl,
-  FINAPI_DI_URL: optionalUrl,
+  FINAPI_TOKEN_URL: urlWithoutCredentials(FINAPI_CREDENTIALS),
+  FINAPI_PROCESSCTRL_URL: urlWithoutCredentials(FINAPI_CREDENTIALS),
+  FINAPI_DI_URL: urlWithoutCredentials(FINAPI_CREDENTIALS),
   FINAPI_KREDITCHECK_PATH: z
     .string()
     .refine(
@@ -148,13 +199,15 @@ const envSchema = z.object({
     .default(DEFAULT_KREDITCHECK_PATH),
   FINAPI_CLIENT_ID: required("FINAPI_CLIENT_ID"),
   FINAPI_CLIENT_SECRET: required("FINAPI_CLIENT_SECRET"),
-  FINAPI_TIMEOUT_MS: int(100, 15_000),
+  FINAPI_TIMEOUT_MS: timerMs(100, 15_000),
   FINAPI_RETRIES: int(0, 2),
   TOKEN_REFRESH_MARGIN_MS: int(0, 60_000),
   DAC_CONCURRENCY: int(1, 4),
   SINKS: z.string().min(1).default("file").transform(parseSinkNames),
   FILE_SINK_DIR: z.string().min(1).default("./data/results"),
-  HTTP_SINK_URL: optionalUrl,
+  HTTP_SINK_URL: urlWithoutCredentials(
+    "the receiver checks the bundles' signature, made with HTTP_SINK_SECRET",
+  ),
   HTTP_SINK_SECRET: z
     .string()
     .min(1)
@@ -163,9 +216,18 @@ const envSchema = z.object({
       `a whsec_ secret must be followed by standard base64 (A-Z a-z 0-9 + /, not URL-safe - _) of at least ${MIN_WEBHOOK_KEY_BYTES} bytes (the Standard Webhooks format; e.g. whsec_ + \`openssl rand -base64 32\`)`,
     )
     .optional(),
-  HTTP_SINK_TIMEOUT_MS: int(100, 10_000),
+  HTTP_SINK_TIMEOUT_MS: timerMs(100, 10_000),
   POSTGRES_SINK_URL: z.string().regex(POSTGRES_URL, "must be a postgres:// URL").optional(),
   FETCH_DOCUMENTS: z.string().default("").transform(parseDocumentNames),
+  // Outgoing calls (finAPI, the http sink); axios reads the lower-case names first.
+  HTTP_PROXY: proxyUrl,
+  http_proxy: proxyUrl,
+  HTTPS_PROXY: proxyUrl,
+  https_proxy: proxyUrl,
+  ALL_PROXY: proxyUrl,
+  all_proxy: proxyUrl,
+  NO_PROXY: z.string().optional(),
+  no_proxy: z.string().optional(),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   LOG_PRETTY: bool,
 });
@@ -215,13 +277,19 @@ function parseDocumentNames(value: string, ctx: z.RefinementCtx): DocumentName[]
   return [...new Set(names)] as DocumentName[];
 }
 
-/** Settings that only matter together with a sink, checked once the sinks are known. */
-function checkSinkSettings(e: z.output<typeof envSchema>, ctx: z.RefinementCtx): void {
+type EnvOutput = z.output<typeof envSchema>;
+
+/** Whether every named variable parsed: a bad one still holds its raw text in the value. */
+type Parsed = (...names: (keyof EnvOutput)[]) => boolean;
+
+/** Settings that only matter together with a sink. */
+function checkSinkSettings(e: EnvOutput, ctx: z.RefinementCtx, parsed: Parsed): void {
+  if (!parsed("SINKS")) return;
   if (e.SINKS.includes("http")) {
-    if (!e.HTTP_SINK_URL) {
+    if (!e.HTTP_SINK_URL && parsed("HTTP_SINK_URL")) {
       ctx.addIssue({ code: "custom", message: "HTTP_SINK_URL is required when SINKS names http" });
     }
-    if (!e.HTTP_SINK_SECRET) {
+    if (!e.HTTP_SINK_SECRET && parsed("HTTP_SINK_SECRET")) {
       ctx.addIssue({
         code: "custom",
         message:
@@ -229,7 +297,12 @@ function checkSinkSettings(e: z.output<typeof envSchema>, ctx: z.RefinementCtx):
       });
     }
   }
-  if (e.SINKS.includes("postgres") && !e.POSTGRES_SINK_URL && !POSTGRES_URL.test(e.STORE_URL)) {
+  if (
+    e.SINKS.includes("postgres") &&
+    parsed("POSTGRES_SINK_URL", "STORE_URL") &&
+    !e.POSTGRES_SINK_URL &&
+    !POSTGRES_URL.test(e.STORE_URL)
+  ) {
     ctx.addIssue({
       code: "custom",
       message:
@@ -238,7 +311,45 @@ function checkSinkSettings(e: z.output<typeof envSchema>, ctx: z.RefinementCtx):
   }
 }
 
-const configSchema = envSchema.superRefine(checkSinkSettings);
+/**
+ * Checks across variables. They run even when other variables are bad (see configSchema),
+ * so that one run reports every problem; a check whose own variables are bad stays quiet,
+ * their own messages say what is wrong.
+ */
+function checkCombinations(e: EnvOutput, ctx: z.RefinementCtx): void {
+  const bad = new Set(ctx.issues.map((issue) => issue.path?.[0]));
+  const parsed: Parsed = (...names) => names.every((name) => !bad.has(name));
+  checkSinkSettings(e, ctx, parsed);
+  if (parsed("NODE_ENV", "ALLOWED_CIDRS") && e.NODE_ENV === "production" && !e.ALLOWED_CIDRS) {
+    ctx.addIssue({
+      code: "custom",
+      message:
+        "ALLOWED_CIDRS: must be set when NODE_ENV=production (finAPI's IP range from finAPI support; 0.0.0.0/0,::/0 allows everyone)",
+    });
+  }
+  // A 202 promises the callback is on disk; SQLite keeps ":memory:" in this process only.
+  if (parsed("NODE_ENV", "STORE_URL") && e.STORE_URL === SQLITE_MEMORY && e.NODE_ENV !== "test") {
+    ctx.addIssue({
+      code: "custom",
+      message: `STORE_URL: ${SQLITE_MEMORY} keeps the inbox in memory, so accepted callbacks are lost when the process stops; use sqlite:<path> or postgres://… (only NODE_ENV=test may use it)`,
+    });
+  }
+  if (parsed("BACKOFF_BASE_MS", "BACKOFF_MAX_MS") && e.BACKOFF_BASE_MS > e.BACKOFF_MAX_MS) {
+    ctx.addIssue({
+      code: "custom",
+      message: `BACKOFF_BASE_MS: ${e.BACKOFF_BASE_MS} is larger than BACKOFF_MAX_MS=${e.BACKOFF_MAX_MS}`,
+    });
+  }
+  if (parsed("ADMIN_HOST", "ADMIN_TOKEN") && !isLoopbackHost(e.ADMIN_HOST) && !e.ADMIN_TOKEN) {
+    ctx.addIssue({
+      code: "custom",
+      message: `ADMIN_TOKEN: must be set when ADMIN_HOST=${e.ADMIN_HOST} exposes the admin API beyond this machine`,
+    });
+  }
+}
+
+// `when`: the checks run even after a variable failed (zod skips them by default).
+const configSchema = envSchema.superRefine(checkCombinations, { when: () => true });
 
 export type Env = z.input<typeof envSchema>;
 
@@ -305,6 +416,8 @@ export interface Config {
       | { url: string; schema: string; variable: "POSTGRES_SINK_URL" | "STORE_URL" }
       | undefined;
   };
+  /** Egress proxies of the outgoing calls (finAPI, the http sink). */
+  proxies: EgressProxies;
   /** Documents fetched besides the JSON results and handed to the sinks. */
   documents: DocumentName[];
   log: { level: string; pretty: boolean };
@@ -332,23 +445,6 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     );
   }
   const e = parsed.data;
-  const combined: string[] = [];
-  if (e.NODE_ENV === "production" && e.ALLOWED_CIDRS === undefined) {
-    combined.push(
-      "ALLOWED_CIDRS: must be set when NODE_ENV=production (finAPI's IP range from finAPI support; 0.0.0.0/0,::/0 allows everyone)",
-    );
-  }
-  if (e.BACKOFF_BASE_MS > e.BACKOFF_MAX_MS) {
-    combined.push(
-      `BACKOFF_BASE_MS: ${e.BACKOFF_BASE_MS} is larger than BACKOFF_MAX_MS=${e.BACKOFF_MAX_MS}`,
-    );
-  }
-  if (!isLoopbackHost(e.ADMIN_HOST) && e.ADMIN_TOKEN === undefined) {
-    combined.push(
-      `ADMIN_TOKEN: must be set when ADMIN_HOST=${e.ADMIN_HOST} exposes the admin API beyond this machine`,
-    );
-  }
-  if (combined.length > 0) throw new ConfigError(combined);
   const preset = FINAPI_PRESETS[e.FINAPI_ENV];
   const unconfirmed = preset.unconfirmed.filter(
     (name) =>
@@ -425,10 +521,34 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
           : undefined,
       postgres: postgresSinkTarget(e.POSTGRES_SINK_URL, e.STORE_URL, e.PG_SCHEMA),
     },
+    proxies: egressProxies(e),
     documents: e.FETCH_DOCUMENTS,
     log: { level: e.LOG_LEVEL, pretty: e.LOG_PRETTY },
   };
   return deepFreeze(config);
+}
+
+type ProxyVariable = "HTTP_PROXY" | "HTTPS_PROXY" | "ALL_PROXY" | "NO_PROXY";
+
+/** The proxy settings in effect, each with its variable: the lower-case one wins, as in axios. */
+function egressProxies(e: EnvOutput): EgressProxies {
+  const setting = (name: ProxyVariable) => {
+    const lower = name.toLowerCase() as Lowercase<ProxyVariable>;
+    const variable = e[lower] !== undefined ? lower : name;
+    const value = e[variable];
+    return value === undefined ? undefined : { value, variable };
+  };
+  const proxy = (name: ProxyVariable): EgressProxy | undefined => {
+    const found = setting(name);
+    return found && { url: found.value, variable: found.variable };
+  };
+  const noProxy = setting("NO_PROXY");
+  return {
+    http: proxy("HTTP_PROXY"),
+    https: proxy("HTTPS_PROXY"),
+    all: proxy("ALL_PROXY"),
+    noProxy: noProxy && { hosts: noProxy.value, variable: noProxy.variable },
+  };
 }
 
 function compilesAsTrustProxy(value: string): boolean {
@@ -439,6 +559,17 @@ function compilesAsTrustProxy(value: string): boolean {
   } catch {
     return false;
   }
+}
+
+function isHttpProxyUrl(url: string): boolean {
+  if (!URL.canParse(url)) return false;
+  const { protocol, hostname } = new URL(url);
+  return (protocol === "http:" || protocol === "https:") && hostname !== "";
+}
+
+function hasUserinfo(url: string): boolean {
+  const parsed = new URL(url);
+  return parsed.username !== "" || parsed.password !== "";
 }
 
 function isLoopbackHost(host: string): boolean {

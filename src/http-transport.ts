@@ -1,6 +1,8 @@
 import { readFileSync } from "node:fs";
 import axios, { Axios, isAxiosError } from "axios";
-import { createDispatchers, createUndiciAdapter } from "./undici-adapter.js";
+import { createDispatchers, createUndiciAdapter, type EgressProxies } from "./undici-adapter.js";
+
+export { proxyOf } from "./undici-adapter.js";
 
 /** `kreditcheck-receiver/<version>`: some firewalls refuse requests without a User-Agent. */
 const USER_AGENT = `kreditcheck-receiver/${
@@ -15,6 +17,8 @@ export interface TransportOptions {
   timeoutMs: number;
   /** Upper bound of open sockets per host. */
   maxSockets?: number;
+  /** Egress proxies from the config; without them every request goes direct. */
+  proxies?: EgressProxies;
 }
 
 export interface Transport {
@@ -39,6 +43,7 @@ export function createTransport(options: TransportOptions): Transport {
   const dispatchers = createDispatchers({
     connections: options.maxSockets ?? 64,
     connectTimeoutMs: options.timeoutMs,
+    proxies: options.proxies,
   });
   const http = new Axios({
     adapter: createUndiciAdapter(dispatchers),

@@ -1,6 +1,6 @@
 import { constants } from "node:os";
 import dotenv from "dotenv";
-import { type Config, ConfigError, loadConfig } from "./config.js";
+import { type Config, ConfigError, loadConfig, SHUTDOWN_EXIT_GRACE_MS } from "./config.js";
 import { createLogger, type Logger } from "./logger.js";
 import { type RunningService, startService } from "./service.js";
 
@@ -75,7 +75,7 @@ function gracefulShutdown(
     setTimeout(() => {
       logger.error("shutdown did not finish in time; exiting");
       process.exit(1);
-    }, config.shutdownTimeoutMs + 2000).unref();
+    }, config.shutdownTimeoutMs + SHUTDOWN_EXIT_GRACE_MS).unref();
     service.close().then(
       () => {
         logger.info("stopped");

@@ -73,6 +73,7 @@ export async function startService(
     // As many sockets as the pipeline can have calls in flight, so the configured
     // concurrency, not the socket pool, is what limits it.
     maxSockets: config.worker.concurrency * config.finapi.dacConcurrency,
+    proxies: config.proxies,
   });
   const tokens = new ClientCredentialsTokenProvider({
     http: transport.http,
@@ -234,6 +235,7 @@ export async function startService(
         processctrlUrl: redactUrl(config.finapi.processctrlUrl),
         diUrl: redactUrl(config.finapi.diUrl),
       },
+      ...proxiesInUse(config.proxies),
     },
     "kreditcheck-receiver listening",
   );
@@ -277,6 +279,16 @@ export async function startService(
     metrics,
     close,
   };
+}
+
+/** The proxy variables in effect, for the start-up line: `{ proxies: { HTTPS_PROXY: … } }`. */
+function proxiesInUse({ http, https, all, noProxy }: Config["proxies"]) {
+  const proxies: Record<string, string> = {};
+  for (const proxy of [http, https, all]) {
+    if (proxy) proxies[proxy.variable] = redactUrl(proxy.url);
+  }
+  if (noProxy) proxies[noProxy.variable] = noProxy.hosts;
+  return Object.keys(proxies).length > 0 ? { proxies } : {};
 }
 
 /** An IPv6 literal in brackets, as it is written before `:port`. */

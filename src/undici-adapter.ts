@@ -6,69 +6,134 @@ import {
   CanceledError,
   type InternalAxiosRequestConfig,
 } from "axios";
-import { getProxyForUrl } from "proxy-from-env";
 import { Agent, type Dispatcher, ProxyAgent } from "undici";
+
+/** A proxy URL and the variable it came from (named in errors and on the start-up line). */
+export interface EgressProxy {
+  url: string;
+  variable: string;
+}
+
+/**
+ * Egress proxies as config.ts reads them from HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and
+ * NO_PROXY (each lower case first, as axios reads them): the proxy for http URLs, for https
+ * URLs, for either, and the hosts reached directly.
+ */
+export interface EgressProxies {
+  http: EgressProxy | undefined;
+  https: EgressProxy | undefined;
+  all: EgressProxy | undefined;
+  noProxy: { hosts: string; variable: string } | undefined;
+}
 
 export interface DispatcherOptions {
   /** Upper bound of open connections per origin. */
   connections: number;
   /** Longest wait for a TCP (and TLS) connection. */
   connectTimeoutMs: number;
+  /** None: every request goes direct (the environment is not read here). */
+  proxies?: EgressProxies;
+}
+
+/** The connection pool for a request, and the proxy it goes through, if any. */
+export interface Route {
+  dispatcher: Dispatcher;
+  proxy: EgressProxy | undefined;
 }
 
 /** Picks the connection pool for a request: direct, or through the proxy for its origin. */
 export interface Dispatchers {
-  forUrl(url: string): Dispatcher;
+  forUrl(url: string): Route;
   destroy(): Promise<void>;
 }
 
-const PROXY_VARIABLES = ["http_proxy", "https_proxy", "all_proxy"].flatMap((name) => [
-  name,
-  name.toUpperCase(),
-]);
-
 /**
- * Keep-alive pools. Proxies follow axios' own rules (proxy-from-env, the library axios
- * uses): HTTP_PROXY for http URLs, HTTPS_PROXY for https, ALL_PROXY for either, NO_PROXY
- * to go direct. A plain-http target goes to the proxy as an ordinary request (proxies
- * commonly refuse CONNECT to ports other than 443); https is tunnelled with CONNECT.
+ * Keep-alive pools. Proxies follow axios' own rules (those of proxy-from-env, the library
+ * axios uses): HTTP_PROXY for http URLs, HTTPS_PROXY for https, ALL_PROXY for either,
+ * NO_PROXY to go direct. A plain-http target goes to the proxy as an ordinary request
+ * (proxies commonly refuse CONNECT to ports other than 443); https is tunnelled with CONNECT.
  */
 export function createDispatchers(options: DispatcherOptions): Dispatchers {
   const connect = { timeout: options.connectTimeoutMs };
-  const direct = new Agent({ connections: options.connections, connect });
-  // Without any proxy variable (the usual case) there is nothing to look up per request.
-  const proxied = PROXY_VARIABLES.some((name) => (process.env[name] ?? "") !== "");
-  const byOrigin = new Map<string, Dispatcher>();
+  const direct: Route = {
+    dispatcher: new Agent({ connections: options.connections, connect }),
+    proxy: undefined,
+  };
+  const proxies = options.proxies;
+  // Without any proxy (the usual case) there is nothing to look up per request.
+  const proxied =
+    proxies !== undefined && (proxies.http ?? proxies.https ?? proxies.all) !== undefined;
+  const byOrigin = new Map<string, Route>();
   const byProxy = new Map<string, ProxyAgent>();
-  const viaProxy = (uri: string): Dispatcher => {
-    let agent = byProxy.get(uri);
+  const viaProxy = (proxy: EgressProxy): Route => {
+    let agent = byProxy.get(proxy.url);
     if (!agent) {
       agent = new ProxyAgent({
-        uri,
+        uri: proxy.url,
         proxyTunnel: false,
         connections: options.connections,
         connect,
       });
-      byProxy.set(uri, agent);
+      byProxy.set(proxy.url, agent);
     }
-    return agent;
+    return { dispatcher: agent, proxy };
   };
   return {
     forUrl(url) {
       if (!proxied) return direct;
-      const origin = new URL(url).origin;
-      let dispatcher = byOrigin.get(origin);
-      if (!dispatcher) {
-        const proxy = getProxyForUrl(origin);
-        dispatcher = proxy ? viaProxy(proxy) : direct;
-        byOrigin.set(origin, dispatcher);
+      const target = new URL(url);
+      let route = byOrigin.get(target.origin);
+      if (!route) {
+        const proxy = proxyFor(target, proxies);
+        route = proxy ? viaProxy(proxy) : direct;
+        byOrigin.set(target.origin, route);
       }
-      return dispatcher;
+      return route;
     },
     async destroy() {
-      await Promise.all([direct, ...byProxy.values()].map((agent) => agent.destroy()));
+      await Promise.all([direct.dispatcher, ...byProxy.values()].map((agent) => agent.destroy()));
     },
   };
+}
+
+/** proxy-from-env's getProxyForUrl (axios' rules), on the configured proxies. */
+function proxyFor(target: URL, proxies: EgressProxies): EgressProxy | undefined {
+  // host, not hostname: an IPv6 address keeps its brackets, as NO_PROXY writes it.
+  const hostname = target.host.replace(/:\d*$/, "");
+  const port = Number(target.port) || DEFAULT_PORTS[target.protocol] || 0;
+  if (isNoProxyHost(hostname, port, proxies.noProxy?.hosts)) return undefined;
+  const forScheme = target.protocol === "https:" ? proxies.https : proxies.http;
+  return forScheme ?? proxies.all;
+}
+
+const DEFAULT_PORTS: Record<string, number> = { "http:": 80, "https:": 443 };
+
+/**
+ * NO_PROXY as proxy-from-env reads it: "*" for every host; else entries split at commas or
+ * white space, each a host (exact match), ".example.com" or "*.example.com" (suffix match),
+ * optionally with ":port".
+ */
+function isNoProxyHost(hostname: string, port: number, noProxy: string | undefined): boolean {
+  const list = noProxy?.toLowerCase();
+  if (!list) return false;
+  if (list === "*") return true;
+  return list.split(/[,\s]/).some((entry) => {
+    if (!entry) return false;
+    const withPort = /^(.+):(\d+)$/.exec(entry);
+    const host = withPort?.[1] ?? entry;
+    const entryPort = Number(withPort?.[2] ?? 0);
+    if (entryPort && entryPort !== port) return false;
+    if (!/^[.*]/.test(host)) return hostname === host;
+    return hostname.endsWith(host.startsWith("*") ? host.slice(1) : host);
+  });
+}
+
+/** Failures of requests that went through a proxy, and which one (see proxyOf). */
+const failedViaProxy = new WeakMap<Error, EgressProxy>();
+
+/** The proxy a failed request went through: its fix is then also the proxy's. */
+export function proxyOf(error: unknown): EgressProxy | undefined {
+  return error instanceof Error ? failedViaProxy.get(error) : undefined;
 }
 
 /**
@@ -91,9 +156,12 @@ export function createUndiciAdapter(dispatchers: Dispatchers): AxiosAdapter {
     const signal = config.signal as AbortSignal | undefined;
     if (signal?.aborted) throw new CanceledError(undefined, config);
     const timeout = config.timeout && config.timeout > 0 ? config.timeout : 0;
+    let proxy: EgressProxy | undefined;
     try {
       const url = requestUrl(config);
-      const answer = await exchange(dispatchers.forUrl(url), url, config, timeout, signal);
+      const route = dispatchers.forUrl(url);
+      proxy = route.proxy;
+      const answer = await exchange(route.dispatcher, url, config, timeout, signal);
       const response: AxiosResponse = {
         data:
           config.responseType === "arraybuffer"
@@ -119,17 +187,24 @@ export function createUndiciAdapter(dispatchers: Dispatchers): AxiosAdapter {
     } catch (error) {
       if (error instanceof AxiosError) throw error;
       if (signal?.aborted) throw new CanceledError(undefined, config);
-      const code = (error as { code?: unknown }).code;
-      if (typeof code === "string" && TIMEOUT_CODES.has(code)) {
-        throw new AxiosError(
-          `timeout of ${config.timeout}ms exceeded`,
-          config.transitional?.clarifyTimeoutError ? AxiosError.ETIMEDOUT : AxiosError.ECONNABORTED,
-          config,
-        );
-      }
-      throw AxiosError.from(error, errorCode(error), config);
+      const failure = transportError(error, config);
+      if (proxy) failedViaProxy.set(failure, proxy);
+      throw failure;
     }
   };
+}
+
+/** A failure on the way (no connection, no answer in time), as axios' adapter names it. */
+function transportError(error: unknown, config: InternalAxiosRequestConfig): AxiosError {
+  const code = (error as { code?: unknown }).code;
+  if (typeof code === "string" && TIMEOUT_CODES.has(code)) {
+    return new AxiosError(
+      `timeout of ${config.timeout}ms exceeded`,
+      config.transitional?.clarifyTimeoutError ? AxiosError.ETIMEDOUT : AxiosError.ECONNABORTED,
+      config,
+    );
+  }
+  return AxiosError.from(error, errorCode(error), config);
 }
 
 /** undici's own timeouts: connecting, waiting for headers, waiting for the next body bytes. */

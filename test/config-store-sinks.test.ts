@@ -26,6 +26,22 @@ describe("configuration of the store and the sinks", () => {
     ]);
   });
 
+  it("refuses an in-memory SQLite inbox (a 202 would not mean on disk) except with NODE_ENV=test", () => {
+    expect(problemsOf({ STORE_URL: "sqlite::memory:" })).toEqual([
+      expect.stringMatching(/^STORE_URL: sqlite::memory: keeps the inbox in memory.*sqlite:<path>/),
+    ]);
+    expect(
+      problemsOf({
+        STORE_URL: "sqlite::memory:",
+        NODE_ENV: "production",
+        ALLOWED_CIDRS: "10.0.0.0/8",
+      }),
+    ).toHaveLength(1);
+    expect(
+      loadConfig({ ...base, STORE_URL: "sqlite::memory:", NODE_ENV: "test" }).store.sqlitePath,
+    ).toBe(":memory:");
+  });
+
   it("stops at an unknown sink name, naming SINKS and the known ones", () => {
     expect(problemsOf({ SINKS: "file,kafka" })).toEqual([
       'SINKS: unknown sink "kafka" (known: file, stdout, http, postgres, module:<path>)',
@@ -38,6 +54,20 @@ describe("configuration of the store and the sinks", () => {
       "HTTP_SINK_URL is required when SINKS names http",
       expect.stringContaining("HTTP_SINK_SECRET is required"),
     ]);
+  });
+
+  it("refuses an HTTP_SINK_URL with a user name or password (never sent), pointing at HTTP_SINK_SECRET", () => {
+    const problems = problemsOf({
+      SINKS: "http",
+      HTTP_SINK_URL: "https://hook:s3cr3t-pw@receiver.example/hook",
+      HTTP_SINK_SECRET: "any plain secret",
+    });
+    expect(problems).toEqual([
+      expect.stringMatching(
+        /^HTTP_SINK_URL: must not contain a user name or password.*HTTP_SINK_SECRET/,
+      ),
+    ]);
+    expect(problems.join("\n")).not.toContain("s3cr3t-pw");
   });
 
   it("refuses a whsec_ secret that decodes to no real key (anyone could sign with it)", () => {

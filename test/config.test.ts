@@ -1,5 +1,6 @@
+import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { ConfigError, loadConfig, redactUrl } from "../src/config.js";
+import { ConfigError, loadConfig, redactUrl, SHUTDOWN_EXIT_GRACE_MS } from "../src/config.js";
 
 const credentials = { FINAPI_CLIENT_ID: "id", FINAPI_CLIENT_SECRET: "secret" };
 
@@ -64,6 +65,23 @@ describe("loadConfig", () => {
     expect(config.finapi.unconfirmed.some((name) => name.startsWith("FINAPI_DI_URL"))).toBe(false);
   });
 
+  it("refuses finAPI URLs with a user name or password (never sent), without echoing the password", () => {
+    const problems = problemsOf({
+      ...credentials,
+      FINAPI_TOKEN_URL: "https://id:pa55word@sandbox.finapi.io/api/v2/oauth/token",
+      FINAPI_PROCESSCTRL_URL: "https://pa55word@processctrl.example/api/v1",
+      FINAPI_DI_URL: "https://:pa55word@di.example/api/v1",
+    });
+    expect(problems).toEqual(
+      ["FINAPI_TOKEN_URL", "FINAPI_PROCESSCTRL_URL", "FINAPI_DI_URL"].map((name) =>
+        expect.stringMatching(
+          new RegExp(`^${name}: must not contain a user name or password.*FINAPI_CLIENT_SECRET`),
+        ),
+      ),
+    );
+    expect(problems.join("\n")).not.toContain("pa55word");
+  });
+
   it("treats empty values as unset, as a .env file with KEY= means", () => {
     expect(loadConfig({ ...credentials, PORT: "", FINAPI_TOKEN_URL: "" }).http.port).toBe(3000);
   });
@@ -79,6 +97,44 @@ describe("loadConfig", () => {
     expect(config.finapi.clientSecret).toBe("secret");
     // Inside a list, whitespace was already allowed around the entries.
     expect(config.http.allowedCidrs).toBe("10.0.0.0/8,\n192.168.0.0/16");
+  });
+
+  it("reads the proxy variables as axios does (lower case first), trimmed, host:port as http://", () => {
+    expect(loadConfig(credentials).proxies).toEqual({
+      http: undefined,
+      https: undefined,
+      all: undefined,
+      noProxy: undefined,
+    });
+    const config = loadConfig({
+      ...credentials,
+      HTTPS_PROXY: " http://upper:3128 ",
+      https_proxy: "http://lower:3128\n",
+      HTTP_PROXY: "proxy.internal:3128",
+      ALL_PROXY: " ",
+      NO_PROXY: " localhost,.internal ",
+    });
+    expect(config.proxies).toEqual({
+      http: { url: "http://proxy.internal:3128", variable: "HTTP_PROXY" },
+      https: { url: "http://lower:3128", variable: "https_proxy" },
+      all: undefined,
+      noProxy: { hosts: "localhost,.internal", variable: "NO_PROXY" },
+    });
+  });
+
+  it("refuses a proxy variable that is no HTTP proxy URL, naming it, not repeating its password", () => {
+    const problems = problemsOf({
+      ...credentials,
+      HTTPS_PROXY: "socks5://ops:pr0xy-pw@proxy:1080",
+      http_proxy: "http://",
+      ALL_PROXY: "http://ops:pr0xy-pw@bad host:3128",
+    });
+    expect(problems).toEqual(
+      ["http_proxy", "HTTPS_PROXY", "ALL_PROXY"].map((name) =>
+        expect.stringMatching(new RegExp(`^${name}: must be the URL of an HTTP proxy`)),
+      ),
+    );
+    expect(problems.join("\n")).not.toContain("pr0xy-pw");
   });
 
   it("masks the password of a URL in logs, also one the URL parser refuses or misreads", () => {
@@ -122,6 +178,41 @@ describe("loadConfig", () => {
     ).toMatch(/^BACKOFF_BASE_MS/);
   });
 
+  it("reports the checks across variables together with the bad variables, in one run", () => {
+    const problems = problemsOf({
+      ...credentials,
+      NODE_ENV: "production",
+      PORT: "-1",
+      BACKOFF_BASE_MS: "5000",
+      BACKOFF_MAX_MS: "1000",
+      ADMIN_HOST: "0.0.0.0",
+      SINKS: "http,postgres",
+    });
+    expect(problems.map((problem) => problem.split(/[: ]/)[0])).toEqual([
+      "PORT",
+      "HTTP_SINK_URL",
+      "HTTP_SINK_SECRET",
+      "POSTGRES_SINK_URL",
+      "ALLOWED_CIDRS",
+      "BACKOFF_BASE_MS",
+      "ADMIN_TOKEN",
+    ]);
+  });
+
+  it("leaves a check across variables to their own messages when one of them is bad", () => {
+    expect(
+      problemsOf({
+        ...credentials,
+        NODE_ENV: "staging",
+        BACKOFF_BASE_MS: "5000",
+        BACKOFF_MAX_MS: "1e3",
+        SINKS: "http",
+        HTTP_SINK_URL: "ftp://x",
+        HTTP_SINK_SECRET: "secret",
+      }).map((problem) => problem.split(":")[0]),
+    ).toEqual(["NODE_ENV", "BACKOFF_MAX_MS", "HTTP_SINK_URL"]);
+  });
+
   it("tells a negative number that it is below the minimum, not that it is no number", () => {
     const [problem] = problemsOf({ ...credentials, WORKER_CONCURRENCY: "-1" });
     expect(problem).toMatch(/^WORKER_CONCURRENCY: .*>=\s?1/);
@@ -156,6 +247,14 @@ describe("loadConfig", () => {
       expect(loadConfig({ ...credentials, LOG_PRETTY: value }).log.pretty).toBe(false);
     }
     expect(problemsOf({ ...credentials, LOG_PRETTY: "maybe" })[0]).toMatch(/^LOG_PRETTY/);
+  });
+
+  it("lists in .env.example every LOG_PRETTY value it accepts", () => {
+    const lines = readFileSync(new URL("../.env.example", import.meta.url), "utf8").split("\n");
+    const comment = lines[lines.indexOf("# LOG_PRETTY=0") - 1] ?? "";
+    for (const value of ["1", "true", "yes", "on", "0", "false", "no", "off"]) {
+      expect(comment).toMatch(new RegExp(`\\b${value}\\b`));
+    }
   });
 
   it("takes an IPv6 listen address bracketed as in a URL, and knows [::1] is this machine", () => {
@@ -194,6 +293,45 @@ describe("loadConfig", () => {
       "DONE_RETENTION_MS",
       "PRUNE_INTERVAL_MS",
     ]);
+  });
+
+  it("refuses a duration a Node timer would run after 1 ms (over 2^31-1 ms), naming each variable", () => {
+    const timers = [
+      "REQUEST_TIMEOUT_MS",
+      "LEASE_MS",
+      "WORKER_POLL_MS",
+      "PRUNE_INTERVAL_MS",
+      "FINAPI_TIMEOUT_MS",
+      "HTTP_SINK_TIMEOUT_MS",
+    ];
+    const tooLong = Object.fromEntries(timers.map((name) => [name, "2147483648"]));
+    const problems = problemsOf({ ...credentials, ...tooLong, SHUTDOWN_TIMEOUT_MS: "2200000000" });
+    expect(problems.map((problem) => problem.split(":")[0]).sort()).toEqual(
+      [...timers, "SHUTDOWN_TIMEOUT_MS"].sort(),
+    );
+    expect(problems.join("\n")).toMatch(/WORKER_POLL_MS: must be at most 2147483647 .*1 ms/);
+    const longest = Object.fromEntries(timers.map((name) => [name, "2147483647"]));
+    const config = loadConfig({ ...credentials, ...longest, SHUTDOWN_TIMEOUT_MS: "2147481647" });
+    expect(config.worker.pollMs).toBe(2_147_483_647);
+    // main.ts's last-resort exit waits SHUTDOWN_EXIT_GRACE_MS longer: that timer must fit too.
+    expect(config.shutdownTimeoutMs + SHUTDOWN_EXIT_GRACE_MS).toBe(2 ** 31 - 1);
+    expect(problemsOf({ ...credentials, SHUTDOWN_TIMEOUT_MS: "2147481648" })[0]).toMatch(
+      /^SHUTDOWN_TIMEOUT_MS: must be at most 2147481647/,
+    );
+  });
+
+  it("lets ages and backoffs, which only set dates, go past 2^31-1 ms but not past a valid date", () => {
+    const month = String(40 * 24 * 3600 * 1000);
+    const config = loadConfig({
+      ...credentials,
+      JOB_MAX_AGE_MS: String(90 * 24 * 3600 * 1000),
+      BACKOFF_MAX_MS: month,
+      NOT_FOUND_GRACE_MS: month,
+    });
+    expect(config.worker.backoffMaxMs).toBe(Number(month));
+    expect(
+      problemsOf({ ...credentials, BACKOFF_MAX_MS: String(Number.MAX_SAFE_INTEGER) })[0],
+    ).toMatch(/^BACKOFF_MAX_MS/);
   });
 
   it("returns a frozen config", () => {

@@ -2,9 +2,14 @@ import { getEventListeners } from "node:events";
 import { createServer, request as httpRequest, type Server } from "node:http";
 import { type AddressInfo, connect, type Socket } from "node:net";
 import axios, { AxiosError } from "axios";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { loadConfig } from "../src/config.js";
 import { createTransport, isCanceled, isTimeout, type Transport } from "../src/http-transport.js";
-import { createDispatchers, createUndiciAdapter } from "../src/undici-adapter.js";
+import {
+  createDispatchers,
+  createUndiciAdapter,
+  type EgressProxies,
+} from "../src/undici-adapter.js";
 
 /** The transport (axios on undici) against a real server on loopback. */
 let server: Server;
@@ -274,11 +279,6 @@ describe("HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY (axios' rules)", () =>
   let proxy: Server;
   let proxyUrl: string;
   const seen: string[] = [];
-  const saved: Record<string, string | undefined> = {};
-  const names = ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"].flatMap((name) => [
-    name,
-    name.toLowerCase(),
-  ]);
 
   beforeAll(async () => {
     proxy = createServer((req, res) => {
@@ -307,14 +307,6 @@ describe("HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY (axios' rules)", () =>
       client.on("error", () => upstream.destroy());
     });
     proxyUrl = await listen(proxy);
-    for (const name of names) saved[name] = process.env[name];
-  });
-
-  afterEach(() => {
-    for (const name of names) {
-      if (saved[name] === undefined) delete process.env[name];
-      else process.env[name] = saved[name];
-    }
   });
 
   afterAll(async () => {
@@ -322,11 +314,19 @@ describe("HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY (axios' rules)", () =>
     await new Promise((resolve) => proxy.close(resolve));
   });
 
+  /** The proxies as the service reads them from these variables. */
+  function proxiesOf(env: Record<string, string>): EgressProxies {
+    return loadConfig({ FINAPI_CLIENT_ID: "id", FINAPI_CLIENT_SECRET: "secret", ...env }).proxies;
+  }
+
+  /** What the proxy saw of one GET with the proxies these variables configure. */
   async function getWith(env: Record<string, string>): Promise<string[]> {
-    for (const name of names) delete process.env[name];
-    Object.assign(process.env, env);
     seen.length = 0;
-    const { http, close } = transport();
+    const { http, close } = createTransport({
+      timeoutMs: 2000,
+      maxSockets: 4,
+      proxies: proxiesOf(env),
+    });
     const response = await http.get(`${base}/json`);
     expect(response.data).toBe('{"a":"ä","b":[1,2]}');
     await close();
@@ -346,5 +346,46 @@ describe("HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY (axios' rules)", () =>
     expect(await getWith({ HTTP_PROXY: proxyUrl, NO_PROXY: "127.0.0.1" })).toEqual([]);
     expect(await getWith({ HTTPS_PROXY: proxyUrl })).toEqual([]);
     expect(await getWith({})).toEqual([]);
+  });
+
+  it("takes the lower-case variable first, and a blank one as unset, as the config reads them", async () => {
+    const unused = "http://127.0.0.1:1";
+    expect(await getWith({ http_proxy: proxyUrl, HTTP_PROXY: unused })).toEqual([
+      `GET ${base}/json`,
+    ]);
+    expect(await getWith({ HTTP_PROXY: " ", ALL_PROXY: "\t" })).toEqual([]);
+  });
+
+  it("reads no proxy from process.env: the config hands them over", async () => {
+    const saved = process.env.HTTP_PROXY;
+    process.env.HTTP_PROXY = proxyUrl;
+    try {
+      seen.length = 0;
+      const { http, close } = transport();
+      expect((await http.get(`${base}/json`)).status).toBe(200);
+      await close();
+      expect(seen).toEqual([]);
+    } finally {
+      if (saved === undefined) delete process.env.HTTP_PROXY;
+      else process.env.HTTP_PROXY = saved;
+    }
+  });
+
+  it("matches NO_PROXY as proxy-from-env does: exact hosts, .suffix and *.suffix, ports, *", async () => {
+    const via = (url: string, noProxy: string) =>
+      createDispatchers({
+        connections: 1,
+        connectTimeoutMs: 1000,
+        proxies: proxiesOf({ HTTPS_PROXY: "http://proxy.internal:3128", no_proxy: noProxy }),
+      }).forUrl(url).proxy?.variable;
+    expect(via("https://api.example.com/x", "example.com")).toBe("HTTPS_PROXY");
+    expect(via("https://example.com/x", "example.com")).toBeUndefined();
+    expect(via("https://api.example.com/x", ".example.com")).toBeUndefined();
+    expect(via("https://api.example.com/x", "*.example.com")).toBeUndefined();
+    expect(via("https://API.Example.com/x", "other.org, *.EXAMPLE.com")).toBeUndefined();
+    expect(via("https://example.com:8443/x", "example.com:443")).toBe("HTTPS_PROXY");
+    expect(via("https://example.com/x", "example.com:443")).toBeUndefined();
+    expect(via("https://[::1]:8443/x", "[::1]")).toBeUndefined();
+    expect(via("https://anything.example/x", "*")).toBeUndefined();
   });
 });

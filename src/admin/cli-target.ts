@@ -1,5 +1,13 @@
 import { bareHost, cleanEnv } from "../env-values.js";
 
+/** The setting that chose the admin API's address: named when it cannot be reached. */
+export type AdminTargetSource = "--admin-url" | "ADMIN_URL" | "ADMIN_HOST/ADMIN_PORT";
+
+/** An --admin-url or ADMIN_URL the CLI cannot use; the message never repeats the value. */
+export class AdminTargetError extends Error {
+  override name = "AdminTargetError";
+}
+
 /**
  * Where `npm run cli` finds the admin API and with which token, read from the environment
  * as the service reads its own settings (cleanEnv: trimmed, an empty value is unset).
@@ -7,10 +15,46 @@ import { bareHost, cleanEnv } from "../env-values.js";
 export function cliTarget(
   env: NodeJS.ProcessEnv,
   flags: { adminUrl?: string; token?: string } = {},
-): { adminUrl: string; token: string | undefined } {
+): { adminUrl: string; token: string | undefined; source: AdminTargetSource } {
   const settings = cleanEnv(env);
-  const adminUrl = flags.adminUrl ?? settings.ADMIN_URL ?? localAdminUrl(settings);
-  return { adminUrl: adminUrl.replace(/\/+$/, ""), token: flags.token ?? settings.ADMIN_TOKEN };
+  const token = flags.token ?? settings.ADMIN_TOKEN;
+  const given =
+    flags.adminUrl !== undefined
+      ? { url: flags.adminUrl, source: "--admin-url" as const }
+      : settings.ADMIN_URL !== undefined
+        ? { url: settings.ADMIN_URL, source: "ADMIN_URL" as const }
+        : undefined;
+  if (!given) {
+    return { adminUrl: localAdminUrl(settings), token, source: "ADMIN_HOST/ADMIN_PORT" };
+  }
+  checkAdminUrl(given.url, given.source);
+  return { adminUrl: given.url.replace(/\/+$/, ""), token, source: given.source };
+}
+
+/**
+ * The CLI appends /admin/… to the URL and prints it when the API cannot be reached, so it
+ * must be a plain base URL. A password in it would be printed, and fetch refuses it anyway.
+ */
+function checkAdminUrl(value: string, source: AdminTargetSource): void {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new AdminTargetError(`${source} is not a URL (like http://127.0.0.1:9090)`);
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    throw new AdminTargetError(`${source} must be an http(s) URL (like http://127.0.0.1:9090)`);
+  }
+  if (url.username !== "" || url.password !== "") {
+    throw new AdminTargetError(
+      `${source} must not contain a user name or password: give the admin token as ADMIN_TOKEN (or --token)`,
+    );
+  }
+  if (/[?#]/.test(value)) {
+    throw new AdminTargetError(
+      `${source} must be the admin API's base URL, without ?query or #fragment (the CLI appends /admin/… to it)`,
+    );
+  }
 }
 
 /**

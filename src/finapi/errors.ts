@@ -1,4 +1,5 @@
 import { ReceiverError } from "../errors.js";
+import { proxyOf } from "../http-transport.js";
 import { DOCUMENTS, type DocumentName } from "./documents.js";
 
 export type FinapiEndpoint = "token" | "kreditcheck" | "dac" | DocumentName;
@@ -120,15 +121,30 @@ export function networkError(
   timedOut: boolean,
 ): ReceiverError {
   const reason = cause instanceof Error ? cause.message : String(cause);
+  const proxy = proxyOf(cause)?.variable;
+  const via = proxy ? ` through the proxy in ${proxy}` : "";
   return build(
-    timedOut ? "finAPI did not answer in time." : `finAPI could not be reached: ${reason}.`,
+    timedOut
+      ? `finAPI did not answer in time${via}.`
+      : `finAPI could not be reached${via}: ${reason}.`,
     timedOut ? "finapi_timeout" : "finapi_network",
     true,
     context,
-    timedOut
-      ? `If every call times out, raise FINAPI_TIMEOUT_MS or check ${URL_SETTING[context.endpoint].variable}.`
-      : checkUrlFix(context.endpoint, "If this keeps happening,"),
+    networkFix(context.endpoint, timedOut, proxy),
     cause,
+  );
+}
+
+/** The fix for a call without an answer: through a proxy, the proxy may be what is down. */
+function networkFix(endpoint: FinapiEndpoint, timedOut: boolean, proxy: string | undefined) {
+  if (timedOut) {
+    const also = proxy ? ` and ${proxy}` : "";
+    return `If every call times out, raise FINAPI_TIMEOUT_MS or check ${URL_SETTING[endpoint].variable}${also}.`;
+  }
+  if (!proxy) return checkUrlFix(endpoint, "If this keeps happening,");
+  return checkUrlFix(
+    endpoint,
+    `If this keeps happening, check that the proxy in ${proxy} is up and lets the service through to finAPI (NO_PROXY lists the hosts reached directly), and`,
   );
 }
 

@@ -1,4 +1,5 @@
 import { parseArgs } from "node:util";
+import { bareHost, cleanEnv } from "../env-values.js";
 import type { SimulatorOptions } from "./server.js";
 
 type Kind = "int" | "rate" | "string";
@@ -96,22 +97,26 @@ POST /_control/fail-next, POST /_control/revoke, POST /_control/reset.`;
 
 export class CliError extends Error {}
 
-function parseValue(flag: string, kind: Kind, raw: string): string | number {
+/** `source` is what the value came from, --flag or SIM_*, so the error names what to fix. */
+function parseValue(flag: Flag, source: string, kind: Kind, raw: string): string | number {
   if (kind === "string") return raw;
   const n = Number(raw);
   if (raw.trim() === "" || !Number.isFinite(n))
-    throw new CliError(`--${flag}: not a number: ${raw}`);
+    throw new CliError(`${source}: not a number: ${raw}`);
   if (kind === "int" && !Number.isInteger(n))
-    throw new CliError(`--${flag}: not an integer: ${raw}`);
-  if (kind === "rate" && (n < 0 || n > 1)) throw new CliError(`--${flag}: must be between 0 and 1`);
+    throw new CliError(`${source}: not an integer: ${raw}`);
+  if (kind === "rate" && (n < 0 || n > 1)) throw new CliError(`${source}: must be between 0 and 1`);
   if (kind === "int" && n < 0 && flag !== "seed")
-    throw new CliError(`--${flag}: must not be negative`);
+    throw new CliError(`${source}: must not be negative`);
   return n;
 }
 
 export type CliResult = { help: true } | { help: false; options: SimulatorOptions };
 
-/** Flags win over environment variables; unknown flags are an error, not silently ignored. */
+/**
+ * Flags win over environment variables (SIM_*, read as the service reads its own); unknown
+ * flags are an error, not silently ignored.
+ */
 export function parseCli(argv: readonly string[], env: NodeJS.ProcessEnv): CliResult {
   let values: Record<string, string | boolean | undefined>;
   try {
@@ -131,13 +136,20 @@ export function parseCli(argv: readonly string[], env: NodeJS.ProcessEnv): CliRe
   }
   if (values.help === true) return { help: true };
 
+  // As the service reads its environment: trimmed, and an empty value is unset.
+  const settings = cleanEnv(env);
   const flat: Record<string, string | number> = {};
   for (const flag of Object.keys(FLAGS) as Flag[]) {
     const { key, kind } = FLAGS[flag];
     const fromFlag = values[flag];
-    const raw = typeof fromFlag === "string" ? fromFlag : env[envName(flag)];
-    if (raw !== undefined) flat[key] = parseValue(flag, kind, raw);
+    const [source, raw] =
+      typeof fromFlag === "string"
+        ? [`--${flag}`, fromFlag]
+        : [envName(flag), settings[envName(flag)]];
+    if (raw !== undefined) flat[key] = parseValue(flag, source, kind, raw);
   }
+  // A listen address as the service reads HOST: an IPv6 literal may come bracketed.
+  if (typeof flat.host === "string") flat.host = bareHost(flat.host);
   const { connections, accountsPerConnection, accountsWithoutCaseId, ...rest } = flat;
   const options = rest as SimulatorOptions;
   if (

@@ -6,8 +6,10 @@ import {
   isCanceled,
   isTimeout,
   parseRetryAfter,
+  proxyOf,
   type Transport,
 } from "../http-transport.js";
+import type { EgressProxies } from "../undici-adapter.js";
 import { type Bundle, bundleToJson, type DeliveryContext, type Sink } from "./sink.js";
 import { signWebhook, webhookKey } from "./webhook-signature.js";
 
@@ -15,6 +17,8 @@ export interface HttpSinkOptions {
   url: string;
   secret: string;
   timeoutMs: number;
+  /** Egress proxies (HTTP_PROXY, …); without them the POSTs go direct. */
+  proxies?: EgressProxies;
   clock?: () => number;
 }
 
@@ -30,7 +34,11 @@ export class HttpSink implements Sink {
   private readonly clock: () => number;
 
   constructor(private readonly options: HttpSinkOptions) {
-    this.transport = createTransport({ timeoutMs: options.timeoutMs, maxSockets: 16 });
+    this.transport = createTransport({
+      timeoutMs: options.timeoutMs,
+      maxSockets: 16,
+      proxies: options.proxies,
+    });
     this.key = webhookKey(options.secret);
     this.clock = options.clock ?? Date.now;
   }
@@ -54,10 +62,12 @@ export class HttpSink implements Sink {
       });
     } catch (error) {
       if (isCanceled(error)) throw error;
+      const proxy = proxyOf(error);
+      const via = proxy ? ` through the proxy in ${proxy.variable}` : "";
       throw new ReceiverError(
         isTimeout(error)
-          ? `HTTP_SINK_URL did not answer within ${this.options.timeoutMs} ms`
-          : `HTTP_SINK_URL could not be reached: ${(error as Error).message}`,
+          ? `HTTP_SINK_URL did not answer within ${this.options.timeoutMs} ms${via}`
+          : `HTTP_SINK_URL could not be reached${via}: ${(error as Error).message}`,
         { code: "http_sink_unreachable", retryable: true, cause: error },
       );
     }

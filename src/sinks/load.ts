@@ -49,7 +49,8 @@ async function loadSink(name: string, config: Config, logger: Logger): Promise<S
   const { sinks } = config;
   if (name === "file") return FileSink.open(sinks.fileDir);
   if (name === "stdout") return new StdoutSink();
-  if (name === "http" && sinks.http) return new HttpSink(sinks.http);
+  if (name === "http" && sinks.http)
+    return new HttpSink({ ...sinks.http, proxies: config.proxies });
   if (name === "postgres" && sinks.postgres) {
     const target = sinks.postgres;
     // Named by the variable it came from: without POSTGRES_SINK_URL it is STORE_URL's.

@@ -1,5 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { errorForStatus, networkError, tokenError } from "../../src/finapi/errors.js";
+import { createTransport } from "../../src/http-transport.js";
+import { freePort } from "../support/child-service.js";
 
 const context = { requestId: "r-1" };
 
@@ -26,6 +28,33 @@ describe("finAPI errors name what to check", () => {
     expect(error.retryable).toBe(true);
     expect(error.fix).toContain("FINAPI_TOKEN_URL");
     expect(error.fix).toContain("…/api/v2/oauth/token");
+  });
+
+  it("a call that failed through a proxy names the proxy's variable, not only the URL's", async () => {
+    const deadProxy = `http://127.0.0.1:${await freePort()}`;
+    const { http, close } = createTransport({
+      timeoutMs: 2000,
+      proxies: {
+        http: undefined,
+        https: { url: deadProxy, variable: "https_proxy" },
+        all: undefined,
+        noProxy: undefined,
+      },
+    });
+    const failure = await http.post("https://token.finapi.invalid/api/v2/oauth/token").then(
+      () => undefined,
+      (thrown: unknown) => thrown,
+    );
+    await close();
+    const error = networkError({ ...context, endpoint: "token" }, failure, false);
+    expect(error.message).toMatch(
+      /^finAPI could not be reached through the proxy in https_proxy: /,
+    );
+    expect(error.fix).toMatch(/check that the proxy in https_proxy is up.*FINAPI_TOKEN_URL/);
+    const timedOut = networkError({ ...context, endpoint: "dac" }, failure, true);
+    expect(timedOut.fix).toBe(
+      "If every call times out, raise FINAPI_TIMEOUT_MS or check FINAPI_DI_URL and https_proxy.",
+    );
   });
 
   it("a token endpoint that is not one (404, 405, a redirect) is a wrong URL, not bad credentials", () => {

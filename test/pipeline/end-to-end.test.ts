@@ -216,8 +216,11 @@ describe("callback → inbox → finAPI → file sink", () => {
     expect(job.lastError).not.toContain("FINAPI_CLIENT_SECRET");
   });
 
-  it("logs at start-up where the finAPI calls go and where the files land", async () => {
-    harness = await startHarness();
+  it("logs at start-up where the finAPI calls go, through which proxy, and where the files land", async () => {
+    // The simulator's URLs are http: the https proxy is shown but not used.
+    harness = await startHarness({
+      env: { https_proxy: "ops:pr0xy-pw@proxy.internal:3128", NO_PROXY: "localhost" },
+    });
     const started = harness.logs
       .lines()
       .find((line) => line.msg === "kreditcheck-receiver listening");
@@ -228,7 +231,9 @@ describe("callback → inbox → finAPI → file sink", () => {
         processctrlUrl: harness.simulator.processctrlUrl,
         diUrl: harness.simulator.diUrl,
       },
+      proxies: { https_proxy: "http://ops:***@proxy.internal:3128/", NO_PROXY: "localhost" },
     });
+    expect(JSON.stringify(started)).not.toContain("pr0xy-pw");
     // No PostgreSQL in use: no schema to name.
     expect(started).not.toHaveProperty("pgSchema");
   });

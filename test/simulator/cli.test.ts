@@ -32,6 +32,27 @@ describe("parseCli", () => {
     expect(() => parseCli([], { SIM_LATENCY_MS: "1.5" })).toThrow(CliError);
   });
 
+  it("reads SIM_* as the service reads its variables: trimmed, empty as unset", () => {
+    expect(
+      parseCli([], {
+        SIM_PORT: "",
+        SIM_HOST: " 127.0.0.1 ",
+        SIM_RATE_5XX: " 0.5\n",
+        SIM_SEED: " ",
+      }),
+    ).toEqual({ help: false, options: { host: "127.0.0.1", rate5xx: 0.5 } });
+    // A bracketed IPv6 literal, as in a URL, is unbracketed for listen().
+    expect(parseCli(["--host", "[::1]"], {})).toEqual({ help: false, options: { host: "::1" } });
+  });
+
+  it("names the variable when a bad value came from the environment, the flag when from it", () => {
+    expect(() => parseCli([], { SIM_PORT: "abc" })).toThrow(/^SIM_PORT: not a number: abc$/);
+    expect(() => parseCli([], { SIM_RATE_5XX: "2" })).toThrow(/^SIM_RATE_5XX: must be between/);
+    expect(() => parseCli(["--port=-1"], { SIM_PORT: "abc" })).toThrow(
+      /^--port: must not be negative$/,
+    );
+  });
+
   it("reads a token outage window relative to start", () => {
     expect(parseCli(["--token-down-ms", "30000"], {})).toEqual({
       help: false,

@@ -2,6 +2,7 @@ import { createHmac, timingSafeEqual } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
+import { freePort } from "../support/child-service.js";
 import { type Harness, makeCallback, startHarness } from "../support/harness.js";
 import { waitFor } from "../support/wait-for.js";
 import { type ReceivedWebhook, startWebhookReceiver } from "../support/webhook-receiver.js";
@@ -169,5 +170,24 @@ describe("the http sink", () => {
     expect(job.lastError).toContain("HTTP_SINK_URL answered 404 (no body).");
     expect(job.lastError?.split("Fix:")).toHaveLength(2);
     expect(harness.logs.text()).not.toContain("bundle posted to the http sink");
+  });
+
+  it("posts through the proxy in HTTP_PROXY, and a failure there names that variable", async () => {
+    harness = await startHarness({
+      env: {
+        SINKS: "http",
+        HTTP_SINK_URL: "http://receiver.invalid/hook",
+        HTTP_SINK_SECRET: "a shared secret",
+        // A proxy that is down; finAPI (the simulator on 127.0.0.1) is reached directly.
+        HTTP_PROXY: `http://127.0.0.1:${await freePort()}`,
+        NO_PROXY: "127.0.0.1",
+        MAX_ATTEMPTS: "1",
+      },
+    });
+    const accepted = await harness.post(makeCallback());
+    const job = await harness.waitForJob(accepted.body.id, "dead");
+    expect(job.lastError).toMatch(
+      /HTTP_SINK_URL could not be reached through the proxy in HTTP_PROXY: .*ECONNREFUSED/,
+    );
   });
 });
