@@ -2,7 +2,7 @@ import { parseArgs } from "node:util";
 import { bareHost, cleanEnv } from "../env-values.js";
 import type { SimulatorOptions } from "./server.js";
 
-type Kind = "int" | "rate" | "string";
+type Kind = "int" | "rate" | "string" | "bool";
 
 /** flag name -> option key and how to read it; the env name is derived: --rate-5xx -> SIM_RATE_5XX. */
 const FLAGS = {
@@ -53,6 +53,11 @@ const FLAGS = {
     kind: "int",
     help: "token endpoint answers 503 for this long after start, ms (default 0)",
   },
+  forbidden: {
+    key: "forbidden",
+    kind: "bool",
+    help: 'answer every data call 403 "Missing scope data_intelligence:manager" (no value; SIM_FORBIDDEN=1)',
+  },
   "client-id": {
     key: "clientId",
     kind: "string",
@@ -98,8 +103,20 @@ POST /_control/fail-next, POST /_control/revoke, POST /_control/reset.`;
 export class CliError extends Error {}
 
 /** `source` is what the value came from, --flag or SIM_*, so the error names what to fix. */
-function parseValue(flag: Flag, source: string, kind: Kind, raw: string): string | number {
+function parseValue(
+  flag: Flag,
+  source: string,
+  kind: Kind,
+  raw: string | boolean,
+): string | number | boolean {
+  if (typeof raw === "boolean") return raw;
   if (kind === "string") return raw;
+  if (kind === "bool") {
+    // As the service reads LOG_PRETTY.
+    if (/^(1|true|yes|on)$/i.test(raw)) return true;
+    if (/^(0|false|no|off)$/i.test(raw)) return false;
+    throw new CliError(`${source}: must be 1/true/yes/on or 0/false/no/off: ${raw}`);
+  }
   const n = Number(raw);
   if (raw.trim() === "" || !Number.isFinite(n))
     throw new CliError(`${source}: not a number: ${raw}`);
@@ -127,7 +144,10 @@ export function parseCli(argv: readonly string[], env: NodeJS.ProcessEnv): CliRe
       options: {
         help: { type: "boolean", short: "h" },
         ...Object.fromEntries(
-          (Object.keys(FLAGS) as Flag[]).map((f) => [f, { type: "string" as const }]),
+          (Object.keys(FLAGS) as Flag[]).map((f) => [
+            f,
+            { type: FLAGS[f].kind === "bool" ? ("boolean" as const) : ("string" as const) },
+          ]),
         ),
       },
     }));
@@ -138,14 +158,12 @@ export function parseCli(argv: readonly string[], env: NodeJS.ProcessEnv): CliRe
 
   // As the service reads its environment: trimmed, and an empty value is unset.
   const settings = cleanEnv(env);
-  const flat: Record<string, string | number> = {};
+  const flat: Record<string, string | number | boolean> = {};
   for (const flag of Object.keys(FLAGS) as Flag[]) {
     const { key, kind } = FLAGS[flag];
     const fromFlag = values[flag];
     const [source, raw] =
-      typeof fromFlag === "string"
-        ? [`--${flag}`, fromFlag]
-        : [envName(flag), settings[envName(flag)]];
+      fromFlag !== undefined ? [`--${flag}`, fromFlag] : [envName(flag), settings[envName(flag)]];
     if (raw !== undefined) flat[key] = parseValue(flag, source, kind, raw);
   }
   // A listen address as the service reads HOST: an IPv6 literal may come bracketed.

@@ -64,6 +64,19 @@ describe("parseCli", () => {
     });
   });
 
+  it("starts refusing data calls for want of the scope with --forbidden or SIM_FORBIDDEN", () => {
+    const forbidden = { help: false, options: { forbidden: true } };
+    expect(parseCli(["--forbidden"], {})).toEqual(forbidden);
+    expect(parseCli([], { SIM_FORBIDDEN: " Yes " })).toEqual(forbidden);
+    expect(parseCli([], { SIM_FORBIDDEN: "0" })).toEqual({
+      help: false,
+      options: { forbidden: false },
+    });
+    expect(() => parseCli([], { SIM_FORBIDDEN: "maybe" })).toThrow(
+      /^SIM_FORBIDDEN: must be 1\/true\/yes\/on or 0\/false\/no\/off: maybe$/,
+    );
+  });
+
   it("recognises --help, and the help says what each option does", () => {
     expect(parseCli(["--help"], {})).toEqual({ help: true });
     const optionLines = USAGE.split("\n").filter((line) => /^ {2}--[a-z]/.test(line));
