@@ -9,8 +9,8 @@ import type { Logger } from "../logger.js";
 import { acceptCallback } from "./accept-callback.js";
 import { allowlist, parseCidrList } from "./allowlist.js";
 import { requireCallbackSecret } from "./callback-secret.js";
-import { refuseDuplicateKeys } from "./duplicate-keys.js";
 import { sendError } from "./send-error.js";
+import { verifyCallbackBody } from "./verify-body.js";
 
 export type CallbackOutcome =
   | "accepted"
@@ -83,7 +83,7 @@ export function callbackRouter(options: CallbackRouteOptions): Router {
       limit: bodyLimitBytes,
       strict: false,
       type: () => true,
-      verify: refuseDuplicateKeys,
+      verify: verifyCallbackBody,
     }),
     accept,
   );

@@ -64,6 +64,17 @@ describe("POST /callbacks/kreditcheck", () => {
         details: [{ message: 'unsupported charset "latin1"; send the JSON as UTF-8' }],
       },
     });
+    // Valid in its charset, but JSON between systems is UTF-8.
+    const utf16 = await harness.post(Buffer.from(JSON.stringify(makeCallback()), "utf16le"), {
+      "Content-Type": "application/json; charset=UTF-16LE",
+    });
+    expect(utf16).toEqual({
+      status: 415,
+      body: {
+        error: "unsupported_charset",
+        details: [{ message: 'unsupported charset "utf-16le"; send the JSON as UTF-8' }],
+      },
+    });
     const compressed = await harness.post(makeCallback(), { "Content-Encoding": "compress" });
     expect(compressed.status).toBe(415);
     expect(compressed.body).toMatchObject({

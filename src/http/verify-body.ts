@@ -1,5 +1,6 @@
 /**
- * JSON.parse keeps the last of two equal keys in one object, so `{"processToken":"a",
+ * What a callback body must be before it is parsed: UTF-8, and JSON that names each key
+ * once per object. JSON.parse keeps the last of two equal keys, so `{"processToken":"a",
  * "processToken":"b"}` would be stored as "b" without a word. A sender that repeats a key
  * has a bug; we refuse the body instead of guessing which value it meant.
  */
@@ -97,26 +98,33 @@ export class DuplicateKeyError extends Error {
   }
 }
 
+/** Tells the error handler to answer 415 unsupported_charset naming `charset`. */
+export class UnsupportedCharsetError extends Error {
+  readonly status = 415;
+  readonly type = "charset.unsupported";
+  constructor(readonly charset: string) {
+    super(`unsupported charset "${charset}"`);
+  }
+}
+
+/** Drops a BOM, as body-parser's decoder does. */
 const UTF8 = new TextDecoder();
 
 /**
- * body-parser's `verify` hook, called with the raw body before it is parsed: throws
- * DuplicateKeyError for valid JSON that repeats a key. Broken JSON is left to the parser,
- * which reports it as such.
+ * body-parser's `verify` hook, called with the raw body before it is parsed. A charset
+ * other than UTF-8 is refused (RFC 8259 §8.1: JSON between systems is UTF-8; finAPI sends
+ * it), so the text checked here is the text body-parser parses next: UTF-16 or UTF-32
+ * decoded another way could hide a repeated key. Valid JSON that repeats a key throws
+ * DuplicateKeyError; broken JSON is left to the parser, which reports it as such.
  */
-export function refuseDuplicateKeys(
+export function verifyCallbackBody(
   _req: unknown,
   _res: unknown,
   body: Buffer,
   encoding: string | null,
 ): void {
-  let text: string;
-  try {
-    // As body-parser decodes it: the charset given (UTF-8 by default), a BOM dropped.
-    text = (encoding && encoding !== "utf-8" ? new TextDecoder(encoding) : UTF8).decode(body);
-  } catch {
-    return; // a charset TextDecoder lacks (UTF-32): not checked
-  }
+  if (encoding !== null && encoding !== "utf-8") throw new UnsupportedCharsetError(encoding);
+  const text = UTF8.decode(body);
   const field = findDuplicateKey(text);
   if (field === undefined) return;
   try {

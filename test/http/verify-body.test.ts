@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { findDuplicateKey } from "../../src/http/duplicate-keys.js";
+import { findDuplicateKey } from "../../src/http/verify-body.js";
 
 describe("findDuplicateKey", () => {
   it("names a key that appears twice in one object, by its path", () => {
