@@ -10,7 +10,13 @@ import {
   type Transport,
 } from "../http-transport.js";
 import type { EgressProxies } from "../undici-adapter.js";
-import { type Bundle, bundleToJson, type DeliveryContext, type Sink } from "./sink.js";
+import {
+  type Bundle,
+  bundleToJson,
+  type DeliveryContext,
+  type JsonBundle,
+  type Sink,
+} from "./sink.js";
 import { signWebhook, webhookKey } from "./webhook-signature.js";
 
 export interface HttpSinkOptions {
@@ -45,8 +51,9 @@ export class HttpSink implements Sink {
 
   async deliver(bundle: Bundle, ctx: DeliveryContext): Promise<void> {
     const timestamp = Math.floor(this.clock() / 1000);
-    const body = JSON.stringify(bundleToJson(bundle));
-    const id = webhookId(bundle.callback.kreditCheckId, body);
+    const json = bundleToJson(bundle);
+    const body = JSON.stringify(json);
+    const id = webhookId(json);
     let response: AxiosResponse;
     try {
       response = await this.transport.http.post(this.options.url, body, {
@@ -103,12 +110,16 @@ export class HttpSink implements Sink {
 }
 
 /**
- * Standard Webhooks: an id names one message, and a repeat of it keeps the id. A retry
- * sends the bundle saved by the first attempt, byte for byte, so it keeps its id; a bundle
- * fetched again (a done job retried, a callback replayed after pruning) is another message
- * with another id, which a receiver that drops repeats must not drop.
+ * Standard Webhooks: an id names one message, and a repeat of it keeps the id. Here the
+ * message is the bundle's content: the kreditCheckId, then 16 hex digits of the SHA-256 of
+ * the bundle without the times it was received and assembled. So a bundle sent again keeps
+ * its id however it came to be sent again (a retry, a shutdown or crash before the outcome
+ * was stored: the next attempt fetches anew), and one whose content changed (a report that
+ * was missing, fetched once finAPI granted the scope) gets a new id that a receiver which
+ * drops repeats does not drop.
  */
-export function webhookId(kreditCheckId: string, body: string): string {
-  const digest = createHash("sha256").update(body).digest("hex").slice(0, 16);
-  return `${kreditCheckId}.${digest}`;
+export function webhookId(bundle: JsonBundle): string {
+  const { receivedAt: _received, completedAt: _completed, ...content } = bundle;
+  const digest = createHash("sha256").update(JSON.stringify(content)).digest("hex").slice(0, 16);
+  return `${bundle.callback.kreditCheckId}.${digest}`;
 }

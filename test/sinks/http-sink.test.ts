@@ -98,19 +98,36 @@ describe("the http sink", () => {
     expect(harness.logs.text()).toContain("HTTP_SINK_URL answered 503");
   });
 
-  it("gives a bundle fetched again (a done job retried) a new webhook-id, so a receiver that drops repeats takes it", async () => {
+  it("keeps the webhook-id of a bundle fetched again with the same content, and changes it when the content changed", async () => {
     receiver = await startWebhookReceiver();
     harness = await startHarness({
-      env: { SINKS: "http", HTTP_SINK_URL: receiver.url, HTTP_SINK_SECRET: "s3cret" },
+      env: {
+        SINKS: "http",
+        HTTP_SINK_URL: receiver.url,
+        HTTP_SINK_SECRET: "s3cret",
+        FINAPI_RETRIES: "0",
+      },
     });
+    // First fetch: one DAC report is missing (a problem); then the job is retried twice.
+    harness.simulator.failNext("dac", 1, 404);
     const accepted = await harness.post(makeCallback());
-    await harness.waitForJob(accepted.body.id, "done");
-    expect(await harness.service.inbox.requeue(String(accepted.body.id))).toBe(true);
-    await waitFor(() => receiver?.received[1], "the second webhook");
-    const [first, second] = receiver.received;
-    expect(second?.rawBody).not.toBe(first?.rawBody);
-    expect(second?.headers["webhook-id"]).not.toBe(first?.headers["webhook-id"]);
-    expect(verifies(second as ReceivedWebhook, "s3cret")).toBe(true);
+    const id = String(accepted.body.id);
+    await harness.waitForJob(id, "done");
+    for (const count of [2, 3]) {
+      expect(await harness.service.inbox.requeue(id)).toBe(true);
+      await waitFor(() => receiver?.received[count - 1], `webhook ${count}`);
+    }
+    const [partial, complete, again] = receiver.received.map((webhook) => ({
+      id: webhook.headers["webhook-id"],
+      bundle: JSON.parse(webhook.rawBody) as { problems: unknown[]; completedAt: string },
+    }));
+    expect(partial?.bundle.problems).toHaveLength(1);
+    expect(complete?.bundle.problems).toEqual([]);
+    // New content, new id: a receiver that drops repeats takes the complete bundle.
+    expect(complete?.id).not.toBe(partial?.id);
+    // The same content assembled again (only its completedAt differs): a repeat, same id.
+    expect(again?.bundle.completedAt).not.toBe(complete?.bundle.completedAt);
+    expect(again?.id).toBe(complete?.id);
   });
 
   it("waits for the receiver's Retry-After before posting again", async () => {
