@@ -82,6 +82,15 @@ export function errorForStatus(context: FinapiErrorContext & { status: number })
       "check that FINAPI_TOKEN_URL and the service URLs belong to the same finAPI environment (sandbox or live).",
     );
   }
+  if (status === 403 && context.endpoint in DOCUMENTS) {
+    return build(
+      `finAPI refused the ${context.endpoint} document (403).`,
+      "finapi_forbidden",
+      false,
+      context,
+      `the KreditCheck result was served, so this is about the document, not the scope: ask finAPI support (support@finapi.io) whether your contract includes ${context.endpoint}, or remove it from FETCH_DOCUMENTS.`,
+    );
+  }
   if (status === 403) {
     return build(
       "finAPI refused access to the result (403).",

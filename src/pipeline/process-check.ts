@@ -186,7 +186,9 @@ async function fetchDocuments(
       documents.push({ name, ...document });
     } catch (thrown) {
       const error = toReceiverError(thrown);
-      if (error.retryable || failsEveryCheck(error)) throw error;
+      // A 403 here is about one document product, not the scope (the result under the
+      // same URL was just served): it is a problem entry, the check is delivered.
+      if (error.retryable) throw error;
       problems.push({
         code: error.code,
         document: name,
@@ -203,7 +205,7 @@ async function fetchDocuments(
 }
 
 /**
- * A 403 is about the mandator, not about one account or document: finAPI refuses every
+ * A 403 on a DAC report is about the mandator, not about one account: finAPI refuses every
  * report until it grants the scope. The job dies (operators see it, and retry it once the
  * scope is there) instead of delivering bundles without their DAC reports as done.
  */

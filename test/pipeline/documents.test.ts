@@ -56,18 +56,25 @@ describe("documents (FETCH_DOCUMENTS)", () => {
     expect(calls.account_pdf + calls.dac_zip).toBe(0);
   });
 
-  it("notes a document finAPI does not have (404) in problems and still delivers the check", async () => {
+  it("notes a document finAPI does not have (404) or refuses (403) in problems and still delivers the check", async () => {
     harness = await startHarness({
       env: { FETCH_DOCUMENTS: "account_pdf,dac_zip", FINAPI_RETRIES: "0" },
     });
     harness.simulator.failNext("account_pdf", 1, 404);
+    harness.simulator.failNext("dac_zip", 1, 403);
     const callback = makeCallback();
     const accepted = await harness.post(callback);
     const bundle = await harness.waitForBundle(String(callback.kreditCheckId));
     expect(bundle.problems).toEqual([
       expect.objectContaining({ code: "finapi_not_found", document: "account_pdf" }),
+      // A 403 on a document is about that document, not the scope: the check still goes out.
+      expect.objectContaining({
+        code: "finapi_forbidden",
+        document: "dac_zip",
+        fix: expect.stringContaining("FETCH_DOCUMENTS"),
+      }),
     ]);
-    expect(bundle.documents?.map((document) => document.name)).toEqual(["dac_zip"]);
+    expect(bundle.documents).toEqual([]);
     expect((await harness.service.inbox.get(String(accepted.body.id)))?.state).toBe("done");
     expect(await readdir(harness.resultsDir)).not.toContain(
       `${callback.kreditCheckId}.account.pdf`,
