@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import type { Callback } from "../callback.js";
 
 export type JobState = "pending" | "running" | "done" | "dead";
@@ -123,34 +124,51 @@ export interface Inbox {
  * The `progress` value a store writes with a failure. The codes ride in it, under a key
  * of their own, because every statement that sets `last_error` writes `progress` too (and
  * `complete` and `requeue` clear both): the two cannot drift apart, and no schema change
- * is needed, so a release without this key still reads and writes the same rows.
+ * is needed, so a release without this key still reads and writes the same rows. With the
+ * codes goes a digest of the text they belong to (see progressFromStore).
  */
 export function progressWithFailure(progress: JobProgress, failure: JobFailure): string {
   if (failure.codes === undefined) return JSON.stringify(progress);
-  return JSON.stringify({ ...progress, [CODES_KEY]: failure.codes });
+  const stamp: CodeStamp = { codes: [...failure.codes], of: textDigest(failure.message) };
+  return JSON.stringify({ ...progress, [CODES_KEY]: stamp });
 }
 
 /**
  * Splits a stored `progress` into the job's progress and its last error's codes. The codes
- * count only if the text names the first of them: an earlier release keeps progress it
- * read (this key included) when it writes its own failure text, and its stale codes must
- * not stand for that text.
+ * count only for the very text they were written with: an earlier release hands back the
+ * progress it read (this key included) with a failure text of its own, and the codes of
+ * the failure before must not stand for that text (they could hide the job from a
+ * `retry --code` run). Without codes, readers read them off the text.
  */
 export function progressFromStore(
   stored: JobProgress & { [CODES_KEY]?: unknown },
   lastError: string | null,
 ): { progress: JobProgress; lastErrorCodes: string[] | null } {
-  const { [CODES_KEY]: codes, ...progress } = stored;
-  if (lastError === null || !isCodeList(codes)) return { progress, lastErrorCodes: null };
-  const first = codes[0];
-  const names = first === undefined || lastError.includes(`${first}: `);
-  return { progress, lastErrorCodes: names ? codes : null };
+  const { [CODES_KEY]: stamp, ...progress } = stored;
+  const current = lastError !== null && isCodeStamp(stamp) && stamp.of === textDigest(lastError);
+  return { progress, lastErrorCodes: current ? stamp.codes : null };
 }
 
 const CODES_KEY = "lastErrorCodes";
 
-function isCodeList(value: unknown): value is string[] {
-  return Array.isArray(value) && value.every((code) => typeof code === "string");
+interface CodeStamp {
+  codes: string[];
+  /** textDigest of the last_error the codes were written with. */
+  of: string;
+}
+
+function isCodeStamp(value: unknown): value is CodeStamp {
+  const stamp = value as Partial<CodeStamp> | null;
+  return (
+    typeof stamp?.of === "string" &&
+    Array.isArray(stamp.codes) &&
+    stamp.codes.every((code) => typeof code === "string")
+  );
+}
+
+/** Short, as it is stored with every failed job; only ever compared with itself. */
+function textDigest(text: string): string {
+  return createHash("sha256").update(text).digest("base64url").slice(0, 16);
 }
 
 /** The caller no longer owns the job's lease: another worker took it over. */

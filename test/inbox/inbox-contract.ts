@@ -5,6 +5,7 @@ import {
   type Inbox,
   type JobProgress,
   LeaseLostError,
+  progressWithFailure,
   StoreUnavailableError,
 } from "../../src/inbox/inbox.js";
 
@@ -232,7 +233,7 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
       expect(JSON.stringify(again?.progress)).toBe(JSON.stringify(progress));
     });
 
-    it("keeps a failure's codes with its text, and drops codes the text does not name", async () => {
+    it("keeps a failure's codes with its text, and drops codes written with another text", async () => {
       const { id } = await inbox.enqueue(callback(), new Date());
       await inbox.claim("worker-a", 10, LEASE_MS);
       const message =
@@ -241,11 +242,13 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
       await inbox.retry(id, "worker-a", new Date(fixture.now()), { message, codes }, {});
       const [again] = await inbox.claim("worker-b", 10, LEASE_MS);
       expect(again).toMatchObject({ lastError: message, lastErrorCodes: codes, progress: {} });
-      // An earlier release hands back the progress it read, codes included, with its own text.
-      const passedOn = { lastErrorCodes: codes } as JobProgress;
-      await inbox.fail(id, "worker-b", { message: "finapi_forbidden: 403" }, passedOn);
+      // An earlier release hands back the progress it read, codes included, with its own
+      // text: here a failure of another sink that starts with the same code.
+      const passedOn = JSON.parse(progressWithFailure({}, { message, codes })) as JobProgress;
+      const other = "sink_delivery_failed: delivery failed (http: http_sink_unreachable: x)";
+      await inbox.fail(id, "worker-b", { message: other }, passedOn);
       expect(await inbox.get(id)).toMatchObject({
-        lastError: "finapi_forbidden: 403",
+        lastError: other,
         lastErrorCodes: null,
         progress: {},
       });
