@@ -81,18 +81,15 @@ const urlWithoutCredentials = (instead: string) =>
 const FINAPI_CREDENTIALS = "the client credentials go in FINAPI_CLIENT_ID and FINAPI_CLIENT_SECRET";
 
 /**
- * An egress proxy: an http(s) URL, or host:port read as http:// as curl reads it (axios took
- * the target's scheme, so an https call spoke TLS to a plain proxy). Checked here: a bad one
- * failed every call with undici's "Invalid URL", and undici's ProxyAgent speaks no SOCKS.
+ * An egress proxy is an http(s) URL, or host:port read as http:// as curl reads it (axios
+ * took the target's scheme, so an https call spoke TLS to a plain proxy). Only the
+ * variables in effect are checked (see effectiveProxies): a desktop's all_proxy=socks://…
+ * beside http_proxy and https_proxy is never used, and must not stop start-up.
  */
-const proxyUrl = z
-  .string()
-  .transform((value) => (value.includes("://") ? value : `http://${value}`))
-  .refine(
-    isHttpProxyUrl,
-    "must be the URL of an HTTP proxy (http:// or https://, not SOCKS), like http://proxy.internal:3128",
-  )
-  .optional();
+const PROXY_URL_PROBLEM =
+  "must be the URL of an HTTP proxy (http:// or https://, not SOCKS), like http://proxy.internal:3128";
+const PROXY_USER_PROBLEM =
+  "has a user name but no password: the proxy would get neither (write user:password@), or leave both out";
 const POSTGRES_URL = /^postgres(ql)?:\/\/.+/;
 /** SQLite's in-memory database (only this exact name: better-sqlite3 opens no URI filenames). */
 const SQLITE_MEMORY = "sqlite::memory:";
@@ -220,12 +217,12 @@ const envSchema = z.object({
   POSTGRES_SINK_URL: z.string().regex(POSTGRES_URL, "must be a postgres:// URL").optional(),
   FETCH_DOCUMENTS: z.string().default("").transform(parseDocumentNames),
   // Outgoing calls (finAPI, the http sink); axios reads the lower-case names first.
-  HTTP_PROXY: proxyUrl,
-  http_proxy: proxyUrl,
-  HTTPS_PROXY: proxyUrl,
-  https_proxy: proxyUrl,
-  ALL_PROXY: proxyUrl,
-  all_proxy: proxyUrl,
+  HTTP_PROXY: z.string().optional(),
+  http_proxy: z.string().optional(),
+  HTTPS_PROXY: z.string().optional(),
+  https_proxy: z.string().optional(),
+  ALL_PROXY: z.string().optional(),
+  all_proxy: z.string().optional(),
   NO_PROXY: z.string().optional(),
   no_proxy: z.string().optional(),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
@@ -339,6 +336,12 @@ function checkCombinations(e: EnvOutput, ctx: z.RefinementCtx): void {
       code: "custom",
       message: `BACKOFF_BASE_MS: ${e.BACKOFF_BASE_MS} is larger than BACKOFF_MAX_MS=${e.BACKOFF_MAX_MS}`,
     });
+  }
+  for (const proxy of Object.values(effectiveProxies(e))) {
+    const problem = isHttpProxyUrl(proxy.url)
+      ? hasUserWithoutPassword(proxy.url) && PROXY_USER_PROBLEM
+      : PROXY_URL_PROBLEM;
+    if (problem) ctx.addIssue({ code: "custom", path: [proxy.variable], message: problem });
   }
   if (parsed("ADMIN_HOST", "ADMIN_TOKEN") && !isLoopbackHost(e.ADMIN_HOST) && !e.ADMIN_TOKEN) {
     ctx.addIssue({
@@ -530,23 +533,39 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
 
 type ProxyVariable = "HTTP_PROXY" | "HTTPS_PROXY" | "ALL_PROXY" | "NO_PROXY";
 
-/** The proxy settings in effect, each with its variable: the lower-case one wins, as in axios. */
-function egressProxies(e: EnvOutput): EgressProxies {
-  const setting = (name: ProxyVariable) => {
-    const lower = name.toLowerCase() as Lowercase<ProxyVariable>;
-    const variable = e[lower] !== undefined ? lower : name;
-    const value = e[variable];
-    return value === undefined ? undefined : { value, variable };
-  };
+/** A variable's value, the lower-case name winning over the upper-case one, as in axios. */
+function proxySetting(e: EnvOutput, name: ProxyVariable) {
+  const lower = name.toLowerCase() as Lowercase<ProxyVariable>;
+  const variable = e[lower] !== undefined ? lower : name;
+  const value = e[variable];
+  return value === undefined ? undefined : { value, variable };
+}
+
+/**
+ * The proxies the outgoing calls use: per scheme, and ALL_PROXY only for a scheme that has
+ * none of its own. host:port reads as http://host:port.
+ */
+function effectiveProxies(e: EnvOutput): Partial<Record<"http" | "https" | "all", EgressProxy>> {
   const proxy = (name: ProxyVariable): EgressProxy | undefined => {
-    const found = setting(name);
-    return found && { url: found.value, variable: found.variable };
+    const found = proxySetting(e, name);
+    if (!found) return undefined;
+    const url = found.value.includes("://") ? found.value : `http://${found.value}`;
+    return { url, variable: found.variable };
   };
-  const noProxy = setting("NO_PROXY");
+  const http = proxy("HTTP_PROXY");
+  const https = proxy("HTTPS_PROXY");
+  const all = http && https ? undefined : proxy("ALL_PROXY");
+  return { ...(http && { http }), ...(https && { https }), ...(all && { all }) };
+}
+
+/** The proxy settings in effect, each with its variable (checked by checkCombinations). */
+function egressProxies(e: EnvOutput): EgressProxies {
+  const { http, https, all } = effectiveProxies(e);
+  const noProxy = proxySetting(e, "NO_PROXY");
   return {
-    http: proxy("HTTP_PROXY"),
-    https: proxy("HTTPS_PROXY"),
-    all: proxy("ALL_PROXY"),
+    http,
+    https,
+    all,
     noProxy: noProxy && { hosts: noProxy.value, variable: noProxy.variable },
   };
 }
@@ -565,6 +584,11 @@ function isHttpProxyUrl(url: string): boolean {
   if (!URL.canParse(url)) return false;
   const { protocol, hostname } = new URL(url);
   return (protocol === "http:" || protocol === "https:") && hostname !== "";
+}
+
+function hasUserWithoutPassword(url: string): boolean {
+  const parsed = new URL(url);
+  return parsed.username !== "" && parsed.password === "";
 }
 
 function hasUserinfo(url: string): boolean {

@@ -285,10 +285,20 @@ export async function startService(
 function proxiesInUse({ http, https, all, noProxy }: Config["proxies"]) {
   const proxies: Record<string, string> = {};
   for (const proxy of [http, https, all]) {
-    if (proxy) proxies[proxy.variable] = redactUrl(proxy.url);
+    if (proxy) proxies[proxy.variable] = redactProxyUrl(proxy.url);
   }
   if (noProxy) proxies[noProxy.variable] = noProxy.hosts;
   return Object.keys(proxies).length > 0 ? { proxies } : {};
+}
+
+/** A proxy URL for the log: its whole user info masked (a proxy's token may be the user name). */
+function redactProxyUrl(url: string): string {
+  const parsed = new URL(url);
+  if (parsed.username !== "" || parsed.password !== "") {
+    parsed.username = "***";
+    parsed.password = "***";
+  }
+  return parsed.href;
 }
 
 /** An IPv6 literal in brackets, as it is written before `:port`. */

@@ -122,19 +122,41 @@ describe("loadConfig", () => {
     });
   });
 
-  it("refuses a proxy variable that is no HTTP proxy URL, naming it, not repeating its password", () => {
+  it("refuses a proxy variable in effect that is no HTTP proxy URL, naming it, not repeating its password", () => {
     const problems = problemsOf({
       ...credentials,
       HTTPS_PROXY: "socks5://ops:pr0xy-pw@proxy:1080",
       http_proxy: "http://",
-      ALL_PROXY: "http://ops:pr0xy-pw@bad host:3128",
     });
     expect(problems).toEqual(
-      ["http_proxy", "HTTPS_PROXY", "ALL_PROXY"].map((name) =>
+      ["http_proxy", "HTTPS_PROXY"].map((name) =>
         expect.stringMatching(new RegExp(`^${name}: must be the URL of an HTTP proxy`)),
       ),
     );
     expect(problems.join("\n")).not.toContain("pr0xy-pw");
+    // ALL_PROXY is in effect for a scheme without a proxy of its own.
+    expect(
+      problemsOf({ ...credentials, HTTP_PROXY: "proxy:3128", ALL_PROXY: "http://bad host:1" }),
+    ).toEqual([expect.stringMatching(/^ALL_PROXY: must be the URL of an HTTP proxy/)]);
+    // A user name alone is sent as nothing at all.
+    expect(problemsOf({ ...credentials, HTTPS_PROXY: "http://sk-live-7f3a@proxy:3128" })).toEqual([
+      expect.stringMatching(/^HTTPS_PROXY: has a user name but no password/),
+    ]);
+  });
+
+  it("starts with proxy variables that are never used, whatever they hold (a desktop's socks all_proxy)", () => {
+    const config = loadConfig({
+      ...credentials,
+      http_proxy: "http://proxy:3128/",
+      https_proxy: "http://proxy:3128/",
+      all_proxy: "socks://proxy:1080/",
+      HTTPS_PROXY: "not a url",
+    });
+    expect(config.proxies).toMatchObject({
+      http: { url: "http://proxy:3128/", variable: "http_proxy" },
+      https: { url: "http://proxy:3128/", variable: "https_proxy" },
+      all: undefined,
+    });
   });
 
   it("masks the password of a URL in logs, also one the URL parser refuses or misreads", () => {
