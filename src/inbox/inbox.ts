@@ -90,8 +90,18 @@ export interface Inbox {
   ): Promise<void>;
   /** Dead: no further attempts until an operator re-queues it. */
   fail(jobId: string, workerId: string, failure: JobFailure, progress: JobProgress): Promise<void>;
-  /** Gives a job back unfinished (shutdown): claimable again at once, its attempt refunded. */
-  release(jobId: string, workerId: string): Promise<void>;
+  /**
+   * Gives a job back unfinished (shutdown): claimable again at once, its attempt refunded,
+   * `progress` kept for the next attempt (a fetched bundle is not fetched again, a sink that
+   * has it does not get it twice). `lastFailure`, the job's last error as it stands, keeps
+   * its codes valid beside the new progress.
+   */
+  release(
+    jobId: string,
+    workerId: string,
+    progress: JobProgress,
+    lastFailure?: JobFailure,
+  ): Promise<void>;
   get(jobId: string): Promise<Job | null>;
   /**
    * The most recently updated first; with `after` (a job id, or the nil UUID to start), the
@@ -127,8 +137,11 @@ export interface Inbox {
  * is needed, so a release without this key still reads and writes the same rows. With the
  * codes goes a digest of the text they belong to (see progressFromStore).
  */
-export function progressWithFailure(progress: JobProgress, failure: JobFailure): string {
-  if (failure.codes === undefined) return JSON.stringify(progress);
+export function progressWithFailure(
+  progress: JobProgress,
+  failure: JobFailure | undefined,
+): string {
+  if (failure?.codes === undefined) return JSON.stringify(progress);
   const stamp: CodeStamp = { codes: [...failure.codes], of: textDigest(failure.message) };
   return JSON.stringify({ ...progress, [CODES_KEY]: stamp });
 }

@@ -295,8 +295,19 @@ export class Worker {
     } catch (thrown) {
       const reason: unknown = controller.signal.reason;
       if (controller.signal.aborted && reason instanceof ShutdownSignal) {
-        await this.asOwner(entry, (owner) => inbox.release(job.id, owner));
-        logger.info("job given back unfinished because of shutdown");
+        // With what this attempt got done: the bundle and the sinks that have it.
+        const lastFailure =
+          job.lastError === null
+            ? undefined
+            : { message: job.lastError, codes: job.lastErrorCodes ?? undefined };
+        await this.asOwner(entry, (owner) => inbox.release(job.id, owner, progress, lastFailure));
+        logger.info(
+          {
+            deliveredSinks: progress.deliveredSinks ?? [],
+            bundleKept: progress.bundle !== undefined,
+          },
+          "job given back unfinished because of shutdown",
+        );
         return "released";
       }
       if (controller.signal.aborted && reason instanceof LeaseLostError) return "lease_lost";

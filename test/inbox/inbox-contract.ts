@@ -191,7 +191,7 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
         LeaseLostError,
       );
       await expect(inbox.renew(id, "worker-a", LEASE_MS)).rejects.toBeInstanceOf(LeaseLostError);
-      await expect(inbox.release(id, "worker-a")).rejects.toBeInstanceOf(LeaseLostError);
+      await expect(inbox.release(id, "worker-a", {})).rejects.toBeInstanceOf(LeaseLostError);
       expect((await inbox.get(id))?.lockedBy).toBe("worker-b");
       await inbox.complete(id, "worker-b", { deliveredSinks: ["file"] });
       const done = await inbox.get(id);
@@ -259,12 +259,24 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
       expect((await inbox.get(id))?.lastErrorCodes).toBeNull();
     });
 
-    it("gives a released job back at once, refunding the attempt (shutdown is not a failure)", async () => {
+    it("gives a released job back at once, refunding the attempt and keeping its progress and last error", async () => {
       const { id } = await inbox.enqueue(callback(), new Date());
       await inbox.claim("worker-a", 10, LEASE_MS);
-      await inbox.release(id, "worker-a");
+      const failure = { message: "finapi_unavailable: 503", codes: ["finapi_unavailable"] };
+      await inbox.retry(id, "worker-a", new Date(fixture.now()), failure, {});
+      await inbox.claim("worker-a", 10, LEASE_MS);
+      // Shutdown while a sink was still delivering: the bundle and the sinks that have it stay.
+      const progress = { bundle: { kreditCheck: { b: 1, a: 2 } }, deliveredSinks: ["file"] };
+      await inbox.release(id, "worker-a", progress, failure);
       const [again] = await inbox.claim("worker-b", 10, LEASE_MS);
-      expect(again).toMatchObject({ id, attempts: 1, lockedBy: "worker-b" });
+      expect(again).toMatchObject({
+        id,
+        attempts: 2,
+        lockedBy: "worker-b",
+        progress,
+        lastError: failure.message,
+        lastErrorCodes: failure.codes,
+      });
     });
 
     it("requeues a dead job with a fresh attempt budget, and nothing that is still pending", async () => {

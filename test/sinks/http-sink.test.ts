@@ -2,8 +2,10 @@ import { createHmac, timingSafeEqual } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
+import { startService } from "../../src/service.js";
 import { freePort } from "../support/child-service.js";
 import { type Harness, makeCallback, startHarness } from "../support/harness.js";
+import { captureLogs } from "../support/log-capture.js";
 import { waitFor } from "../support/wait-for.js";
 import { type ReceivedWebhook, startWebhookReceiver } from "../support/webhook-receiver.js";
 
@@ -128,6 +130,39 @@ describe("the http sink", () => {
     // The same content assembled again (only its completedAt differs): a repeat, same id.
     expect(again?.bundle.completedAt).not.toBe(complete?.bundle.completedAt);
     expect(again?.id).toBe(complete?.id);
+  });
+
+  it("after a shutdown in the middle of a delivery, resumes with the same bundle: no second fetch, no sink twice, the same webhook-id", async () => {
+    // The first POST is never answered: the service is stopped while it waits.
+    receiver = await startWebhookReceiver((index) => ({ status: 204, hang: index === 0 }));
+    harness = await startHarness({
+      env: {
+        SINKS: "module:test/fixtures/recording-sink.mjs,http",
+        HTTP_SINK_URL: receiver.url,
+        HTTP_SINK_SECRET: "s3cret",
+        HTTP_SINK_TIMEOUT_MS: "30000",
+        SHUTDOWN_TIMEOUT_MS: "300",
+      },
+    });
+    const callback = makeCallback();
+    const id = String((await harness.post(callback)).body.id);
+    await waitFor(() => receiver?.received[0], "the first POST");
+    await harness.service.close();
+
+    // The next start (a new release, after docker stop) on the same inbox.
+    const fetchesBefore = harness.simulator.stats().calls.kreditcheck;
+    const restarted = await startService(harness.config, { logger: captureLogs().logger });
+    try {
+      await waitFor(async () => (await restarted.inbox.get(id))?.state === "done", "job done");
+    } finally {
+      await restarted.close();
+    }
+    expect(harness.simulator.stats().calls.kreditcheck).toBe(fetchesBefore);
+    const recorded = await readFile(join(harness.dir, "recorded-deliveries.log"), "utf8");
+    expect(recorded).toBe(`${callback.kreditCheckId}\n`);
+    const [first, second] = receiver.received;
+    expect(second?.headers["webhook-id"]).toBe(first?.headers["webhook-id"]);
+    expect(second?.rawBody).toBe(first?.rawBody);
   });
 
   it("waits for the receiver's Retry-After before posting again", async () => {

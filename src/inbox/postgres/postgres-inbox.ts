@@ -207,8 +207,17 @@ export class PostgresInbox implements Inbox {
     ]);
   }
 
-  async release(jobId: string, workerId: string): Promise<void> {
-    await this.ownedWrite(jobId, SQL.release, [jobId, workerId]);
+  async release(
+    jobId: string,
+    workerId: string,
+    progress: JobProgress,
+    lastFailure?: JobFailure,
+  ): Promise<void> {
+    await this.ownedWrite(jobId, SQL.release, [
+      jobId,
+      workerId,
+      progressWithFailure(progress, lastFailure),
+    ]);
     await this.announce();
   }
 

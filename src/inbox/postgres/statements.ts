@@ -66,7 +66,7 @@ export const SQL = {
                 progress = $4, updated_at = now(), finished_at = now()
          WHERE id = $1 AND locked_by = $2 AND state = 'running'`,
   release: `UPDATE kreditcheck_jobs SET state = 'pending', attempts = GREATEST(attempts - 1, 0), locked_by = NULL,
-                   locked_until = NULL, run_at = now(), updated_at = now()
+                   locked_until = NULL, run_at = now(), progress = $3, updated_at = now()
             WHERE id = $1 AND locked_by = $2 AND state = 'running'`,
   requeue: `UPDATE kreditcheck_jobs SET state = 'pending', attempts = 0, run_at = now(), locked_by = NULL,
                    locked_until = NULL, last_error = NULL,

@@ -218,9 +218,19 @@ export class SqliteInbox implements Inbox {
     );
   }
 
-  release(jobId: string, workerId: string): Promise<void> {
+  release(
+    jobId: string,
+    workerId: string,
+    progress: JobProgress,
+    lastFailure?: JobFailure,
+  ): Promise<void> {
     return this.ownedWrite(jobId, () =>
-      this.statements.release.run({ id: jobId, workerId, now: this.clock() }),
+      this.statements.release.run({
+        id: jobId,
+        workerId,
+        progress: progressWithFailure(progress, lastFailure),
+        now: this.clock(),
+      }),
     );
   }
 

@@ -37,7 +37,7 @@ export const SQL = {
                 progress = @progress, updated_at = @now, finished_at = @now
          WHERE id = @id AND locked_by = @workerId AND state = 'running'`,
   release: `UPDATE jobs SET state = 'pending', attempts = MAX(attempts - 1, 0), locked_by = NULL,
-                   locked_until = NULL, run_at = @now, updated_at = @now
+                   locked_until = NULL, run_at = @now, progress = @progress, updated_at = @now
             WHERE id = @id AND locked_by = @workerId AND state = 'running'`,
   requeue: `UPDATE jobs SET state = 'pending', attempts = 0, run_at = @now, locked_by = NULL, locked_until = NULL,
                    last_error = NULL, progress = @progress, updated_at = @now, finished_at = NULL
