@@ -59,15 +59,32 @@ export function createMetrics(countJobs: () => Promise<Record<JobState, number>>
       registers: [registry],
     }),
   };
+  // One count per scrape, shared by the two gauges below (prom-client collects each).
+  let scrape: Promise<Record<JobState, number> | undefined> | undefined;
+  const countOnce = () => {
+    scrape ??= countJobs()
+      .catch(() => undefined)
+      .finally(() => setImmediate(() => (scrape = undefined)));
+    return scrape;
+  };
   new Gauge({
     name: "kreditcheck_jobs",
-    help: "Jobs in the inbox by state",
+    help: "Jobs in the inbox by state; absent while the inbox cannot be read (see kreditcheck_inbox_up)",
     labelNames: ["state"],
     registers: [registry],
     async collect() {
-      const counts = await countJobs().catch(() => undefined);
-      if (!counts) return;
-      for (const state of JOB_STATES) this.set({ state }, counts[state]);
+      const counts = await countOnce();
+      // Last scrape's numbers would read as a healthy, frozen backlog during an outage.
+      this.reset();
+      if (counts) for (const state of JOB_STATES) this.set({ state }, counts[state]);
+    },
+  });
+  new Gauge({
+    name: "kreditcheck_inbox_up",
+    help: "1 when the inbox answered this scrape's job count, 0 when it could not be read (alert on it)",
+    registers: [registry],
+    async collect() {
+      this.set((await countOnce()) ? 1 : 0);
     },
   });
   return metrics;

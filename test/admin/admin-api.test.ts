@@ -28,12 +28,19 @@ describe("admin port", () => {
       ready: true,
       checks: { inbox: "ok", worker: "ok", shutdown: "ok" },
     });
+    const up = await (await admin("/metrics")).text();
+    expect(up).toMatch(/^kreditcheck_inbox_up 1$/m);
+    expect(up).toMatch(/^kreditcheck_jobs\{state="pending"\} 0$/m);
     await harness.service.inbox.close();
     const notReady = await admin("/readyz");
     expect(notReady.status).toBe(503);
     expect(((await notReady.json()) as { checks: { inbox: string } }).checks.inbox).toMatch(
       /cannot write/,
     );
+    // Metrics say so too, instead of the last counts frozen as if all were well.
+    const down = await (await admin("/metrics")).text();
+    expect(down).toMatch(/^kreditcheck_inbox_up 0$/m);
+    expect(down).not.toMatch(/^kreditcheck_jobs\{/m);
   });
 
   it("shows the counters moving in /metrics after a replayed callback", async () => {
