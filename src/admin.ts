@@ -33,7 +33,7 @@ export function createAdminApp(options: AdminOptions): Express {
     res.set("Content-Type", options.metrics.registry.contentType);
     res.send(await options.metrics.registry.metrics());
   });
-  app.use("/admin", requireAdminToken(options.adminToken), jobsRouter(options));
+  app.use("/admin", requireAdminToken(options.adminToken, options.logger), jobsRouter(options));
   app.use(notFoundHandler());
   app.use(errorHandler(options.logger));
   return app;

@@ -1,6 +1,7 @@
 import type { RequestHandler } from "express";
 import { secretsEqual } from "../http/callback-secret.js";
 import { sendError } from "../http/send-error.js";
+import type { Logger } from "../logger.js";
 
 /** Host names that can only mean this machine. */
 const LOOPBACK_HOST = /^(localhost\.?|127(\.\d{1,3}){3}\.?|\[::1\])$/i;
@@ -11,12 +12,19 @@ const LOOPBACK_HOST = /^(localhost\.?|127(\.\d{1,3}){3}\.?|\[::1\])$/i;
  * name: a web page the operator opens could otherwise point a name of its own at
  * 127.0.0.1 (DNS rebinding) and read the jobs, bundles included, through the browser.
  */
-export function requireAdminToken(token: string | undefined): RequestHandler {
+export function requireAdminToken(token: string | undefined, logger: Logger): RequestHandler {
   return (req, res, next) => {
+    // Who was turned away, and from where: the admin API hands out bank data.
+    const refused = (reason: string) =>
+      logger.warn(
+        { method: req.method, path: req.path, remoteAddress: req.socket.remoteAddress, reason },
+        "admin request refused",
+      );
     if (token === undefined) {
       const host = req.hostname;
       // No Host header at all is not a browser.
       if (host === undefined || LOOPBACK_HOST.test(host)) return next();
+      refused("not addressed to a loopback name");
       sendError(res, 403, "forbidden", [
         {
           message: `the request is addressed to ${JSON.stringify(host)}: without ADMIN_TOKEN the admin API answers only requests to localhost, 127.0.0.1 or [::1] (a guard against DNS rebinding); use one of those, or set ADMIN_TOKEN`,
@@ -27,6 +35,7 @@ export function requireAdminToken(token: string | undefined): RequestHandler {
     const header = req.get("authorization") ?? "";
     const given = header.toLowerCase().startsWith("bearer ") ? header.slice(7).trim() : "";
     if (secretsEqual(given, token)) return next();
+    refused(given === "" ? "no admin token" : "wrong admin token");
     res.set("WWW-Authenticate", "Bearer");
     sendError(res, 401, "unauthorized", [
       { message: "missing or wrong admin token (ADMIN_TOKEN)" },

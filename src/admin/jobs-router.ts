@@ -66,6 +66,11 @@ export function jobsRouter(options: JobsRouterOptions): Router {
         { message: `job is ${job.state}; only dead or done jobs can be retried` },
       ]);
     }
+    // It fetches and delivers the check again: an operator's act worth a line of its own.
+    logger.info(
+      { jobId: job.id, previousState: job.state, remoteAddress: req.socket.remoteAddress },
+      "job re-queued through the admin API",
+    );
     res.json({ requeued: true, id: job.id });
   });
 

@@ -102,6 +102,10 @@ describe("admin port", () => {
     ).toBe(200);
     expect((await admin("/healthz")).status).toBe(200);
     expect((await admin("/metrics")).status).toBe(200);
+    // Refusals are logged with their reason, never with the token given.
+    const refusals = harness.logs.lines().filter((line) => line.msg === "admin request refused");
+    expect(refusals.map((line) => line.reason)).toEqual(["no admin token", "wrong admin token"]);
+    expect(harness.logs.text()).not.toContain("wrong-token");
   });
 
   it("without ADMIN_TOKEN answers the jobs API only for loopback host names (no DNS rebinding)", async () => {
@@ -159,6 +163,9 @@ describe("admin port", () => {
     harness.simulator.setFaults({ forbidden: false });
     const retried = await admin(`/admin/jobs/${id}/retry`, { method: "POST" });
     expect(retried.status).toBe(200);
+    expect(
+      harness.logs.lines().find((line) => line.msg === "job re-queued through the admin API"),
+    ).toMatchObject({ jobId: id, previousState: "dead" });
     await harness.waitForBundle(String(callback.kreditCheckId));
     const done = (await (await admin(`/admin/jobs/${id}`)).json()) as Record<string, unknown>;
     await harness.waitForJob(id, "done");
