@@ -93,7 +93,13 @@ export class Pruner {
       );
       return pruned;
     }
-    if (pruned.done + pruned.dead > 0) {
+    if (pruned.dead > 0) {
+      // Dead jobs are checks that were never delivered: their deletion is worth a warning.
+      logger.warn(
+        { ...pruned, ...cutOffs },
+        "pruned finished jobs past their retention, dead ones (never delivered) among them",
+      );
+    } else if (pruned.done > 0) {
       logger.info({ ...pruned, ...cutOffs }, "pruned finished jobs past their retention");
     }
     return pruned;

@@ -86,6 +86,16 @@ describe("Pruner", () => {
     });
   });
 
+  it("warns when the jobs it deleted include dead ones (checks never delivered)", async () => {
+    await finished("dead", 2);
+    now += 2 * HOUR_MS;
+    const result = await createPruner({ retentionMs: { done: HOUR_MS, dead: HOUR_MS } }).run();
+    expect(result).toEqual({ done: 0, dead: 2 });
+    const line = logs.lines().find((entry) => String(entry.msg).startsWith("pruned finished"));
+    expect(line).toMatchObject({ level: 40, dead: 2, deadBefore: "2026-11-26T11:00:00.000Z" });
+    expect(String(line?.msg)).toContain("never delivered");
+  });
+
   it("warns when a run fails and prunes again at the next interval", async () => {
     await finished("done", 1);
     now += 2 * HOUR_MS;
