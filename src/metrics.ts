@@ -1,5 +1,5 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
-import { JOB_STATES, type JobState } from "./inbox/inbox.js";
+import { type Inbox, JOB_STATES, type JobState } from "./inbox/inbox.js";
 
 /**
  * The service's Prometheus metrics, on a registry of its own (no global default
@@ -15,7 +15,10 @@ export interface Metrics {
   jobsPruned: Counter<"state">;
 }
 
-export function createMetrics(countJobs: () => Promise<Record<JobState, number>>): Metrics {
+export function createMetrics(
+  inbox: Pick<Inbox, "countByState" | "oldestUnfinished">,
+  clock: () => number = Date.now,
+): Metrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const metrics: Metrics = {
@@ -62,7 +65,8 @@ export function createMetrics(countJobs: () => Promise<Record<JobState, number>>
   // One count per scrape, shared by the two gauges below (prom-client collects each).
   let scrape: Promise<Record<JobState, number> | undefined> | undefined;
   const countOnce = () => {
-    scrape ??= countJobs()
+    scrape ??= inbox
+      .countByState()
       .catch(() => undefined)
       .finally(() => setImmediate(() => (scrape = undefined)));
     return scrape;
@@ -85,6 +89,17 @@ export function createMetrics(countJobs: () => Promise<Record<JobState, number>>
     registers: [registry],
     async collect() {
       this.set((await countOnce()) ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: "kreditcheck_oldest_unfinished_job_age_seconds",
+    help: "Seconds since the oldest callback not yet delivered or given up (pending or running) was received; 0 when there is none. Alert when it passes what finAPI's results and your sinks should take",
+    registers: [registry],
+    async collect() {
+      this.reset();
+      const oldest = await inbox.oldestUnfinished().catch(() => undefined);
+      if (oldest === undefined) return; // the inbox cannot be read: see kreditcheck_inbox_up
+      this.set(oldest === null ? 0 : Math.max(0, (clock() - oldest.getTime()) / 1000));
     },
   });
   return metrics;

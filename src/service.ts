@@ -66,7 +66,7 @@ export async function startService(
     await closeSinks(sinks);
     throw error;
   });
-  const metrics = createMetrics(() => inbox.countByState());
+  const metrics = createMetrics(inbox, clock);
 
   const transport = createTransport({
     timeoutMs: config.finapi.timeoutMs,

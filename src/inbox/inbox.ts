@@ -111,6 +111,8 @@ export interface Inbox {
    */
   list(filter: { state?: JobState; limit: number; after?: string }): Promise<Job[]>;
   countByState(): Promise<Record<JobState, number>>;
+  /** When the oldest job not yet finished (pending or running) was received; null if none. */
+  oldestUnfinished(): Promise<Date | null>;
   /**
    * Puts a dead (or done) job back to pending as if new: fresh attempts, no saved progress
    * (it is fetched and delivered again), its age counted from now.

@@ -88,6 +88,22 @@ describe("admin port", () => {
     expect(await metricValue(/^kreditcheck_callbacks_received_total\{outcome="invalid"\}/)).toBe(1);
   });
 
+  it("shows in /metrics how long the oldest undelivered callback has waited", async () => {
+    let now = Date.parse("2026-12-02T10:00:00Z");
+    harness = await startHarness({ service: { worker: false, clock: () => now } });
+    const age = async () =>
+      /^kreditcheck_oldest_unfinished_job_age_seconds (\S+)$/m.exec(
+        await (await admin("/metrics")).text(),
+      )?.[1];
+    expect(await age()).toBe("0");
+    await harness.post(makeCallback());
+    now += 90_000;
+    await harness.post(makeCallback());
+    now += 30_000;
+    // The first callback, received two minutes ago, is still pending (the worker is off).
+    expect(await age()).toBe("120");
+  });
+
   it("guards the jobs API with ADMIN_TOKEN but leaves health and metrics open", async () => {
     harness = await startHarness({
       env: { ADMIN_TOKEN: "admin-token-123" },

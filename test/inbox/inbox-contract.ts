@@ -311,6 +311,19 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
       expect(claimed?.id).toBe(id);
     });
 
+    it("tells when the oldest unfinished job was received, pending or running", async () => {
+      expect(await inbox.oldestUnfinished()).toBeNull();
+      const first = new Date(fixture.now() - 60_000);
+      await inbox.enqueue(callback(), first);
+      await inbox.enqueue(callback(), new Date(fixture.now()));
+      expect(await inbox.oldestUnfinished()).toEqual(first);
+      const [running] = await inbox.claim("worker-a", 1, LEASE_MS);
+      expect(running?.receivedAt).toEqual(first);
+      expect(await inbox.oldestUnfinished()).toEqual(first);
+      await inbox.complete(String(running?.id), "worker-a", {});
+      expect((await inbox.oldestUnfinished())?.getTime()).toBeGreaterThan(first.getTime());
+    });
+
     it("counts and lists jobs by state", async () => {
       const ids = [];
       for (let index = 0; index < 4; index++)

@@ -252,6 +252,11 @@ export class PostgresInbox implements Inbox {
     return rows.map(rowToJob);
   }
 
+  async oldestUnfinished(): Promise<Date | null> {
+    const { rows } = await this.query<{ at: Date | null }>(SQL.oldestUnfinished, []);
+    return rows[0]?.at ?? null;
+  }
+
   async countByState(): Promise<Record<JobState, number>> {
     const { rows } = await this.query<{ state: JobState; count: number }>(SQL.countByState, []);
     return countsByState(rows);

@@ -95,6 +95,7 @@ export const SQL = {
   listByStateAfter: `SELECT * FROM kreditcheck_jobs WHERE state = $1 AND id > $2 ORDER BY id LIMIT $3`,
   listAllAfter: `SELECT * FROM kreditcheck_jobs WHERE id > $1 ORDER BY id LIMIT $2`,
   countByState: `SELECT state, count(*)::integer AS count FROM kreditcheck_jobs GROUP BY state`,
+  oldestUnfinished: `SELECT min(received_at) AS at FROM kreditcheck_jobs WHERE state IN ('pending', 'running')`,
   /** A real write for ping: one row, upserted. */
   heartbeat: `INSERT INTO kreditcheck_heartbeat (id, at) VALUES (1, now())
               ON CONFLICT (id) DO UPDATE SET at = EXCLUDED.at`,

@@ -117,6 +117,7 @@ export class SqliteInbox implements Inbox {
       listByStateAfter: prepare(SQL.listByStateAfter),
       listAllAfter: prepare(SQL.listAllAfter),
       countByState: prepare(SQL.countByState),
+      oldestUnfinished: prepare(SQL.oldestUnfinished),
       heartbeat: prepare(SQL.heartbeat),
     };
   }
@@ -277,6 +278,13 @@ export class SqliteInbox implements Inbox {
     return this.read(() =>
       countsByState(this.statements.countByState.all() as { state: JobState; count: number }[]),
     );
+  }
+
+  async oldestUnfinished(): Promise<Date | null> {
+    return this.read(() => {
+      const { at } = this.statements.oldestUnfinished.get() as { at: number | null };
+      return at === null ? null : new Date(at);
+    });
   }
 
   onEnqueued(listener: () => void): () => void {

@@ -59,5 +59,6 @@ export const SQL = {
   listByStateAfter: `SELECT * FROM jobs WHERE state = @state AND id > @after ORDER BY id LIMIT @limit`,
   listAllAfter: `SELECT * FROM jobs WHERE id > @after ORDER BY id LIMIT @limit`,
   countByState: `SELECT state, COUNT(*) AS count FROM jobs GROUP BY state`,
+  oldestUnfinished: `SELECT MIN(received_at) AS at FROM jobs WHERE state IN ('pending', 'running')`,
   heartbeat: `INSERT INTO heartbeat (id, at) VALUES (1, @now) ON CONFLICT (id) DO UPDATE SET at = excluded.at`,
 } as const;
