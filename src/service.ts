@@ -251,12 +251,17 @@ export async function startService(
   const close = () => {
     closing ??= (async () => {
       shuttingDown = true;
+      const drainMs = Math.floor(config.shutdownTimeoutMs * 0.8);
+      const drainUntil = performance.now() + drainMs;
       const publicClosed = closeServer(server);
       // A prune in progress stops after its current batch, before the store closes.
       const prunerStopped = pruner.stop();
       // Jobs get most of the budget; the rest is for giving back leases and closing.
-      await worker.stop(Math.floor(config.shutdownTimeoutMs * 0.8));
+      await worker.stop(drainMs);
       await prunerStopped;
+      // A callback still arriving gets the same budget to be stored and answered (the
+      // store is open until then); cutting it off would cost its sender a retry.
+      await untilOrTimeout(publicClosed, drainUntil - performance.now());
       server.closeAllConnections();
       await publicClosed;
       await closeSinks(sinks);
@@ -350,6 +355,14 @@ function listen(
       );
     });
   });
+}
+
+/** Waits for `promise`, at most `ms` (none when `ms` is not positive). */
+async function untilOrTimeout(promise: Promise<unknown>, ms: number): Promise<void> {
+  if (ms <= 0) return;
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([promise, new Promise((resolve) => (timer = setTimeout(resolve, ms)))]);
+  clearTimeout(timer);
 }
 
 /** Stops accepting; resolves when open connections are gone. Idle keep-alives go at once. */

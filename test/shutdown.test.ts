@@ -1,14 +1,15 @@
 import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { mkdtemp, readdir, rm } from "node:fs/promises";
-import { createServer, type Socket } from "node:net";
+import { connect, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { SqliteInbox } from "../src/inbox/sqlite/sqlite-inbox.js";
 import { type RunningSimulator, startSimulator } from "../src/simulator/server.js";
 import { type ChildScript, freePort, serviceEnv, spawnService } from "./support/child-service.js";
-import { makeCallback } from "./support/harness.js";
+import { makeCallback, startHarness } from "./support/harness.js";
 import { waitFor } from "./support/wait-for.js";
 
 describe("graceful shutdown", () => {
@@ -145,6 +146,39 @@ describe("a stop signal during start-up", () => {
       for (const socket of sockets) socket.destroy();
       silent.close();
       await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("graceful shutdown of the callback port", () => {
+  it("lets a callback still arriving finish: stored and answered 202, not cut off", async () => {
+    const harness = await startHarness({ service: { worker: false } });
+    try {
+      const body = JSON.stringify(makeCallback());
+      const socket = connect(harness.service.port, "127.0.0.1");
+      await once(socket, "connect");
+      const answer = new Promise<string>((resolve) => {
+        let text = "";
+        socket.on("data", (chunk: Buffer) => {
+          text += chunk.toString("utf8");
+        });
+        socket.on("close", () => resolve(text));
+      });
+      // Headers and half the body, then SIGTERM's close(), then the rest.
+      socket.write(
+        `POST /callbacks/kreditcheck HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body.slice(0, 20)}`,
+      );
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const closed = harness.service.close();
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      socket.end(body.slice(20));
+      expect(await answer).toMatch(/^HTTP\/1\.1 202/);
+      await closed;
+      const inbox = new SqliteInbox({ path: join(harness.dir, "inbox.db") });
+      expect((await inbox.countByState()).pending).toBe(1);
+      await inbox.close();
+    } finally {
+      await harness.close();
     }
   });
 });
