@@ -1,3 +1,4 @@
+import { hostname } from "node:os";
 import pino, { type DestinationStream, type Logger } from "pino";
 import pretty from "pino-pretty";
 
@@ -69,7 +70,8 @@ export function createLogger(options: LoggerOptions): Logger {
     level: options.level,
     redact: { paths: REDACT_PATHS, censor: "[redacted]" },
     serializers: { err: serializeError },
-    base: { service: "kreditcheck-receiver" },
+    // Which replica wrote a line: several share one log store behind a load balancer.
+    base: { service: "kreditcheck-receiver", hostname: hostname(), pid: process.pid },
     timestamp: pino.stdTimeFunctions.isoTime,
   };
   if (options.destination) return pino(base, options.destination);

@@ -1,3 +1,4 @@
+import { hostname } from "node:os";
 import { describe, expect, it } from "vitest";
 import { REDACT_PATHS } from "../src/logger.js";
 import { captureLogs } from "./support/log-capture.js";
@@ -17,6 +18,16 @@ describe("the root logger", () => {
     logs.logger.child(nested(path, "bound-secret-value")).info("child line");
     expect(logs.text()).not.toContain("secret-value");
     expect(logs.text()).toContain("[redacted]");
+  });
+
+  it("names the replica on every line: service, host and process", () => {
+    const logs = captureLogs();
+    logs.logger.child({ component: "worker" }).info("line");
+    expect(logs.lines()[0]).toMatchObject({
+      service: "kreditcheck-receiver",
+      hostname: hostname(),
+      pid: process.pid,
+    });
   });
 
   it("keeps only safe fields of an error, at every depth of its cause", () => {
