@@ -10,7 +10,8 @@ import { ERROR_CODE, retryDeadJobs } from "./admin/retry-dead.js";
  */
 const COMMANDS: Record<string, { usage: string; summary: string }> = {
   jobs: {
-    usage: "jobs [--state pending|running|done|dead] [--limit N]",
+    usage:
+      "jobs [--state pending|running|done|dead] [--limit N] [--after <job id> (pages in id order; prints next)]",
     summary: "list jobs, newest first",
   },
   job: { usage: "job <id>", summary: "show one job: attempts, last error, timings" },
@@ -77,6 +78,7 @@ async function main(argv: string[]): Promise<number> {
       token: { type: "string" },
       state: { type: "string" },
       limit: { type: "string" },
+      after: { type: "string" },
       "process-token": { type: "string" },
       "kreditcheck-id": { type: "string" },
       status: { type: "string" },
@@ -129,6 +131,8 @@ async function main(argv: string[]): Promise<number> {
       const query = new URLSearchParams();
       if (values.state) query.set("state", values.state);
       if (values.limit) query.set("limit", values.limit);
+      // The API's cursor: all jobs one page at a time, each once (`next` is the next --after).
+      if (values.after !== undefined) query.set("after", values.after);
       result = await call("GET", `/jobs${query.size > 0 ? `?${query}` : ""}`);
       break;
     }

@@ -313,6 +313,19 @@ describe("npm run cli", () => {
         jobs: { id: string }[];
       };
       expect(listed.jobs.map((job) => job.id)).toEqual([replayed.id]);
+      // Paging: with a second job, one per page in id order, `next` naming the next --after.
+      await harness.post(makeCallback());
+      const page = async (after: string) =>
+        JSON.parse((await cli("jobs", "--limit", "1", "--after", after)).stdout) as {
+          jobs: { id: string }[];
+          next: string | null;
+        };
+      const first = await page("00000000-0000-0000-0000-000000000000");
+      expect(first.jobs).toHaveLength(1);
+      const rest = await page(String(first.next));
+      expect(rest.jobs).toHaveLength(1);
+      expect(rest.jobs[0]?.id).not.toBe(first.jobs[0]?.id);
+      expect((await page(String(rest.jobs[0]?.id))).jobs).toEqual([]);
       const shown = JSON.parse((await cli("job", replayed.id)).stdout) as { kreditCheckId: string };
       expect(shown.kreditCheckId).toBe(callback.kreditCheckId);
 
@@ -340,7 +353,10 @@ describe("npm run cli", () => {
           ADMIN_TOKEN: "cli-token-123 ",
         },
       });
-      expect(JSON.parse(fromPort.stdout)).toMatchObject({ jobs: [{ id: replayed.id }] });
+      const fromPortIds = (JSON.parse(fromPort.stdout) as { jobs: { id: string }[] }).jobs.map(
+        (job) => job.id,
+      );
+      expect(fromPortIds).toContain(replayed.id);
     } finally {
       await harness.close();
     }
