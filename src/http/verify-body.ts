@@ -90,7 +90,7 @@ function join(path: string, key: string): string {
 }
 
 /** Tells the error handler to answer 400 duplicate_key naming `field`. */
-export class DuplicateKeyError extends Error {
+class DuplicateKeyError extends Error {
   readonly status = 400;
   readonly type = "entity.duplicate.key";
   constructor(readonly field: string) {
@@ -99,7 +99,7 @@ export class DuplicateKeyError extends Error {
 }
 
 /** Tells the error handler to answer 415 unsupported_charset naming `charset`. */
-export class UnsupportedCharsetError extends Error {
+class UnsupportedCharsetError extends Error {
   readonly status = 415;
   readonly type = "charset.unsupported";
   constructor(readonly charset: string) {

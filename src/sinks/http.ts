@@ -118,7 +118,7 @@ export class HttpSink implements Sink {
  * was missing, fetched once finAPI granted the scope) gets a new id that a receiver which
  * drops repeats does not drop.
  */
-export function webhookId(bundle: JsonBundle): string {
+function webhookId(bundle: JsonBundle): string {
   const { receivedAt: _received, completedAt: _completed, ...content } = bundle;
   const digest = createHash("sha256").update(JSON.stringify(content)).digest("hex").slice(0, 16);
   return `${bundle.callback.kreditCheckId}.${digest}`;
