@@ -7,6 +7,12 @@ import { errorHandler, notFoundHandler } from "./http/error-handler.js";
 export interface AppOptions extends CallbackRouteOptions {
   /** Express "trust proxy"; false unless TRUST_PROXY names the proxies in front. */
   trustProxy: false | number | string;
+  /**
+   * True once the service is about to stop (SHUTDOWN_DELAY_MS): answers then close their
+   * connection, so a sender's next callback opens a new one, which the load balancer,
+   * told by readiness, sends to another replica.
+   */
+  draining?: () => boolean;
 }
 
 /**
@@ -23,6 +29,7 @@ export function createApp(options: AppOptions): Express {
   app.use(helmet({ contentSecurityPolicy: { directives: { defaultSrc: ["'none'"] } } }));
   app.use((_req, res, next) => {
     res.set("Cache-Control", "no-store");
+    if (options.draining?.()) res.set("Connection", "close");
     next();
   });
   app.use(callbackRouter(options));

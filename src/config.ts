@@ -158,6 +158,7 @@ const envSchema = z.object({
   ADMIN_HOST: listenHost("127.0.0.1"),
   ADMIN_TOKEN: z.string().min(8, "must be at least 8 characters").optional(),
   SHUTDOWN_TIMEOUT_MS: timerMs(100, 15_000, MAX_TIMER_MS - SHUTDOWN_EXIT_GRACE_MS),
+  SHUTDOWN_DELAY_MS: timerMs(0, 0),
   STORE_URL: z
     .string()
     .refine(
@@ -372,6 +373,8 @@ export interface Config {
   };
   admin: { host: string; port: number; token: string | undefined };
   shutdownTimeoutMs: number;
+  /** After a stop signal, how long readiness says 503 while everything still runs. */
+  shutdownDelayMs: number;
   store: {
     url: string;
     kind: "sqlite" | "postgres";
@@ -480,6 +483,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     },
     admin: { host: e.ADMIN_HOST, port: e.ADMIN_PORT, token: e.ADMIN_TOKEN },
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
+    shutdownDelayMs: e.SHUTDOWN_DELAY_MS,
     store: {
       url: e.STORE_URL,
       kind: POSTGRES_URL.test(e.STORE_URL) ? "postgres" : "sqlite",

@@ -60,17 +60,21 @@ function abandonStartup(signal: StopSignal): void {
   process.exit(128 + constants.signals[signal]);
 }
 
-/** A stop signal once the service runs: close it within SHUTDOWN_TIMEOUT_MS; once only. */
+/**
+ * A stop signal once the service runs. First SHUTDOWN_DELAY_MS of draining: readiness
+ * says 503 while callbacks are still accepted and jobs still run, for the time a load
+ * balancer or Kubernetes takes to stop sending here (a callback sent to a closed port
+ * would cost its sender a retry, if finAPI retries at all). A second signal ends that
+ * wait. Then close within SHUTDOWN_TIMEOUT_MS. Once only.
+ */
 function gracefulShutdown(
   service: RunningService,
   config: Config,
   logger: Logger,
 ): (signal: StopSignal) => void {
+  let endDelay: (() => void) | undefined;
   let stopping = false;
-  return (signal) => {
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal, timeoutMs: config.shutdownTimeoutMs }, "shutting down");
+  const close = () => {
     // Last resort if something hangs: never outlive the budget by much.
     setTimeout(() => {
       logger.error("shutdown did not finish in time; exiting");
@@ -86,6 +90,28 @@ function gracefulShutdown(
         process.exit(1);
       },
     );
+  };
+  return (signal) => {
+    if (endDelay) {
+      logger.info({ signal }, "second stop signal: ending the shutdown delay now");
+      endDelay();
+      return;
+    }
+    if (stopping) return;
+    stopping = true;
+    const delayMs = config.shutdownDelayMs;
+    logger.info(
+      { signal, ...(delayMs > 0 ? { delayMs } : {}), timeoutMs: config.shutdownTimeoutMs },
+      "shutting down",
+    );
+    service.drain();
+    if (delayMs === 0) return close();
+    const timer = setTimeout(() => endDelay?.(), delayMs);
+    endDelay = () => {
+      endDelay = undefined;
+      clearTimeout(timer);
+      close();
+    };
   };
 }
 

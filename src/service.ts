@@ -40,6 +40,12 @@ export interface RunningService {
   worker: Worker;
   metrics: Metrics;
   /**
+   * The first step of a stop (main.ts waits SHUTDOWN_DELAY_MS after it): readiness turns
+   * 503 so that load balancers stop sending, while callbacks are still accepted (each
+   * answer closing its connection) and jobs still run. close() follows.
+   */
+  drain(): void;
+  /**
    * Graceful stop: readiness turns 503, no new connections, running jobs get most of
    * SHUTDOWN_TIMEOUT_MS to finish, the rest are given back to the inbox, the store closes.
    */
@@ -155,6 +161,7 @@ export async function startService(
     bodyLimitBytes: config.http.bodyLimitBytes,
     allowedCidrs: config.http.allowedCidrs,
     trustProxy: config.http.trustProxy,
+    draining: () => shuttingDown,
     callbackSecret: config.http.callbackSecret,
     inbox,
     logger: logger.child({ component: "http" }),
@@ -282,6 +289,9 @@ export async function startService(
     inbox,
     worker,
     metrics,
+    drain: () => {
+      shuttingDown = true;
+    },
     close,
   };
 }

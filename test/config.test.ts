@@ -325,6 +325,7 @@ describe("loadConfig", () => {
       "PRUNE_INTERVAL_MS",
       "FINAPI_TIMEOUT_MS",
       "HTTP_SINK_TIMEOUT_MS",
+      "SHUTDOWN_DELAY_MS",
     ];
     const tooLong = Object.fromEntries(timers.map((name) => [name, "2147483648"]));
     const problems = problemsOf({ ...credentials, ...tooLong, SHUTDOWN_TIMEOUT_MS: "2200000000" });
@@ -339,6 +340,14 @@ describe("loadConfig", () => {
     expect(config.shutdownTimeoutMs + SHUTDOWN_EXIT_GRACE_MS).toBe(2 ** 31 - 1);
     expect(problemsOf({ ...credentials, SHUTDOWN_TIMEOUT_MS: "2147481648" })[0]).toMatch(
       /^SHUTDOWN_TIMEOUT_MS: must be at most 2147481647/,
+    );
+  });
+
+  it("has no shutdown delay unless SHUTDOWN_DELAY_MS asks for one, and refuses a negative one", () => {
+    expect(loadConfig(credentials).shutdownDelayMs).toBe(0);
+    expect(loadConfig({ ...credentials, SHUTDOWN_DELAY_MS: "5000" }).shutdownDelayMs).toBe(5000);
+    expect(problemsOf({ ...credentials, SHUTDOWN_DELAY_MS: "-1" })[0]).toMatch(
+      /^SHUTDOWN_DELAY_MS: /,
     );
   });
 

@@ -1,6 +1,7 @@
 import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { request } from "node:http";
 import { connect, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -182,3 +183,85 @@ describe("graceful shutdown of the callback port", () => {
     }
   });
 });
+
+/**
+ * SHUTDOWN_DELAY_MS: between a stop signal and the closing of the port, a load balancer
+ * (or Kubernetes, whose endpoints update after the SIGTERM) may still send callbacks here.
+ */
+describe("the shutdown delay", () => {
+  let dir: string;
+  let simulator: RunningSimulator;
+  let service: ChildScript | undefined;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), "kcr-shutdown-delay-"));
+    simulator = await startSimulator({});
+  });
+  afterEach(async () => {
+    service?.child.kill("SIGKILL");
+    await simulator.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  async function start(delayMs: number) {
+    const ports = { PORT: String(await freePort()), ADMIN_PORT: String(await freePort()) };
+    service = await spawnService(
+      serviceEnv(simulator, dir, {
+        ...ports,
+        SHUTDOWN_DELAY_MS: String(delayMs),
+        SHUTDOWN_TIMEOUT_MS: "2000",
+      }),
+      { captureStdout: true },
+    );
+    return { service, adminUrl: `http://127.0.0.1:${ports.ADMIN_PORT}` };
+  }
+
+  it("keeps accepting and delivering callbacks while readiness says 503, each answer closing its connection, then exits 0", async () => {
+    const { service, adminUrl } = await start(2500);
+    const signalledAt = Date.now();
+    service.child.kill("SIGTERM");
+    await waitFor(
+      async () => (await fetch(`${adminUrl}/readyz`)).status === 503,
+      "readiness to turn 503",
+    );
+    const callback = makeCallback();
+    const answer = await postRaw(`${service.url}/callbacks/kreditcheck`, JSON.stringify(callback));
+    expect(answer.status).toBe(202);
+    expect(answer.connection).toBe("close");
+    expect(await service.exited).toBe(0);
+    expect(Date.now() - signalledAt).toBeGreaterThanOrEqual(2500);
+    // Accepted during the delay and delivered by the still-running worker before the exit.
+    expect(await readdir(join(dir, "results"))).toContain(`${callback.kreditCheckId}.json`);
+  });
+
+  it("ends the delay at a second signal", async () => {
+    const { service, adminUrl } = await start(60_000);
+    service.child.kill("SIGTERM");
+    await waitFor(
+      async () => (await fetch(`${adminUrl}/readyz`)).status === 503,
+      "readiness to turn 503",
+    );
+    const secondAt = Date.now();
+    service.child.kill("SIGTERM");
+    expect(await service.exited).toBe(0);
+    expect(Date.now() - secondAt).toBeLessThan(5000);
+    expect(service.lines.some((line) => line.includes("ending the shutdown delay"))).toBe(true);
+  });
+});
+
+/** A POST through node:http, which shows the Connection header fetch() hides. */
+function postRaw(url: string, body: string): Promise<{ status: number; connection?: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      url,
+      { method: "POST", headers: { "Content-Type": "application/json" } },
+      (res) => {
+        res.resume();
+        res.on("end", () =>
+          resolve({ status: res.statusCode ?? 0, connection: res.headers.connection }),
+        );
+      },
+    );
+    req.on("error", reject);
+    req.end(body);
+  });
+}
