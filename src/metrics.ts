@@ -13,6 +13,7 @@ export interface Metrics {
   tokenRequests: Counter<"outcome">;
   sinkDeliveries: Counter<"sink" | "result">;
   jobsPruned: Counter<"state">;
+  jobFailures: Counter<"code" | "outcome">;
 }
 
 export function createMetrics(
@@ -53,6 +54,12 @@ export function createMetrics(
       name: "kreditcheck_sink_deliveries_total",
       help: "Bundle deliveries by sink and result (success, failure)",
       labelNames: ["sink", "result"],
+      registers: [registry],
+    }),
+    jobFailures: new Counter({
+      name: "kreditcheck_job_failures_total",
+      help: "Failed job attempts by error code (as in the admin API's lastErrorCodes and README's table; attempt_interrupted: the worker of a job's last attempt stopped) and outcome (retry, dead). Alert on outcome=dead: its code names the fix",
+      labelNames: ["code", "outcome"],
       registers: [registry],
     }),
     jobsPruned: new Counter({

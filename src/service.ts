@@ -133,6 +133,7 @@ export async function startService(
     clock,
     onJobFinished: (outcome, durationMs) =>
       metrics.jobDuration.observe({ outcome }, durationMs / 1000),
+    onAttemptFailed: (code, outcome) => metrics.jobFailures.inc({ code, outcome }),
   });
 
   const pruner = new Pruner({

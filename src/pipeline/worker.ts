@@ -21,6 +21,8 @@ export interface WorkerOptions {
   clock?: () => number;
   workerId?: string;
   onJobFinished?: (outcome: JobOutcome, durationMs: number) => void;
+  /** An attempt failed with this error code: to be retried, or the job is dead. */
+  onAttemptFailed?: (code: string, outcome: "retry" | "dead") => void;
   /** While it reads busy, one check fetches at a time (callbacks come first). */
   pressure?: LoadGauge;
   /**
@@ -277,6 +279,8 @@ export class Worker {
       // The codes are the last error's, when this release wrote it.
       const failure = { message: reason, codes: job.lastErrorCodes ?? undefined };
       await this.asOwner(entry, (owner) => inbox.fail(job.id, owner, failure, progress));
+      // No error of its own: the last one recorded, if any, says what kept failing.
+      this.options.onAttemptFailed?.(job.lastErrorCodes?.[0] ?? "attempt_interrupted", "dead");
       logger.error({ reason }, "job is dead");
       return "dead";
     }
@@ -329,6 +333,7 @@ export class Worker {
             progress,
           ),
         );
+        this.options.onAttemptFailed?.(error.code, "retry");
         logger.warn(
           {
             code: error.code,
@@ -342,6 +347,7 @@ export class Worker {
       }
       const failure = { message: decision.reason, codes: error.codes };
       await this.asOwner(entry, (owner) => inbox.fail(job.id, owner, failure, progress));
+      this.options.onAttemptFailed?.(error.code, "dead");
       logger.error({ code: error.code, reason: decision.reason }, "job is dead");
       return "dead";
     }

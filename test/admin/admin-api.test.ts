@@ -88,6 +88,26 @@ describe("admin port", () => {
     expect(await metricValue(/^kreditcheck_callbacks_received_total\{outcome="invalid"\}/)).toBe(1);
   });
 
+  it("counts failed attempts in /metrics by error code: retried, and dead with the code that names the fix", async () => {
+    harness = await startHarness({ env: { FINAPI_RETRIES: "0" } });
+    const failures = async () =>
+      (await (await admin("/metrics")).text())
+        .split("\n")
+        .filter((line) => line.startsWith("kreditcheck_job_failures_total{"))
+        .sort();
+    harness.simulator.failNext("kreditcheck", 1, 503);
+    const retried = makeCallback();
+    await harness.post(retried);
+    await harness.waitForBundle(String(retried.kreditCheckId));
+    harness.simulator.failNext("dac", 1, 403);
+    await harness.post(makeCallback());
+    await waitFor(async () => (await failures()).length === 2, "both failures counted");
+    expect(await failures()).toEqual([
+      'kreditcheck_job_failures_total{code="finapi_forbidden",outcome="dead"} 1',
+      'kreditcheck_job_failures_total{code="finapi_unavailable",outcome="retry"} 1',
+    ]);
+  });
+
   it("shows in /metrics how long the oldest undelivered callback has waited", async () => {
     let now = Date.parse("2026-12-02T10:00:00Z");
     harness = await startHarness({ service: { worker: false, clock: () => now } });

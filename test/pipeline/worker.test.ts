@@ -32,10 +32,12 @@ describe("Worker", () => {
     maxAttempts = 5,
     pressure?: { busy(): boolean },
     busyStartIntervalMs = 0,
+    onAttemptFailed?: (code: string, outcome: "retry" | "dead") => void,
   ) {
     worker = new Worker({
       inbox,
       handle,
+      ...(onAttemptFailed ? { onAttemptFailed } : {}),
       ...(pressure ? { pressure } : {}),
       busyStartIntervalMs,
       logger: captureLogs().logger,
@@ -113,10 +115,20 @@ describe("Worker", () => {
     await inbox.claim("gone:2", 1, 60_000);
     now += 120_000;
     const runs: string[] = [];
-    startWorker(async (run) => {
-      runs.push(run.job.id);
-    }, 2);
+    const counted: string[] = [];
+    startWorker(
+      async (run) => {
+        runs.push(run.job.id);
+      },
+      2,
+      undefined,
+      0,
+      (code, outcome) => counted.push(`${code} ${outcome}`),
+    );
     await waitFor(async () => (await inbox.get(id))?.state === "dead", "the job given up");
+    // For kreditcheck_job_failures_total: the code that kept failing, not a new one.
+    await waitFor(() => counted.length > 0, "the failure counted");
+    expect(counted).toEqual(["finapi_unavailable dead"]);
     const dead = await inbox.get(id);
     expect(dead?.lastError).toMatch(
       /^gave up after 2 attempts .*stopped before it finished; last error: finapi_unavailable: 503$/,
