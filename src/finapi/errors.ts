@@ -139,13 +139,22 @@ export function networkError(
     timedOut ? "finapi_timeout" : "finapi_network",
     true,
     context,
-    networkFix(context.endpoint, timedOut, proxy),
+    networkFix(context.endpoint, timedOut, proxy, reason),
     cause,
   );
 }
 
 /** The fix for a call without an answer: through a proxy, the proxy may be what is down. */
-function networkFix(endpoint: FinapiEndpoint, timedOut: boolean, proxy: string | undefined) {
+function networkFix(
+  endpoint: FinapiEndpoint,
+  timedOut: boolean,
+  proxy: string | undefined,
+  reason: string,
+) {
+  // undici's words when the proxy refuses the CONNECT tunnel to an https URL.
+  if (proxy && /^Proxy response \(407\)/.test(reason)) {
+    return `The proxy in ${proxy} asks for credentials (407 Proxy Authentication Required): put them in its URL, http://user:password@host:port (URL-encoded), and restart; the jobs waiting meanwhile are retried.`;
+  }
   if (timedOut) {
     const also = proxy ? ` and ${proxy}` : "";
     return `If every call times out, raise FINAPI_TIMEOUT_MS or check ${URL_SETTING[endpoint].variable}${also}.`;

@@ -1,3 +1,5 @@
+import { createServer } from "node:http";
+import type { Socket } from "node:net";
 import { describe, expect, it } from "vitest";
 import { errorForStatus, networkError, tokenError } from "../../src/finapi/errors.js";
 import { createTransport } from "../../src/http-transport.js";
@@ -55,6 +57,36 @@ describe("finAPI errors name what to check", () => {
     expect(timedOut.fix).toBe(
       "If every call times out, raise FINAPI_TIMEOUT_MS or check FINAPI_DI_URL and https_proxy.",
     );
+  });
+
+  it("a proxy that asks for credentials (407 to CONNECT) is named with what to put in its variable", async () => {
+    const proxy = createServer();
+    proxy.on("connect", (_req, socket: Socket) => {
+      socket.end(
+        "HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic\r\nContent-Length: 0\r\n\r\n",
+      );
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
+    const { port } = proxy.address() as { port: number };
+    const { http, close } = createTransport({
+      timeoutMs: 2000,
+      proxies: {
+        http: undefined,
+        https: { url: `http://127.0.0.1:${port}`, variable: "HTTPS_PROXY" },
+        all: undefined,
+        noProxy: undefined,
+      },
+    });
+    const failure = await http.get("https://di.finapi.invalid/api/v1/cases/c/reports").then(
+      () => undefined,
+      (thrown: unknown) => thrown,
+    );
+    await close();
+    proxy.close();
+    const error = networkError({ ...context, endpoint: "dac" }, failure, false);
+    expect(error.message).toMatch(/through the proxy in HTTPS_PROXY: .*407/);
+    expect(error.fix).toMatch(/^The proxy in HTTPS_PROXY asks for credentials.*user:password/);
+    expect(error.retryable).toBe(true);
   });
 
   it("a token endpoint that is not one (404, 405, a redirect) is a wrong URL, not bad credentials", () => {
