@@ -188,7 +188,7 @@ async function fetchDocuments(
       const error = toReceiverError(thrown);
       // A 403 here is about one document product, not the scope (the result under the
       // same URL was just served): it is a problem entry, the check is delivered.
-      if (error.retryable) throw error;
+      if (error.retryable || TOKEN_FAILURES.has(error.code)) throw error;
       problems.push({
         code: error.code,
         document: name,
@@ -205,12 +205,23 @@ async function fetchDocuments(
 }
 
 /**
- * A 403 on a DAC report is about the mandator, not about one account: finAPI refuses every
- * report until it grants the scope. The job dies (operators see it, and retry it once the
- * scope is there) instead of delivering bundles without their DAC reports as done.
+ * Failures that are about the mandator's access, not about one account or document: the
+ * token endpoint refusing the credentials or not being one (a 401 on a report, or a token
+ * that ran out, fetches a new token on the way). Every check would fail alike until the
+ * configuration is fixed, so the job dies (operators see it, and retry it once fixed)
+ * instead of being delivered without what it could not fetch, as done.
+ */
+const TOKEN_FAILURES: ReadonlySet<string> = new Set([
+  "finapi_auth_failed",
+  "finapi_token_url_wrong",
+]);
+
+/**
+ * A 403 on a DAC report is about the mandator too: finAPI refuses every report until it
+ * grants the scope.
  */
 function failsEveryCheck(error: ReceiverError): boolean {
-  return error.code === "finapi_forbidden";
+  return error.code === "finapi_forbidden" || TOKEN_FAILURES.has(error.code);
 }
 
 async function fetchKreditCheck(

@@ -81,6 +81,20 @@ describe("documents (FETCH_DOCUMENTS)", () => {
     );
   });
 
+  it("gives up when the token endpoint refuses the credentials while a document is fetched, instead of delivering without it", async () => {
+    harness = await startHarness({ env: { FETCH_DOCUMENTS: "account_pdf", FINAPI_RETRIES: "0" } });
+    const first = makeCallback();
+    await harness.post(first);
+    await harness.waitForBundle(String(first.kreditCheckId));
+    harness.simulator.failNext("account_pdf", 1, 401);
+    harness.simulator.failNext("token", 1, 401);
+    const callback = makeCallback();
+    const accepted = await harness.post(callback);
+    const job = await harness.waitForJob(accepted.body.id, "dead");
+    expect(job.lastErrorCodes).toEqual(["finapi_auth_failed"]);
+    expect(await harness.readBundle(String(callback.kreditCheckId))).toBeUndefined();
+  });
+
   it("sends the documents base64 in the http sink's JSON, also when the delivery resumes from a retry", async () => {
     receiver = await startWebhookReceiver((index) => ({ status: index === 0 ? 503 : 200 }));
     harness = await startHarness({

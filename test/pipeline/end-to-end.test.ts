@@ -143,6 +143,23 @@ describe("callback → inbox → finAPI → file sink", () => {
     expect(await harness.readBundle(String(callback.kreditCheckId))).toBeUndefined();
   });
 
+  it("gives up when the token endpoint refuses the credentials while DAC reports are fetched, instead of delivering the bundle without them", async () => {
+    harness = await startHarness({ env: { FINAPI_RETRIES: "0", DAC_CONCURRENCY: "1" } });
+    // A first check gets the token the next one's KreditCheck is fetched with.
+    const first = makeCallback();
+    await harness.post(first);
+    await harness.waitForBundle(String(first.kreditCheckId));
+    // Then a report answers 401 (the token was revoked, say) and the fresh token is refused.
+    harness.simulator.failNext("dac", 1, 401);
+    harness.simulator.failNext("token", 1, 401);
+    const callback = makeCallback();
+    const accepted = await harness.post(callback);
+    const job = await harness.waitForJob(accepted.body.id, "dead");
+    expect(job.lastErrorCodes).toEqual(["finapi_auth_failed"]);
+    expect(job.lastError).toContain("FINAPI_CLIENT_SECRET");
+    expect(await harness.readBundle(String(callback.kreditCheckId))).toBeUndefined();
+  });
+
   it("waits for a result that is not there yet (404 within the grace window)", async () => {
     harness = await startHarness({ env: { FINAPI_RETRIES: "0", NOT_FOUND_GRACE_MS: "60000" } });
     harness.simulator.failNext("kreditcheck", 2, 404);
