@@ -52,9 +52,18 @@ export class ClientCredentialsTokenProvider implements TokenProvider {
     const now = this.clock();
     const cached = this.cached;
     if (cached && now < cached.refreshAt) return cached.token;
-    this.inflight ??= this.requestToken().finally(() => {
-      this.inflight = undefined;
-    });
+    // A job already stopped (shutdown, lost lease) starts no request it would not wait for.
+    if (signal?.aborted) throw signal.reason;
+    if (!this.inflight) {
+      const request = this.requestToken().finally(() => {
+        this.inflight = undefined;
+      });
+      // Each caller sees a failure through its own await; this one only keeps a failed
+      // request whose callers have all stopped waiting from being an unhandled rejection
+      // (which ends the process).
+      request.catch(() => undefined);
+      this.inflight = request;
+    }
     try {
       return (await abortable(this.inflight, signal)).token;
     } catch (error) {

@@ -105,6 +105,34 @@ describe("ClientCredentialsTokenProvider against the simulated finAPI Access", (
     expect(simulator.stats().calls.token).toBe(2);
   });
 
+  it("starts no request for a caller that has already stopped, and a failed request nobody waits for does not end the process", async () => {
+    const { tokens, simulator } = await provider();
+    simulator.failNext("token", 1, 503);
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on("unhandledRejection", onUnhandled);
+    try {
+      // A job stopped by shutdown or a lost lease asks on its way out (the remaining DAC
+      // reports of a settled batch): nothing is requested on its behalf.
+      const stopped = AbortSignal.abort(new Error("shutdown"));
+      await expect(tokens.getToken(stopped)).rejects.toThrow("shutdown");
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      expect(simulator.stats().calls.token).toBe(0);
+      // A caller that stops waiting while the request is out, which then fails.
+      const controller = new AbortController();
+      const waiting = tokens.getToken(controller.signal);
+      controller.abort(new Error("lease lost"));
+      await expect(waiting).rejects.toThrow("lease lost");
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      expect(simulator.stats().calls.token).toBe(1);
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off("unhandledRejection", onUnhandled);
+    }
+    // The next caller gets a fresh request, not the failed one.
+    expect(await tokens.getToken()).toEqual(expect.any(String));
+  });
+
   it("keeps using the old token while it is valid when an early refresh fails", async () => {
     let now = 1_000_000;
     const { tokens, simulator } = await provider({}, { clock: () => now });
