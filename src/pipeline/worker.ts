@@ -204,8 +204,12 @@ export class Worker {
     this.busy += 1;
     const renewal = setInterval(
       () => {
-        inbox.renew(job.id, entry.owner, leaseMs).catch((error: unknown) => {
+        const renewedAs = entry.owner;
+        inbox.renew(job.id, renewedAs, leaseMs).catch((error: unknown) => {
           if (controller.signal.aborted) return;
+          // This worker re-claimed the job while the renewal was on its way (the run adopted
+          // the new lease): the old token is gone, the job is not lost.
+          if (error instanceof LeaseLostError && renewedAs !== entry.owner) return;
           if (error instanceof LeaseLostError) {
             logger.warn("lease lost while the job was running; stopping this attempt");
             controller.abort(error);

@@ -74,6 +74,57 @@ describe("Worker", () => {
     expect(runs.filter((id) => id === first.id)).toHaveLength(1);
   });
 
+  it("keeps a run it adopted going when a renewal under the old lease comes back refused", async () => {
+    // A renewal that is slow to reach the store (a busy PostgreSQL, say).
+    let openGate: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => {
+      openGate = resolve;
+    });
+    const renewals: string[] = [];
+    const slowRenew: SqliteInbox["renew"] = async (id, owner, leaseMs) => {
+      renewals.push(owner);
+      await gate;
+      return inbox.renew(id, owner, leaseMs);
+    };
+    const slowInbox = Object.assign(Object.create(inbox) as SqliteInbox, { renew: slowRenew });
+    let finish: () => void = () => undefined;
+    const blocked = new Promise<void>((resolve) => {
+      finish = resolve;
+    });
+    let aborted = false;
+    const logs = captureLogs();
+    worker = new Worker({
+      inbox: slowInbox,
+      handle: async (run) => {
+        run.signal.addEventListener("abort", () => {
+          aborted = true;
+        });
+        await blocked;
+      },
+      logger: logs.logger,
+      concurrency: 4,
+      leaseMs: 1500,
+      pollMs: 20,
+      policy: { maxAttempts: 5, maxAgeMs: 3_600_000, baseMs: 10, maxMs: 20 },
+      clock: () => now,
+    });
+    worker.start();
+    const { id } = await inbox.enqueue(makeCallback() as never, new Date(now));
+    await waitFor(() => renewals.length === 1, "a renewal on its way");
+    // Meanwhile the lease lapses and this worker claims the job again (the run adopts it).
+    now += 120_000;
+    await inbox.enqueue(makeCallback() as never, new Date(now));
+    await waitFor(
+      async () => (await inbox.get(id))?.lockedBy !== renewals[0],
+      "the job claimed again",
+    );
+    openGate();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(aborted).toBe(false);
+    finish();
+    await waitFor(async () => (await inbox.get(id))?.state === "done", "the job done");
+  });
+
   it("starts the next checks' fetching while slow deliveries finish, holding at most 2 x concurrency jobs", async () => {
     let fetching = 0;
     let maxFetching = 0;
