@@ -63,10 +63,12 @@ export function jobsRouter(options: JobsRouterOptions): Router {
     if (!job) return sendError(res, 404, "job_not_found", [{ message: `no job ${req.params.id}` }]);
     if (!(await inbox.requeue(job.id))) {
       return sendError(res, 409, "job_not_retryable", [
-        { message: `job is ${job.state}; only dead or done jobs can be retried` },
+        {
+          message: `job is ${job.state}; only dead, done or pending jobs can be retried (a running one finishes or fails first)`,
+        },
       ]);
     }
-    // It fetches and delivers the check again: an operator's act worth a line of its own.
+    // It delivers the check again (or now): an operator's act worth a line of its own.
     logger.info(
       { jobId: job.id, previousState: job.state, remoteAddress: req.socket.remoteAddress },
       "job re-queued through the admin API",

@@ -114,8 +114,12 @@ export interface Inbox {
   /** When the oldest job not yet finished (pending or running) was received; null if none. */
   oldestUnfinished(): Promise<Date | null>;
   /**
-   * Puts a dead (or done) job back to pending as if new: fresh attempts, no saved progress
-   * (it is fetched and delivered again), its age counted from now.
+   * An operator's retry. A dead job goes back to pending with fresh attempts, its age
+   * counted from now; a bundle it had fetched is kept with the sinks that have it, so only
+   * the sinks that failed get it (a sink fixed after the job died), and a job that died
+   * before its bundle was fetched fetches it. A done job is fetched and delivered to every
+   * sink again (a replay). A pending job waiting for its next attempt is due at once,
+   * attempts and progress unchanged. False for a running job or none.
    */
   requeue(jobId: string): Promise<boolean>;
   /**

@@ -279,19 +279,19 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
       });
     });
 
-    it("requeues a dead job with a fresh attempt budget, and nothing that is still pending", async () => {
+    it("requeues a dead job with a fresh attempt budget, keeping the bundle it fetched and the sinks that have it", async () => {
       const { id } = await inbox.enqueue(callback(), new Date());
       await inbox.claim("worker-a", 10, LEASE_MS);
+      const bundle = { kreditCheck: { b: 1, a: [2, null] }, problems: [] };
       await inbox.fail(
         id,
         "worker-a",
-        { message: "finapi_forbidden: 403", codes: ["finapi_forbidden"] },
-        { bundle: { kreditCheck: null }, deliveredSinks: ["file"] },
+        { message: "sink_delivery_failed: http: 410", codes: ["sink_delivery_failed"] },
+        { bundle, deliveredSinks: ["file"], requeuedAt: 1 },
       );
       expect(await inbox.get(id)).toMatchObject({
         state: "dead",
-        lastError: "finapi_forbidden: 403",
-        lastErrorCodes: ["finapi_forbidden"],
+        lastErrorCodes: ["sink_delivery_failed"],
       });
       const before = fixture.now();
       expect(await inbox.requeue(id)).toBe(true);
@@ -302,13 +302,42 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
         finishedAt: null,
         lastError: null,
         lastErrorCodes: null,
+        progress: { bundle, deliveredSinks: ["file"] },
       });
-      // A fresh start: nothing saved is reused, and its age counts from now.
-      expect(Object.keys(requeued?.progress ?? {})).toEqual(["requeuedAt"]);
+      // The bundle as it was written, key order included (sinks get the same bytes).
+      expect(JSON.stringify(requeued?.progress.bundle)).toBe(JSON.stringify(bundle));
+      // Its age counts from now.
       expect(requeued?.progress.requeuedAt).toBeGreaterThanOrEqual(before - 5000);
-      expect(await inbox.requeue(id)).toBe(false);
       const [claimed] = await inbox.claim("worker-b", 10, LEASE_MS);
       expect(claimed?.id).toBe(id);
+      // Running: not to be retried.
+      expect(await inbox.requeue(id)).toBe(false);
+    });
+
+    it("requeues a dead job that had fetched nothing, and a done job, as new: fetched and delivered again", async () => {
+      const dead = await inbox.enqueue(callback(), new Date());
+      const done = await inbox.enqueue(callback(), new Date());
+      await inbox.claim("worker-a", 10, LEASE_MS);
+      await inbox.fail(dead.id, "worker-a", { message: "finapi_forbidden: 403" }, {});
+      await inbox.complete(done.id, "worker-a", { deliveredSinks: ["file"] });
+      for (const { id } of [dead, done]) {
+        expect(await inbox.requeue(id)).toBe(true);
+        const requeued = await inbox.get(id);
+        expect(requeued).toMatchObject({ state: "pending", attempts: 0, lastError: null });
+        expect(Object.keys(requeued?.progress ?? {})).toEqual(["requeuedAt"]);
+      }
+    });
+
+    it("makes a pending job waiting for its next attempt due at once, attempts and progress kept", async () => {
+      const { id } = await inbox.enqueue(callback(), new Date());
+      await inbox.claim("worker-a", 10, LEASE_MS);
+      const later = new Date(fixture.now() + 3_600_000); // a Retry-After of an hour, say
+      const progress = { bundle: { kreditCheck: null }, deliveredSinks: ["file"] };
+      await inbox.retry(id, "worker-a", later, { message: "http_sink_unavailable: 503" }, progress);
+      expect(await inbox.claim("worker-b", 10, LEASE_MS)).toEqual([]);
+      expect(await inbox.requeue(id)).toBe(true);
+      const [claimed] = await inbox.claim("worker-b", 10, LEASE_MS);
+      expect(claimed).toMatchObject({ id, attempts: 2, progress });
     });
 
     it("tells when the oldest unfinished job was received, pending or running", async () => {

@@ -212,6 +212,42 @@ describe("the http sink", () => {
     expect(job.lastErrorCodes).toEqual(["sink_delivery_failed", "http_sink_rejected"]);
   });
 
+  it("after the receiver is fixed, an operator's retry of the dead job sends the kept bundle to that sink only: no new fetch, nothing written twice", async () => {
+    let fixed = false;
+    receiver = await startWebhookReceiver(() => ({ status: fixed ? 200 : 410 }));
+    harness = await startHarness({
+      env: {
+        SINKS: "file,module:test/fixtures/recording-sink.mjs,http",
+        HTTP_SINK_URL: receiver.url,
+        HTTP_SINK_SECRET: "s3cret",
+      },
+    });
+    const callback = makeCallback();
+    const accepted = await harness.post(callback);
+    const id = String(accepted.body.id);
+    await harness.waitForJob(id, "dead");
+    const calls = harness.simulator.stats().calls;
+    const fetched = { kreditcheck: calls.kreditcheck, dac: calls.dac };
+
+    fixed = true;
+    const retried = await fetch(`${harness.service.adminUrl}/admin/jobs/${id}/retry`, {
+      method: "POST",
+    });
+    expect(retried.status).toBe(200);
+    const job = await harness.waitForJob(id, "done");
+    expect(job.progress.deliveredSinks?.sort()).toEqual(["file", "http", "recording"]);
+    expect(receiver.received).toHaveLength(2);
+    // The same bundle, under the same webhook-id, as the refused post.
+    expect(receiver.received[1]?.rawBody).toBe(receiver.received[0]?.rawBody);
+    expect(receiver.received[1]?.headers["webhook-id"]).toBe(
+      receiver.received[0]?.headers["webhook-id"],
+    );
+    const recorded = await readFile(join(harness.dir, "recorded-deliveries.log"), "utf8");
+    expect(recorded).toBe(`${callback.kreditCheckId}\n`);
+    const after = harness.simulator.stats().calls;
+    expect({ kreditcheck: after.kreditcheck, dac: after.dac }).toEqual(fetched);
+  });
+
   it("states a refusal without a body once, with its fix once, and does not log it as posted", async () => {
     receiver = await startWebhookReceiver(() => ({ status: 404 }));
     harness = await startHarness({

@@ -68,12 +68,19 @@ export const SQL = {
   release: `UPDATE kreditcheck_jobs SET state = 'pending', attempts = GREATEST(attempts - 1, 0), locked_by = NULL,
                    locked_until = NULL, run_at = now(), progress = $3, updated_at = now()
             WHERE id = $1 AND locked_by = $2 AND state = 'running'`,
+  /** See Inbox.requeue; json (not jsonb) values are handed on as written, key order kept. */
   requeue: `UPDATE kreditcheck_jobs SET state = 'pending', attempts = 0, run_at = now(), locked_by = NULL,
                    locked_until = NULL, last_error = NULL,
-                   -- fresh start: no saved progress; JOB_MAX_AGE_MS counts from now (epoch ms)
-                   progress = json_build_object('requeuedAt', floor(extract(epoch from now()) * 1000)::bigint),
+                   -- JOB_MAX_AGE_MS counts from now (epoch ms)
+                   progress = CASE WHEN state = 'dead' AND json_typeof(progress -> 'bundle') = 'object'
+                     THEN json_build_object('bundle', progress -> 'bundle',
+                                            'deliveredSinks', COALESCE(progress -> 'deliveredSinks', '[]'::json),
+                                            'requeuedAt', floor(extract(epoch from now()) * 1000)::bigint)
+                     ELSE json_build_object('requeuedAt', floor(extract(epoch from now()) * 1000)::bigint) END,
                    updated_at = now(), finished_at = NULL
             WHERE id = $1 AND state IN ('dead', 'done')`,
+  runNow: `UPDATE kreditcheck_jobs SET run_at = LEAST(run_at, now()), updated_at = now()
+           WHERE id = $1 AND state = 'pending'`,
   /**
    * For a done or dead row updated_at equals finished_at (complete and fail set both, and
    * only requeue, which makes it pending, changes a finished row), so the updated_at bound

@@ -110,6 +110,7 @@ export class SqliteInbox implements Inbox {
       fail: prepare(SQL.fail),
       release: prepare(SQL.release),
       requeue: prepare(SQL.requeue),
+      runNow: prepare(SQL.runNow),
       prune: prepare(SQL.prune),
       get: prepare(SQL.get),
       listByState: prepare(SQL.listByState),
@@ -238,8 +239,8 @@ export class SqliteInbox implements Inbox {
   async requeue(jobId: string): Promise<boolean> {
     const changes = await this.write(() => {
       const now = this.clock();
-      const progress = JSON.stringify({ requeuedAt: now } satisfies JobProgress);
-      return this.statements.requeue.run({ id: jobId, now, progress }).changes;
+      const { requeue, runNow } = this.statements;
+      return requeue.run({ id: jobId, now }).changes || runNow.run({ id: jobId, now }).changes;
     }, true);
     if (changes === 1) this.notify();
     return changes === 1;

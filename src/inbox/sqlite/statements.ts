@@ -39,9 +39,17 @@ export const SQL = {
   release: `UPDATE jobs SET state = 'pending', attempts = MAX(attempts - 1, 0), locked_by = NULL,
                    locked_until = NULL, run_at = @now, progress = @progress, updated_at = @now
             WHERE id = @id AND locked_by = @workerId AND state = 'running'`,
+  /** See Inbox.requeue; `->` hands the bundle on as JSON text, its key order kept. */
   requeue: `UPDATE jobs SET state = 'pending', attempts = 0, run_at = @now, locked_by = NULL, locked_until = NULL,
-                   last_error = NULL, progress = @progress, updated_at = @now, finished_at = NULL
+                   last_error = NULL,
+                   progress = CASE WHEN state = 'dead' AND json_type(progress, '$.bundle') = 'object'
+                     THEN json_object('bundle', progress -> '$.bundle',
+                                      'deliveredSinks', json(COALESCE(progress -> '$.deliveredSinks', '[]')),
+                                      'requeuedAt', @now)
+                     ELSE json_object('requeuedAt', @now) END,
+                   updated_at = @now, finished_at = NULL
             WHERE id = @id AND state IN ('dead', 'done')`,
+  runNow: `UPDATE jobs SET run_at = MIN(run_at, @now), updated_at = @now WHERE id = @id AND state = 'pending'`,
   /**
    * For a done or dead row updated_at equals finished_at (complete and fail set both, and
    * only requeue, which makes it pending, changes a finished row), so the updated_at bound
