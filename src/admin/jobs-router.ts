@@ -5,6 +5,7 @@ import { toReceiverError } from "../errors.js";
 import { acceptCallback } from "../http/accept-callback.js";
 import { sendError, zodIssues } from "../http/send-error.js";
 import { type Inbox, JOB_STATES, type JobState } from "../inbox/inbox.js";
+import { JOB_ID_PATTERN } from "../inbox/job-id.js";
 import type { Logger } from "../logger.js";
 import type { Bundle } from "../sinks/sink.js";
 import { jobDetailView, jobView } from "./job-view.js";
@@ -23,7 +24,7 @@ const listQuery = z.object({
   /** A job id (the nil UUID to start): page in id order after it (see Inbox.list). */
   after: z
     .string()
-    .regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i, "must be a job id")
+    .regex(JOB_ID_PATTERN, "must be a job id")
     .transform((id) => id.toLowerCase())
     .optional(),
 });

@@ -1,5 +1,8 @@
 import { randomFillSync } from "node:crypto";
 
+/** What every job id looks like (a UUID, any version, any case): anything else is no job. */
+export const JOB_ID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
 /** Random bytes drawn 4 KiB at a time, as `randomUUID` does, 16 bytes per id. */
 const pool = Buffer.alloc(16 * 256);
 let offset = pool.length;

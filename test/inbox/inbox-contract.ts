@@ -340,6 +340,14 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
       expect(claimed).toMatchObject({ id, attempts: 2, progress });
     });
 
+    it("knows no job by a string that is not a job id (a typo in the admin API), without an error", async () => {
+      await inbox.enqueue(callback(), new Date());
+      for (const id of ["no-such-job", "123", "0196f8a2-7c3e-7d1a-9b2c", ""]) {
+        expect(await inbox.get(id)).toBeNull();
+        expect(await inbox.requeue(id)).toBe(false);
+      }
+    });
+
     it("tells when the oldest unfinished job was received, pending or running", async () => {
       expect(await inbox.oldestUnfinished()).toBeNull();
       const first = new Date(fixture.now() - 60_000);

@@ -16,7 +16,7 @@ import {
   progressWithFailure,
   StoreUnavailableError,
 } from "../inbox.js";
-import { newJobId } from "../job-id.js";
+import { JOB_ID_PATTERN, newJobId } from "../job-id.js";
 import { NotificationListener } from "./listener.js";
 import { type JobRow, rowToJob } from "./rows.js";
 import { INBOX_MIGRATIONS } from "./schema.js";
@@ -222,6 +222,9 @@ export class PostgresInbox implements Inbox {
   }
 
   async requeue(jobId: string): Promise<boolean> {
+    // The id column is a uuid: PostgreSQL would refuse other text with an error, where
+    // SQLite simply finds no row. A mistyped id is no job on both.
+    if (!JOB_ID_PATTERN.test(jobId)) return false;
     // Two statements, each atomic: a job that turns dead in between is simply not hurried.
     const requeued = (await this.query(SQL.requeue, [jobId])).rowCount === 1;
     if (!requeued && (await this.query(SQL.runNow, [jobId])).rowCount !== 1) return false;
@@ -236,6 +239,7 @@ export class PostgresInbox implements Inbox {
   }
 
   async get(jobId: string): Promise<Job | null> {
+    if (!JOB_ID_PATTERN.test(jobId)) return null;
     const { rows } = await this.query<JobRow>(SQL.get, [jobId]);
     return rows[0] ? rowToJob(rows[0]) : null;
   }
