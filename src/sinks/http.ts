@@ -112,14 +112,21 @@ export class HttpSink implements Sink {
 /**
  * Standard Webhooks: an id names one message, and a repeat of it keeps the id. Here the
  * message is the bundle's content: the kreditCheckId, then 16 hex digits of the SHA-256 of
- * the bundle without the times it was received and assembled. So a bundle sent again keeps
+ * the bundle without the times it was received and assembled, and of its problems only
+ * what they are about (code, caseId, document): their texts name the request ids of the
+ * calls that met them, new with every fetch. So a bundle sent again keeps
  * its id however it came to be sent again (a retry, a shutdown or crash before the outcome
  * was stored: the next attempt fetches anew), and one whose content changed (a report that
  * was missing, fetched once finAPI granted the scope) gets a new id that a receiver which
  * drops repeats does not drop.
  */
 function webhookId(bundle: JsonBundle): string {
-  const { receivedAt: _received, completedAt: _completed, ...content } = bundle;
+  // Spread first, then replaced: the keys keep their order, so a bundle without problems
+  // keeps the id an earlier release gave it.
+  const { receivedAt: _received, completedAt: _completed, ...content } = {
+    ...bundle,
+    problems: bundle.problems.map(({ code, caseId, document }) => ({ code, caseId, document })),
+  };
   const digest = createHash("sha256").update(JSON.stringify(content)).digest("hex").slice(0, 16);
   return `${bundle.callback.kreditCheckId}.${digest}`;
 }

@@ -108,18 +108,22 @@ describe("the http sink", () => {
         HTTP_SINK_URL: receiver.url,
         HTTP_SINK_SECRET: "s3cret",
         FINAPI_RETRIES: "0",
+        DAC_CONCURRENCY: "1",
       },
     });
-    // First fetch: one DAC report is missing (a problem); then the job is retried twice.
+    // First fetch: one DAC report is missing (a problem); then the job is retried three
+    // times, the last time with the same report missing again.
     harness.simulator.failNext("dac", 1, 404);
     const accepted = await harness.post(makeCallback());
     const id = String(accepted.body.id);
     await harness.waitForJob(id, "done");
-    for (const count of [2, 3]) {
+    for (const count of [2, 3, 4]) {
+      if (count === 4) harness.simulator.failNext("dac", 1, 404);
       expect(await harness.service.inbox.requeue(id)).toBe(true);
       await waitFor(() => receiver?.received[count - 1], `webhook ${count}`);
+      await harness.waitForJob(id, "done");
     }
-    const [partial, complete, again] = receiver.received.map((webhook) => ({
+    const [partial, complete, again, partialAgain] = receiver.received.map((webhook) => ({
       id: webhook.headers["webhook-id"],
       bundle: JSON.parse(webhook.rawBody) as { problems: unknown[]; completedAt: string },
     }));
@@ -130,6 +134,13 @@ describe("the http sink", () => {
     // The same content assembled again (only its completedAt differs): a repeat, same id.
     expect(again?.bundle.completedAt).not.toBe(complete?.bundle.completedAt);
     expect(again?.id).toBe(complete?.id);
+    // The same report missing again: its problem's text names other request ids (ours and
+    // finAPI's), but the content is the same, so the id is too.
+    expect(partialAgain?.bundle.problems).toHaveLength(1);
+    expect(JSON.stringify(partialAgain?.bundle.problems)).not.toBe(
+      JSON.stringify(partial?.bundle.problems),
+    );
+    expect(partialAgain?.id).toBe(partial?.id);
   });
 
   it("after a shutdown in the middle of a delivery, resumes with the same bundle: no second fetch, no sink twice, the same webhook-id", async () => {
