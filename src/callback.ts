@@ -52,6 +52,30 @@ export function nestsDeeperThan(value: unknown, max: number): boolean {
 }
 
 /**
+ * Whether a string anywhere in `value` (a key too) holds U+0000. PostgreSQL's jsonb and
+ * text cannot store it: a callback with one would be acknowledged and then never reach a
+ * postgres sink, so it is refused at the door. Iterative, like nestsDeeperThan.
+ */
+export function containsNul(value: unknown): boolean {
+  const pending: unknown[] = [value];
+  for (let item = pending.pop(); ; item = pending.pop()) {
+    if (typeof item === "string") {
+      if (item.includes("\u0000")) return true;
+    } else if (typeof item === "object" && item !== null) {
+      if (Array.isArray(item)) {
+        for (const child of item) pending.push(child);
+      } else {
+        for (const [key, child] of Object.entries(item)) {
+          if (key.includes("\u0000")) return true;
+          pending.push(child);
+        }
+      }
+    }
+    if (pending.length === 0) return false;
+  }
+}
+
+/**
  * finAPI's callback body. Unknown fields are kept (finAPI may add some);
  * `status` is any non-empty string because finAPI may add values.
  */
@@ -69,6 +93,8 @@ export const callbackSchema = z
         code: "custom",
         message: `nests arrays or objects deeper than ${MAX_CALLBACK_DEPTH} levels`,
       });
+    } else if (containsNul(callback)) {
+      ctx.addIssue({ code: "custom", message: "contains a NUL character (U+0000)" });
     }
   });
 

@@ -142,6 +142,11 @@ function cases(): Case[] {
     // overflow the stack when serialised for the inbox.
     invalid("an unknown field nested 20,000 arrays deep", deep("extra", 20_000)),
     invalid("an unknown field nested 32 arrays deep (33 levels in all)", deep("extra", 32)),
+    // PostgreSQL cannot store U+0000: acknowledged, it would never reach a postgres sink.
+    invalid("a NUL in clientReference", withField("clientReference", "a\u0000b")),
+    invalid("a NUL in errorMessage", withField("errorMessage", "\u0000")),
+    invalid("a NUL in an unknown field", withField("extra", { list: ["ok", "x\u0000"] })),
+    invalid("a NUL in an unknown field's name", withField("ex\u0000tra", 1)),
   );
   // JSON.parse would keep the last value of a repeated key without a word.
   const duplicates: [string, string][] = [
