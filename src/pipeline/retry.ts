@@ -44,11 +44,16 @@ export function decideRetry(
     };
   }
   const delayMs = backoffDelay(job.attempts, policy, error.retryAfterMs, random);
-  if (now + delayMs - job.receivedAt.getTime() > policy.maxAgeMs) {
-    return {
-      action: "dead",
-      reason: `gave up: the callback is older than JOB_MAX_AGE_MS=${policy.maxAgeMs}; last error: ${described}`,
-    };
+  const ageMs = now - job.receivedAt.getTime();
+  if (ageMs + delayMs > policy.maxAgeMs) {
+    // Say which: the job is old, or only the wait asked for would take it past the limit.
+    const why =
+      ageMs > policy.maxAgeMs
+        ? `the callback is older than JOB_MAX_AGE_MS=${policy.maxAgeMs}`
+        : `the next attempt would come ${delayMs} ms from now${
+            (error.retryAfterMs ?? 0) >= delayMs ? " (the Retry-After asked for)" : ""
+          }, when the job is older than JOB_MAX_AGE_MS=${policy.maxAgeMs}`;
+    return { action: "dead", reason: `gave up: ${why}; last error: ${described}` };
   }
   return { action: "retry", runAt: new Date(now + delayMs), delayMs };
 }

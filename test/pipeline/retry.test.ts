@@ -73,6 +73,24 @@ describe("decideRetry", () => {
       policy.maxAgeMs - 10,
       () => 0.5,
     );
-    expect(decision.action === "dead" && decision.reason).toMatch(/JOB_MAX_AGE_MS/);
+    expect(decision.action === "dead" && decision.reason).toMatch(
+      /^gave up: the next attempt would come 1000 ms from now, when the job is older than JOB_MAX_AGE_MS/,
+    );
+    const old = decideRetry(retryable, { attempts: 1, receivedAt }, policy, policy.maxAgeMs + 1);
+    expect(old.action === "dead" && old.reason).toMatch(
+      /^gave up: the callback is older than JOB_MAX_AGE_MS=3600000; last error: finapi_unavailable/,
+    );
+  });
+
+  it("says so when a fresh job gives up only because of the Retry-After asked for", () => {
+    const slowDown = new ReceiverError("HTTP_SINK_URL answered 503.", {
+      code: "http_sink_unavailable",
+      retryable: true,
+      retryAfterMs: 7_000_000,
+    });
+    const decision = decideRetry(slowDown, { attempts: 1, receivedAt }, policy, 1000);
+    expect(decision.action === "dead" && decision.reason).toMatch(
+      /^gave up: the next attempt would come 7000000 ms from now \(the Retry-After asked for\), when the job is older than JOB_MAX_AGE_MS=3600000/,
+    );
   });
 });
