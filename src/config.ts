@@ -67,7 +67,15 @@ const bool = z
   )
   .default("0")
   .transform((value) => value === "1" || value === "true" || value === "yes" || value === "on");
-const httpUrl = z.url({ protocol: /^https?$/, error: "must be an http(s) URL" });
+/** A URL's scheme, as `https://`; what lacks one (`host:port/path`, `/path`) is told so. */
+const HAS_SCHEME = /^[a-z][a-z0-9+.-]*:\/\//i;
+const httpUrl = z.url({
+  protocol: /^https?$/,
+  error: (issue) =>
+    typeof issue.input === "string" && !HAS_SCHEME.test(issue.input)
+      ? "must be an http(s) URL, with http:// or https:// in front (like https://host/path)"
+      : "must be an http(s) URL",
+});
 const optionalUrl = z.preprocess((value) => (value === "" ? undefined : value), httpUrl.optional());
 /**
  * An optional http(s) URL without a user name or password: the undici adapter does not send
@@ -595,7 +603,13 @@ function hasUserWithoutPassword(url: string): boolean {
   return parsed.username !== "" && parsed.password === "";
 }
 
+/**
+ * Whether a URL carries a user name or password. Zod runs a refinement even after the
+ * URL check failed, so `url` may be no URL at all: that is the URL check's to report
+ * (a throw here would end loadConfig with a bare "Invalid URL", naming no variable).
+ */
 function hasUserinfo(url: string): boolean {
+  if (!URL.canParse(url)) return false;
   const parsed = new URL(url);
   return parsed.username !== "" || parsed.password !== "";
 }

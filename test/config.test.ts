@@ -82,6 +82,33 @@ describe("loadConfig", () => {
     expect(problems.join("\n")).not.toContain("pa55word");
   });
 
+  it("names each URL variable without a scheme, beside the other problems of the run", () => {
+    // Each used to end loadConfig with a bare "Invalid URL" and no variable named.
+    const problems = problemsOf({
+      FINAPI_CLIENT_SECRET: "secret",
+      SINKS: "http",
+      HTTP_SINK_URL: "127.0.0.1:3490/h",
+      HTTP_SINK_SECRET: "secret",
+      FINAPI_TOKEN_URL: "sandbox.finapi.io/api/v2/oauth/token",
+      FINAPI_PROCESSCTRL_URL: "/processctrl/api/v1",
+      FINAPI_DI_URL: "di-sandbox",
+    });
+    const noScheme = (name: string) =>
+      expect.stringMatching(
+        new RegExp(`^${name}: must be an http\\(s\\) URL, with http:// or https:// in front`),
+      );
+    expect(problems).toEqual([
+      noScheme("FINAPI_TOKEN_URL"),
+      noScheme("FINAPI_PROCESSCTRL_URL"),
+      noScheme("FINAPI_DI_URL"),
+      "FINAPI_CLIENT_ID is required",
+      noScheme("HTTP_SINK_URL"),
+    ]);
+    expect(problemsOf({ ...credentials, HTTP_SINK_URL: "/hook" })).toEqual([
+      noScheme("HTTP_SINK_URL"),
+    ]);
+  });
+
   it("treats empty values as unset, as a .env file with KEY= means", () => {
     expect(loadConfig({ ...credentials, PORT: "", FINAPI_TOKEN_URL: "" }).http.port).toBe(3000);
   });

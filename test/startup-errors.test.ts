@@ -1,8 +1,11 @@
+import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import Database from "better-sqlite3";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { loadConfig } from "../src/config.js";
@@ -163,4 +166,42 @@ describe("start-up failures name the variable to fix", () => {
     },
     10_000,
   );
+});
+
+describe("a bad variable, as the service prints it", () => {
+  /** `node src/main.ts` with only `env` (no .env file in reach): exit code and stderr. */
+  async function startFails(env: Record<string, string>) {
+    const main = fileURLToPath(new URL("../src/main.ts", import.meta.url));
+    const failed = await promisify(execFile)(process.execPath, ["--import", "tsx", main], {
+      cwd: fileURLToPath(new URL(".", import.meta.url)),
+      env: { PATH: process.env.PATH ?? "", ...env },
+      timeout: 15_000,
+    }).then(
+      () => undefined,
+      (error: { code: number; stderr: string }) => error,
+    );
+    expect(failed).toBeDefined();
+    return failed as { code: number; stderr: string };
+  }
+
+  it("a URL without a scheme is named, with every other problem of the run, exit 1", async () => {
+    const { code, stderr } = await startFails({
+      FINAPI_CLIENT_ID: "",
+      FINAPI_CLIENT_SECRET: "secret",
+      SINKS: "http",
+      HTTP_SINK_URL: "127.0.0.1:3490/h",
+      HTTP_SINK_SECRET: "secret",
+      FINAPI_DI_URL: "di-sandbox",
+    });
+    expect(code).toBe(1);
+    expect(stderr).not.toContain("Invalid URL");
+    expect(stderr).toContain("kreditcheck-receiver: Invalid configuration:");
+    expect(stderr).toContain(
+      "  - HTTP_SINK_URL: must be an http(s) URL, with http:// or https:// in front",
+    );
+    expect(stderr).toContain(
+      "  - FINAPI_DI_URL: must be an http(s) URL, with http:// or https:// in front",
+    );
+    expect(stderr).toContain("  - FINAPI_CLIENT_ID is required");
+  }, 20_000);
 });
