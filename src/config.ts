@@ -99,6 +99,8 @@ const PROXY_URL_PROBLEM =
 const PROXY_USER_PROBLEM =
   "has a user name but no password: the proxy would get neither (write user:password@), or leave both out";
 const POSTGRES_URL = /^postgres(ql)?:\/\/.+/;
+const PG_URL_PROBLEM =
+  "must be a postgres:// URL the PostgreSQL driver can read: the port a number, and @ : / ? # in the user name or password percent-encoded (%40 %3A %2F %3F %23)";
 /** SQLite's in-memory database (only this exact name: better-sqlite3 opens no URI filenames). */
 const SQLITE_MEMORY = "sqlite::memory:";
 const DAY_MS = 24 * 3600 * 1000;
@@ -173,6 +175,7 @@ const envSchema = z.object({
       (url) => /^sqlite:.+/.test(url) || POSTGRES_URL.test(url),
       "must be sqlite:<path> or postgres://…",
     )
+    .refine((url) => !POSTGRES_URL.test(url) || pgCanRead(url), PG_URL_PROBLEM)
     .default("sqlite:./data/receiver.db"),
   PG_SCHEMA: z
     .string()
@@ -223,7 +226,11 @@ const envSchema = z.object({
     )
     .optional(),
   HTTP_SINK_TIMEOUT_MS: timerMs(100, 10_000),
-  POSTGRES_SINK_URL: z.string().regex(POSTGRES_URL, "must be a postgres:// URL").optional(),
+  POSTGRES_SINK_URL: z
+    .string()
+    .regex(POSTGRES_URL, "must be a postgres:// URL")
+    .refine((url) => !POSTGRES_URL.test(url) || pgCanRead(url), PG_URL_PROBLEM)
+    .optional(),
   FETCH_DOCUMENTS: z.string().default("").transform(parseDocumentNames),
   // Outgoing calls (finAPI, the http sink); axios reads the lower-case names first.
   HTTP_PROXY: z.string().optional(),
@@ -612,6 +619,27 @@ function hasUserinfo(url: string): boolean {
   if (!URL.canParse(url)) return false;
   const parsed = new URL(url);
   return parsed.username !== "" || parsed.password !== "";
+}
+
+/**
+ * Whether the pg driver reads a postgres:// URL, as its parser (pg-connection-string's
+ * parse) does: spaces and a stray % encoded first, then the WHATWG URL parser, again with
+ * a placeholder host for `user@/db` (host from PGHOST). One it refuses would stop start-up
+ * later with a bare "Invalid URL", after this run's other problems were reported.
+ */
+function pgCanRead(url: string): boolean {
+  let text = url;
+  if (/ |%[^a-f0-9]|%[a-f0-9][^a-f0-9]/i.test(text)) {
+    try {
+      text = encodeURI(text).replace(/%25(\d\d)/g, "%$1");
+    } catch {
+      return false;
+    }
+  }
+  return (
+    URL.canParse(text, "postgres://base") ||
+    URL.canParse(text.replace("@/", "@___DUMMY___/"), "postgres://base")
+  );
 }
 
 function isLoopbackHost(host: string): boolean {

@@ -109,6 +109,30 @@ describe("loadConfig", () => {
     ]);
   });
 
+  it("names a postgres:// URL the PostgreSQL driver cannot read, beside the other problems", () => {
+    // pg refused these at start-up only, with "Invalid URL", after the other checks passed.
+    const problems = problemsOf({
+      FINAPI_CLIENT_SECRET: "secret",
+      STORE_URL: "postgres://app:p/w@db/x",
+      SINKS: "postgres",
+      POSTGRES_SINK_URL: "postgres://app@db:99999/x",
+    });
+    expect(problems).toEqual([
+      expect.stringMatching(
+        /^STORE_URL: must be a postgres:\/\/ URL the PostgreSQL driver can read/,
+      ),
+      "FINAPI_CLIENT_ID is required",
+      expect.stringMatching(
+        /^POSTGRES_SINK_URL: must be a postgres:\/\/ URL the PostgreSQL driver/,
+      ),
+    ]);
+    expect(problems.join("\n")).not.toContain("p/w");
+    // What pg reads: spaces and a lone % are encoded first, user@/db has no host (PGHOST).
+    for (const url of ["postgres://app@/x", "postgres://app:a b%@db/x", "postgresql://db/x"]) {
+      expect(loadConfig({ ...credentials, STORE_URL: url }).store.kind).toBe("postgres");
+    }
+  });
+
   it("treats empty values as unset, as a .env file with KEY= means", () => {
     expect(loadConfig({ ...credentials, PORT: "", FINAPI_TOKEN_URL: "" }).http.port).toBe(3000);
   });
