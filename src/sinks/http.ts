@@ -71,10 +71,21 @@ export class HttpSink implements Sink {
       if (isCanceled(error)) throw error;
       const proxy = proxyOf(error);
       const via = proxy ? ` through the proxy in ${proxy.variable}` : "";
+      if (isTimeout(error)) {
+        // The limit is a setting: name it, so a slow receiver is not taken for a wrong URL.
+        const also = proxy ? ` and the proxy in ${proxy.variable}` : "";
+        throw new ReceiverError(
+          `HTTP_SINK_URL did not answer within HTTP_SINK_TIMEOUT_MS=${this.options.timeoutMs} ms${via}`,
+          {
+            code: "http_sink_unreachable",
+            retryable: true,
+            fix: `if the receiver is slow, raise HTTP_SINK_TIMEOUT_MS; otherwise check HTTP_SINK_URL${also}.`,
+            cause: error,
+          },
+        );
+      }
       throw new ReceiverError(
-        isTimeout(error)
-          ? `HTTP_SINK_URL did not answer within ${this.options.timeoutMs} ms${via}`
-          : `HTTP_SINK_URL could not be reached${via}: ${(error as Error).message}`,
+        `HTTP_SINK_URL could not be reached${via}: ${(error as Error).message}`,
         { code: "http_sink_unreachable", retryable: true, cause: error },
       );
     }
