@@ -80,10 +80,16 @@ async function loadModuleSink(path: string, config: Config, logger: Logger): Pro
   if (typeof factory !== "function") {
     throw new Error(`SINKS: module:${path} must export a sink factory as default or as createSink`);
   }
-  const sink = (await (factory as SinkFactory)(
-    config,
-    logger.child({ sink: path }),
-  )) as Partial<Sink>;
+  let sink: Partial<Sink>;
+  try {
+    sink = await (factory as SinkFactory)(config, logger.child({ sink: path }));
+  } catch (error) {
+    // Its own words (a setting it misses, a connection refused), and which entry it was.
+    const message = error instanceof Error ? error.message : String(error);
+    throw new Error(`SINKS: module:${path} could not start its sink: ${message}`, {
+      cause: error,
+    });
+  }
   if (typeof sink?.name !== "string" || sink.name === "" || typeof sink.deliver !== "function") {
     throw new Error(`SINKS: module:${path}'s factory must return { name, deliver(bundle, ctx) }`);
   }

@@ -50,6 +50,15 @@ describe("SINKS=module:<path>", () => {
     );
   });
 
+  it("stops start-up naming the SINKS entry whose factory failed, with the factory's own message", async () => {
+    await expect(sinksFor("file,module:./test/fixtures/throwing-sink.mjs")).rejects.toThrow(
+      /^SINKS: module:\.\/test\/fixtures\/throwing-sink\.mjs could not start its sink: NEEDS QUEUE_URL$/,
+    );
+    await expect(sinksFor("module:test/fixtures/rejecting-sink.mjs")).rejects.toThrow(
+      /^SINKS: module:test\/fixtures\/rejecting-sink\.mjs could not start its sink: queue at 127\.0\.0\.1:9 refused the connection$/,
+    );
+  });
+
   it("stops start-up naming the path when the module cannot be loaded", async () => {
     await expect(sinksFor("file,module:test/fixtures/missing.mjs")).rejects.toThrow(
       /^SINKS: module:test\/fixtures\/missing\.mjs could not be loaded/,
