@@ -1,10 +1,57 @@
 /**
+ * Every code the service's errors carry: what the job store keeps as `lastErrorCodes` and
+ * `npm run cli -- retry --all-dead --code` selects by. ReceiverErrorOptions takes
+ * only these, so a code used anywhere in the service fails the type check until it is
+ * listed here: the list cannot fall behind the code. A module sink may still throw a
+ * ReceiverError of its own code (JavaScript is not type-checked); those are not listed.
+ */
+export const ERROR_CODES = [
+  // finAPI (src/finapi/errors.ts)
+  "finapi_auth_failed",
+  "finapi_token_url_wrong",
+  "finapi_token_unavailable",
+  "finapi_unauthorized",
+  "finapi_forbidden",
+  "finapi_not_found",
+  "finapi_rate_limited",
+  "finapi_unavailable",
+  "finapi_rejected",
+  "finapi_network",
+  "finapi_timeout",
+  "finapi_invalid_response",
+  // the pipeline (src/pipeline/process-check.ts)
+  "result_not_ready",
+  "kreditcheck_not_found",
+  "sink_delivery_failed",
+  // the sinks (src/sinks/*.ts)
+  "unsafe_file_name",
+  "file_sink_write_failed",
+  "stdout_closed",
+  "stdout_write_failed",
+  "stdout_blocked",
+  "http_sink_unreachable",
+  "http_sink_unavailable",
+  "http_sink_rejected",
+  "postgres_sink_unavailable",
+  "postgres_sink_rejected",
+  // anything thrown that is no ReceiverError (toReceiverError)
+  "unexpected_error",
+] as const;
+
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
+export function isErrorCode(code: string): code is ErrorCode {
+  return (ERROR_CODES as readonly string[]).includes(code);
+}
+
+/**
  * The one error type the pipeline and the job store reason about: every failure says
  * whether trying again can help (`retryable`), carries a stable `code`, and, when it is
  * permanent, a `fix` a person can act on.
  */
 export interface ReceiverErrorOptions {
-  code: string;
+  /** One of ERROR_CODES: add a new one there. */
+  code: ErrorCode;
   retryable: boolean;
   fix?: string;
   /** Wait at least this long before the next attempt (from `Retry-After`). */

@@ -1,4 +1,4 @@
-import { ReceiverError } from "../errors.js";
+import { type ErrorCode, ReceiverError } from "../errors.js";
 import { proxyOf } from "../http-transport.js";
 import { DOCUMENTS, type DocumentName } from "./documents.js";
 
@@ -51,7 +51,7 @@ function notFoundFix(endpoint: FinapiEndpoint): string {
 
 function build(
   message: string,
-  code: string,
+  code: ErrorCode,
   retryable: boolean,
   context: FinapiErrorContext,
   fix?: string,

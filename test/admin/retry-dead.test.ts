@@ -1,12 +1,12 @@
 import { describe, expect, it } from "vitest";
 import { type AdminCall, errorCodesOf, retryDeadJobs } from "../../src/admin/retry-dead.js";
-import { ReceiverError } from "../../src/errors.js";
+import { type ErrorCode, ReceiverError } from "../../src/errors.js";
 import { deliveryFailure } from "../../src/pipeline/process-check.js";
 import { decideRetry } from "../../src/pipeline/retry.js";
 
 const POLICY = { maxAttempts: 3, maxAgeMs: 86_400_000, baseMs: 10, maxMs: 100 };
 
-function failure(code: string, message: string, retryable = false): ReceiverError {
+function failure(code: ErrorCode, message: string, retryable = false): ReceiverError {
   return new ReceiverError(message, { code, retryable, fix: "do something." });
 }
 
