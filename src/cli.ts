@@ -2,7 +2,12 @@ import { readFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import dotenv from "dotenv";
 import { AdminTargetError, cliTarget } from "./admin/cli-target.js";
-import { ERROR_CODE, retryDeadJobs } from "./admin/retry-dead.js";
+import {
+  ERROR_CODE,
+  knownErrorCodes,
+  retryDeadJobs,
+  unknownCodeWarning,
+} from "./admin/retry-dead.js";
 
 /**
  * Admin CLI: `npm run cli -- <command>`. It talks to the running service's admin API
@@ -148,7 +153,20 @@ async function main(argv: string[]): Promise<number> {
             `--code ${JSON.stringify(values.code)} is not an error code (like finapi_forbidden: lower case, digits, _)`,
           );
         }
-        const retried = await retryDeadJobs(call, values.code);
+        const code = values.code;
+        const unknown = code === undefined ? undefined : unknownCodeWarning(code);
+        if (unknown) process.stderr.write(`kreditcheck-receiver cli: warning: ${unknown}\n`);
+        const retried = await retryDeadJobs(call, code);
+        // A run that retried nothing says why, instead of a bare "requeued": 0; with a
+        // code the service does not know (a typo, most likely) it is an error.
+        if (code !== undefined && retried.requeued === 0 && retried.failed.length === 0) {
+          if (unknown) {
+            throw new CliError(
+              `no dead job has code ${code}; nothing was requeued. The service's error codes: ${knownErrorCodes()}`,
+            );
+          }
+          process.stderr.write(`kreditcheck-receiver cli: no dead job has code ${code}\n`);
+        }
         process.stdout.write(`${JSON.stringify(retried, null, 2)}\n`);
         // Some jobs not put back, or the run cut short: say so in the exit status too.
         return retried.failed.length > 0 || retried.error !== undefined ? 1 : 0;

@@ -1,3 +1,5 @@
+import { ERROR_CODES, isErrorCode } from "../errors.js";
+
 /**
  * What the CLI needs of the admin API: one call, JSON in and out. A call the API answered
  * with an error status throws an error carrying that `status`; any other failure (the
@@ -114,4 +116,45 @@ export function errorCodesOf(lastError: string): string[] {
     }
   }
   return codes;
+}
+
+/**
+ * A `--code` that is none of the service's (ERROR_CODES) is most likely a typo, but a
+ * module sink may throw ReceiverErrors of a code of its own, which the store keeps like
+ * any other: so it is not refused before the dead jobs were looked at. What to warn, or
+ * undefined for a code of the service.
+ */
+export function unknownCodeWarning(code: string): string | undefined {
+  if (isErrorCode(code)) return undefined;
+  const near = nearestErrorCode(code);
+  return `--code ${code} is none of the service's error codes${near ? ` (did you mean ${near}?)` : ""}; looking for dead jobs with it anyway, as a module sink may use codes of its own`;
+}
+
+/** The service's error codes, for a message. */
+export function knownErrorCodes(): string {
+  return [...ERROR_CODES].sort().join(", ");
+}
+
+/** The code a typo most likely meant: at most 2 edits away, the closest. */
+function nearestErrorCode(code: string): string | undefined {
+  let best: { code: string; distance: number } | undefined;
+  for (const known of ERROR_CODES) {
+    const distance = editDistance(code, known);
+    if (distance <= 2 && (!best || distance < best.distance)) best = { code: known, distance };
+  }
+  return best?.code;
+}
+
+/** Levenshtein distance: insertions, deletions and substitutions. */
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, index) => index);
+  for (let i = 1; i <= a.length; i += 1) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j += 1) {
+      const substitution = (previous[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1);
+      current[j] = Math.min((previous[j] ?? 0) + 1, (current[j - 1] ?? 0) + 1, substitution);
+    }
+    previous = current;
+  }
+  return previous[b.length] ?? 0;
 }

@@ -286,8 +286,23 @@ describe("npm run cli", () => {
       const code = String(dead[0]?.lastError).split(":")[0] ?? "";
       expect(code).toMatch(/^[a-z_]+$/);
 
-      const none = JSON.parse((await cli("retry", "--all-dead", "--code", "no_such_code")).stdout);
-      expect(none).toEqual({ requeued: 0, ids: [], failed: [] });
+      // A code of the service that no dead job has: said so, nothing requeued, no error.
+      const none = await cli("retry", "--all-dead", "--code", "stdout_closed");
+      expect(JSON.parse(none.stdout)).toEqual({ requeued: 0, ids: [], failed: [] });
+      expect(none.stderr).toBe("kreditcheck-receiver cli: no dead job has code stdout_closed\n");
+      // A typo: the known codes, a non-zero exit, and the jobs left dead.
+      const typo = await cli("retry", "--all-dead", "--code", "finapi_forbiden").catch(
+        (error: { code: number; stdout: string; stderr: string }) => error,
+      );
+      expect(typo).toMatchObject({ code: 2, stdout: "" });
+      expect(typo.stderr).toContain(
+        "kreditcheck-receiver cli: warning: --code finapi_forbiden is none of the service's error codes (did you mean finapi_forbidden?)",
+      );
+      expect(typo.stderr).toContain(
+        "kreditcheck-receiver cli: no dead job has code finapi_forbiden; nothing was requeued. The service's error codes: ",
+      );
+      expect(typo.stderr).toContain("http_sink_rejected, http_sink_unavailable");
+      for (const id of ids) expect((await harness.service.inbox.get(id))?.state).toBe("dead");
 
       harness.simulator.setFaults({ forbidden: false });
       const result = JSON.parse((await cli("retry", "--all-dead", "--code", code)).stdout) as {
@@ -305,6 +320,28 @@ describe("npm run cli", () => {
       await expect(cli("retry", ids[0] ?? "", "--code", code)).rejects.toMatchObject({ code: 2 });
       const badCursor = await fetch(`${harness.service.adminUrl}/admin/jobs?after=../x`);
       expect(badCursor.status).toBe(400);
+    } finally {
+      await harness.close();
+    }
+  });
+
+  it("retry --all-dead --code takes a module sink's own code, with a warning that it is none of the service's", async () => {
+    const harness = await startHarness({
+      env: { SINKS: "file,module:test/fixtures/own-code-sink.mjs" },
+    });
+    const cli = (...args: string[]) =>
+      run(process.execPath, ["--import", "tsx", "src/cli.ts", ...args], {
+        env: { ...process.env, ADMIN_URL: harness.service.adminUrl },
+      });
+    try {
+      const id = String((await harness.post(makeCallback())).body.id);
+      const dead = await harness.waitForJob(id, "dead");
+      expect(dead.lastErrorCodes).toEqual(["sink_delivery_failed", "queue_full"]);
+      const retried = await cli("retry", "--all-dead", "--code", "queue_full");
+      expect(JSON.parse(retried.stdout)).toEqual({ requeued: 1, ids: [id], failed: [] });
+      expect(retried.stderr).toBe(
+        "kreditcheck-receiver cli: warning: --code queue_full is none of the service's error codes; looking for dead jobs with it anyway, as a module sink may use codes of its own\n",
+      );
     } finally {
       await harness.close();
     }

@@ -1,5 +1,11 @@
 import { describe, expect, it } from "vitest";
-import { type AdminCall, errorCodesOf, retryDeadJobs } from "../../src/admin/retry-dead.js";
+import {
+  type AdminCall,
+  errorCodesOf,
+  knownErrorCodes,
+  retryDeadJobs,
+  unknownCodeWarning,
+} from "../../src/admin/retry-dead.js";
 import { type ErrorCode, ReceiverError } from "../../src/errors.js";
 import { deliveryFailure } from "../../src/pipeline/process-check.js";
 import { decideRetry } from "../../src/pipeline/retry.js";
@@ -159,6 +165,17 @@ describe("retry --all-dead", () => {
     expect(await run("finapi_forbidden")).toEqual([idOf(3)]);
     expect(await run("unexpected_error")).toEqual([]);
     expect(errorCodesOf(quoting)).toContain("finapi_forbidden");
+  });
+
+  it("warns of a --code that is none of the service's, with the code it most likely meant", () => {
+    expect(unknownCodeWarning("http_sink_rejected")).toBeUndefined();
+    expect(unknownCodeWarning("http_sink_rejectd")).toBe(
+      "--code http_sink_rejectd is none of the service's error codes (did you mean http_sink_rejected?); looking for dead jobs with it anyway, as a module sink may use codes of its own",
+    );
+    expect(unknownCodeWarning("queue_full")).not.toContain("did you mean");
+    expect(knownErrorCodes()).toMatch(
+      /^file_sink_write_failed, finapi_auth_failed, .*unsafe_file_name$/,
+    );
   });
 
   it("refuses to page through a service that answers no cursor (an older release)", async () => {
