@@ -231,6 +231,7 @@ const envSchema = z.object({
     .regex(POSTGRES_URL, "must be a postgres:// URL")
     .refine((url) => !POSTGRES_URL.test(url) || pgCanRead(url), PG_URL_PROBLEM)
     .optional(),
+  POSTGRES_SINK_TIMEOUT_MS: timerMs(100, 10_000),
   FETCH_DOCUMENTS: z.string().default("").transform(parseDocumentNames),
   // Outgoing calls (finAPI, the http sink); axios reads the lower-case names first.
   HTTP_PROXY: z.string().optional(),
@@ -434,7 +435,13 @@ export interface Config {
     http: { url: string; secret: string; timeoutMs: number } | undefined;
     /** Where the postgres sink writes: POSTGRES_SINK_URL, else STORE_URL when PostgreSQL. */
     postgres:
-      | { url: string; schema: string; variable: "POSTGRES_SINK_URL" | "STORE_URL" }
+      | {
+          url: string;
+          schema: string;
+          variable: "POSTGRES_SINK_URL" | "STORE_URL";
+          /** POSTGRES_SINK_TIMEOUT_MS: longest one delivery (connect, write, commit) may take. */
+          timeoutMs: number;
+        }
       | undefined;
   };
   /** Egress proxies of the outgoing calls (finAPI, the http sink). */
@@ -541,7 +548,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
         e.HTTP_SINK_URL && e.HTTP_SINK_SECRET
           ? { url: e.HTTP_SINK_URL, secret: e.HTTP_SINK_SECRET, timeoutMs: e.HTTP_SINK_TIMEOUT_MS }
           : undefined,
-      postgres: postgresSinkTarget(e.POSTGRES_SINK_URL, e.STORE_URL, e.PG_SCHEMA),
+      postgres: postgresSinkTarget(e),
     },
     proxies: egressProxies(e),
     documents: e.FETCH_DOCUMENTS,
@@ -646,13 +653,14 @@ function isLoopbackHost(host: string): boolean {
   return host === "localhost" || host === "::1" || /^127\.\d+\.\d+\.\d+$/.test(host);
 }
 
-function postgresSinkTarget(
-  sinkUrl: string | undefined,
-  storeUrl: string,
-  schema: string,
-): Config["sinks"]["postgres"] {
-  if (sinkUrl) return { url: sinkUrl, schema, variable: "POSTGRES_SINK_URL" };
-  return POSTGRES_URL.test(storeUrl) ? { url: storeUrl, schema, variable: "STORE_URL" } : undefined;
+function postgresSinkTarget(e: EnvOutput): Config["sinks"]["postgres"] {
+  const common = { schema: e.PG_SCHEMA, timeoutMs: e.POSTGRES_SINK_TIMEOUT_MS };
+  if (e.POSTGRES_SINK_URL) {
+    return { url: e.POSTGRES_SINK_URL, variable: "POSTGRES_SINK_URL", ...common };
+  }
+  return POSTGRES_URL.test(e.STORE_URL)
+    ? { url: e.STORE_URL, variable: "STORE_URL", ...common }
+    : undefined;
 }
 
 /** The value of a query parameter that carries a secret (libpq's `password`, `sslpassword`, …). */

@@ -98,14 +98,20 @@ describe("configuration of the store and the sinks", () => {
       url: "postgres://u@h/db",
       schema: "kc",
       variable: "STORE_URL",
+      timeoutMs: 10_000,
     });
     const own = loadConfig({
       ...base,
       SINKS: "postgres",
       POSTGRES_SINK_URL: "postgres://u@other/db",
+      POSTGRES_SINK_TIMEOUT_MS: "2500",
     });
     expect(own.sinks.postgres?.url).toBe("postgres://u@other/db");
     expect(own.sinks.postgres?.variable).toBe("POSTGRES_SINK_URL");
+    expect(own.sinks.postgres?.timeoutMs).toBe(2500);
+    expect(problemsOf({ ...base, POSTGRES_SINK_TIMEOUT_MS: "10s" })).toEqual([
+      expect.stringMatching(/^POSTGRES_SINK_TIMEOUT_MS: must be a whole number/),
+    ]);
   });
 
   it("fetches no documents by default and refuses unknown document names", () => {

@@ -376,6 +376,7 @@ describe("loadConfig", () => {
       "PRUNE_INTERVAL_MS",
       "FINAPI_TIMEOUT_MS",
       "HTTP_SINK_TIMEOUT_MS",
+      "POSTGRES_SINK_TIMEOUT_MS",
       "SHUTDOWN_DELAY_MS",
     ];
     const tooLong = Object.fromEntries(timers.map((name) => [name, "2147483648"]));

@@ -25,8 +25,19 @@ export function connectionConfig(target: PostgresTarget, applicationName: string
   };
 }
 
-export function createPool(target: PostgresTarget, applicationName: string, max = 10): pg.Pool {
-  const pool = new pg.Pool({ ...connectionConfig(target, applicationName), max });
+/**
+ * `connectionTimeoutMs` bounds both opening a connection and waiting for a free one when
+ * all `max` are in use (10 s unless given).
+ */
+export function createPool(
+  target: PostgresTarget,
+  applicationName: string,
+  max = 10,
+  connectionTimeoutMs?: number,
+): pg.Pool {
+  const config = connectionConfig(target, applicationName);
+  if (connectionTimeoutMs !== undefined) config.connectionTimeoutMillis = connectionTimeoutMs;
+  const pool = new pg.Pool({ ...config, max });
   // An idle client that loses its connection emits here; without a listener the process
   // would crash. The next query gets a fresh connection, and its error is handled there.
   pool.on("error", () => undefined);

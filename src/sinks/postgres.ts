@@ -1,25 +1,53 @@
 import type pg from "pg";
 import { ReceiverError } from "../errors.js";
 import { migrate } from "../postgres/migrate.js";
-import { createPool, inTransaction, type PostgresTarget } from "../postgres/pool.js";
+import { createPool, type PostgresTarget } from "../postgres/pool.js";
 import { describePgError, sqlstateOf } from "../postgres/sqlstate.js";
 import { SINK_MIGRATIONS, SINK_SQL } from "./postgres-schema.js";
-import type { Bundle, Sink } from "./sink.js";
+import type { Bundle, DeliveryContext, Sink } from "./sink.js";
+
+export interface PostgresSinkTarget extends PostgresTarget {
+  /** The variable the URL came from: POSTGRES_SINK_URL, or STORE_URL without it. */
+  variable: "POSTGRES_SINK_URL" | "STORE_URL";
+  /** POSTGRES_SINK_TIMEOUT_MS: longest one delivery may take, connecting included. */
+  timeoutMs: number;
+}
+
+/** Connections of the sink's pool; deliveries beyond it wait for one (within their time limit). */
+const POOL_SIZE = 4;
+
+/** Why a delivery was abandoned when its own time limit ran out (not the job's signal). */
+class DeliveryDeadline extends Error {}
+
+/** Where a delivery was when it failed. */
+type Phase = "waiting" | "connecting" | "writing";
 
 /**
  * Upserts each bundle into plain tables for SQL queries: one row per check in
  * kreditcheck_checks (the full KreditCheck as jsonb, verdict and rate as columns), one
  * per DAC case in kreditcheck_dac_reports, one per document (bytea) in
  * kreditcheck_documents. One transaction per bundle; writing it again converges.
+ *
+ * Each delivery is bounded by POSTGRES_SINK_TIMEOUT_MS and by the job's signal (shutdown,
+ * a lost lease): a lock another session holds on a table would otherwise keep it waiting
+ * forever, its lease renewed and shutdown waiting for it.
  */
 export class PostgresSink implements Sink {
   readonly name = "postgres";
 
-  private constructor(private readonly pool: pg.Pool) {}
+  private constructor(
+    private readonly pool: pg.Pool,
+    private readonly target: PostgresSinkTarget,
+  ) {}
 
   /** Connects and creates or migrates the tables (safe with many replicas at once). */
-  static async open(target: PostgresTarget): Promise<PostgresSink> {
-    const pool = createPool(target, "kreditcheck-receiver postgres sink", 4);
+  static async open(target: PostgresSinkTarget): Promise<PostgresSink> {
+    const pool = createPool(
+      target,
+      "kreditcheck-receiver postgres sink",
+      POOL_SIZE,
+      target.timeoutMs,
+    );
     try {
       await migrate(pool, target.schema, SINK_MIGRATIONS);
     } catch (error) {
@@ -28,64 +56,165 @@ export class PostgresSink implements Sink {
         cause: error,
       });
     }
-    return new PostgresSink(pool);
+    return new PostgresSink(pool, target);
   }
 
-  async deliver(bundle: Bundle): Promise<void> {
-    const { callback, kreditCheck } = bundle;
-    const kreditCheckId = callback.kreditCheckId;
-    const caseIds = Object.keys(bundle.dacReports);
+  async deliver(bundle: Bundle, ctx: DeliveryContext): Promise<void> {
+    const deadline = new AbortController();
+    const timer = setTimeout(() => deadline.abort(new DeliveryDeadline()), this.target.timeoutMs);
+    const signal = ctx.signal ? AbortSignal.any([ctx.signal, deadline.signal]) : deadline.signal;
+    // Every connection busy: this delivery waits for one before it can connect or write.
+    let phase: Phase =
+      this.pool.idleCount === 0 && this.pool.totalCount >= POOL_SIZE ? "waiting" : "connecting";
     try {
-      await inTransaction(this.pool, async (client) => {
-        await client.query(SINK_SQL.upsertCheck, [
-          kreditCheckId,
-          callback.processToken,
-          callback.clientReference ?? null,
-          callback.status,
-          textOrNull(kreditCheck?.overallVerdict),
-          numberOrNull(kreditCheck?.rateAmount),
-          kreditCheck === null ? null : JSON.stringify(kreditCheck),
-          JSON.stringify(callback),
-          JSON.stringify(bundle.problems),
-          bundle.receivedAt,
-          bundle.completedAt,
-        ]);
-        await client.query(SINK_SQL.deleteReports, [kreditCheckId]);
-        if (caseIds.length > 0) {
-          await client.query(SINK_SQL.insertReports, [
-            kreditCheckId,
-            caseIds,
-            caseIds.map((caseId) => JSON.stringify(bundle.dacReports[caseId])),
-          ]);
-        }
-        await client.query(SINK_SQL.deleteDocuments, [kreditCheckId]);
-        for (const document of bundle.documents ?? []) {
-          await client.query(SINK_SQL.insertDocument, [
-            kreditCheckId,
-            document.name,
-            document.contentType,
-            document.data,
-          ]);
-        }
-      });
+      signal.throwIfAborted();
+      // A connection that arrives after the delivery gave up is handed straight back.
+      const client = await untilAborted(this.pool.connect(), signal, (late) => late.release());
+      phase = "writing";
+      await this.write(client, bundle, signal);
     } catch (error) {
-      const code = sqlstateOf(error) ?? "";
-      // Data the database refuses (22xxx, 23xxx) will be refused again: stop retrying.
-      const permanent = code.startsWith("22") || code.startsWith("23");
-      throw new ReceiverError(`the postgres sink could not write: ${describePgError(error)}`, {
-        code: permanent ? "postgres_sink_rejected" : "postgres_sink_unavailable",
-        retryable: !permanent,
-        fix: permanent
-          ? "the database refused the bundle's data; report it with the job's last error, then retry the dead job."
-          : undefined,
-        cause: error,
-      });
+      // Shutdown or a lost lease: the worker knows why, and gives the job back or drops it.
+      if (ctx.signal?.aborted) throw ctx.signal.reason;
+      throw this.failure(error, phase);
+    } finally {
+      clearTimeout(timer);
     }
   }
 
   async close(): Promise<void> {
     await this.pool.end();
   }
+
+  /**
+   * One transaction on `client`. When `signal` aborts, the connection is closed, never
+   * returned to the pool with a statement still running: the server rolls the transaction
+   * back, and its statement_timeout ends a statement still waiting for a lock.
+   */
+  private async write(client: pg.PoolClient, bundle: Bundle, signal: AbortSignal): Promise<void> {
+    let destroy = false;
+    try {
+      await untilAborted(this.transaction(client, bundle), signal);
+    } catch (error) {
+      if (signal.aborted) destroy = true;
+      else {
+        await untilAborted(client.query("ROLLBACK"), signal).catch(() => {
+          destroy = true;
+        });
+      }
+      throw error;
+    } finally {
+      client.release(destroy);
+    }
+  }
+
+  private async transaction(client: pg.PoolClient, bundle: Bundle): Promise<void> {
+    const { callback, kreditCheck } = bundle;
+    const kreditCheckId = callback.kreditCheckId;
+    const caseIds = Object.keys(bundle.dacReports);
+    // Bounded on the server too, for this transaction only (a whole number from the config).
+    const ms = this.target.timeoutMs;
+    await client.query(
+      `BEGIN; SET LOCAL statement_timeout = ${ms}; SET LOCAL lock_timeout = ${ms}`,
+    );
+    await client.query(SINK_SQL.upsertCheck, [
+      kreditCheckId,
+      callback.processToken,
+      callback.clientReference ?? null,
+      callback.status,
+      textOrNull(kreditCheck?.overallVerdict),
+      numberOrNull(kreditCheck?.rateAmount),
+      kreditCheck === null ? null : JSON.stringify(kreditCheck),
+      JSON.stringify(callback),
+      JSON.stringify(bundle.problems),
+      bundle.receivedAt,
+      bundle.completedAt,
+    ]);
+    await client.query(SINK_SQL.deleteReports, [kreditCheckId]);
+    if (caseIds.length > 0) {
+      await client.query(SINK_SQL.insertReports, [
+        kreditCheckId,
+        caseIds,
+        caseIds.map((caseId) => JSON.stringify(bundle.dacReports[caseId])),
+      ]);
+    }
+    await client.query(SINK_SQL.deleteDocuments, [kreditCheckId]);
+    for (const document of bundle.documents ?? []) {
+      await client.query(SINK_SQL.insertDocument, [
+        kreditCheckId,
+        document.name,
+        document.contentType,
+        document.data,
+      ]);
+    }
+    await client.query("COMMIT");
+  }
+
+  private failure(error: unknown, phase: Phase): ReceiverError {
+    const timedOut = error instanceof DeliveryDeadline;
+    const code = sqlstateOf(error) ?? "";
+    // 55P03: lock_timeout; 57014: statement_timeout (both set by transaction()).
+    if (timedOut || code === "55P03" || code === "57014") {
+      return this.timeout(phase, timedOut ? undefined : error);
+    }
+    // Data the database refuses (22xxx, 23xxx) will be refused again: stop retrying.
+    const permanent = code.startsWith("22") || code.startsWith("23");
+    return new ReceiverError(`the postgres sink could not write: ${describePgError(error)}`, {
+      code: permanent ? "postgres_sink_rejected" : "postgres_sink_unavailable",
+      retryable: !permanent,
+      fix: permanent
+        ? "the database refused the bundle's data; report it with the job's last error, then retry the dead job."
+        : undefined,
+      cause: error,
+    });
+  }
+
+  private timeout(phase: Phase, serverError: unknown): ReceiverError {
+    const { schema, timeoutMs } = this.target;
+    const detail =
+      serverError !== undefined
+        ? ` (${describePgError(serverError)})`
+        : phase === "waiting"
+          ? ` (all ${POOL_SIZE} of its connections were busy with earlier writes)`
+          : "";
+    return new ReceiverError(
+      `the postgres sink did not finish writing within POSTGRES_SINK_TIMEOUT_MS=${timeoutMs} ms${detail}: most likely another session holds a lock on its tables in schema ${schema} (LOCK TABLE, ALTER TABLE, VACUUM FULL, or a transaction left open), or the server is overloaded.`,
+      {
+        code: "postgres_sink_timeout",
+        retryable: true,
+        fix: `find the session holding the lock: SELECT pid, state, xact_start, query FROM pg_stat_activity WHERE pid IN (SELECT pid FROM pg_locks WHERE relation = '${schema}.kreditcheck_checks'::regclass AND granted); end its transaction (or SELECT pg_terminate_backend(<pid>)); the job is retried. Raise POSTGRES_SINK_TIMEOUT_MS only if writes are merely slow.`,
+        cause: serverError,
+      },
+    );
+  }
+}
+
+/**
+ * Settles as `work` does, or rejects with the signal's reason as soon as it aborts; a value
+ * `work` yields after that goes to `late` (e.g. a connection to give back).
+ */
+function untilAborted<T>(
+  work: Promise<T>,
+  signal: AbortSignal,
+  late?: (value: T) => void,
+): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => {
+      reject(signal.reason);
+      work.then(late, () => undefined);
+    };
+    if (signal.aborted) return onAbort();
+    signal.addEventListener("abort", onAbort, { once: true });
+    work.then(
+      (value) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(error);
+      },
+    );
+  });
 }
 
 function textOrNull(value: unknown): string | null {

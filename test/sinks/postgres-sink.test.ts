@@ -1,4 +1,6 @@
+import pg from "pg";
 import { afterEach, expect, it } from "vitest";
+import { SqliteInbox } from "../../src/inbox/sqlite/sqlite-inbox.js";
 import { type Harness, makeCallback, startHarness } from "../support/harness.js";
 import {
   adminQuery,
@@ -8,6 +10,32 @@ import {
 } from "../support/postgres.js";
 import { documentUrls, servedBytes } from "../support/served.js";
 import { waitFor } from "../support/wait-for.js";
+
+/** Another session holding `LOCK TABLE … IN ACCESS EXCLUSIVE MODE` until it rolls back. */
+async function lockTable(table: string): Promise<pg.Client> {
+  const client = new pg.Client({ connectionString: testDatabaseUrl });
+  await client.connect();
+  await client.query("BEGIN");
+  await client.query(`LOCK TABLE ${table} IN ACCESS EXCLUSIVE MODE`);
+  return client;
+}
+
+async function unlock(client: pg.Client | undefined): Promise<void> {
+  await client?.query("ROLLBACK").catch(() => undefined);
+  await client?.end().catch(() => undefined);
+}
+
+/** The job once its last error names `code`. */
+function waitForError(harness: Harness, id: string, code: string, timeoutMs = 15_000) {
+  return waitFor(
+    async () => {
+      const job = await harness.service.inbox.get(id);
+      return job?.lastErrorCodes?.includes(code) ? job : undefined;
+    },
+    `job ${id} to fail with ${code}`,
+    timeoutMs,
+  );
+}
 
 describePostgres("the postgres sink", () => {
   const fresh = freshSchemaPerTest("sink");
@@ -93,6 +121,78 @@ describePostgres("the postgres sink", () => {
       const served = bundle.dacReports[String(row.case_id)] as { reports: Record<string, unknown> };
       expect(row.income).toHaveProperty("type");
       expect(row.income).toEqual(served.reports.income);
+    }
+  });
+});
+
+describePostgres("the postgres sink when another session locks its table", () => {
+  const fresh = freshSchemaPerTest("sinklock");
+  let harness: Harness | undefined;
+  let locker: pg.Client | undefined;
+  afterEach(async () => {
+    // The lock first: the service's close and the schema's drop would wait for it.
+    await unlock(locker);
+    locker = undefined;
+    await harness?.close();
+    harness = undefined;
+  });
+
+  const env = (timeoutMs: string) => ({
+    SINKS: "postgres",
+    POSTGRES_SINK_URL: testDatabaseUrl,
+    PG_SCHEMA: fresh.name,
+    POSTGRES_SINK_TIMEOUT_MS: timeoutMs,
+  });
+
+  it("gives up a write after POSTGRES_SINK_TIMEOUT_MS, says why, and writes the bundle once the lock is gone", async () => {
+    harness = await startHarness({ env: env("500") });
+    locker = await lockTable(`${fresh.name}.kreditcheck_checks`);
+    const callback = makeCallback();
+    const id = String((await harness.post(callback)).body.id);
+
+    const failed = await waitForError(harness, id, "postgres_sink_timeout");
+    expect(failed.state).not.toBe("dead");
+    expect(failed.lastErrorCodes).toEqual(["sink_delivery_failed", "postgres_sink_timeout"]);
+    expect(failed.lastError).toContain("within POSTGRES_SINK_TIMEOUT_MS=500 ms");
+    expect(failed.lastError).toContain("another session holds a lock");
+
+    await unlock(locker);
+    locker = undefined;
+    await harness.waitForJob(id, "done");
+    // The abandoned attempts left nothing behind: one write, on connections that still work.
+    const rows = await adminQuery(
+      `SELECT deliveries FROM ${fresh.name}.kreditcheck_checks WHERE kreditcheck_id = $1`,
+      [String(callback.kreditCheckId)],
+    );
+    expect(rows).toEqual([{ deliveries: 1 }]);
+  });
+
+  it("stops waiting for the lock at shutdown and gives the job back", async () => {
+    harness = await startHarness({ env: { ...env("60000"), SHUTDOWN_TIMEOUT_MS: "500" } });
+    locker = await lockTable(`${fresh.name}.kreditcheck_checks`);
+    const id = String((await harness.post(makeCallback())).body.id);
+    await waitFor(
+      async () =>
+        (
+          await adminQuery(
+            `SELECT 1 FROM pg_locks WHERE relation = '${fresh.name}.kreditcheck_checks'::regclass AND NOT granted`,
+          )
+        ).length > 0,
+      "the delivery to wait for the lock",
+    );
+
+    const closing = harness.service.close().then(() => "closed");
+    const stopped = await Promise.race([
+      closing,
+      new Promise((resolve) => setTimeout(() => resolve("still waiting after 10 s"), 10_000)),
+    ]);
+    expect(stopped).toBe("closed");
+    // The store is closed now; read the job through a fresh inbox on the same file.
+    const inbox = new SqliteInbox({ path: harness.config.store.sqlitePath });
+    try {
+      expect(await inbox.get(id)).toMatchObject({ state: "pending" });
+    } finally {
+      await inbox.close();
     }
   });
 });
