@@ -31,7 +31,8 @@ const LEDGER = `CREATE TABLE IF NOT EXISTS kreditcheck_schema_migrations (
  * so that any number of replicas starting together migrate once: the first applies, the
  * others wait for the lock and then find nothing to do. `lock_timeout` bounds the wait,
  * so a stuck migration fails start-up instead of hanging it. A ledger row records each
- * applied version; a database newer than the code stops start-up.
+ * applied version; a database newer than the code stops start-up. Nothing is created that
+ * exists already, so a role without CREATE on the schema starts against an up-to-date one.
  */
 export async function migrate(
   pool: pg.Pool,
@@ -51,7 +52,12 @@ export async function migrate(
     if (existing.rowCount === 0) {
       await client.query(`CREATE SCHEMA ${client.escapeIdentifier(schema)}`);
     }
-    await client.query(LEDGER);
+    // Only when missing, like the schema: CREATE TABLE IF NOT EXISTS still needs CREATE on
+    // the schema, which a role that only uses tables an administrator made does not have.
+    const ledger = await client.query("SELECT to_regclass($1) IS NOT NULL AS present", [
+      `${client.escapeIdentifier(schema)}.kreditcheck_schema_migrations`,
+    ]);
+    if (ledger.rows[0]?.present !== true) await client.query(LEDGER);
     const { rows } = await client.query<{ version: number | null }>(
       "SELECT max(version) AS version FROM kreditcheck_schema_migrations WHERE component = $1",
       [set.component],

@@ -61,3 +61,16 @@ export const SINK_SQL = {
   insertDocument: `INSERT INTO kreditcheck_documents (kreditcheck_id, name, content_type, content)
                    VALUES ($1, $2, $3, $4)`,
 } as const;
+
+/**
+ * The privileges SINK_SQL needs, as GRANT statements for `role`: the upsert inserts,
+ * updates and reads (ON CONFLICT), the replacements delete by key (which reads) and insert.
+ * Start-up reads the migrations ledger too; see PostgresSink.open.
+ */
+export function sinkGrants(schema: string, role: string): string {
+  return [
+    `GRANT USAGE ON SCHEMA ${schema} TO ${role};`,
+    `GRANT SELECT, INSERT, UPDATE ON ${schema}.kreditcheck_checks TO ${role};`,
+    `GRANT SELECT, INSERT, DELETE ON ${schema}.kreditcheck_dac_reports, ${schema}.kreditcheck_documents TO ${role};`,
+  ].join(" ");
+}

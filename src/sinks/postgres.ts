@@ -1,9 +1,9 @@
-import type pg from "pg";
+import pg from "pg";
 import { ReceiverError } from "../errors.js";
 import { migrate } from "../postgres/migrate.js";
 import { createPool, type PostgresTarget } from "../postgres/pool.js";
 import { describePgError, sqlstateOf } from "../postgres/sqlstate.js";
-import { SINK_MIGRATIONS, SINK_SQL } from "./postgres-schema.js";
+import { SINK_MIGRATIONS, SINK_SQL, sinkGrants } from "./postgres-schema.js";
 import type { Bundle, DeliveryContext, Sink } from "./sink.js";
 
 export interface PostgresSinkTarget extends PostgresTarget {
@@ -38,6 +38,8 @@ export class PostgresSink implements Sink {
   private constructor(
     private readonly pool: pg.Pool,
     private readonly target: PostgresSinkTarget,
+    /** The database user it writes as, named in the GRANTs of a missing privilege's fix. */
+    private readonly role: string,
   ) {}
 
   /** Connects and creates or migrates the tables (safe with many replicas at once). */
@@ -48,15 +50,21 @@ export class PostgresSink implements Sink {
       POOL_SIZE,
       target.timeoutMs,
     );
+    let role = "<the user in the URL>";
     try {
+      const { rows } = await pool.query<{ role: string }>("SELECT current_user AS role");
+      role = rows[0]?.role ?? role;
       await migrate(pool, target.schema, SINK_MIGRATIONS);
     } catch (error) {
       await pool.end().catch(() => undefined);
-      throw new Error(`the postgres sink could not be set up: ${describePgError(error)}`, {
-        cause: error,
-      });
+      throw new Error(
+        `the postgres sink could not be set up: ${setupProblem(error, target, role)}`,
+        {
+          cause: error,
+        },
+      );
     }
-    return new PostgresSink(pool, target);
+    return new PostgresSink(pool, target, role);
   }
 
   async deliver(bundle: Bundle, ctx: DeliveryContext): Promise<void> {
@@ -156,6 +164,16 @@ export class PostgresSink implements Sink {
     if (timedOut || code === "55P03" || code === "57014") {
       return this.timeout(phase, timedOut ? undefined : error);
     }
+    // A missing privilege stays missing until someone grants it: retrying cannot help.
+    if (code === "42501") {
+      const { schema } = this.target;
+      return new ReceiverError(`the postgres sink may not write: ${pgErrorText(error)}`, {
+        code: "postgres_sink_forbidden",
+        retryable: false,
+        fix: `the database user ${identifier(this.role)} lacks a privilege on the postgres sink's tables; as their owner or a superuser, run: ${sinkGrants(schema, identifier(this.role))} then npm run cli -- retry --all-dead --code postgres_sink_forbidden.`,
+        cause: error,
+      });
+    }
     // Data the database refuses (22xxx, 23xxx) will be refused again: stop retrying.
     const permanent = code.startsWith("22") || code.startsWith("23");
     return new ReceiverError(`the postgres sink could not write: ${describePgError(error)}`, {
@@ -215,6 +233,30 @@ function untilAborted<T>(
       },
     );
   });
+}
+
+/**
+ * Start-up needs CREATE on the schema only for what is missing (the schema itself needs
+ * CREATE on the database); with every table there, the sink's grants and SELECT on the
+ * migrations ledger are enough. A refusal says both ways.
+ */
+function setupProblem(error: unknown, target: PostgresSinkTarget, role: string): string {
+  if (sqlstateOf(error) !== "42501") return describePgError(error);
+  const { schema } = target;
+  const user = identifier(role);
+  return `${pgErrorText(error)} (the database user ${user} lacks a privilege: to create the postgres sink's tables it needs CREATE on schema ${schema}, and CREATE on the database while the schema does not exist; to use tables created by someone else, run as their owner or a superuser: ${sinkGrants(schema, user)} GRANT SELECT ON ${schema}.kreditcheck_schema_migrations TO ${user};)`;
+}
+
+/** `[SQLSTATE] message`, without describePgError's generic fix. */
+function pgErrorText(error: unknown): string {
+  const code = sqlstateOf(error);
+  const message = error instanceof Error ? error.message : String(error);
+  return code ? `[${code}] ${message}` : message;
+}
+
+/** A role name as GRANT takes it: quoted unless it is a plain lower-case identifier. */
+function identifier(name: string): string {
+  return /^[a-z_][a-z0-9_$]*$/.test(name) ? name : pg.escapeIdentifier(name);
 }
 
 function textOrNull(value: unknown): string | null {

@@ -1,7 +1,12 @@
+import { randomBytes } from "node:crypto";
 import pg from "pg";
 import { afterEach, expect, it } from "vitest";
+import { loadConfig } from "../../src/config.js";
 import { SqliteInbox } from "../../src/inbox/sqlite/sqlite-inbox.js";
+import { closeSinks, loadSinks } from "../../src/sinks/load.js";
+import { PostgresSink } from "../../src/sinks/postgres.js";
 import { type Harness, makeCallback, startHarness } from "../support/harness.js";
+import { captureLogs } from "../support/log-capture.js";
 import {
   adminQuery,
   describePostgres,
@@ -23,6 +28,32 @@ async function lockTable(table: string): Promise<pg.Client> {
 async function unlock(client: pg.Client | undefined): Promise<void> {
   await client?.query("ROLLBACK").catch(() => undefined);
   await client?.end().catch(() => undefined);
+}
+
+/** A login role of its own (trust authentication), and the URL that connects as it. */
+async function createRole(prefix: string): Promise<{ name: string; url: string }> {
+  const name = `${prefix}_${process.pid}_${randomBytes(4).toString("hex")}`;
+  await adminQuery(`CREATE ROLE ${name} LOGIN`);
+  const url = new URL(testDatabaseUrl);
+  url.username = name;
+  url.password = "";
+  return { name, url: url.toString() };
+}
+
+async function dropRole(name: string): Promise<void> {
+  await adminQuery(`DROP OWNED BY ${name}`);
+  await adminQuery(`DROP ROLE ${name}`);
+}
+
+/** The sink's tables, created by the test's administrator as a DBA would. */
+async function createSinkTables(schema: string): Promise<void> {
+  const sink = await PostgresSink.open({
+    url: testDatabaseUrl,
+    schema,
+    variable: "POSTGRES_SINK_URL",
+    timeoutMs: 10_000,
+  });
+  await sink.close();
 }
 
 /** The job once its last error names `code`. */
@@ -194,5 +225,87 @@ describePostgres("the postgres sink when another session locks its table", () =>
     } finally {
       await inbox.close();
     }
+  });
+});
+
+describePostgres("the postgres sink as a database user that may not create tables", () => {
+  const fresh = freshSchemaPerTest("sinkgrant");
+  let harness: Harness | undefined;
+  let role: string | undefined;
+  afterEach(async () => {
+    await harness?.close();
+    harness = undefined;
+    if (role) await dropRole(role);
+    role = undefined;
+  });
+
+  it("starts on tables that exist; a missing privilege kills the job with the GRANTs to run, after which a retry delivers", async () => {
+    await createSinkTables(fresh.name);
+    const user = await createRole("kcr_writer");
+    role = user.name;
+    const schema = fresh.name;
+    // Everything but INSERT and UPDATE on kreditcheck_checks; no CREATE anywhere.
+    await adminQuery(`GRANT USAGE ON SCHEMA ${schema} TO ${role};
+      GRANT SELECT ON ${schema}.kreditcheck_schema_migrations, ${schema}.kreditcheck_checks TO ${role};
+      GRANT SELECT, INSERT, DELETE ON ${schema}.kreditcheck_dac_reports, ${schema}.kreditcheck_documents TO ${role};`);
+    harness = await startHarness({
+      env: { SINKS: "postgres", POSTGRES_SINK_URL: user.url, PG_SCHEMA: schema },
+    });
+    const callback = makeCallback();
+    const id = String((await harness.post(callback)).body.id);
+
+    const dead = await harness.waitForJob(id, "dead");
+    expect(dead.attempts).toBe(1);
+    expect(dead.lastErrorCodes).toEqual(["sink_delivery_failed", "postgres_sink_forbidden"]);
+    expect(dead.lastError).toContain("[42501]");
+    expect(dead.lastError).toContain(
+      `GRANT SELECT, INSERT, UPDATE ON ${schema}.kreditcheck_checks TO ${role};`,
+    );
+    expect(dead.lastError).toContain(
+      "then npm run cli -- retry --all-dead --code postgres_sink_forbidden",
+    );
+    expect(dead.lastError).not.toContain("CREATE");
+
+    // Do what the fix says: run its GRANTs, then retry the dead job.
+    const grants = /run: (GRANT .*;) then npm run cli/.exec(String(dead.lastError))?.[1];
+    await adminQuery(String(grants));
+    expect(await harness.service.inbox.requeue(id)).toBe(true);
+    await harness.waitForJob(id, "done");
+    const rows = await adminQuery(
+      `SELECT kreditcheck_id FROM ${schema}.kreditcheck_checks WHERE kreditcheck_id = $1`,
+      [String(callback.kreditCheckId)],
+    );
+    expect(rows).toHaveLength(1);
+  });
+
+  it("a start-up refused for a privilege says what to grant, not only CREATE", async () => {
+    await createSinkTables(fresh.name);
+    const user = await createRole("kcr_reader");
+    role = user.name;
+    await adminQuery(`GRANT USAGE ON SCHEMA ${fresh.name} TO ${role}`);
+    const config = loadConfig({
+      FINAPI_CLIENT_ID: "id",
+      FINAPI_CLIENT_SECRET: "secret",
+      SINKS: "postgres",
+      POSTGRES_SINK_URL: user.url,
+      PG_SCHEMA: fresh.name,
+    });
+    const message = await loadSinks(config, captureLogs().logger).then(
+      async (sinks) => {
+        await closeSinks(sinks);
+        return "started";
+      },
+      (error: unknown) => String((error as Error).message),
+    );
+    expect(message).toContain(
+      `POSTGRES_SINK_URL=${user.url}: the postgres sink could not be set up: [42501]`,
+    );
+    expect(message).toContain(`CREATE on schema ${fresh.name}`);
+    expect(message).toContain(
+      `GRANT SELECT ON ${fresh.name}.kreditcheck_schema_migrations TO ${role};`,
+    );
+    expect(message).toContain(
+      `GRANT SELECT, INSERT, UPDATE ON ${fresh.name}.kreditcheck_checks TO ${role};`,
+    );
   });
 });
