@@ -190,7 +190,7 @@ export class PostgresSink implements Sink {
     const { schema, timeoutMs } = this.target;
     const detail =
       serverError !== undefined
-        ? ` (${describePgError(serverError)})`
+        ? ` (${pgErrorText(serverError)})`
         : phase === "waiting"
           ? ` (all ${POOL_SIZE} of its connections were busy with earlier writes)`
           : "";
