@@ -1,7 +1,7 @@
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { createServer, type Server } from "node:net";
+import { createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -123,19 +123,48 @@ describe("start-up failures name the variable to fix", () => {
 
   it("POSTGRES_SINK_URL naming a PostgreSQL server that is not there", async () => {
     const port = await freePort();
-    await expect(
-      start({ SINKS: "postgres", POSTGRES_SINK_URL: `postgres://app@127.0.0.1:${port}/db` }),
-    ).rejects.toThrow(
+    const started = start({
+      SINKS: "postgres",
+      POSTGRES_SINK_URL: `postgres://app@127.0.0.1:${port}/db`,
+    });
+    await expect(started).rejects.toThrow(
       `POSTGRES_SINK_URL=postgres://app@127.0.0.1:${port}/db: the postgres sink could not be set up`,
     );
+    await expect(started).rejects.toThrow("check host and port in POSTGRES_SINK_URL");
+  });
+
+  it("POSTGRES_SINK_URL naming a server that never answers: what to check, no password", async () => {
+    // Accepts and never answers, as a wrong host behind a firewall that drops packets.
+    const sockets: Socket[] = [];
+    const silent = createServer((socket) => void sockets.push(socket));
+    blocker = silent;
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+    const { port } = silent.address() as { port: number };
+    const message = await start({
+      SINKS: "postgres",
+      POSTGRES_SINK_URL: `postgres://app:pw@127.0.0.1:${port}/db`,
+      POSTGRES_SINK_TIMEOUT_MS: "300",
+    }).then(
+      () => "started",
+      (thrown: unknown) => String((thrown as Error).message),
+    );
+    for (const socket of sockets) socket.destroy();
+    expect(message).toMatch(
+      new RegExp(
+        `^POSTGRES_SINK_URL=postgres://app:\\*\\*\\*@127\\.0\\.0\\.1:${port}/db: the postgres sink could not be set up: .*check host and port in POSTGRES_SINK_URL`,
+      ),
+    );
+    expect(message).not.toContain(":pw@");
   });
 
   it("the postgres sink on STORE_URL's database names STORE_URL, the variable that was set", async () => {
     const port = await freePort();
     const url = `postgres://app@127.0.0.1:${port}/db`;
-    await expect(start({ SINKS: "file,postgres", STORE_URL: url })).rejects.toThrow(
+    const started = start({ SINKS: "file,postgres", STORE_URL: url });
+    await expect(started).rejects.toThrow(
       `STORE_URL=${url}: the postgres sink could not be set up`,
     );
+    await expect(started).rejects.toThrow("check host and port in STORE_URL");
   });
 
   it("FILE_SINK_DIR that cannot be made", async () => {

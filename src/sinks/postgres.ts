@@ -1,4 +1,5 @@
 import pg from "pg";
+import { redactUrl } from "../config.js";
 import { ReceiverError } from "../errors.js";
 import { migrate } from "../postgres/migrate.js";
 import { createPool, type PostgresTarget } from "../postgres/pool.js";
@@ -50,19 +51,19 @@ export class PostgresSink implements Sink {
       POOL_SIZE,
       target.timeoutMs,
     );
-    let role = "<the user in the URL>";
+    let role: string | undefined;
     try {
+      // The first contact: a failure without a server's answer means it was not reached.
       const { rows } = await pool.query<{ role: string }>("SELECT current_user AS role");
-      role = rows[0]?.role ?? role;
+      role = rows[0]?.role ?? "<the user in the URL>";
       await migrate(pool, target.schema, SINK_MIGRATIONS);
     } catch (error) {
       await pool.end().catch(() => undefined);
-      throw new Error(
-        `the postgres sink could not be set up: ${setupProblem(error, target, role)}`,
-        {
-          cause: error,
-        },
-      );
+      const problem =
+        role === undefined && !(error instanceof pg.DatabaseError)
+          ? `${pgErrorText(error)} (${unreachableFix(target)})`
+          : setupProblem(error, target, role ?? "<the user in the URL>");
+      throw new Error(`the postgres sink could not be set up: ${problem}`, { cause: error });
     }
     return new PostgresSink(pool, target, role);
   }
@@ -159,6 +160,11 @@ export class PostgresSink implements Sink {
 
   private failure(error: unknown, phase: Phase): ReceiverError {
     const timedOut = error instanceof DeliveryDeadline;
+    if (timedOut && phase === "connecting") return this.unreachable(undefined);
+    if (!timedOut && phase !== "writing") {
+      // Before any statement ran: no answer from a server, or its refusal to let us in.
+      return error instanceof pg.DatabaseError ? this.refused(error) : this.unreachable(error);
+    }
     const code = sqlstateOf(error) ?? "";
     // 55P03: lock_timeout; 57014: statement_timeout (both set by transaction()).
     if (timedOut || code === "55P03" || code === "57014") {
@@ -184,6 +190,33 @@ export class PostgresSink implements Sink {
         : undefined,
       cause: error,
     });
+  }
+
+  /** No connection: a wrong host or port, a server that is down, or a network in the way. */
+  private unreachable(error: unknown): ReceiverError {
+    const { variable, url, timeoutMs } = this.target;
+    const why =
+      error === undefined
+        ? ` within POSTGRES_SINK_TIMEOUT_MS=${timeoutMs} ms`
+        : `: ${pgErrorText(error)}`;
+    return new ReceiverError(
+      `the postgres sink could not connect to ${variable} (${redactUrl(url)})${why}.`,
+      {
+        code: "postgres_sink_unreachable",
+        retryable: true,
+        fix: `${unreachableFix(this.target)}; the job is retried.`,
+        cause: error,
+      },
+    );
+  }
+
+  /** The server answered, and would not let us in (login, database, too many connections). */
+  private refused(error: unknown): ReceiverError {
+    const { variable, url } = this.target;
+    return new ReceiverError(
+      `the postgres sink could not connect to ${variable} (${redactUrl(url)}): ${describePgError(error)}`,
+      { code: "postgres_sink_unavailable", retryable: true, cause: error },
+    );
   }
 
   private timeout(phase: Phase, serverError: unknown): ReceiverError {
@@ -233,6 +266,15 @@ function untilAborted<T>(
       },
     );
   });
+}
+
+/** What to check when the sink's server cannot be reached, naming the variable that was set. */
+function unreachableFix({ variable }: PostgresSinkTarget): string {
+  const which =
+    variable === "STORE_URL"
+      ? "STORE_URL (the postgres sink's database while POSTGRES_SINK_URL is unset)"
+      : variable;
+  return `the PostgreSQL server cannot be reached: check host and port in ${which}, that PostgreSQL runs there, and that this machine can reach it (DNS, firewall, listen_addresses)`;
 }
 
 /**

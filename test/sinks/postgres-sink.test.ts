@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { connect, createServer, type Socket } from "node:net";
 import pg from "pg";
 import { afterEach, expect, it } from "vitest";
 import { loadConfig } from "../../src/config.js";
@@ -54,6 +55,55 @@ async function createSinkTables(schema: string): Promise<void> {
     timeoutMs: 10_000,
   });
   await sink.close();
+}
+
+/**
+ * A TCP relay to the test's PostgreSQL that can fall silent: then it accepts connections and
+ * never answers, as a wrong host behind a firewall that drops packets does.
+ */
+async function startRelay() {
+  const server = new URL(testDatabaseUrl);
+  const sockets = new Set<Socket>();
+  const track = (socket: Socket) => {
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+    socket.on("error", () => undefined);
+  };
+  let silent = false;
+  const relay = createServer((socket) => {
+    track(socket);
+    if (silent) return;
+    const upstream = connect(Number(server.port || 5432), server.hostname);
+    track(upstream);
+    socket.pipe(upstream).pipe(socket);
+    socket.on("close", () => upstream.destroy());
+    upstream.on("close", () => socket.destroy());
+  });
+  await new Promise<void>((resolve) => relay.listen(0, "127.0.0.1", resolve));
+  const { port } = relay.address() as { port: number };
+  return {
+    port,
+    /** The test database through the relay, with a password (trust authentication ignores it). */
+    url(password: string) {
+      const url = new URL(testDatabaseUrl);
+      url.host = `127.0.0.1:${port}`;
+      url.password = password;
+      return url.toString();
+    },
+    /** Cuts every connection, and answers none from now on. */
+    fallSilent() {
+      silent = true;
+      for (const socket of sockets) socket.destroy();
+    },
+    resume() {
+      silent = false;
+      for (const socket of sockets) socket.destroy();
+    },
+    async close() {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => relay.close(resolve));
+    },
+  };
 }
 
 /** The job once its last error names `code`. */
@@ -307,5 +357,49 @@ describePostgres("the postgres sink as a database user that may not create table
     expect(message).toContain(
       `GRANT SELECT, INSERT, UPDATE ON ${fresh.name}.kreditcheck_checks TO ${role};`,
     );
+  });
+});
+
+describePostgres("the postgres sink when its server cannot be reached", () => {
+  const fresh = freshSchemaPerTest("sinkdown");
+  let harness: Harness | undefined;
+  let relay: Awaited<ReturnType<typeof startRelay>> | undefined;
+  afterEach(async () => {
+    await harness?.close();
+    harness = undefined;
+    await relay?.close();
+    relay = undefined;
+  });
+
+  it("names POSTGRES_SINK_URL without its password and what to check, retries, and delivers once it is back", async () => {
+    relay = await startRelay();
+    harness = await startHarness({
+      env: {
+        SINKS: "postgres",
+        POSTGRES_SINK_URL: relay.url("s3cret-pw"),
+        PG_SCHEMA: fresh.name,
+        POSTGRES_SINK_TIMEOUT_MS: "500",
+      },
+    });
+    relay.fallSilent();
+    const callback = makeCallback();
+    const id = String((await harness.post(callback)).body.id);
+
+    const failed = await waitForError(harness, id, "postgres_sink_unreachable");
+    expect(failed.state).not.toBe("dead");
+    expect(failed.lastErrorCodes).toEqual(["sink_delivery_failed", "postgres_sink_unreachable"]);
+    expect(failed.lastError).toContain(
+      `could not connect to POSTGRES_SINK_URL (postgres://postgres:***@127.0.0.1:${relay.port}/test)`,
+    );
+    expect(failed.lastError).toContain("check host and port in POSTGRES_SINK_URL");
+    expect(failed.lastError).not.toContain("s3cret-pw");
+
+    relay.resume();
+    await harness.waitForJob(id, "done");
+    const rows = await adminQuery(
+      `SELECT 1 FROM ${fresh.name}.kreditcheck_checks WHERE kreditcheck_id = $1`,
+      [String(callback.kreditCheckId)],
+    );
+    expect(rows).toHaveLength(1);
   });
 });
