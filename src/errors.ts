@@ -32,7 +32,10 @@ export const ERROR_CODES = [
   "http_sink_unreachable",
   "http_sink_unavailable",
   "http_sink_rejected",
+  "postgres_sink_unreachable",
   "postgres_sink_unavailable",
+  "postgres_sink_timeout",
+  "postgres_sink_forbidden",
   "postgres_sink_rejected",
   // anything thrown that is no ReceiverError (toReceiverError)
   "unexpected_error",
