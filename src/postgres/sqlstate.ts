@@ -15,7 +15,7 @@ const FIXES: readonly [test: (code: string) => boolean, fix: string][] = [
   [(code) => code === "3D000", "the database in the PostgreSQL URL does not exist: create it."],
   [
     (code) => code === "42501",
-    "the database user lacks a privilege: it needs CREATE on the database (for the schema) and on the schema.",
+    "the database user lacks a privilege: the message names on what. Creating the tables needs CREATE on the database (for a new schema) and on the schema; using them needs USAGE on the schema and SELECT, INSERT, UPDATE, DELETE on its tables.",
   ],
   [
     (code) => code === "55P03",
