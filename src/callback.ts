@@ -52,27 +52,27 @@ export function nestsDeeperThan(value: unknown, max: number): boolean {
 }
 
 /**
- * Whether a string anywhere in `value` (a key too) holds U+0000. PostgreSQL's jsonb and
- * text cannot store it: a callback with one would be acknowledged and then never reach a
- * postgres sink, so it is refused at the door. Iterative, like nestsDeeperThan.
+ * Where a string in `value` (a key too) holds U+0000, as a path; undefined if none does.
+ * PostgreSQL's jsonb and text cannot store it: a callback with one would be acknowledged
+ * and then never reach a postgres sink, so it is refused at the door. Iterative, like
+ * nestsDeeperThan.
  */
-export function containsNul(value: unknown): boolean {
-  const pending: unknown[] = [value];
-  for (let item = pending.pop(); ; item = pending.pop()) {
+export function nulPath(value: unknown): (string | number)[] | undefined {
+  const pending: [unknown, (string | number)[]][] = [[value, []]];
+  for (let entry = pending.pop(); entry !== undefined; entry = pending.pop()) {
+    const [item, path] = entry;
     if (typeof item === "string") {
-      if (item.includes("\u0000")) return true;
+      if (item.includes("\u0000")) return path;
+    } else if (Array.isArray(item)) {
+      item.forEach((child, index) => pending.push([child, [...path, index]]));
     } else if (typeof item === "object" && item !== null) {
-      if (Array.isArray(item)) {
-        for (const child of item) pending.push(child);
-      } else {
-        for (const [key, child] of Object.entries(item)) {
-          if (key.includes("\u0000")) return true;
-          pending.push(child);
-        }
+      for (const [key, child] of Object.entries(item)) {
+        if (key.includes("\u0000")) return [...path, key];
+        pending.push([child, [...path, key]]);
       }
     }
-    if (pending.length === 0) return false;
   }
+  return undefined;
 }
 
 /**
@@ -93,8 +93,12 @@ export const callbackSchema = z
         code: "custom",
         message: `nests arrays or objects deeper than ${MAX_CALLBACK_DEPTH} levels`,
       });
-    } else if (containsNul(callback)) {
-      ctx.addIssue({ code: "custom", message: "contains a NUL character (U+0000)" });
+      return;
+    }
+    const path = nulPath(callback);
+    // The ids' own pattern already refuses a NUL, naming them.
+    if (path && path[0] !== "processToken" && path[0] !== "kreditCheckId") {
+      ctx.addIssue({ code: "custom", path, message: "must not contain a NUL character (U+0000)" });
     }
   });
 

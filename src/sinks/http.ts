@@ -134,7 +134,11 @@ export class HttpSink implements Sink {
 function webhookId(bundle: JsonBundle): string {
   // Spread first, then replaced: the keys keep their order, so a bundle without problems
   // keeps the id an earlier release gave it.
-  const { receivedAt: _received, completedAt: _completed, ...content } = {
+  const {
+    receivedAt: _received,
+    completedAt: _completed,
+    ...content
+  } = {
     ...bundle,
     problems: bundle.problems.map(({ code, caseId, document }) => ({ code, caseId, document })),
   };

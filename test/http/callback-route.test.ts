@@ -147,6 +147,16 @@ describe("POST /callbacks/kreditcheck", () => {
       ["processToken"],
     ],
     [
+      "a clientReference with a NUL byte",
+      makeCallback({ clientReference: "a\u0000b" }),
+      ["clientReference"],
+    ],
+    [
+      "an unknown field with a NUL byte deep inside",
+      makeCallback({ extra: { list: ["ok", "x\u0000"] } }),
+      ["extra.list.1"],
+    ],
+    [
       "a processToken of 129 characters",
       makeCallback({ processToken: "a".repeat(129) }),
       ["processToken"],
