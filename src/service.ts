@@ -90,6 +90,8 @@ export async function startService(
     logger: logger.child({ component: "token" }),
     clock,
     onRequest: (outcome) => metrics.tokenRequests.inc({ outcome }),
+    onResponse: (status, durationMs) =>
+      metrics.finapiDuration.observe({ endpoint: "token", status }, durationMs / 1000),
   });
   const client = new AuthorizedClient({
     http: transport.http,

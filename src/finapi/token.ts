@@ -23,6 +23,8 @@ export interface TokenProviderOptions {
   clock?: () => number;
   /** Told about each token request's outcome (metrics). */
   onRequest?: (outcome: "success" | "failure") => void;
+  /** Told each token request's HTTP status (or timeout, network_error) and duration. */
+  onResponse?: (status: string, durationMs: number) => void;
 }
 
 interface CachedToken {
@@ -93,11 +95,15 @@ export class ClientCredentialsTokenProvider implements TokenProvider {
       client_secret: clientSecret,
     });
     let response: AxiosResponse<string>;
+    const sentAt = performance.now();
+    const took = () => Math.round(performance.now() - sentAt);
     try {
       response = await http.post(tokenUrl, form.toString(), {
         headers: { "Content-Type": "application/x-www-form-urlencoded", "X-Request-Id": requestId },
       });
+      this.options.onResponse?.(String(response.status), took());
     } catch (error) {
+      this.options.onResponse?.(isTimeout(error) ? "timeout" : "network_error", took());
       this.options.onRequest?.("failure");
       logger.warn({ requestId, endpoint: "token", err: error }, "finAPI token request failed");
       throw networkError({ endpoint: "token", requestId }, error, isTimeout(error));

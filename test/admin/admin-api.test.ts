@@ -77,6 +77,11 @@ describe("admin port", () => {
     expect(await metricValue(/^kreditcheck_token_requests_total\{outcome="success"\}/)).toBe(1);
     expect(
       await metricValue(
+        /^kreditcheck_finapi_request_duration_seconds_count\{endpoint="token",status="200"\}/,
+      ),
+    ).toBe(1);
+    expect(
+      await metricValue(
         /^kreditcheck_finapi_request_duration_seconds_count\{endpoint="dac",status="200"\}/,
       ),
     ).toBe(3);
