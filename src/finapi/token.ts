@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { Axios, AxiosResponse } from "axios";
+import { untilAborted } from "../abortable.js";
 import { isTimeout, parseRetryAfter } from "../http-transport.js";
 import type { Logger } from "../logger.js";
 import { networkError, tokenError } from "./errors.js";
@@ -67,7 +68,7 @@ export class ClientCredentialsTokenProvider implements TokenProvider {
       this.inflight = request;
     }
     try {
-      return (await abortable(this.inflight, signal)).token;
+      return (await (signal ? untilAborted(this.inflight, signal) : this.inflight)).token;
     } catch (error) {
       if (signal?.aborted) throw error;
       // An early refresh that failed must not fail callers while the old token still works.
@@ -158,26 +159,6 @@ export class ClientCredentialsTokenProvider implements TokenProvider {
     this.cached = { token, expiresAt, refreshAt };
     return this.cached;
   }
-}
-
-/** Settles with `promise`, or rejects with the signal's reason as soon as it aborts. */
-function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (!signal) return promise;
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(error);
-      },
-    );
-  });
 }
 
 function safeJson(body: string): unknown {

@@ -1,4 +1,5 @@
 import pg from "pg";
+import { untilAborted } from "../abortable.js";
 import { redactUrl } from "../config.js";
 import { ReceiverError } from "../errors.js";
 import { migrate } from "../postgres/migrate.js";
@@ -237,35 +238,6 @@ export class PostgresSink implements Sink {
       },
     );
   }
-}
-
-/**
- * Settles as `work` does, or rejects with the signal's reason as soon as it aborts; a value
- * `work` yields after that goes to `late` (e.g. a connection to give back).
- */
-function untilAborted<T>(
-  work: Promise<T>,
-  signal: AbortSignal,
-  late?: (value: T) => void,
-): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => {
-      reject(signal.reason);
-      work.then(late, () => undefined);
-    };
-    if (signal.aborted) return onAbort();
-    signal.addEventListener("abort", onAbort, { once: true });
-    work.then(
-      (value) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(error);
-      },
-    );
-  });
 }
 
 /** What to check when the sink's server cannot be reached, naming the variable that was set. */
