@@ -5,6 +5,7 @@ import { StoreUnavailableError } from "../../src/inbox/inbox.js";
 import { PostgresInbox } from "../../src/inbox/postgres/postgres-inbox.js";
 import { INBOX_MIGRATIONS } from "../../src/inbox/postgres/schema.js";
 import { migrate } from "../../src/postgres/migrate.js";
+import { makeCallback } from "../support/harness.js";
 import {
   adminQuery,
   describePostgres,
@@ -179,6 +180,19 @@ describePostgres("PostgreSQL inbox: replicas", () => {
     const names = indexes.map((row) => row.indexname);
     expect(names).toContain("kreditcheck_jobs_pending_due");
     expect(names).not.toContain("kreditcheck_jobs_pending_run_at");
+  });
+
+  it("retries a dead job whose kept bundle holds a U+0000 afresh, instead of failing the retry", async () => {
+    const inbox = await open();
+    const { id } = await inbox.enqueue(makeCallback() as never, new Date());
+    await inbox.claim("worker-a", 1, 60_000);
+    // The json column takes the escape; reading a field of it later does not (22P05).
+    const bundle = { callback: { clientReference: "a\u0000b" }, kreditCheck: null };
+    await inbox.fail(id, "worker-a", { message: "postgres_sink_rejected: 0x00" }, { bundle });
+    expect(await inbox.requeue(id)).toBe(true);
+    const requeued = await inbox.get(id);
+    expect(requeued).toMatchObject({ state: "pending", attempts: 0, lastError: null });
+    expect(Object.keys(requeued?.progress ?? {})).toEqual(["requeuedAt"]);
   });
 
   it("answers ping with a durable write, so a database that cannot be written is not ready", async () => {

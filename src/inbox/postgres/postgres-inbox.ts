@@ -226,11 +226,26 @@ export class PostgresInbox implements Inbox {
     // SQLite simply finds no row. A mistyped id is no job on both.
     if (!JOB_ID_PATTERN.test(jobId)) return false;
     // Two statements, each atomic: a job that turns dead in between is simply not hurried.
-    const requeued = (await this.query(SQL.requeue, [jobId])).rowCount === 1;
+    const requeued = (await this.requeueKeepingBundle(jobId)).rowCount === 1;
     if (!requeued && (await this.query(SQL.runNow, [jobId])).rowCount !== 1) return false;
     this.notify();
     await this.announce();
     return true;
+  }
+
+  /**
+   * Reading the kept bundle parses the stored json, and PostgreSQL refuses a U+0000 escape
+   * there (22P05), which the json column accepted when the job died (a callback from before
+   * they were refused, or finAPI data with one). Such a job starts afresh instead of
+   * staying dead for good, and failing every `retry --all-dead` run at it.
+   */
+  private async requeueKeepingBundle(jobId: string): Promise<pg.QueryResult> {
+    try {
+      return await this.query(SQL.requeue, [jobId]);
+    } catch (error) {
+      if ((error as { cause?: { code?: unknown } }).cause?.code !== "22P05") throw error;
+      return this.query(SQL.requeueAfresh, [jobId]);
+    }
   }
 
   async prune(state: FinishedState, finishedBefore: Date, limit: number): Promise<number> {

@@ -79,6 +79,12 @@ export const SQL = {
                      ELSE json_build_object('requeuedAt', floor(extract(epoch from now()) * 1000)::bigint) END,
                    updated_at = now(), finished_at = NULL
             WHERE id = $1 AND state IN ('dead', 'done')`,
+  /** requeue for a kept bundle PostgreSQL cannot read as json (see PostgresInbox.requeue). */
+  requeueAfresh: `UPDATE kreditcheck_jobs SET state = 'pending', attempts = 0, run_at = now(), locked_by = NULL,
+                   locked_until = NULL, last_error = NULL,
+                   progress = json_build_object('requeuedAt', floor(extract(epoch from now()) * 1000)::bigint),
+                   updated_at = now(), finished_at = NULL
+            WHERE id = $1 AND state IN ('dead', 'done')`,
   runNow: `UPDATE kreditcheck_jobs SET run_at = LEAST(run_at, now()), updated_at = now()
            WHERE id = $1 AND state = 'pending'`,
   /**
