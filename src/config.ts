@@ -643,10 +643,20 @@ function pgCanRead(url: string): boolean {
       return false;
     }
   }
-  return (
-    URL.canParse(text, "postgres://base") ||
-    URL.canParse(text.replace("@/", "@___DUMMY___/"), "postgres://base")
-  );
+  const parsed =
+    URL.parse(text, "postgres://base") ??
+    URL.parse(text.replace("@/", "@___DUMMY___/"), "postgres://base");
+  if (!parsed) return false;
+  // Then it decodes the parts, and a stray escape such as %ff is a URIError there.
+  try {
+    decodeURIComponent(parsed.username);
+    decodeURIComponent(parsed.password);
+    decodeURIComponent(parsed.hostname);
+    decodeURI(parsed.pathname);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function isLoopbackHost(host: string): boolean {

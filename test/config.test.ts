@@ -127,6 +127,12 @@ describe("loadConfig", () => {
       ),
     ]);
     expect(problems.join("\n")).not.toContain("p/w");
+    // A stray escape pg's decoding refuses (URIError), in the password or the database.
+    for (const url of ["postgres://u:%ff@db/x", "postgres://u@db/%ff"]) {
+      expect(problemsOf({ ...credentials, STORE_URL: url })[0]).toMatch(
+        /^STORE_URL: must be a postgres:\/\/ URL the PostgreSQL driver can read/,
+      );
+    }
     // What pg reads: spaces and a lone % are encoded first, user@/db has no host (PGHOST).
     for (const url of ["postgres://app@/x", "postgres://app:a b%@db/x", "postgresql://db/x"]) {
       expect(loadConfig({ ...credentials, STORE_URL: url }).store.kind).toBe("postgres");
