@@ -81,10 +81,12 @@ describe("Worker", () => {
       openGate = resolve;
     });
     const renewals: string[] = [];
-    const slowRenew: SqliteInbox["renew"] = async (id, owner, leaseMs) => {
+    const settled: Promise<unknown>[] = [];
+    const slowRenew: SqliteInbox["renew"] = (id, owner, leaseMs) => {
       renewals.push(owner);
-      await gate;
-      return inbox.renew(id, owner, leaseMs);
+      const renewal = gate.then(() => inbox.renew(id, owner, leaseMs));
+      settled.push(renewal.catch(() => undefined));
+      return renewal;
     };
     const slowInbox = Object.assign(Object.create(inbox) as SqliteInbox, { renew: slowRenew });
     let finish: () => void = () => undefined;
@@ -119,7 +121,9 @@ describe("Worker", () => {
       "the job claimed again",
     );
     openGate();
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    // The stale renewal has come back refused, and the worker has handled that.
+    await settled[0];
+    await tick();
     expect(aborted).toBe(false);
     finish();
     await waitFor(async () => (await inbox.get(id))?.state === "done", "the job done");
