@@ -88,7 +88,9 @@ function pathToNul(value: unknown): (string | number)[] | undefined {
     if (typeof item === "string") {
       if (item.includes("\u0000")) return path;
     } else if (Array.isArray(item)) {
-      item.forEach((child, index) => pending.push([child, [...path, index]]));
+      item.forEach((child, index) => {
+        pending.push([child, [...path, index]]);
+      });
     } else if (typeof item === "object" && item !== null) {
       for (const [key, child] of Object.entries(item)) {
         if (key.includes("\u0000")) return [...path, key];
