@@ -23,7 +23,7 @@ const COMMANDS: Record<string, { usage: string; summary: string }> = {
   retry: {
     usage: "retry <id> | retry --all-dead [--code <error code>]",
     summary:
-      "put a dead (or done) job back to pending with fresh attempts; --all-dead: every dead job, or those whose last error has that code",
+      "dead job: back to pending with fresh attempts (a fetched bundle goes to the sinks that lack it); done job: fetched and delivered again; pending job: due now; --all-dead: every dead job, or those whose last error has that code",
   },
   replay: {
     usage: "replay <callback.json>",

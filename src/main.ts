@@ -60,6 +60,9 @@ function abandonStartup(signal: StopSignal): void {
   process.exit(128 + constants.signals[signal]);
 }
 
+/** A second signal this soon after the first is the first one, delivered twice. */
+const SAME_SIGNAL_WINDOW_MS = 300;
+
 /**
  * A stop signal once the service runs. First SHUTDOWN_DELAY_MS of draining: readiness
  * says 503 while callbacks are still accepted and jobs still run, for the time a load
@@ -91,14 +94,19 @@ function gracefulShutdown(
       },
     );
   };
+  let firstAt = 0;
   return (signal) => {
     if (endDelay) {
+      // npm start/run (and a process group's SIGTERM, as systemd sends it) hand the one
+      // signal on to us as well: the same signal twice at once is one stop, not two.
+      if (performance.now() - firstAt < SAME_SIGNAL_WINDOW_MS) return;
       logger.info({ signal }, "second stop signal: ending the shutdown delay now");
       endDelay();
       return;
     }
     if (stopping) return;
     stopping = true;
+    firstAt = performance.now();
     const delayMs = config.shutdownDelayMs;
     logger.info(
       { signal, ...(delayMs > 0 ? { delayMs } : {}), timeoutMs: config.shutdownTimeoutMs },
