@@ -34,9 +34,13 @@ export function createPool(
   applicationName: string,
   max = 10,
   connectionTimeoutMs?: number,
+  lockTimeoutMs?: number,
 ): pg.Pool {
   const config = connectionConfig(target, applicationName);
   if (connectionTimeoutMs !== undefined) config.connectionTimeoutMillis = connectionTimeoutMs;
+  // Every statement of the pool's sessions waits at most this long for a lock; a
+  // transaction may still set its own (SET LOCAL), as the migrator does.
+  if (lockTimeoutMs !== undefined) config.options += ` -c lock_timeout=${lockTimeoutMs}`;
   const pool = new pg.Pool({ ...config, max });
   // An idle client that loses its connection emits here; without a listener the process
   // would crash. The next query gets a fresh connection, and its error is handled there.

@@ -19,7 +19,7 @@ const FIXES: readonly [test: (code: string) => boolean, fix: string][] = [
   ],
   [
     (code) => code === "55P03",
-    "a lock was not granted in time (another replica may be migrating); start again.",
+    "a lock was not granted in time: another session holds one on the table (a replica migrating at start-up, LOCK TABLE, CREATE INDEX without CONCURRENTLY, a long transaction); find it in pg_locks and pg_stat_activity.",
   ],
   [
     (code) =>

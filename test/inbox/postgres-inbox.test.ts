@@ -195,6 +195,29 @@ describePostgres("PostgreSQL inbox: replicas", () => {
     expect(Object.keys(requeued?.progress ?? {})).toEqual(["requeuedAt"]);
   });
 
+  it("does not wait out a lock another session holds on the jobs table: the write fails as unavailable", async () => {
+    const inbox = await open({ lockTimeoutMs: 300 });
+    // As CREATE INDEX without CONCURRENTLY would hold it, for as long as it takes.
+    const locker = new pg.Client({ connectionString: testDatabaseUrl });
+    await locker.connect();
+    try {
+      await locker.query("BEGIN");
+      await locker.query(`LOCK TABLE ${fresh.name}.kreditcheck_jobs IN SHARE MODE`);
+      const startedAt = Date.now();
+      const failure = await inbox.enqueue(makeCallback() as never, new Date()).catch((e) => e);
+      expect(failure).toBeInstanceOf(StoreUnavailableError);
+      expect(String(failure.message)).toMatch(/55P03.*another session holds one on the table/);
+      expect(Date.now() - startedAt).toBeLessThan(5000);
+      await locker.query("ROLLBACK");
+      // Once the lock is gone, writes go through again.
+      await expect(inbox.enqueue(makeCallback() as never, new Date())).resolves.toMatchObject({
+        duplicate: false,
+      });
+    } finally {
+      await locker.end();
+    }
+  });
+
   it("answers ping with a durable write, so a database that cannot be written is not ready", async () => {
     const inbox = await open();
     await inbox.ping();

@@ -24,9 +24,18 @@ import { SQL } from "./statements.js";
 
 export interface PostgresInboxOptions extends PostgresTarget {
   poolSize?: number;
+  /** How long a statement waits for a lock (default INBOX_LOCK_TIMEOUT_MS). */
+  lockTimeoutMs?: number;
   /** The LISTEN connection dropped; it is being re-established. */
   onListenError?: (error: unknown) => void;
 }
+
+/**
+ * A table lock held elsewhere (LOCK TABLE, CREATE INDEX without CONCURRENTLY, a long
+ * ALTER) must not hold callbacks for as long as it lasts: after this long the write fails,
+ * and the sender gets 503 with Retry-After, as with SQLite's BUSY_TIMEOUT_MS.
+ */
+export const INBOX_LOCK_TIMEOUT_MS = 5000;
 
 /** Channel for "jobs were written"; the payload is the schema, so schemas do not wake each other. */
 const CHANNEL = "kreditcheck_jobs";
@@ -60,7 +69,13 @@ export class PostgresInbox implements Inbox {
 
   /** Connects, migrates the schema (safe with many replicas at once) and starts listening. */
   static async open(options: PostgresInboxOptions): Promise<PostgresInbox> {
-    const pool = createPool(options, "kreditcheck-receiver inbox", options.poolSize);
+    const pool = createPool(
+      options,
+      "kreditcheck-receiver inbox",
+      options.poolSize,
+      undefined,
+      options.lockTimeoutMs ?? INBOX_LOCK_TIMEOUT_MS,
+    );
     try {
       await migrate(pool, options.schema, INBOX_MIGRATIONS);
     } catch (error) {
