@@ -44,6 +44,8 @@ interface ActiveJob {
   task: Promise<void>;
   /** Counted in `busy` until its handler settles. */
   holdsSlot: boolean;
+  /** Its outcome is stored (or given up on): a renewal refused now is no news. */
+  finished: boolean;
 }
 
 class ShutdownSignal extends Error {
@@ -200,13 +202,16 @@ export class Worker {
       controller,
       task: Promise.resolve(),
       holdsSlot: true,
+      finished: false,
     };
     this.busy += 1;
     const renewal = setInterval(
       () => {
         const renewedAs = entry.owner;
         inbox.renew(job.id, renewedAs, leaseMs).catch((error: unknown) => {
-          if (controller.signal.aborted) return;
+          // Refused because the run has stored its outcome meanwhile (a renewal held up by a
+          // slow store): nothing was lost.
+          if (controller.signal.aborted || entry.finished) return;
           // This worker re-claimed the job while the renewal was on its way (the run adopted
           // the new lease): the old token is gone, the job is not lost.
           if (error instanceof LeaseLostError && renewedAs !== entry.owner) return;
@@ -238,6 +243,7 @@ export class Worker {
         this.options.onJobFinished?.(outcome, this.clock() - startedAt);
       })
       .finally(() => {
+        entry.finished = true;
         this.freeSlot(entry);
         clearInterval(renewal);
         if (this.active.get(job.id) === entry) this.active.delete(job.id);

@@ -129,6 +129,39 @@ describe("Worker", () => {
     await waitFor(async () => (await inbox.get(id))?.state === "done", "the job done");
   });
 
+  it("does not report a lease lost when a renewal held up by a slow store comes back after the job was done", async () => {
+    let openGate: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => {
+      openGate = resolve;
+    });
+    const renewals: Promise<unknown>[] = [];
+    const slowRenew: SqliteInbox["renew"] = (id, owner, leaseMs) => {
+      const renewal = gate.then(() => inbox.renew(id, owner, leaseMs));
+      renewals.push(renewal.catch(() => undefined));
+      return renewal;
+    };
+    const slowInbox = Object.assign(Object.create(inbox) as SqliteInbox, { renew: slowRenew });
+    const logs = captureLogs();
+    worker = new Worker({
+      inbox: slowInbox,
+      // The job ends once a renewal is on its way.
+      handle: () => waitFor(() => renewals.length > 0, "a renewal on its way"),
+      logger: logs.logger,
+      concurrency: 4,
+      leaseMs: 300,
+      pollMs: 20,
+      policy: { maxAttempts: 5, maxAgeMs: 3_600_000, baseMs: 10, maxMs: 20 },
+      clock: () => now,
+    });
+    worker.start();
+    const { id } = await inbox.enqueue(makeCallback() as never, new Date(now));
+    await waitFor(async () => (await inbox.get(id))?.state === "done", "the job done");
+    openGate();
+    await renewals[0];
+    await tick();
+    expect(logs.text()).not.toContain("lease lost");
+  });
+
   it("starts the next checks' fetching while slow deliveries finish, holding at most 2 x concurrency jobs", async () => {
     let fetching = 0;
     let maxFetching = 0;
