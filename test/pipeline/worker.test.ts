@@ -74,55 +74,64 @@ describe("Worker", () => {
     expect(runs.filter((id) => id === first.id)).toHaveLength(1);
   });
 
-  it("keeps a run it adopted going when a renewal under the old lease comes back refused", async () => {
-    // A renewal that is slow to reach the store (a busy PostgreSQL, say).
+  /**
+   * A worker whose lease renewals reach the store only once `openGate()` is called (a
+   * busy PostgreSQL, say). `renewals` holds the owner each was sent as and when each has
+   * settled.
+   */
+  function startWorkerWithSlowRenewals(
+    handle: (run: CheckRun) => Promise<unknown>,
+    leaseMs: number,
+  ) {
     let openGate: () => void = () => undefined;
     const gate = new Promise<void>((resolve) => {
       openGate = resolve;
     });
-    const renewals: string[] = [];
-    const settled: Promise<unknown>[] = [];
-    const slowRenew: SqliteInbox["renew"] = (id, owner, leaseMs) => {
-      renewals.push(owner);
-      const renewal = gate.then(() => inbox.renew(id, owner, leaseMs));
-      settled.push(renewal.catch(() => undefined));
+    const renewals: { owner: string; settled: Promise<unknown> }[] = [];
+    const slowRenew: SqliteInbox["renew"] = (id, owner, ms) => {
+      const renewal = gate.then(() => inbox.renew(id, owner, ms));
+      renewals.push({ owner, settled: renewal.catch(() => undefined) });
       return renewal;
     };
-    const slowInbox = Object.assign(Object.create(inbox) as SqliteInbox, { renew: slowRenew });
-    let finish: () => void = () => undefined;
-    const blocked = new Promise<void>((resolve) => {
-      finish = resolve;
-    });
-    let aborted = false;
     const logs = captureLogs();
     worker = new Worker({
-      inbox: slowInbox,
-      handle: async (run) => {
-        run.signal.addEventListener("abort", () => {
-          aborted = true;
-        });
-        await blocked;
-      },
+      inbox: Object.assign(Object.create(inbox) as SqliteInbox, { renew: slowRenew }),
+      handle,
       logger: logs.logger,
       concurrency: 4,
-      leaseMs: 1500,
+      leaseMs,
       pollMs: 20,
       policy: { maxAttempts: 5, maxAgeMs: 3_600_000, baseMs: 10, maxMs: 20 },
       clock: () => now,
     });
     worker.start();
+    return { openGate, renewals, logs };
+  }
+
+  it("keeps a run it adopted going when a renewal under the old lease comes back refused", async () => {
+    let finish: () => void = () => undefined;
+    const blocked = new Promise<void>((resolve) => {
+      finish = resolve;
+    });
+    let aborted = false;
+    const { openGate, renewals } = startWorkerWithSlowRenewals(async (run) => {
+      run.signal.addEventListener("abort", () => {
+        aborted = true;
+      });
+      await blocked;
+    }, 1500);
     const { id } = await inbox.enqueue(makeCallback() as never, new Date(now));
     await waitFor(() => renewals.length === 1, "a renewal on its way");
     // Meanwhile the lease lapses and this worker claims the job again (the run adopts it).
     now += 120_000;
     await inbox.enqueue(makeCallback() as never, new Date(now));
     await waitFor(
-      async () => (await inbox.get(id))?.lockedBy !== renewals[0],
+      async () => (await inbox.get(id))?.lockedBy !== renewals[0]?.owner,
       "the job claimed again",
     );
     openGate();
     // The stale renewal has come back refused, and the worker has handled that.
-    await settled[0];
+    await renewals[0]?.settled;
     await tick();
     expect(aborted).toBe(false);
     finish();
@@ -130,34 +139,15 @@ describe("Worker", () => {
   });
 
   it("does not report a lease lost when a renewal held up by a slow store comes back after the job was done", async () => {
-    let openGate: () => void = () => undefined;
-    const gate = new Promise<void>((resolve) => {
-      openGate = resolve;
-    });
-    const renewals: Promise<unknown>[] = [];
-    const slowRenew: SqliteInbox["renew"] = (id, owner, leaseMs) => {
-      const renewal = gate.then(() => inbox.renew(id, owner, leaseMs));
-      renewals.push(renewal.catch(() => undefined));
-      return renewal;
-    };
-    const slowInbox = Object.assign(Object.create(inbox) as SqliteInbox, { renew: slowRenew });
-    const logs = captureLogs();
-    worker = new Worker({
-      inbox: slowInbox,
+    const { openGate, renewals, logs } = startWorkerWithSlowRenewals(
       // The job ends once a renewal is on its way.
-      handle: () => waitFor(() => renewals.length > 0, "a renewal on its way"),
-      logger: logs.logger,
-      concurrency: 4,
-      leaseMs: 300,
-      pollMs: 20,
-      policy: { maxAttempts: 5, maxAgeMs: 3_600_000, baseMs: 10, maxMs: 20 },
-      clock: () => now,
-    });
-    worker.start();
+      () => waitFor(() => renewals.length > 0, "a renewal on its way"),
+      300,
+    );
     const { id } = await inbox.enqueue(makeCallback() as never, new Date(now));
     await waitFor(async () => (await inbox.get(id))?.state === "done", "the job done");
     openGate();
-    await renewals[0];
+    await renewals[0]?.settled;
     await tick();
     expect(logs.text()).not.toContain("lease lost");
   });
