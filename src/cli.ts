@@ -21,9 +21,9 @@ const COMMANDS: Record<string, { usage: string; summary: string }> = {
   },
   job: { usage: "job <id>", summary: "show one job: attempts, last error, timings" },
   retry: {
-    usage: "retry <id> | retry --all-dead [--code <error code>]",
+    usage: "retry <id> [--fresh] | retry --all-dead [--code <error code>] [--fresh]",
     summary:
-      "dead job: back to pending with fresh attempts (a fetched bundle goes to the sinks that lack it); done job: fetched and delivered again; pending job: due now; --all-dead: every dead job, or those whose last error has that code",
+      "dead job: back to pending with fresh attempts (a fetched bundle goes to the sinks that lack it; --fresh: fetched again for every sink); done job: fetched and delivered again; pending job: due now; --all-dead: every dead job, or those whose last error has that code",
   },
   replay: {
     usage: "replay <callback.json>",
@@ -89,6 +89,7 @@ async function main(argv: string[]): Promise<number> {
       status: { type: "string" },
       "all-dead": { type: "boolean" },
       code: { type: "string" },
+      fresh: { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -156,7 +157,7 @@ async function main(argv: string[]): Promise<number> {
         const code = values.code;
         const unknown = code === undefined ? undefined : unknownCodeWarning(code);
         if (unknown) process.stderr.write(`kreditcheck-receiver cli: warning: ${unknown}\n`);
-        const retried = await retryDeadJobs(call, code);
+        const retried = await retryDeadJobs(call, code, values.fresh === true);
         // A run that retried nothing says why, instead of a bare "requeued": 0; with a
         // code the service does not know (a typo, most likely) it is an error.
         if (code !== undefined && retried.requeued === 0 && retried.failed.length === 0) {
@@ -174,7 +175,8 @@ async function main(argv: string[]): Promise<number> {
         if (values.code !== undefined) {
           throw new CliError(`--code goes with --all-dead\n\n${usage(command)}`);
         }
-        result = await call("POST", `/jobs/${needArgument("<id>")}/retry`);
+        const fresh = values.fresh ? "?fresh=true" : "";
+        result = await call("POST", `/jobs/${needArgument("<id>")}/retry${fresh}`);
       }
       break;
     case "replay": {

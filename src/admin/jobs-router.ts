@@ -62,7 +62,9 @@ export function jobsRouter(options: JobsRouterOptions): Router {
   router.post("/jobs/:id/retry", async (req, res) => {
     const job = await inbox.get(req.params.id);
     if (!job) return sendError(res, 404, "job_not_found", [{ message: `no job ${req.params.id}` }]);
-    if (!(await inbox.requeue(job.id))) {
+    // ?fresh=true: a dead job fetches anew instead of resending the bundle it kept.
+    const fresh = req.query.fresh === "true";
+    if (!(await inbox.requeue(job.id, { fresh }))) {
       return sendError(res, 409, "job_not_retryable", [
         {
           message: `job is ${job.state}; only dead, done or pending jobs can be retried (a running one finishes or fails first)`,
@@ -71,10 +73,15 @@ export function jobsRouter(options: JobsRouterOptions): Router {
     }
     // It delivers the check again (or now): an operator's act worth a line of its own.
     logger.info(
-      { jobId: job.id, previousState: job.state, remoteAddress: req.socket.remoteAddress },
+      {
+        jobId: job.id,
+        previousState: job.state,
+        fresh,
+        remoteAddress: req.socket.remoteAddress,
+      },
       "job re-queued through the admin API",
     );
-    res.json({ requeued: true, id: job.id });
+    res.json({ requeued: true, id: job.id, ...(fresh ? { fresh } : {}) });
   });
 
   // An operator's replay goes in exactly as finAPI's callback does.

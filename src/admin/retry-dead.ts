@@ -43,7 +43,11 @@ const START = "00000000-0000-0000-0000-000000000000";
  * once: a job that dies again at once, one the API refuses and one that does not match
  * all stay behind the cursor, and the run ends after the last page.
  */
-export async function retryDeadJobs(call: AdminCall, code?: string): Promise<RetryDeadResult> {
+export async function retryDeadJobs(
+  call: AdminCall,
+  code?: string,
+  fresh = false,
+): Promise<RetryDeadResult> {
   const result: RetryDeadResult = { requeued: 0, ids: [], failed: [] };
   try {
     for (let after: string | null = START; after !== null; ) {
@@ -57,7 +61,10 @@ export async function retryDeadJobs(call: AdminCall, code?: string): Promise<Ret
       for (const job of page.jobs) {
         if (code !== undefined && !codesOf(job).includes(code)) continue;
         try {
-          await call("POST", `/jobs/${encodeURIComponent(job.id)}/retry`);
+          await call(
+            "POST",
+            `/jobs/${encodeURIComponent(job.id)}/retry${fresh ? "?fresh=true" : ""}`,
+          );
           result.requeued += 1;
           result.ids.push(job.id);
         } catch (error) {

@@ -119,9 +119,10 @@ export interface Inbox {
    * the sinks that failed get it (a sink fixed after the job died), and a job that died
    * before its bundle was fetched fetches it. A done job is fetched and delivered to every
    * sink again (a replay). A pending job waiting for its next attempt is due at once,
-   * attempts and progress unchanged. False for a running job or none.
+   * attempts and progress unchanged. False for a running job or none. `fresh`: a dead job
+   * keeps nothing either, and is fetched and delivered to every sink again.
    */
-  requeue(jobId: string): Promise<boolean>;
+  requeue(jobId: string, options?: { fresh?: boolean }): Promise<boolean>;
   /**
    * Retention: deletes up to `limit` jobs in `state` that finished before `finishedBefore`,
    * oldest first, in one short statement, and answers how many. Pending and running jobs

@@ -323,6 +323,9 @@ describe("npm run cli", () => {
         stderr: expect.stringContaining("is not an error code"),
       });
       await expect(cli("retry", ids[0] ?? "", "--code", code)).rejects.toMatchObject({ code: 2 });
+      // A done job with --fresh: the API is asked for a fresh start.
+      const fresh = JSON.parse((await cli("retry", ids[0] ?? "", "--fresh")).stdout);
+      expect(fresh).toEqual({ requeued: true, id: ids[0], fresh: true });
       const badCursor = await fetch(`${harness.service.adminUrl}/admin/jobs?after=../x`);
       expect(badCursor.status).toBe(400);
     } finally {

@@ -314,6 +314,17 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
       expect(await inbox.requeue(id)).toBe(false);
     });
 
+    it("requeues a dead job afresh when asked to, dropping the bundle it kept", async () => {
+      const { id } = await inbox.enqueue(callback(), new Date());
+      await inbox.claim("worker-a", 10, LEASE_MS);
+      const progress = { bundle: { kreditCheck: null }, deliveredSinks: ["file"] };
+      await inbox.fail(id, "worker-a", { message: "postgres_sink_rejected: x" }, progress);
+      expect(await inbox.requeue(id, { fresh: true })).toBe(true);
+      const requeued = await inbox.get(id);
+      expect(requeued).toMatchObject({ state: "pending", attempts: 0, lastError: null });
+      expect(Object.keys(requeued?.progress ?? {})).toEqual(["requeuedAt"]);
+    });
+
     it("requeues a dead job that had fetched nothing, and a done job, as new: fetched and delivered again", async () => {
       const dead = await inbox.enqueue(callback(), new Date());
       const done = await inbox.enqueue(callback(), new Date());

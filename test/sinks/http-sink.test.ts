@@ -262,6 +262,31 @@ describe("the http sink", () => {
     expect({ kreditcheck: after.kreditcheck, dac: after.dac }).toEqual(fetched);
   });
 
+  it("with ?fresh=true, an operator's retry of a dead job fetches it again for every sink", async () => {
+    let fixed = false;
+    receiver = await startWebhookReceiver(() => ({ status: fixed ? 200 : 410 }));
+    harness = await startHarness({
+      env: {
+        SINKS: "module:test/fixtures/recording-sink.mjs,http",
+        HTTP_SINK_URL: receiver.url,
+        HTTP_SINK_SECRET: "s3cret",
+      },
+    });
+    const callback = makeCallback();
+    const id = String((await harness.post(callback)).body.id);
+    await harness.waitForJob(id, "dead");
+    const fetchedBefore = harness.simulator.stats().calls.kreditcheck;
+    fixed = true;
+    const retried = await fetch(`${harness.service.adminUrl}/admin/jobs/${id}/retry?fresh=true`, {
+      method: "POST",
+    });
+    expect(await retried.json()).toEqual({ requeued: true, id, fresh: true });
+    await harness.waitForJob(id, "done");
+    expect(harness.simulator.stats().calls.kreditcheck).toBe(fetchedBefore + 1);
+    const recorded = await readFile(join(harness.dir, "recorded-deliveries.log"), "utf8");
+    expect(recorded).toBe(`${callback.kreditCheckId}\n${callback.kreditCheckId}\n`);
+  });
+
   it("states a refusal without a body once, with its fix once, and does not log it as posted", async () => {
     receiver = await startWebhookReceiver(() => ({ status: 404 }));
     harness = await startHarness({

@@ -236,12 +236,16 @@ export class PostgresInbox implements Inbox {
     await this.announce();
   }
 
-  async requeue(jobId: string): Promise<boolean> {
+  async requeue(jobId: string, options: { fresh?: boolean } = {}): Promise<boolean> {
     // The id column is a uuid: PostgreSQL would refuse other text with an error, where
     // SQLite simply finds no row. A mistyped id is no job on both.
     if (!JOB_ID_PATTERN.test(jobId)) return false;
     // Two statements, each atomic: a job that turns dead in between is simply not hurried.
-    const requeued = (await this.requeueKeepingBundle(jobId)).rowCount === 1;
+    const requeued =
+      (options.fresh
+        ? await this.query(SQL.requeueAfresh, [jobId])
+        : await this.requeueKeepingBundle(jobId)
+      ).rowCount === 1;
     if (!requeued && (await this.query(SQL.runNow, [jobId])).rowCount !== 1) return false;
     this.notify();
     await this.announce();

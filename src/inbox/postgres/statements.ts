@@ -79,7 +79,7 @@ export const SQL = {
                      ELSE json_build_object('requeuedAt', floor(extract(epoch from now()) * 1000)::bigint) END,
                    updated_at = now(), finished_at = NULL
             WHERE id = $1 AND state IN ('dead', 'done')`,
-  /** requeue for a kept bundle PostgreSQL cannot read as json (see PostgresInbox.requeue). */
+  /** requeue with nothing kept: asked for (fresh), or a bundle PostgreSQL cannot read as json. */
   requeueAfresh: `UPDATE kreditcheck_jobs SET state = 'pending', attempts = 0, run_at = now(), locked_by = NULL,
                    locked_until = NULL, last_error = NULL,
                    progress = json_build_object('requeuedAt', floor(extract(epoch from now()) * 1000)::bigint),

@@ -110,6 +110,7 @@ export class SqliteInbox implements Inbox {
       fail: prepare(SQL.fail),
       release: prepare(SQL.release),
       requeue: prepare(SQL.requeue),
+      requeueAfresh: prepare(SQL.requeueAfresh),
       runNow: prepare(SQL.runNow),
       prune: prepare(SQL.prune),
       get: prepare(SQL.get),
@@ -236,10 +237,11 @@ export class SqliteInbox implements Inbox {
     );
   }
 
-  async requeue(jobId: string): Promise<boolean> {
+  async requeue(jobId: string, options: { fresh?: boolean } = {}): Promise<boolean> {
     const changes = await this.write(() => {
       const now = this.clock();
-      const { requeue, runNow } = this.statements;
+      const { runNow } = this.statements;
+      const requeue = options.fresh ? this.statements.requeueAfresh : this.statements.requeue;
       return requeue.run({ id: jobId, now }).changes || runNow.run({ id: jobId, now }).changes;
     }, true);
     if (changes === 1) this.notify();

@@ -49,6 +49,10 @@ export const SQL = {
                      ELSE json_object('requeuedAt', @now) END,
                    updated_at = @now, finished_at = NULL
             WHERE id = @id AND state IN ('dead', 'done')`,
+  requeueAfresh: `UPDATE jobs SET state = 'pending', attempts = 0, run_at = @now, locked_by = NULL,
+                   locked_until = NULL, last_error = NULL, progress = json_object('requeuedAt', @now),
+                   updated_at = @now, finished_at = NULL
+            WHERE id = @id AND state IN ('dead', 'done')`,
   runNow: `UPDATE jobs SET run_at = MIN(run_at, @now), updated_at = @now WHERE id = @id AND state = 'pending'`,
   /**
    * For a done or dead row updated_at equals finished_at (complete and fail set both, and
