@@ -29,6 +29,13 @@ const listQuery = z.object({
     .optional(),
 });
 
+const retryQuery = z.object({
+  fresh: z
+    .enum(["true", "false"], { error: "must be true or false" })
+    .default("false")
+    .transform((value) => value === "true"),
+});
+
 const fetchBody = z.object({
   processToken: safeId,
   kreditCheckId: safeId,
@@ -62,12 +69,17 @@ export function jobsRouter(options: JobsRouterOptions): Router {
   router.post("/jobs/:id/retry", async (req, res) => {
     const job = await inbox.get(req.params.id);
     if (!job) return sendError(res, 404, "job_not_found", [{ message: `no job ${req.params.id}` }]);
+    const query = retryQuery.safeParse(req.query);
+    if (!query.success) return sendError(res, 400, "invalid_query", zodIssues(query.error));
     // ?fresh=true: a dead job fetches anew instead of resending the bundle it kept.
-    const fresh = req.query.fresh === "true";
+    const { fresh } = query.data;
     if (!(await inbox.requeue(job.id, { fresh }))) {
       return sendError(res, 409, "job_not_retryable", [
         {
-          message: `job is ${job.state}; only dead, done or pending jobs can be retried (a running one finishes or fails first)`,
+          message:
+            fresh && job.state === "pending"
+              ? "job is pending: it is retried with what it fetched (retry it without fresh to make it due now); fresh applies to dead and done jobs"
+              : `job is ${job.state}; only dead, done or pending jobs can be retried (a running one finishes or fails first)`,
         },
       ]);
     }

@@ -120,7 +120,8 @@ export interface Inbox {
    * before its bundle was fetched fetches it. A done job is fetched and delivered to every
    * sink again (a replay). A pending job waiting for its next attempt is due at once,
    * attempts and progress unchanged. False for a running job or none. `fresh`: a dead job
-   * keeps nothing either, and is fetched and delivered to every sink again.
+   * keeps nothing either, and is fetched and delivered to every sink again; a pending job
+   * is then left as it is (false).
    */
   requeue(jobId: string, options?: { fresh?: boolean }): Promise<boolean>;
   /**

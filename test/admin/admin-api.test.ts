@@ -326,6 +326,14 @@ describe("npm run cli", () => {
       // A done job with --fresh: the API is asked for a fresh start.
       const fresh = JSON.parse((await cli("retry", ids[0] ?? "", "--fresh")).stdout);
       expect(fresh).toEqual({ requeued: true, id: ids[0], fresh: true });
+      // Anything but true or false is refused, not taken for a plain retry.
+      const unclear = await fetch(
+        `${harness.service.adminUrl}/admin/jobs/${ids[1]}/retry?fresh=1`,
+        {
+          method: "POST",
+        },
+      );
+      expect(unclear.status).toBe(400);
       const badCursor = await fetch(`${harness.service.adminUrl}/admin/jobs?after=../x`);
       expect(badCursor.status).toBe(400);
     } finally {

@@ -346,6 +346,9 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
       const progress = { bundle: { kreditCheck: null }, deliveredSinks: ["file"] };
       await inbox.retry(id, "worker-a", later, { message: "http_sink_unavailable: 503" }, progress);
       expect(await inbox.claim("worker-b", 10, LEASE_MS)).toEqual([]);
+      // A fresh start is for finished jobs: a pending one is left as it is.
+      expect(await inbox.requeue(id, { fresh: true })).toBe(false);
+      expect(await inbox.claim("worker-b", 10, LEASE_MS)).toEqual([]);
       expect(await inbox.requeue(id)).toBe(true);
       const [claimed] = await inbox.claim("worker-b", 10, LEASE_MS);
       expect(claimed).toMatchObject({ id, attempts: 2, progress });

@@ -195,21 +195,28 @@ describePostgres("PostgreSQL inbox: replicas", () => {
     expect(Object.keys(requeued?.progress ?? {})).toEqual(["requeuedAt"]);
   });
 
-  it("does not wait out a lock another session holds on the jobs table: the write fails as unavailable", async () => {
+  it("does not hold a callback for a lock another session holds on the jobs table, but lets the worker's writes wait it out", async () => {
     const inbox = await open({ lockTimeoutMs: 300 });
+    const { id } = await inbox.enqueue(makeCallback() as never, new Date());
+    await inbox.claim("worker-a", 1, 60_000);
     // As CREATE INDEX without CONCURRENTLY would hold it, for as long as it takes.
     const locker = new pg.Client({ connectionString: testDatabaseUrl });
     await locker.connect();
     try {
       await locker.query("BEGIN");
       await locker.query(`LOCK TABLE ${fresh.name}.kreditcheck_jobs IN SHARE MODE`);
+      // The job's outcome is being stored meanwhile: it must not fail (the job would run again).
+      const completed = inbox.complete(id, "worker-a", { deliveredSinks: ["file"] });
       const startedAt = Date.now();
       const failure = await inbox.enqueue(makeCallback() as never, new Date()).catch((e) => e);
       expect(failure).toBeInstanceOf(StoreUnavailableError);
       expect(String(failure.message)).toMatch(/55P03.*another session holds one on the table/);
       expect(Date.now() - startedAt).toBeLessThan(5000);
+      await new Promise((resolve) => setTimeout(resolve, 500));
       await locker.query("ROLLBACK");
-      // Once the lock is gone, writes go through again.
+      await expect(completed).resolves.toBeUndefined();
+      expect((await inbox.get(id))?.state).toBe("done");
+      // Once the lock is gone, callbacks go through again.
       await expect(inbox.enqueue(makeCallback() as never, new Date())).resolves.toMatchObject({
         duplicate: false,
       });

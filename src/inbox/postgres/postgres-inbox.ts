@@ -37,6 +37,9 @@ export interface PostgresInboxOptions extends PostgresTarget {
  */
 export const INBOX_LOCK_TIMEOUT_MS = 5000;
 
+/** Batches are written one at a time (see flush); the probe may need a second connection. */
+const INGEST_POOL_SIZE = 2;
+
 /** Channel for "jobs were written"; the payload is the schema, so schemas do not wake each other. */
 const CHANNEL = "kreditcheck_jobs";
 
@@ -63,16 +66,22 @@ export class PostgresInbox implements Inbox {
 
   private constructor(
     private readonly pool: pg.Pool,
+    /** Callbacks' writes and the readiness probe only: their sessions carry lock_timeout. */
+    private readonly ingestPool: pg.Pool,
     private readonly schema: string,
     private readonly listener: NotificationListener | undefined,
   ) {}
 
   /** Connects, migrates the schema (safe with many replicas at once) and starts listening. */
   static async open(options: PostgresInboxOptions): Promise<PostgresInbox> {
-    const pool = createPool(
+    const pool = createPool(options, "kreditcheck-receiver inbox", options.poolSize);
+    // Only callbacks give up on a lock after INBOX_LOCK_TIMEOUT_MS (their sender retries on
+    // a 503). The worker's writes wait it out: a job outcome that failed to be stored
+    // would run the job again once its lease expired, delivering it twice.
+    const ingestPool = createPool(
       options,
-      "kreditcheck-receiver inbox",
-      options.poolSize,
+      "kreditcheck-receiver ingest",
+      INGEST_POOL_SIZE,
       undefined,
       options.lockTimeoutMs ?? INBOX_LOCK_TIMEOUT_MS,
     );
@@ -80,6 +89,7 @@ export class PostgresInbox implements Inbox {
       await migrate(pool, options.schema, INBOX_MIGRATIONS);
     } catch (error) {
       await pool.end().catch(() => undefined);
+      await ingestPool.end().catch(() => undefined);
       throw error instanceof SchemaTooNewError
         ? error
         : new StoreUnavailableError(
@@ -97,7 +107,7 @@ export class PostgresInbox implements Inbox {
       onNotify: () => inbox?.notify(),
       onError: (error) => options.onListenError?.(error),
     });
-    inbox = new PostgresInbox(pool, options.schema, listener);
+    inbox = new PostgresInbox(pool, ingestPool, options.schema, listener);
     await listener.start();
     return inbox;
   }
@@ -134,7 +144,7 @@ export class PostgresInbox implements Inbox {
     const rows = [...firsts.values()];
     let ids: Map<string, { id: string; duplicate: boolean }>;
     try {
-      const inserted = await this.pool.query<{
+      const inserted = await this.ingestPool.query<{
         id: string;
         process_token: string;
         kreditcheck_id: string;
@@ -155,7 +165,7 @@ export class PostgresInbox implements Inbox {
       // finAPI's retry of such a callback is then a duplicate (202), and its job runs once.
       const conflicted = rows.filter((row) => !ids.has(keyOf(row.callback)));
       if (conflicted.length > 0) {
-        const existing = await this.pool.query<{
+        const existing = await this.ingestPool.query<{
           id: string;
           process_token: string;
           kreditcheck_id: string;
@@ -246,7 +256,10 @@ export class PostgresInbox implements Inbox {
         ? await this.query(SQL.requeueAfresh, [jobId])
         : await this.requeueKeepingBundle(jobId)
       ).rowCount === 1;
-    if (!requeued && (await this.query(SQL.runNow, [jobId])).rowCount !== 1) return false;
+    // A fresh start is for finished jobs; a pending one keeps what it fetched.
+    if (!requeued && (options.fresh || (await this.query(SQL.runNow, [jobId])).rowCount !== 1)) {
+      return false;
+    }
     this.notify();
     await this.announce();
     return true;
@@ -308,7 +321,10 @@ export class PostgresInbox implements Inbox {
 
   /** A durable write, not a SELECT: a read-only or full database is not healthy. */
   async ping(): Promise<void> {
-    await this.query(SQL.heartbeat, []);
+    if (this.closed) throw new StoreUnavailableError("inbox is closed");
+    await this.ingestPool.query(SQL.heartbeat, []).catch((error: unknown) => {
+      throw storeError("query", error);
+    });
   }
 
   async close(): Promise<void> {
@@ -317,7 +333,7 @@ export class PostgresInbox implements Inbox {
     // Callers already waiting are answered before the pool goes.
     await this.flush();
     await this.listener?.stop();
-    await this.pool.end();
+    await Promise.all([this.pool.end(), this.ingestPool.end()]);
   }
 
   private notify(): void {

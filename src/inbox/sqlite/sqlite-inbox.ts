@@ -242,7 +242,9 @@ export class SqliteInbox implements Inbox {
       const now = this.clock();
       const { runNow } = this.statements;
       const requeue = options.fresh ? this.statements.requeueAfresh : this.statements.requeue;
-      return requeue.run({ id: jobId, now }).changes || runNow.run({ id: jobId, now }).changes;
+      const requeued = requeue.run({ id: jobId, now }).changes;
+      // A fresh start is for finished jobs; a pending one keeps what it fetched.
+      return requeued || (options.fresh ? 0 : runNow.run({ id: jobId, now }).changes);
     }, true);
     if (changes === 1) this.notify();
     return changes === 1;
