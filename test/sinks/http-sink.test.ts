@@ -226,7 +226,11 @@ describe("the http sink", () => {
     expect(job.lastErrorCodes).toEqual(["sink_delivery_failed", "http_sink_rejected"]);
   });
 
-  it("after the receiver is fixed, an operator's retry of the dead job sends the kept bundle to that sink only: no new fetch, nothing written twice", async () => {
+  /**
+   * A job that died because the http sink's receiver answered 410, beside the file and
+   * recording sinks; `fix()` makes the receiver answer 200 from then on.
+   */
+  async function deadOfARefusingReceiver() {
     let fixed = false;
     receiver = await startWebhookReceiver(() => ({ status: fixed ? 200 : 410 }));
     harness = await startHarness({
@@ -237,54 +241,49 @@ describe("the http sink", () => {
       },
     });
     const callback = makeCallback();
-    const accepted = await harness.post(callback);
-    const id = String(accepted.body.id);
+    const id = String((await harness.post(callback)).body.id);
     await harness.waitForJob(id, "dead");
-    const calls = harness.simulator.stats().calls;
-    const fetched = { kreditcheck: calls.kreditcheck, dac: calls.dac };
+    const { kreditcheck, dac } = harness.simulator.stats().calls;
+    return {
+      harness,
+      receiver,
+      callback,
+      id,
+      fetched: { kreditcheck, dac },
+      fix: () => {
+        fixed = true;
+      },
+      retry: (query = "") =>
+        fetch(`${harness?.service.adminUrl}/admin/jobs/${id}/retry${query}`, { method: "POST" }),
+      recorded: () => readFile(join(harness?.dir ?? "", "recorded-deliveries.log"), "utf8"),
+    };
+  }
 
-    fixed = true;
-    const retried = await fetch(`${harness.service.adminUrl}/admin/jobs/${id}/retry`, {
-      method: "POST",
-    });
-    expect(retried.status).toBe(200);
-    const job = await harness.waitForJob(id, "done");
+  it("after the receiver is fixed, an operator's retry of the dead job sends the kept bundle to that sink only: no new fetch, nothing written twice", async () => {
+    const dead = await deadOfARefusingReceiver();
+    dead.fix();
+    expect((await dead.retry()).status).toBe(200);
+    const job = await dead.harness.waitForJob(dead.id, "done");
     expect(job.progress.deliveredSinks?.sort()).toEqual(["file", "http", "recording"]);
-    expect(receiver.received).toHaveLength(2);
+    const posts = dead.receiver.received;
+    expect(posts).toHaveLength(2);
     // The same bundle, under the same webhook-id, as the refused post.
-    expect(receiver.received[1]?.rawBody).toBe(receiver.received[0]?.rawBody);
-    expect(receiver.received[1]?.headers["webhook-id"]).toBe(
-      receiver.received[0]?.headers["webhook-id"],
-    );
-    const recorded = await readFile(join(harness.dir, "recorded-deliveries.log"), "utf8");
-    expect(recorded).toBe(`${callback.kreditCheckId}\n`);
-    const after = harness.simulator.stats().calls;
-    expect({ kreditcheck: after.kreditcheck, dac: after.dac }).toEqual(fetched);
+    expect(posts[1]?.rawBody).toBe(posts[0]?.rawBody);
+    expect(posts[1]?.headers["webhook-id"]).toBe(posts[0]?.headers["webhook-id"]);
+    expect(await dead.recorded()).toBe(`${dead.callback.kreditCheckId}\n`);
+    const { kreditcheck, dac } = dead.harness.simulator.stats().calls;
+    expect({ kreditcheck, dac }).toEqual(dead.fetched);
   });
 
   it("with ?fresh=true, an operator's retry of a dead job fetches it again for every sink", async () => {
-    let fixed = false;
-    receiver = await startWebhookReceiver(() => ({ status: fixed ? 200 : 410 }));
-    harness = await startHarness({
-      env: {
-        SINKS: "module:test/fixtures/recording-sink.mjs,http",
-        HTTP_SINK_URL: receiver.url,
-        HTTP_SINK_SECRET: "s3cret",
-      },
-    });
-    const callback = makeCallback();
-    const id = String((await harness.post(callback)).body.id);
-    await harness.waitForJob(id, "dead");
-    const fetchedBefore = harness.simulator.stats().calls.kreditcheck;
-    fixed = true;
-    const retried = await fetch(`${harness.service.adminUrl}/admin/jobs/${id}/retry?fresh=true`, {
-      method: "POST",
-    });
-    expect(await retried.json()).toEqual({ requeued: true, id, fresh: true });
-    await harness.waitForJob(id, "done");
-    expect(harness.simulator.stats().calls.kreditcheck).toBe(fetchedBefore + 1);
-    const recorded = await readFile(join(harness.dir, "recorded-deliveries.log"), "utf8");
-    expect(recorded).toBe(`${callback.kreditCheckId}\n${callback.kreditCheckId}\n`);
+    const dead = await deadOfARefusingReceiver();
+    dead.fix();
+    const retried = await dead.retry("?fresh=true");
+    expect(await retried.json()).toEqual({ requeued: true, id: dead.id, fresh: true });
+    await dead.harness.waitForJob(dead.id, "done");
+    expect(dead.harness.simulator.stats().calls.kreditcheck).toBe(dead.fetched.kreditcheck + 1);
+    const id = dead.callback.kreditCheckId;
+    expect(await dead.recorded()).toBe(`${id}\n${id}\n`);
   });
 
   it("states a refusal without a body once, with its fix once, and does not log it as posted", async () => {
