@@ -58,7 +58,7 @@ export function createMetrics(
     }),
     jobFailures: new Counter({
       name: "kreditcheck_job_failures_total",
-      help: "Failed job attempts by error code (as in the admin API's lastErrorCodes and README's table; attempt_interrupted: the worker of a job's last attempt stopped) and outcome (retry, dead). Alert on outcome=dead: its code names the fix",
+      help: "Failed job attempts by error code (as in the admin API's lastErrorCodes and README's table; attempt_interrupted: a job taken over after its worker stopped, or given up for it) and outcome (retry, dead). Alert on outcome=dead: its code names the fix",
       labelNames: ["code", "outcome"],
       registers: [registry],
     }),

@@ -60,6 +60,11 @@ export interface Job {
   receivedAt: Date;
   updatedAt: Date;
   finishedAt: Date | null;
+  /**
+   * Set by `claim` on a job it took over from a worker whose lease had expired (a crash,
+   * a kill -9, a host gone): that worker's lease token. Absent otherwise.
+   */
+  takenOverFrom?: string;
 }
 
 export interface EnqueueResult {

@@ -294,6 +294,15 @@ export class Worker {
       logger.error({ reason }, "job is dead");
       return "dead";
     }
+    if (job.takenOverFrom !== undefined) {
+      // The attempt before this one ended without a word (its worker was killed, crashed
+      // or lost its host); its lease ran out. Say so: it is the only trace it leaves.
+      this.options.onAttemptFailed?.("attempt_interrupted", "retry");
+      logger.warn(
+        { previousOwner: job.takenOverFrom },
+        "took over a job whose worker stopped before finishing it (its lease expired); running it again",
+      );
+    }
     try {
       try {
         await handle({

@@ -179,9 +179,13 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
 
     it("lets the old owner neither complete, retry, fail, renew nor release a job taken over after its lease expired", async () => {
       const { id } = await inbox.enqueue(callback(), new Date());
-      await inbox.claim("worker-a", 10, LEASE_MS);
+      const [first] = await inbox.claim("worker-a", 10, LEASE_MS);
+      expect(first?.takenOverFrom).toBeUndefined();
       await fixture.advance(LEASE_MS + 1);
-      await inbox.claim("worker-b", 10, LEASE_MS);
+      // Taken over: the claim says from whom (the only trace a killed worker leaves).
+      const [takenOver] = await inbox.claim("worker-b", 10, LEASE_MS);
+      expect(takenOver).toMatchObject({ id, takenOverFrom: "worker-a", attempts: 2 });
+      expect((await inbox.get(id))?.takenOverFrom).toBeUndefined();
       const future = new Date(fixture.now() + 1000);
       await expect(inbox.complete(id, "worker-a", {})).rejects.toBeInstanceOf(LeaseLostError);
       await expect(

@@ -184,6 +184,24 @@ describe("Worker", () => {
     expect({ maxActive, maxFetching }).toEqual({ maxActive: 8, maxFetching: 4 });
   });
 
+  it("counts a job taken over from a worker that died as an interrupted attempt, and runs it", async () => {
+    const { id } = await inbox.enqueue(makeCallback() as never, new Date(now));
+    // Its worker is killed mid-attempt: the lease runs out with nobody at it.
+    await inbox.claim("gone:1", 1, 60_000);
+    now += 120_000;
+    const counted: string[] = [];
+    startWorker(
+      async () => undefined,
+      5,
+      undefined,
+      0,
+      (code, outcome) => counted.push(`${code} ${outcome}`),
+    );
+    await waitFor(async () => (await inbox.get(id))?.state === "done", "the job done");
+    expect(counted).toEqual(["attempt_interrupted retry"]);
+    expect((await inbox.get(id))?.attempts).toBe(2);
+  });
+
   it("gives up on a job whose last attempt's worker died, naming and keeping its last error's codes", async () => {
     const { id } = await inbox.enqueue(makeCallback() as never, new Date(now));
     await inbox.claim("gone:1", 1, 60_000);

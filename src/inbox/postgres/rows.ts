@@ -17,6 +17,8 @@ export interface JobRow {
   received_at: Date;
   updated_at: Date;
   finished_at: Date | null;
+  /** Only in a claim's rows: the lease token of the worker a job was taken over from. */
+  taken_over_from?: string | null;
 }
 
 export function rowToJob(row: JobRow): Job {
@@ -37,5 +39,6 @@ export function rowToJob(row: JobRow): Job {
     receivedAt: row.received_at,
     updatedAt: row.updated_at,
     finishedAt: row.finished_at,
+    ...(row.taken_over_from ? { takenOverFrom: row.taken_over_from } : {}),
   };
 }

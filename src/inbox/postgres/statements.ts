@@ -34,26 +34,26 @@ export const SQL = {
    * if nothing else is due, finds them at its next poll.
    */
   claim: `WITH pending AS (
-            SELECT id, run_at, received_at FROM kreditcheck_jobs
+            SELECT id, run_at, received_at, NULL::text AS taken_over_from FROM kreditcheck_jobs
             WHERE state = 'pending' AND run_at <= now()
             ORDER BY run_at, received_at
             LIMIT $2
             FOR UPDATE SKIP LOCKED),
           expired AS (
-            SELECT id, run_at, received_at FROM kreditcheck_jobs
+            SELECT id, run_at, received_at, locked_by AS taken_over_from FROM kreditcheck_jobs
             WHERE state = 'running' AND locked_until <= now()
             ORDER BY run_at, received_at
             LIMIT $2
             FOR UPDATE SKIP LOCKED),
           due AS (
-            SELECT id FROM (SELECT * FROM pending UNION ALL SELECT * FROM expired) AS candidates
+            SELECT id, taken_over_from FROM (SELECT * FROM pending UNION ALL SELECT * FROM expired) AS candidates
             ORDER BY run_at, received_at
             LIMIT $2)
           UPDATE kreditcheck_jobs AS jobs
           SET state = 'running', locked_by = $1, locked_until = now() + $3 * interval '1 millisecond',
               attempts = jobs.attempts + 1, updated_at = now()
           FROM due WHERE jobs.id = due.id
-          RETURNING jobs.*`,
+          RETURNING jobs.*, due.taken_over_from`,
   renew: `UPDATE kreditcheck_jobs SET locked_until = now() + $3 * interval '1 millisecond', updated_at = now()
           WHERE id = $1 AND locked_by = $2 AND state = 'running'`,
   complete: `UPDATE kreditcheck_jobs SET state = 'done', locked_by = NULL, locked_until = NULL, last_error = NULL,

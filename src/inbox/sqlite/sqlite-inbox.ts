@@ -110,6 +110,7 @@ export class SqliteInbox implements Inbox {
       fail: prepare(SQL.fail),
       release: prepare(SQL.release),
       requeue: prepare(SQL.requeue),
+      expiredLeases: prepare(SQL.expiredLeases),
       requeueAfresh: prepare(SQL.requeueAfresh),
       runNow: prepare(SQL.runNow),
       prune: prepare(SQL.prune),
@@ -159,17 +160,29 @@ export class SqliteInbox implements Inbox {
     const rows = await this.write(
       () => {
         const now = this.clock();
-        return this.statements.claim.all({
+        const expired = this.statements.expiredLeases.all({ now }) as {
+          id: string;
+          locked_by: string | null;
+        }[];
+        const claimed = this.statements.claim.all({
           workerId,
           lockedUntil: now + leaseMs,
           now,
           limit,
         }) as JobRow[];
+        return { claimed, expired };
       },
       false,
       true,
     );
-    return rows.map(rowToJob).sort((a, b) => a.runAt.getTime() - b.runAt.getTime());
+    const previousOwner = new Map(rows.expired.map((row) => [row.id, row.locked_by]));
+    return rows.claimed
+      .map((row) => {
+        const job = rowToJob(row);
+        const from = previousOwner.get(job.id);
+        return from ? { ...job, takenOverFrom: from } : job;
+      })
+      .sort((a, b) => a.runAt.getTime() - b.runAt.getTime());
   }
 
   renew(jobId: string, workerId: string, leaseMs: number): Promise<void> {

@@ -25,6 +25,9 @@ export const SQL = {
             ORDER BY run_at, received_at
             LIMIT @limit)
           RETURNING *`,
+  /** Read in claim's transaction, before it: whose expired leases it is about to take over. */
+  expiredLeases: `SELECT id, locked_by FROM jobs INDEXED BY jobs_running_locked_until
+                  WHERE state = 'running' AND locked_until <= @now`,
   renew: `UPDATE jobs SET locked_until = @lockedUntil, updated_at = @now
           WHERE id = @id AND locked_by = @workerId AND state = 'running'`,
   complete: `UPDATE jobs SET state = 'done', locked_by = NULL, locked_until = NULL, last_error = NULL, progress = @progress,
