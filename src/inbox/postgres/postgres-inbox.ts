@@ -251,11 +251,7 @@ export class PostgresInbox implements Inbox {
     // SQLite simply finds no row. A mistyped id is no job on both.
     if (!JOB_ID_PATTERN.test(jobId)) return false;
     // Two statements, each atomic: a job that turns dead in between is simply not hurried.
-    const requeued =
-      (options.fresh
-        ? await this.query(SQL.requeueAfresh, [jobId])
-        : await this.requeueKeepingBundle(jobId)
-      ).rowCount === 1;
+    const requeued = (await this.requeueFinished(jobId, options.fresh === true)) === 1;
     // A fresh start is for finished jobs; a pending one keeps what it fetched.
     if (!requeued && (options.fresh || (await this.query(SQL.runNow, [jobId])).rowCount !== 1)) {
       return false;
@@ -266,17 +262,18 @@ export class PostgresInbox implements Inbox {
   }
 
   /**
-   * Reading the kept bundle parses the stored json, and PostgreSQL refuses a U+0000 escape
-   * there (22P05), which the json column accepted when the job died (a callback from before
-   * they were refused, or finAPI data with one). Such a job starts afresh instead of
-   * staying dead for good, and failing every `retry --all-dead` run at it.
+   * SQL.requeue for a dead or done job; how many rows it changed. Reading a kept bundle
+   * parses the stored json, and PostgreSQL refuses a U+0000 escape there (22P05), which the
+   * json column accepted when the job died (a callback from before they were refused, or
+   * finAPI data with one). Such a job starts afresh instead of staying dead for good, and
+   * failing every `retry --all-dead` run at it.
    */
-  private async requeueKeepingBundle(jobId: string): Promise<pg.QueryResult> {
+  private async requeueFinished(jobId: string, fresh: boolean): Promise<number | null> {
     try {
-      return await this.query(SQL.requeue, [jobId]);
+      return (await this.query(SQL.requeue, [jobId, fresh])).rowCount;
     } catch (error) {
-      if ((error as { cause?: { code?: unknown } }).cause?.code !== "22P05") throw error;
-      return this.query(SQL.requeueAfresh, [jobId]);
+      if (fresh || (error as { cause?: { code?: unknown } }).cause?.code !== "22P05") throw error;
+      return (await this.query(SQL.requeue, [jobId, true])).rowCount;
     }
   }
 
@@ -321,10 +318,8 @@ export class PostgresInbox implements Inbox {
 
   /** A durable write, not a SELECT: a read-only or full database is not healthy. */
   async ping(): Promise<void> {
-    if (this.closed) throw new StoreUnavailableError("inbox is closed");
-    await this.ingestPool.query(SQL.heartbeat, []).catch((error: unknown) => {
-      throw storeError("query", error);
-    });
+    // On the callbacks' pool: readiness says whether a callback could be stored now.
+    await this.query(SQL.heartbeat, [], this.ingestPool);
   }
 
   async close(): Promise<void> {
@@ -340,7 +335,6 @@ export class PostgresInbox implements Inbox {
     for (const listener of this.listeners) listener();
   }
 
-  /** Tells the other replicas that a job became claimable now. */
   /**
    * Wakes the idle workers of every replica after a job became due. Only a hurry: the
    * write before it is done, and a failure here must not report it as failed (an admin
@@ -359,10 +353,11 @@ export class PostgresInbox implements Inbox {
   private async query<R extends pg.QueryResultRow>(
     sql: string,
     values: unknown[],
+    pool: pg.Pool = this.pool,
   ): Promise<pg.QueryResult<R>> {
     if (this.closed) throw new StoreUnavailableError("inbox is closed");
     try {
-      return await this.pool.query<R>(sql, values);
+      return await pool.query<R>(sql, values);
     } catch (error) {
       throw storeError("query", error);
     }

@@ -68,21 +68,21 @@ export const SQL = {
   release: `UPDATE kreditcheck_jobs SET state = 'pending', attempts = GREATEST(attempts - 1, 0), locked_by = NULL,
                    locked_until = NULL, run_at = now(), progress = $3, updated_at = now()
             WHERE id = $1 AND locked_by = $2 AND state = 'running'`,
-  /** See Inbox.requeue; json (not jsonb) values are handed on as written, key order kept. */
+  /**
+   * See Inbox.requeue; json (not jsonb) values are handed on as written, key order kept.
+   * $2 (fresh) keeps nothing; CASE tries its branches in order, so the bundle is not read
+   * then (see PostgresInbox.requeueKeepingBundle for why that matters).
+   */
   requeue: `UPDATE kreditcheck_jobs SET state = 'pending', attempts = 0, run_at = now(), locked_by = NULL,
                    locked_until = NULL, last_error = NULL,
                    -- JOB_MAX_AGE_MS counts from now (epoch ms)
-                   progress = CASE WHEN state = 'dead' AND json_typeof(progress -> 'bundle') = 'object'
+                   progress = COALESCE(CASE
+                     WHEN $2::boolean THEN NULL
+                     WHEN state = 'dead' AND json_typeof(progress -> 'bundle') = 'object'
                      THEN json_build_object('bundle', progress -> 'bundle',
                                             'deliveredSinks', COALESCE(progress -> 'deliveredSinks', '[]'::json),
-                                            'requeuedAt', floor(extract(epoch from now()) * 1000)::bigint)
-                     ELSE json_build_object('requeuedAt', floor(extract(epoch from now()) * 1000)::bigint) END,
-                   updated_at = now(), finished_at = NULL
-            WHERE id = $1 AND state IN ('dead', 'done')`,
-  /** requeue with nothing kept: asked for (fresh), or a bundle PostgreSQL cannot read as json. */
-  requeueAfresh: `UPDATE kreditcheck_jobs SET state = 'pending', attempts = 0, run_at = now(), locked_by = NULL,
-                   locked_until = NULL, last_error = NULL,
-                   progress = json_build_object('requeuedAt', floor(extract(epoch from now()) * 1000)::bigint),
+                                            'requeuedAt', floor(extract(epoch from now()) * 1000)::bigint) END,
+                     json_build_object('requeuedAt', floor(extract(epoch from now()) * 1000)::bigint)),
                    updated_at = now(), finished_at = NULL
             WHERE id = $1 AND state IN ('dead', 'done')`,
   runNow: `UPDATE kreditcheck_jobs SET run_at = LEAST(run_at, now()), updated_at = now()

@@ -111,7 +111,6 @@ export class SqliteInbox implements Inbox {
       release: prepare(SQL.release),
       requeue: prepare(SQL.requeue),
       expiredLeases: prepare(SQL.expiredLeases),
-      requeueAfresh: prepare(SQL.requeueAfresh),
       runNow: prepare(SQL.runNow),
       prune: prepare(SQL.prune),
       get: prepare(SQL.get),
@@ -253,9 +252,8 @@ export class SqliteInbox implements Inbox {
   async requeue(jobId: string, options: { fresh?: boolean } = {}): Promise<boolean> {
     const changes = await this.write(() => {
       const now = this.clock();
-      const { runNow } = this.statements;
-      const requeue = options.fresh ? this.statements.requeueAfresh : this.statements.requeue;
-      const requeued = requeue.run({ id: jobId, now }).changes;
+      const { requeue, runNow } = this.statements;
+      const requeued = requeue.run({ id: jobId, now, fresh: options.fresh ? 1 : 0 }).changes;
       // A fresh start is for finished jobs; a pending one keeps what it fetched.
       return requeued || (options.fresh ? 0 : runNow.run({ id: jobId, now }).changes);
     }, true);

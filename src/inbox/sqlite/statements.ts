@@ -42,18 +42,19 @@ export const SQL = {
   release: `UPDATE jobs SET state = 'pending', attempts = MAX(attempts - 1, 0), locked_by = NULL,
                    locked_until = NULL, run_at = @now, progress = @progress, updated_at = @now
             WHERE id = @id AND locked_by = @workerId AND state = 'running'`,
-  /** See Inbox.requeue; `->` hands the bundle on as JSON text, its key order kept. */
+  /**
+   * See Inbox.requeue; `->` hands the bundle on as JSON text, its key order kept. @fresh
+   * (1 or 0) keeps nothing; CASE tries its branches in order, so the bundle is not read then.
+   */
   requeue: `UPDATE jobs SET state = 'pending', attempts = 0, run_at = @now, locked_by = NULL, locked_until = NULL,
                    last_error = NULL,
-                   progress = CASE WHEN state = 'dead' AND json_type(progress, '$.bundle') = 'object'
+                   progress = COALESCE(CASE
+                     WHEN @fresh THEN NULL
+                     WHEN state = 'dead' AND json_type(progress, '$.bundle') = 'object'
                      THEN json_object('bundle', progress -> '$.bundle',
                                       'deliveredSinks', json(COALESCE(progress -> '$.deliveredSinks', '[]')),
-                                      'requeuedAt', @now)
-                     ELSE json_object('requeuedAt', @now) END,
-                   updated_at = @now, finished_at = NULL
-            WHERE id = @id AND state IN ('dead', 'done')`,
-  requeueAfresh: `UPDATE jobs SET state = 'pending', attempts = 0, run_at = @now, locked_by = NULL,
-                   locked_until = NULL, last_error = NULL, progress = json_object('requeuedAt', @now),
+                                      'requeuedAt', @now) END,
+                     json_object('requeuedAt', @now)),
                    updated_at = @now, finished_at = NULL
             WHERE id = @id AND state IN ('dead', 'done')`,
   runNow: `UPDATE jobs SET run_at = MIN(run_at, @now), updated_at = @now WHERE id = @id AND state = 'pending'`,
