@@ -6,6 +6,7 @@ import {
   ERROR_CODE,
   knownErrorCodes,
   retryDeadJobs,
+  retryPath,
   unknownCodeWarning,
 } from "./admin/retry-dead.js";
 
@@ -128,7 +129,7 @@ async function main(argv: string[]): Promise<number> {
   };
   const needArgument = (what: string) => {
     if (!argument) throw new CliError(`missing ${what}\n\n${usage(command)}`);
-    return encodeURIComponent(argument);
+    return argument;
   };
 
   let result: unknown;
@@ -143,7 +144,7 @@ async function main(argv: string[]): Promise<number> {
       break;
     }
     case "job":
-      result = await call("GET", `/jobs/${needArgument("<id>")}`);
+      result = await call("GET", `/jobs/${encodeURIComponent(needArgument("<id>"))}`);
       break;
     case "retry":
       if (values["all-dead"]) {
@@ -175,8 +176,7 @@ async function main(argv: string[]): Promise<number> {
         if (values.code !== undefined) {
           throw new CliError(`--code goes with --all-dead\n\n${usage(command)}`);
         }
-        const fresh = values.fresh ? "?fresh=true" : "";
-        result = await call("POST", `/jobs/${needArgument("<id>")}/retry${fresh}`);
+        result = await call("POST", retryPath(needArgument("<id>"), values.fresh === true));
       }
       break;
     case "replay": {

@@ -175,7 +175,7 @@ const envSchema = z.object({
       (url) => /^sqlite:.+/.test(url) || POSTGRES_URL.test(url),
       "must be sqlite:<path> or postgres://…",
     )
-    .refine((url) => !POSTGRES_URL.test(url) || pgCanRead(url), PG_URL_PROBLEM)
+    .refine(pgCanReadIfPostgres, PG_URL_PROBLEM)
     .default("sqlite:./data/receiver.db"),
   PG_SCHEMA: z
     .string()
@@ -229,7 +229,7 @@ const envSchema = z.object({
   POSTGRES_SINK_URL: z
     .string()
     .regex(POSTGRES_URL, "must be a postgres:// URL")
-    .refine((url) => !POSTGRES_URL.test(url) || pgCanRead(url), PG_URL_PROBLEM)
+    .refine(pgCanReadIfPostgres, PG_URL_PROBLEM)
     .optional(),
   POSTGRES_SINK_TIMEOUT_MS: timerMs(100, 10_000),
   FETCH_DOCUMENTS: z.string().default("").transform(parseDocumentNames),
@@ -626,6 +626,11 @@ function hasUserinfo(url: string): boolean {
   if (!URL.canParse(url)) return false;
   const parsed = new URL(url);
   return parsed.username !== "" || parsed.password !== "";
+}
+
+/** A postgres:// URL must be one pg reads; other values are the other checks' to judge. */
+function pgCanReadIfPostgres(url: string): boolean {
+  return !POSTGRES_URL.test(url) || pgCanRead(url);
 }
 
 /**

@@ -61,10 +61,7 @@ export async function retryDeadJobs(
       for (const job of page.jobs) {
         if (code !== undefined && !codesOf(job).includes(code)) continue;
         try {
-          await call(
-            "POST",
-            `/jobs/${encodeURIComponent(job.id)}/retry${fresh ? "?fresh=true" : ""}`,
-          );
+          await call("POST", retryPath(job.id, fresh));
           result.requeued += 1;
           result.ids.push(job.id);
         } catch (error) {
@@ -123,6 +120,11 @@ export function errorCodesOf(lastError: string): string[] {
     }
   }
   return codes;
+}
+
+/** The admin API's path that retries job `id` (`fresh`: fetched again for every sink). */
+export function retryPath(id: string, fresh: boolean): string {
+  return `/jobs/${encodeURIComponent(id)}/retry${fresh ? "?fresh=true" : ""}`;
 }
 
 /**
