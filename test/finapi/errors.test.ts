@@ -7,6 +7,23 @@ import { freePort } from "../support/child-service.js";
 
 const context = { requestId: "r-1" };
 
+/** What a call to `url` throws when it goes through `proxy` (as HTTPS_PROXY sets it). */
+async function failureThrough(
+  proxy: { url: string; variable: string },
+  url: string,
+): Promise<unknown> {
+  const { http, close } = createTransport({
+    timeoutMs: 2000,
+    proxies: { http: undefined, https: proxy, all: undefined, noProxy: undefined },
+  });
+  const failure = await http.get(url).then(
+    () => undefined,
+    (thrown: unknown) => thrown,
+  );
+  await close();
+  return failure;
+}
+
 /** What an operator reads in a job's last error: the fix names the setting to check. */
 describe("finAPI errors name what to check", () => {
   it("a 404 names the URL variable of its endpoint, with the path that URL ends in", () => {
@@ -34,20 +51,10 @@ describe("finAPI errors name what to check", () => {
 
   it("a call that failed through a proxy names the proxy's variable, not only the URL's", async () => {
     const deadProxy = `http://127.0.0.1:${await freePort()}`;
-    const { http, close } = createTransport({
-      timeoutMs: 2000,
-      proxies: {
-        http: undefined,
-        https: { url: deadProxy, variable: "https_proxy" },
-        all: undefined,
-        noProxy: undefined,
-      },
-    });
-    const failure = await http.post("https://token.finapi.invalid/api/v2/oauth/token").then(
-      () => undefined,
-      (thrown: unknown) => thrown,
+    const failure = await failureThrough(
+      { url: deadProxy, variable: "https_proxy" },
+      "https://token.finapi.invalid/api/v2/oauth/token",
     );
-    await close();
     const error = networkError({ ...context, endpoint: "token" }, failure, false);
     expect(error.message).toMatch(
       /^finAPI could not be reached through the proxy in https_proxy: /,
@@ -68,20 +75,10 @@ describe("finAPI errors name what to check", () => {
     });
     await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
     const { port } = proxy.address() as { port: number };
-    const { http, close } = createTransport({
-      timeoutMs: 2000,
-      proxies: {
-        http: undefined,
-        https: { url: `http://127.0.0.1:${port}`, variable: "HTTPS_PROXY" },
-        all: undefined,
-        noProxy: undefined,
-      },
-    });
-    const failure = await http.get("https://di.finapi.invalid/api/v1/cases/c/reports").then(
-      () => undefined,
-      (thrown: unknown) => thrown,
+    const failure = await failureThrough(
+      { url: `http://127.0.0.1:${port}`, variable: "HTTPS_PROXY" },
+      "https://di.finapi.invalid/api/v1/cases/c/reports",
     );
-    await close();
     proxy.close();
     const error = networkError({ ...context, endpoint: "dac" }, failure, false);
     expect(error.message).toMatch(/through the proxy in HTTPS_PROXY: .*407/);
