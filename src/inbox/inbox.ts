@@ -85,11 +85,15 @@ export interface Inbox {
   renew(jobId: string, workerId: string, leaseMs: number): Promise<void>;
   /** Done; `progress` records which sinks have the bundle (the bundle itself is not kept). */
   complete(jobId: string, workerId: string, progress: JobProgress): Promise<void>;
-  /** Back to pending until `runAt`; `progress` is what the next attempt resumes from. */
+  /**
+   * Back to pending for `delayMs`, counted on the store's clock (PostgreSQL's `now()`, which
+   * claims compare with: a replica's clock running ahead or behind does not move the retry);
+   * `progress` is what the next attempt resumes from.
+   */
   retry(
     jobId: string,
     workerId: string,
-    runAt: Date,
+    delayMs: number,
     failure: JobFailure,
     progress: JobProgress,
   ): Promise<void>;

@@ -347,7 +347,7 @@ export class Worker {
           inbox.retry(
             job.id,
             owner,
-            decision.runAt,
+            decision.delayMs,
             { message: error.describe(), codes: error.codes },
             progress,
           ),

@@ -1,5 +1,5 @@
 import pg from "pg";
-import { afterEach, expect, it } from "vitest";
+import { afterEach, expect, it, vi } from "vitest";
 import type { Callback } from "../../src/callback.js";
 import { StoreUnavailableError } from "../../src/inbox/inbox.js";
 import { PostgresInbox } from "../../src/inbox/postgres/postgres-inbox.js";
@@ -110,6 +110,22 @@ describePostgres("PostgreSQL inbox: replicas", () => {
     // … and later notifications arrive again.
     await busy.enqueue(callback(), new Date());
     await waitFor(() => wakeups > before, "a notification after reconnecting", 5000);
+  });
+
+  it("counts a retry's delay on the database's clock, not on a replica's clock running ahead", async () => {
+    const ahead = await open();
+    const other = await open();
+    const { id } = await ahead.enqueue(callback(), new Date());
+    await ahead.claim("worker-ahead", 1, 30_000);
+    // This replica's clock runs an hour fast: a run_at from it would hold the job an hour.
+    vi.useFakeTimers({ toFake: ["Date"], now: Date.now() + 3_600_000 });
+    try {
+      await ahead.retry(id, "worker-ahead", 0, { message: "finapi_unavailable: 503" }, {});
+    } finally {
+      vi.useRealTimers();
+    }
+    const [claimed] = await other.claim("worker-other", 1, 30_000);
+    expect(claimed).toMatchObject({ id, attempts: 2 });
   });
 
   it("never hands one job to two replicas claiming at the same time", async () => {

@@ -206,7 +206,7 @@ describe("Worker", () => {
     const { id } = await inbox.enqueue(makeCallback() as never, new Date(now));
     await inbox.claim("gone:1", 1, 60_000);
     const failure = { message: "finapi_unavailable: 503", codes: ["finapi_unavailable"] };
-    await inbox.retry(id, "gone:1", new Date(now), failure, {});
+    await inbox.retry(id, "gone:1", 0, failure, {});
     // Its second (last) attempt's worker dies: the lease runs out with nobody at it.
     await inbox.claim("gone:2", 1, 60_000);
     now += 120_000;

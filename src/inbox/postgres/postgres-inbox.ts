@@ -210,14 +210,14 @@ export class PostgresInbox implements Inbox {
   retry(
     jobId: string,
     workerId: string,
-    runAt: Date,
+    delayMs: number,
     failure: JobFailure,
     progress: JobProgress,
   ): Promise<void> {
     return this.ownedWrite(jobId, SQL.retry, [
       jobId,
       workerId,
-      runAt,
+      Math.max(0, Math.round(delayMs)),
       failure.message,
       progressWithFailure(progress, failure),
     ]);

@@ -59,7 +59,7 @@ export const SQL = {
   complete: `UPDATE kreditcheck_jobs SET state = 'done', locked_by = NULL, locked_until = NULL, last_error = NULL,
                     progress = $3, updated_at = now(), finished_at = now()
              WHERE id = $1 AND locked_by = $2 AND state = 'running'`,
-  retry: `UPDATE kreditcheck_jobs SET state = 'pending', locked_by = NULL, locked_until = NULL, run_at = $3,
+  retry: `UPDATE kreditcheck_jobs SET state = 'pending', locked_by = NULL, locked_until = NULL, run_at = now() + $3 * interval '1 millisecond',
                  last_error = $4, progress = $5, updated_at = now()
           WHERE id = $1 AND locked_by = $2 AND state = 'running'`,
   fail: `UPDATE kreditcheck_jobs SET state = 'dead', locked_by = NULL, locked_until = NULL, last_error = $3,

@@ -205,20 +205,21 @@ export class SqliteInbox implements Inbox {
   retry(
     jobId: string,
     workerId: string,
-    runAt: Date,
+    delayMs: number,
     failure: JobFailure,
     progress: JobProgress,
   ): Promise<void> {
-    return this.ownedWrite(jobId, () =>
-      this.statements.retry.run({
+    return this.ownedWrite(jobId, () => {
+      const now = this.clock();
+      return this.statements.retry.run({
         id: jobId,
         workerId,
-        runAt: runAt.getTime(),
+        runAt: now + Math.max(0, Math.round(delayMs)),
         error: failure.message,
         progress: progressWithFailure(progress, failure),
-        now: this.clock(),
-      }),
-    );
+        now,
+      });
+    });
   }
 
   fail(jobId: string, workerId: string, failure: JobFailure, progress: JobProgress): Promise<void> {
