@@ -212,7 +212,8 @@ describePostgres("PostgreSQL inbox: replicas", () => {
   });
 
   it("does not hold a callback for a lock another session holds on the jobs table, but lets the worker's writes wait it out", async () => {
-    const inbox = await open({ lockTimeoutMs: 300 });
+    const lockTimeoutMs = 600;
+    const inbox = await open({ lockTimeoutMs });
     const { id } = await inbox.enqueue(makeCallback() as never, new Date());
     await inbox.claim("worker-a", 1, 60_000);
     // As CREATE INDEX without CONCURRENTLY would hold it, for as long as it takes.
@@ -223,12 +224,19 @@ describePostgres("PostgreSQL inbox: replicas", () => {
       await locker.query(`LOCK TABLE ${fresh.name}.kreditcheck_jobs IN SHARE MODE`);
       // The job's outcome is being stored meanwhile: it must not fail (the job would run again).
       const completed = inbox.complete(id, "worker-a", { deliveredSinks: ["file"] });
+      const first = inbox.enqueue(makeCallback() as never, new Date()).catch((e) => e);
+      await new Promise((resolve) => setTimeout(resolve, lockTimeoutMs / 2));
+      // Queued behind the first batch, which waits for the lock: its 503 comes with the
+      // first's, not after a wait of its own (the lock timeout bounds a callback's wait).
       const startedAt = Date.now();
-      const failure = await inbox.enqueue(makeCallback() as never, new Date()).catch((e) => e);
-      expect(failure).toBeInstanceOf(StoreUnavailableError);
-      expect(String(failure.message)).toMatch(/55P03.*another session holds one on the table/);
-      expect(Date.now() - startedAt).toBeLessThan(5000);
-      await new Promise((resolve) => setTimeout(resolve, 500));
+      const second = await inbox.enqueue(makeCallback() as never, new Date()).catch((e) => e);
+      expect(Date.now() - startedAt).toBeLessThan(lockTimeoutMs);
+      for (const failure of [await first, second]) {
+        expect(failure).toBeInstanceOf(StoreUnavailableError);
+        expect(String(failure.message)).toMatch(/55P03.*another session holds one on the table/);
+      }
+      // Readiness sees it too: its write takes the lock a callback's insert takes.
+      await expect(inbox.ping()).rejects.toThrow(/55P03/);
       await locker.query("ROLLBACK");
       await expect(completed).resolves.toBeUndefined();
       expect((await inbox.get(id))?.state).toBe("done");

@@ -2,7 +2,7 @@ import type pg from "pg";
 import type { Callback } from "../../callback.js";
 import { migrate, SchemaTooNewError } from "../../postgres/migrate.js";
 import { connectionConfig, createPool, type PostgresTarget } from "../../postgres/pool.js";
-import { describePgError } from "../../postgres/sqlstate.js";
+import { describePgError, sqlstateOf } from "../../postgres/sqlstate.js";
 import {
   countsByState,
   type EnqueueResult,
@@ -177,7 +177,11 @@ export class PostgresInbox implements Inbox {
       }
     } catch (error) {
       const failure = storeError("write", error);
-      for (const item of batch) item.reject(failure);
+      // A lock not granted in time: the callbacks queued behind this batch have waited for
+      // the same lock already, so they get their 503 now rather than after a wait of their
+      // own (INBOX_LOCK_TIMEOUT_MS is a callback's longest wait, not its batch's).
+      const waitedAlready = sqlstateOf(error) === "55P03" ? this.queue.splice(0) : [];
+      for (const item of [...batch, ...waitedAlready]) item.reject(failure);
       return;
     }
     const answered = new Set<string>();
@@ -318,7 +322,9 @@ export class PostgresInbox implements Inbox {
 
   /** A durable write, not a SELECT: a read-only or full database is not healthy. */
   async ping(): Promise<void> {
-    // On the callbacks' pool: readiness says whether a callback could be stored now.
+    // On the callbacks' pool, with their lock timeout, and taking the lock an insert into
+    // the jobs table takes: readiness says whether a callback could be stored now, also
+    // while another session locks that table (the heartbeat table alone would not see it).
     await this.query(SQL.heartbeat, [], this.ingestPool);
   }
 

@@ -110,6 +110,11 @@ export const SQL = {
   countByState: `SELECT state, count(*)::integer AS count FROM kreditcheck_jobs GROUP BY state`,
   oldestUnfinished: `SELECT min(received_at) AS at FROM kreditcheck_jobs WHERE state IN ('pending', 'running')`,
   /** A real write for ping: one row, upserted. */
-  heartbeat: `INSERT INTO kreditcheck_heartbeat (id, at) VALUES (1, now())
+  /**
+   * The CTE inserts no row, but takes the jobs table's ROW EXCLUSIVE lock as a callback's
+   * insert does, so a ping waits for (and times out on) the same locks as callbacks.
+   */
+  heartbeat: `WITH jobs_writable AS (INSERT INTO kreditcheck_jobs SELECT * FROM kreditcheck_jobs WHERE false)
+              INSERT INTO kreditcheck_heartbeat (id, at) VALUES (1, now())
               ON CONFLICT (id) DO UPDATE SET at = EXCLUDED.at`,
 } as const;
