@@ -46,6 +46,11 @@ interface ActiveJob {
   holdsSlot: boolean;
   /** Its outcome is stored (or given up on): a renewal refused now is no news. */
   finished: boolean;
+  /**
+   * Its outcome is on its way to the store: a renewal refused now may have come after the
+   * write (the job no longer runs), and a lease truly lost fails the write itself.
+   */
+  storingOutcome: boolean;
 }
 
 class ShutdownSignal extends Error {
@@ -203,15 +208,17 @@ export class Worker {
       task: Promise.resolve(),
       holdsSlot: true,
       finished: false,
+      storingOutcome: false,
     };
     this.busy += 1;
     const renewal = setInterval(
       () => {
         const renewedAs = entry.owner;
         inbox.renew(job.id, renewedAs, leaseMs).catch((error: unknown) => {
-          // Refused because the run has stored its outcome meanwhile (a renewal held up by a
-          // slow store): nothing was lost.
-          if (controller.signal.aborted || entry.finished) return;
+          // Refused because the run stores or has stored its outcome meanwhile (a renewal
+          // held up by a slow store, or one that reached the store after the outcome's
+          // write): nothing was lost.
+          if (controller.signal.aborted || entry.finished || entry.storingOutcome) return;
           // This worker re-claimed the job while the renewal was on its way (the run adopted
           // the new lease): the old token is gone, the job is not lost.
           if (error instanceof LeaseLostError && renewedAs !== entry.owner) return;
@@ -259,6 +266,7 @@ export class Worker {
    * one, so the job is not left running with nobody at it.
    */
   private async asOwner(entry: ActiveJob, write: (owner: string) => Promise<void>): Promise<void> {
+    entry.storingOutcome = true;
     for (;;) {
       const owner = entry.owner;
       try {

@@ -152,6 +152,46 @@ describe("Worker", () => {
     expect(logs.text()).not.toContain("lease lost");
   });
 
+  it("does not stop a job or report a lease lost when a renewal is refused while its stored outcome is being acknowledged", async () => {
+    const refused: unknown[] = [];
+    const slowAcknowledgement = Object.assign(Object.create(inbox) as SqliteInbox, {
+      renew: ((id, owner, ms) =>
+        inbox.renew(id, owner, ms).catch((error: unknown) => {
+          refused.push(error);
+          throw error;
+        })) satisfies SqliteInbox["renew"],
+      complete: (async (id, owner, progress) => {
+        await inbox.complete(id, owner, progress);
+        // Stored; the answer comes back late (a busy store), after a renewal was refused.
+        await waitFor(() => refused.length > 0, "a renewal refused", 5000);
+      }) satisfies SqliteInbox["complete"],
+    });
+    const logs = captureLogs();
+    let aborted = false;
+    worker = new Worker({
+      inbox: slowAcknowledgement,
+      handle: async (run) => {
+        run.signal.addEventListener("abort", () => {
+          aborted = true;
+        });
+      },
+      logger: logs.logger,
+      concurrency: 4,
+      leaseMs: 300,
+      pollMs: 20,
+      policy: { maxAttempts: 5, maxAgeMs: 3_600_000, baseMs: 10, maxMs: 20 },
+      clock: () => now,
+    });
+    worker.start();
+    const { id } = await inbox.enqueue(makeCallback() as never, new Date(now));
+    await waitFor(() => logs.text().includes("check delivered"), "the outcome acknowledged");
+    expect((await inbox.get(id))?.state).toBe("done");
+    expect({ aborted, leaseLostReported: logs.text().includes("lease lost") }).toEqual({
+      aborted: false,
+      leaseLostReported: false,
+    });
+  });
+
   it("starts the next checks' fetching while slow deliveries finish, holding at most 2 x concurrency jobs", async () => {
     let fetching = 0;
     let maxFetching = 0;
