@@ -74,12 +74,14 @@ export function jobsRouter(options: JobsRouterOptions): Router {
     // ?fresh=true: a dead job fetches anew instead of resending the bundle it kept.
     const { fresh } = query.data;
     if (!(await inbox.requeue(job.id, { fresh }))) {
+      // Its state as it is now: a worker may have moved it since it was read above.
+      const state = (await inbox.get(job.id))?.state ?? job.state;
       return sendError(res, 409, "job_not_retryable", [
         {
           message:
-            fresh && job.state === "pending"
+            fresh && state === "pending"
               ? "job is pending: it is retried with what it fetched (retry it without fresh to make it due now); fresh applies to dead and done jobs"
-              : `job is ${job.state}; only dead, done or pending jobs can be retried (a running one finishes or fails first)`,
+              : `job is ${state}; only dead, done or pending jobs can be retried (a running one finishes or fails first)`,
         },
       ]);
     }

@@ -43,6 +43,40 @@ describe("admin port", () => {
     expect(down).not.toMatch(/^kreditcheck_jobs\{/m);
   });
 
+  it("answers 409 for a retry that cannot be done, naming the job's state as it is then", async () => {
+    // Every finAPI call fails with 503: after its first attempt the job waits a minute.
+    harness = await startHarness({
+      simulator: { rate5xx: 1 },
+      env: { BACKOFF_BASE_MS: "60000", BACKOFF_MAX_MS: "60000" },
+    });
+    const { id } = (await harness.post(makeCallback())).body;
+    const inbox = harness.service.inbox;
+    await waitFor(
+      async () => (await inbox.get(String(id)))?.lastError != null,
+      "the first attempt failed",
+    );
+    const retryFresh = () => admin(`/admin/jobs/${id}/retry?fresh=true`, { method: "POST" });
+    const pendingMessage =
+      "job is pending: it is retried with what it fetched (retry it without fresh to make it due now); fresh applies to dead and done jobs";
+    const refused = await retryFresh();
+    expect(refused.status).toBe(409);
+    expect(await refused.json()).toEqual({
+      error: "job_not_retryable",
+      details: [{ message: pendingMessage }],
+    });
+    // Read as dead, pending by the time of the retry (another operator retried it between):
+    // the answer names what the job is now.
+    const get = inbox.get.bind(inbox);
+    inbox.get = async (jobId) => {
+      inbox.get = get;
+      const job = await get(jobId);
+      return job && { ...job, state: "dead" };
+    };
+    const raced = await retryFresh();
+    expect(raced.status).toBe(409);
+    expect(await raced.json()).toMatchObject({ details: [{ message: pendingMessage }] });
+  });
+
   it("shows the counters moving in /metrics after a replayed callback", async () => {
     harness = await startHarness();
     const metricValue = async (line: RegExp) => {
