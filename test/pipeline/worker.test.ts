@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { SqliteInbox } from "../../src/inbox/sqlite/sqlite-inbox.js";
 import type { CheckRun } from "../../src/pipeline/process-check.js";
-import { Worker } from "../../src/pipeline/worker.js";
+import { Worker, type WorkerOptions } from "../../src/pipeline/worker.js";
 import { makeCallback } from "../support/harness.js";
 import { captureLogs } from "../support/log-capture.js";
 import { waitFor } from "../support/wait-for.js";
@@ -27,6 +27,22 @@ describe("Worker", () => {
     await rm(dir, { recursive: true, force: true });
   });
 
+  /** A worker on the test's inbox and clock, these options over the defaults; started. */
+  function startWorkerWith(options: Partial<WorkerOptions> & Pick<WorkerOptions, "handle">) {
+    worker = new Worker({
+      inbox,
+      logger: captureLogs().logger,
+      concurrency: 4,
+      leaseMs: 60_000,
+      pollMs: 20,
+      policy: { maxAttempts: 5, maxAgeMs: 3_600_000, baseMs: 10, maxMs: 20 },
+      clock: () => now,
+      ...options,
+    });
+    worker.start();
+    return worker;
+  }
+
   function startWorker(
     handle: (run: CheckRun) => Promise<unknown>,
     maxAttempts = 5,
@@ -34,21 +50,13 @@ describe("Worker", () => {
     busyStartIntervalMs = 0,
     onAttemptFailed?: (code: string, outcome: "retry" | "dead") => void,
   ) {
-    worker = new Worker({
-      inbox,
+    return startWorkerWith({
       handle,
       ...(onAttemptFailed ? { onAttemptFailed } : {}),
       ...(pressure ? { pressure } : {}),
       busyStartIntervalMs,
-      logger: captureLogs().logger,
-      concurrency: 4,
-      leaseMs: 60_000,
-      pollMs: 20,
       policy: { maxAttempts, maxAgeMs: 3_600_000, baseMs: 10, maxMs: 20 },
-      clock: () => now,
     });
-    worker.start();
-    return worker;
   }
 
   it("does not run a job twice when its own lease lapsed while it was still running", async () => {
@@ -94,17 +102,12 @@ describe("Worker", () => {
       return renewal;
     };
     const logs = captureLogs();
-    worker = new Worker({
+    startWorkerWith({
       inbox: Object.assign(Object.create(inbox) as SqliteInbox, { renew: slowRenew }),
       handle,
       logger: logs.logger,
-      concurrency: 4,
       leaseMs,
-      pollMs: 20,
-      policy: { maxAttempts: 5, maxAgeMs: 3_600_000, baseMs: 10, maxMs: 20 },
-      clock: () => now,
     });
-    worker.start();
     return { openGate, renewals, logs };
   }
 
@@ -168,7 +171,7 @@ describe("Worker", () => {
     });
     const logs = captureLogs();
     let aborted = false;
-    worker = new Worker({
+    startWorkerWith({
       inbox: slowAcknowledgement,
       handle: async (run) => {
         run.signal.addEventListener("abort", () => {
@@ -176,13 +179,8 @@ describe("Worker", () => {
         });
       },
       logger: logs.logger,
-      concurrency: 4,
       leaseMs: 300,
-      pollMs: 20,
-      policy: { maxAttempts: 5, maxAgeMs: 3_600_000, baseMs: 10, maxMs: 20 },
-      clock: () => now,
     });
-    worker.start();
     const { id } = await inbox.enqueue(makeCallback() as never, new Date(now));
     await waitFor(() => logs.text().includes("check delivered"), "the outcome acknowledged");
     expect((await inbox.get(id))?.state).toBe("done");
@@ -289,8 +287,7 @@ describe("Worker", () => {
   });
   it("stores the outcome under the new lease when it re-claimed the job while the outcome was on its way", async () => {
     const runs: string[] = [];
-    worker = new Worker({
-      inbox,
+    startWorkerWith({
       handle: async (run: CheckRun) => {
         runs.push(run.job.id);
         // Delivery stalls past the lease (blocked loop, clock step, VM pause)...
@@ -299,14 +296,8 @@ describe("Worker", () => {
         await tick();
         await tick();
       },
-      logger: captureLogs().logger,
       concurrency: 1,
-      leaseMs: 60_000,
-      pollMs: 20,
-      policy: { maxAttempts: 5, maxAgeMs: 3_600_000, baseMs: 10, maxMs: 20 },
-      clock: () => now,
     });
-    worker.start();
     const job = await inbox.enqueue(makeCallback() as never, new Date(now));
     await new Promise((resolve) => setTimeout(resolve, 300));
     const stored = await inbox.get(job.id);
