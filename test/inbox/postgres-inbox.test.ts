@@ -249,6 +249,39 @@ describePostgres("PostgreSQL inbox: replicas", () => {
     }
   });
 
+  it("fails an operator's reads and retries on a lock held on the jobs table instead of hanging until it goes", async () => {
+    const lockTimeoutMs = 400;
+    const inbox = await open({ lockTimeoutMs });
+    const { id } = await inbox.enqueue(makeCallback() as never, new Date());
+    // As ALTER TABLE, VACUUM FULL or a TRUNCATE would hold it: even reads wait.
+    const locker = new pg.Client({ connectionString: testDatabaseUrl });
+    await locker.connect();
+    try {
+      await locker.query("BEGIN");
+      await locker.query(`LOCK TABLE ${fresh.name}.kreditcheck_jobs IN ACCESS EXCLUSIVE MODE`);
+      const startedAt = Date.now();
+      const outcomes = await Promise.allSettled([
+        inbox.countByState(),
+        inbox.oldestUnfinished(),
+        inbox.list({ limit: 10 }),
+        inbox.get(id),
+        inbox.requeue(id),
+      ]);
+      // Metrics then report the inbox down, and the admin API answers 503, within the bound.
+      expect(Date.now() - startedAt).toBeLessThan(lockTimeoutMs * 6);
+      for (const outcome of outcomes) {
+        expect(outcome.status).toBe("rejected");
+        const reason = (outcome as PromiseRejectedResult).reason;
+        expect(reason).toBeInstanceOf(StoreUnavailableError);
+        expect(String(reason.message)).toMatch(/55P03/);
+      }
+    } finally {
+      await locker.query("ROLLBACK").catch(() => undefined);
+      await locker.end();
+    }
+    expect(await inbox.countByState()).toMatchObject({ pending: 1 });
+  });
+
   it("answers ping with a durable write, so a database that cannot be written is not ready", async () => {
     const inbox = await open();
     await inbox.ping();

@@ -67,7 +67,7 @@ export class PostgresInbox implements Inbox {
   private constructor(
     private readonly pool: pg.Pool,
     /** Callbacks' writes and the readiness probe only: their sessions carry lock_timeout. */
-    private readonly ingestPool: pg.Pool,
+    private readonly boundedPool: pg.Pool,
     private readonly schema: string,
     private readonly listener: NotificationListener | undefined,
   ) {}
@@ -75,10 +75,12 @@ export class PostgresInbox implements Inbox {
   /** Connects, migrates the schema (safe with many replicas at once) and starts listening. */
   static async open(options: PostgresInboxOptions): Promise<PostgresInbox> {
     const pool = createPool(options, "kreditcheck-receiver inbox", options.poolSize);
-    // Only callbacks give up on a lock after INBOX_LOCK_TIMEOUT_MS (their sender retries on
-    // a 503). The worker's writes wait it out: a job outcome that failed to be stored
-    // would run the job again once its lease expired, delivering it twice.
-    const ingestPool = createPool(
+    // Statements that give up on a lock after INBOX_LOCK_TIMEOUT_MS: callbacks (their sender
+    // retries on a 503), readiness, and an operator's reads and retries (admin API, metrics:
+    // a 503 or inbox_up 0 rather than a request that hangs for the lock's duration). The
+    // worker's writes wait it out: a job outcome that failed to be stored would run the job
+    // again once its lease expired, delivering it twice.
+    const boundedPool = createPool(
       options,
       "kreditcheck-receiver ingest",
       INGEST_POOL_SIZE,
@@ -89,7 +91,7 @@ export class PostgresInbox implements Inbox {
       await migrate(pool, options.schema, INBOX_MIGRATIONS);
     } catch (error) {
       await pool.end().catch(() => undefined);
-      await ingestPool.end().catch(() => undefined);
+      await boundedPool.end().catch(() => undefined);
       throw error instanceof SchemaTooNewError
         ? error
         : new StoreUnavailableError(
@@ -107,7 +109,7 @@ export class PostgresInbox implements Inbox {
       onNotify: () => inbox?.notify(),
       onError: (error) => options.onListenError?.(error),
     });
-    inbox = new PostgresInbox(pool, ingestPool, options.schema, listener);
+    inbox = new PostgresInbox(pool, boundedPool, options.schema, listener);
     await listener.start();
     return inbox;
   }
@@ -144,7 +146,7 @@ export class PostgresInbox implements Inbox {
     const rows = [...firsts.values()];
     let ids: Map<string, { id: string; duplicate: boolean }>;
     try {
-      const inserted = await this.ingestPool.query<{
+      const inserted = await this.boundedPool.query<{
         id: string;
         process_token: string;
         kreditcheck_id: string;
@@ -165,7 +167,7 @@ export class PostgresInbox implements Inbox {
       // finAPI's retry of such a callback is then a duplicate (202), and its job runs once.
       const conflicted = rows.filter((row) => !ids.has(keyOf(row.callback)));
       if (conflicted.length > 0) {
-        const existing = await this.ingestPool.query<{
+        const existing = await this.boundedPool.query<{
           id: string;
           process_token: string;
           kreditcheck_id: string;
@@ -257,7 +259,10 @@ export class PostgresInbox implements Inbox {
     // Two statements, each atomic: a job that turns dead in between is simply not hurried.
     const requeued = (await this.requeueFinished(jobId, options.fresh === true)) === 1;
     // A fresh start is for finished jobs; a pending one keeps what it fetched.
-    if (!requeued && (options.fresh || (await this.query(SQL.runNow, [jobId])).rowCount !== 1)) {
+    if (
+      !requeued &&
+      (options.fresh || (await this.operatorQuery(SQL.runNow, [jobId])).rowCount !== 1)
+    ) {
       return false;
     }
     this.notify();
@@ -274,10 +279,10 @@ export class PostgresInbox implements Inbox {
    */
   private async requeueFinished(jobId: string, fresh: boolean): Promise<number | null> {
     try {
-      return (await this.query(SQL.requeue, [jobId, fresh])).rowCount;
+      return (await this.operatorQuery(SQL.requeue, [jobId, fresh])).rowCount;
     } catch (error) {
       if (fresh || (error as { cause?: { code?: unknown } }).cause?.code !== "22P05") throw error;
-      return (await this.query(SQL.requeue, [jobId, true])).rowCount;
+      return (await this.operatorQuery(SQL.requeue, [jobId, true])).rowCount;
     }
   }
 
@@ -288,7 +293,7 @@ export class PostgresInbox implements Inbox {
 
   async get(jobId: string): Promise<Job | null> {
     if (!JOB_ID_PATTERN.test(jobId)) return null;
-    const { rows } = await this.query<JobRow>(SQL.get, [jobId]);
+    const { rows } = await this.operatorQuery<JobRow>(SQL.get, [jobId]);
     return rows[0] ? rowToJob(rows[0]) : null;
   }
 
@@ -297,21 +302,24 @@ export class PostgresInbox implements Inbox {
     const { rows } =
       after !== undefined
         ? state
-          ? await this.query<JobRow>(SQL.listByStateAfter, [state, after, limit])
-          : await this.query<JobRow>(SQL.listAllAfter, [after, limit])
+          ? await this.operatorQuery<JobRow>(SQL.listByStateAfter, [state, after, limit])
+          : await this.operatorQuery<JobRow>(SQL.listAllAfter, [after, limit])
         : state
-          ? await this.query<JobRow>(SQL.listByState, [state, limit])
-          : await this.query<JobRow>(SQL.listAll, [limit]);
+          ? await this.operatorQuery<JobRow>(SQL.listByState, [state, limit])
+          : await this.operatorQuery<JobRow>(SQL.listAll, [limit]);
     return rows.map(rowToJob);
   }
 
   async oldestUnfinished(): Promise<Date | null> {
-    const { rows } = await this.query<{ at: Date | null }>(SQL.oldestUnfinished, []);
+    const { rows } = await this.operatorQuery<{ at: Date | null }>(SQL.oldestUnfinished, []);
     return rows[0]?.at ?? null;
   }
 
   async countByState(): Promise<Record<JobState, number>> {
-    const { rows } = await this.query<{ state: JobState; count: number }>(SQL.countByState, []);
+    const { rows } = await this.operatorQuery<{ state: JobState; count: number }>(
+      SQL.countByState,
+      [],
+    );
     return countsByState(rows);
   }
 
@@ -325,7 +333,7 @@ export class PostgresInbox implements Inbox {
     // On the callbacks' pool, with their lock timeout, and taking the lock an insert into
     // the jobs table takes: readiness says whether a callback could be stored now, also
     // while another session locks that table (the heartbeat table alone would not see it).
-    await this.query(SQL.heartbeat, [], this.ingestPool);
+    await this.query(SQL.heartbeat, [], this.boundedPool);
   }
 
   async close(): Promise<void> {
@@ -334,7 +342,7 @@ export class PostgresInbox implements Inbox {
     // Callers already waiting are answered before the pool goes.
     await this.flush();
     await this.listener?.stop();
-    await Promise.all([this.pool.end(), this.ingestPool.end()]);
+    await Promise.all([this.pool.end(), this.boundedPool.end()]);
   }
 
   private notify(): void {
@@ -354,6 +362,14 @@ export class PostgresInbox implements Inbox {
   private async ownedWrite(jobId: string, sql: string, values: unknown[]): Promise<void> {
     const { rowCount } = await this.query(sql, values);
     if (rowCount !== 1) throw new LeaseLostError(jobId);
+  }
+
+  /**
+   * An operator's statement (admin API, metrics): on the bounded pool, so a lock held on the
+   * jobs table fails it after INBOX_LOCK_TIMEOUT_MS instead of holding the request.
+   */
+  private operatorQuery<R extends pg.QueryResultRow>(sql: string, values: unknown[]) {
+    return this.query<R>(sql, values, this.boundedPool);
   }
 
   private async query<R extends pg.QueryResultRow>(
