@@ -62,16 +62,18 @@ export async function startService(
 ): Promise<RunningService> {
   const { logger } = options;
   const clock = options.clock ?? Date.now;
-  // Sinks first: a sink that cannot be built stops start-up before the inbox is opened.
-  const sinks = [...(await loadSinks(config, logger)), ...(options.extraSinks ?? [])];
+  // The inbox first: when PostgreSQL cannot be reached and both the inbox and the postgres
+  // sink use it, start-up names the inbox, which every callback needs.
   const inbox = await openInbox(config.store, {
     clock,
     onListenError: (error) =>
       logger.warn({ err: error }, "inbox notifications lost; reconnecting (polling meanwhile)"),
-  }).catch(async (error: unknown) => {
-    await closeSinks(sinks);
+  });
+  const sinks = await loadSinks(config, logger).catch(async (error: unknown) => {
+    await inbox.close().catch(() => undefined);
     throw error;
   });
+  sinks.push(...(options.extraSinks ?? []));
   const metrics = createMetrics(inbox, clock);
 
   const transport = createTransport({

@@ -157,14 +157,14 @@ describe("start-up failures name the variable to fix", () => {
     expect(message).not.toContain(":pw@");
   });
 
-  it("the postgres sink on STORE_URL's database names STORE_URL, the variable that was set", async () => {
+  it("STORE_URL unreachable with the postgres sink on it too: names the inbox, which every callback needs", async () => {
     const port = await freePort();
     const url = `postgres://app@127.0.0.1:${port}/db`;
     const started = start({ SINKS: "file,postgres", STORE_URL: url });
     await expect(started).rejects.toThrow(
-      `STORE_URL=${url}: the postgres sink could not be set up`,
+      `STORE_URL=${url}: the PostgreSQL inbox could not be opened`,
     );
-    await expect(started).rejects.toThrow("check host and port in STORE_URL");
+    await expect(started).rejects.toThrow("check host and port");
   });
 
   it("FILE_SINK_DIR that cannot be made", async () => {
