@@ -77,7 +77,9 @@ export function createLogger(options: LoggerOptions): Logger {
   if (options.destination) return pino(base, options.destination);
   if (options.pretty) {
     // Synchronous, in-process: no line is lost when the process exits right after logging.
-    return pino(base, pretty({ colorize: true, sync: true }));
+    // Colours only on a terminal (pino-pretty's default: NO_COLOR and FORCE_COLOR count),
+    // not as escape codes in a file or a pipe.
+    return pino(base, pretty({ sync: true }));
   }
   return pino(base);
 }

@@ -1,4 +1,6 @@
+import { execFile } from "node:child_process";
 import { hostname } from "node:os";
+import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
 import { REDACT_PATHS } from "../src/logger.js";
 import { captureLogs } from "./support/log-capture.js";
@@ -40,5 +42,30 @@ describe("the root logger", () => {
     expect(text).toContain("socket hang up");
     expect(text).not.toContain("abc123");
     expect(text).not.toContain("Bearer tok");
+  });
+
+  it("writes LOG_PRETTY's lines without colour codes into a pipe, still redacted", async () => {
+    const script = `import { createLogger } from "./src/logger.ts";
+      createLogger({ level: "info", pretty: true }).info({ clientSecret: "s3cret" }, "pretty line");`;
+    const pretty = async (env: Record<string, string>) => {
+      // What colorette reads besides the terminal: none of it from the test's own run.
+      const inherited = { ...process.env };
+      for (const name of ["NO_COLOR", "FORCE_COLOR", "GITHUB_ACTIONS", "GITLAB_CI", "CIRCLECI"]) {
+        delete inherited[name];
+      }
+      const { stdout } = await promisify(execFile)(
+        process.execPath,
+        ["--import", "tsx", "--input-type=module", "-e", script],
+        { env: { ...inherited, ...env } },
+      );
+      return stdout;
+    };
+    const piped = await pretty({});
+    expect(piped).toContain("pretty line");
+    expect(piped).toContain("[redacted]");
+    expect(piped).not.toContain("s3cret");
+    expect(piped).not.toContain("\u001b[");
+    // Asked for explicitly, colours come through a pipe too.
+    expect(await pretty({ FORCE_COLOR: "1" })).toContain("\u001b[");
   });
 });
