@@ -18,7 +18,7 @@ const COMMANDS: Record<string, { usage: string; summary: string }> = {
   jobs: {
     usage:
       "jobs [--state pending|running|done|dead] [--limit N] [--after <job id> (pages in id order; prints next)]",
-    summary: "list jobs, newest first",
+    summary: "list jobs, most recently updated first",
   },
   job: { usage: "job <id>", summary: "show one job: attempts, last error, timings" },
   retry: {
