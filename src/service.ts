@@ -8,6 +8,7 @@ import { type Config, redactUrl } from "./config.js";
 import { AuthorizedClient } from "./finapi/authorized-client.js";
 import { DataIntelligenceClient } from "./finapi/di.js";
 import { ProcessCtrlClient } from "./finapi/processctrl.js";
+import { checkTokenAtStart } from "./finapi/startup-check.js";
 import { ClientCredentialsTokenProvider } from "./finapi/token.js";
 import { createTransport } from "./http-transport.js";
 import type { Inbox } from "./inbox/inbox.js";
@@ -259,10 +260,16 @@ export async function startService(
     );
   }
 
+  const startupCheck = new AbortController();
+  if (options.worker !== false) {
+    void checkTokenAtStart(tokens, logger.child({ component: "token" }), startupCheck.signal);
+  }
+
   let closing: Promise<void> | undefined;
   const close = () => {
     closing ??= (async () => {
       shuttingDown = true;
+      startupCheck.abort();
       const drainMs = Math.floor(config.shutdownTimeoutMs * 0.8);
       const drainUntil = performance.now() + drainMs;
       const publicClosed = closeServer(server);

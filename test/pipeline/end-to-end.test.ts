@@ -58,6 +58,9 @@ describe("callback → inbox → finAPI → file sink", () => {
 
   it("does not fetch anything for a callback whose status is not SUCCESSFUL, and delivers it as is", async () => {
     harness = await startHarness();
+    const logs = harness.logs;
+    // The start-up check's token request is the only one.
+    await waitFor(() => logs.text().includes("start-up check"), "the start-up check");
     const callback = makeCallback({ status: "FAILED", errorMessage: "user aborted" });
     await harness.post(callback);
     const bundle = await harness.waitForBundle(String(callback.kreditCheckId));
@@ -70,7 +73,7 @@ describe("callback → inbox → finAPI → file sink", () => {
       }),
     ]);
     const stats = harness.simulator.stats();
-    expect(stats.calls.kreditcheck + stats.calls.dac + stats.calls.token).toBe(0);
+    expect(stats.calls).toMatchObject({ kreditcheck: 0, dac: 0, token: 1 });
   });
 
   it("accepts a DAC-only licence result with few fields and accounts without caseId", async () => {
@@ -261,6 +264,30 @@ describe("callback → inbox → finAPI → file sink", () => {
     await harness.post(callback);
     await harness.waitForBundle(String(callback.kreditCheckId));
     expect(harness.simulator.stats().maxConcurrent.dac).toBe(3);
+  });
+
+  it("says at start-up, before any callback, that finAPI refused the client credentials", async () => {
+    harness = await startHarness({ env: { FINAPI_CLIENT_SECRET: "wrong-secret" } });
+    const logs = harness.logs;
+    await waitFor(() => logs.text().includes("start-up check"), "the start-up check");
+    const check = logs.lines().find((line) => String(line.msg).startsWith("start-up check"));
+    expect(check).toMatchObject({ level: 50, code: "finapi_auth_failed" });
+    expect(String(check?.msg)).toContain("retry --all-dead --code finapi_auth_failed");
+    expect(String(check?.error)).toContain("FINAPI_CLIENT_SECRET");
+    expect(JSON.stringify(logs.lines())).not.toContain("wrong-secret");
+  });
+
+  it("checks the credentials at start-up with the token the first job then uses", async () => {
+    harness = await startHarness();
+    const logs = harness.logs;
+    await waitFor(() => logs.text().includes("start-up check"), "the start-up check");
+    expect(
+      logs.lines().find((line) => String(line.msg).startsWith("start-up check")),
+    ).toMatchObject({ level: 30, msg: "start-up check: finAPI accepted the client credentials" });
+    const callback = makeCallback();
+    await harness.post(callback);
+    await harness.waitForBundle(String(callback.kreditCheckId));
+    expect(harness.simulator.stats().calls.token).toBe(1);
   });
 
   it("marks the job dead with a clear message when finAPI refuses the client credentials", async () => {
