@@ -45,6 +45,11 @@ export function createPool(
   // An idle client that loses its connection emits here; without a listener the process
   // would crash. The next query gets a fresh connection, and its error is handled there.
   pool.on("error", () => undefined);
+  // A client checked out with pool.connect() has no pool listener (pg-pool removes it):
+  // a connection cut mid-transaction (failover, pg_terminate_backend) would emit 'error'
+  // with nobody listening, an uncaught exception that ends the process. The statement in
+  // flight fails with the same error, and that is where it is handled.
+  pool.on("connect", (client) => client.on("error", () => undefined));
   return pool;
 }
 

@@ -248,6 +248,37 @@ describePostgres("the postgres sink when another session locks its table", () =>
     expect(rows).toEqual([{ deliveries: 1 }]);
   });
 
+  it("survives its connection being cut mid-write (a failover, pg_terminate_backend): retried, then written once", async () => {
+    const uncaught: string[] = [];
+    const onUncaught = (error: Error) => void uncaught.push(error.message);
+    process.on("uncaughtException", onUncaught);
+    try {
+      harness = await startHarness({ env: env("60000") });
+      locker = await lockTable(`${fresh.name}.kreditcheck_checks`);
+      const callback = makeCallback();
+      const id = String((await harness.post(callback)).body.id);
+      const waiting = `SELECT pid FROM pg_locks WHERE relation = '${fresh.name}.kreditcheck_checks'::regclass AND NOT granted`;
+      await waitFor(
+        async () => (await adminQuery(waiting)).length > 0,
+        "the delivery to wait for the lock",
+      );
+      await adminQuery(`SELECT pg_terminate_backend(pid) FROM (${waiting}) AS waiting`);
+      const failed = await waitForError(harness, id, "sink_delivery_failed");
+      expect(failed.state).not.toBe("dead");
+      await unlock(locker);
+      locker = undefined;
+      await harness.waitForJob(id, "done");
+      const rows = await adminQuery(
+        `SELECT deliveries FROM ${fresh.name}.kreditcheck_checks WHERE kreditcheck_id = $1`,
+        [String(callback.kreditCheckId)],
+      );
+      expect(rows).toEqual([{ deliveries: 1 }]);
+      expect(uncaught).toEqual([]);
+    } finally {
+      process.off("uncaughtException", onUncaught);
+    }
+  });
+
   it("stops waiting for the lock at shutdown and gives the job back", async () => {
     harness = await startHarness({ env: { ...env("60000"), SHUTDOWN_TIMEOUT_MS: "500" } });
     locker = await lockTable(`${fresh.name}.kreditcheck_checks`);
