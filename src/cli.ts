@@ -14,23 +14,39 @@ import {
  * Admin CLI: `npm run cli -- <command>`. It talks to the running service's admin API
  * (ADMIN_PORT), so it sees the same inbox whatever the store is.
  */
-const COMMANDS: Record<string, { usage: string; summary: string }> = {
+const COMMANDS: Record<
+  string,
+  { usage: string; summary: string; options: readonly string[]; arguments: number }
+> = {
   jobs: {
+    options: ["state", "limit", "after"],
+    arguments: 0,
     usage:
       "jobs [--state pending|running|done|dead] [--limit N] [--after <job id> (pages in id order; prints next)]",
     summary: "list jobs, most recently updated first",
   },
-  job: { usage: "job <id>", summary: "show one job: attempts, last error, timings" },
+  job: {
+    options: [],
+    arguments: 1,
+    usage: "job <id>",
+    summary: "show one job: attempts, last error, timings",
+  },
   retry: {
+    options: ["all-dead", "code", "fresh"],
+    arguments: 1,
     usage: "retry <id> [--fresh] | retry --all-dead [--code <error code>] [--fresh]",
     summary:
       "dead job: back to pending with fresh attempts (a fetched bundle goes to the sinks that lack it; --fresh: fetched again for every sink); done job: fetched and delivered again; pending job: due now; --all-dead: every dead job, or those whose last error has that code",
   },
   replay: {
+    options: [],
+    arguments: 1,
     usage: "replay <callback.json>",
     summary: "enqueue a callback from a JSON file, as finAPI would send it",
   },
   fetch: {
+    options: ["process-token", "kreditcheck-id", "status"],
+    arguments: 0,
     usage: "fetch --process-token <token> --kreditcheck-id <id> [--status SUCCESSFUL]",
     summary:
       "fetch one check from finAPI now and print the bundle (nothing is enqueued or delivered)",
@@ -94,12 +110,28 @@ async function main(argv: string[]): Promise<number> {
       help: { type: "boolean", short: "h" },
     },
   });
-  const [command, argument] = positionals;
+  const [command, argument, ...extra] = positionals;
   if (values.help || !command) {
     process.stdout.write(usage(command));
     return command || values.help ? 0 : 2;
   }
-  if (!COMMANDS[command]) throw new CliError(`unknown command "${command}"\n\n${usage()}`);
+  const spec = COMMANDS[command];
+  if (!spec) throw new CliError(`unknown command "${command}"\n\n${usage()}`);
+  // Refused, not ignored: `retry <a> <b>` would retry only <a>, `jobs --code x` list all.
+  const surplus = [...(argument !== undefined && spec.arguments === 0 ? [argument] : []), ...extra];
+  if (surplus.length > 0) {
+    throw new CliError(
+      `${command} takes no argument ${surplus.map((text) => JSON.stringify(text)).join(", ")}\n\n${usage(command)}`,
+    );
+  }
+  const foreign = Object.keys(values).filter(
+    (name) => !["admin-url", "token", "help", ...spec.options].includes(name),
+  );
+  if (foreign.length > 0) {
+    throw new CliError(
+      `${command} has no option ${foreign.map((name) => `--${name}`).join(", ")}\n\n${usage(command)}`,
+    );
+  }
 
   const { adminUrl, token, source } = cliTarget(process.env, {
     adminUrl: values["admin-url"],
@@ -210,18 +242,23 @@ async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (error: unknown) => {
-    process.stderr.write(
-      `kreditcheck-receiver cli: ${error instanceof Error ? error.message : String(error)}\n`,
-    );
-    process.exit(
-      error instanceof CliError ||
-        error instanceof AdminTargetError ||
-        (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")
-        ? 2
-        : 1,
-    );
-  },
-);
+/**
+ * Exits once stdout and stderr have taken everything: process.exit drops what a pipe has
+ * not accepted yet (beyond its 64 KiB when the reader is slower), cutting the JSON short.
+ */
+function exitWhenWritten(code: number): void {
+  process.stdout.write("", () => process.stderr.write("", () => process.exit(code)));
+}
+
+main(process.argv.slice(2)).then(exitWhenWritten, (error: unknown) => {
+  process.stderr.write(
+    `kreditcheck-receiver cli: ${error instanceof Error ? error.message : String(error)}\n`,
+  );
+  exitWhenWritten(
+    error instanceof CliError ||
+      error instanceof AdminTargetError ||
+      (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")
+      ? 2
+      : 1,
+  );
+});

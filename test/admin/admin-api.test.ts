@@ -397,6 +397,41 @@ describe("npm run cli", () => {
     }
   });
 
+  it("prints a long answer whole into a slow pipe, and refuses what a command does not take", async () => {
+    const harness = await startHarness({ service: { worker: false } });
+    const env = { ...process.env, ADMIN_URL: harness.service.adminUrl };
+    try {
+      for (let index = 0; index < 400; index++) {
+        await harness.service.inbox.enqueue(makeCallback() as never, new Date());
+      }
+      // The reader starts late: the pipe's 64 KiB fill up before the CLI is done writing.
+      const piped = await run(
+        "sh",
+        ["-c", `"${process.execPath}" --import tsx src/cli.ts jobs --limit 1000 | (sleep 1; cat)`],
+        { env, maxBuffer: 16 * 1024 * 1024 },
+      );
+      expect(piped.stdout.length).toBeGreaterThan(64 * 1024);
+      expect((JSON.parse(piped.stdout) as { jobs: unknown[] }).jobs).toHaveLength(400);
+
+      const cli = (...args: string[]) =>
+        run(process.execPath, ["--import", "tsx", "src/cli.ts", ...args], { env });
+      await expect(cli("retry", "job-a", "job-b")).rejects.toMatchObject({
+        code: 2,
+        stderr: expect.stringContaining('retry takes no argument "job-b"'),
+      });
+      await expect(cli("jobs", "--code", "finapi_forbidden")).rejects.toMatchObject({
+        code: 2,
+        stderr: expect.stringContaining("jobs has no option --code"),
+      });
+      await expect(cli("jobs", "dead")).rejects.toMatchObject({
+        code: 2,
+        stderr: expect.stringContaining('jobs takes no argument "dead"'),
+      });
+    } finally {
+      await harness.close();
+    }
+  });
+
   it("lists jobs, shows one, replays a file and fetches a check over the admin API", async () => {
     const harness = await startHarness({
       env: { ADMIN_TOKEN: "cli-token-123" },
