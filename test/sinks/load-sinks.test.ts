@@ -2,8 +2,8 @@ import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { describe, expect, it } from "vitest";
 import { loadConfig } from "../../src/config.js";
-import { loadSinks } from "../../src/sinks/load.js";
-import type { Bundle } from "../../src/sinks/sink.js";
+import { closeSinks, loadSinks } from "../../src/sinks/load.js";
+import type { Bundle, Sink } from "../../src/sinks/sink.js";
 import { captureLogs } from "../support/log-capture.js";
 
 const base = { FINAPI_CLIENT_ID: "id", FINAPI_CLIENT_SECRET: "secret", FILE_SINK_DIR: "/tmp/x" };
@@ -63,5 +63,24 @@ describe("SINKS=module:<path>", () => {
     await expect(sinksFor("file,module:test/fixtures/missing.mjs")).rejects.toThrow(
       /^SINKS: module:test\/fixtures\/missing\.mjs could not be loaded/,
     );
+  });
+
+  it("closes every sink at shutdown even when one's close throws at once instead of rejecting", async () => {
+    const closed: string[] = [];
+    const sink = (name: string, close: () => Promise<void>): Sink => ({
+      name,
+      deliver: async () => undefined,
+      close,
+    });
+    const sinks = [
+      sink("throws", () => {
+        throw new Error("close threw");
+      }),
+      sink("async", async () => {
+        closed.push("async");
+      }),
+    ];
+    await expect(closeSinks(sinks)).resolves.toBeUndefined();
+    expect(closed).toEqual(["async"]);
   });
 });
