@@ -184,6 +184,7 @@ export async function startService(
     adminToken: config.admin.token,
     readiness,
     clock,
+    callbackBodyLimitBytes: config.http.bodyLimitBytes,
     fetchCheck: (callback) =>
       assembleBundle(
         deps,

@@ -3,6 +3,7 @@ import { z } from "zod";
 import { type Callback, safeId } from "../callback.js";
 import { toReceiverError } from "../errors.js";
 import { acceptCallback } from "../http/accept-callback.js";
+import { callbackBody } from "../http/callback-body.js";
 import { sendError, zodIssues } from "../http/send-error.js";
 import { type Inbox, JOB_STATES, type JobState } from "../inbox/inbox.js";
 import { JOB_ID_PATTERN } from "../inbox/job-id.js";
@@ -16,6 +17,8 @@ export interface JobsRouterOptions {
   /** Fetches one check from finAPI and returns the bundle, without enqueueing anything. */
   fetchCheck: (callback: Callback) => Promise<Bundle>;
   clock: () => number;
+  /** The public callback route's body limit: a replay is read as a callback is. */
+  callbackBodyLimitBytes: number;
 }
 
 const listQuery = z.object({
@@ -46,7 +49,6 @@ const fetchBody = z.object({
 export function jobsRouter(options: JobsRouterOptions): Router {
   const { inbox, fetchCheck, clock, logger } = options;
   const router = express.Router();
-  router.use(express.json({ limit: "64kb" }));
 
   router.get("/jobs", async (req, res) => {
     const query = listQuery.safeParse(req.query);
@@ -98,10 +100,12 @@ export function jobsRouter(options: JobsRouterOptions): Router {
     res.json({ requeued: true, id: job.id, ...(fresh ? { fresh } : {}) });
   });
 
-  // An operator's replay goes in exactly as finAPI's callback does.
-  router.post("/callbacks", (req, res) => acceptCallback(req.body, res, { inbox, logger, clock }));
+  // An operator's replay goes in exactly as finAPI's callback does, read as it is read.
+  router.post("/callbacks", ...callbackBody(options.callbackBodyLimitBytes), (req, res) =>
+    acceptCallback(req.body, res, { inbox, logger, clock }),
+  );
 
-  router.post("/checks/fetch", async (req, res) => {
+  router.post("/checks/fetch", express.json({ limit: "64kb" }), async (req, res) => {
     const parsed = fetchBody.safeParse(req.body);
     if (!parsed.success) return sendError(res, 400, "invalid_request", zodIssues(parsed.error));
     try {

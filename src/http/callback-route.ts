@@ -1,16 +1,11 @@
-import express, {
-  type ErrorRequestHandler,
-  type Request,
-  type RequestHandler,
-  type Router,
-} from "express";
+import express, { type ErrorRequestHandler, type RequestHandler, type Router } from "express";
 import type { Inbox } from "../inbox/inbox.js";
 import type { Logger } from "../logger.js";
 import { acceptCallback } from "./accept-callback.js";
 import { allowlist, parseCidrList } from "./allowlist.js";
+import { callbackBody } from "./callback-body.js";
 import { requireCallbackSecret } from "./callback-secret.js";
 import { sendError } from "./send-error.js";
-import { verifyCallbackBody } from "./verify-body.js";
 
 export type CallbackOutcome =
   | "accepted"
@@ -32,13 +27,6 @@ export interface CallbackRouteOptions {
   onOutcome?: (outcome: CallbackOutcome) => void;
 }
 
-/** As body-parser decides it: a body is announced by Transfer-Encoding or Content-Length. */
-function hasBody(req: Request): boolean {
-  return (
-    req.headers["transfer-encoding"] !== undefined || req.headers["content-length"] !== undefined
-  );
-}
-
 /**
  * finAPI's callback: validate, store durably, then answer. The 202 goes out only after
  * the inbox has the job on disk; if it cannot be written the answer is 503 (our fault,
@@ -48,19 +36,6 @@ export function callbackRouter(options: CallbackRouteOptions): Router {
   const { path, bodyLimitBytes, inbox, logger, clock, onOutcome } = options;
   const router = express.Router();
   const paths = [path, `${path}/:secret`];
-
-  const requireJson: RequestHandler = (req, res, next) => {
-    // A POST without any body (no Content-Length, no Transfer-Encoding) has no media type
-    // to check; it goes on and is refused as an empty callback, not as the wrong type.
-    if (!hasBody(req) || req.is(["application/json", "application/*+json"])) return next();
-    onOutcome?.("invalid");
-    logger.info({ contentType: req.get("content-type") ?? null }, "callback rejected: not JSON");
-    sendError(res, 415, "unsupported_media_type", [
-      {
-        message: `Content-Type must be application/json, got ${req.get("content-type") ?? "none"}`,
-      },
-    ]);
-  };
 
   const accept: RequestHandler = (req, res) =>
     acceptCallback(req.body, res, { inbox, logger, clock, onOutcome });
@@ -76,14 +51,9 @@ export function callbackRouter(options: CallbackRouteOptions): Router {
       onOutcome?.("unauthorized");
       logger.warn("callback refused: missing or wrong CALLBACK_SECRET");
     }),
-    requireJson,
-    // Any JSON value parses (not only objects and arrays), so `null` or `"x"` is refused by
-    // the callback's schema as "expected object", not as "not valid JSON".
-    express.json({
-      limit: bodyLimitBytes,
-      strict: false,
-      type: () => true,
-      verify: verifyCallbackBody,
+    ...callbackBody(bodyLimitBytes, (req) => {
+      onOutcome?.("invalid");
+      logger.info({ contentType: req.get("content-type") ?? null }, "callback rejected: not JSON");
     }),
     accept,
   );

@@ -297,6 +297,25 @@ describe("admin port", () => {
     });
     expect(replayed.status).toBe(202);
     expect(await harness.service.inbox.list({ limit: 10 })).toHaveLength(1);
+    // Read as the public route reads a callback: a repeated key and a body that is not
+    // JSON are refused as there, and nothing is stored.
+    const repeated = await admin("/admin/callbacks", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: '{"processToken":"pt-a","kreditCheckId":"kc-a","kreditCheckId":"kc-b","status":"SUCCESSFUL"}',
+    });
+    expect(repeated.status).toBe(400);
+    expect(await repeated.json()).toMatchObject({
+      error: "duplicate_key",
+      details: [{ field: "kreditCheckId" }],
+    });
+    const notJson = await admin("/admin/callbacks", {
+      method: "POST",
+      headers: { "Content-Type": "text/plain" },
+      body: JSON.stringify(makeCallback()),
+    });
+    expect(notJson.status).toBe(415);
+    expect(await harness.service.inbox.list({ limit: 10 })).toHaveLength(1);
 
     // A replay answers like the public route when the store fails: 503, Retry-After.
     await harness.service.inbox.close();

@@ -1,0 +1,43 @@
+import express, { type Request, type RequestHandler } from "express";
+import { sendError } from "./send-error.js";
+import { verifyCallbackBody } from "./verify-body.js";
+
+/** As body-parser decides it: a body is announced by Transfer-Encoding or Content-Length. */
+function hasBody(req: Request): boolean {
+  return (
+    req.headers["transfer-encoding"] !== undefined || req.headers["content-length"] !== undefined
+  );
+}
+
+/**
+ * A callback's body as every route that takes one reads it (finAPI's, and the admin API's
+ * replay): JSON only (415 otherwise), duplicate keys, NUL and charset checked, at most
+ * `limitBytes`. Any JSON value parses (not only objects and arrays), so `null` or `"x"` is
+ * refused by the callback's schema as "expected object", not as "not valid JSON". Body
+ * errors (broken JSON, too large) go to the app's error handler.
+ */
+export function callbackBody(
+  limitBytes: number,
+  onNotJson?: (req: Request) => void,
+): RequestHandler[] {
+  const requireJson: RequestHandler = (req, res, next) => {
+    // A POST without any body (no Content-Length, no Transfer-Encoding) has no media type
+    // to check; it goes on and is refused as an empty callback, not as the wrong type.
+    if (!hasBody(req) || req.is(["application/json", "application/*+json"])) return next();
+    onNotJson?.(req);
+    sendError(res, 415, "unsupported_media_type", [
+      {
+        message: `Content-Type must be application/json, got ${req.get("content-type") ?? "none"}`,
+      },
+    ]);
+  };
+  return [
+    requireJson,
+    express.json({
+      limit: limitBytes,
+      strict: false,
+      type: () => true,
+      verify: verifyCallbackBody,
+    }),
+  ];
+}
