@@ -8,7 +8,7 @@ import { sendError, zodIssues } from "../http/send-error.js";
 import { type Inbox, JOB_STATES, type JobState } from "../inbox/inbox.js";
 import { JOB_ID_PATTERN } from "../inbox/job-id.js";
 import type { Logger } from "../logger.js";
-import type { Bundle } from "../sinks/sink.js";
+import { type Bundle, bundleToJson } from "../sinks/sink.js";
 import { jobDetailView, jobView } from "./job-view.js";
 
 export interface JobsRouterOptions {
@@ -109,7 +109,8 @@ export function jobsRouter(options: JobsRouterOptions): Router {
     const parsed = fetchBody.safeParse(req.body);
     if (!parsed.success) return sendError(res, 400, "invalid_request", zodIssues(parsed.error));
     try {
-      res.json(await fetchCheck(parsed.data));
+      // Documents as base64, as the http and stdout sinks carry them (not Buffer's dump).
+      res.json(bundleToJson(await fetchCheck(parsed.data)));
     } catch (thrown) {
       const error = toReceiverError(thrown);
       sendError(res, 502, error.code, [

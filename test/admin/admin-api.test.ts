@@ -268,7 +268,10 @@ describe("admin port", () => {
   });
 
   it("fetches one check directly without enqueueing it, and replays a callback", async () => {
-    harness = await startHarness({ service: { worker: false } });
+    harness = await startHarness({
+      service: { worker: false },
+      env: { FETCH_DOCUMENTS: "account_pdf" },
+    });
     const fetched = await admin("/admin/checks/fetch", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
@@ -278,9 +281,16 @@ describe("admin port", () => {
     const bundle = (await fetched.json()) as {
       kreditCheck: unknown;
       dacReports: Record<string, unknown>;
+      documents: { name: string; contentType: string; base64: string }[];
     };
     expect(bundle.kreditCheck).toBeTruthy();
     expect(Object.keys(bundle.dacReports)).toHaveLength(3);
+    // Documents as base64, as the http and stdout sinks carry them.
+    expect(bundle.documents).toEqual([
+      { name: "account_pdf", contentType: "application/pdf", base64: expect.any(String) },
+    ]);
+    const pdf = Buffer.from(bundle.documents[0]?.base64 ?? "", "base64");
+    expect(pdf.subarray(0, 5).toString()).toBe("%PDF-");
     expect(await harness.service.inbox.list({ limit: 10 })).toEqual([]);
 
     const badFetch = await admin("/admin/checks/fetch", {
