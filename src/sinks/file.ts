@@ -119,6 +119,19 @@ export class FileSink implements Sink {
       files.length === 0,
     );
     await this.syncFolder();
+    // After the JSON, which no longer lists them: a document an earlier delivery of this
+    // check wrote (finAPI has none now, FETCH_DOCUMENTS changed) would sit beside the new
+    // JSON as if it were its own. Only with documents on: without, no such file is written.
+    if (documents) {
+      const current = new Set(files.map(({ file }) => file));
+      const stale = Object.values(DOCUMENT_SUFFIXES)
+        .map((suffix) => `${kreditCheckId}.${suffix}`)
+        .filter((file) => !current.has(file));
+      // Best effort: the JSON, written and flushed, is what says which documents belong.
+      await Promise.all(
+        stale.map((file) => rm(join(this.dir, file), { force: true }).catch(() => undefined)),
+      );
+    }
   }
 
   private ensureFolder(): Promise<void> {

@@ -142,6 +142,16 @@ describe("FileSink", () => {
     expect((await readdir(target)).sort()).toEqual(["kc-1.account.pdf", "kc-1.json"]);
   });
 
+  it("removes a document an earlier delivery of the check wrote that the new bundle no longer has", async () => {
+    const sink = new FileSink(dir);
+    await sink.deliver(bundleWithDocument("kc-1"));
+    await sink.deliver(bundleWithDocument("kc-2"));
+    // Delivered again (a replay) while finAPI has no PDF for it now: a 404 in problems.
+    await sink.deliver({ ...bundleWithDocument("kc-1"), documents: [] });
+    expect((await readdir(dir)).sort()).toEqual(["kc-1.json", "kc-2.account.pdf", "kc-2.json"]);
+    expect(JSON.parse(await readFile(join(dir, "kc-1.json"), "utf8")).documents).toEqual([]);
+  });
+
   it("answers each caller of a shared folder fsync only after one that started after its call, and passes failures on", async () => {
     for (let round = 0; round < 30; round += 1) {
       const sink = new FileSink(dir);
