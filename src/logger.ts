@@ -63,6 +63,12 @@ export interface LoggerOptions {
   pretty?: boolean;
   /** Tests pass a stream to capture and assert on log lines. */
   destination?: DestinationStream;
+  /**
+   * The stdout sink writes bundles to process.stdout: log lines then go through that same
+   * stream. pino's own writes to fd 1 would land between the pieces of a bundle line that
+   * a slow reader's pipe took only in part (a line with documents is hundreds of KB).
+   */
+  shareStdout?: boolean;
 }
 
 export function createLogger(options: LoggerOptions): Logger {
@@ -79,7 +85,10 @@ export function createLogger(options: LoggerOptions): Logger {
     // Synchronous, in-process: no line is lost when the process exits right after logging.
     // Colours only on a terminal (pino-pretty's default: NO_COLOR and FORCE_COLOR count),
     // not as escape codes in a file or a pipe.
-    return pino(base, pretty({ sync: true }));
+    return pino(
+      base,
+      pretty({ sync: true, ...(options.shareStdout ? { destination: process.stdout } : {}) }),
+    );
   }
-  return pino(base);
+  return options.shareStdout ? pino(base, process.stdout) : pino(base);
 }

@@ -28,7 +28,11 @@ async function main(): Promise<void> {
     }
     throw error;
   }
-  const logger = createLogger({ level: config.log.level, pretty: config.log.pretty });
+  const logger = createLogger({
+    level: config.log.level,
+    pretty: config.log.pretty,
+    shareStdout: config.sinks.names.includes("stdout"),
+  });
   for (const name of config.finapi.unconfirmed) {
     logger.warn(
       { setting: name },

@@ -1,7 +1,9 @@
+import { execFile } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PassThrough } from "node:stream";
+import { promisify } from "node:util";
 import { afterEach, describe, expect, it } from "vitest";
 import { createLogger } from "../../src/logger.js";
 import { type RunningSimulator, startSimulator } from "../../src/simulator/server.js";
@@ -64,6 +66,47 @@ function fakeOut(outcome: () => NodeJS.ErrnoException | null | "never") {
   }) as typeof out.write;
   return { out, written };
 }
+
+describe("StdoutSink beside the service's log lines", () => {
+  it("keeps every bundle line whole in a slow pipe while log lines are written meanwhile", async () => {
+    // The service's wiring: with the stdout sink on, the logger shares process.stdout.
+    const script = `import { createLogger } from "./src/logger.ts";
+      import { StdoutSink } from "./src/sinks/stdout.ts";
+      const logger = createLogger({ level: "info", shareStdout: true });
+      const sink = new StdoutSink();
+      const data = Buffer.alloc(150_000, 7);
+      const ticker = setInterval(() => logger.info({ tick: true }, "finAPI call"), 1);
+      await Promise.all(Array.from({ length: 40 }, (_, index) => sink.deliver({
+        callback: { processToken: "pt", kreditCheckId: "kc-" + index, status: "SUCCESSFUL" },
+        kreditCheck: null, dacReports: {}, problems: [],
+        receivedAt: "2026-01-01T00:00:00.000Z", completedAt: "2026-01-01T00:00:01.000Z",
+        documents: [{ name: "account_pdf", contentType: "application/pdf", data }],
+      })));
+      clearInterval(ticker);`;
+    const { stdout } = await promisify(execFile)(
+      "sh",
+      [
+        "-c",
+        // The reader starts late: the pipe takes a long line in pieces.
+        `"${process.execPath}" --import tsx --input-type=module -e '${script}' | (sleep 0.3; cat)`,
+      ],
+      { maxBuffer: 64 * 1024 * 1024 },
+    );
+    const lines = stdout.trimEnd().split("\n");
+    const unreadable = lines.filter((line) => {
+      try {
+        JSON.parse(line);
+        return false;
+      } catch {
+        return true;
+      }
+    });
+    expect(unreadable.map((line) => line.slice(0, 80))).toEqual([]);
+    expect(lines.filter((line) => line.startsWith('{"type":"kreditcheck.bundle"'))).toHaveLength(
+      40,
+    );
+  });
+});
 
 describe("StdoutSink on a stream that is not gone", () => {
   const logger = createLogger({ level: "silent" });
