@@ -28,6 +28,12 @@ export interface TokenProviderOptions {
   onResponse?: (status: string, durationMs: number) => void;
 }
 
+/**
+ * After a failed token request, a background refresh (the cached token still works) waits
+ * at least this long before it tries again, or longer when finAPI sent Retry-After.
+ */
+const EARLY_REFRESH_PAUSE_MS = 5000;
+
 interface CachedToken {
   token: string;
   expiresAt: number;
@@ -45,6 +51,8 @@ interface CachedToken {
 export class ClientCredentialsTokenProvider implements TokenProvider {
   private cached: CachedToken | undefined;
   private inflight: Promise<CachedToken> | undefined;
+  /** The last request's failure, and until when no new request is sent for it. */
+  private failure: { error: unknown; until: number; retryAfter: boolean } | undefined;
   private readonly clock: () => number;
 
   constructor(private readonly options: TokenProviderOptions) {
@@ -55,26 +63,50 @@ export class ClientCredentialsTokenProvider implements TokenProvider {
     const now = this.clock();
     const cached = this.cached;
     if (cached && now < cached.refreshAt) return cached.token;
+    if (cached && now < cached.expiresAt) {
+      // Inside the refresh margin, with a token that still works: callers get it at once,
+      // and the refresh runs in the background, no sooner than a failed one allows.
+      if (!this.inflight && !(this.failure && now < this.failure.until)) {
+        this.startRequest().catch(() => undefined);
+      }
+      return cached.token;
+    }
     // A job already stopped (shutdown, lost lease) starts no request it would not wait for.
     if (signal?.aborted) throw signal.reason;
-    if (!this.inflight) {
-      const request = this.requestToken().finally(() => {
-        this.inflight = undefined;
-      });
-      // Each caller sees a failure through its own await; this one only keeps a failed
-      // request whose callers have all stopped waiting from being an unhandled rejection
-      // (which ends the process).
-      request.catch(() => undefined);
-      this.inflight = request;
+    // finAPI said how long to wait (Retry-After): until then, its answer stands.
+    if (!this.inflight && this.failure?.retryAfter && now < this.failure.until) {
+      throw this.failure.error;
     }
-    try {
-      return (await (signal ? untilAborted(this.inflight, signal) : this.inflight)).token;
-    } catch (error) {
-      if (signal?.aborted) throw error;
-      // An early refresh that failed must not fail callers while the old token still works.
-      if (cached && this.clock() < cached.expiresAt) return cached.token;
-      throw error;
-    }
+    const request = this.inflight ?? this.startRequest();
+    return (await (signal ? untilAborted(request, signal) : request)).token;
+  }
+
+  /** One request shared by every caller until it settles (single flight). */
+  private startRequest(): Promise<CachedToken> {
+    const request = this.requestToken().then(
+      (token) => {
+        this.failure = undefined;
+        return token;
+      },
+      (error: unknown) => {
+        const retryAfterMs = (error as { retryAfterMs?: number }).retryAfterMs;
+        this.failure = {
+          error,
+          until: this.clock() + Math.max(retryAfterMs ?? 0, EARLY_REFRESH_PAUSE_MS),
+          retryAfter: retryAfterMs !== undefined,
+        };
+        throw error;
+      },
+    );
+    const shared = request.finally(() => {
+      this.inflight = undefined;
+    });
+    // Each caller sees a failure through its own await; this one only keeps a failed
+    // request whose callers have all stopped waiting from being an unhandled rejection
+    // (which ends the process).
+    shared.catch(() => undefined);
+    this.inflight = shared;
+    return shared;
   }
 
   invalidate(token: string): void {

@@ -2,12 +2,14 @@ import { afterEach, describe, expect, it } from "vitest";
 import { ReceiverError } from "../../src/errors.js";
 import { ClientCredentialsTokenProvider } from "../../src/finapi/token.js";
 import { createTransport } from "../../src/http-transport.js";
+import { HANG_STATUS } from "../../src/simulator/faults.js";
 import {
   type RunningSimulator,
   type SimulatorOptions,
   startSimulator,
 } from "../../src/simulator/server.js";
 import { captureLogs } from "../support/log-capture.js";
+import { waitFor } from "../support/wait-for.js";
 
 describe("ClientCredentialsTokenProvider against the simulated finAPI Access", () => {
   let simulator: RunningSimulator | undefined;
@@ -48,9 +50,9 @@ describe("ClientCredentialsTokenProvider against the simulated finAPI Access", (
     now += 3600_000 - 61_000; // still outside the margin
     await tokens.getToken();
     expect(simulator.stats().calls.token).toBe(1);
-    now += 2_000; // inside the margin
+    now += 2_000; // inside the margin: the token still works, a refresh starts beside it
     await tokens.getToken();
-    expect(simulator.stats().calls.token).toBe(2);
+    await waitFor(() => simulator.stats().calls.token === 2, "the refresh");
   });
 
   it("uses a short-lived token until it really expires instead of asking in a loop", async () => {
@@ -133,12 +135,40 @@ describe("ClientCredentialsTokenProvider against the simulated finAPI Access", (
     expect(await tokens.getToken()).toEqual(expect.any(String));
   });
 
-  it("keeps using the old token while it is valid when an early refresh fails", async () => {
+  it("keeps using the old token while it is valid when an early refresh fails, trying again only after Retry-After", async () => {
     let now = 1_000_000;
     const { tokens, simulator } = await provider({}, { clock: () => now });
     const first = await tokens.getToken();
-    now += 3600_000 - 30_000; // inside the margin, not expired
-    simulator.failNext("token", 1, 503);
+    now += 3600_000 - 50_000; // inside the margin, not expired
+    simulator.failNext("token", 100, 503, { retryAfterSec: 30 });
+    for (let call = 0; call < 10; call++) expect(await tokens.getToken()).toBe(first);
+    await waitFor(() => simulator.stats().statuses.token?.["503"] === 1, "the failed refresh");
+    for (let call = 0; call < 10; call++) expect(await tokens.getToken()).toBe(first);
+    expect(simulator.stats().calls.token).toBe(2);
+    now += 31_000; // Retry-After has passed: one more try
     expect(await tokens.getToken()).toBe(first);
+    await waitFor(() => simulator.stats().calls.token === 3, "the next refresh");
+  });
+
+  it("answers with the cached token at once while a refresh hangs", async () => {
+    let now = 1_000_000;
+    const { tokens, simulator } = await provider({}, { clock: () => now });
+    const first = await tokens.getToken();
+    now += 3600_000 - 50_000;
+    simulator.failNext("token", 1, HANG_STATUS);
+    const startedAt = performance.now();
+    for (let call = 0; call < 5; call++) expect(await tokens.getToken()).toBe(first);
+    expect(performance.now() - startedAt).toBeLessThan(500);
+    await waitFor(() => simulator.stats().calls.token === 2, "the hanging refresh");
+  });
+
+  it("fails fast with finAPI's answer while its Retry-After lasts when there is no token to use", async () => {
+    const { tokens, simulator } = await provider();
+    simulator.failNext("token", 100, 503, { retryAfterSec: 30 });
+    const first = await tokens.getToken().catch((error: unknown) => error);
+    expect(first).toMatchObject({ code: "finapi_token_unavailable", retryable: true });
+    const again = await tokens.getToken().catch((error: unknown) => error);
+    expect(again).toBe(first);
+    expect(simulator.stats().calls.token).toBe(1);
   });
 });
