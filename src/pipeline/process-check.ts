@@ -132,7 +132,11 @@ export async function assembleBundle(
       return;
     }
     const error = toReceiverError(result.reason);
-    if (failsEveryCheck(error)) fatal ??= error;
+    // Only a report finAPI does not have is a note in the bundle. Any other permanent
+    // failure (a missing scope, bad credentials, a 400, an answer that is not a report:
+    // a wrong FINAPI_DI_URL serving a page) kills the job, as README's table says, rather
+    // than delivering a bundle without reports it should have.
+    if (!error.retryable && error.code !== "finapi_not_found") fatal ??= error;
     else if (error.retryable) {
       // The retry must wait for the longest Retry-After among the failed reports.
       if ((error.retryAfterMs ?? 0) > (retryable?.retryAfterMs ?? -1)) retryable = error;
@@ -150,7 +154,7 @@ export async function assembleBundle(
     }
   });
   if (signal.aborted) throw signal.reason;
-  // Retrying cannot help while the mandator lacks a scope: the job dies at once.
+  // Retrying cannot help (a scope missing, a wrong URL): the job dies at once.
   if (fatal) throw fatal;
   if (retryable) throw retryable;
   const documents = await fetchDocuments(deps, check, ctx, problems);
@@ -215,14 +219,6 @@ const TOKEN_FAILURES: ReadonlySet<string> = new Set([
   "finapi_auth_failed",
   "finapi_token_url_wrong",
 ]);
-
-/**
- * A 403 on a DAC report is about the mandator too: finAPI refuses every report until it
- * grants the scope.
- */
-function failsEveryCheck(error: ReceiverError): boolean {
-  return error.code === "finapi_forbidden" || TOKEN_FAILURES.has(error.code);
-}
 
 async function fetchKreditCheck(
   deps: PipelineDeps,

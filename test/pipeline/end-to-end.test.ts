@@ -1,3 +1,5 @@
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { freePort } from "../support/child-service.js";
 import { type Harness, makeCallback, startHarness } from "../support/harness.js";
@@ -179,6 +181,34 @@ describe("callback → inbox → finAPI → file sink", () => {
     const job = await harness.waitForJob(accepted.body.id, "dead");
     expect(job.lastError).toContain("kreditcheck_not_found");
     expect(job.lastError).toContain("NOT_FOUND_GRACE_MS");
+  });
+
+  it("gives up when a DAC report is refused as invalid (400), instead of delivering the bundle without it", async () => {
+    harness = await startHarness({ env: { FINAPI_RETRIES: "0", DAC_CONCURRENCY: "1" } });
+    harness.simulator.failNext("dac", 1, 400);
+    const callback = makeCallback();
+    const job = await harness.waitForJob((await harness.post(callback)).body.id, "dead");
+    expect(job.lastErrorCodes).toEqual(["finapi_rejected"]);
+    expect(await harness.readBundle(String(callback.kreditCheckId))).toBeUndefined();
+  });
+
+  it("gives up when FINAPI_DI_URL serves something that is not a DAC report (a web page)", async () => {
+    const page = createServer((_req, res) => {
+      res.writeHead(200, { "Content-Type": "text/html" }).end("<html>maintenance</html>");
+    });
+    await new Promise<void>((resolve) => page.listen(0, "127.0.0.1", resolve));
+    try {
+      const { port } = page.address() as AddressInfo;
+      harness = await startHarness({ env: { FINAPI_DI_URL: `http://127.0.0.1:${port}/di` } });
+      const callback = makeCallback();
+      const job = await harness.waitForJob((await harness.post(callback)).body.id, "dead");
+      expect(job.lastErrorCodes).toEqual(["finapi_invalid_response"]);
+      expect(await harness.readBundle(String(callback.kreditCheckId))).toBeUndefined();
+    } finally {
+      await harness?.close();
+      harness = undefined;
+      await new Promise((resolve) => page.close(resolve));
+    }
   });
 
   it("explains a DAC report that finAPI does not have in problems instead of dropping it silently", async () => {
