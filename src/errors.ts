@@ -59,6 +59,11 @@ export interface ReceiverErrorOptions {
   fix?: string;
   /** Wait at least this long before the next attempt (from `Retry-After`). */
   retryAfterMs?: number;
+  /**
+   * Retried until this time (epoch ms) even past MAX_ATTEMPTS: a wait with a deadline of
+   * its own (NOT_FOUND_GRACE_MS), which the attempt count must not cut short.
+   */
+  retryUntil?: number;
   details?: Record<string, unknown>;
   cause?: unknown;
   /** The codes of the failures this one sums up (each failed sink's, for a delivery). */
@@ -70,6 +75,7 @@ export class ReceiverError extends Error {
   readonly retryable: boolean;
   readonly fix: string | undefined;
   readonly retryAfterMs: number | undefined;
+  readonly retryUntil: number | undefined;
   readonly details: Record<string, unknown>;
   /**
    * Its own code first, then those of the failures it sums up, each once: what the job
@@ -84,6 +90,7 @@ export class ReceiverError extends Error {
     this.retryable = options.retryable;
     this.fix = options.fix;
     this.retryAfterMs = options.retryAfterMs;
+    this.retryUntil = options.retryUntil;
     this.details = options.details ?? {};
     this.codes = [...new Set([options.code, ...(options.causeCodes ?? [])])];
   }

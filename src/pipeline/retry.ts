@@ -37,13 +37,22 @@ export function decideRetry(
 ): RetryDecision {
   const described = error.describe();
   if (!error.retryable) return { action: "dead", reason: described };
-  if (job.attempts >= policy.maxAttempts) {
+  const withinDeadline = error.retryUntil !== undefined && now < error.retryUntil;
+  if (job.attempts >= policy.maxAttempts && !withinDeadline) {
     return {
       action: "dead",
       reason: `gave up after ${attemptsText(job.attempts)} (MAX_ATTEMPTS=${policy.maxAttempts}); last error: ${described}`,
     };
   }
-  const delayMs = backoffDelay(job.attempts, policy, error.retryAfterMs, random);
+  let delayMs = backoffDelay(job.attempts, policy, error.retryAfterMs, random);
+  if (withinDeadline && error.retryUntil !== undefined) {
+    // The last try comes at the deadline, not a long backoff after it.
+    delayMs = Math.max(
+      Math.min(delayMs, error.retryUntil - now),
+      policy.baseMs,
+      error.retryAfterMs ?? 0,
+    );
+  }
   const ageMs = now - job.receivedAt.getTime();
   if (ageMs + delayMs > policy.maxAgeMs) {
     // Say which: the job is old, or only the wait asked for would take it past the limit.

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { loadConfig } from "../../src/config.js";
 import { ReceiverError } from "../../src/errors.js";
 import { backoffDelay, decideRetry, type RetryPolicy } from "../../src/pipeline/retry.js";
 
@@ -64,6 +65,43 @@ describe("decideRetry", () => {
       /gave up after 5 attempts.*finapi_unavailable/,
     );
   });
+
+  it.each([
+    ["the longest", () => 0.999999],
+    ["the shortest", () => 0],
+  ])(
+    "retries a result not found yet until NOT_FOUND_GRACE_MS with the default settings, past MAX_ATTEMPTS, with %s waits",
+    (_, random) => {
+      const config = loadConfig({ FINAPI_CLIENT_ID: "id", FINAPI_CLIENT_SECRET: "secret" });
+      const defaults: RetryPolicy = {
+        maxAttempts: config.worker.maxAttempts,
+        maxAgeMs: config.worker.maxAgeMs,
+        baseMs: config.worker.backoffBaseMs,
+        maxMs: config.worker.backoffMaxMs,
+      };
+      const graceEnds = config.finapi.notFoundGraceMs;
+      const notReady = new ReceiverError("the KreditCheck result is not available yet", {
+        code: "result_not_ready",
+        retryable: true,
+        retryUntil: graceEnds,
+      });
+      let now = 0;
+      let attempts = 1;
+      while (now < graceEnds) {
+        const decision = decideRetry(notReady, { attempts, receivedAt }, defaults, now, random);
+        expect(decision.action).toBe("retry");
+        now += decision.action === "retry" ? decision.delayMs : 0;
+        attempts += 1;
+      }
+      // The last attempt comes when the window ends, not a long backoff after it.
+      expect(now).toBeLessThanOrEqual(graceEnds + defaults.baseMs);
+      expect(attempts).toBeLessThan(700);
+      // Past the window it counts as usual again.
+      expect(decideRetry(notReady, { attempts, receivedAt }, defaults, now, random).action).toBe(
+        "dead",
+      );
+    },
+  );
 
   it("gives up when the next attempt would be older than JOB_MAX_AGE_MS", () => {
     const decision = decideRetry(
