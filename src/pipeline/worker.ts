@@ -291,8 +291,10 @@ export class Worker {
   ): Promise<JobOutcome> {
     const { inbox, policy, handle } = this.options;
     const { job, controller } = entry;
-    if (job.attempts > policy.maxAttempts) {
-      // The previous owner died (or lost its lease) on the last attempt.
+    // Past MAX_ATTEMPTS only when the previous owner died (or lost its lease) on the last
+    // attempt, or when a retry was granted past it (a result awaited for its grace window,
+    // see ReceiverError.retryUntil): that one runs.
+    if (job.attempts > policy.maxAttempts && job.takenOverFrom !== undefined) {
       const reason = `gave up after ${attemptsText(job.attempts - 1)} (MAX_ATTEMPTS=${policy.maxAttempts}); the last attempt's worker stopped before it finished; last error: ${job.lastError ?? "none recorded"}`;
       // The codes are the last error's, when this release wrote it.
       const failure = { message: reason, codes: job.lastErrorCodes ?? undefined };

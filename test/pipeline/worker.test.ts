@@ -2,6 +2,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { ReceiverError } from "../../src/errors.js";
 import { SqliteInbox } from "../../src/inbox/sqlite/sqlite-inbox.js";
 import type { CheckRun } from "../../src/pipeline/process-check.js";
 import { Worker, type WorkerOptions } from "../../src/pipeline/worker.js";
@@ -238,6 +239,31 @@ describe("Worker", () => {
     await waitFor(async () => (await inbox.get(id))?.state === "done", "the job done");
     expect(counted).toEqual(["attempt_interrupted retry"]);
     expect((await inbox.get(id))?.attempts).toBe(2);
+  });
+
+  it("runs an attempt granted past MAX_ATTEMPTS (a result awaited for its grace window)", async () => {
+    const attempts: number[] = [];
+    startWorker(async (run) => {
+      attempts.push(run.job.attempts);
+      if (attempts.length < 4) {
+        throw new ReceiverError("the KreditCheck result is not available yet", {
+          code: "result_not_ready",
+          retryable: true,
+          retryUntil: now + 600_000,
+        });
+      }
+    }, 2);
+    const { id } = await inbox.enqueue(makeCallback() as never, new Date(now));
+    // Time passes, so each retry falls due.
+    const ticking = setInterval(() => {
+      now += 50;
+    }, 5);
+    try {
+      await waitFor(async () => (await inbox.get(id))?.state === "done", "the job done");
+    } finally {
+      clearInterval(ticking);
+    }
+    expect(attempts).toEqual([1, 2, 3, 4]);
   });
 
   it("gives up on a job whose last attempt's worker died, naming and keeping its last error's codes", async () => {
