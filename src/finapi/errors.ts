@@ -207,3 +207,19 @@ export function tokenError(
     "check FINAPI_CLIENT_ID and FINAPI_CLIENT_SECRET, and that FINAPI_TOKEN_URL is the token URL of the environment (sandbox or live) the credentials belong to.",
   );
 }
+
+/**
+ * A 2xx from FINAPI_TOKEN_URL without an access token: not an OAuth token endpoint (a web
+ * page, a proxy's answer). Permanent, like a 404 there: asking again gets the same page.
+ */
+export function tokenAnswerUnreadable(
+  context: FinapiErrorContext & { status: number },
+): ReceiverError {
+  return build(
+    `FINAPI_TOKEN_URL answered ${context.status} without an access_token: it is not an OAuth token endpoint.`,
+    "finapi_token_url_wrong",
+    false,
+    context,
+    "set FINAPI_TOKEN_URL to the OAuth token URL of your finAPI environment, e.g. https://sandbox.finapi.io/api/v2/oauth/token (the default for FINAPI_ENV=sandbox); then retry the dead jobs.",
+  );
+}

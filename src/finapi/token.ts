@@ -3,7 +3,7 @@ import type { Axios, AxiosResponse } from "axios";
 import { untilAborted } from "../abortable.js";
 import { isTimeout, parseRetryAfter } from "../http-transport.js";
 import type { Logger } from "../logger.js";
-import { networkError, tokenError } from "./errors.js";
+import { networkError, tokenAnswerUnreadable, tokenError } from "./errors.js";
 import { tokenResponseSchema } from "./schemas.js";
 
 /** The port the finAPI clients use; `invalidate` drops a token a data call found rejected. */
@@ -164,13 +164,19 @@ export class ClientCredentialsTokenProvider implements TokenProvider {
       logger.error({ requestId, code: error.code, fix: error.fix }, error.message);
       throw error;
     }
-    const parsed = tokenResponseSchema.safeParse(safeJson(body));
+    const json = safeJson(body);
+    const parsed = tokenResponseSchema.safeParse(json);
     if (!parsed.success) {
       this.options.onRequest?.("failure");
-      throw tokenError(
-        { endpoint: "token", requestId, status: 502 },
-        "answer without access_token",
-      );
+      // A page's text says what answered; JSON is not shown (it may hold a credential).
+      const error = tokenAnswerUnreadable({
+        endpoint: "token",
+        requestId,
+        status: response.status,
+        ...(json === undefined ? { body } : {}),
+      });
+      logger.error({ requestId, code: error.code, fix: error.fix }, error.message);
+      throw error;
     }
     this.options.onRequest?.("success");
     const token = parsed.data.access_token;

@@ -1,3 +1,5 @@
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { ReceiverError } from "../../src/errors.js";
 import { ClientCredentialsTokenProvider } from "../../src/finapi/token.js";
@@ -170,5 +172,29 @@ describe("ClientCredentialsTokenProvider against the simulated finAPI Access", (
     const again = await tokens.getToken().catch((error: unknown) => error);
     expect(again).toBe(first);
     expect(simulator.stats().calls.token).toBe(1);
+  });
+
+  it("gives up on a token URL that answers 200 with a page, showing what answered", async () => {
+    const page = createServer((_req, res) => {
+      res.writeHead(200, { "Content-Type": "text/html" }).end("<html>Gateway login</html>");
+    });
+    await new Promise<void>((resolve) => page.listen(0, "127.0.0.1", resolve));
+    try {
+      const { port } = page.address() as AddressInfo;
+      const tokens = new ClientCredentialsTokenProvider({
+        http: createTransport({ timeoutMs: 2000 }).http,
+        tokenUrl: `http://127.0.0.1:${port}/oauth/token`,
+        clientId: "id",
+        clientSecret: "secret",
+        refreshMarginMs: 60_000,
+        logger: captureLogs().logger,
+      });
+      const error = await tokens.getToken().catch((thrown: unknown) => thrown);
+      expect(error).toMatchObject({ code: "finapi_token_url_wrong", retryable: false });
+      expect(String((error as Error).message)).toContain("Gateway login");
+      expect((error as ReceiverError).fix).toContain("FINAPI_TOKEN_URL");
+    } finally {
+      await new Promise((resolve) => page.close(resolve));
+    }
   });
 });
