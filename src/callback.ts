@@ -52,27 +52,37 @@ export function nestsDeeperThan(value: unknown, max: number): boolean {
 }
 
 /**
- * Where a string in `value` (a key too) holds U+0000, as a path; undefined if none does.
- * PostgreSQL's jsonb and text cannot store it: a callback with one would be acknowledged
- * and then never reach a postgres sink, so it is refused at the door. Iterative, like
- * nestsDeeperThan, and as cheap on the way: paths are built only once a NUL was found
- * (a second walk), not for each of a large body's values.
+ * A character PostgreSQL's jsonb and text cannot store: U+0000, or half of a UTF-16
+ * surrogate pair without its other half (JSON can escape one, "\ud800"; it is no Unicode
+ * character). A callback with one would be acknowledged and then never reach a postgres
+ * sink, so it is refused at the door.
  */
-export function nulPath(value: unknown): (string | number)[] | undefined {
-  return holdsNul(value) ? pathToNul(value) : undefined;
+// biome-ignore lint/suspicious/noControlCharactersInRegex: U+0000 is what it looks for
+const UNSTORABLE = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+/**
+ * Where a string in `value` (a key too) holds a character PostgreSQL cannot store, as a
+ * path with that string; undefined if none does. Iterative, like nestsDeeperThan, and as
+ * cheap on the way: paths are built only once one was found (a second walk), not for each
+ * of a large body's values.
+ */
+export function unstorablePath(
+  value: unknown,
+): { path: (string | number)[]; text: string } | undefined {
+  return holdsUnstorable(value) ? pathToUnstorable(value) : undefined;
 }
 
-function holdsNul(value: unknown): boolean {
+function holdsUnstorable(value: unknown): boolean {
   const pending: unknown[] = [value];
   for (let item = pending.pop(); ; item = pending.pop()) {
     if (typeof item === "string") {
-      if (item.includes("\u0000")) return true;
+      if (UNSTORABLE.test(item)) return true;
     } else if (typeof item === "object" && item !== null) {
       if (Array.isArray(item)) {
         for (const child of item) if (typeof child !== "number") pending.push(child);
       } else {
         for (const key in item) {
-          if (key.includes("\u0000")) return true;
+          if (UNSTORABLE.test(key)) return true;
           pending.push((item as Record<string, unknown>)[key]);
         }
       }
@@ -81,19 +91,19 @@ function holdsNul(value: unknown): boolean {
   }
 }
 
-function pathToNul(value: unknown): (string | number)[] | undefined {
+function pathToUnstorable(value: unknown): { path: (string | number)[]; text: string } | undefined {
   const pending: [unknown, (string | number)[]][] = [[value, []]];
   for (let entry = pending.pop(); entry !== undefined; entry = pending.pop()) {
     const [item, path] = entry;
     if (typeof item === "string") {
-      if (item.includes("\u0000")) return path;
+      if (UNSTORABLE.test(item)) return { path, text: item };
     } else if (Array.isArray(item)) {
       item.forEach((child, index) => {
         pending.push([child, [...path, index]]);
       });
     } else if (typeof item === "object" && item !== null) {
       for (const [key, child] of Object.entries(item)) {
-        if (key.includes("\u0000")) return [...path, key];
+        if (UNSTORABLE.test(key)) return { path: [...path, key], text: key };
         pending.push([child, [...path, key]]);
       }
     }
@@ -121,10 +131,16 @@ export const callbackSchema = z
       });
       return;
     }
-    const path = nulPath(callback);
-    // The ids' own pattern already refuses a NUL, naming them.
-    if (path && path[0] !== "processToken" && path[0] !== "kreditCheckId") {
-      ctx.addIssue({ code: "custom", path, message: "must not contain a NUL character (U+0000)" });
+    const found = unstorablePath(callback);
+    // The ids' own pattern already refuses these, naming them.
+    if (found && found.path[0] !== "processToken" && found.path[0] !== "kreditCheckId") {
+      ctx.addIssue({
+        code: "custom",
+        path: found.path,
+        message: found.text.includes("\u0000")
+          ? "must not contain a NUL character (U+0000)"
+          : "must not contain half of a UTF-16 surrogate pair (\\ud800-\\udfff) without its other half: it is no Unicode character",
+      });
     }
   });
 

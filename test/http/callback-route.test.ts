@@ -157,6 +157,11 @@ describe("POST /callbacks/kreditcheck", () => {
       ["extra.list.1"],
     ],
     [
+      "an errorMessage with half of a surrogate pair",
+      makeCallback({ errorMessage: "broken \ud83d" }),
+      ["errorMessage"],
+    ],
+    [
       "a processToken of 129 characters",
       makeCallback({ processToken: "a".repeat(129) }),
       ["processToken"],

@@ -147,6 +147,10 @@ function cases(): Case[] {
     invalid("a NUL in errorMessage", withField("errorMessage", "\u0000")),
     invalid("a NUL in an unknown field", withField("extra", { list: ["ok", "x\u0000"] })),
     invalid("a NUL in an unknown field's name", withField("ex\u0000tra", 1)),
+    // Nor half of a surrogate pair (JSON can escape one; it is no Unicode character).
+    invalid("a lone high surrogate in clientReference", withField("clientReference", "a\ud800b")),
+    invalid("a lone low surrogate in an unknown field", withField("extra", ["\udc00"])),
+    invalid("a swapped surrogate pair in errorMessage", withField("errorMessage", "\ude00\ud83d")),
   );
   // JSON.parse would keep the last value of a repeated key without a word.
   const duplicates: [string, string][] = [
