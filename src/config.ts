@@ -652,6 +652,10 @@ function pgCanRead(url: string): boolean {
     URL.parse(text, "postgres://base") ??
     URL.parse(text.replace("@/", "@___DUMMY___/"), "postgres://base");
   if (!parsed) return false;
+  // An @ after the host: a password starting with / ? # (or a user name holding one) ended
+  // the host early (`postgres://kc:/pw@db/x` is host "kc"), and the rest, password and all,
+  // would be taken for the path. The driver would call the wrong host.
+  if (`${parsed.pathname}${parsed.search}${parsed.hash}`.includes("@")) return false;
   // Then it decodes the parts, and a stray escape such as %ff is a URIError there.
   try {
     decodeURIComponent(parsed.username);
@@ -691,6 +695,9 @@ export function redactUrl(url: string): string {
   if (url.indexOf("@") === url.lastIndexOf("@")) {
     try {
       const parsed = new URL(url);
+      // An @ after the host: a password holding / ? # that the parser took for the path
+      // (see pgCanRead); masked by the pattern below instead.
+      if (`${parsed.pathname}${parsed.search}${parsed.hash}`.includes("@")) throw new Error();
       if (parsed.password) parsed.password = "***";
       // The values only, by pattern: URLSearchParams would re-encode the whole query.
       parsed.search = parsed.search.replace(SECRET_QUERY_VALUE, "$1***");

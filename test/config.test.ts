@@ -127,8 +127,16 @@ describe("loadConfig", () => {
       ),
     ]);
     expect(problems.join("\n")).not.toContain("p/w");
-    // A stray escape pg's decoding refuses (URIError), in the password or the database.
-    for (const url of ["postgres://u:%ff@db/x", "postgres://u@db/%ff"]) {
+    // A stray escape pg's decoding refuses (URIError), in the password or the database;
+    // a password starting with / ? # ends the host early ("kc", empty port): the driver
+    // would call host kc, and the password would be shown as the path.
+    for (const url of [
+      "postgres://u:%ff@db/x",
+      "postgres://u@db/%ff",
+      "postgres://kc:/Xy9-pass@127.0.0.1:5432/kc",
+      "postgres://kc:?Xy9@db/kc",
+      "postgres://kc:#Xy9@db/kc",
+    ]) {
       expect(problemsOf({ ...credentials, STORE_URL: url })[0]).toMatch(
         /^STORE_URL: must be a postgres:\/\/ URL the PostgreSQL driver can read/,
       );
@@ -221,6 +229,10 @@ describe("loadConfig", () => {
     expect(redactUrl("postgres://app:p/w@db/x")).toBe("postgres://app:***@db/x");
     expect(redactUrl("postgres://app:p@s#s@db/x")).toBe("postgres://app:***@db/x");
     expect(redactUrl("postgres://app@db/x")).toBe("postgres://app@db/x");
+    expect(redactUrl("postgres://kc:/Xy9-pass@127.0.0.1:5432/kc")).toBe(
+      "postgres://kc:***@127.0.0.1:5432/kc",
+    );
+    expect(redactUrl("postgres://kc:?Xy9@db/kc")).toBe("postgres://kc:***@db/kc");
     // libpq takes the password from the query too.
     expect(redactUrl("postgres://app@db/x?password=s3cret&sslmode=require")).toBe(
       "postgres://app@db/x?password=***&sslmode=require",
