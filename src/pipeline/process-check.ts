@@ -128,7 +128,14 @@ export async function assembleBundle(
   settled.forEach((result, index) => {
     const caseId = caseIds[index] as string;
     if (result.status === "fulfilled") {
-      dacReports[caseId] = result.value;
+      // Defined, not assigned: a caseId "__proto__" (the pattern allows it) would set the
+      // object's prototype instead, and the report would vanish from the bundle.
+      Object.defineProperty(dacReports, caseId, {
+        value: result.value,
+        enumerable: true,
+        writable: true,
+        configurable: true,
+      });
       return;
     }
     const error = toReceiverError(result.reason);

@@ -151,6 +151,11 @@ function cases(): Case[] {
     invalid("a lone high surrogate in clientReference", withField("clientReference", "a\ud800b")),
     invalid("a lone low surrogate in an unknown field", withField("extra", ["\udc00"])),
     invalid("a swapped surrogate pair in errorMessage", withField("errorMessage", "\ude00\ud83d")),
+    // It could not be kept: copying the callback would drop it after a 202.
+    invalid(
+      "a field named __proto__",
+      `${JSON.stringify(VALID).slice(0, -1)},"__proto__":{"x":1}}`,
+    ),
   );
   // JSON.parse would keep the last value of a repeated key without a word.
   const duplicates: [string, string][] = [
