@@ -1,3 +1,4 @@
+import dotenv from "dotenv";
 import { localAdminUrl } from "./admin/cli-target.js";
 import { cleanEnv } from "./env-values.js";
 
@@ -12,6 +13,10 @@ import { cleanEnv } from "./env-values.js";
 
 /** Below the HEALTHCHECK's --timeout (5 s): a service that stopped answering fails here. */
 const TIMEOUT_MS = 3000;
+
+// The .env the service reads (its working folder's), with the same precedence: a variable
+// set in the environment wins.
+dotenv.config({ quiet: true });
 
 fetch(`${localAdminUrl(cleanEnv(process.env))}/healthz`, {
   signal: AbortSignal.timeout(TIMEOUT_MS),

@@ -1,8 +1,10 @@
 import { execFile } from "node:child_process";
-import { readFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer as createHttpServer } from "node:http";
 import { createServer as createTcpServer, type Server } from "node:net";
-import { fileURLToPath } from "node:url";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Harness, startHarness } from "./support/harness.js";
@@ -30,10 +32,20 @@ async function probeArgs(): Promise<string[]> {
   return ["--import", "tsx", `src/${name}.ts`, ...rest];
 }
 
-async function probe(env: Record<string, string>): Promise<number> {
+const repo = fileURLToPath(new URL("..", import.meta.url));
+
+/** Runs the probe in `cwd` (the repository unless given), tsx and the script by path. */
+async function probe(env: Record<string, string>, cwd = repo): Promise<number> {
+  const [, loader, script, ...rest] = await probeArgs();
+  const args = [
+    "--import",
+    pathToFileURL(join(repo, "node_modules", loader ?? "", "dist", "loader.mjs")).href,
+    join(repo, script ?? ""),
+    ...rest,
+  ];
   try {
-    await promisify(execFile)(process.execPath, await probeArgs(), {
-      cwd: fileURLToPath(new URL("..", import.meta.url)),
+    await promisify(execFile)(process.execPath, args, {
+      cwd,
       env: { PATH: process.env.PATH ?? "", ...env },
       timeout: 10_000,
     });
@@ -58,6 +70,17 @@ describe("the Dockerfile's HEALTHCHECK", () => {
     expect(await probe({ ADMIN_PORT: adminPort })).toBe(0);
     expect(await probe({ ADMIN_PORT: adminPort, ADMIN_HOST: "0.0.0.0" })).toBe(0);
     expect(await probe({ ADMIN_PORT: adminPort, ADMIN_HOST: "127.0.0.1" })).toBe(0);
+  });
+
+  it("reads ADMIN_PORT from the .env in its working folder, as the service does; the environment wins", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "kcr-healthcheck-"));
+    try {
+      await writeFile(join(dir, ".env"), `ADMIN_PORT=${adminPort}\n`);
+      expect(await probe({}, dir)).toBe(0);
+      expect(await probe({ ADMIN_PORT: "1" }, dir)).toBe(1);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it("reads ADMIN_HOST and ADMIN_PORT as the service does: trimmed, blank as unset", async () => {
