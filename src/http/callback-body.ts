@@ -9,6 +9,8 @@ function hasBody(req: Request): boolean {
   );
 }
 
+const UTF8_WITHOUT_DASH = /(;\s*charset\s*=\s*"?)utf8("?\s*(?:;|$))/i;
+
 /**
  * A callback's body as every route that takes one reads it (finAPI's, and the admin API's
  * replay): JSON only (415 otherwise), duplicate keys, NUL and charset checked, at most
@@ -21,6 +23,12 @@ export function callbackBody(
   onNotJson?: (req: Request) => void,
 ): RequestHandler[] {
   const requireJson: RequestHandler = (req, res, next) => {
+    // "utf8" is a name of UTF-8 too (WHATWG's encoding labels); body-parser takes only the
+    // "utf-" spellings, and would refuse it as a charset other than UTF-8.
+    const type = req.headers["content-type"];
+    if (type && UTF8_WITHOUT_DASH.test(type)) {
+      req.headers["content-type"] = type.replace(UTF8_WITHOUT_DASH, "$1utf-8$2");
+    }
     // A POST without any body (no Content-Length, no Transfer-Encoding) has no media type
     // to check; it goes on and is refused as an empty callback, not as the wrong type.
     if (!hasBody(req) || req.is(["application/json", "application/*+json"])) return next();

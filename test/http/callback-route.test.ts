@@ -50,6 +50,10 @@ describe("POST /callbacks/kreditcheck", () => {
     expect(response.status).toBe(202);
     const job = await harness.service.inbox.get(response.body.id as string);
     expect(job?.callback.status).toBe("SOMETHING_NEW");
+    // "utf8" names UTF-8 too.
+    for (const type of ["application/json; charset=utf8", 'application/json;charset="UTF8"']) {
+      expect((await harness.post(makeCallback(), { "Content-Type": type })).status).toBe(202);
+    }
   });
 
   it("takes a gzip body and any application/*+json type; names a refused charset or encoding", async () => {
