@@ -40,9 +40,12 @@ export function callbackRouter(options: CallbackRouteOptions): Router {
   const accept: RequestHandler = (req, res) =>
     acceptCallback(req.body, res, { inbox, logger, clock, onOutcome });
 
-  // Order matters: who may ask (IP, then secret) is settled before the body is read.
-  router.all(
-    paths,
+  // Order matters: who may ask (IP, then secret) is settled before the body is read. The
+  // allowlist is mounted on the path (use, not a route with :secret) so it runs before
+  // Express decodes the secret segment: a broken %-escape from a network that may not
+  // call gets 403 like anything else from there, not a 400 about the escape.
+  router.use(
+    path,
     allowlist(parseCidrList(options.allowedCidrs), logger, () => onOutcome?.("forbidden")),
   );
   router.post(

@@ -25,6 +25,13 @@ describe("who may send callbacks", () => {
     });
     expect(refused.status).toBe(403);
     expect(JSON.parse(refused.body)).toEqual({ error: "forbidden", details: expect.any(Array) });
+    // Whatever follows the path: a broken %-escape where a secret would go is no exception.
+    for (const tail of ["/%E0%A4%A", "/x", "/x/y"]) {
+      const odd = await rawPost(`${callbackUrl()}${tail}`, JSON.stringify(makeCallback()), {
+        localAddress: "127.0.0.2",
+      });
+      expect(odd.status).toBe(403);
+    }
     expect(await stored()).toBe(0);
     expect(harness.logs.lines().find((line) => line.remoteAddress === "127.0.0.2")).toBeDefined();
 
