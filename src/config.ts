@@ -1,3 +1,4 @@
+import ipaddr from "ipaddr.js";
 import proxyaddr from "proxy-addr";
 import { z } from "zod";
 import { bareHost, cleanEnv } from "./env-values.js";
@@ -154,8 +155,8 @@ const envSchema = z.object({
   TRUST_PROXY: z
     .string()
     .refine(
-      (value) => /^\d+$/.test(value) || compilesAsTrustProxy(value),
-      "must be a hop count or a comma list of CIDRs / loopback / linklocal / uniquelocal (not /0: that would trust everyone)",
+      (value) => /^\d+$/.test(value) || (compilesAsTrustProxy(value) && !trustsNearlyAll(value)),
+      "must be a hop count or a comma list of CIDRs / loopback / linklocal / uniquelocal, none wider than an IPv4 /8 or an IPv6 /7 (::ffff:0:0/96 is every IPv4 address): a wider one trusts nearly everyone's X-Forwarded-For",
     )
     .optional(),
   CALLBACK_SECRET: z
@@ -604,6 +605,26 @@ function compilesAsTrustProxy(value: string): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * A TRUST_PROXY range wider than any proxy network: a client there may claim an allowed
+ * address in X-Forwarded-For. proxy-addr refuses /0 itself, but takes 0.0.0.0/1 or
+ * ::ffff:0:0/96 (all of IPv4, written as IPv6). The widest usual ones stay: 10.0.0.0/8,
+ * fc00::/7 (uniquelocal).
+ */
+function trustsNearlyAll(value: string): boolean {
+  return value.split(",").some((entry) => {
+    const text = entry.trim();
+    if (!text.includes("/") || !ipaddr.isValidCIDR(text)) return false;
+    const [address, prefix] = ipaddr.parseCIDR(text);
+    if (address.kind() === "ipv4") return prefix < 8;
+    const v6 = address as ipaddr.IPv6;
+    // The IPv4-mapped block: its IPv4 part is the prefix's last 32 bits.
+    if (v6.isIPv4MappedAddress() && prefix >= 96) return prefix - 96 < 8;
+    // A range holding that whole block (::/8, say) trusts every IPv4 address too.
+    return prefix < 7 || ipaddr.parseCIDR("::ffff:0:0/96")[0].match(v6, prefix);
+  });
 }
 
 function isHttpProxyUrl(url: string): boolean {

@@ -316,6 +316,19 @@ describe("loadConfig", () => {
     );
     expect(problemsOf({ ...credentials, ALLOWED_CIDRS: "10.1" })[0]).toMatch(/^ALLOWED_CIDRS/);
     expect(problemsOf({ ...credentials, TRUST_PROXY: "0.0.0.0/0" })[0]).toMatch(/^TRUST_PROXY/);
+    // Nearly everyone, which proxy-addr takes: half of IPv4, all of it written as IPv6.
+    for (const wide of ["0.0.0.0/1", "::ffff:0:0/96", "::ffff:0.0.0.0/100", "::/8", "8000::/1"]) {
+      expect(problemsOf({ ...credentials, TRUST_PROXY: `10.0.0.1,${wide}` })[0]).toMatch(
+        /^TRUST_PROXY: .*trusts nearly everyone/,
+      );
+    }
+    for (const usual of [
+      "10.0.0.0/8,172.16.0.0/12,fc00::/7",
+      "::ffff:10.0.0.0/104",
+      "uniquelocal",
+    ]) {
+      expect(loadConfig({ ...credentials, TRUST_PROXY: usual }).http.trustProxy).toBe(usual);
+    }
     expect(loadConfig({ ...credentials, TRUST_PROXY: "loopback,10.0.0.0/8" }).http.trustProxy).toBe(
       "loopback,10.0.0.0/8",
     );
