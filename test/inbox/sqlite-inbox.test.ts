@@ -47,6 +47,79 @@ describe("SQLite inbox: who may read it", () => {
   });
 });
 
+describe("SQLite inbox: every acknowledged callback is fsynced", () => {
+  it.each([
+    ["a new file", false],
+    ["a file opened again (a restart)", true],
+  ])(
+    "commits each callback with synchronous=FULL from the first one on, on %s",
+    async (_, restart) => {
+      const dir = await mkdtemp(join(tmpdir(), "kcr-inbox-sync-"));
+      const path = join(dir, "inbox.db");
+      try {
+        if (restart) await new SqliteInbox({ path }).close();
+        const inbox = new SqliteInbox({ path });
+        // The level the connection is at now: what the last commit used, and the next one.
+        const level = () =>
+          (inbox as unknown as { db: Database.Database }).db.pragma("synchronous", {
+            simple: true,
+          });
+        const levels: unknown[] = [];
+        for (let round = 0; round < 3; round++) {
+          await inbox.enqueue(makeCallback() as never, new Date());
+          levels.push(level());
+          // Bookkeeping in between (a claim) commits without fsync: NORMAL.
+          await inbox.claim(`worker:${round}`, 1, 30_000);
+          levels.push(level());
+        }
+        expect(levels).toEqual([2, 1, 2, 1, 2, 1]);
+        await inbox.close();
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    },
+  );
+});
+
+describe("SQLite inbox: a write that fails alone in a group commit", () => {
+  const nested = (depth: number) => {
+    let value: unknown = 1;
+    for (let level = 0; level < depth; level++) value = [value];
+    return value;
+  };
+
+  it("fails only itself, not the callbacks committed with it (a job's progress that cannot be stored)", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "kcr-inbox-alone-"));
+    const inbox = new SqliteInbox({ path: join(dir, "inbox.db") });
+    try {
+      await inbox.enqueue(makeCallback() as never, new Date());
+      await inbox.enqueue(makeCallback() as never, new Date());
+      const [first, second] = await inbox.claim("worker:1", 2, 30_000);
+      // A bundle too deep to serialise, then one deeper than SQLite's json functions read.
+      const retried = inbox.retry(String(first?.id), "worker:1", 1000, { message: "x" }, {
+        bundle: { kreditCheck: nested(20_000) },
+      } as never);
+      const arriving = inbox.enqueue(makeCallback() as never, new Date());
+      await expect(retried).rejects.toThrow(/inbox write failed/);
+      await expect(arriving).resolves.toMatchObject({ duplicate: false });
+
+      await inbox.fail(String(second?.id), "worker:1", { message: "x" }, {
+        bundle: { kreditCheck: nested(1500) },
+      } as never);
+      const requeued = inbox.requeue(String(second?.id));
+      const alongside = inbox.enqueue(makeCallback() as never, new Date());
+      await expect(requeued).rejects.toThrow(/inbox write failed/);
+      await expect(alongside).resolves.toMatchObject({ duplicate: false });
+      // A fresh start reads no bundle: that one works.
+      expect(await inbox.requeue(String(second?.id), { fresh: true })).toBe(true);
+      expect((await inbox.countByState()).pending).toBe(3);
+      await inbox.close();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("SQLite inbox: durability of the worker's bookkeeping", () => {
   it("follows a commit without fsync (a claim) by a FULL one within BOOKKEEPING_SYNC_MS", async () => {
     const dir = await mkdtemp(join(tmpdir(), "kcr-inbox-sync-"));

@@ -78,7 +78,6 @@ export class SqliteInbox implements Inbox {
   private closed = false;
   /** The connection's current `synchronous` level: FULL (true) or NORMAL (false). */
   private fullSync: boolean;
-  private readonly syncPragmas: { full: Database.Statement; normal: Database.Statement };
   /** Pending FULL commit that makes recent NORMAL commits durable. */
   private bookkeepingSync: NodeJS.Timeout | undefined;
   /** Whether the connection waits BUSY_TIMEOUT_MS for a lock (false: fails at once). */
@@ -93,10 +92,6 @@ export class SqliteInbox implements Inbox {
     this.db.pragma("journal_mode = WAL");
     this.db.pragma("synchronous = FULL");
     this.fullSync = true;
-    this.syncPragmas = {
-      full: this.db.prepare("PRAGMA synchronous = FULL"),
-      normal: this.db.prepare("PRAGMA synchronous = NORMAL"),
-    };
     this.db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
     migrate(this.db);
     const prepare = (sql: string) => this.db.prepare(sql);
@@ -121,6 +116,9 @@ export class SqliteInbox implements Inbox {
       countByState: prepare(SQL.countByState),
       oldestUnfinished: prepare(SQL.oldestUnfinished),
       heartbeat: prepare(SQL.heartbeat),
+      savepoint: prepare("SAVEPOINT write"),
+      releaseSavepoint: prepare("RELEASE write"),
+      rollbackToSavepoint: prepare("ROLLBACK TO write"),
     };
   }
 
@@ -368,7 +366,7 @@ export class SqliteInbox implements Inbox {
     try {
       this.setFullSync(durable);
       this.setWaitForLock(performance.now() >= this.noWaitUntil);
-      results = this.db.transaction(() => queue.map((item) => item.apply())).immediate();
+      results = this.db.transaction(() => queue.map((item) => this.applyAlone(item))).immediate();
       this.noWaitUntil = 0;
     } catch (error) {
       if (isBusy(error) && this.waitsForLock) {
@@ -382,8 +380,36 @@ export class SqliteInbox implements Inbox {
     }
     this.scheduleBookkeepingSync(durable);
     queue.forEach((item, index) => {
-      item.resolve(results[index]);
+      const result = results[index];
+      if (result instanceof WriteFailed) {
+        item.reject(
+          new StoreUnavailableError(`inbox write failed: ${messageOf(result.error)}`, {
+            cause: result.error,
+          }),
+        );
+      } else item.resolve(result);
     });
+  }
+
+  /**
+   * One write of a group commit, in a savepoint of its own: a write that fails by itself
+   * (a job's progress that cannot be serialised, JSON that SQLite's json functions refuse)
+   * is undone and fails alone, instead of failing every callback committed with it. A
+   * failure that ended the transaction (a full disk) still fails them all.
+   */
+  private applyAlone(item: QueuedWrite): unknown {
+    const { savepoint, releaseSavepoint, rollbackToSavepoint } = this.statements;
+    savepoint.run();
+    try {
+      const result = item.apply();
+      releaseSavepoint.run();
+      return result;
+    } catch (error) {
+      if (!this.db.inTransaction) throw error;
+      rollbackToSavepoint.run();
+      releaseSavepoint.run();
+      return new WriteFailed(error);
+    }
   }
 
   /** Switching costs no I/O; it applies from the next commit on this connection. */
@@ -396,7 +422,11 @@ export class SqliteInbox implements Inbox {
 
   private setFullSync(full: boolean): void {
     if (this.fullSync === full) return;
-    (full ? this.syncPragmas.full : this.syncPragmas.normal).run();
+    // Not a prepared statement, as for busy_timeout: SQLite applies `synchronous` when the
+    // PRAGMA is compiled, so preparing both levels up front left the connection at the
+    // last one prepared (NORMAL) and running a prepared one later changed nothing: the
+    // first callbacks after a start were acknowledged without an fsync.
+    this.db.pragma(`synchronous = ${full ? "FULL" : "NORMAL"}`);
     this.fullSync = full;
   }
 
@@ -448,4 +478,9 @@ function isBusy(error: unknown): boolean {
 
 function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
+}
+
+/** A write of a group commit that failed alone (see applyAlone). */
+class WriteFailed {
+  constructor(readonly error: unknown) {}
 }
