@@ -218,6 +218,18 @@ describePostgres("the postgres sink when another session locks its table", () =>
     harness = undefined;
   });
 
+  /** The lock goes; the job is then done with its bundle written once. */
+  async function unlockAndExpectOneWrite(id: string, kreditCheckId: string): Promise<void> {
+    await unlock(locker);
+    locker = undefined;
+    await harness?.waitForJob(id, "done");
+    const rows = await adminQuery(
+      `SELECT deliveries FROM ${fresh.name}.kreditcheck_checks WHERE kreditcheck_id = $1`,
+      [kreditCheckId],
+    );
+    expect(rows).toEqual([{ deliveries: 1 }]);
+  }
+
   const env = (timeoutMs: string) => ({
     SINKS: "postgres",
     POSTGRES_SINK_URL: testDatabaseUrl,
@@ -237,15 +249,8 @@ describePostgres("the postgres sink when another session locks its table", () =>
     expect(failed.lastError).toContain("within POSTGRES_SINK_TIMEOUT_MS=500 ms");
     expect(failed.lastError).toContain("another session holds a lock");
 
-    await unlock(locker);
-    locker = undefined;
-    await harness.waitForJob(id, "done");
     // The abandoned attempts left nothing behind: one write, on connections that still work.
-    const rows = await adminQuery(
-      `SELECT deliveries FROM ${fresh.name}.kreditcheck_checks WHERE kreditcheck_id = $1`,
-      [String(callback.kreditCheckId)],
-    );
-    expect(rows).toEqual([{ deliveries: 1 }]);
+    await unlockAndExpectOneWrite(id, String(callback.kreditCheckId));
   });
 
   it("survives its connection being cut mid-write (a failover, pg_terminate_backend): retried, then written once", async () => {
@@ -265,14 +270,7 @@ describePostgres("the postgres sink when another session locks its table", () =>
       await adminQuery(`SELECT pg_terminate_backend(pid) FROM (${waiting}) AS waiting`);
       const failed = await waitForError(harness, id, "sink_delivery_failed");
       expect(failed.state).not.toBe("dead");
-      await unlock(locker);
-      locker = undefined;
-      await harness.waitForJob(id, "done");
-      const rows = await adminQuery(
-        `SELECT deliveries FROM ${fresh.name}.kreditcheck_checks WHERE kreditcheck_id = $1`,
-        [String(callback.kreditCheckId)],
-      );
-      expect(rows).toEqual([{ deliveries: 1 }]);
+      await unlockAndExpectOneWrite(id, String(callback.kreditCheckId));
       expect(uncaught).toEqual([]);
     } finally {
       process.off("uncaughtException", onUncaught);
