@@ -51,8 +51,13 @@ interface CachedToken {
 export class ClientCredentialsTokenProvider implements TokenProvider {
   private cached: CachedToken | undefined;
   private inflight: Promise<CachedToken> | undefined;
-  /** The last request's failure, and until when no new request is sent for it. */
-  private failure: { error: unknown; until: number; retryAfter: boolean } | undefined;
+  /**
+   * The last request's failure: until `retryAfterUntil` (its Retry-After) it is finAPI's
+   * answer for everyone; until `pauseUntil` no background refresh is tried.
+   */
+  private failure:
+    | { error: unknown; retryAfterUntil: number | undefined; pauseUntil: number }
+    | undefined;
   private readonly clock: () => number;
 
   constructor(private readonly options: TokenProviderOptions) {
@@ -63,19 +68,20 @@ export class ClientCredentialsTokenProvider implements TokenProvider {
     const now = this.clock();
     const cached = this.cached;
     if (cached && now < cached.refreshAt) return cached.token;
+    // A job already stopped (shutdown, lost lease) starts no request it would not wait for.
+    if (signal?.aborted) throw signal.reason;
     if (cached && now < cached.expiresAt) {
       // Inside the refresh margin, with a token that still works: callers get it at once,
       // and the refresh runs in the background, no sooner than a failed one allows.
-      if (!this.inflight && !(this.failure && now < this.failure.until)) {
+      if (!this.inflight && !(this.failure && now < this.failure.pauseUntil)) {
         this.startRequest().catch(() => undefined);
       }
       return cached.token;
     }
-    // A job already stopped (shutdown, lost lease) starts no request it would not wait for.
-    if (signal?.aborted) throw signal.reason;
     // finAPI said how long to wait (Retry-After): until then, its answer stands.
-    if (!this.inflight && this.failure?.retryAfter && now < this.failure.until) {
-      throw this.failure.error;
+    const retryAfterUntil = this.failure?.retryAfterUntil;
+    if (!this.inflight && retryAfterUntil !== undefined && now < retryAfterUntil) {
+      throw this.failure?.error;
     }
     const request = this.inflight ?? this.startRequest();
     return (await (signal ? untilAborted(request, signal) : request)).token;
@@ -90,10 +96,11 @@ export class ClientCredentialsTokenProvider implements TokenProvider {
       },
       (error: unknown) => {
         const retryAfterMs = (error as { retryAfterMs?: number }).retryAfterMs;
+        const failedAt = this.clock();
         this.failure = {
           error,
-          until: this.clock() + Math.max(retryAfterMs ?? 0, EARLY_REFRESH_PAUSE_MS),
-          retryAfter: retryAfterMs !== undefined,
+          retryAfterUntil: retryAfterMs === undefined ? undefined : failedAt + retryAfterMs,
+          pauseUntil: failedAt + Math.max(retryAfterMs ?? 0, EARLY_REFRESH_PAUSE_MS),
         };
         throw error;
       },

@@ -165,12 +165,31 @@ describe("ClientCredentialsTokenProvider against the simulated finAPI Access", (
   });
 
   it("fails fast with finAPI's answer while its Retry-After lasts when there is no token to use", async () => {
-    const { tokens, simulator } = await provider();
-    simulator.failNext("token", 100, 503, { retryAfterSec: 30 });
+    let now = 1_000_000;
+    const { tokens, simulator } = await provider({}, { clock: () => now });
+    simulator.failNext("token", 1, 503, { retryAfterSec: 30 });
+    simulator.failNext("token", 1, 503, { retryAfterSec: 0 });
     const first = await tokens.getToken().catch((error: unknown) => error);
     expect(first).toMatchObject({ code: "finapi_token_unavailable", retryable: true });
     const again = await tokens.getToken().catch((error: unknown) => error);
     expect(again).toBe(first);
+    expect(simulator.stats().calls.token).toBe(1);
+    now += 30_000;
+    // Retry-After: 0 asks for no wait at all: the next call asks again at once.
+    await expect(tokens.getToken()).rejects.toMatchObject({ retryable: true });
+    expect(await tokens.getToken()).toEqual(expect.any(String));
+    expect(simulator.stats().calls.token).toBe(3);
+  });
+
+  it("starts no refresh for a caller that has already stopped, also inside the refresh margin", async () => {
+    let now = 1_000_000;
+    const { tokens, simulator } = await provider({}, { clock: () => now });
+    await tokens.getToken();
+    now += 3600_000 - 30_000;
+    const stopped = new AbortController();
+    stopped.abort(new Error("job stopped"));
+    await expect(tokens.getToken(stopped.signal)).rejects.toThrow("job stopped");
+    await new Promise((resolve) => setTimeout(resolve, 100));
     expect(simulator.stats().calls.token).toBe(1);
   });
 
