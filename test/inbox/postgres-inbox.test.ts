@@ -250,7 +250,7 @@ describePostgres("PostgreSQL inbox: replicas", () => {
   });
 
   it("fails an operator's reads and retries on a lock held on the jobs table instead of hanging until it goes", async () => {
-    const lockTimeoutMs = 400;
+    const lockTimeoutMs = 1000;
     const inbox = await open({ lockTimeoutMs });
     const { id } = await inbox.enqueue(makeCallback() as never, new Date());
     // As ALTER TABLE, VACUUM FULL or a TRUNCATE would hold it: even reads wait.
@@ -260,13 +260,21 @@ describePostgres("PostgreSQL inbox: replicas", () => {
       await locker.query("BEGIN");
       await locker.query(`LOCK TABLE ${fresh.name}.kreditcheck_jobs IN ACCESS EXCLUSIVE MODE`);
       const startedAt = Date.now();
-      const outcomes = await Promise.allSettled([
+      const reads = [
         inbox.countByState(),
         inbox.oldestUnfinished(),
         inbox.list({ limit: 10 }),
         inbox.get(id),
         inbox.requeue(id),
-      ]);
+      ];
+      // They wait on connections of their own, not on the callbacks' (a slow count over a
+      // large table would otherwise hold a callback's 202).
+      const waiting = `SELECT application_name FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database() AND application_name LIKE 'kreditcheck-receiver%'`;
+      await waitFor(async () => (await adminQuery(waiting)).length > 0, "the reads waiting");
+      expect(new Set((await adminQuery(waiting)).map((row) => row.application_name))).toEqual(
+        new Set(["kreditcheck-receiver admin"]),
+      );
+      const outcomes = await Promise.allSettled(reads);
       // Metrics then report the inbox down, and the admin API answers 503, within the bound.
       expect(Date.now() - startedAt).toBeLessThan(lockTimeoutMs * 6);
       for (const outcome of outcomes) {

@@ -40,6 +40,9 @@ export const INBOX_LOCK_TIMEOUT_MS = 5000;
 /** Batches are written one at a time (see flush); the probe may need a second connection. */
 const INGEST_POOL_SIZE = 2;
 
+/** A scrape's two counts at once; an operator's request waits for a free one. */
+const OPERATOR_POOL_SIZE = 2;
+
 /** Channel for "jobs were written"; the payload is the schema, so schemas do not wake each other. */
 const CHANNEL = "kreditcheck_jobs";
 
@@ -68,6 +71,8 @@ export class PostgresInbox implements Inbox {
     private readonly pool: pg.Pool,
     /** Callbacks' writes and the readiness probe only: their sessions carry lock_timeout. */
     private readonly boundedPool: pg.Pool,
+    /** The admin API's and the metrics' statements, with the same lock_timeout. */
+    private readonly operatorPool: pg.Pool,
     private readonly schema: string,
     private readonly listener: NotificationListener | undefined,
   ) {}
@@ -76,22 +81,32 @@ export class PostgresInbox implements Inbox {
   static async open(options: PostgresInboxOptions): Promise<PostgresInbox> {
     const pool = createPool(options, "kreditcheck-receiver inbox", options.poolSize);
     // Statements that give up on a lock after INBOX_LOCK_TIMEOUT_MS: callbacks (their sender
-    // retries on a 503), readiness, and an operator's reads and retries (admin API, metrics:
-    // a 503 or inbox_up 0 rather than a request that hangs for the lock's duration). The
-    // worker's writes wait it out: a job outcome that failed to be stored would run the job
-    // again once its lease expired, delivering it twice.
+    // retries on a 503) and readiness on one pool, an operator's reads and retries (admin
+    // API, metrics: a 503 or inbox_up 0 rather than a request that hangs for the lock's
+    // duration) on another, so that a slow count over a large table never holds a callback.
+    // The worker's writes wait a lock out: a job outcome that failed to be stored would run
+    // the job again once its lease expired, delivering it twice.
+    const lockTimeoutMs = options.lockTimeoutMs ?? INBOX_LOCK_TIMEOUT_MS;
     const boundedPool = createPool(
       options,
       "kreditcheck-receiver ingest",
       INGEST_POOL_SIZE,
       undefined,
-      options.lockTimeoutMs ?? INBOX_LOCK_TIMEOUT_MS,
+      lockTimeoutMs,
+    );
+    const operatorPool = createPool(
+      options,
+      "kreditcheck-receiver admin",
+      OPERATOR_POOL_SIZE,
+      undefined,
+      lockTimeoutMs,
     );
     try {
       await migrate(pool, options.schema, INBOX_MIGRATIONS);
     } catch (error) {
       await pool.end().catch(() => undefined);
       await boundedPool.end().catch(() => undefined);
+      await operatorPool.end().catch(() => undefined);
       throw error instanceof SchemaTooNewError
         ? error
         : new StoreUnavailableError(
@@ -109,7 +124,7 @@ export class PostgresInbox implements Inbox {
       onNotify: () => inbox?.notify(),
       onError: (error) => options.onListenError?.(error),
     });
-    inbox = new PostgresInbox(pool, boundedPool, options.schema, listener);
+    inbox = new PostgresInbox(pool, boundedPool, operatorPool, options.schema, listener);
     await listener.start();
     return inbox;
   }
@@ -342,7 +357,7 @@ export class PostgresInbox implements Inbox {
     // Callers already waiting are answered before the pool goes.
     await this.flush();
     await this.listener?.stop();
-    await Promise.all([this.pool.end(), this.boundedPool.end()]);
+    await Promise.all([this.pool.end(), this.boundedPool.end(), this.operatorPool.end()]);
   }
 
   private notify(): void {
@@ -365,11 +380,12 @@ export class PostgresInbox implements Inbox {
   }
 
   /**
-   * An operator's statement (admin API, metrics): on the bounded pool, so a lock held on the
-   * jobs table fails it after INBOX_LOCK_TIMEOUT_MS instead of holding the request.
+   * An operator's statement (admin API, metrics): on a pool of its own, whose sessions give
+   * up on a lock held on the jobs table after INBOX_LOCK_TIMEOUT_MS instead of holding the
+   * request, and whose slow reads (a count over millions of rows) hold no callback.
    */
   private operatorQuery<R extends pg.QueryResultRow>(sql: string, values: unknown[]) {
-    return this.query<R>(sql, values, this.boundedPool);
+    return this.query<R>(sql, values, this.operatorPool);
   }
 
   private async query<R extends pg.QueryResultRow>(
