@@ -87,17 +87,28 @@ export function jobsRouter(options: JobsRouterOptions): Router {
         },
       ]);
     }
+    // A dead job's kept bundle that the store could not read back (PostgreSQL refuses a
+    // U+0000 escape in it) starts afresh instead: say so, since every sink then gets the
+    // check again, those that had it too. Read at once: requeue left exactly this progress,
+    // and a worker that took the job since keeps it until its outcome.
+    let startedFresh = fresh;
+    if (!fresh && job.state === "dead" && job.progress.bundle !== undefined) {
+      const progress = (await inbox.get(job.id))?.progress;
+      startedFresh = progress?.requeuedAt !== undefined && progress.bundle === undefined;
+    }
     // It delivers the check again (or now): an operator's act worth a line of its own.
-    logger.info(
+    logger[startedFresh && !fresh ? "warn" : "info"](
       {
         jobId: job.id,
         previousState: job.state,
-        fresh,
+        fresh: startedFresh,
         remoteAddress: req.socket.remoteAddress,
       },
-      "job re-queued through the admin API",
+      startedFresh && !fresh
+        ? "job re-queued through the admin API; its kept bundle could not be read back, so it is fetched again for every sink"
+        : "job re-queued through the admin API",
     );
-    res.json({ requeued: true, id: job.id, ...(fresh ? { fresh } : {}) });
+    res.json({ requeued: true, id: job.id, ...(startedFresh ? { fresh: true } : {}) });
   });
 
   // An operator's replay goes in exactly as finAPI's callback does, read as it is read.

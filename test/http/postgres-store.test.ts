@@ -47,4 +47,31 @@ describePostgres("the callback route on a PostgreSQL inbox", () => {
     expect(await refused.json()).toMatchObject({ error: "store_unavailable" });
     expect(harness.logs.text()).toContain("[23514]");
   });
+
+  it("says so when a dead job's kept bundle cannot be read back and the retry starts afresh", async () => {
+    harness = await startHarness({
+      env: { STORE_URL: testDatabaseUrl, PG_SCHEMA: fresh.name },
+      service: { worker: false },
+    });
+    const inbox = harness.service.inbox;
+    const id = String((await harness.post(makeCallback())).body.id);
+    await inbox.claim("worker:1", 1, 60_000);
+    // The json column took the escape; reading the bundle out of it does not (22P05).
+    const bundle = { callback: { clientReference: "a\u0000b" }, kreditCheck: null };
+    await inbox.fail(id, "worker:1", { message: "postgres_sink_rejected: 0x00" }, { bundle });
+    const retried = await fetch(`${harness.service.adminUrl}/admin/jobs/${id}/retry`, {
+      method: "POST",
+    });
+    expect(retried.status).toBe(200);
+    expect(await retried.json()).toEqual({ requeued: true, id, fresh: true });
+    const line = harness.logs
+      .lines()
+      .find((entry) => String(entry.msg).startsWith("job re-queued"));
+    expect(line).toMatchObject({
+      jobId: id,
+      level: 40,
+      fresh: true,
+      msg: expect.stringContaining("could not be read back"),
+    });
+  });
 });
