@@ -44,13 +44,12 @@ interface ActiveJob {
   task: Promise<void>;
   /** Counted in `busy` until its handler settles. */
   holdsSlot: boolean;
-  /** Its outcome is stored (or given up on): a renewal refused now is no news. */
-  finished: boolean;
   /**
-   * Its outcome is on its way to the store: a renewal refused now may have come after the
-   * write (the job no longer runs), and a lease truly lost fails the write itself.
+   * Its outcome is on its way to the store, stored, or given up on: a renewal refused from
+   * now on may have come after the outcome's write (the job no longer runs), and a lease
+   * truly lost fails that write itself.
    */
-  storingOutcome: boolean;
+  ending: boolean;
 }
 
 class ShutdownSignal extends Error {
@@ -207,8 +206,7 @@ export class Worker {
       controller,
       task: Promise.resolve(),
       holdsSlot: true,
-      finished: false,
-      storingOutcome: false,
+      ending: false,
     };
     this.busy += 1;
     const renewal = setInterval(
@@ -218,7 +216,7 @@ export class Worker {
           // Refused because the run stores or has stored its outcome meanwhile (a renewal
           // held up by a slow store, or one that reached the store after the outcome's
           // write): nothing was lost.
-          if (controller.signal.aborted || entry.finished || entry.storingOutcome) return;
+          if (controller.signal.aborted || entry.ending) return;
           // This worker re-claimed the job while the renewal was on its way (the run adopted
           // the new lease): the old token is gone, the job is not lost.
           if (error instanceof LeaseLostError && renewedAs !== entry.owner) return;
@@ -250,7 +248,7 @@ export class Worker {
         this.options.onJobFinished?.(outcome, this.clock() - startedAt);
       })
       .finally(() => {
-        entry.finished = true;
+        entry.ending = true;
         this.freeSlot(entry);
         clearInterval(renewal);
         if (this.active.get(job.id) === entry) this.active.delete(job.id);
@@ -266,7 +264,7 @@ export class Worker {
    * one, so the job is not left running with nobody at it.
    */
   private async asOwner(entry: ActiveJob, write: (owner: string) => Promise<void>): Promise<void> {
-    entry.storingOutcome = true;
+    entry.ending = true;
     for (;;) {
       const owner = entry.owner;
       try {
