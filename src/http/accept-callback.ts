@@ -29,18 +29,13 @@ export async function acceptCallback(
   const { inbox, logger, clock, onOutcome } = deps;
   // JSON.parse makes "__proto__" an ordinary field; copying the callback (zod does) would
   // drop it without a word, after a 202. Refused by name instead (finAPI sends no such).
-  if (typeof body === "object" && body !== null && Object.hasOwn(body, "__proto__")) {
+  const protoField = typeof body === "object" && body !== null && Object.hasOwn(body, "__proto__");
+  const parsed = protoField ? undefined : callbackSchema.safeParse(body);
+  if (!parsed?.success) {
     onOutcome?.("invalid");
-    const details = [{ field: "__proto__", message: "is not accepted as a field name" }];
-    logger.info({ details }, "callback rejected: invalid body");
-    sendError(res, 400, "invalid_callback", details);
-    return;
-  }
-  const parsed = callbackSchema.safeParse(body);
-  if (!parsed.success) {
-    onOutcome?.("invalid");
-    const details =
-      body === undefined
+    const details = !parsed
+      ? [{ field: "__proto__", message: "is not accepted as a field name" }]
+      : body === undefined
         ? [
             {
               field: "(body)",
