@@ -649,6 +649,15 @@ function hasUserinfo(url: string): boolean {
   return parsed.username !== "" || parsed.password !== "";
 }
 
+/**
+ * An @ after the host: a password starting with / ? # (or a user name holding one) ended
+ * the host early (`postgres://kc:/pw@db/x` is host "kc"), and the rest, password and all,
+ * was taken for the path, query or fragment.
+ */
+function hasAtAfterHost(url: URL): boolean {
+  return `${url.pathname}${url.search}${url.hash}`.includes("@");
+}
+
 /** A postgres:// URL must be one pg reads; other values are the other checks' to judge. */
 function pgCanReadIfPostgres(url: string): boolean {
   return !POSTGRES_URL.test(url) || pgCanRead(url);
@@ -673,10 +682,8 @@ function pgCanRead(url: string): boolean {
     URL.parse(text, "postgres://base") ??
     URL.parse(text.replace("@/", "@___DUMMY___/"), "postgres://base");
   if (!parsed) return false;
-  // An @ after the host: a password starting with / ? # (or a user name holding one) ended
-  // the host early (`postgres://kc:/pw@db/x` is host "kc"), and the rest, password and all,
-  // would be taken for the path. The driver would call the wrong host.
-  if (`${parsed.pathname}${parsed.search}${parsed.hash}`.includes("@")) return false;
+  // The driver would call the wrong host.
+  if (hasAtAfterHost(parsed)) return false;
   // Then it decodes the parts, and a stray escape such as %ff is a URIError there.
   try {
     decodeURIComponent(parsed.username);
@@ -716,9 +723,8 @@ export function redactUrl(url: string): string {
   if (url.indexOf("@") === url.lastIndexOf("@")) {
     try {
       const parsed = new URL(url);
-      // An @ after the host: a password holding / ? # that the parser took for the path
-      // (see pgCanRead); masked by the pattern below instead.
-      if (`${parsed.pathname}${parsed.search}${parsed.hash}`.includes("@")) throw new Error();
+      // Its password is where the parser does not look: masked by the pattern below.
+      if (hasAtAfterHost(parsed)) throw new Error();
       if (parsed.password) parsed.password = "***";
       // The values only, by pattern: URLSearchParams would re-encode the whole query.
       parsed.search = parsed.search.replace(SECRET_QUERY_VALUE, "$1***");
