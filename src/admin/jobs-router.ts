@@ -91,24 +91,24 @@ export function jobsRouter(options: JobsRouterOptions): Router {
     // U+0000 escape in it) starts afresh instead: say so, since every sink then gets the
     // check again, those that had it too. Read at once: requeue left exactly this progress,
     // and a worker that took the job since keeps it until its outcome.
-    let startedFresh = fresh;
+    let fellBackToFresh = false;
     if (!fresh && job.state === "dead" && job.progress.bundle !== undefined) {
       const progress = (await inbox.get(job.id))?.progress;
-      startedFresh = progress?.requeuedAt !== undefined && progress.bundle === undefined;
+      fellBackToFresh = progress?.requeuedAt !== undefined && progress.bundle === undefined;
     }
     // It delivers the check again (or now): an operator's act worth a line of its own.
-    logger[startedFresh && !fresh ? "warn" : "info"](
+    logger[fellBackToFresh ? "warn" : "info"](
       {
         jobId: job.id,
         previousState: job.state,
-        fresh: startedFresh,
+        fresh: fresh || fellBackToFresh,
         remoteAddress: req.socket.remoteAddress,
       },
-      startedFresh && !fresh
+      fellBackToFresh
         ? "job re-queued through the admin API; its kept bundle could not be read back, so it is fetched again for every sink"
         : "job re-queued through the admin API",
     );
-    res.json({ requeued: true, id: job.id, ...(startedFresh ? { fresh: true } : {}) });
+    res.json({ requeued: true, id: job.id, ...(fresh || fellBackToFresh ? { fresh: true } : {}) });
   });
 
   // An operator's replay goes in exactly as finAPI's callback does, read as it is read.

@@ -139,14 +139,15 @@ export async function assembleBundle(
       return;
     }
     const error = toReceiverError(result.reason);
-    // Only a report finAPI does not have is a note in the bundle. Any other permanent
-    // failure (a missing scope, bad credentials, a 400, an answer that is not a report:
-    // a wrong FINAPI_DI_URL serving a page) kills the job, as README's table says, rather
-    // than delivering a bundle without reports it should have.
-    if (!error.retryable && error.code !== "finapi_not_found") fatal ??= error;
-    else if (error.retryable) {
+    if (error.retryable) {
       // The retry must wait for the longest Retry-After among the failed reports.
       if ((error.retryAfterMs ?? 0) > (retryable?.retryAfterMs ?? -1)) retryable = error;
+    } else if (error.code !== "finapi_not_found") {
+      // Only a report finAPI does not have is a note in the bundle. Any other permanent
+      // failure (a missing scope, bad credentials, a 400, an answer that is not a report:
+      // a wrong FINAPI_DI_URL serving a page) kills the job, as README's table says,
+      // rather than delivering a bundle without reports it should have.
+      fatal ??= error;
     } else {
       problems.push({
         code: error.code,

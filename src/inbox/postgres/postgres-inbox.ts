@@ -296,7 +296,7 @@ export class PostgresInbox implements Inbox {
     try {
       return (await this.operatorQuery(SQL.requeue, [jobId, fresh])).rowCount;
     } catch (error) {
-      if (fresh || (error as { cause?: { code?: unknown } }).cause?.code !== "22P05") throw error;
+      if (fresh || sqlstateOf((error as { cause?: unknown }).cause) !== "22P05") throw error;
       return (await this.operatorQuery(SQL.requeue, [jobId, true])).rowCount;
     }
   }

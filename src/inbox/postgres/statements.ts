@@ -109,10 +109,10 @@ export const SQL = {
   listAllAfter: `SELECT * FROM kreditcheck_jobs WHERE id > $1 ORDER BY id LIMIT $2`,
   countByState: `SELECT state, count(*)::integer AS count FROM kreditcheck_jobs GROUP BY state`,
   oldestUnfinished: `SELECT min(received_at) AS at FROM kreditcheck_jobs WHERE state IN ('pending', 'running')`,
-  /** A real write for ping: one row, upserted. */
   /**
-   * The CTE inserts no row, but takes the jobs table's ROW EXCLUSIVE lock as a callback's
-   * insert does, so a ping waits for (and times out on) the same locks as callbacks.
+   * A real write for ping: one row, upserted. The CTE inserts no row, but takes the jobs
+   * table's ROW EXCLUSIVE lock as a callback's insert does, so a ping waits for (and times
+   * out on) the same locks as callbacks.
    */
   heartbeat: `WITH jobs_writable AS (INSERT INTO kreditcheck_jobs SELECT * FROM kreditcheck_jobs WHERE false)
               INSERT INTO kreditcheck_heartbeat (id, at) VALUES (1, now())
