@@ -18,6 +18,9 @@ describe("admin port", () => {
 
   const admin = (path: string, init: RequestInit = {}) =>
     fetch(`${harness?.service.adminUrl}${path}`, init);
+  /** POSTs `body` (JSON text unless another Content-Type is given) to the admin API. */
+  const post = (path: string, body: string, contentType = "application/json") =>
+    admin(path, { method: "POST", headers: { "Content-Type": contentType }, body });
 
   it("answers liveness and readiness, and readiness turns 503 when the inbox cannot be written", async () => {
     harness = await startHarness();
@@ -272,11 +275,10 @@ describe("admin port", () => {
       service: { worker: false },
       env: { FETCH_DOCUMENTS: "account_pdf" },
     });
-    const fetched = await admin("/admin/checks/fetch", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ processToken: "pt-direct", kreditCheckId: "kc-direct" }),
-    });
+    const fetched = await post(
+      "/admin/checks/fetch",
+      JSON.stringify({ processToken: "pt-direct", kreditCheckId: "kc-direct" }),
+    );
     expect(fetched.status).toBe(200);
     const bundle = (await fetched.json()) as {
       kreditCheck: unknown;
@@ -293,47 +295,33 @@ describe("admin port", () => {
     expect(pdf.subarray(0, 5).toString()).toBe("%PDF-");
     expect(await harness.service.inbox.list({ limit: 10 })).toEqual([]);
 
-    const badFetch = await admin("/admin/checks/fetch", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ processToken: "../etc", kreditCheckId: "x" }),
-    });
+    const badFetch = await post(
+      "/admin/checks/fetch",
+      JSON.stringify({ processToken: "../etc", kreditCheckId: "x" }),
+    );
     expect(badFetch.status).toBe(400);
 
-    const replayed = await admin("/admin/callbacks", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify(makeCallback()),
-    });
+    const replayed = await post("/admin/callbacks", JSON.stringify(makeCallback()));
     expect(replayed.status).toBe(202);
     expect(await harness.service.inbox.list({ limit: 10 })).toHaveLength(1);
     // Read as the public route reads a callback: a repeated key and a body that is not
     // JSON are refused as there, and nothing is stored.
-    const repeated = await admin("/admin/callbacks", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: '{"processToken":"pt-a","kreditCheckId":"kc-a","kreditCheckId":"kc-b","status":"SUCCESSFUL"}',
-    });
+    const repeated = await post(
+      "/admin/callbacks",
+      '{"processToken":"pt-a","kreditCheckId":"kc-a","kreditCheckId":"kc-b","status":"SUCCESSFUL"}',
+    );
     expect(repeated.status).toBe(400);
     expect(await repeated.json()).toMatchObject({
       error: "duplicate_key",
       details: [{ field: "kreditCheckId" }],
     });
-    const notJson = await admin("/admin/callbacks", {
-      method: "POST",
-      headers: { "Content-Type": "text/plain" },
-      body: JSON.stringify(makeCallback()),
-    });
+    const notJson = await post("/admin/callbacks", JSON.stringify(makeCallback()), "text/plain");
     expect(notJson.status).toBe(415);
     expect(await harness.service.inbox.list({ limit: 10 })).toHaveLength(1);
 
     // A replay answers like the public route when the store fails: 503, Retry-After.
     await harness.service.inbox.close();
-    const refused = await admin("/admin/callbacks", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify(makeCallback()),
-    });
+    const refused = await post("/admin/callbacks", JSON.stringify(makeCallback()));
     expect(refused.status).toBe(503);
     expect(refused.headers.get("retry-after")).toBe("5");
   });

@@ -1,5 +1,3 @@
-import { createServer } from "node:http";
-import type { AddressInfo } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { ReceiverError } from "../../src/errors.js";
 import { ClientCredentialsTokenProvider } from "../../src/finapi/token.js";
@@ -12,6 +10,7 @@ import {
 } from "../../src/simulator/server.js";
 import { captureLogs } from "../support/log-capture.js";
 import { waitFor } from "../support/wait-for.js";
+import { servePage } from "../support/web-page.js";
 
 describe("ClientCredentialsTokenProvider against the simulated finAPI Access", () => {
   let simulator: RunningSimulator | undefined;
@@ -194,15 +193,11 @@ describe("ClientCredentialsTokenProvider against the simulated finAPI Access", (
   });
 
   it("gives up on a token URL that answers 200 with a page, showing what answered", async () => {
-    const page = createServer((_req, res) => {
-      res.writeHead(200, { "Content-Type": "text/html" }).end("<html>Gateway login</html>");
-    });
-    await new Promise<void>((resolve) => page.listen(0, "127.0.0.1", resolve));
+    const page = await servePage("<html>Gateway login</html>");
     try {
-      const { port } = page.address() as AddressInfo;
       const tokens = new ClientCredentialsTokenProvider({
         http: createTransport({ timeoutMs: 2000 }).http,
-        tokenUrl: `http://127.0.0.1:${port}/oauth/token`,
+        tokenUrl: `${page.url}/oauth/token`,
         clientId: "id",
         clientSecret: "secret",
         refreshMarginMs: 60_000,
@@ -213,7 +208,7 @@ describe("ClientCredentialsTokenProvider against the simulated finAPI Access", (
       expect(String((error as Error).message)).toContain("Gateway login");
       expect((error as ReceiverError).fix).toContain("FINAPI_TOKEN_URL");
     } finally {
-      await new Promise((resolve) => page.close(resolve));
+      await page.close();
     }
   });
 });

@@ -1,10 +1,9 @@
-import { createServer } from "node:http";
-import type { AddressInfo } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { freePort } from "../support/child-service.js";
 import { type Harness, makeCallback, startHarness } from "../support/harness.js";
 import { simulatorToken } from "../support/simulator-token.js";
 import { waitFor } from "../support/wait-for.js";
+import { servePage } from "../support/web-page.js";
 
 /** Reads a resource straight from the simulator, as finAPI serves it, for comparison. */
 async function served(harness: Harness, url: string): Promise<unknown> {
@@ -193,13 +192,9 @@ describe("callback → inbox → finAPI → file sink", () => {
   });
 
   it("gives up when FINAPI_DI_URL serves something that is not a DAC report (a web page)", async () => {
-    const page = createServer((_req, res) => {
-      res.writeHead(200, { "Content-Type": "text/html" }).end("<html>maintenance</html>");
-    });
-    await new Promise<void>((resolve) => page.listen(0, "127.0.0.1", resolve));
+    const page = await servePage("<html>maintenance</html>");
     try {
-      const { port } = page.address() as AddressInfo;
-      harness = await startHarness({ env: { FINAPI_DI_URL: `http://127.0.0.1:${port}/di` } });
+      harness = await startHarness({ env: { FINAPI_DI_URL: `${page.url}/di` } });
       const callback = makeCallback();
       const job = await harness.waitForJob((await harness.post(callback)).body.id, "dead");
       expect(job.lastErrorCodes).toEqual(["finapi_invalid_response"]);
@@ -207,7 +202,7 @@ describe("callback → inbox → finAPI → file sink", () => {
     } finally {
       await harness?.close();
       harness = undefined;
-      await new Promise((resolve) => page.close(resolve));
+      await page.close();
     }
   });
 
