@@ -15,6 +15,7 @@ import {
   denial,
   echoRequestId,
   expressify,
+  holdAnswer,
   requireToken,
   sendDenial,
   simulate,
@@ -60,12 +61,16 @@ function clientCredentials(req: Request): { id: unknown; secret: unknown } {
 function tokenHandler(state: SimulatorState): RequestHandler {
   return (req, res) => {
     const body = (req.body ?? {}) as Record<string, unknown>;
+    // RFC 6749 5.2: a missing parameter is invalid_request, an unknown grant type is not.
+    if (body.grant_type === undefined) {
+      return sendOAuthError(res, 400, "invalid_request", "Missing grant_type");
+    }
     if (body.grant_type !== "client_credentials") {
       return sendOAuthError(
         res,
         400,
         "unsupported_grant_type",
-        `Unsupported grant type: ${String(body.grant_type ?? "(none)")}`,
+        `Unsupported grant type: ${String(body.grant_type)}`,
       );
     }
     const { id, secret } = clientCredentials(req);
@@ -169,9 +174,7 @@ function serveDataRoute(
     if (answerAt === 0 || waitMs <= 0) {
       sendJson(res, json, requestId);
     } else {
-      state.timers.after(waitMs, () => {
-        if (!res.destroyed && !req.socket.destroyed) sendJson(res, json, requestId);
-      });
+      holdAnswer(state, req, res, waitMs, () => sendJson(res, json, requestId));
     }
   } catch (err) {
     const [request, response] = toExpress(req, res);

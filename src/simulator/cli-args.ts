@@ -1,6 +1,9 @@
 import { parseArgs } from "node:util";
+import { z } from "zod";
 import { bareHost, cleanEnv } from "../env-values.js";
+import { DEFAULT_FAULTS, mergeFaults } from "./faults.js";
 import type { SimulatorOptions } from "./server.js";
+import { pickFaults } from "./state.js";
 
 type Kind = "int" | "rate" | "string" | "bool";
 
@@ -46,7 +49,7 @@ const FLAGS = {
   "token-lifetime-sec": {
     key: "tokenLifetimeSec",
     kind: "int",
-    help: "expires_in of issued tokens, seconds (default 3600)",
+    help: "expires_in of issued tokens, seconds; 0: tokens never expire (default 3600)",
   },
   "token-down-ms": {
     key: "tokenDownForMs",
@@ -110,6 +113,9 @@ function parseValue(
   raw: string | boolean,
 ): string | number | boolean {
   if (typeof raw === "boolean") return raw;
+  // Only a flag can be empty here (an empty SIM_* is unset): `--host ""` listened on every
+  // interface instead of the default loopback address.
+  if (raw.trim() === "") throw new CliError(`${source}: empty value`);
   if (kind === "string") return raw;
   if (kind === "bool") {
     // As the service reads LOG_PRETTY.
@@ -118,10 +124,10 @@ function parseValue(
     throw new CliError(`${source}: must be 1/true/yes/on or 0/false/no/off: ${raw}`);
   }
   const n = Number(raw);
-  if (raw.trim() === "" || !Number.isFinite(n))
-    throw new CliError(`${source}: not a number: ${raw}`);
-  if (kind === "int" && !Number.isInteger(n))
-    throw new CliError(`${source}: not an integer: ${raw}`);
+  if (!Number.isFinite(n)) throw new CliError(`${source}: not a number: ${raw}`);
+  if (kind === "int" && !Number.isSafeInteger(n))
+    throw new CliError(`${source}: not an integer (or too large): ${raw}`);
+  if (flag === "port" && n > 65535) throw new CliError(`${source}: must be 0 to 65535`);
   if (kind === "rate" && (n < 0 || n > 1)) throw new CliError(`${source}: must be between 0 and 1`);
   if (kind === "int" && n < 0 && flag !== "seed")
     throw new CliError(`${source}: must not be negative`);
@@ -159,12 +165,16 @@ export function parseCli(argv: readonly string[], env: NodeJS.ProcessEnv): CliRe
   // As the service reads its environment: trimmed, and an empty value is unset.
   const settings = cleanEnv(env);
   const flat: Record<string, string | number | boolean> = {};
+  const sources = new Map<string, string>();
   for (const flag of Object.keys(FLAGS) as Flag[]) {
     const { key, kind } = FLAGS[flag];
     const fromFlag = values[flag];
     const [source, raw] =
       fromFlag !== undefined ? [`--${flag}`, fromFlag] : [envName(flag), settings[envName(flag)]];
-    if (raw !== undefined) flat[key] = parseValue(flag, source, kind, raw);
+    if (raw !== undefined) {
+      flat[key] = parseValue(flag, source, kind, raw);
+      sources.set(key, source);
+    }
   }
   // A listen address as the service reads HOST: an IPv6 literal may come bracketed.
   if (typeof flat.host === "string") flat.host = bareHost(flat.host);
@@ -181,5 +191,28 @@ export function parseCli(argv: readonly string[], env: NodeJS.ProcessEnv): CliRe
       accountsWithoutCaseId: Number(accountsWithoutCaseId ?? 1),
     };
   }
+  checkFaults(options, sources);
   return { help: false, options };
+}
+
+/**
+ * The limits the control endpoint applies (faults.ts), checked here so that a value out of
+ * range is named as the flag or variable it came from instead of failing with a stack trace.
+ */
+function checkFaults(options: SimulatorOptions, sources: Map<string, string>): void {
+  try {
+    mergeFaults(DEFAULT_FAULTS, pickFaults(options as Record<string, unknown>));
+  } catch (err) {
+    if (!(err instanceof z.ZodError)) throw err;
+    const lines = err.issues.map((issue) => {
+      // ["latencyMs"] or ["accounts", "connections"]: the option key is the last part.
+      const key = issue.path.at(-1);
+      const source =
+        typeof key === "string"
+          ? sources.get(key)
+          : "--reset-rate, --hang-rate, --rate-5xx and --rate-429 (or their SIM_* variables)";
+      return `${source ?? String(key)}: ${issue.message}`;
+    });
+    throw new CliError(lines.join("\n"));
+  }
 }

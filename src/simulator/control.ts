@@ -8,10 +8,30 @@ function badInput(req: Request, res: Response, error: z.ZodError): void {
   sendError(req, res, 400, z.prettifyError(error), "BAD_REQUEST");
 }
 
+/**
+ * A body that is not JSON would reach the handlers as no body at all, and an empty patch
+ * changes nothing: `curl -d '{"rate5xx":1}'` (a form type) got 200 and no fault. Refused.
+ */
+function requireJsonBody(req: Request, res: Response, next: () => void): void {
+  const hasBody =
+    req.headers["transfer-encoding"] !== undefined ||
+    (req.headers["content-length"] !== undefined && req.headers["content-length"] !== "0");
+  if (hasBody && !req.is("application/json")) {
+    sendError(
+      req,
+      res,
+      415,
+      `the control endpoints read JSON: send Content-Type: application/json (got ${req.headers["content-type"] ?? "none"})`,
+    );
+    return;
+  }
+  next();
+}
+
 /** The same controls as the programmatic API, for tests and benchmarks in another process. */
 export function controlRouter(state: SimulatorState): Router {
   const router = express.Router();
-  router.use(express.json({ limit: "64kb" }));
+  router.use(requireJsonBody, express.json({ limit: "64kb" }));
 
   router.get("/stats", (_req, res) => {
     res.json(state.snapshot());
@@ -28,7 +48,13 @@ export function controlRouter(state: SimulatorState): Router {
   router.post("/faults", (req, res) => {
     const parsed = faultsPatchSchema.safeParse(req.body ?? {});
     if (!parsed.success) return badInput(req, res, parsed.error);
-    res.json(state.setFaults(parsed.data));
+    try {
+      // Checked again merged with the current faults (the rates' sum); nothing changes then.
+      res.json(state.setFaults(parsed.data));
+    } catch (error) {
+      if (!(error instanceof z.ZodError)) throw error;
+      badInput(req, res, error);
+    }
   });
 
   router.post("/fail-next", (req, res) => {
@@ -40,8 +66,7 @@ export function controlRouter(state: SimulatorState): Router {
   });
 
   router.post("/revoke", (_req, res) => {
-    state.revokeToken();
-    res.json({ revoked: true });
+    res.json({ revoked: state.revokeToken() });
   });
 
   router.post("/reset", (_req, res) => {

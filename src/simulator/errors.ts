@@ -7,6 +7,8 @@ const CODES: Record<number, string> = {
   404: "ENTITY_NOT_FOUND",
   409: "ENTITY_EXISTS",
   422: "UNPROCESSABLE_ENTITY",
+  413: "REQUEST_TOO_LARGE",
+  415: "UNSUPPORTED_MEDIA_TYPE",
   429: "TOO_MANY_REQUESTS",
   500: "INTERNAL_ERROR",
   503: "SERVICE_UNAVAILABLE",
@@ -34,7 +36,8 @@ export function sendError(
     errors: [{ message, code, type: status >= 500 ? "TECHNICAL" : "BUSINESS" }],
     date: new Date().toISOString().replace("T", " ").slice(0, 23),
     requestId: req.get("x-request-id") ?? null,
-    endpoint: `${req.method} ${req.path}`,
+    // baseUrl: inside a router (the control endpoints) req.path is relative to it.
+    endpoint: `${req.method} ${req.baseUrl ?? ""}${req.path}`,
   });
 }
 

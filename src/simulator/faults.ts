@@ -46,6 +46,10 @@ export const HANG_STATUS = -1;
 
 const rate = z.number().min(0).max(1);
 const nonNegInt = z.int().min(0);
+/** A day: longer outages or Retry-After values only make a test wait, never prove more. */
+const DAY_SEC = 86_400;
+/** The latest time a JavaScript Date can hold. */
+const MAX_TIME_MS = 8.64e15;
 
 export const accountShapeSchema = z.strictObject({
   connections: z.int().min(0).max(100),
@@ -59,13 +63,13 @@ export const faultsPatchSchema = z
     jitterMs: nonNegInt.max(600_000),
     rate5xx: rate,
     rate429: rate,
-    retryAfterSec: nonNegInt,
+    retryAfterSec: nonNegInt.max(DAY_SEC),
     resetRate: rate,
     hangRate: rate,
     tokenLifetimeSec: nonNegInt,
-    tokenDownUntil: z.number().min(0),
+    tokenDownUntil: nonNegInt.max(MAX_TIME_MS),
     /** Relative form of tokenDownUntil: "down for the next N ms", for the CLI and the control endpoint. */
-    tokenDownForMs: nonNegInt,
+    tokenDownForMs: nonNegInt.max(DAY_SEC * 1000),
     forbidden: z.boolean(),
     accounts: accountShapeSchema.partial(),
     seed: z.int(),
@@ -77,12 +81,29 @@ export type SimulatorFaultsPatch = Omit<Partial<SimulatorFaults>, "accounts"> & 
   tokenDownForMs?: number;
 };
 
-export const failNextSchema = z.strictObject({
-  endpoint: z.enum(SIM_ENDPOINTS),
-  count: z.int().min(1).max(1_000_000),
-  status: z.union([z.literal(RESET_STATUS), z.literal(HANG_STATUS), z.int().min(400).max(599)]),
-  retryAfterSec: nonNegInt.optional(),
-});
+export const failNextSchema = z
+  .strictObject({
+    endpoint: z.enum(SIM_ENDPOINTS),
+    count: z.int().min(1).max(1_000_000),
+    status: z.union([z.literal(RESET_STATUS), z.literal(HANG_STATUS), z.int().min(400).max(599)]),
+    /** Only 429 and 503 carry a Retry-After; without this, they carry none. */
+    retryAfterSec: nonNegInt.max(DAY_SEC).optional(),
+  })
+  .refine((f) => f.retryAfterSec === undefined || f.status === 429 || f.status === 503, {
+    message: "retryAfterSec goes with status 429 or 503 only: other answers carry no Retry-After",
+    path: ["retryAfterSec"],
+  });
+
+/**
+ * The random faults are disjoint shares of one draw per data call (see `decide`): a sum
+ * over 1 would silently cut the later ones short, so it is refused instead.
+ */
+const faultsSchema = z
+  .looseObject({ resetRate: rate, hangRate: rate, rate5xx: rate, rate429: rate })
+  .refine((f) => f.resetRate + f.hangRate + f.rate5xx + f.rate429 <= 1 + 1e-9, {
+    message:
+      "resetRate + hangRate + rate5xx + rate429 must not exceed 1: they are shares of the same data calls",
+  });
 
 export type FailNextRequest = z.infer<typeof failNextSchema>;
 
@@ -104,11 +125,13 @@ export function mergeFaults(base: SimulatorFaults, patch: SimulatorFaultsPatch):
   // Resolved once, when the patch is applied: the window is then an ordinary tokenDownUntil.
   if (tokenDownForMs !== undefined) flat.tokenDownUntil = Date.now() + tokenDownForMs;
   const defined = Object.fromEntries(Object.entries(flat).filter(([, v]) => v !== undefined));
-  return {
+  const merged: SimulatorFaults = {
     ...base,
     ...defined,
     accounts: { ...base.accounts, ...stripUndefined(accounts ?? {}) },
   };
+  faultsSchema.parse(merged);
+  return merged;
 }
 
 function stripUndefined<T extends object>(o: T): Partial<T> {
@@ -217,6 +240,7 @@ export class FaultController {
     if (head.remaining <= 0) queue.shift();
     if (head.status === RESET_STATUS) return { kind: "reset" };
     if (head.status === HANG_STATUS) return { kind: "hang" };
+    // Without retryAfterSec no Retry-After at all: a client's own backoff is tested so.
     return head.retryAfterSec === undefined
       ? { kind: "status", status: head.status }
       : { kind: "status", status: head.status, retryAfterSec: head.retryAfterSec };

@@ -6,6 +6,15 @@ import type { SimulatorState } from "./state.js";
 
 /** finAPI rejects longer request ids; clients should learn to trim them here, not in production. */
 const MAX_REQUEST_ID_LENGTH = 255;
+/** How much of a URL the request log keeps: its 50,000 entries stay a few MB at most. */
+const MAX_LOGGED_TARGET_LENGTH = 1024;
+
+/** Kept in the counters and the request log; a longer id is refused anyway. */
+function loggedRequestId(id: string | undefined): string | undefined {
+  return id !== undefined && id.length > MAX_REQUEST_ID_LENGTH
+    ? id.slice(0, MAX_REQUEST_ID_LENGTH)
+    : id;
+}
 
 /** Makes a request and its response usable with Express's helpers (`res.json`, `req.get`). */
 export type ToExpress = (req: IncomingMessage, res: ServerResponse) => [Request, Response];
@@ -42,6 +51,28 @@ export function echoRequestId(req: Request, res: Response, next: NextFunction): 
   next();
 }
 
+/** Answers held longer than this are dropped as soon as the client goes away. */
+const LONG_HOLD_MS = 1000;
+
+/**
+ * Runs `send` after `waitMs` unless the client has gone by then. A long hold also ends
+ * when the client goes: its timer would otherwise keep the prepared answer (up to a few
+ * MB with many accounts) for as long as the latency says, up to 20 minutes. Short holds
+ * skip the listener: under load it cost more than the timer itself.
+ */
+export function holdAnswer(
+  state: SimulatorState,
+  req: IncomingMessage,
+  res: ServerResponse,
+  waitMs: number,
+  send: () => void,
+): void {
+  const held = state.timers.after(waitMs, () => {
+    if (!res.destroyed && !req.socket.destroyed) send();
+  });
+  if (waitMs > LONG_HOLD_MS) res.once("close", () => state.timers.cancel(held));
+}
+
 /**
  * Holds the response back until `answerAt`: the latency runs from the request's arrival,
  * while the answer is being made, as a remote server's would, instead of being added to
@@ -58,10 +89,8 @@ export function answerNotBefore(
   res.end = function heldEnd(this: ServerResponse, ...args: unknown[]) {
     const waitMs = answerAt - Date.now();
     if (waitMs <= 0) return (end as (...a: unknown[]) => ServerResponse).apply(res, args);
-    state.timers.after(waitMs, () => {
-      if (!res.destroyed && !req.socket.destroyed) {
-        (end as (...a: unknown[]) => ServerResponse).apply(res, args);
-      }
+    holdAnswer(state, req, res, waitMs, () => {
+      (end as (...a: unknown[]) => ServerResponse).apply(res, args);
     });
     return res;
   } as ServerResponse["end"];
@@ -110,11 +139,12 @@ export function admit(
 ): number {
   const requestId = req.headers["x-request-id"] as string | undefined;
   const receivedAt = Date.now();
-  const end = state.stats.begin(endpoint, requestId);
+  const end = state.stats.begin(endpoint, loggedRequestId(requestId));
+  const target = `${req.method} ${(req as Partial<Request>).originalUrl ?? req.url}`;
   const logged = state.requests.begin(
     endpoint,
-    `${req.method} ${(req as Partial<Request>).originalUrl ?? req.url}`,
-    requestId,
+    target.length > MAX_LOGGED_TARGET_LENGTH ? target.slice(0, MAX_LOGGED_TARGET_LENGTH) : target,
+    loggedRequestId(requestId),
     receivedAt,
   );
   res.on("close", end);
@@ -151,7 +181,8 @@ export function admit(
     const reset = () => {
       state.stats.status(endpoint, "reset");
       logged.status = "reset";
-      req.socket.destroy();
+      // A TCP RST (the client reads ECONNRESET), not a normal close ("socket hang up").
+      req.socket.resetAndDestroy();
     };
     if (delay > 0) state.timers.after(delay, reset);
     else reset();

@@ -39,7 +39,8 @@ export interface SimulatorState {
     status: number,
     opts?: { retryAfterSec?: number },
   ): void;
-  revokeToken(): void;
+  /** False when no token had been issued (or the last one was revoked already). */
+  revokeToken(): boolean;
   reset(): void;
 }
 
@@ -83,7 +84,8 @@ export function createSimulatorState(options: SimulatorStateOptions = {}): Simul
 }
 
 /** Options objects may carry host/port and the like; only fault keys go into the strict schema. */
-function pickFaults(options: Record<string, unknown>): SimulatorFaultsPatch {
+/** The fault settings among the simulator's options (not host, port, credentials). */
+export function pickFaults(options: Record<string, unknown>): SimulatorFaultsPatch {
   const keys = [...Object.keys(DEFAULT_FAULTS), "tokenDownForMs"];
   return Object.fromEntries(
     keys.filter((k) => options[k] !== undefined).map((k) => [k, options[k]]),

@@ -1,4 +1,9 @@
-interface Pending {
+/** A timer `after` started, for `cancel`. */
+export interface HeldTimer {
+  readonly fn: () => void;
+}
+
+interface Pending extends HeldTimer {
   readonly fn: () => void;
   timer: NodeJS.Timeout | undefined;
   prev: Pending | undefined;
@@ -21,19 +26,30 @@ export class PendingTimers {
     else signal.addEventListener("abort", () => this.clear(), { once: true });
   }
 
-  /** Runs `fn` after `ms`, unless the simulator closes first. */
-  after(ms: number, fn: () => void): void {
-    if (this.closed) return;
-    const entry: Pending = { fn, timer: undefined, prev: undefined, next: this.head };
+  /** Runs `fn` after `ms`, unless the simulator closes first (or it is cancelled). */
+  after(ms: number, fn: () => void): HeldTimer {
+    const entry: Pending = { fn, timer: undefined, prev: undefined, next: undefined };
+    if (this.closed) return entry;
+    entry.next = this.head;
     if (this.head) this.head.prev = entry;
     this.head = entry;
     entry.timer = setTimeout(() => {
       this.unlink(entry);
       entry.fn();
     }, ms);
+    return entry;
+  }
+
+  /** Drops a timer that has not fired yet; does nothing for one that has. */
+  cancel(held: HeldTimer): void {
+    const entry = held as Pending;
+    if (this.closed || entry.timer === undefined) return;
+    clearTimeout(entry.timer);
+    this.unlink(entry);
   }
 
   private unlink(entry: Pending): void {
+    entry.timer = undefined;
     if (entry.prev) entry.prev.next = entry.next;
     else this.head = entry.next;
     if (entry.next) entry.next.prev = entry.prev;

@@ -46,10 +46,12 @@ export class TokenStore {
     };
   }
 
-  revoke(): void {
-    if (!this.current) return;
+  /** False when there was no token to revoke. */
+  revoke(): boolean {
+    if (!this.current) return false;
     this.retire(this.current.value);
     this.current = undefined;
+    return true;
   }
 
   check(token: string | undefined): TokenCheck {

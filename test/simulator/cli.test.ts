@@ -53,6 +53,22 @@ describe("parseCli", () => {
     );
   });
 
+  it("names the flag or variable of a value out of range, instead of a stack trace", () => {
+    expect(() => parseCli(["--latency-ms", "700000"], {})).toThrow(/^--latency-ms: Too big/);
+    expect(() => parseCli([], { SIM_LATENCY_MS: "700000" })).toThrow(/^SIM_LATENCY_MS: Too big/);
+    expect(() => parseCli(["--connections", "1000"], {})).toThrow(/^--connections: Too big/);
+    expect(() => parseCli(["--port", "70000"], {})).toThrow(/^--port: must be 0 to 65535$/);
+    expect(() => parseCli(["--seed", "99999999999999999999"], {})).toThrow(
+      /^--seed: not an integer/,
+    );
+    expect(() => parseCli(["--rate-5xx", "0.8"], { SIM_RATE_429: "0.8" })).toThrow(
+      /--rate-5xx and --rate-429 .*must not exceed 1/,
+    );
+    // An empty flag value is a mistake: --host "" listened on every interface.
+    expect(() => parseCli(["--host", ""], {})).toThrow(/^--host: empty value$/);
+    expect(() => parseCli(["--latency-ms="], {})).toThrow(/^--latency-ms: empty value$/);
+  });
+
   it("reads a token outage window relative to start", () => {
     expect(parseCli(["--token-down-ms", "30000"], {})).toEqual({
       help: false,

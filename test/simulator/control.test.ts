@@ -81,15 +81,64 @@ describe("control endpoints", () => {
       { endpoint: "dac", count: 0, status: 503 },
       { endpoint: "dac", count: 1, status: 200 },
       { endpoint: "dac", count: 1 },
+      // A 500 carries no Retry-After: asking for one is a mistake, not silently dropped.
+      { endpoint: "dac", count: 1, status: 500, retryAfterSec: 5 },
+      { endpoint: "dac", count: 1, status: 429, retryAfterSec: 1e9 },
     ]) {
       expect((await post(sim, "fail-next", bad)).status).toBe(400);
     }
+    expect(sim.stats().calls.dac).toBe(0);
+    // 429 without retryAfterSec: no Retry-After at all, to test a client's own backoff.
+    await post(sim, "fail-next", { endpoint: "kreditcheck", count: 1, status: 429 });
+    const bare429 = await fetch(checkUrl(sim), authed(token));
+    expect(bare429.status).toBe(429);
+    expect(bare429.headers.get("retry-after")).toBeNull();
   });
 
-  it("revokes the current token over HTTP", async () => {
+  it("refuses a body that is not JSON instead of reading it as no change", async () => {
     sim = await startSimulator();
+    for (const type of ["application/x-www-form-urlencoded", "text/plain", undefined]) {
+      const res = await fetch(`${sim.url}/_control/faults`, {
+        method: "POST",
+        ...(type ? { headers: { "content-type": type } } : {}),
+        body: new TextEncoder().encode('{"rate5xx":1}'),
+      });
+      expect(res.status).toBe(415);
+      const body = (await res.json()) as { errors: { message: string }[]; endpoint: string };
+      expect(body.errors[0]?.message).toMatch(/Content-Type: application\/json/);
+      expect(body.endpoint).toBe("POST /_control/faults");
+    }
+    expect(sim.stats().calls).toMatchObject({ dac: 0 });
+    expect(
+      ((await (await fetch(`${sim.url}/_control/faults`)).json()) as SimulatorFaults).rate5xx,
+    ).toBe(0);
+    // Controls without a body (revoke, reset) need no content type.
+    expect((await fetch(`${sim.url}/_control/reset`, { method: "POST" })).status).toBe(200);
+  });
+
+  it("refuses random fault rates that add up to more than 1, merged with the current ones", async () => {
+    sim = await startSimulator({ rate5xx: 0.6 });
+    const over = await post(sim, "faults", { rate429: 0.5 });
+    expect(over.status).toBe(400);
+    expect(((await over.json()) as { errors: { message: string }[] }).errors[0]?.message).toMatch(
+      /must not exceed 1/,
+    );
+    const current = (await (await fetch(`${sim.url}/_control/faults`)).json()) as SimulatorFaults;
+    expect(current).toMatchObject({ rate5xx: 0.6, rate429: 0 });
+    // The same shares, moved within 1, are fine.
+    expect((await post(sim, "faults", { rate5xx: 0.5, rate429: 0.5 })).status).toBe(200);
+    // A token outage window must be a time a Date can hold, not 1e300.
+    expect((await post(sim, "faults", { tokenDownUntil: 1e300 })).status).toBe(400);
+    expect((await post(sim, "faults", { tokenDownUntil: 1.5 })).status).toBe(400);
+  });
+
+  it("revokes the current token over HTTP, and says when there was none", async () => {
+    sim = await startSimulator();
+    expect(await (await post(sim, "revoke")).json()).toEqual({ revoked: false });
     const token = await tokenOf(sim);
-    expect((await post(sim, "revoke")).status).toBe(200);
+    const revoked = await post(sim, "revoke");
+    expect(revoked.status).toBe(200);
+    expect(await revoked.json()).toEqual({ revoked: true });
     expect((await fetch(checkUrl(sim), authed(token))).status).toBe(401);
     expect(await tokenOf(sim)).not.toBe(token);
   });

@@ -55,11 +55,13 @@ describe("deterministic fail-next queue", () => {
     expect((await requestToken(sim)).status).toBe(200);
   });
 
-  it("resets the connection for status 0", async () => {
+  it("resets the connection for status 0: a TCP reset, not a normal close", async () => {
     const sim = await start();
     const token = await tokenOf(sim);
     sim.failNext("kreditcheck", 1, 0);
-    await expect(fetch(checkUrl(sim), authed(token))).rejects.toThrow();
+    await expect(fetch(checkUrl(sim), authed(token))).rejects.toMatchObject({
+      cause: { code: "ECONNRESET" },
+    });
     expect((await fetch(checkUrl(sim), authed(token))).status).toBe(200);
     expect(sim.stats().statuses.kreditcheck).toEqual({ reset: 1, "200": 1 });
   });
@@ -153,8 +155,18 @@ describe("configured faults", () => {
   it("rejects an X-Request-Id longer than 255 characters", async () => {
     const sim = await start();
     const token = await tokenOf(sim);
-    const res = await fetch(checkUrl(sim), authed(token, { "x-request-id": "x".repeat(256) }));
+    const res = await fetch(checkUrl(sim), authed(token, { "x-request-id": "x".repeat(8000) }));
     expect(res.status).toBe(400);
+    // Counted and logged, but cut to what finAPI would accept: the bounded logs stay small.
+    expect(sim.stats().requestIds).toEqual(["x".repeat(255)]);
+    const longUrl = `${checkUrl(sim)}?${"q".repeat(8000)}`;
+    await fetch(longUrl, authed(token));
+    const logged = sim.requests().map((entry) => [entry.requestId?.length, entry.target.length]);
+    expect(logged).toEqual([
+      [undefined, expect.any(Number)],
+      [255, expect.any(Number)],
+      [undefined, 1024],
+    ]);
   });
 });
 

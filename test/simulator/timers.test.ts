@@ -18,6 +18,23 @@ describe("PendingTimers", () => {
     expect(ran).toEqual(["a", "b", "c", "d"]);
   });
 
+  it("cancels one timer, wherever it is in the list; a fired or cancelled one is left alone", async () => {
+    const timers = new PendingTimers(new AbortController().signal);
+    const ran: string[] = [];
+    const first = timers.after(0, () => ran.push("first"));
+    const a = timers.after(10, () => ran.push("a"));
+    const b = timers.after(20, () => ran.push("b"));
+    timers.after(30, () => ran.push("c"));
+    await sleep(5);
+    timers.cancel(first); // already fired
+    timers.cancel(b); // in the middle of the list
+    timers.cancel(b);
+    timers.cancel(a); // then what is now the tail
+    timers.after(15, () => ran.push("d"));
+    await sleep(60);
+    expect(ran).toEqual(["first", "d", "c"]);
+  });
+
   it("drops everything pending when the signal aborts, and schedules nothing after", async () => {
     const closing = new AbortController();
     const timers = new PendingTimers(closing.signal);

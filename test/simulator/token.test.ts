@@ -5,7 +5,7 @@ import {
   startSimulator,
 } from "../../src/simulator/server.js";
 import { TokenStore } from "../../src/simulator/tokens.js";
-import { authed, checkUrl, type ErrorBody, requestToken, tokenOf } from "./helpers.js";
+import { authed, checkUrl, type ErrorBody, FORM, requestToken, tokenOf } from "./helpers.js";
 
 interface TokenBody {
   access_token: string;
@@ -92,6 +92,17 @@ describe("token endpoint", () => {
     const body = (await res.json()) as { error: string; error_description: string };
     expect(body.error).toBe("unsupported_grant_type");
     expect(body.error_description).toMatch(/password/);
+  });
+
+  it("answers 400 invalid_request when grant_type is missing (RFC 6749 5.2)", async () => {
+    const s = await start();
+    const res = await fetch(s.tokenUrl, {
+      method: "POST",
+      headers: FORM,
+      body: new URLSearchParams({ client_id: s.clientId, client_secret: s.clientSecret }),
+    });
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as { error: string }).error).toBe("invalid_request");
   });
 
   it("serves the v1 path too and accepts HTTP Basic client authentication", async () => {
