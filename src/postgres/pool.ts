@@ -22,25 +22,44 @@ export function connectionConfig(target: PostgresTarget, applicationName: string
     options: `-c search_path=${target.schema}`,
     application_name: applicationName,
     connectionTimeoutMillis: 10_000,
+    // TCP keepalive: a connection that died silently (failover, a NAT or firewall that
+    // dropped it) is found out by the kernel instead of looking idle for hours; the LISTEN
+    // connection, which only waits, depends on it.
+    keepAlive: true,
+    keepAliveInitialDelayMillis: 10_000,
   };
 }
 
-/**
- * `connectionTimeoutMs` bounds both opening a connection and waiting for a free one when
- * all `max` are in use (10 s unless given).
- */
+export interface PoolOptions {
+  /** Most connections at once (10 unless given). */
+  max?: number;
+  /**
+   * Bounds both opening a connection and waiting for a free one when all `max` are in
+   * use (10 s unless given).
+   */
+  connectionTimeoutMs?: number;
+  /** Every statement of the pool's sessions waits at most this long for a lock. */
+  lockTimeoutMs?: number;
+  /**
+   * The longest a statement may go without an answer; then it fails and its connection is
+   * closed. Without it a statement sent on a connection that died without a word (no RST:
+   * a failover, a dropped NAT entry) waits forever: the worker's claim did, and with it
+   * the worker, while readiness kept answering 200.
+   */
+  queryTimeoutMs?: number;
+}
+
 export function createPool(
   target: PostgresTarget,
   applicationName: string,
-  max = 10,
-  connectionTimeoutMs?: number,
-  lockTimeoutMs?: number,
+  options: PoolOptions = {},
 ): pg.Pool {
+  const { max = 10, connectionTimeoutMs, lockTimeoutMs, queryTimeoutMs } = options;
   const config = connectionConfig(target, applicationName);
   if (connectionTimeoutMs !== undefined) config.connectionTimeoutMillis = connectionTimeoutMs;
-  // Every statement of the pool's sessions waits at most this long for a lock; a
-  // transaction may still set its own (SET LOCAL), as the migrator does.
+  // A transaction may still set its own (SET LOCAL), as the migrator does.
   if (lockTimeoutMs !== undefined) config.options += ` -c lock_timeout=${lockTimeoutMs}`;
+  if (queryTimeoutMs !== undefined) config.query_timeout = queryTimeoutMs;
   const pool = new pg.Pool({ ...config, max });
   // An idle client that loses its connection emits here; without a listener the process
   // would crash. The next query gets a fresh connection, and its error is handled there.
@@ -53,7 +72,12 @@ export function createPool(
   return pool;
 }
 
-/** Runs `work` in one transaction on one pooled client; rolls back when it throws. */
+/**
+ * Runs `work` in one transaction on one pooled client; rolls back when it throws. After
+ * an error the server did not send (a timed-out statement, a lost connection, our own
+ * code's), the connection is closed instead: a ROLLBACK would queue behind the statement
+ * still waiting there, and the server rolls back a closed session's transaction anyway.
+ */
 export async function inTransaction<T>(
   pool: pg.Pool,
   work: (client: pg.PoolClient) => Promise<T>,
@@ -66,9 +90,11 @@ export async function inTransaction<T>(
     await client.query("COMMIT");
     return result;
   } catch (error) {
-    await client.query("ROLLBACK").catch(() => {
-      broken = true;
-    });
+    if (error instanceof pg.DatabaseError) {
+      await client.query("ROLLBACK").catch(() => {
+        broken = true;
+      });
+    } else broken = true;
     throw error;
   } finally {
     client.release(broken);

@@ -46,12 +46,11 @@ export class PostgresSink implements Sink {
 
   /** Connects and creates or migrates the tables (safe with many replicas at once). */
   static async open(target: PostgresSinkTarget): Promise<PostgresSink> {
-    const pool = createPool(
-      target,
-      "kreditcheck-receiver postgres sink",
-      POOL_SIZE,
-      target.timeoutMs,
-    );
+    // No query timeout: a delivery's own deadline closes its connection (see write).
+    const pool = createPool(target, "kreditcheck-receiver postgres sink", {
+      max: POOL_SIZE,
+      connectionTimeoutMs: target.timeoutMs,
+    });
     let role: string | undefined;
     try {
       // The first contact: a failure without a server's answer means it was not reached.

@@ -14,6 +14,7 @@ import {
   freshSchemaPerTest,
   testDatabaseUrl,
 } from "../support/postgres.js";
+import { startTcpRelay } from "../support/tcp-relay.js";
 import { waitFor } from "../support/wait-for.js";
 import { defineInboxContract } from "./inbox-contract.js";
 
@@ -288,6 +289,33 @@ describePostgres("PostgreSQL inbox: replicas", () => {
       await locker.end();
     }
     expect(await inbox.countByState()).toMatchObject({ pending: 1 });
+  });
+
+  it("gives up a statement on a connection that died without a word, and goes on with a new one", async () => {
+    const target = new URL(testDatabaseUrl);
+    const relay = await startTcpRelay({ host: target.hostname, port: Number(target.port || 5432) });
+    try {
+      const url = new URL(testDatabaseUrl);
+      url.host = `127.0.0.1:${relay.port}`;
+      const inbox = await open({ url: url.toString(), queryTimeoutMs: 500, lockTimeoutMs: 200 });
+      await inbox.enqueue(callback(), new Date());
+      await inbox.ping();
+      expect(await inbox.claim("w:1", 0, 30_000)).toEqual([]);
+      relay.stall();
+      // Each waited forever before: the worker's claim, readiness's probe, a callback.
+      const started = Date.now();
+      await expect(inbox.claim("w:2", 1, 30_000)).rejects.toThrow(StoreUnavailableError);
+      await expect(inbox.ping()).rejects.toThrow(StoreUnavailableError);
+      expect(Date.now() - started).toBeLessThan(5_000);
+      // The dead connections were closed, not returned to the pool: the next statements
+      // open new ones and succeed.
+      const [job] = await inbox.claim("w:3", 1, 30_000);
+      expect(job?.state).toBe("running");
+      await inbox.ping();
+      expect((await inbox.enqueue(callback(), new Date())).duplicate).toBe(false);
+    } finally {
+      await relay.close();
+    }
   });
 
   it("answers ping with a durable write, so a database that cannot be written is not ready", async () => {

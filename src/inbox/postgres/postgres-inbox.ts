@@ -26,6 +26,8 @@ export interface PostgresInboxOptions extends PostgresTarget {
   poolSize?: number;
   /** How long a statement waits for a lock (default INBOX_LOCK_TIMEOUT_MS). */
   lockTimeoutMs?: number;
+  /** How long a statement may go unanswered (default INBOX_QUERY_TIMEOUT_MS). */
+  queryTimeoutMs?: number;
   /** The LISTEN connection dropped; it is being re-established. */
   onListenError?: (error: unknown) => void;
 }
@@ -36,6 +38,13 @@ export interface PostgresInboxOptions extends PostgresTarget {
  * and the sender gets 503 with Retry-After, as with SQLite's BUSY_TIMEOUT_MS.
  */
 export const INBOX_LOCK_TIMEOUT_MS = 5000;
+
+/**
+ * The longest any inbox statement goes without an answer before its connection is given
+ * up (see PoolOptions.queryTimeoutMs). Longer than any healthy statement, a migration's
+ * wait for another replica's included; callbacks' and operators' statements get less.
+ */
+export const INBOX_QUERY_TIMEOUT_MS = 60_000;
 
 /** Batches are written one at a time (see flush); the probe may need a second connection. */
 const INGEST_POOL_SIZE = 2;
@@ -79,7 +88,11 @@ export class PostgresInbox implements Inbox {
 
   /** Connects, migrates the schema (safe with many replicas at once) and starts listening. */
   static async open(options: PostgresInboxOptions): Promise<PostgresInbox> {
-    const pool = createPool(options, "kreditcheck-receiver inbox", options.poolSize);
+    const queryTimeoutMs = options.queryTimeoutMs ?? INBOX_QUERY_TIMEOUT_MS;
+    const pool = createPool(options, "kreditcheck-receiver inbox", {
+      max: options.poolSize,
+      queryTimeoutMs,
+    });
     // Statements that give up on a lock after INBOX_LOCK_TIMEOUT_MS: callbacks (their sender
     // retries on a 503) and readiness on one pool, an operator's reads and retries (admin
     // API, metrics: a 503 or inbox_up 0 rather than a request that hangs for the lock's
@@ -87,20 +100,19 @@ export class PostgresInbox implements Inbox {
     // The worker's writes wait a lock out: a job outcome that failed to be stored would run
     // the job again once its lease expired, delivering it twice.
     const lockTimeoutMs = options.lockTimeoutMs ?? INBOX_LOCK_TIMEOUT_MS;
-    const boundedPool = createPool(
-      options,
-      "kreditcheck-receiver ingest",
-      INGEST_POOL_SIZE,
-      undefined,
+    // Their statements give up on a lock after lockTimeoutMs; a few seconds more is all
+    // a healthy connection needs to answer.
+    const boundedQueryTimeoutMs = Math.min(queryTimeoutMs, lockTimeoutMs + 10_000);
+    const boundedPool = createPool(options, "kreditcheck-receiver ingest", {
+      max: INGEST_POOL_SIZE,
       lockTimeoutMs,
-    );
-    const operatorPool = createPool(
-      options,
-      "kreditcheck-receiver admin",
-      OPERATOR_POOL_SIZE,
-      undefined,
+      queryTimeoutMs: boundedQueryTimeoutMs,
+    });
+    const operatorPool = createPool(options, "kreditcheck-receiver admin", {
+      max: OPERATOR_POOL_SIZE,
       lockTimeoutMs,
-    );
+      queryTimeoutMs: boundedQueryTimeoutMs,
+    });
     try {
       await migrate(pool, options.schema, INBOX_MIGRATIONS);
     } catch (error) {
