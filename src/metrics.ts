@@ -1,5 +1,8 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import { ERROR_CODES } from "./errors.js";
+import { CALLBACK_OUTCOMES } from "./http/callback-route.js";
 import { type Inbox, JOB_STATES, type JobState } from "./inbox/inbox.js";
+import { JOB_OUTCOMES } from "./pipeline/worker.js";
 
 /**
  * The service's Prometheus metrics, on a registry of its own (no global default
@@ -13,12 +16,14 @@ export interface Metrics {
   tokenRequests: Counter<"outcome">;
   sinkDeliveries: Counter<"sink" | "result">;
   jobsPruned: Counter<"state">;
+  pruneRuns: Counter<"result">;
   jobFailures: Counter<"code" | "outcome">;
 }
 
 export function createMetrics(
   inbox: Pick<Inbox, "countByState" | "oldestUnfinished">,
   clock: () => number = Date.now,
+  sinkNames: readonly string[] = [],
 ): Metrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
@@ -68,7 +73,14 @@ export function createMetrics(
       labelNames: ["state"],
       registers: [registry],
     }),
+    pruneRuns: new Counter({
+      name: "kreditcheck_prune_runs_total",
+      help: "Retention runs (every PRUNE_INTERVAL_MS) by result (success, failure); alert when failures go on: the inbox then grows",
+      labelNames: ["result"],
+      registers: [registry],
+    }),
   };
+  startAtZero(metrics, sinkNames);
   // One count per scrape, shared by the two gauges below (prom-client collects each).
   let scrape: Promise<Record<JobState, number> | undefined> | undefined;
   const countOnce = () => {
@@ -110,4 +122,24 @@ export function createMetrics(
     },
   });
   return metrics;
+}
+
+/**
+ * Every series the service can count, at 0 from the start. Prometheus cannot tell a new
+ * series from one that was always there: the first dead job after a start (often the only
+ * one) would appear at 1, and increase() or rate() over it would read 0, so an alert on it
+ * never fired.
+ */
+function startAtZero(metrics: Metrics, sinkNames: readonly string[]): void {
+  for (const outcome of CALLBACK_OUTCOMES) metrics.callbacks.inc({ outcome }, 0);
+  for (const outcome of JOB_OUTCOMES) metrics.jobDuration.zero({ outcome });
+  for (const outcome of ["success", "failure"]) metrics.tokenRequests.inc({ outcome }, 0);
+  for (const sink of sinkNames) {
+    for (const result of ["success", "failure"]) metrics.sinkDeliveries.inc({ sink, result }, 0);
+  }
+  for (const state of ["done", "dead"]) metrics.jobsPruned.inc({ state }, 0);
+  for (const result of ["success", "failure"]) metrics.pruneRuns.inc({ result }, 0);
+  for (const code of [...ERROR_CODES, "attempt_interrupted"]) {
+    for (const outcome of ["retry", "dead"]) metrics.jobFailures.inc({ code, outcome }, 0);
+  }
 }

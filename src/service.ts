@@ -75,7 +75,11 @@ export async function startService(
     throw error;
   });
   sinks.push(...(options.extraSinks ?? []));
-  const metrics = createMetrics(inbox, clock);
+  const metrics = createMetrics(
+    inbox,
+    clock,
+    sinks.map((sink) => sink.name),
+  );
 
   const transport = createTransport({
     timeoutMs: config.finapi.timeoutMs,
@@ -148,6 +152,7 @@ export async function startService(
     logger: logger.child({ component: "pruner" }),
     clock,
     onPruned: (state, count) => metrics.jobsPruned.inc({ state }, count),
+    onRun: (result) => metrics.pruneRuns.inc({ result }),
   });
 
   let shuttingDown = false;

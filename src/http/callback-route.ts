@@ -7,13 +7,15 @@ import { callbackBody } from "./callback-body.js";
 import { requireCallbackSecret } from "./callback-secret.js";
 import { sendError } from "./send-error.js";
 
-export type CallbackOutcome =
-  | "accepted"
-  | "duplicate"
-  | "invalid"
-  | "forbidden"
-  | "unauthorized"
-  | "store_unavailable";
+export const CALLBACK_OUTCOMES = [
+  "accepted",
+  "duplicate",
+  "invalid",
+  "forbidden",
+  "unauthorized",
+  "store_unavailable",
+] as const;
+export type CallbackOutcome = (typeof CALLBACK_OUTCOMES)[number];
 
 export interface CallbackRouteOptions {
   path: string;

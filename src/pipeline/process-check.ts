@@ -281,7 +281,9 @@ async function deliver(deps: PipelineDeps, bundle: Bundle, run: CheckRun): Promi
         deps.onDelivery?.(sink.name, "success");
         return undefined;
       } catch (error) {
-        deps.onDelivery?.(sink.name, "failure");
+        // Cut short by shutdown or a lost lease: the job is handed back, not failed, and
+        // a deploy must not read as a sink's failure rate.
+        if (!run.signal?.aborted) deps.onDelivery?.(sink.name, "failure");
         return { sink: sink.name, error: toReceiverError(error) };
       }
     }),

@@ -7,7 +7,15 @@ import type { LoadGauge } from "./ingest-pressure.js";
 import type { CheckRun } from "./process-check.js";
 import { attemptsText, decideRetry, type RetryPolicy } from "./retry.js";
 
-export type JobOutcome = "done" | "retry" | "dead" | "released" | "lease_lost" | "store_error";
+export const JOB_OUTCOMES = [
+  "done",
+  "retry",
+  "dead",
+  "released",
+  "lease_lost",
+  "store_error",
+] as const;
+export type JobOutcome = (typeof JOB_OUTCOMES)[number];
 
 export interface WorkerOptions {
   inbox: Inbox;

@@ -130,12 +130,60 @@ describe("admin port", () => {
     expect(await metricValue(/^kreditcheck_callbacks_received_total\{outcome="invalid"\}/)).toBe(1);
   });
 
+  it("shows every series it can count at 0 from the start, so the first dead job raises increase()", async () => {
+    harness = await startHarness();
+    const text = await (await admin("/metrics")).text();
+    for (const series of [
+      'kreditcheck_job_failures_total{code="finapi_forbidden",outcome="dead"} 0',
+      'kreditcheck_job_failures_total{code="attempt_interrupted",outcome="retry"} 0',
+      'kreditcheck_callbacks_received_total{outcome="store_unavailable"} 0',
+      'kreditcheck_sink_deliveries_total{sink="file",result="failure"} 0',
+      'kreditcheck_token_requests_total{outcome="failure"} 0',
+      'kreditcheck_jobs_pruned_total{state="dead"} 0',
+      'kreditcheck_prune_runs_total{result="failure"} 0',
+      'kreditcheck_job_duration_seconds_count{outcome="dead"} 0',
+    ]) {
+      expect(text.split("\n")).toContain(series);
+    }
+  });
+
+  it("does not count a delivery cut short by shutdown as the sink's failure", async () => {
+    let started!: () => void;
+    const deliveryStarted = new Promise<void>((resolve) => {
+      started = resolve;
+    });
+    harness = await startHarness({
+      env: { SHUTDOWN_TIMEOUT_MS: "100" },
+      service: {
+        extraSinks: [
+          {
+            name: "slow",
+            deliver: (_bundle, { signal }) =>
+              new Promise((_resolve, reject) => {
+                started();
+                signal?.addEventListener("abort", () => reject(signal.reason));
+              }),
+          },
+        ],
+      },
+    });
+    const { service } = harness;
+    await harness.post(makeCallback());
+    await deliveryStarted;
+    await harness.close();
+    harness = undefined;
+    const text = await service.metrics.registry.metrics();
+    expect(text).toContain('kreditcheck_job_duration_seconds_count{outcome="released"} 1');
+    expect(text).toContain('kreditcheck_sink_deliveries_total{sink="slow",result="failure"} 0');
+  });
+
   it("counts failed attempts in /metrics by error code: retried, and dead with the code that names the fix", async () => {
     harness = await startHarness({ env: { FINAPI_RETRIES: "0" } });
     const failures = async () =>
       (await (await admin("/metrics")).text())
         .split("\n")
         .filter((line) => line.startsWith("kreditcheck_job_failures_total{"))
+        .filter((line) => !line.endsWith(" 0"))
         .sort();
     harness.simulator.failNext("kreditcheck", 1, 503);
     const retried = makeCallback();

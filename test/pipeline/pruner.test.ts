@@ -96,19 +96,35 @@ describe("Pruner", () => {
     expect(String(line?.msg)).toContain("never delivered");
   });
 
-  it("warns when a run fails and prunes again at the next interval", async () => {
+  it("deletes dead jobs, which keep whole bundles, in smaller batches than done ones", async () => {
+    await finished("done", 1);
+    await finished("dead", 1);
+    now += 2 * HOUR_MS;
+    const prune = vi.spyOn(inbox, "prune");
+    await createPruner({ retentionMs: { done: HOUR_MS, dead: HOUR_MS } }).run();
+    expect(prune.mock.calls.map(([state, , limit]) => [state, limit])).toEqual([
+      ["done", 500],
+      ["dead", 50],
+    ]);
+  });
+
+  it("warns when a run fails, counts the failure, and prunes again at the next interval", async () => {
     await finished("done", 1);
     now += 2 * HOUR_MS;
     vi.spyOn(inbox, "prune").mockRejectedValueOnce(new StoreUnavailableError("disk I/O error"));
-    createPruner().start();
+    const runs: string[] = [];
+    createPruner({ onRun: (result) => runs.push(result) }).start();
     await waitFor(async () => (await inbox.countByState()).done === 0, "the done job pruned");
     const warning = logs.lines().find((entry) => entry.level === 40);
     expect(warning?.msg).toMatch(/pruning finished jobs failed/);
     expect(JSON.stringify(warning?.err)).toContain("disk I/O error");
+    await waitFor(() => runs.includes("success"), "a run that got through");
+    expect(runs[0]).toBe("failure");
   });
 
-  it("stops a run after its current batch when stopped, and runs no more", async () => {
+  it("stops a run after its current batch when stopped, and runs no more, not even another state's", async () => {
     await finished("done", 4);
+    await finished("dead", 1);
     now += 2 * HOUR_MS;
     let stopped: Promise<void> | undefined;
     const prune = inbox.prune.bind(inbox);
@@ -116,12 +132,12 @@ describe("Pruner", () => {
       stopped ??= pruner?.stop();
       return prune(...args);
     });
-    createPruner({ batchSize: 1 }).start();
+    createPruner({ batchSize: 1, retentionMs: { done: HOUR_MS, dead: HOUR_MS } }).start();
     await waitFor(() => stopped !== undefined, "the first batch");
     await stopped;
     await new Promise((resolve) => setTimeout(resolve, 100));
     expect(calls).toHaveBeenCalledTimes(1);
-    expect((await inbox.countByState()).done).toBe(3);
+    expect(await inbox.countByState()).toMatchObject({ done: 3, dead: 1 });
   });
 });
 
