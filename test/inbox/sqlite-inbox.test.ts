@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { describe, expect, it, vi } from "vitest";
+import { SCHEMA_VERSION } from "../../src/inbox/sqlite/schema.js";
 import {
   BOOKKEEPING_SYNC_MS,
   BUSY_TIMEOUT_MS,
@@ -209,18 +210,30 @@ describe("SQLite inbox: schema upgrades", () => {
     ] as const) {
       insert.run(id, `pt-${id}`, `kc-${id}`, JSON.stringify(makeCallback()), receivedAt);
     }
+    // Finished jobs the upgrade must count (later kept by triggers).
+    old
+      .prepare(
+        "INSERT INTO jobs (id, process_token, kreditcheck_id, callback, state, run_at, received_at, updated_at, finished_at) VALUES (?, ?, ?, '{}', ?, 1000, 1, 1000, 1000)",
+      )
+      .run("d", "pt-d", "kc-d", "done");
+    old
+      .prepare(
+        "INSERT INTO jobs (id, process_token, kreditcheck_id, callback, state, run_at, received_at, updated_at, finished_at) VALUES (?, ?, ?, '{}', ?, 1000, 1, 1000, 1000)",
+      )
+      .run("x", "pt-x", "kc-x", "dead");
     old.close();
     const inbox = new SqliteInbox({ path });
     try {
       const claimed = [];
       for (let i = 0; i < 3; i++) claimed.push(...(await inbox.claim(`w:${i}`, 1, 60_000)));
       expect(claimed.map((job) => job.id)).toEqual(["c", "a", "b"]);
+      expect(await inbox.countByState()).toEqual({ pending: 0, running: 3, done: 1, dead: 1 });
       const check = new Database(path, { readonly: true });
       const indexes = check
         .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'jobs'")
         .pluck()
         .all();
-      expect(check.pragma("user_version", { simple: true })).toBe(3);
+      expect(check.pragma("user_version", { simple: true })).toBe(SCHEMA_VERSION);
       check.close();
       expect(indexes).toContain("jobs_pending_due");
       // A process of the previous release may still run on this file: its claim, as
@@ -230,7 +243,11 @@ describe("SQLite inbox: schema upgrades", () => {
         `SELECT id FROM jobs INDEXED BY jobs_pending_run_at WHERE state = 'pending' AND run_at <= ? ORDER BY run_at, received_at LIMIT 1`,
       );
       expect(oldClaim.all(Date.now())).toEqual([]);
+      // Its completions and prunes, as released, keep the finished counts right (triggers).
+      writer.prepare("UPDATE jobs SET state = 'done', finished_at = 2000 WHERE id = 'c'").run();
+      writer.prepare("DELETE FROM jobs WHERE id IN ('d', 'x')").run();
       writer.close();
+      expect(await inbox.countByState()).toEqual({ pending: 0, running: 2, done: 1, dead: 0 });
     } finally {
       await inbox.close();
       await rm(dir, { recursive: true, force: true });

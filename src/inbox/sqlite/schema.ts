@@ -33,6 +33,26 @@ const MIGRATIONS: readonly string[] = [
   // it takes. jobs_pending_run_at stays for now: a process of the previous release still
   // running on this file names it in its claim (INDEXED BY) and would fail without it.
   `CREATE INDEX jobs_pending_due ON jobs (run_at, received_at) WHERE state = 'pending';`,
+  // Finished jobs per state, kept by triggers in the transaction that changes them.
+  // COUNT(*) over a week of done jobs (a million rows) took 120 ms, on the event loop that
+  // answers callbacks, at every /metrics scrape and every admin list. Pending and running
+  // jobs are counted on their partial indexes (a backlog, not a week); no trigger on
+  // INSERT, so a callback's write costs nothing more. The triggers live in the file: a
+  // process of the previous release on it keeps the counts right too.
+  `CREATE TABLE finished_counts (state TEXT PRIMARY KEY, count INTEGER NOT NULL) WITHOUT ROWID;
+   INSERT INTO finished_counts (state, count)
+     SELECT s.state, (SELECT COUNT(*) FROM jobs WHERE jobs.state = s.state)
+     FROM (SELECT 'done' AS state UNION ALL SELECT 'dead') AS s;
+   CREATE TRIGGER jobs_count_finished AFTER UPDATE OF state ON jobs
+     WHEN NEW.state IS NOT OLD.state
+      AND (NEW.state IN ('done', 'dead') OR OLD.state IN ('done', 'dead')) BEGIN
+     UPDATE finished_counts SET count = count - 1 WHERE state = OLD.state;
+     UPDATE finished_counts SET count = count + 1 WHERE state = NEW.state;
+   END;
+   CREATE TRIGGER jobs_count_deleted AFTER DELETE ON jobs
+     WHEN OLD.state IN ('done', 'dead') BEGIN
+     UPDATE finished_counts SET count = count - 1 WHERE state = OLD.state;
+   END;`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
