@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { childEnv } from "./support/child-env.js";
 import { type Harness, startHarness } from "./support/harness.js";
 
 /**
@@ -46,7 +47,7 @@ async function probe(env: Record<string, string>, cwd = repo): Promise<number> {
   try {
     await promisify(execFile)(process.execPath, args, {
       cwd,
-      env: { PATH: process.env.PATH ?? "", ...env },
+      env: childEnv(env, cwd),
       timeout: 10_000,
     });
     return 0;

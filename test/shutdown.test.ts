@@ -9,6 +9,7 @@ import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { SqliteInbox } from "../src/inbox/sqlite/sqlite-inbox.js";
 import { type RunningSimulator, startSimulator } from "../src/simulator/server.js";
+import { childEnv } from "./support/child-env.js";
 import { type ChildScript, freePort, serviceEnv, spawnService } from "./support/child-service.js";
 import { makeCallback, startHarness } from "./support/harness.js";
 import { waitFor } from "./support/wait-for.js";
@@ -132,7 +133,7 @@ describe("a stop signal during start-up", () => {
     );
     const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
       cwd: fileURLToPath(new URL("..", import.meta.url)),
-      env: { PATH: process.env.PATH ?? "", NODE_ENV: "production", ...env },
+      env: childEnv({ NODE_ENV: "production", ...env }),
       stdio: "ignore",
     });
     const exited = once(child, "exit") as Promise<[number | null, NodeJS.Signals | null]>;

@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { createServer } from "node:net";
 import { fileURLToPath } from "node:url";
+import { childEnv } from "./child-env.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 
@@ -56,7 +57,7 @@ export async function spawnScript(
     ],
     {
       cwd: ROOT,
-      env: { PATH: process.env.PATH ?? "", NODE_ENV: "production", ...env },
+      env: childEnv({ NODE_ENV: "production", ...env }),
       stdio: ["ignore", options.captureStdout ? "pipe" : "ignore", "pipe"],
     },
   );

@@ -1,0 +1,3 @@
+import { blankDotenvInProcess } from "./child-env.js";
+
+blankDotenvInProcess();
