@@ -220,6 +220,17 @@ async function main(argv: string[]): Promise<number> {
         throw new CliError(`cannot read ${argument}: ${(error as Error).message}`);
       }
       result = await call("POST", "/callbacks", callback);
+      const replayed = result as { duplicate?: unknown; id?: unknown };
+      if (replayed.duplicate === true && typeof replayed.id === "string") {
+        // A stored callback is not run again by a replay: say what is there and what would.
+        const job = (await call("GET", `/jobs/${encodeURIComponent(replayed.id)}`).catch(
+          () => undefined,
+        )) as { state?: unknown } | undefined;
+        const state = typeof job?.state === "string" ? ` (${job.state})` : "";
+        process.stderr.write(
+          `kreditcheck-receiver cli: this callback is stored already as job ${replayed.id}${state}; a replay does not run it again: npm run cli -- retry ${replayed.id}\n`,
+        );
+      }
       break;
     }
     case "fetch": {

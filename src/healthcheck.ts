@@ -18,9 +18,21 @@ const TIMEOUT_MS = 3000;
 // set in the environment wins.
 dotenv.config({ quiet: true });
 
-fetch(`${localAdminUrl(cleanEnv(process.env))}/healthz`, {
-  signal: AbortSignal.timeout(TIMEOUT_MS),
-}).then(
-  (response) => process.exit(response.status === 200 ? 0 : 1),
-  () => process.exit(1),
+// One line on failure: `docker inspect` shows it in the container's health log, which was
+// empty before whatever the cause.
+const url = `${localAdminUrl(cleanEnv(process.env))}/healthz`;
+fetch(url, { signal: AbortSignal.timeout(TIMEOUT_MS) }).then(
+  (response) => {
+    if (response.status === 200) process.exit(0);
+    process.stderr.write(`unhealthy: GET ${url} answered ${response.status}\n`, () =>
+      process.exit(1),
+    );
+  },
+  (error: unknown) => {
+    // fetch's own message is "fetch failed"; its cause says what: ECONNREFUSED, bad port, …
+    const cause = (error as { cause?: { code?: string; message?: string } }).cause;
+    const reason =
+      cause?.code ?? cause?.message ?? (error instanceof Error ? error.message : String(error));
+    process.stderr.write(`unhealthy: GET ${url} failed: ${reason}\n`, () => process.exit(1));
+  },
 );

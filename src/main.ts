@@ -22,7 +22,7 @@ async function main(): Promise<void> {
   } catch (error) {
     if (error instanceof ConfigError) {
       process.stderr.write(
-        `kreditcheck-receiver: ${error.message}\nSee .env.example for every variable.\n`,
+        `kreditcheck-receiver: ${error.message}\nEvery variable is in the README's Configuration section (and .env.example in the repository).\n`,
       );
       process.exit(1);
     }

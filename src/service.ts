@@ -238,12 +238,15 @@ export async function startService(
         ? `${config.http.callbackPath}/[redacted]`
         : config.http.callbackPath,
       allowedCidrs: config.http.allowedCidrs,
+      // Whose X-Forwarded-For is believed: behind a proxy, false here refuses every sender.
+      trustProxy: config.http.trustProxy,
       store: redactUrl(config.store.url),
       // Where the tables are: SQL run by hand needs `SET search_path` when it is not public.
       ...(config.store.kind === "postgres" || config.sinks.postgres
         ? { pgSchema: config.store.schema }
         : {}),
       sinks: sinks.map((sink) => sink.name),
+      ...(config.sinks.http ? { httpSinkUrl: redactUrl(config.sinks.http.url) } : {}),
       ...(config.sinks.names.includes("file")
         ? { fileSinkDir: resolve(config.sinks.fileDir) }
         : {}),

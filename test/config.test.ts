@@ -315,6 +315,9 @@ describe("loadConfig", () => {
       /^ALLOWED_CIDRS/,
     );
     expect(problemsOf({ ...credentials, ALLOWED_CIDRS: "10.1" })[0]).toMatch(/^ALLOWED_CIDRS/);
+    // Every bad entry of a list in one run, not only the first.
+    const [all] = problemsOf({ ...credentials, ALLOWED_CIDRS: "foo, 10.0.0.0/8, bar,1.2.3.4/40" });
+    expect(all).toMatch(/"foo".*"bar".*"1\.2\.3\.4\/40"/);
     expect(problemsOf({ ...credentials, TRUST_PROXY: "0.0.0.0/0" })[0]).toMatch(/^TRUST_PROXY/);
     // Nearly everyone, which proxy-addr takes: half of IPv4, all of it written as IPv6.
     for (const wide of ["0.0.0.0/1", "::ffff:0:0/96", "::ffff:0.0.0.0/100", "::/8", "8000::/1"]) {

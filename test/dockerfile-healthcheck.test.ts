@@ -35,8 +35,11 @@ async function probeArgs(): Promise<string[]> {
 
 const repo = fileURLToPath(new URL("..", import.meta.url));
 
-/** Runs the probe in `cwd` (the repository unless given), tsx and the script by path. */
-async function probe(env: Record<string, string>, cwd = repo): Promise<number> {
+/**
+ * Runs the probe in `cwd` (the repository unless given), tsx and the script by path; its
+ * exit code, and its stderr into `stderr` when given.
+ */
+async function probe(env: Record<string, string>, cwd = repo, stderr?: string[]): Promise<number> {
   const [, loader, script, ...rest] = await probeArgs();
   const args = [
     "--import",
@@ -52,6 +55,7 @@ async function probe(env: Record<string, string>, cwd = repo): Promise<number> {
     });
     return 0;
   } catch (error) {
+    stderr?.push(String((error as { stderr?: string }).stderr ?? ""));
     return (error as { code?: number }).code ?? -1;
   }
 }
@@ -101,10 +105,18 @@ describe("the Dockerfile's HEALTHCHECK", () => {
     }
   });
 
-  it("fails when nothing answers on ADMIN_HOST:ADMIN_PORT", async () => {
+  it("fails when nothing answers on ADMIN_HOST:ADMIN_PORT, saying so for the health log", async () => {
     // The admin server listens on 127.0.0.1 only: another loopback address gets no answer.
     expect(await probe({ ADMIN_PORT: adminPort, ADMIN_HOST: "127.0.0.2" })).toBe(1);
-    expect(await probe({ ADMIN_PORT: "1" })).toBe(1);
+    // fetch refuses port 1 by itself ("bad port"): a port nothing listens on instead.
+    const closed = createTcpServer();
+    const port = await listenOnLoopback(closed);
+    await new Promise((resolve) => closed.close(resolve));
+    const output: string[] = [];
+    expect(await probe({ ADMIN_PORT: port }, repo, output)).toBe(1);
+    expect(output.join("")).toBe(
+      `unhealthy: GET http://127.0.0.1:${port}/healthz failed: ECONNREFUSED\n`,
+    );
   });
 
   it("fails on an answer other than 200, and on no answer within its own timeout", async () => {

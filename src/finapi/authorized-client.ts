@@ -53,7 +53,7 @@ export class AuthorizedClient {
     try {
       body = JSON.parse(text);
     } catch {
-      throw invalidResponseError(context, "the body is not JSON");
+      throw invalidResponseError(context, "the body is not JSON", true);
     }
     const parsed = schema.safeParse(body);
     if (!parsed.success) {

@@ -166,13 +166,28 @@ function networkFix(
   );
 }
 
-export function invalidResponseError(context: FinapiErrorContext, problem: string): ReceiverError {
+/**
+ * `notJson`: the body was no JSON at all, most likely a web page (a URL that points at a
+ * website or a gateway instead of finAPI's API), so the fix names the variable first.
+ */
+export function invalidResponseError(
+  context: FinapiErrorContext,
+  problem: string,
+  notJson = false,
+): ReceiverError {
+  const report =
+    "report this to the receiver's maintainers with the X-Request-Id; retry the dead job once it is fixed.";
   return build(
     `finAPI answered with an unexpected shape: ${problem}.`,
     "finapi_invalid_response",
     false,
     context,
-    "report this to the receiver's maintainers with the X-Request-Id; retry the dead job once it is fixed.",
+    notJson
+      ? checkUrlFix(
+          context.endpoint,
+          `An answer that is not JSON is most likely a web page, not finAPI's API:`,
+        ).replace(/\.$/, `; if it is right, ${report}`)
+      : report,
   );
 }
 

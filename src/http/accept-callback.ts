@@ -1,5 +1,5 @@
 import type { Response } from "express";
-import { callbackSchema, isSuccessful } from "../callback.js";
+import { type Callback, callbackSchema, isSuccessful } from "../callback.js";
 import type { Inbox } from "../inbox/inbox.js";
 import type { Logger } from "../logger.js";
 import { sendError, zodIssues } from "./send-error.js";
@@ -72,4 +72,31 @@ export async function acceptCallback(
   if (isSuccessful(callback)) logger.info(logLine, "callback accepted");
   else logger.warn(logLine, "callback accepted with a status other than SUCCESSFUL");
   res.status(202).json({ accepted: true, duplicate: stored.duplicate, id: stored.id });
+  if (stored.duplicate) void warnIfDifferent(callback, stored.id, deps);
+}
+
+const COMPARED_FIELDS = ["status", "errorMessage", "clientReference"] as const;
+
+/**
+ * A sender's retry of a callback is the same callback. One with the same ids but another
+ * status (FAILED, then SUCCESSFUL) is a new event, and the first one stored stands: that
+ * must not pass as an ordinary duplicate. Read after the answer (duplicates are rare).
+ */
+async function warnIfDifferent(callback: Callback, jobId: string, deps: AcceptDeps) {
+  const job = await deps.inbox.get(jobId).catch(() => null);
+  if (!job) return;
+  const differs = COMPARED_FIELDS.filter((field) => job.callback[field] !== callback[field]);
+  if (differs.length === 0) return;
+  deps.logger.warn(
+    {
+      processToken: callback.processToken,
+      kreditCheckId: callback.kreditCheckId,
+      jobId,
+      jobState: job.state,
+      differs,
+      storedStatus: job.callback.status,
+      status: callback.status,
+    },
+    "duplicate callback differs from the stored one: the stored one stands and this one is not processed; to see finAPI's result now: npm run cli -- fetch --process-token … --kreditcheck-id …",
+  );
 }

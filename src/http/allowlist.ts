@@ -12,37 +12,49 @@ export const LOOPBACK_CIDRS = "127.0.0.0/8,::1/128";
  * (`::ffff:10.0.0.1`) is folded to its IPv4 form on both sides, so either spelling matches.
  * Throws with the offending entry named.
  */
+/** Every entry that is not an address or CIDR is named in one error, not only the first. */
 export function parseCidrList(list: string): Range[] {
-  return list
+  const ranges: Range[] = [];
+  const problems: string[] = [];
+  for (const entry of list
     .split(",")
-    .map((entry) => entry.trim())
-    .filter(Boolean)
-    .map((entry): Range => {
-      const address = entry.split("/")[0] ?? "";
-      // ipaddr.js reads "010" as octal and "10.1" as 10.0.0.1: neither is what an operator means.
-      if (!address.includes(":") && !ipaddr.IPv4.isValidFourPartDecimal(address)) {
-        throw new Error(
-          `"${entry}" is not an IPv4/IPv6 address or CIDR (IPv4 needs four decimal parts)`,
-        );
+    .map((part) => part.trim())
+    .filter(Boolean)) {
+    try {
+      ranges.push(parseCidr(entry));
+    } catch (error) {
+      problems.push((error as Error).message);
+    }
+  }
+  if (problems.length > 0) throw new Error(problems.join("; "));
+  return ranges;
+}
+
+function parseCidr(entry: string): Range {
+  const address = entry.split("/")[0] ?? "";
+  // ipaddr.js reads "010" as octal and "10.1" as 10.0.0.1: neither is what an operator means.
+  if (!address.includes(":") && !ipaddr.IPv4.isValidFourPartDecimal(address)) {
+    throw new Error(
+      `"${entry}" is not an IPv4/IPv6 address or CIDR (IPv4 needs four decimal parts)`,
+    );
+  }
+  try {
+    if (entry.includes("/")) {
+      const [network, bits] = ipaddr.parseCIDR(entry);
+      if (
+        network.kind() === "ipv6" &&
+        (network as ipaddr.IPv6).isIPv4MappedAddress() &&
+        bits >= 96
+      ) {
+        return [(network as ipaddr.IPv6).toIPv4Address(), bits - 96];
       }
-      try {
-        if (entry.includes("/")) {
-          const [address, bits] = ipaddr.parseCIDR(entry);
-          if (
-            address.kind() === "ipv6" &&
-            (address as ipaddr.IPv6).isIPv4MappedAddress() &&
-            bits >= 96
-          ) {
-            return [(address as ipaddr.IPv6).toIPv4Address(), bits - 96];
-          }
-          return [address, bits];
-        }
-        const address = ipaddr.process(entry);
-        return [address, address.kind() === "ipv4" ? 32 : 128];
-      } catch {
-        throw new Error(`"${entry}" is not an IPv4/IPv6 address or CIDR`);
-      }
-    });
+      return [network, bits];
+    }
+    const single = ipaddr.process(entry);
+    return [single, single.kind() === "ipv4" ? 32 : 128];
+  } catch {
+    throw new Error(`"${entry}" is not an IPv4/IPv6 address or CIDR`);
+  }
 }
 
 export function isAllowed(ranges: readonly Range[], remoteAddress: string | undefined): boolean {
@@ -66,8 +78,21 @@ export function allowlist(
   return (req, res, next) => {
     if (isAllowed(ranges, req.ip)) return next();
     onReject?.();
+    const forwardedFor = req.headers["x-forwarded-for"];
+    // The header came, but its sender is no trusted proxy, so the socket's address was
+    // checked: the usual cause is a proxy in front and TRUST_PROXY not set for it.
+    const ignored = forwardedFor !== undefined && req.ip === req.socket.remoteAddress;
     logger.warn(
-      { remoteAddress: req.ip, socketAddress: req.socket.remoteAddress },
+      {
+        remoteAddress: req.ip,
+        socketAddress: req.socket.remoteAddress,
+        ...(ignored
+          ? {
+              forwardedFor,
+              hint: "X-Forwarded-For was ignored: its sender is not in TRUST_PROXY. Behind a proxy, set TRUST_PROXY to the proxy's address",
+            }
+          : {}),
+      },
       "callback refused: address not in ALLOWED_CIDRS",
     );
     sendError(res, 403, "forbidden", [{ message: "this address may not send callbacks" }]);

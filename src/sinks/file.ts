@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
-import { constants, writeFile } from "node:fs";
-import { access, open, readdir, rename, rm, stat } from "node:fs/promises";
+import { writeFile } from "node:fs";
+import { open, readdir, rename, rm, stat } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { SAFE_ID_PATTERN } from "../callback.js";
@@ -45,20 +45,26 @@ export class FileSink implements Sink {
   }
 
   /**
-   * The sink for FILE_SINK_DIR, once its folder exists (made if needed) and this process
-   * may write there: a folder that can never work stops start-up with its name, instead
-   * of every job failing later while readiness says ready.
+   * The sink for FILE_SINK_DIR, once its folder exists (made if needed) and a file can be
+   * written there: a folder that can never work stops start-up with its name, instead of
+   * every job failing later while readiness says ready. A probe file is written, synced
+   * and removed: a permission check alone passed a full disk and a read-only mount.
    */
   static async open(dir: string): Promise<FileSink> {
     const sink = new FileSink(dir);
+    // Named like the sink's own temporaries: one a crash left here is swept with them.
+    const probe = join(sink.dir, `.startup-probe.${randomUUID().slice(-12)}.tmp`);
     try {
       await sink.ensureFolder();
-      // Search (x) too: files inside are opened by path.
-      await access(sink.dir, constants.W_OK | constants.X_OK);
+      await writeFlushed(probe, "probe\n", { mode: 0o600, flush: true });
+      await rm(probe, { force: true });
     } catch (error) {
-      const reason = (error as { cause?: Error }).cause?.message ?? (error as Error).message;
+      // A full disk may take the file but not its bytes.
+      await rm(probe, { force: true }).catch(() => undefined);
+      const cause = (error as { cause?: NodeJS.ErrnoException }).cause ?? error;
+      const { code, message } = cause as NodeJS.ErrnoException;
       throw new Error(
-        `FILE_SINK_DIR=${dir}: the file sink cannot write to ${sink.dir} (${reason}); create the folder or point FILE_SINK_DIR elsewhere, and give the service's user write access`,
+        `FILE_SINK_DIR=${dir}: the file sink cannot write to ${sink.dir} (${message}); ${folderFix(code)}`,
         { cause: error },
       );
     }
@@ -250,6 +256,17 @@ export class FileSink implements Sink {
 }
 
 const writeFlushed = promisify(writeFile);
+
+/** What to do about a folder the sink cannot write to, by the error's code. */
+function folderFix(code: string | undefined): string {
+  if (code === "ENOSPC" || code === "EDQUOT") {
+    return "the disk (or the user's quota) is full: free space there or point FILE_SINK_DIR elsewhere";
+  }
+  if (code === "EROFS") {
+    return "the file system is mounted read-only: mount a writable volume there or point FILE_SINK_DIR elsewhere";
+  }
+  return "create the folder or point FILE_SINK_DIR elsewhere, and give the service's user write access";
+}
 
 async function syncDirectory(path: string): Promise<void> {
   const folder = await open(path, "r");

@@ -515,6 +515,12 @@ describe("npm run cli", () => {
         duplicate: boolean;
       };
       expect(replayed.duplicate).toBe(false);
+      // Again: stored already, and a replay does not run it again; the CLI says what would.
+      const again = await cli("replay", file);
+      expect(JSON.parse(again.stdout)).toMatchObject({ duplicate: true, id: replayed.id });
+      expect(again.stderr).toBe(
+        `kreditcheck-receiver cli: this callback is stored already as job ${replayed.id} (pending); a replay does not run it again: npm run cli -- retry ${replayed.id}\n`,
+      );
 
       const listed = JSON.parse((await cli("jobs", "--state", "pending")).stdout) as {
         jobs: { id: string }[];

@@ -49,6 +49,8 @@ describe("an answer from finAPI that is not what the receiver expects", () => {
     expect(job.lastError).toContain("the body is not JSON");
     expect(job.lastError).toMatch(/X-Request-Id [0-9a-f-]{36}/);
     expect(job.lastError).toContain(body);
+    // A web page where the API should be: the fix names the variable first.
+    expect(job.lastError).toMatch(/most likely a web page.*check that FINAPI_PROCESSCTRL_URL/);
   });
 
   it("gives up on JSON of the wrong shape, naming the field but not showing the body (it may hold account data)", async () => {

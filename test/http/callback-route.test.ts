@@ -1,6 +1,7 @@
 import { gzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Harness, makeCallback, startHarness } from "../support/harness.js";
+import { waitFor } from "../support/wait-for.js";
 
 /** The 415 a refused charset gets, naming it. */
 const charsetRefused = (charset: string) => ({
@@ -40,6 +41,33 @@ describe("POST /callbacks/kreditcheck", () => {
     expect(second.status).toBe(202);
     expect(second.body).toEqual({ accepted: true, duplicate: true, id: first.body.id });
     expect(await stored()).toBe(before);
+    // The same callback again (a sender's retry) is no news: no warning.
+    expect(harness.logs.text()).not.toContain("differs from the stored one");
+  });
+
+  it("warns when a repeated callback's status differs: the first one stored stands", async () => {
+    const callback = makeCallback({ status: "FAILED", errorMessage: "bank timed out" });
+    const first = await harness.post(callback);
+    const second = await harness.post({ ...callback, status: "SUCCESSFUL", errorMessage: null });
+    expect(second.body).toEqual({ accepted: true, duplicate: true, id: first.body.id });
+    const warning = await waitFor(
+      () =>
+        harness.logs
+          .lines()
+          .find((line) => String(line.msg).includes("differs from the stored one")),
+      "the warning",
+    );
+    expect(warning).toMatchObject({
+      level: 40,
+      jobId: first.body.id,
+      jobState: "pending",
+      differs: ["status", "errorMessage"],
+      storedStatus: "FAILED",
+      status: "SUCCESSFUL",
+    });
+    expect((await harness.service.inbox.get(String(first.body.id)))?.callback.status).toBe(
+      "FAILED",
+    );
   });
 
   it("accepts application/json with a charset, nulls for the optional fields and unknown statuses", async () => {

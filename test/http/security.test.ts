@@ -53,6 +53,15 @@ describe("who may send callbacks", () => {
     });
     expect(spoofed.status).toBe(403);
     expect(await stored()).toBe(0);
+    // The refusal says why the header did not count: the usual cause is a forgotten TRUST_PROXY.
+    const refusal = harness.logs
+      .lines()
+      .find((line) => line.msg === "callback refused: address not in ALLOWED_CIDRS");
+    expect(refusal).toMatchObject({
+      remoteAddress: "127.0.0.2",
+      forwardedFor: "127.0.0.1",
+      hint: expect.stringMatching(/X-Forwarded-For was ignored.*set TRUST_PROXY/),
+    });
   });
 
   it("believes X-Forwarded-For from a trusted proxy", async () => {
@@ -67,6 +76,8 @@ describe("who may send callbacks", () => {
       });
     expect((await viaProxy("198.51.100.7")).status).toBe(202);
     expect((await viaProxy("203.0.113.7")).status).toBe(403);
+    // The header was believed here: no hint about TRUST_PROXY.
+    expect(harness.logs.text()).not.toContain("X-Forwarded-For was ignored");
     expect(harness.logs.text()).not.toContain("TRUST_PROXY is a hop count");
   });
 

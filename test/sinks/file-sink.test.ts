@@ -1,9 +1,13 @@
+import { execFile } from "node:child_process";
 import { mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { FileSink, STALE_TEMPORARY_MS } from "../../src/sinks/file.js";
 import type { Bundle } from "../../src/sinks/sink.js";
+
+const run = promisify(execFile);
 
 function bundleFor(kreditCheckId: string, verdict = "GREEN"): Bundle {
   return {
@@ -191,5 +195,48 @@ describe("FileSink", () => {
       });
       await Promise.all(callers);
     }
+  });
+});
+
+/**
+ * A real full disk and a real read-only mount: a small tmpfs, which needs root (mount).
+ * Elsewhere these skip, saying so; CI runs as root.
+ */
+async function mountTmpfs(dir: string, options: string): Promise<boolean> {
+  try {
+    await run("mount", ["-t", "tmpfs", "-o", options, "tmpfs", dir]);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe("FileSink at start-up, on a folder that cannot take a file", () => {
+  let dir: string;
+  let mounted = false;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), "kcr-file-mount-"));
+  });
+  afterEach(async () => {
+    if (mounted) await run("umount", [dir]);
+    mounted = false;
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("stops start-up on a full disk, saying it is full (a permission check passed it)", async (ctx) => {
+    mounted = await mountTmpfs(dir, "size=64k");
+    if (!mounted) return ctx.skip("mounting a tmpfs needs root");
+    // Fill it to the last block.
+    await writeFile(join(dir, "filler"), Buffer.alloc(64 * 1024)).catch(() => undefined);
+    await expect(FileSink.open(dir)).rejects.toThrow(
+      /FILE_SINK_DIR=.*cannot write .*ENOSPC.*the disk \(or the user's quota\) is full/,
+    );
+    expect((await readdir(dir)).filter((name) => name.endsWith(".tmp"))).toEqual([]);
+  });
+
+  it("stops start-up on a read-only mount, saying so instead of asking for write access", async (ctx) => {
+    mounted = await mountTmpfs(dir, "size=64k,ro");
+    if (!mounted) return ctx.skip("mounting a tmpfs needs root");
+    await expect(FileSink.open(dir)).rejects.toThrow(/EROFS.*mounted read-only/);
   });
 });
