@@ -66,6 +66,9 @@ class ShutdownSignal extends Error {
   }
 }
 
+/** How long jobs get to end after shutdown aborted them, before they are given back anyway. */
+export const ABORT_GRACE_MS = 1000;
+
 /**
  * Claims due jobs with bounded concurrency and runs them under a lease it renews every
  * third of its length. A job whose lease is lost is aborted; its result is not written.
@@ -118,7 +121,10 @@ export class Worker {
 
   /**
    * Stops claiming, lets running jobs finish for up to `timeoutMs`, then aborts the rest
-   * and gives their jobs back to the inbox so another worker can take them at once.
+   * and gives their jobs back to the inbox so another worker can take them at once. A job
+   * still running ABORT_GRACE_MS after its abort (a module sink that ignores its signal)
+   * is given back by the worker itself: waiting for it held shutdown until the process was
+   * killed, and its job stayed leased until LEASE_MS ran out.
    */
   async stop(timeoutMs: number): Promise<void> {
     if (!this.loopDone) return;
@@ -126,17 +132,44 @@ export class Worker {
     this.unsubscribe?.();
     this.wake();
     await this.loopDone;
+    await this.settledWithin(timeoutMs);
+    for (const active of this.active.values()) active.controller.abort(new ShutdownSignal());
+    await this.settledWithin(ABORT_GRACE_MS);
+    await Promise.allSettled([...this.active.values()].map((active) => this.giveBack(active)));
+  }
+
+  /** Waits for the active jobs' tasks to settle, at most `ms`. */
+  private async settledWithin(ms: number): Promise<void> {
     const tasks = [...this.active.values()].map((active) => active.task);
+    if (tasks.length === 0) return;
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
       Promise.allSettled(tasks),
       new Promise((resolve) => {
-        timer = setTimeout(resolve, timeoutMs);
+        timer = setTimeout(resolve, ms);
       }),
     ]);
     clearTimeout(timer);
-    for (const active of this.active.values()) active.controller.abort(new ShutdownSignal());
-    await Promise.allSettled([...this.active.values()].map((active) => active.task));
+  }
+
+  /** A job whose run did not end when aborted: released under its lease, its run left behind. */
+  private async giveBack(active: ActiveJob): Promise<void> {
+    if (active.ending) return; // its outcome is being stored
+    const { job } = active;
+    const logger = this.options.logger.child({ jobId: job.id });
+    try {
+      await this.asOwner(active, (owner) =>
+        this.options.inbox.release(job.id, owner, job.progress),
+      );
+      logger.warn(
+        "job did not stop when shutdown aborted it (a sink or module that ignores its signal?); given back unfinished",
+      );
+    } catch (error) {
+      logger.warn(
+        { err: error },
+        "could not give back a job that did not stop; it runs again after LEASE_MS",
+      );
+    }
   }
 
   private wake(): void {

@@ -311,6 +311,30 @@ describe("Worker", () => {
     const job = await inbox.get(id);
     expect(job).toMatchObject({ state: "pending", attempts: 0, lockedBy: null });
   });
+  it("gives back a job whose run ignores the abort, instead of holding shutdown for it", async () => {
+    const logs = captureLogs();
+    let release!: () => void;
+    const ignoresAbort = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    startWorkerWith({ handle: () => ignoresAbort, logger: logs.logger });
+    const { id } = await inbox.enqueue(makeCallback() as never, new Date(now));
+    await waitFor(async () => (await inbox.get(id))?.state === "running", "the job to run");
+    const stopping = Date.now();
+    await worker?.stop(50);
+    // The stop waited for the drain (50 ms) and the abort grace, not for the run.
+    expect(Date.now() - stopping).toBeLessThan(5_000);
+    expect(await inbox.get(id)).toMatchObject({ state: "pending", attempts: 0, lockedBy: null });
+    expect(logs.text()).toContain("job did not stop when shutdown aborted it");
+    // The run ends later: its outcome finds the job given back, and changes nothing.
+    release();
+    await waitFor(
+      () => logs.text().includes("lease lost before the outcome was stored"),
+      "the late run",
+    );
+    expect((await inbox.get(id))?.state).toBe("pending");
+  });
+
   it("stores the outcome under the new lease when it re-claimed the job while the outcome was on its way", async () => {
     const runs: string[] = [];
     startWorkerWith({
