@@ -45,8 +45,20 @@ const cpuProf = cpuProfileFlags();
 delete process.env.STORE_URL;
 // Both run as built JavaScript, as users run them (npm start, node dist/simulator/cli.js).
 buildDist();
+// 3 accounts per check, each with a caseId: one KreditCheck call and 3 DAC calls, as the
+// issue says (the simulator's default is 4 accounts, one of them without a caseId).
+const ACCOUNTS = 3;
 const simulator = await startSimulatorProcess(
-  ["--latency-ms", String(LATENCY_MS)],
+  [
+    "--latency-ms",
+    String(LATENCY_MS),
+    "--connections",
+    "1",
+    "--accounts-per-connection",
+    String(ACCOUNTS),
+    "--accounts-without-case-id",
+    "0",
+  ],
   cpuProf,
   "dist/simulator/cli.js",
 );
@@ -82,7 +94,9 @@ try {
       const bare = await runBareClient(concurrency);
       const ratio = run.makespan / run.ideal;
       ratios.push(ratio);
-      everyRunWhole &&= run.finished && run.stats.calls.token === 1;
+      // Every check made its calls: one KreditCheck, then one DAC report per account.
+      const callsRight = run.stats.calls.dac === ACCOUNTS * (N + WARM_UP);
+      everyRunWhole &&= run.finished && run.stats.calls.token === 1 && callsRight;
       figures.push({
         concurrency,
         run: repeat,
@@ -122,7 +136,10 @@ try {
         "CPU ms/check simulator": run.simulatorCpuPerCheck.toFixed(2),
         "CPU ms/check bare client": bare.cpuMsPerCheck.toFixed(2),
         "CPU stolen": formatSteal(run.stolenPercent),
-        met: run.finished && ratio <= GOAL_RATIO && run.stats.calls.token === 1 ? "yes" : "NO",
+        met:
+          run.finished && ratio <= GOAL_RATIO && run.stats.calls.token === 1 && callsRight
+            ? "yes"
+            : "NO",
       });
     }
     summaryRows.push({
@@ -135,7 +152,7 @@ try {
     });
   }
   console.log(
-    `\npipeline: ${N} callbacks (3 DAC reports each) pre-enqueued after ${WARM_UP} warm-up callbacks in the same service process, finAPI latency ${LATENCY_MS} ms, DAC_CONCURRENCY 4;\nmakespan = worker's first finAPI request -> last job done\n`,
+    `\npipeline: ${N} callbacks (${ACCOUNTS} accounts, so ${ACCOUNTS} DAC reports, each) pre-enqueued after ${WARM_UP} warm-up callbacks in the same service process, finAPI latency ${LATENCY_MS} ms, DAC_CONCURRENCY 4;\nmakespan = worker's first finAPI request -> last job done\n`,
   );
   console.log(table(rows));
   console.log(
@@ -146,7 +163,8 @@ try {
     console.log(`\nover ${REPEAT} runs at each C (BENCH_REPEAT):\n`);
     console.log(table(summaryRows));
   }
-  console.log(`\nfigures written to ${await saveResults("pipeline", figures)}`);
+  const path = await saveResults("pipeline", { runs: figures, summary: summaryRows });
+  console.log(`\nfigures written to ${path}`);
 } finally {
   await simulator.stop();
 }

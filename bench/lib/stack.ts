@@ -75,6 +75,8 @@ export interface ServiceProcess extends ChildScript {
   /** The SQLite file when STORE_URL is SQLite; undefined for other stores. */
   sqlitePath: string | undefined;
   callbackUrl: string;
+  /** Its admin port (health, metrics, jobs API). */
+  adminUrl: string;
   cleanup(): Promise<void>;
 }
 
@@ -132,9 +134,11 @@ export async function startServiceProcess(
   const dir = options.dir ?? (await mkdtemp(join(benchWorkRoot(), "kcr-bench-")));
   await options.beforeStart?.(dir);
   const port = await freePort();
+  const adminPort = await freePort();
   const store = process.env.STORE_URL;
   const fullEnv = serviceEnv(simulator, dir, {
     PORT: String(port),
+    ADMIN_PORT: String(adminPort),
     // As users run it: info logs, one line per accepted callback (to /dev/null here).
     LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? "info",
     ...(store ? { STORE_URL: store } : {}),
@@ -151,6 +155,7 @@ export async function startServiceProcess(
     dir,
     sqlitePath: storeUrl.startsWith("sqlite:") ? storeUrl.slice("sqlite:".length) : undefined,
     callbackUrl: `${child.url}/callbacks/kreditcheck`,
+    adminUrl: `http://127.0.0.1:${fullEnv.ADMIN_PORT}`,
     async cleanup() {
       await child.stop();
       await rm(dir, { recursive: true, force: true });
@@ -173,13 +178,41 @@ function serviceOverrides(): Record<string, string> {
 
 /** Resident set size of a process in MB (Linux /proc), or undefined where unavailable. */
 export async function rssMb(pid: number | undefined): Promise<number | undefined> {
+  return procStatusMb(pid, "VmRSS");
+}
+
+/**
+ * The highest RSS a process has had since it started, in MB, as the kernel recorded it
+ * (VmHWM): a peak between two samples of rssMb is not missed.
+ */
+export async function peakRssMb(pid: number | undefined): Promise<number | undefined> {
+  return procStatusMb(pid, "VmHWM");
+}
+
+async function procStatusMb(pid: number | undefined, field: string): Promise<number | undefined> {
   if (pid === undefined) return undefined;
   try {
     const status = await readFile(`/proc/${pid}/status`, "utf8");
-    const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1]);
+    const kb = Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1]);
     return Number.isFinite(kb) ? kb / 1024 : undefined;
   } catch {
     return undefined;
+  }
+}
+
+/**
+ * Waits until the service's inbox holds no pending or running job, read from its admin
+ * port's metrics (SQLite and PostgreSQL alike); false if that takes longer than timeoutMs.
+ */
+export async function waitForDrain(adminUrl: string, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const text = await (await fetch(`${adminUrl}/metrics`)).text();
+    const count = (state: string) =>
+      Number(new RegExp(`^kreditcheck_jobs\\{state="${state}"\\} (\\d+)$`, "m").exec(text)?.[1]);
+    if (count("pending") === 0 && count("running") === 0) return true;
+    if (Date.now() > deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 200));
   }
 }
 
