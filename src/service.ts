@@ -246,7 +246,8 @@ export async function startService(
         ? { pgSchema: config.store.schema }
         : {}),
       sinks: sinks.map((sink) => sink.name),
-      ...(config.sinks.http ? { httpSinkUrl: redactUrl(config.sinks.http.url) } : {}),
+      // Its origin only: a webhook URL often carries its key in the path or query.
+      ...(config.sinks.http ? { httpSinkOrigin: new URL(config.sinks.http.url).origin } : {}),
       ...(config.sinks.names.includes("file")
         ? { fileSinkDir: resolve(config.sinks.fileDir) }
         : {}),

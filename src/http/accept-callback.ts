@@ -85,7 +85,10 @@ const COMPARED_FIELDS = ["status", "errorMessage", "clientReference"] as const;
 async function warnIfDifferent(callback: Callback, jobId: string, deps: AcceptDeps) {
   const job = await deps.inbox.get(jobId).catch(() => null);
   if (!job) return;
-  const differs = COMPARED_FIELDS.filter((field) => job.callback[field] !== callback[field]);
+  // A field left out and one sent as null say the same.
+  const differs = COMPARED_FIELDS.filter(
+    (field) => (job.callback[field] ?? null) !== (callback[field] ?? null),
+  );
   if (differs.length === 0) return;
   deps.logger.warn(
     {

@@ -88,7 +88,8 @@ export function allowlist(
         socketAddress: req.socket.remoteAddress,
         ...(ignored
           ? {
-              forwardedFor,
+              // The sender's own text: bounded, as a log line from anyone should be.
+              forwardedFor: String(forwardedFor).slice(0, 256),
               hint: "X-Forwarded-For was ignored: its sender is not in TRUST_PROXY. Behind a proxy, set TRUST_PROXY to the proxy's address",
             }
           : {}),

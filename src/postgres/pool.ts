@@ -44,7 +44,10 @@ export interface PoolOptions {
    * The longest a statement may go without an answer; then it fails and its connection is
    * closed. Without it a statement sent on a connection that died without a word (no RST:
    * a failover, a dropped NAT entry) waits forever: the worker's claim did, and with it
-   * the worker, while readiness kept answering 200.
+   * the worker, while readiness kept answering 200. The server cancels the statement a
+   * little earlier (statement_timeout): a client that gave up alone would leave it waiting
+   * on the server, where it could still commit (a claim for a worker that was told it
+   * failed, an outcome its worker had given up on).
    */
   queryTimeoutMs?: number;
 }
@@ -59,7 +62,11 @@ export function createPool(
   if (connectionTimeoutMs !== undefined) config.connectionTimeoutMillis = connectionTimeoutMs;
   // A transaction may still set its own (SET LOCAL), as the migrator does.
   if (lockTimeoutMs !== undefined) config.options += ` -c lock_timeout=${lockTimeoutMs}`;
-  if (queryTimeoutMs !== undefined) config.query_timeout = queryTimeoutMs;
+  if (queryTimeoutMs !== undefined) {
+    config.query_timeout = queryTimeoutMs;
+    const serverMs = Math.max(1, queryTimeoutMs - Math.min(1000, Math.floor(queryTimeoutMs / 2)));
+    config.options += ` -c statement_timeout=${serverMs}`;
+  }
   const pool = new pg.Pool({ ...config, max });
   // An idle client that loses its connection emits here; without a listener the process
   // would crash. The next query gets a fresh connection, and its error is handled there.

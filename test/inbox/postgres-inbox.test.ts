@@ -212,6 +212,25 @@ describePostgres("PostgreSQL inbox: replicas", () => {
     expect(Object.keys(requeued?.progress ?? {})).toEqual(["requeuedAt"]);
   });
 
+  it("lets the server cancel a statement that outlasts its timeout, so it never commits after the worker gave up", async () => {
+    const inbox = await open({ queryTimeoutMs: 1000 });
+    const { id } = await inbox.enqueue(makeCallback() as never, new Date());
+    const locker = new pg.Client({ connectionString: testDatabaseUrl });
+    await locker.connect();
+    try {
+      await locker.query("BEGIN");
+      await locker.query(`LOCK TABLE ${fresh.name}.kreditcheck_jobs IN ACCESS EXCLUSIVE MODE`);
+      await expect(inbox.claim("w:1", 1, 60_000)).rejects.toThrow(StoreUnavailableError);
+      // Held past the timeout: a claim still waiting on the server would now go through.
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      await locker.query("COMMIT");
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(await inbox.get(id)).toMatchObject({ state: "pending", attempts: 0, lockedBy: null });
+    } finally {
+      await locker.end();
+    }
+  });
+
   it("does not hold a callback for a lock another session holds on the jobs table, but lets the worker's writes wait it out", async () => {
     const lockTimeoutMs = 600;
     const inbox = await open({ lockTimeoutMs });

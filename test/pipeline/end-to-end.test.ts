@@ -281,6 +281,23 @@ describe("callback → inbox → finAPI → file sink", () => {
     expect(JSON.stringify(started)).not.toMatch(/pr0xy-pw|ops/);
     // No PostgreSQL in use: no schema to name.
     expect(started).not.toHaveProperty("pgSchema");
+    expect(started).toMatchObject({ trustProxy: false });
+  });
+
+  it("names the http sink by its origin only at start-up: a webhook's key may sit in its path or query", async () => {
+    harness = await startHarness({
+      env: {
+        SINKS: "file,http",
+        HTTP_SINK_URL: "https://hooks.example.com/services/T00/B00/XXXXSECRET?code=KEY123",
+        HTTP_SINK_SECRET: "a-signing-secret-of-enough-length",
+      },
+      service: { worker: false },
+    });
+    const started = harness.logs
+      .lines()
+      .find((line) => line.msg === "kreditcheck-receiver listening");
+    expect(started).toMatchObject({ httpSinkOrigin: "https://hooks.example.com" });
+    expect(JSON.stringify(started)).not.toMatch(/XXXXSECRET|KEY123/);
   });
 
   it("fetches the DAC reports of one check in parallel", async () => {

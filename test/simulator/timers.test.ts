@@ -1,4 +1,4 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { PendingTimers } from "../../src/simulator/timers.js";
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -18,21 +18,27 @@ describe("PendingTimers", () => {
     expect(ran).toEqual(["a", "b", "c", "d"]);
   });
 
-  it("cancels one timer, wherever it is in the list; a fired or cancelled one is left alone", async () => {
-    const timers = new PendingTimers(new AbortController().signal);
-    const ran: string[] = [];
-    const first = timers.after(0, () => ran.push("first"));
-    const a = timers.after(10, () => ran.push("a"));
-    const b = timers.after(20, () => ran.push("b"));
-    timers.after(30, () => ran.push("c"));
-    await sleep(5);
-    timers.cancel(first); // already fired
-    timers.cancel(b); // in the middle of the list
-    timers.cancel(b);
-    timers.cancel(a); // then what is now the tail
-    timers.after(15, () => ran.push("d"));
-    await sleep(60);
-    expect(ran).toEqual(["first", "d", "c"]);
+  it("cancels one timer, wherever it is in the list; a fired or cancelled one is left alone", () => {
+    // Fake time: the order below must not depend on how late a loaded machine wakes up.
+    vi.useFakeTimers();
+    try {
+      const timers = new PendingTimers(new AbortController().signal);
+      const ran: string[] = [];
+      const first = timers.after(0, () => ran.push("first"));
+      const a = timers.after(10, () => ran.push("a"));
+      const b = timers.after(20, () => ran.push("b"));
+      timers.after(30, () => ran.push("c"));
+      vi.advanceTimersByTime(5);
+      timers.cancel(first); // already fired
+      timers.cancel(b); // in the middle of the list
+      timers.cancel(b);
+      timers.cancel(a); // then what is now the tail
+      timers.after(15, () => ran.push("d")); // at 20: before c at 30
+      vi.advanceTimersByTime(60);
+      expect(ran).toEqual(["first", "d", "c"]);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it("drops everything pending when the signal aborts, and schedules nothing after", async () => {

@@ -41,8 +41,8 @@ export const INBOX_LOCK_TIMEOUT_MS = 5000;
 
 /**
  * The longest any inbox statement goes without an answer before its connection is given
- * up (see PoolOptions.queryTimeoutMs). Longer than any healthy statement, a migration's
- * wait for another replica's included; callbacks' and operators' statements get less.
+ * up (see PoolOptions.queryTimeoutMs). Longer than any healthy statement; callbacks' and
+ * operators' statements get less, migrations (on a connection of their own) no limit.
  */
 export const INBOX_QUERY_TIMEOUT_MS = 60_000;
 
@@ -97,8 +97,9 @@ export class PostgresInbox implements Inbox {
     // retries on a 503) and readiness on one pool, an operator's reads and retries (admin
     // API, metrics: a 503 or inbox_up 0 rather than a request that hangs for the lock's
     // duration) on another, so that a slow count over a large table never holds a callback.
-    // The worker's writes wait a lock out: a job outcome that failed to be stored would run
-    // the job again once its lease expired, delivering it twice.
+    // The worker's writes wait a lock out, up to their query timeout (a minute): a job
+    // outcome that failed to be stored would run the job again once its lease expired,
+    // delivering it twice.
     const lockTimeoutMs = options.lockTimeoutMs ?? INBOX_LOCK_TIMEOUT_MS;
     // Their statements give up on a lock after lockTimeoutMs; a few seconds more is all
     // a healthy connection needs to answer.
@@ -113,8 +114,13 @@ export class PostgresInbox implements Inbox {
       lockTimeoutMs,
       queryTimeoutMs: boundedQueryTimeoutMs,
     });
+    // On a connection of its own, without the pools' statement timeouts: a migration of a
+    // large table may take longer than any statement of the running service should.
+    const migrationPool = createPool(options, "kreditcheck-receiver migrate", { max: 1 });
     try {
-      await migrate(pool, options.schema, INBOX_MIGRATIONS);
+      await migrate(migrationPool, options.schema, INBOX_MIGRATIONS).finally(() =>
+        migrationPool.end().catch(() => undefined),
+      );
     } catch (error) {
       await pool.end().catch(() => undefined);
       await boundedPool.end().catch(() => undefined);
