@@ -29,15 +29,12 @@ export function uniqueCallback(): string {
 
 /**
  * POSTs distinct callbacks to `url` with autocannon, for `seconds` or `amount` requests.
- * Every request body is made fresh in setupRequest, so the receiver never sees a duplicate
- * (`sameBody`: one callback every time instead, a duplicate after the first, which warms
- * the whole path up without leaving a backlog of jobs).
+ * Every request body is made fresh in setupRequest, so the receiver never sees a duplicate.
  */
 export async function postCallbacks(
   url: string,
-  options: { connections: number; seconds?: number; amount?: number; sameBody?: boolean },
+  options: { connections: number; seconds?: number; amount?: number },
 ): Promise<LoadResult> {
-  const body = options.sameBody ? uniqueCallback() : undefined;
   const result = await autocannon({
     url,
     method: "POST",
@@ -45,7 +42,7 @@ export async function postCallbacks(
     connections: options.connections,
     ...(options.amount ? { amount: options.amount } : { duration: options.seconds ?? 5 }),
     timeout: 30,
-    requests: [{ setupRequest: (request) => ({ ...request, body: body ?? uniqueCallback() }) }],
+    requests: [{ setupRequest: (request) => ({ ...request, body: uniqueCallback() }) }],
   });
   const ok = result["2xx"];
   return {
