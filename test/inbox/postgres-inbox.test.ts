@@ -69,6 +69,23 @@ describePostgres("PostgreSQL inbox: replicas", () => {
     await Promise.allSettled(opened.splice(0).map((inbox) => inbox.close()));
   });
 
+  /** Another session holding a lock on the jobs table in `mode` until `end` (COMMIT or ROLLBACK). */
+  async function lockJobsTable(mode: "SHARE" | "ACCESS EXCLUSIVE") {
+    const locker = new pg.Client({ connectionString: testDatabaseUrl });
+    await locker.connect();
+    await locker.query("BEGIN");
+    await locker.query(`LOCK TABLE ${fresh.name}.kreditcheck_jobs IN ${mode} MODE`);
+    let ended = false;
+    return {
+      async end(how: "COMMIT" | "ROLLBACK" = "ROLLBACK") {
+        if (ended) return;
+        ended = true;
+        await locker.query(how).catch(() => undefined);
+        await locker.end();
+      },
+    };
+  }
+
   it("migrates once when ten replicas start at the same moment on a fresh schema", async () => {
     const inboxes = await Promise.all(Array.from({ length: 10 }, () => open()));
     expect(inboxes).toHaveLength(10);
@@ -215,19 +232,16 @@ describePostgres("PostgreSQL inbox: replicas", () => {
   it("lets the server cancel a statement that outlasts its timeout, so it never commits after the worker gave up", async () => {
     const inbox = await open({ queryTimeoutMs: 1000 });
     const { id } = await inbox.enqueue(makeCallback() as never, new Date());
-    const locker = new pg.Client({ connectionString: testDatabaseUrl });
-    await locker.connect();
+    const lock = await lockJobsTable("ACCESS EXCLUSIVE");
     try {
-      await locker.query("BEGIN");
-      await locker.query(`LOCK TABLE ${fresh.name}.kreditcheck_jobs IN ACCESS EXCLUSIVE MODE`);
       await expect(inbox.claim("w:1", 1, 60_000)).rejects.toThrow(StoreUnavailableError);
       // Held past the timeout: a claim still waiting on the server would now go through.
       await new Promise((resolve) => setTimeout(resolve, 1500));
-      await locker.query("COMMIT");
+      await lock.end("COMMIT");
       await new Promise((resolve) => setTimeout(resolve, 300));
       expect(await inbox.get(id)).toMatchObject({ state: "pending", attempts: 0, lockedBy: null });
     } finally {
-      await locker.end();
+      await lock.end();
     }
   });
 
@@ -237,11 +251,8 @@ describePostgres("PostgreSQL inbox: replicas", () => {
     const { id } = await inbox.enqueue(makeCallback() as never, new Date());
     await inbox.claim("worker-a", 1, 60_000);
     // As CREATE INDEX without CONCURRENTLY would hold it, for as long as it takes.
-    const locker = new pg.Client({ connectionString: testDatabaseUrl });
-    await locker.connect();
+    const lock = await lockJobsTable("SHARE");
     try {
-      await locker.query("BEGIN");
-      await locker.query(`LOCK TABLE ${fresh.name}.kreditcheck_jobs IN SHARE MODE`);
       // The job's outcome is being stored meanwhile: it must not fail (the job would run again).
       const completed = inbox.complete(id, "worker-a", { deliveredSinks: ["file"] });
       const first = inbox.enqueue(makeCallback() as never, new Date()).catch((e) => e);
@@ -257,7 +268,7 @@ describePostgres("PostgreSQL inbox: replicas", () => {
       }
       // Readiness sees it too: its write takes the lock a callback's insert takes.
       await expect(inbox.ping()).rejects.toThrow(/55P03/);
-      await locker.query("ROLLBACK");
+      await lock.end();
       await expect(completed).resolves.toBeUndefined();
       expect((await inbox.get(id))?.state).toBe("done");
       // Once the lock is gone, callbacks go through again.
@@ -265,7 +276,7 @@ describePostgres("PostgreSQL inbox: replicas", () => {
         duplicate: false,
       });
     } finally {
-      await locker.end();
+      await lock.end();
     }
   });
 
@@ -274,11 +285,8 @@ describePostgres("PostgreSQL inbox: replicas", () => {
     const inbox = await open({ lockTimeoutMs });
     const { id } = await inbox.enqueue(makeCallback() as never, new Date());
     // As ALTER TABLE, VACUUM FULL or a TRUNCATE would hold it: even reads wait.
-    const locker = new pg.Client({ connectionString: testDatabaseUrl });
-    await locker.connect();
+    const lock = await lockJobsTable("ACCESS EXCLUSIVE");
     try {
-      await locker.query("BEGIN");
-      await locker.query(`LOCK TABLE ${fresh.name}.kreditcheck_jobs IN ACCESS EXCLUSIVE MODE`);
       const startedAt = Date.now();
       const reads = [
         inbox.countByState(),
@@ -304,8 +312,7 @@ describePostgres("PostgreSQL inbox: replicas", () => {
         expect(String(reason.message)).toMatch(/55P03/);
       }
     } finally {
-      await locker.query("ROLLBACK").catch(() => undefined);
-      await locker.end();
+      await lock.end();
     }
     expect(await inbox.countByState()).toMatchObject({ pending: 1 });
   });
