@@ -98,7 +98,6 @@ try {
     rows >= accepted && rows - accepted <= CONNECTIONS * (ROUNDS + 1);
   await service.stop();
   let stored: number | undefined;
-  // (service is stopped here; cleanup below only removes its folder)
   if (service.sqlitePath) {
     const db = new Database(service.sqlitePath, { readonly: true });
     stored = (db.prepare("SELECT COUNT(*) AS n FROM jobs").get() as { n: number }).n;

@@ -41,12 +41,12 @@ export function inboxReader(path: string) {
 
 /** Polls until `check` is true or `timeoutMs` passes; returns whether it became true. */
 export async function until(
-  check: () => boolean,
+  check: () => boolean | Promise<boolean>,
   timeoutMs: number,
   everyMs = 50,
 ): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
-  while (!check()) {
+  while (!(await check())) {
     if (Date.now() > deadline) return false;
     await new Promise((resolve) => setTimeout(resolve, everyMs));
   }

@@ -12,6 +12,7 @@ import {
   spawnScript,
   spawnService,
 } from "../../test/support/child-service.js";
+import { until } from "./inbox-file.js";
 
 export type { ChildScript } from "../../test/support/child-service.js";
 
@@ -204,16 +205,17 @@ async function procStatusMb(pid: number | undefined, field: string): Promise<num
  * Waits until the service's inbox holds no pending or running job, read from its admin
  * port's metrics (SQLite and PostgreSQL alike); false if that takes longer than timeoutMs.
  */
-export async function waitForDrain(adminUrl: string, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const text = await (await fetch(`${adminUrl}/metrics`)).text();
-    const count = (state: string) =>
-      Number(new RegExp(`^kreditcheck_jobs\\{state="${state}"\\} (\\d+)$`, "m").exec(text)?.[1]);
-    if (count("pending") === 0 && count("running") === 0) return true;
-    if (Date.now() > deadline) return false;
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
+export function waitForDrain(adminUrl: string, timeoutMs: number): Promise<boolean> {
+  return until(
+    async () => {
+      const text = await (await fetch(`${adminUrl}/metrics`)).text();
+      const count = (state: string) =>
+        Number(new RegExp(`^kreditcheck_jobs\\{state="${state}"\\} (\\d+)$`, "m").exec(text)?.[1]);
+      return count("pending") === 0 && count("running") === 0;
+    },
+    timeoutMs,
+    200,
+  );
 }
 
 /**

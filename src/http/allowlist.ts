@@ -10,9 +10,8 @@ export const LOOPBACK_CIDRS = "127.0.0.0/8,::1/128";
 /**
  * Parses a comma list of IPv4/IPv6 CIDRs or single addresses. IPv4-mapped IPv6
  * (`::ffff:10.0.0.1`) is folded to its IPv4 form on both sides, so either spelling matches.
- * Throws with the offending entry named.
+ * Throws with every offending entry named, not only the first.
  */
-/** Every entry that is not an address or CIDR is named in one error, not only the first. */
 export function parseCidrList(list: string): Range[] {
   const ranges: Range[] = [];
   const problems: string[] = [];

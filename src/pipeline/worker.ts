@@ -1,7 +1,13 @@
 import { randomUUID } from "node:crypto";
 import { hostname } from "node:os";
 import { toReceiverError } from "../errors.js";
-import { type Inbox, type Job, type JobProgress, LeaseLostError } from "../inbox/inbox.js";
+import {
+  type Inbox,
+  type Job,
+  type JobFailure,
+  type JobProgress,
+  LeaseLostError,
+} from "../inbox/inbox.js";
 import type { Logger } from "../logger.js";
 import type { LoadGauge } from "./ingest-pressure.js";
 import type { CheckRun } from "./process-check.js";
@@ -159,7 +165,7 @@ export class Worker {
     const logger = this.options.logger.child({ jobId: job.id });
     try {
       await this.asOwner(active, (owner) =>
-        this.options.inbox.release(job.id, owner, job.progress),
+        this.options.inbox.release(job.id, owner, job.progress, lastFailureOf(job)),
       );
       logger.warn(
         "job did not stop when shutdown aborted it (a sink or module that ignores its signal?); given back unfinished",
@@ -368,11 +374,9 @@ export class Worker {
       const reason: unknown = controller.signal.reason;
       if (controller.signal.aborted && reason instanceof ShutdownSignal) {
         // With what this attempt got done: the bundle and the sinks that have it.
-        const lastFailure =
-          job.lastError === null
-            ? undefined
-            : { message: job.lastError, codes: job.lastErrorCodes ?? undefined };
-        await this.asOwner(entry, (owner) => inbox.release(job.id, owner, progress, lastFailure));
+        await this.asOwner(entry, (owner) =>
+          inbox.release(job.id, owner, progress, lastFailureOf(job)),
+        );
         logger.info(
           {
             deliveredSinks: progress.deliveredSinks ?? [],
@@ -424,4 +428,11 @@ export class Worker {
     logger.info({ durationMs: this.clock() - job.updatedAt.getTime() }, "check delivered");
     return "done";
   }
+}
+
+/** The failure a job is given back with: its last attempt's error, which a release keeps. */
+function lastFailureOf(job: Job): JobFailure | undefined {
+  return job.lastError === null
+    ? undefined
+    : { message: job.lastError, codes: job.lastErrorCodes ?? undefined };
 }

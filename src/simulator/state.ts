@@ -83,8 +83,10 @@ export function createSimulatorState(options: SimulatorStateOptions = {}): Simul
   };
 }
 
-/** Options objects may carry host/port and the like; only fault keys go into the strict schema. */
-/** The fault settings among the simulator's options (not host, port, credentials). */
+/**
+ * The fault settings among the simulator's options: they may carry host, port and
+ * credentials too, and only fault keys go into the strict schema.
+ */
 export function pickFaults(options: Record<string, unknown>): SimulatorFaultsPatch {
   const keys = [...Object.keys(DEFAULT_FAULTS), "tokenDownForMs"];
   return Object.fromEntries(

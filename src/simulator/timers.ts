@@ -4,7 +4,6 @@ export interface HeldTimer {
 }
 
 interface Pending extends HeldTimer {
-  readonly fn: () => void;
   timer: NodeJS.Timeout | undefined;
   prev: Pending | undefined;
   next: Pending | undefined;

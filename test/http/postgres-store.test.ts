@@ -21,9 +21,7 @@ describePostgres("the callback route on a PostgreSQL inbox", () => {
       service: { worker: false },
     });
     // The start-up line names the schema the tables are in.
-    const started = harness.logs
-      .lines()
-      .find((line) => line.msg === "kreditcheck-receiver listening");
+    const started = harness.startupLine();
     expect(started?.pgSchema).toBe(fresh.name);
     const accepted = await harness.post(makeCallback());
     expect(accepted.status).toBe(202);

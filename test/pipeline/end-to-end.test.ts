@@ -266,9 +266,7 @@ describe("callback → inbox → finAPI → file sink", () => {
     harness = await startHarness({
       env: { https_proxy: "ops:pr0xy-pw@proxy.internal:3128", NO_PROXY: "localhost" },
     });
-    const started = harness.logs
-      .lines()
-      .find((line) => line.msg === "kreditcheck-receiver listening");
+    const started = harness.startupLine();
     expect(started).toMatchObject({
       fileSinkDir: harness.resultsDir,
       finapi: {
@@ -293,9 +291,7 @@ describe("callback → inbox → finAPI → file sink", () => {
       },
       service: { worker: false },
     });
-    const started = harness.logs
-      .lines()
-      .find((line) => line.msg === "kreditcheck-receiver listening");
+    const started = harness.startupLine();
     expect(started).toMatchObject({ httpSinkOrigin: "https://hooks.example.com" });
     expect(JSON.stringify(started)).not.toMatch(/XXXXSECRET|KEY123/);
   });

@@ -30,6 +30,8 @@ export interface Harness {
   waitForBundle(kreditCheckId: string, timeoutMs?: number): Promise<Bundle>;
   /** Waits until the job is in `state` (the bundle file is written just before `done`). */
   waitForJob(id: unknown, state: JobState, timeoutMs?: number): Promise<Job>;
+  /** The service's start-up log line ("kreditcheck-receiver listening"). */
+  startupLine(): Record<string, unknown> | undefined;
   close(): Promise<void>;
 }
 
@@ -86,6 +88,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     resultsDir,
     logs,
     env,
+    startupLine: () => logs.lines().find((line) => line.msg === "kreditcheck-receiver listening"),
     async post(body, headers = {}) {
       const response = await fetch(`${service.url}${config.http.callbackPath}`, {
         method: "POST",
