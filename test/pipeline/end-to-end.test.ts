@@ -1,5 +1,5 @@
+import { type AddressInfo, createServer } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
-import { freePort } from "../support/child-service.js";
 import { type Harness, makeCallback, startHarness } from "../support/harness.js";
 import { simulatorToken } from "../support/simulator-token.js";
 import { waitFor } from "../support/wait-for.js";
@@ -239,15 +239,22 @@ describe("callback → inbox → finAPI → file sink", () => {
   });
 
   it("names the URL variable when a finAPI host cannot be reached", async () => {
-    // A port that was free a moment ago: nothing listens, the connection is refused at once.
-    const port = await freePort();
-    harness = await startHarness({
-      env: { FINAPI_TOKEN_URL: `http://127.0.0.1:${port}/api/v2/oauth/token`, MAX_ATTEMPTS: "1" },
-    });
-    const accepted = await harness.post(makeCallback());
-    const job = await harness.waitForJob(accepted.body.id, "dead");
-    expect(job.lastError).toContain("finapi_network");
-    expect(job.lastError).toContain("FINAPI_TOKEN_URL");
+    // A host that resets every connection. Not a port that was free a moment ago: another
+    // test file's server, running in parallel, took one once and answered 404.
+    const unreachable = createServer((socket) => socket.resetAndDestroy());
+    await new Promise<void>((resolve) => unreachable.listen(0, "127.0.0.1", resolve));
+    const { port } = unreachable.address() as AddressInfo;
+    try {
+      harness = await startHarness({
+        env: { FINAPI_TOKEN_URL: `http://127.0.0.1:${port}/api/v2/oauth/token`, MAX_ATTEMPTS: "1" },
+      });
+      const accepted = await harness.post(makeCallback());
+      const job = await harness.waitForJob(accepted.body.id, "dead");
+      expect(job.lastError).toContain("finapi_network");
+      expect(job.lastError).toContain("FINAPI_TOKEN_URL");
+    } finally {
+      unreachable.close();
+    }
   });
 
   it("says the token URL is wrong, not the credentials, when it answers 404", async () => {
