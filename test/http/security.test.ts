@@ -179,8 +179,15 @@ describe("the public port", () => {
         JSON.stringify(makeCallback()),
       );
       expect(response.headers["x-powered-by"]).toBeUndefined();
+      // The headers OWASP's REST Security Cheat Sheet names for API answers.
       expect(response.headers["x-content-type-options"]).toBe("nosniff");
       expect(response.headers["cache-control"]).toBe("no-store");
+      expect(response.headers["content-security-policy"]).toBe(
+        "default-src 'none';frame-ancestors 'none'",
+      );
+      expect(response.headers["x-frame-options"]).toBe("DENY");
+      expect(response.headers["strict-transport-security"]).toContain("max-age=");
+      expect(response.headers["content-type"]).toBe("application/json; charset=utf-8");
       for (const path of ["/healthz", "/readyz", "/metrics", "/admin/jobs"]) {
         expect((await fetch(`${harness.service.url}${path}`)).status, path).toBe(404);
       }
