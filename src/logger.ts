@@ -58,6 +58,23 @@ export function serializeError(error: unknown, depth = 0): unknown {
   return serialized;
 }
 
+let lastMs = Number.NaN;
+let lastTime = "";
+
+/**
+ * pino's `isoTime`, formatted once per millisecond: under a flood of callbacks several
+ * lines share a millisecond, and Date#toISOString was a third of a log line's cost
+ * (bench:ingest's V8 profile).
+ */
+export function isoTimeOncePerMs(): string {
+  const now = Date.now();
+  if (now !== lastMs) {
+    lastMs = now;
+    lastTime = `,"time":"${new Date(now).toISOString()}"`;
+  }
+  return lastTime;
+}
+
 export interface LoggerOptions {
   level: string;
   pretty?: boolean;
@@ -78,7 +95,7 @@ export function createLogger(options: LoggerOptions): Logger {
     serializers: { err: serializeError },
     // Which replica wrote a line: several share one log store behind a load balancer.
     base: { service: "kreditcheck-receiver", hostname: hostname(), pid: process.pid },
-    timestamp: pino.stdTimeFunctions.isoTime,
+    timestamp: isoTimeOncePerMs,
   };
   if (options.destination) return pino(base, options.destination);
   if (options.pretty) {

@@ -1,4 +1,4 @@
-import express, { type ErrorRequestHandler, type RequestHandler, type Router } from "express";
+import type { ErrorRequestHandler, IRouter, RequestHandler } from "express";
 import type { Inbox } from "../inbox/inbox.js";
 import type { Logger } from "../logger.js";
 import { acceptCallback } from "./accept-callback.js";
@@ -32,11 +32,12 @@ export interface CallbackRouteOptions {
 /**
  * finAPI's callback: validate, store durably, then answer. The 202 goes out only after
  * the inbox has the job on disk; if it cannot be written the answer is 503 (our fault,
- * so a retrying sender retries), never a 4xx.
+ * so a retrying sender retries), never a 4xx. Added to `router` (the app itself) rather
+ * than returned as a router of its own: a nested router is one more dispatch on every
+ * callback, the one path that must keep up with a flood.
  */
-export function callbackRouter(options: CallbackRouteOptions): Router {
+export function addCallbackRoute(router: IRouter, options: CallbackRouteOptions): void {
   const { path, bodyLimitBytes, inbox, logger, clock, onOutcome } = options;
-  const router = express.Router();
   const paths = [path, `${path}/:secret`];
 
   const accept: RequestHandler = (req, res) =>
@@ -72,5 +73,4 @@ export function callbackRouter(options: CallbackRouteOptions): Router {
     res.set("Allow", "POST");
     sendError(res, 405, "method_not_allowed", [{ message: "use POST" }]);
   });
-  return router;
 }

@@ -78,6 +78,9 @@ function endOfString(text: string, start: number): number {
 
 /** A JSON string literal's value; undefined for a broken one (the JSON parser reports it). */
 function decodeString(literal: string): string | undefined {
+  // Almost every key has no escape: its value is the text between the quotes. (A raw
+  // control character would make that text invalid JSON; the parser refuses it next.)
+  if (!literal.includes("\\")) return literal.slice(1, -1);
   try {
     return JSON.parse(literal) as string;
   } catch {
