@@ -3,7 +3,6 @@ import type { Socket } from "node:net";
 import { describe, expect, it } from "vitest";
 import { errorForStatus, networkError, tokenError } from "../../src/finapi/errors.js";
 import { createTransport } from "../../src/http-transport.js";
-import { freePort } from "../support/child-service.js";
 
 const context = { requestId: "r-1" };
 
@@ -50,7 +49,8 @@ describe("finAPI errors name what to check", () => {
   });
 
   it("a call that failed through a proxy names the proxy's variable, not only the URL's", async () => {
-    const deadProxy = `http://127.0.0.1:${await freePort()}`;
+    // Port 1: nothing listens there, and no other test can start listening there meanwhile.
+    const deadProxy = "http://127.0.0.1:1";
     const failure = await failureThrough(
       { url: deadProxy, variable: "https_proxy" },
       "https://token.finapi.invalid/api/v2/oauth/token",

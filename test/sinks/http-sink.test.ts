@@ -3,7 +3,6 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { startService } from "../../src/service.js";
-import { freePort } from "../support/child-service.js";
 import { type Harness, makeCallback, startHarness } from "../support/harness.js";
 import { captureLogs } from "../support/log-capture.js";
 import { waitFor } from "../support/wait-for.js";
@@ -304,8 +303,10 @@ describe("the http sink", () => {
         SINKS: "http",
         HTTP_SINK_URL: "http://receiver.invalid/hook",
         HTTP_SINK_SECRET: "a shared secret",
-        // A proxy that is down; finAPI (the simulator on 127.0.0.1) is reached directly.
-        HTTP_PROXY: `http://127.0.0.1:${await freePort()}`,
+        // A proxy that is down (port 1: no test or service can listen there, unlike a
+        // port that was free a moment ago); finAPI (the simulator on 127.0.0.1) is reached
+        // directly.
+        HTTP_PROXY: "http://127.0.0.1:1",
         NO_PROXY: "127.0.0.1",
         MAX_ATTEMPTS: "1",
       },
