@@ -4,6 +4,7 @@ import type { Callback } from "../../src/callback.js";
 import { StoreUnavailableError } from "../../src/inbox/inbox.js";
 import { PostgresInbox } from "../../src/inbox/postgres/postgres-inbox.js";
 import { INBOX_MIGRATIONS } from "../../src/inbox/postgres/schema.js";
+import { SQL } from "../../src/inbox/postgres/statements.js";
 import { migrate } from "../../src/postgres/migrate.js";
 import { makeCallback } from "../support/harness.js";
 import {
@@ -96,7 +97,27 @@ describePostgres("PostgreSQL inbox: replicas", () => {
       { component: "inbox", version: 1 },
       { component: "inbox", version: 2 },
       { component: "inbox", version: 3 },
+      { component: "inbox", version: 4 },
     ]);
+  });
+
+  it("reads the oldest unfinished job's age (/metrics) from an index, not by scanning the backlog", async () => {
+    await open();
+    const client = new pg.Client({ connectionString: testDatabaseUrl });
+    await client.connect();
+    try {
+      await client.query(`SET search_path TO ${fresh.name}`);
+      // A fresh table is tiny, where a scan is cheapest: ask whether the index can serve it.
+      await client.query("SET enable_seqscan = off");
+      const { rows } = await client.query<{ "QUERY PLAN": string }>(
+        `EXPLAIN ${SQL.oldestUnfinished}`,
+      );
+      expect(rows.map((row) => row["QUERY PLAN"]).join("\n")).toContain(
+        "kreditcheck_jobs_unfinished_received",
+      );
+    } finally {
+      await client.end();
+    }
   });
 
   it("refuses to start on a schema that a newer release migrated, saying what to do", async () => {
@@ -105,7 +126,7 @@ describePostgres("PostgreSQL inbox: replicas", () => {
       `INSERT INTO ${fresh.name}.kreditcheck_schema_migrations (component, version, name) VALUES ('inbox', 99, 'from the future')`,
     );
     await expect(open()).rejects.toThrow(
-      /version 99, newer than this release understands \(3\).*newer kreditcheck-receiver/,
+      /version 99, newer than this release understands \(4\).*newer kreditcheck-receiver/,
     );
   });
 

@@ -10,6 +10,7 @@ import {
   NO_WAIT_AFTER_BUSY_MS,
   SqliteInbox,
 } from "../../src/inbox/sqlite/sqlite-inbox.js";
+import { SQL } from "../../src/inbox/sqlite/statements.js";
 import { makeCallback } from "../support/harness.js";
 import { defineInboxContract } from "./inbox-contract.js";
 
@@ -180,6 +181,26 @@ describe("SQLite inbox: a file locked by another connection", () => {
   });
 });
 
+describe("SQLite inbox: /metrics on a backlog", () => {
+  it("reads the oldest unfinished job's age from an index, not by scanning the backlog", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "kcr-inbox-oldest-"));
+    const path = join(dir, "inbox.db");
+    await new SqliteInbox({ path }).close();
+    const db = new Database(path, { readonly: true });
+    try {
+      const plan = db
+        .prepare(`EXPLAIN QUERY PLAN ${SQL.oldestUnfinished}`)
+        .all()
+        .map((row) => (row as { detail: string }).detail);
+      // SEARCH with MIN over the index: one lookup (a SCAN of the table read every job).
+      expect(plan).toEqual(["SEARCH jobs USING INDEX jobs_unfinished_received"]);
+    } finally {
+      db.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("SQLite inbox: schema upgrades", () => {
   it("upgrades a file written by an earlier release in place and claims its jobs in order", async () => {
     const dir = await mkdtemp(join(tmpdir(), "kcr-inbox-upgrade-"));
@@ -236,6 +257,7 @@ describe("SQLite inbox: schema upgrades", () => {
       expect(check.pragma("user_version", { simple: true })).toBe(SCHEMA_VERSION);
       check.close();
       expect(indexes).toContain("jobs_pending_due");
+      expect(indexes).toContain("jobs_unfinished_received");
       // A process of the previous release may still run on this file: its claim, as
       // released, names the old index and must keep working.
       const writer = new Database(path);

@@ -46,5 +46,11 @@ export const INBOX_MIGRATIONS: MigrationSet = {
       sql: `CREATE INDEX kreditcheck_jobs_pending_due ON kreditcheck_jobs (run_at, received_at) WHERE state = 'pending';
       DROP INDEX IF EXISTS kreditcheck_jobs_pending_run_at;`,
     },
+    {
+      // The age of the oldest unfinished job (/metrics) from an index instead of a scan
+      // of the whole backlog at every scrape (see the SQLite inbox's schema).
+      name: "index unfinished kreditcheck_jobs by received_at",
+      sql: `CREATE INDEX kreditcheck_jobs_unfinished_received ON kreditcheck_jobs (received_at) WHERE state IN ('pending', 'running');`,
+    },
   ],
 };

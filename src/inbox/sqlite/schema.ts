@@ -53,6 +53,11 @@ const MIGRATIONS: readonly string[] = [
      WHEN OLD.state IN ('done', 'dead') BEGIN
      UPDATE finished_counts SET count = count - 1 WHERE state = OLD.state;
    END;`,
+  // The age of the oldest unfinished job (/metrics) from an index: MIN(received_at) over a
+  // backlog of 500,000 pending jobs scanned them all, 110-140 ms on the event loop at every
+  // scrape, while the backlog is the time the endpoint most needs it. With the index it is
+  // one lookup; a job pays one more index entry from its callback to its end.
+  `CREATE INDEX jobs_unfinished_received ON jobs (received_at) WHERE state IN ('pending', 'running');`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -85,6 +85,8 @@ export const SQL = {
                    WHERE state = 'running'
                  UNION ALL
                  SELECT state, count FROM finished_counts`,
-  oldestUnfinished: `SELECT MIN(received_at) AS at FROM jobs WHERE state IN ('pending', 'running')`,
+  // Named: without statistics SQLite picks jobs_state_updated for the state filter and reads
+  // every unfinished job; its own index answers MIN in one lookup.
+  oldestUnfinished: `SELECT MIN(received_at) AS at FROM jobs INDEXED BY jobs_unfinished_received WHERE state IN ('pending', 'running')`,
   heartbeat: `INSERT INTO heartbeat (id, at) VALUES (1, @now) ON CONFLICT (id) DO UPDATE SET at = excluded.at`,
 } as const;
