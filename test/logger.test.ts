@@ -36,15 +36,13 @@ describe("the root logger", () => {
     const logs = captureLogs();
     const before = Date.now();
     logs.logger.info("first");
-    logs.logger.info("second, same millisecond or close");
     await new Promise((resolve) => setTimeout(resolve, 5));
     const later = Date.now();
-    logs.logger.info("third, later");
+    logs.logger.info("second, later");
     const times = logs.lines().map((line) => Date.parse(String(line.time)));
     expect(String(logs.lines()[0]?.time)).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
     expect(times[0]).toBeGreaterThanOrEqual(before);
-    expect(times[1]).toBeGreaterThanOrEqual(times[0] ?? Number.NaN);
-    expect(times[2]).toBeGreaterThanOrEqual(later);
+    expect(times[1]).toBeGreaterThanOrEqual(later);
   });
 
   it("keeps only safe fields of an error, at every depth of its cause", () => {
