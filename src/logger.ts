@@ -66,7 +66,7 @@ let lastTime = "";
  * lines share a millisecond, and Date#toISOString was a third of a log line's cost
  * (bench:ingest's V8 profile).
  */
-export function isoTimeOncePerMs(): string {
+function isoTimeOncePerMs(): string {
   const now = Date.now();
   if (now !== lastMs) {
     lastMs = now;
