@@ -1,5 +1,8 @@
-import express, { type Express } from "express";
-import helmet from "helmet";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import express from "express";
+import { allowedAddresses, parseCidrList } from "./http/allowlist.js";
+import { apiHeaders } from "./http/api-headers.js";
+import { callbackFastPath } from "./http/callback-fast-path.js";
 import { addCallbackRoute, type CallbackRouteOptions } from "./http/callback-route.js";
 import { redactSecretInPath } from "./http/callback-secret.js";
 import { errorHandler, notFoundHandler } from "./http/error-handler.js";
@@ -15,44 +18,30 @@ export interface AppOptions extends CallbackRouteOptions {
   draining?: () => boolean;
 }
 
+/** What node:http's createServer takes. */
+export type RequestListener = (req: IncomingMessage, res: ServerResponse) => void;
+
 /**
  * The public app: finAPI's callback route and nothing else (health, metrics and the
  * admin API live on the admin port). Built from what it is given, so tests can build it
- * around any inbox.
+ * around any inbox. A callback as finAPI sends it takes the fast path (see
+ * callback-fast-path.ts); every other request, and every refusal, goes through Express.
  */
-export function createApp(options: AppOptions): Express {
+export function createApp(options: AppOptions): RequestListener {
+  const allowed = allowedAddresses(parseCidrList(options.allowedCidrs));
+  const redactPath = (path: string) => redactSecretInPath(path, options.path);
   const app = express();
   app.disable("x-powered-by");
   app.disable("etag");
   app.set("trust proxy", options.trustProxy);
-  // A JSON API: no caching, no sniffing, no framing, no scripts. The headers OWASP's REST
-  // Security Cheat Sheet names for API responses, and only those: helmet's others
-  // (cross-origin policies, referrer, DNS prefetch, ...) guard HTML pages in a browser,
-  // and each header is work on every answer (bench:ingest measures that path).
-  app.use(
-    helmet({
-      contentSecurityPolicy: {
-        useDefaults: false,
-        directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] },
-      },
-      xFrameOptions: { action: "deny" },
-      crossOriginOpenerPolicy: false,
-      crossOriginResourcePolicy: false,
-      originAgentCluster: false,
-      referrerPolicy: false,
-      xDnsPrefetchControl: false,
-      xDownloadOptions: false,
-      xPermittedCrossDomainPolicies: false,
-      xXssProtection: false,
-    }),
-  );
-  app.use((_req, res, next) => {
-    res.set("Cache-Control", "no-store");
-    if (options.draining?.()) res.set("Connection", "close");
-    next();
-  });
-  addCallbackRoute(app, options);
+  // Each header is work on every answer: only what an API answer needs (see api-headers.ts).
+  app.use(apiHeaders(options.draining));
+  addCallbackRoute(app, options, allowed);
   app.use(notFoundHandler());
-  app.use(errorHandler(options.logger, (path) => redactSecretInPath(path, options.path)));
-  return app;
+  app.use(errorHandler(options.logger, redactPath));
+
+  const fastPath = callbackFastPath({ ...options, allowed, redactPath });
+  return (req, res) => {
+    if (!fastPath(req, res)) app(req, res);
+  };
 }

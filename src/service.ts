@@ -1,9 +1,8 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { resolve } from "node:path";
-import type { Express } from "express";
 import { createAdminApp, type Readiness } from "./admin.js";
-import { createApp } from "./app.js";
+import { createApp, type RequestListener } from "./app.js";
 import { type Config, redactUrl } from "./config.js";
 import { AuthorizedClient } from "./finapi/authorized-client.js";
 import { DataIntelligenceClient } from "./finapi/di.js";
@@ -351,7 +350,7 @@ function displayHost(host: string): string {
 
 /** Listens on host:port; a failure names the variable that chose the port. */
 function listen(
-  app: Express,
+  app: RequestListener,
   host: string,
   port: number,
   requestTimeoutMs: number,

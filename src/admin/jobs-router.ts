@@ -4,6 +4,7 @@ import { type Callback, safeId } from "../callback.js";
 import { toReceiverError } from "../errors.js";
 import { acceptCallback } from "../http/accept-callback.js";
 import { callbackBody } from "../http/callback-body.js";
+import { expressReply } from "../http/reply.js";
 import { sendError, zodIssues } from "../http/send-error.js";
 import { type Inbox, JOB_STATES, type JobState } from "../inbox/inbox.js";
 import { JOB_ID_PATTERN } from "../inbox/job-id.js";
@@ -113,7 +114,7 @@ export function jobsRouter(options: JobsRouterOptions): Router {
 
   // An operator's replay goes in exactly as finAPI's callback does, read as it is read.
   router.post("/callbacks", ...callbackBody(options.callbackBodyLimitBytes), (req, res) =>
-    acceptCallback(req.body, res, { inbox, logger, clock }),
+    acceptCallback(req.body, expressReply(res), { inbox, logger, clock }),
   );
 
   router.post("/checks/fetch", express.json({ limit: "64kb" }), async (req, res) => {

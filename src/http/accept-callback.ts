@@ -1,8 +1,8 @@
-import type { Response } from "express";
 import { type Callback, callbackSchema, isSuccessful } from "../callback.js";
 import type { Inbox } from "../inbox/inbox.js";
 import type { Logger } from "../logger.js";
-import { sendError, zodIssues } from "./send-error.js";
+import type { Reply } from "./reply.js";
+import { errorBody, zodIssues } from "./send-error.js";
 
 export type AcceptOutcome = "accepted" | "duplicate" | "invalid" | "store_unavailable";
 
@@ -21,11 +21,7 @@ export const STORE_RETRY_AFTER_SECONDS = 5;
  * sends it or an operator replays it. 202 only once the inbox has the job on disk; if it
  * cannot be written, 503 with Retry-After (our fault, so a retrying sender retries).
  */
-export async function acceptCallback(
-  body: unknown,
-  res: Response,
-  deps: AcceptDeps,
-): Promise<void> {
+export async function acceptCallback(body: unknown, reply: Reply, deps: AcceptDeps): Promise<void> {
   const { inbox, logger, clock, onOutcome } = deps;
   // JSON.parse makes "__proto__" an ordinary field; copying the callback (zod does) would
   // drop it without a word, after a 202. Refused by name instead (finAPI sends no such).
@@ -45,7 +41,7 @@ export async function acceptCallback(
           ]
         : zodIssues(parsed.error);
     logger.info({ details }, "callback rejected: invalid body");
-    sendError(res, 400, "invalid_callback", details);
+    reply(400, errorBody("invalid_callback", details));
     return;
   }
   const callback = parsed.data;
@@ -56,10 +52,13 @@ export async function acceptCallback(
   } catch (error) {
     onOutcome?.("store_unavailable");
     logger.error({ ...ids, err: error }, "callback NOT accepted: the inbox could not store it");
-    res.set("Retry-After", String(STORE_RETRY_AFTER_SECONDS));
-    sendError(res, 503, "store_unavailable", [
-      { message: "the callback could not be stored; retry later" },
-    ]);
+    reply(
+      503,
+      errorBody("store_unavailable", [
+        { message: "the callback could not be stored; retry later" },
+      ]),
+      { "Retry-After": String(STORE_RETRY_AFTER_SECONDS) },
+    );
     return;
   }
   onOutcome?.(stored.duplicate ? "duplicate" : "accepted");
@@ -71,7 +70,7 @@ export async function acceptCallback(
   };
   if (isSuccessful(callback)) logger.info(logLine, "callback accepted");
   else logger.warn(logLine, "callback accepted with a status other than SUCCESSFUL");
-  res.status(202).json({ accepted: true, duplicate: stored.duplicate, id: stored.id });
+  reply(202, { accepted: true, duplicate: stored.duplicate, id: stored.id });
   if (stored.duplicate) void warnIfDifferent(callback, stored.id, deps);
 }
 

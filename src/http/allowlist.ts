@@ -64,18 +64,42 @@ export function isAllowed(ranges: readonly Range[], remoteAddress: string | unde
   );
 }
 
+/** Addresses remembered by allowedAddresses; past this, it starts afresh. */
+const REMEMBERED_ADDRESSES = 1024;
+
+/**
+ * isAllowed for `ranges`, remembering its answers: a sender calls back from a handful of
+ * addresses, and parsing one on every callback costs as much as the rest of the check.
+ * Bounded, so a flood from many addresses cannot grow it.
+ */
+export function allowedAddresses(
+  ranges: readonly Range[],
+): (address: string | undefined) => boolean {
+  const answers = new Map<string, boolean>();
+  return (address) => {
+    if (address === undefined) return false;
+    let allowed = answers.get(address);
+    if (allowed === undefined) {
+      allowed = isAllowed(ranges, address);
+      if (answers.size >= REMEMBERED_ADDRESSES) answers.clear();
+      answers.set(address, allowed);
+    }
+    return allowed;
+  };
+}
+
 /**
  * Lets only allowed networks reach the callback route. `req.ip` is the socket's address
  * unless TRUST_PROXY says which proxies may speak for the client, so X-Forwarded-For from
  * anyone else cannot spoof an allowed address.
  */
 export function allowlist(
-  ranges: readonly Range[],
+  allowed: (address: string | undefined) => boolean,
   logger: Logger,
   onReject?: () => void,
 ): RequestHandler {
   return (req, res, next) => {
-    if (isAllowed(ranges, req.ip)) return next();
+    if (allowed(req.ip)) return next();
     onReject?.();
     const forwardedFor = req.headers["x-forwarded-for"];
     // The header came, but its sender is no trusted proxy, so the socket's address was

@@ -2,9 +2,10 @@ import type { ErrorRequestHandler, IRouter, RequestHandler } from "express";
 import type { Inbox } from "../inbox/inbox.js";
 import type { Logger } from "../logger.js";
 import { acceptCallback } from "./accept-callback.js";
-import { allowlist, parseCidrList } from "./allowlist.js";
+import { allowlist } from "./allowlist.js";
 import { callbackBody } from "./callback-body.js";
 import { requireCallbackSecret } from "./callback-secret.js";
+import { expressReply } from "./reply.js";
 import { sendError } from "./send-error.js";
 
 export const CALLBACK_OUTCOMES = [
@@ -36,12 +37,16 @@ export interface CallbackRouteOptions {
  * than returned as a router of its own: a nested router is one more dispatch on every
  * callback, the one path that must keep up with a flood.
  */
-export function addCallbackRoute(router: IRouter, options: CallbackRouteOptions): void {
+export function addCallbackRoute(
+  router: IRouter,
+  options: CallbackRouteOptions,
+  allowed: (address: string | undefined) => boolean,
+): void {
   const { path, bodyLimitBytes, inbox, logger, clock, onOutcome } = options;
   const paths = [path, `${path}/:secret`];
 
   const accept: RequestHandler = (req, res) =>
-    acceptCallback(req.body, res, { inbox, logger, clock, onOutcome });
+    acceptCallback(req.body, expressReply(res), { inbox, logger, clock, onOutcome });
 
   // Order matters: who may ask (IP, then secret) is settled before the body is read. The
   // allowlist is mounted on the path (use, not a route with :secret) so it runs before
@@ -49,7 +54,7 @@ export function addCallbackRoute(router: IRouter, options: CallbackRouteOptions)
   // call gets 403 like anything else from there, not a 400 about the escape.
   router.use(
     path,
-    allowlist(parseCidrList(options.allowedCidrs), logger, () => onOutcome?.("forbidden")),
+    allowlist(allowed, logger, () => onOutcome?.("forbidden")),
   );
   router.post(
     paths,

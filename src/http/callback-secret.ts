@@ -1,5 +1,5 @@
 import { createHash, timingSafeEqual } from "node:crypto";
-import type { Request, RequestHandler } from "express";
+import type { RequestHandler } from "express";
 import { sendError } from "./send-error.js";
 
 /** Equal-time comparison; hashing first makes the lengths equal without leaking them. */
@@ -8,17 +8,29 @@ export function secretsEqual(given: string, expected: string): boolean {
   return timingSafeEqual(digest(given), digest(expected));
 }
 
-function presentedSecrets(req: Request): string[] {
+/** The secrets a request presents: its last path segment, and its Basic password. */
+function presentedSecrets(fromPath: unknown, authorization: string | undefined): string[] {
   const presented: string[] = [];
-  const fromPath = req.params.secret;
   if (typeof fromPath === "string") presented.push(fromPath);
-  const authorization = req.get("authorization");
   if (authorization?.toLowerCase().startsWith("basic ")) {
     const decoded = Buffer.from(authorization.slice(6).trim(), "base64").toString("utf8");
     const colon = decoded.indexOf(":");
     if (colon >= 0) presented.push(decoded.slice(colon + 1));
   }
   return presented;
+}
+
+/** Whether the path segment or the Basic password is `secret`. */
+export function presentsSecret(
+  secret: string,
+  fromPath: unknown,
+  authorization: string | undefined,
+): boolean {
+  // Every presented value is compared, so the time taken does not depend on which matched.
+  const matches = presentedSecrets(fromPath, authorization).map((given) =>
+    secretsEqual(given, secret),
+  );
+  return matches.includes(true);
 }
 
 /**
@@ -36,9 +48,7 @@ export function requireCallbackSecret(
         return sendError(res, 404, "not_found", [{ message: "no such route" }]);
       return next();
     }
-    // Every presented value is compared, so the time taken does not depend on which matched.
-    const matches = presentedSecrets(req).map((given) => secretsEqual(given, secret));
-    if (matches.includes(true)) return next();
+    if (presentsSecret(secret, req.params.secret, req.headers.authorization)) return next();
     onReject?.();
     res.set("WWW-Authenticate", 'Basic realm="kreditcheck-callback"');
     sendError(res, 401, "unauthorized", [{ message: "missing or wrong callback secret" }]);

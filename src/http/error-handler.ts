@@ -1,7 +1,7 @@
 import zlib from "node:zlib";
 import type { ErrorRequestHandler, RequestHandler } from "express";
 import type { Logger } from "../logger.js";
-import { sendError } from "./send-error.js";
+import { errorBody, sendError } from "./send-error.js";
 
 /** body-parser's error types and what they mean to a sender. */
 const BODY_ERRORS: Record<string, { status: number; error: string; message: string }> = {
@@ -37,6 +37,30 @@ const BODY_ERRORS: Record<string, { status: number; error: string; message: stri
   },
 };
 
+/** The log line of a request whose body never arrived in full. */
+export const BODY_ABORTED_MESSAGE =
+  "request body did not arrive: the sender closed the connection, or it stalled past REQUEST_TIMEOUT_MS and Node answered 408";
+
+/**
+ * The answer to a body error body-parser (or our checks in its place) reports by `type`;
+ * undefined for any other error.
+ */
+export function knownBodyError(error: {
+  type?: unknown;
+  charset?: unknown;
+  encoding?: unknown;
+  field?: unknown;
+}): { status: number; body: ReturnType<typeof errorBody> } | undefined {
+  const known = typeof error.type === "string" ? BODY_ERRORS[error.type] : undefined;
+  if (!known) return undefined;
+  return {
+    status: known.status,
+    body: errorBody(known.error, [
+      detailFor({ ...error, type: error.type as string }, known.message),
+    ]),
+  };
+}
+
 export function notFoundHandler(): RequestHandler {
   return (_req, res) => sendError(res, 404, "not_found", [{ message: "no such route" }]);
 }
@@ -51,21 +75,16 @@ export function errorHandler(
     if (error?.type === "request.aborted") {
       // The connection is gone: nothing we answer arrives. Either the sender closed it, or
       // Node answered 408 itself when REQUEST_TIMEOUT_MS passed (and closed it).
-      logger.info(
-        { method: req.method, path, reason: error.type },
-        "request body did not arrive: the sender closed the connection, or it stalled past REQUEST_TIMEOUT_MS and Node answered 408",
-      );
+      logger.info({ method: req.method, path, reason: error.type }, BODY_ABORTED_MESSAGE);
       return;
     }
-    const known = typeof error?.type === "string" ? BODY_ERRORS[error.type] : undefined;
+    const known = error ? knownBodyError(error) : undefined;
     if (known) {
       logger.info(
         { method: req.method, path, status: known.status, reason: error.type },
         "request rejected",
       );
-      if (!res.headersSent) {
-        sendError(res, known.status, known.error, [detailFor(error, known.message)]);
-      }
+      if (!res.headersSent) res.status(known.status).json(known.body);
       return;
     }
     const encoding = req.headers["content-encoding"];

@@ -6,13 +6,17 @@ export interface ErrorDetail {
 }
 
 /** Every error answer has the same shape: `{error, details}`. */
+export function errorBody(error: string, details: ErrorDetail[] = []) {
+  return { error, details };
+}
+
 export function sendError(
   res: Response,
   status: number,
   error: string,
   details: ErrorDetail[] = [],
 ): void {
-  res.status(status).json({ error, details });
+  res.status(status).json(errorBody(error, details));
 }
 
 /** zod's issues as `details`: each names its field ("(body)" for the whole body). */
