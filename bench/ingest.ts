@@ -4,6 +4,7 @@ import { type LoadResult, postCallbacks } from "./lib/load.js";
 import { median, type Row, saveResults, table } from "./lib/report.js";
 import {
   buildDist,
+  countPostgresJobs,
   cpuProfileFlags,
   requireSupportedStore,
   type ServiceProcess,
@@ -102,6 +103,8 @@ try {
     const db = new Database(service.sqlitePath, { readonly: true });
     stored = (db.prepare("SELECT COUNT(*) AS n FROM jobs").get() as { n: number }).n;
     db.close();
+  } else if (service.pgSchema && process.env.STORE_URL) {
+    stored = await countPostgresJobs(process.env.STORE_URL, service.pgSchema);
   }
 
   const perRound: Row[] = runs.map(({ target, round, result, stolenPercent }) => ({
