@@ -66,6 +66,8 @@ export function isAllowed(ranges: readonly Range[], remoteAddress: string | unde
 
 /** Addresses remembered by allowedAddresses; past this, it starts afresh. */
 const REMEMBERED_ADDRESSES = 1024;
+/** The longest address remembered: an IPv6 one with a zone; anything longer is no address. */
+const LONGEST_ADDRESS = 64;
 
 /**
  * isAllowed for `ranges`, remembering its answers: a sender calls back from a handful of
@@ -81,6 +83,8 @@ export function allowedAddresses(
     let allowed = answers.get(address);
     if (allowed === undefined) {
       allowed = isAllowed(ranges, address);
+      // Under a hop-count TRUST_PROXY, req.ip is whatever X-Forwarded-For says: not kept.
+      if (address.length > LONGEST_ADDRESS) return allowed;
       if (answers.size >= REMEMBERED_ADDRESSES) answers.clear();
       answers.set(address, allowed);
     }

@@ -90,22 +90,33 @@ export function callbackFastPath(options: FastPathOptions): FastPath {
         );
         return;
       }
-      const text = UTF8.decode(body);
-      let parsed: unknown;
       try {
-        parsed = JSON.parse(text);
-      } catch {
-        return refuse({ type: "entity.parse.failed" });
+        const text = UTF8.decode(body);
+        let parsed: unknown;
+        try {
+          // body-parser reads an empty body (here: a lone BOM) as {}: refused as a callback
+          // without its fields, not as broken JSON.
+          parsed = text.length === 0 ? {} : JSON.parse(text);
+        } catch {
+          return refuse({ type: "entity.parse.failed" });
+        }
+        const repeated = findDuplicateKey(text);
+        if (repeated !== undefined)
+          return refuse({ type: "entity.duplicate.key", field: repeated });
+        acceptCallback(parsed, reply, deps).catch(fail);
+      } catch (error) {
+        fail(error);
       }
-      const repeated = findDuplicateKey(text);
-      if (repeated !== undefined) return refuse({ type: "entity.duplicate.key", field: repeated });
-      acceptCallback(parsed, reply, deps).catch((error: unknown) => {
-        logger.error({ err: error, method: "POST", path: logPath() }, "request failed");
-        if (!res.headersSent)
-          reply(500, errorBody("internal_error", [{ message: "internal error" }]));
-      });
     });
     return true;
+
+    /** What Express's error handler does with an error on the route: a bare 500. */
+    function fail(error: unknown) {
+      onOutcome?.("invalid");
+      logger.error({ err: error, method: "POST", path: logPath() }, "request failed");
+      if (!res.headersSent)
+        reply(500, errorBody("internal_error", [{ message: "internal error" }]));
+    }
 
     function refuse(error: { type: string; field?: string }) {
       // knownBodyError knows both types: the answer Express's error handler gives them.

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { isAllowed, parseCidrList } from "../../src/http/allowlist.js";
+import { allowedAddresses, isAllowed, parseCidrList } from "../../src/http/allowlist.js";
 
 describe("parseCidrList / isAllowed", () => {
   it("matches IPv4 and IPv6 networks and single addresses", () => {
@@ -27,5 +27,25 @@ describe("parseCidrList / isAllowed", () => {
     expect(isAllowed(parseCidrList("0.0.0.0/0"), undefined)).toBe(false);
     expect(isAllowed(parseCidrList("0.0.0.0/0"), "not-an-ip")).toBe(false);
     expect(() => parseCidrList("10.0.0.0/8,nonsense")).toThrow(/nonsense/);
+  });
+});
+
+describe("allowedAddresses", () => {
+  it("gives isAllowed's answer every time it is asked, remembered or not", () => {
+    const allowed = allowedAddresses(parseCidrList("10.0.0.0/8, ::ffff:192.168.1.7"));
+    // Twice each: the second answer comes from memory and must be the same.
+    for (let round = 0; round < 2; round++) {
+      expect(allowed("10.1.2.3")).toBe(true);
+      expect(allowed("::ffff:10.1.2.3")).toBe(true);
+      expect(allowed("192.168.1.7")).toBe(true);
+      expect(allowed("11.1.2.3")).toBe(false);
+      expect(allowed(undefined)).toBe(false);
+      expect(allowed(`10.1.2.3${" ".repeat(100)}`)).toBe(false);
+    }
+    // More addresses than it remembers: it starts afresh, and still answers right.
+    for (let host = 0; host < 3000; host++) {
+      expect(allowed(`10.0.${host >> 8}.${host & 255}`)).toBe(true);
+      expect(allowed(`11.0.${host >> 8}.${host & 255}`)).toBe(false);
+    }
   });
 });
