@@ -27,7 +27,12 @@ export const SQL = {
    * oldest first. Pending jobs, the backlog, come from their partial index in the claim's
    * order, so a claim reads the rows it takes: one query with OR over both kinds sorted
    * every due row on each claim (4.5 ms with 10,000 pending, growing with them). Expired
-   * leases (few: a replica stopped) come from theirs and are sorted.
+   * leases (few: a replica stopped) come from theirs, earliest expiry first, in the
+   * index's order: its dead entries (every finished job's, until vacuum) all have an
+   * expiry in the past, and a plain index scan marks each dead once and then skips it.
+   * Sorting by run_at instead made the planner read them by bitmap, which never marks
+   * them: every claim rechecked the heap of every job finished since the last vacuum
+   * (807 buffers and 0.75 ms after 20,000 jobs, against 96 and 0.09 ms).
    * A CTE with FOR UPDATE is evaluated once; SKIP LOCKED lets replicas claim side by side.
    * Up to $2 rows of each kind are locked and the oldest $2 taken; the others are free
    * again when the statement commits. A replica claiming in that instant skips them and,
@@ -42,7 +47,7 @@ export const SQL = {
           expired AS (
             SELECT id, run_at, received_at, locked_by AS taken_over_from FROM kreditcheck_jobs
             WHERE state = 'running' AND locked_until <= now()
-            ORDER BY run_at, received_at
+            ORDER BY locked_until
             LIMIT $2
             FOR UPDATE SKIP LOCKED),
           due AS (
