@@ -146,8 +146,12 @@ describePostgres("PostgreSQL inbox: replicas", () => {
             `EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ${SQL.claim}`,
             ["w", 1, 30_000],
           );
-          const [plan] = rows[0]?.["QUERY PLAN"] as unknown as { Plan: Record<string, number> }[];
-          return (plan?.Plan["Shared Hit Blocks"] ?? 0) + (plan?.Plan["Shared Read Blocks"] ?? 0);
+          const explained = rows[0]?.["QUERY PLAN"] as unknown as
+            | { Plan: Record<string, number> }[]
+            | undefined;
+          const plan = explained?.[0]?.Plan;
+          if (!plan) throw new Error("EXPLAIN returned no plan");
+          return (plan["Shared Hit Blocks"] ?? 0) + (plan["Shared Read Blocks"] ?? 0);
         } finally {
           await client.query("ROLLBACK");
         }
