@@ -40,7 +40,12 @@ export function createApp(options: AppOptions): RequestListener {
   app.use(notFoundHandler());
   app.use(errorHandler(options.logger, redactPath));
 
-  const fastPath = callbackFastPath({ ...options, allowed, redactPath });
+  const fastPath = callbackFastPath({
+    ...options,
+    allowed,
+    redactPath,
+    trust: options.trustProxy === false ? undefined : app.get("trust proxy fn"),
+  });
   return (req, res) => {
     if (!fastPath(req, res)) app(req, res);
   };

@@ -4,13 +4,16 @@ import { acceptCallback } from "./accept-callback.js";
 import { API_HEADERS } from "./api-headers.js";
 import type { CallbackRouteOptions } from "./callback-route.js";
 import { presentsSecret } from "./callback-secret.js";
-import { BODY_ABORTED_MESSAGE, knownBodyError } from "./error-handler.js";
+import { answerRequestError } from "./error-handler.js";
 import type { Reply } from "./reply.js";
-import { errorBody } from "./send-error.js";
-import { findDuplicateKey } from "./verify-body.js";
+import { checkedCallbackText } from "./verify-body.js";
 
 export interface FastPathOptions extends CallbackRouteOptions {
-  trustProxy: false | number | string;
+  /**
+   * Whose X-Forwarded-For is believed: the Express app's own compiled "trust proxy fn",
+   * so the address is judged as req.ip is. Undefined: nobody's (TRUST_PROXY off).
+   */
+  trust?: ((address: string, hop: number) => boolean) | undefined;
   /** Whether an address is in ALLOWED_CIDRS (the same check the Express route makes). */
   allowed: (address: string | undefined) => boolean;
   draining?: (() => boolean) | undefined;
@@ -28,9 +31,6 @@ export type FastPath = (req: IncomingMessage, res: ServerResponse) => boolean;
 const PLAIN_SEGMENT = /^[A-Za-z0-9._~-]+$/;
 /** The Content-Types finAPI sends: JSON, UTF-8 said or left implied. */
 const PLAIN_JSON = /^application\/json(?:;\s*charset=utf-?8)?$/i;
-/** Drops a BOM, as body-parser's decoder does. */
-const UTF8 = new TextDecoder();
-
 /**
  * The callback route's common case, answered by Node's http server without Express: a POST
  * to the exact path from an allowed address (with the secret, if one is set), a JSON body
@@ -48,10 +48,11 @@ const UTF8 = new TextDecoder();
  * tests send the same bodies both ways and compare.
  */
 export function callbackFastPath(options: FastPathOptions): FastPath {
-  const { path, bodyLimitBytes, callbackSecret, allowed, inbox, clock, onOutcome } = options;
-  const logger = options.logger;
+  const { path, bodyLimitBytes, callbackSecret, allowed, trust, inbox, logger, clock, onOutcome } =
+    options;
   const deps = { inbox, logger, clock, onOutcome };
-  const clientAddress = addressOf(options.trustProxy);
+  const clientAddress = (req: IncomingMessage) =>
+    trust ? proxyaddr(req, trust) : req.socket.remoteAddress;
 
   return (req, res) => {
     if (req.method !== "POST") return false;
@@ -80,70 +81,43 @@ export function callbackFastPath(options: FastPathOptions): FastPath {
     }
 
     const reply = nodeReply(res, options.draining);
-    const logPath = () => options.redactPath(pathname);
     readBody(req, length, (body) => {
-      if (body === undefined) {
-        onOutcome?.("invalid");
-        logger.info(
-          { method: "POST", path: logPath(), reason: "request.aborted" },
-          BODY_ABORTED_MESSAGE,
-        );
-        return;
-      }
       try {
-        const text = UTF8.decode(body);
+        // A body that never came in full is what body-parser reports as request.aborted.
+        if (body === undefined) return reject({ type: "request.aborted" });
+        const text = checkedCallbackText(body);
         let parsed: unknown;
         try {
           // body-parser reads an empty body (here: a lone BOM) as {}: refused as a callback
           // without its fields, not as broken JSON.
           parsed = text.length === 0 ? {} : JSON.parse(text);
         } catch {
-          return refuse({ type: "entity.parse.failed" });
+          return reject({ type: "entity.parse.failed" });
         }
-        const repeated = findDuplicateKey(text);
-        if (repeated !== undefined)
-          return refuse({ type: "entity.duplicate.key", field: repeated });
-        acceptCallback(parsed, reply, deps).catch(fail);
+        acceptCallback(parsed, reply, deps).catch(reject);
       } catch (error) {
-        fail(error);
+        reject(error);
       }
     });
     return true;
 
-    /** What Express's error handler does with an error on the route: a bare 500. */
-    function fail(error: unknown) {
+    /**
+     * As the Express route's error hook and the app's error handler do: counted as an
+     * invalid callback, logged, and answered (unless nothing can be).
+     */
+    function reject(error: unknown) {
       onOutcome?.("invalid");
-      logger.error({ err: error, method: "POST", path: logPath() }, "request failed");
-      if (!res.headersSent)
-        reply(500, errorBody("internal_error", [{ message: "internal error" }]));
-    }
-
-    function refuse(error: { type: string; field?: string }) {
-      // knownBodyError knows both types: the answer Express's error handler gives them.
-      const known = knownBodyError(error);
-      if (!known) throw new Error(`no answer for body error ${error.type}`);
-      onOutcome?.("invalid");
-      logger.info(
-        { method: "POST", path: logPath(), status: known.status, reason: error.type },
-        "request rejected",
+      const answer = answerRequestError(
+        error,
+        { method: "POST", path: options.redactPath(pathname), encoding: undefined },
+        logger,
       );
-      reply(known.status, known.body);
+      if (answer && !res.headersSent) reply(answer.status, answer.body);
     }
   };
 }
 
 const SLASH = 0x2f;
-
-/** The client's address as Express's req.ip gives it under the same "trust proxy". */
-function addressOf(trustProxy: false | number | string) {
-  if (trustProxy === false) return (req: IncomingMessage) => req.socket.remoteAddress;
-  // As Express compiles its "trust proxy" setting.
-  const trust =
-    typeof trustProxy === "number"
-      ? (_address: string, hop: number) => hop < trustProxy
-      : proxyaddr.compile(trustProxy.split(",").map((entry) => entry.trim()));
-  return (req: IncomingMessage) => proxyaddr(req, trust);
-}
 
 /**
  * The body of `length` bytes (Node's parser stops at Content-Length), or undefined when the

@@ -37,30 +37,6 @@ const BODY_ERRORS: Record<string, { status: number; error: string; message: stri
   },
 };
 
-/** The log line of a request whose body never arrived in full. */
-export const BODY_ABORTED_MESSAGE =
-  "request body did not arrive: the sender closed the connection, or it stalled past REQUEST_TIMEOUT_MS and Node answered 408";
-
-/**
- * The answer to a body error body-parser (or our checks in its place) reports by `type`;
- * undefined for any other error.
- */
-export function knownBodyError(error: {
-  type?: unknown;
-  charset?: unknown;
-  encoding?: unknown;
-  field?: unknown;
-}): { status: number; body: ReturnType<typeof errorBody> } | undefined {
-  const known = typeof error.type === "string" ? BODY_ERRORS[error.type] : undefined;
-  if (!known) return undefined;
-  return {
-    status: known.status,
-    body: errorBody(known.error, [
-      detailFor({ ...error, type: error.type as string }, known.message),
-    ]),
-  };
-}
-
 export function notFoundHandler(): RequestHandler {
   return (_req, res) => sendError(res, 404, "not_found", [{ message: "no such route" }]);
 }
@@ -71,45 +47,89 @@ export function errorHandler(
   redactPath: (path: string) => string = (path) => path,
 ): ErrorRequestHandler {
   return (error, req, res, _next) => {
-    const path = redactPath(req.path);
-    if (error?.type === "request.aborted") {
-      // The connection is gone: nothing we answer arrives. Either the sender closed it, or
-      // Node answered 408 itself when REQUEST_TIMEOUT_MS passed (and closed it).
-      logger.info({ method: req.method, path, reason: error.type }, BODY_ABORTED_MESSAGE);
-      return;
-    }
-    const known = error ? knownBodyError(error) : undefined;
-    if (known) {
-      logger.info(
-        { method: req.method, path, status: known.status, reason: error.type },
-        "request rejected",
-      );
-      if (!res.headersSent) res.status(known.status).json(known.body);
-      return;
-    }
-    const encoding = req.headers["content-encoding"];
-    if (isDecompressionError(error) && typeof encoding === "string") {
-      logger.info({ method: req.method, path, status: 400, encoding }, "request rejected");
-      if (!res.headersSent) {
-        sendError(res, 400, "invalid_encoding", [
-          {
-            message: `the body is not valid ${encoding} data (${String(error.message)}); send it as declared by Content-Encoding, or uncompressed`,
-          },
-        ]);
+    const answer = answerRequestError(
+      error,
+      {
+        method: req.method,
+        path: redactPath(req.path),
+        encoding: req.headers["content-encoding"],
+      },
+      logger,
+    );
+    if (answer && !res.headersSent) res.status(answer.status).json(answer.body);
+  };
+}
+
+export interface ErrorAnswer {
+  status: number;
+  body: ReturnType<typeof errorBody>;
+}
+
+/**
+ * What a request that failed with `error` is answered, logged here: known client errors
+ * (body-parser's, and our body checks' in its place) their 4xx, anything else a bare 500;
+ * undefined when nothing can be answered. The Express app's error handler and the
+ * callback's fast path both answer with it, so the two cannot drift apart.
+ */
+export function answerRequestError(
+  error: unknown,
+  request: { method: string | undefined; path: string; encoding: string | undefined },
+  logger: Logger,
+): ErrorAnswer | undefined {
+  const { method, path, encoding } = request;
+  const failure = error as
+    | {
+        type?: unknown;
+        status?: unknown;
+        message?: unknown;
+        charset?: unknown;
+        encoding?: unknown;
+        field?: unknown;
       }
-      return;
-    }
-    const status =
-      typeof error?.status === "number" && error.status >= 400 && error.status < 500
-        ? error.status
-        : 500;
-    if (status >= 500) logger.error({ err: error, method: req.method, path }, "request failed");
-    else logger.info({ status, method: req.method, path, err: error }, "request rejected");
-    if (res.headersSent) return;
-    // Never echo internals in a 500.
-    sendError(res, status, status >= 500 ? "internal_error" : "bad_request", [
-      { message: status >= 500 ? "internal error" : String(error?.message ?? "bad request") },
-    ]);
+    | null
+    | undefined;
+  if (failure?.type === "request.aborted") {
+    // The connection is gone: nothing we answer arrives. Either the sender closed it, or
+    // Node answered 408 itself when REQUEST_TIMEOUT_MS passed (and closed it).
+    logger.info(
+      { method, path, reason: failure.type },
+      "request body did not arrive: the sender closed the connection, or it stalled past REQUEST_TIMEOUT_MS and Node answered 408",
+    );
+    return undefined;
+  }
+  const known = typeof failure?.type === "string" ? BODY_ERRORS[failure.type] : undefined;
+  if (failure && known) {
+    logger.info({ method, path, status: known.status, reason: failure.type }, "request rejected");
+    return {
+      status: known.status,
+      body: errorBody(known.error, [
+        detailFor({ ...failure, type: failure.type as string }, known.message),
+      ]),
+    };
+  }
+  if (isDecompressionError(error) && typeof encoding === "string") {
+    logger.info({ method, path, status: 400, encoding }, "request rejected");
+    return {
+      status: 400,
+      body: errorBody("invalid_encoding", [
+        {
+          message: `the body is not valid ${encoding} data (${String(error.message)}); send it as declared by Content-Encoding, or uncompressed`,
+        },
+      ]),
+    };
+  }
+  const status =
+    typeof failure?.status === "number" && failure.status >= 400 && failure.status < 500
+      ? failure.status
+      : 500;
+  if (status >= 500) logger.error({ err: error, method, path }, "request failed");
+  else logger.info({ status, method, path, err: error }, "request rejected");
+  // Never echo internals in a 500.
+  return {
+    status,
+    body: errorBody(status >= 500 ? "internal_error" : "bad_request", [
+      { message: status >= 500 ? "internal error" : String(failure?.message ?? "bad request") },
+    ]),
   };
 }
 

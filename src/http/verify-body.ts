@@ -117,8 +117,7 @@ const UTF8 = new TextDecoder();
  * body-parser's `verify` hook, called with the raw body before it is parsed. A charset
  * other than UTF-8 is refused (RFC 8259 §8.1: JSON between systems is UTF-8; finAPI sends
  * it), so the text checked here is the text body-parser parses next: UTF-16 or UTF-32
- * decoded another way could hide a repeated key. Valid JSON that repeats a key throws
- * DuplicateKeyError; broken JSON is left to the parser, which reports it as such.
+ * decoded another way could hide a repeated key.
  */
 export function verifyCallbackBody(
   _req: unknown,
@@ -127,13 +126,22 @@ export function verifyCallbackBody(
   encoding: string | null,
 ): void {
   if (encoding !== null && encoding !== "utf-8") throw new UnsupportedCharsetError(encoding);
+  checkedCallbackText(body);
+}
+
+/**
+ * A UTF-8 body as text (BOM dropped), once it is known not to repeat a key: valid JSON
+ * that repeats one throws DuplicateKeyError; broken JSON is left to the parser, which
+ * reports it as such.
+ */
+export function checkedCallbackText(body: Buffer): string {
   const text = UTF8.decode(body);
   const field = findDuplicateKey(text);
-  if (field === undefined) return;
+  if (field === undefined) return text;
   try {
     JSON.parse(text);
   } catch {
-    return;
+    return text;
   }
   throw new DuplicateKeyError(field);
 }
