@@ -10,6 +10,11 @@ export interface IngestPressureOptions {
   windowMs?: number;
   /** Utilization (0..1) above which the loop counts as saturated. */
   threshold?: number;
+  /**
+   * Callbacks per second from which arrivals alone count as a flood, whatever the loop's
+   * utilization (default FLOOD_PER_SECOND).
+   */
+  floodPerSecond?: number;
   /** Injected in tests; Node's own measure otherwise. */
   utilization?: (
     current?: EventLoopUtilization,
@@ -19,11 +24,21 @@ export interface IngestPressureOptions {
 }
 
 /**
+ * Far above any mandator's steady rate (finAPI sends one callback per finished widget),
+ * and reached only by a flood: a replay, a load test, a backlog released at once.
+ */
+export const FLOOD_PER_SECOND = 1000;
+
+/**
  * Ack first, work later: under a flood of callbacks the process's one event loop is
  * shared by the HTTP handling and the worker's checks. When callbacks arrived within the
- * last window and the loop was busy for more than `threshold` of it, the gauge reads busy
- * and the worker fetches one check at a time until the flood eases (the inbox holds the
- * rest durably). Without callbacks the worker always runs at full concurrency.
+ * last window and either the loop was busy for more than `threshold` of it or they came
+ * at `floodPerSecond` or more, the gauge reads busy and the worker fetches one check at a
+ * time until the flood eases (the inbox holds the rest durably). The rate matters where
+ * the loop has room because the store is the narrow part: a PostgreSQL server on the same
+ * cores spent a quarter of its time on the worker's claims and outcomes during a flood,
+ * while the loop waited for it (issue 7, fifteenth session). Without callbacks the worker
+ * always runs at full concurrency.
  */
 export class IngestPressure implements LoadGauge {
   private readonly windowMs: number;
@@ -34,10 +49,13 @@ export class IngestPressure implements LoadGauge {
   private windowStart: EventLoopUtilization;
   private windowStartedAt: number;
   private saturated = false;
+  private readonly floodPerSecond: number;
+  private arrivalsInWindow = 0;
 
   constructor(options: IngestPressureOptions = {}) {
     this.windowMs = options.windowMs ?? 250;
     this.threshold = options.threshold ?? 0.9;
+    this.floodPerSecond = options.floodPerSecond ?? FLOOD_PER_SECOND;
     this.utilization = options.utilization ?? performance.eventLoopUtilization;
     this.now = options.now ?? (() => performance.now());
     this.windowStart = this.utilization();
@@ -47,15 +65,20 @@ export class IngestPressure implements LoadGauge {
   /** A callback was accepted. */
   noteArrival(): void {
     this.lastArrival = this.now();
+    this.arrivalsInWindow += 1;
   }
 
   busy(): boolean {
     const now = this.now();
-    if (now - this.windowStartedAt >= this.windowMs) {
+    const elapsedMs = now - this.windowStartedAt;
+    if (elapsedMs >= this.windowMs) {
       const current = this.utilization();
-      this.saturated = this.utilization(current, this.windowStart).utilization > this.threshold;
+      const flooded = (this.arrivalsInWindow * 1000) / elapsedMs >= this.floodPerSecond;
+      this.saturated =
+        flooded || this.utilization(current, this.windowStart).utilization > this.threshold;
       this.windowStart = current;
       this.windowStartedAt = now;
+      this.arrivalsInWindow = 0;
     }
     return this.saturated && now - this.lastArrival < this.windowMs;
   }

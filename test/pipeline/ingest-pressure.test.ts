@@ -42,4 +42,27 @@ describe("IngestPressure", () => {
     loop.pass(150, 0.99);
     expect(pressure.busy()).toBe(false); // saturated, but the last callback is a window old
   });
+
+  it("reads busy while callbacks flood in even though the loop has room (the store is the narrow part)", () => {
+    const loop = fakeLoop();
+    const pressure = new IngestPressure({ windowMs: 100, floodPerSecond: 1000, ...loop });
+    // 100 callbacks in 100 ms = 1,000 per second with the loop half idle (waiting on the store).
+    for (let i = 0; i < 10; i++) {
+      loop.pass(10, 0.5);
+      for (let j = 0; j < 10; j++) pressure.noteArrival();
+    }
+    expect(pressure.busy()).toBe(true);
+    // A steady trickle (99 per second) is no flood: the worker runs at full concurrency.
+    for (let i = 0; i < 10; i++) {
+      loop.pass(10, 0.5);
+      if (i % 10 === 0) for (let j = 0; j < 10; j++) pressure.noteArrival();
+    }
+    loop.pass(1, 0.5);
+    pressure.noteArrival();
+    expect(pressure.busy()).toBe(false);
+    // The rate is judged over the time since the last judgement, however long that was.
+    loop.pass(1000, 0.1);
+    for (let i = 0; i < 999; i++) pressure.noteArrival();
+    expect(pressure.busy()).toBe(false);
+  });
 });
