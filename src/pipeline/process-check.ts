@@ -1,3 +1,4 @@
+import { setImmediate } from "node:timers/promises";
 import { type Callback, isSuccessful, SAFE_ID_PATTERN } from "../callback.js";
 import { ReceiverError, toReceiverError } from "../errors.js";
 import type {
@@ -65,6 +66,11 @@ export async function processCheck(deps: PipelineDeps, run: CheckRun): Promise<B
   const saved = run.progress.bundle as JsonBundle | undefined;
   const bundle = saved ? bundleFromJson(saved) : await assembleBundle(deps, run.job, run);
   run.fetched?.();
+  // Files and posts wait until the answers already in (other checks' finAPI replies)
+  // have been handled: those start the next requests, this only writes. At C = 64 the
+  // slots run in step and their answers arrive together; writing each bundle first held
+  // the rest back (pipeline ratio 1.20-1.30 before, 1.20-1.21 after; issue 7).
+  await setImmediate();
   try {
     await deliver(deps, bundle, run);
   } catch (error) {
