@@ -177,7 +177,8 @@ export async function startService(
     logger: logger.child({ component: "http" }),
     clock,
     onOutcome: (outcome) => {
-      pressure.noteArrival();
+      if (outcome === "accepted" || outcome === "duplicate") pressure.noteStored();
+      else pressure.noteArrival();
       metrics.callbacks.inc({ outcome });
     },
   });

@@ -11,8 +11,9 @@ export interface IngestPressureOptions {
   /** Utilization (0..1) above which the loop counts as saturated. */
   threshold?: number;
   /**
-   * Callbacks per second from which arrivals alone count as a flood, whatever the loop's
-   * utilization (default FLOOD_PER_SECOND).
+   * Stored callbacks per second from which they alone count as a flood, whatever the
+   * loop's utilization (default FLOOD_PER_SECOND). Counted per process: replicas behind a
+   * balancer each see their share of a flood, and one that only works sees none.
    */
   floodPerSecond?: number;
   /** Injected in tests; Node's own measure otherwise. */
@@ -33,7 +34,7 @@ export const FLOOD_PER_SECOND = 1000;
  * Ack first, work later: under a flood of callbacks the process's one event loop is
  * shared by the HTTP handling and the worker's checks. When callbacks arrived within the
  * last window and either the loop was busy for more than `threshold` of it or they came
- * at `floodPerSecond` or more, the gauge reads busy and the worker fetches one check at a
+ * into the inbox at `floodPerSecond` or more, the gauge reads busy and the worker fetches one check at a
  * time until the flood eases (the inbox holds the rest durably). The rate matters where
  * the loop has room because the store is the narrow part: a PostgreSQL server on the same
  * cores spent a quarter of its time on the worker's claims and outcomes during a flood,
@@ -62,9 +63,18 @@ export class IngestPressure implements LoadGauge {
     this.windowStartedAt = this.now();
   }
 
-  /** A callback was accepted. */
+  /** A request came to the callback endpoint, whatever its answer (it cost the loop). */
   noteArrival(): void {
     this.lastArrival = this.now();
+  }
+
+  /**
+   * A callback went to the inbox (stored, or found there already). Only these count
+   * toward the flood rate: they compete with the worker for the store, while refusals
+   * (a scanner, a wrong secret, a network that may not call) must not hold checks back.
+   */
+  noteStored(): void {
+    this.noteArrival();
     this.arrivalsInWindow += 1;
   }
 

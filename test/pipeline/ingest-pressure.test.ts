@@ -43,26 +43,37 @@ describe("IngestPressure", () => {
     expect(pressure.busy()).toBe(false); // saturated, but the last callback is a window old
   });
 
-  it("reads busy while callbacks flood in even though the loop has room (the store is the narrow part)", () => {
+  it("reads busy while callbacks flood into the inbox even though the loop has room (the store is the narrow part)", () => {
     const loop = fakeLoop();
     const pressure = new IngestPressure({ windowMs: 100, floodPerSecond: 1000, ...loop });
-    // 100 callbacks in 100 ms = 1,000 per second with the loop half idle (waiting on the store).
-    for (let i = 0; i < 10; i++) {
-      loop.pass(10, 0.5);
-      for (let j = 0; j < 10; j++) pressure.noteArrival();
-    }
+    /** `ms` pass with the loop half idle (waiting on the store), then `count` callbacks are stored. */
+    const stored = (count: number, ms: number) => {
+      loop.pass(ms, 0.5);
+      for (let i = 0; i < count; i++) pressure.noteStored();
+    };
+    stored(100, 100); // 1,000 a second: the threshold itself
     expect(pressure.busy()).toBe(true);
-    // A steady trickle (99 per second) is no flood: the worker runs at full concurrency.
-    for (let i = 0; i < 10; i++) {
-      loop.pass(10, 0.5);
-      if (i % 10 === 0) for (let j = 0; j < 10; j++) pressure.noteArrival();
-    }
-    loop.pass(1, 0.5);
-    pressure.noteArrival();
+    stored(99, 100); // just below it
     expect(pressure.busy()).toBe(false);
-    // The rate is judged over the time since the last judgement, however long that was.
-    loop.pass(1000, 0.1);
-    for (let i = 0; i < 999; i++) pressure.noteArrival();
+    stored(150, 100);
+    expect(pressure.busy()).toBe(true);
+    // The flood stopped: a window later the worker is free again, whatever the last rate.
+    loop.pass(150, 0.5);
+    expect(pressure.busy()).toBe(false);
+    // The rate is judged over the time since the last judgement, however long that was:
+    // 990 in the last second is below the threshold, though all came in its last window.
+    loop.pass(900, 0.1);
+    stored(990, 100);
+    expect(pressure.busy()).toBe(false);
+  });
+
+  it("does not count refused requests toward a flood (a scanner must not hold checks back)", () => {
+    const loop = fakeLoop();
+    const pressure = new IngestPressure({ windowMs: 100, floodPerSecond: 1000, ...loop });
+    for (let i = 0; i < 500; i++) {
+      loop.pass(0.2, 0.5);
+      pressure.noteArrival(); // 5,000 a second, every one refused (403, 401, 400)
+    }
     expect(pressure.busy()).toBe(false);
   });
 });
