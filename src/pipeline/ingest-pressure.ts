@@ -33,13 +33,13 @@ export const FLOOD_PER_SECOND = 1000;
 /**
  * Ack first, work later: under a flood of callbacks the process's one event loop is
  * shared by the HTTP handling and the worker's checks. When callbacks arrived within the
- * last window and either the loop was busy for more than `threshold` of it or they came
- * into the inbox at `floodPerSecond` or more, the gauge reads busy and the worker fetches one check at a
- * time until the flood eases (the inbox holds the rest durably). The rate matters where
- * the loop has room because the store is the narrow part: a PostgreSQL server on the same
- * cores spent a quarter of its time on the worker's claims and outcomes during a flood,
- * while the loop waited for it (issue 7, fifteenth session). Without callbacks the worker
- * always runs at full concurrency.
+ * last window and either the loop was busy for more than `threshold` of it or they went
+ * into the inbox at `floodPerSecond` or more, the gauge reads busy and the worker fetches
+ * one check at a time until the flood eases (the inbox holds the rest durably). The rate
+ * matters where the loop has room because the store is the narrow part: a PostgreSQL
+ * server on the same cores spent a quarter of its time on the worker's claims and
+ * outcomes during a flood, while the loop waited for it (issue 7, fifteenth session).
+ * Without callbacks the worker always runs at full concurrency.
  */
 export class IngestPressure implements LoadGauge {
   private readonly windowMs: number;
