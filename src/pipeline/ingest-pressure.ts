@@ -49,9 +49,10 @@ export class IngestPressure implements LoadGauge {
   private lastArrival = Number.NEGATIVE_INFINITY;
   private windowStart: EventLoopUtilization;
   private windowStartedAt: number;
-  private saturated = false;
+  /** The last judgement: the loop saturated, or callbacks flooding the inbox. */
+  private pressed = false;
   private readonly floodPerSecond: number;
-  private arrivalsInWindow = 0;
+  private storedInWindow = 0;
 
   constructor(options: IngestPressureOptions = {}) {
     this.windowMs = options.windowMs ?? 250;
@@ -75,7 +76,7 @@ export class IngestPressure implements LoadGauge {
    */
   noteStored(): void {
     this.noteArrival();
-    this.arrivalsInWindow += 1;
+    this.storedInWindow += 1;
   }
 
   busy(): boolean {
@@ -83,13 +84,13 @@ export class IngestPressure implements LoadGauge {
     const elapsedMs = now - this.windowStartedAt;
     if (elapsedMs >= this.windowMs) {
       const current = this.utilization();
-      const flooded = (this.arrivalsInWindow * 1000) / elapsedMs >= this.floodPerSecond;
-      this.saturated =
+      const flooded = (this.storedInWindow * 1000) / elapsedMs >= this.floodPerSecond;
+      this.pressed =
         flooded || this.utilization(current, this.windowStart).utilization > this.threshold;
       this.windowStart = current;
       this.windowStartedAt = now;
-      this.arrivalsInWindow = 0;
+      this.storedInWindow = 0;
     }
-    return this.saturated && now - this.lastArrival < this.windowMs;
+    return this.pressed && now - this.lastArrival < this.windowMs;
   }
 }
