@@ -56,7 +56,11 @@ export class HttpSink implements Sink {
     const id = webhookId(json);
     let response: AxiosResponse;
     try {
-      response = await this.transport.http.post(this.options.url, body, {
+      // request(), not post(): one config merge less per bundle (see authorized-client.ts).
+      response = await this.transport.http.request({
+        url: this.options.url,
+        method: "post",
+        data: body,
         headers: {
           "Content-Type": "application/json",
           "webhook-id": id,
