@@ -1,6 +1,8 @@
-// The last line of a CI run, from vitest's JSON report: "N passed, N failed", with
-// ", N skipped" when tests were skipped. Usage: node .ci/summary.mjs reports/vitest.json
-// Exits 1 when it counts a failure, so .ci/run cannot pass a run its report calls failed.
+// The last line of a CI run, from vitest's JSON reports: "N passed, N failed", with
+// ", N skipped" when tests were skipped. Usage: node .ci/summary.mjs <report> [<report>...]
+// With several reports (one per Node.js runtime) it prints a line for each, then their sum
+// last. A report that is missing counts as one failure. Exits 1 when it counts a failure,
+// so .ci/run cannot pass a run its reports call failed.
 import { readFileSync } from "node:fs";
 
 /** The report, or undefined when there is none (an earlier step failed) or it is unreadable. */
@@ -34,7 +36,19 @@ function totals(report) {
   return { passed: report.numPassedTests ?? 0, failed, skipped };
 }
 
-const { passed, failed, skipped } = totals(readReport(process.argv[2] ?? "reports/vitest.json"));
-const line = `${passed} passed, ${failed} failed`;
-console.log(skipped > 0 ? `${line}, ${skipped} skipped` : line);
-process.exitCode = failed > 0 ? 1 : 0;
+function format({ passed, failed, skipped }) {
+  const line = `${passed} passed, ${failed} failed`;
+  return skipped > 0 ? `${line}, ${skipped} skipped` : line;
+}
+
+const paths = process.argv.length > 2 ? process.argv.slice(2) : ["reports/vitest.json"];
+const sum = { passed: 0, failed: 0, skipped: 0 };
+for (const path of paths) {
+  const counts = totals(readReport(path));
+  if (paths.length > 1) console.log(`${path}: ${format(counts)}`);
+  sum.passed += counts.passed;
+  sum.failed += counts.failed;
+  sum.skipped += counts.skipped;
+}
+console.log(format(sum));
+process.exitCode = sum.failed > 0 ? 1 : 0;
