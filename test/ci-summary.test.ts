@@ -121,17 +121,35 @@ describe(".ci/run ends with the totals line on every way out", () => {
     ].join("\n");
     await writeFile(join(dir, "bin", "npm"), `${npm}\n`, { mode: 0o755 });
     await writeFile(join(dir, "bin", "pg_isready"), "#!/bin/sh\n", { mode: 0o755 });
+    // The second runtime's run: exits OTHER_STATUS, leaving OTHER_REPORT as its report
+    // (none when empty), as .ci/other-node.sh does.
+    const otherNode = [
+      "#!/bin/sh",
+      '[ -n "$OTHER_REPORT" ] && mkdir -p "$(dirname "$2")" && printf "%s" "$OTHER_REPORT" > "$2"',
+      'exit "$OTHER_STATUS"',
+    ].join("\n");
+    await writeFile(join(dir, ".ci", "other-node.sh"), `${otherNode}\n`, { mode: 0o755 });
   });
   afterAll(async () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  const run = (env: { FAIL_AT?: string; REPORT?: object; TEST_STATUS?: number }) =>
+  /** Without `other`, the second runtime's run is off (OTHER_NODE=""). */
+  const run = (env: {
+    FAIL_AT?: string;
+    REPORT?: object;
+    TEST_STATUS?: number;
+    other?: { report?: object; status: number };
+  }) =>
     lastLine("bash", [join(dir, ".ci", "run")], {
       PATH: `${join(dir, "bin")}:${process.env.PATH ?? ""}`,
       FAIL_AT: env.FAIL_AT ?? "no step",
       REPORT: JSON.stringify(env.REPORT ?? {}),
       TEST_STATUS: String(env.TEST_STATUS ?? 0),
+      // A major no machine runs, so the step is never skipped as "this Node's".
+      OTHER_NODE: env.other ? "99" : "",
+      OTHER_REPORT: env.other?.report ? JSON.stringify(env.other.report) : "",
+      OTHER_STATUS: String(env.other?.status ?? 0),
     });
 
   it("a step before the tests fails: no report, one failure, even after a passing run", async () => {
@@ -140,6 +158,33 @@ describe(".ci/run ends with the totals line on every way out", () => {
     for (const step of ["ci", "run lint", "run typecheck", "run build"]) {
       expect(await run({ FAIL_AT: step }), step).toEqual({ line: "0 passed, 1 failed", status: 1 });
     }
+  });
+
+  it("sums the second runtime's run into the last line; its failure fails CI", async () => {
+    const passing = report([{ status: "passed", tests: ["passed", "passed"] }]);
+    const failing = report([{ status: "failed", tests: ["passed", "failed"] }]);
+    expect(await run({ REPORT: passing, other: { report: passing, status: 0 } })).toEqual({
+      line: "4 passed, 0 failed",
+      status: 0,
+    });
+    expect(await run({ REPORT: passing, other: { report: failing, status: 1 } })).toEqual({
+      line: "3 passed, 1 failed",
+      status: 1,
+    });
+    // Its install or build failed: no report, one failure.
+    expect(await run({ REPORT: passing, other: { status: 1 } })).toEqual({
+      line: "2 passed, 1 failed",
+      status: 1,
+    });
+    // That Node could not be downloaded: said, and the first run's result stands.
+    expect(await run({ REPORT: passing, other: { status: 2 } })).toEqual({
+      line: "2 passed, 0 failed",
+      status: 0,
+    });
+    // The first run failed and the second passed: still a failure.
+    expect(
+      await run({ REPORT: failing, TEST_STATUS: 1, other: { report: passing, status: 0 } }),
+    ).toEqual({ line: "3 passed, 1 failed", status: 1 });
   });
 
   it("a test file that failed to load fails the run and is counted", async () => {
