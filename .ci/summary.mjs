@@ -1,8 +1,10 @@
 // The last line of a CI run, from vitest's JSON reports: "N passed, N failed", with
 // ", N skipped" when tests were skipped. Usage: node .ci/summary.mjs <report> [<report>...]
 // With several reports (one per Node.js runtime) it prints a line for each, then their sum
-// last. A report that is missing counts as one failure. Exits 1 when it counts a failure,
-// so .ci/run cannot pass a run its reports call failed.
+// last. A report that is missing counts as one failure. A report given as "path=status"
+// with a non-zero exit status but no failure counted (vitest exits 1 on an unhandled
+// error) counts one. Exits 1 when it counts a failure, so .ci/run cannot pass a run its
+// reports call failed.
 import { readFileSync } from "node:fs";
 
 /** The report, or undefined when there is none (an earlier step failed) or it is unreadable. */
@@ -28,7 +30,7 @@ function filesFailedOutsideTests(report) {
 }
 
 function totals(report) {
-  if (report === undefined) return { passed: 0, failed: 1, skipped: 0 };
+  if (report === null || typeof report !== "object") return { passed: 0, failed: 1, skipped: 0 };
   let failed = (report.numFailedTests ?? 0) + filesFailedOutsideTests(report);
   // Last guard: vitest said the run failed, for a reason neither count shows.
   if (report.success === false && failed === 0) failed = 1;
@@ -43,8 +45,10 @@ function format({ passed, failed, skipped }) {
 
 const paths = process.argv.length > 2 ? process.argv.slice(2) : ["reports/vitest.json"];
 const sum = { passed: 0, failed: 0, skipped: 0 };
-for (const path of paths) {
+for (const argument of paths) {
+  const [, path = argument, status] = /^(.*)=(\d+)$/.exec(argument) ?? [];
   const counts = totals(readReport(path));
+  if (status !== undefined && Number(status) !== 0 && counts.failed === 0) counts.failed = 1;
   if (paths.length > 1) console.log(`${path}: ${format(counts)}`);
   sum.passed += counts.passed;
   sum.failed += counts.failed;

@@ -93,6 +93,7 @@ describe(".ci/summary.mjs: the totals line of a CI run", () => {
       status: 1,
     });
     expect(await summarize("{ truncated")).toEqual({ line: "0 passed, 1 failed", status: 1 });
+    expect(await summarize("null")).toEqual({ line: "0 passed, 1 failed", status: 1 });
     expect(
       await lastLine(process.execPath, [join(CI, "summary.mjs"), join(dir, "none.json")]),
     ).toEqual({ line: "0 passed, 1 failed", status: 1 });
@@ -103,6 +104,37 @@ describe(".ci/summary.mjs: the totals line of a CI run", () => {
  * .ci/run itself, copied into a folder of its own with stand-ins for npm and pg_isready:
  * every step passes unless FAIL_AT names it, and `npm test` writes REPORT as vitest would.
  */
+describe(".ci/summary.mjs with several reports and exit statuses", () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "kcr-ci-summary-"));
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("prints a line per report, then their sum; a failing exit status with a clean report counts one", async () => {
+    const first = join(dir, "first.json");
+    const second = join(dir, "second.json");
+    await writeFile(first, JSON.stringify(report([{ status: "passed", tests: ["passed"] }])));
+    await writeFile(second, JSON.stringify(report([{ status: "passed", tests: ["passed"] }])));
+    const output = await new Promise<string>((resolve) => {
+      execFile(process.execPath, [join(CI, "summary.mjs"), `${first}=0`, second], (_, stdout) =>
+        resolve(stdout),
+      );
+    });
+    expect(output.trimEnd().split("\n")).toEqual([
+      `${first}: 1 passed, 0 failed`,
+      `${second}: 1 passed, 0 failed`,
+      "2 passed, 0 failed",
+    ]);
+    // vitest exits 1 on an unhandled error, and may still report every test passed.
+    expect(
+      await lastLine(process.execPath, [join(CI, "summary.mjs"), `${first}=0`, `${second}=1`]),
+    ).toEqual({ line: "2 passed, 1 failed", status: 1 });
+  });
+});
+
 describe(".ci/run ends with the totals line on every way out", () => {
   let dir: string;
   beforeAll(async () => {
@@ -171,6 +203,11 @@ describe(".ci/run ends with the totals line on every way out", () => {
       line: "3 passed, 1 failed",
       status: 1,
     });
+    // It exited 1 with a clean report (an unhandled error): one failure.
+    expect(await run({ REPORT: passing, other: { report: passing, status: 1 } })).toEqual({
+      line: "4 passed, 1 failed",
+      status: 1,
+    });
     // Its install or build failed: no report, one failure.
     expect(await run({ REPORT: passing, other: { status: 1 } })).toEqual({
       line: "2 passed, 1 failed",
@@ -185,6 +222,14 @@ describe(".ci/run ends with the totals line on every way out", () => {
     expect(
       await run({ REPORT: failing, TEST_STATUS: 1, other: { report: passing, status: 0 } }),
     ).toEqual({ line: "3 passed, 1 failed", status: 1 });
+  });
+
+  it("npm test exiting non-zero with a clean report fails the run and is counted", async () => {
+    const passing = report([{ status: "passed", tests: ["passed", "passed"] }]);
+    expect(await run({ REPORT: passing, TEST_STATUS: 1 })).toEqual({
+      line: "2 passed, 1 failed",
+      status: 1,
+    });
   });
 
   it("a test file that failed to load fails the run and is counted", async () => {
