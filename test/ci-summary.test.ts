@@ -98,20 +98,6 @@ describe(".ci/summary.mjs: the totals line of a CI run", () => {
       await lastLine(process.execPath, [join(CI, "summary.mjs"), join(dir, "none.json")]),
     ).toEqual({ line: "0 passed, 1 failed", status: 1 });
   });
-});
-
-/**
- * .ci/run itself, copied into a folder of its own with stand-ins for npm and pg_isready:
- * every step passes unless FAIL_AT names it, and `npm test` writes REPORT as vitest would.
- */
-describe(".ci/summary.mjs with several reports and exit statuses", () => {
-  let dir: string;
-  beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), "kcr-ci-summary-"));
-  });
-  afterAll(async () => {
-    await rm(dir, { recursive: true, force: true });
-  });
 
   it("prints a line per report, then their sum; a failing exit status with a clean report counts one", async () => {
     const first = join(dir, "first.json");
@@ -135,6 +121,10 @@ describe(".ci/summary.mjs with several reports and exit statuses", () => {
   });
 });
 
+/**
+ * .ci/run itself, copied into a folder of its own with stand-ins for npm and pg_isready:
+ * every step passes unless FAIL_AT names it, and `npm test` writes REPORT as vitest would.
+ */
 describe(".ci/run ends with the totals line on every way out", () => {
   let dir: string;
   beforeAll(async () => {
