@@ -7,18 +7,30 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 const CI = fileURLToPath(new URL("../.ci/", import.meta.url));
 
+/** Runs a command to its end: its output lines and exit status, a failure included. */
+function outputOf(
+  command: string,
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ lines: string[]; status: number }> {
+  return new Promise((resolve) => {
+    execFile(command, args, { env: { PATH: process.env.PATH ?? "", ...env } }, (error, stdout) => {
+      resolve({
+        lines: stdout.trimEnd().split("\n"),
+        status: error ? Number(error.code ?? -1) : 0,
+      });
+    });
+  });
+}
+
 /** Runs a command to its end: its last output line and exit status, a failure included. */
-function lastLine(
+async function lastLine(
   command: string,
   args: string[],
   env: Record<string, string> = {},
 ): Promise<{ line: string; status: number }> {
-  return new Promise((resolve) => {
-    execFile(command, args, { env: { PATH: process.env.PATH ?? "", ...env } }, (error, stdout) => {
-      const line = stdout.trimEnd().split("\n").at(-1) ?? "";
-      resolve({ line, status: error ? Number(error.code ?? -1) : 0 });
-    });
-  });
+  const { lines, status } = await outputOf(command, args, env);
+  return { line: lines.at(-1) ?? "", status };
 }
 
 /** A report as vitest's JSON reporter writes it, with only the fields the summary reads. */
@@ -104,16 +116,16 @@ describe(".ci/summary.mjs: the totals line of a CI run", () => {
     const second = join(dir, "second.json");
     await writeFile(first, JSON.stringify(report([{ status: "passed", tests: ["passed"] }])));
     await writeFile(second, JSON.stringify(report([{ status: "passed", tests: ["passed"] }])));
-    const output = await new Promise<string>((resolve) => {
-      execFile(process.execPath, [join(CI, "summary.mjs"), `${first}=0`, second], (_, stdout) =>
-        resolve(stdout),
-      );
+    expect(
+      await outputOf(process.execPath, [join(CI, "summary.mjs"), `${first}=0`, second]),
+    ).toEqual({
+      lines: [
+        `${first}: 1 passed, 0 failed`,
+        `${second}: 1 passed, 0 failed`,
+        "2 passed, 0 failed",
+      ],
+      status: 0,
     });
-    expect(output.trimEnd().split("\n")).toEqual([
-      `${first}: 1 passed, 0 failed`,
-      `${second}: 1 passed, 0 failed`,
-      "2 passed, 0 failed",
-    ]);
     // vitest exits 1 on an unhandled error, and may still report every test passed.
     expect(
       await lastLine(process.execPath, [join(CI, "summary.mjs"), `${first}=0`, `${second}=1`]),
