@@ -103,9 +103,29 @@ export class ReceiverError extends Error {
   }
 }
 
-/** Anything thrown that is not a ReceiverError is unexpected: retry it, it may be transient. */
+/**
+ * Anything thrown that is not a ReceiverError is unexpected: retry it, it may be transient.
+ * Its message names its causes too: a module sink's `fetch failed` alone hid the
+ * `connect ECONNREFUSED` behind it from the job's last error, which is all an operator sees.
+ */
 export function toReceiverError(error: unknown): ReceiverError {
   if (error instanceof ReceiverError) return error;
-  const message = error instanceof Error ? error.message : String(error);
-  return new ReceiverError(message, { code: "unexpected_error", retryable: true, cause: error });
+  return new ReceiverError(messageWithCauses(error), {
+    code: "unexpected_error",
+    retryable: true,
+    cause: error,
+  });
+}
+
+/** `outer (cause: inner (cause: innermost))`, at most three causes deep, repeats left out. */
+export function messageWithCauses(error: unknown): string {
+  const messages: string[] = [];
+  let current: unknown = error;
+  for (let depth = 0; depth < 4 && current !== undefined && current !== null; depth++) {
+    const text = current instanceof Error ? current.message : String(current);
+    if (text !== "" && !messages.includes(text)) messages.push(text);
+    current = current instanceof Error ? current.cause : undefined;
+  }
+  if (messages.length === 0) return String(error);
+  return messages.reduceRight((inner, outer) => `${outer} (cause: ${inner})`);
 }
