@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import axios, { Axios, isAxiosError } from "axios";
+import { messageWithCauses } from "./errors.js";
 import { createDispatchers, createUndiciAdapter, type EgressProxies } from "./undici-adapter.js";
 
 export { proxyOf } from "./undici-adapter.js";
@@ -61,6 +62,17 @@ export function createTransport(options: TransportOptions): Transport {
 
 export function isTimeout(error: unknown): boolean {
   return isAxiosError(error) && (error.code === "ECONNABORTED" || error.code === "ETIMEDOUT");
+}
+
+/**
+ * What a log line says of a request that got no answer. A transport failure (refused,
+ * reset, timed out) is expected now and then and retried: its code and reason in one short
+ * line, not the stacks of axios and undici (2.5 KB a line, several per attempt). Anything
+ * else thrown is a defect: logged whole, with its stack.
+ */
+export function noAnswerLogFields(error: unknown): Record<string, unknown> {
+  if (!isAxiosError(error)) return { err: error };
+  return { errorCode: error.code, reason: messageWithCauses(error) };
 }
 
 export function isCanceled(error: unknown): boolean {

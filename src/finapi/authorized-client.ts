@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { Axios, AxiosResponse } from "axios";
 import type { z } from "zod";
 import type { ReceiverError } from "../errors.js";
-import { isCanceled, isTimeout, parseRetryAfter } from "../http-transport.js";
+import { isCanceled, isTimeout, noAnswerLogFields, parseRetryAfter } from "../http-transport.js";
 import type { Logger } from "../logger.js";
 import { sleep } from "../sleep.js";
 import {
@@ -148,7 +148,7 @@ export class AuthorizedClient {
       const timedOut = isTimeout(error);
       this.options.onResponse?.(endpoint, timedOut ? "timeout" : "network_error", durationMs);
       ctx.logger.warn(
-        { requestId, endpoint, durationMs, err: error },
+        { requestId, endpoint, durationMs, ...noAnswerLogFields(error) },
         timedOut ? "finAPI call timed out" : "finAPI call failed",
       );
       return { error: networkError({ endpoint, requestId }, error, timedOut) };

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { Axios, AxiosResponse } from "axios";
 import { untilAborted } from "../abortable.js";
-import { isTimeout, parseRetryAfter } from "../http-transport.js";
+import { isTimeout, noAnswerLogFields, parseRetryAfter } from "../http-transport.js";
 import type { Logger } from "../logger.js";
 import { networkError, tokenAnswerUnreadable, tokenError } from "./errors.js";
 import { tokenResponseSchema } from "./schemas.js";
@@ -145,7 +145,10 @@ export class ClientCredentialsTokenProvider implements TokenProvider {
     } catch (error) {
       this.options.onResponse?.(isTimeout(error) ? "timeout" : "network_error", took());
       this.options.onRequest?.("failure");
-      logger.warn({ requestId, endpoint: "token", err: error }, "finAPI token request failed");
+      logger.warn(
+        { requestId, endpoint: "token", ...noAnswerLogFields(error) },
+        "finAPI token request failed",
+      );
       throw networkError({ endpoint: "token", requestId }, error, isTimeout(error));
     }
     const durationMs = this.clock() - startedAt;

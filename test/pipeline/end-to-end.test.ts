@@ -12,6 +12,16 @@ async function served(harness: Harness, url: string): Promise<unknown> {
   return response.json();
 }
 
+/**
+ * A host that resets every connection. Not a port that was free a moment ago: another
+ * test file's server, running in parallel, took one once and answered 404.
+ */
+async function resettingHost() {
+  const unreachable = createServer((socket) => socket.resetAndDestroy());
+  await new Promise<void>((resolve) => unreachable.listen(0, "127.0.0.1", resolve));
+  return { port: (unreachable.address() as AddressInfo).port, unreachable };
+}
+
 async function jobOf(harness: Harness, id: unknown) {
   return harness.service.inbox.get(String(id));
 }
@@ -239,11 +249,7 @@ describe("callback → inbox → finAPI → file sink", () => {
   });
 
   it("names the URL variable when a finAPI host cannot be reached", async () => {
-    // A host that resets every connection. Not a port that was free a moment ago: another
-    // test file's server, running in parallel, took one once and answered 404.
-    const unreachable = createServer((socket) => socket.resetAndDestroy());
-    await new Promise<void>((resolve) => unreachable.listen(0, "127.0.0.1", resolve));
-    const { port } = unreachable.address() as AddressInfo;
+    const { port, unreachable } = await resettingHost();
     try {
       harness = await startHarness({
         env: { FINAPI_TOKEN_URL: `http://127.0.0.1:${port}/api/v2/oauth/token`, MAX_ATTEMPTS: "1" },
@@ -252,6 +258,32 @@ describe("callback → inbox → finAPI → file sink", () => {
       const job = await harness.waitForJob(accepted.body.id, "dead");
       expect(job.lastError).toContain("finapi_network");
       expect(job.lastError).toContain("FINAPI_TOKEN_URL");
+    } finally {
+      unreachable.close();
+    }
+  });
+
+  it("logs a finAPI call that got no answer as one short line: code and reason, no stack", async () => {
+    const { port, unreachable } = await resettingHost();
+    try {
+      harness = await startHarness({
+        env: {
+          FINAPI_DI_URL: `http://127.0.0.1:${port}/di/api/v1`,
+          FINAPI_RETRIES: "0",
+          MAX_ATTEMPTS: "1",
+        },
+      });
+      const accepted = await harness.post(makeCallback());
+      await harness.waitForJob(accepted.body.id, "dead");
+      const failed = harness.logs.lines().filter((line) => line.msg === "finAPI call failed");
+      expect(failed.length).toBeGreaterThan(0);
+      for (const line of failed) {
+        expect(line).toMatchObject({ endpoint: "dac", errorCode: "ECONNRESET" });
+        expect(String(line.reason)).toMatch(/socket hang up|ECONNRESET|other side closed/);
+        expect(line).not.toHaveProperty("err");
+        expect(JSON.stringify(line)).not.toContain("    at ");
+        expect(JSON.stringify(line).length).toBeLessThan(600);
+      }
     } finally {
       unreachable.close();
     }
