@@ -1,4 +1,4 @@
-import { type Callback, callbackSchema, isSuccessful } from "../callback.js";
+import { type Callback, callbackSchema } from "../callback.js";
 import type { Inbox } from "../inbox/inbox.js";
 import type { Logger } from "../logger.js";
 import type { Reply } from "./reply.js";
@@ -68,8 +68,9 @@ export async function acceptCallback(body: unknown, reply: Reply, deps: AcceptDe
     status: callback.status,
     duplicate: stored.duplicate,
   };
-  if (isSuccessful(callback)) logger.info(logLine, "callback accepted");
-  else logger.warn(logLine, "callback accepted with a status other than SUCCESSFUL");
+  // One line either way: a status other than SUCCESSFUL gets its warning from the worker,
+  // which says what it does with it (nothing fetched, delivered as it is).
+  logger.info(logLine, "callback accepted");
   reply(202, { accepted: true, duplicate: stored.duplicate, id: stored.id });
   if (stored.duplicate) void warnIfDifferent(callback, stored.id, deps);
 }
