@@ -128,6 +128,19 @@ function listenHost(fallback: string) {
   return z.string().min(1).default(fallback).transform(bareHost);
 }
 
+/**
+ * One of `values`, in any letter case (`LOG_LEVEL=INFO`, `FINAPI_ENV=Live`): the case of a
+ * word is no mistake worth a refused start. Anything else is refused with the list.
+ */
+function wordOf<const T extends readonly [string, ...string[]]>(values: T, fallback: T[number]) {
+  return z
+    .preprocess(
+      (value) => (typeof value === "string" ? value.toLowerCase() : value),
+      z.enum(values),
+    )
+    .default(fallback);
+}
+
 /** The environment, exactly as operators write it: one key per variable. */
 const envSchema = z.object({
   NODE_ENV: z.enum(["development", "production", "test"]).default("development"),
@@ -195,7 +208,7 @@ const envSchema = z.object({
   DONE_RETENTION_MS: int(0, 7 * DAY_MS, MAX_DATE_SPAN_MS),
   DEAD_RETENTION_MS: int(0, 30 * DAY_MS, MAX_DATE_SPAN_MS),
   PRUNE_INTERVAL_MS: timerMs(10, 3600 * 1000),
-  FINAPI_ENV: z.enum(["sandbox", "live"]).default("sandbox"),
+  FINAPI_ENV: wordOf(["sandbox", "live"], "sandbox"),
   FINAPI_TOKEN_URL: urlWithoutCredentials(FINAPI_CREDENTIALS),
   FINAPI_PROCESSCTRL_URL: urlWithoutCredentials(FINAPI_CREDENTIALS),
   FINAPI_DI_URL: urlWithoutCredentials(FINAPI_CREDENTIALS),
@@ -243,7 +256,7 @@ const envSchema = z.object({
   all_proxy: z.string().optional(),
   NO_PROXY: z.string().optional(),
   no_proxy: z.string().optional(),
-  LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+  LOG_LEVEL: wordOf(["fatal", "error", "warn", "info", "debug", "trace", "silent"], "info"),
   LOG_PRETTY: bool,
 });
 

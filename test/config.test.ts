@@ -52,6 +52,15 @@ describe("loadConfig", () => {
     expect(config.finapi.unconfirmed.join(" ")).toMatch(/FINAPI_PROCESSCTRL_URL.*FINAPI_DI_URL/);
   });
 
+  it("takes LOG_LEVEL and FINAPI_ENV in any letter case, and still refuses other words", () => {
+    const config = loadConfig({ ...credentials, FINAPI_ENV: "Live", LOG_LEVEL: "INFO" });
+    expect(config.finapi.diUrl).toBe("https://di-live.finapi.io/api/v1");
+    expect(config.log.level).toBe("info");
+    expect(loadConfig({ ...credentials }).log.level).toBe("info");
+    expect(problemsOf({ ...credentials, LOG_LEVEL: "verbose" }).join("\n")).toMatch(/^LOG_LEVEL/m);
+    expect(problemsOf({ ...credentials, FINAPI_ENV: "prod" }).join("\n")).toMatch(/^FINAPI_ENV/m);
+  });
+
   it("lets each URL be overridden, and then does not warn about its preset", () => {
     const config = loadConfig({
       ...credentials,
