@@ -73,9 +73,10 @@ async function loadModuleSink(path: string, config: Config, logger: Logger): Pro
   try {
     exports = (await import(url)) as typeof exports;
   } catch (error) {
-    throw new Error(`SINKS: module:${path} could not be loaded: ${(error as Error).message}`, {
-      cause: error,
-    });
+    throw new Error(
+      `SINKS: module:${path} could not be loaded: ${(error as Error).message}${loadFailureHint(path, error)}`,
+      { cause: error },
+    );
   }
   const factory = typeof exports.default === "function" ? exports.default : exports.createSink;
   if (typeof factory !== "function") {
@@ -95,4 +96,15 @@ async function loadModuleSink(path: string, config: Config, logger: Logger): Pro
     throw new Error(`SINKS: module:${path}'s factory must return { name, deliver(bundle, ctx) }`);
   }
   return sink as Sink;
+}
+
+/**
+ * What to do when Node refuses a TypeScript module: Node 20 (and 22 before 22.18) runs
+ * only JavaScript, while `npm run dev` (tsx) ran the same file, so the message alone
+ * ("Unknown file extension") left users guessing.
+ */
+export function loadFailureHint(path: string, error: unknown): string {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (code !== "ERR_UNKNOWN_FILE_EXTENSION" || !/\.[cm]?ts$/i.test(path)) return "";
+  return "; this Node runs JavaScript modules only: compile the sink to .js (npx tsc) and name that file, or run Node 22.18 or newer, which runs a .ts file that uses only erasable syntax";
 }

@@ -2,7 +2,7 @@ import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { describe, expect, it } from "vitest";
 import { loadConfig } from "../../src/config.js";
-import { closeSinks, loadSinks } from "../../src/sinks/load.js";
+import { closeSinks, loadFailureHint, loadSinks } from "../../src/sinks/load.js";
 import type { Bundle, Sink } from "../../src/sinks/sink.js";
 import { captureLogs } from "../support/log-capture.js";
 
@@ -63,6 +63,22 @@ describe("SINKS=module:<path>", () => {
     await expect(sinksFor("file,module:test/fixtures/missing.mjs")).rejects.toThrow(
       /^SINKS: module:test\/fixtures\/missing\.mjs could not be loaded/,
     );
+  });
+
+  it("tells how to run a TypeScript module where Node refuses it, and only there", () => {
+    // What Node 20 throws for `import("./my-sink.ts")` (Node 22.18+ strips the types).
+    const refused = Object.assign(new TypeError('Unknown file extension ".ts"'), {
+      code: "ERR_UNKNOWN_FILE_EXTENSION",
+    });
+    expect(loadFailureHint("./my-sink.ts", refused)).toMatch(
+      /compile the sink to \.js \(npx tsc\) and name that file, or run Node 22\.18 or newer/,
+    );
+    expect(loadFailureHint("sinks/queue.mts", refused)).not.toBe("");
+    expect(loadFailureHint("./my-sink.json", refused)).toBe("");
+    const missing = Object.assign(new Error("Cannot find module"), {
+      code: "ERR_MODULE_NOT_FOUND",
+    });
+    expect(loadFailureHint("./my-sink.ts", missing)).toBe("");
   });
 
   it("closes every sink at shutdown even when one's close throws at once instead of rejecting", async () => {
