@@ -4,7 +4,7 @@ import type { Logger } from "../logger.js";
 import { acceptCallback } from "./accept-callback.js";
 import { allowlist } from "./allowlist.js";
 import { callbackBody } from "./callback-body.js";
-import { requireCallbackSecret } from "./callback-secret.js";
+import { requireCallbackSecret, wrongSecretAnswer } from "./callback-secret.js";
 import { expressReply } from "./reply.js";
 import { sendError } from "./send-error.js";
 
@@ -52,16 +52,18 @@ export function addCallbackRoute(
   // allowlist is mounted on the path (use, not a route with :secret) so it runs before
   // Express decodes the secret segment: a broken %-escape from a network that may not
   // call gets 403 like anything else from there, not a 400 about the escape.
+  const refuseSecret = () => {
+    onOutcome?.("unauthorized");
+    logger.warn("callback refused: missing or wrong CALLBACK_SECRET");
+  };
   router.use(
     path,
     allowlist(allowed, logger, () => onOutcome?.("forbidden")),
+    refuseUndecodableSegment(options.callbackSecret, refuseSecret),
   );
   router.post(
     paths,
-    requireCallbackSecret(options.callbackSecret, () => {
-      onOutcome?.("unauthorized");
-      logger.warn("callback refused: missing or wrong CALLBACK_SECRET");
-    }),
+    requireCallbackSecret(options.callbackSecret, refuseSecret),
     ...callbackBody(bodyLimitBytes, (req) => {
       onOutcome?.("invalid");
       logger.info({ contentType: req.get("content-type") ?? null }, "callback rejected: not JSON");
@@ -78,4 +80,34 @@ export function addCallbackRoute(
     res.set("Allow", "POST");
     sendError(res, 405, "method_not_allowed", [{ message: "use POST" }]);
   });
+}
+
+/**
+ * A segment below the callback path with a broken %-escape (`/<secret>%`) is a wrong
+ * secret (401), or no route when there is no secret (404), answered before Express decodes
+ * it: its URIError, "Failed to decode param '<segment>'", was logged with the segment in
+ * it (a secret with a stray % in the URL registered at finAPI) and answered 400 before the
+ * secret was checked.
+ */
+function refuseUndecodableSegment(
+  secret: string | undefined,
+  onWrongSecret: () => void,
+): RequestHandler {
+  return (req, res, next) => {
+    const [segment = ""] = (req.url.split("?")[0] ?? "").split("/").filter((part) => part !== "");
+    if (isDecodable(segment)) return next();
+    if (secret === undefined)
+      return sendError(res, 404, "not_found", [{ message: "no such route" }]);
+    onWrongSecret();
+    wrongSecretAnswer(res);
+  };
+}
+
+function isDecodable(segment: string): boolean {
+  try {
+    decodeURIComponent(segment);
+    return true;
+  } catch {
+    return false;
+  }
 }

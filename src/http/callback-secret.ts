@@ -1,5 +1,5 @@
 import { createHash, timingSafeEqual } from "node:crypto";
-import type { RequestHandler } from "express";
+import type { RequestHandler, Response } from "express";
 import { sendError } from "./send-error.js";
 
 /** Equal-time comparison; hashing first makes the lengths equal without leaking them. */
@@ -50,9 +50,14 @@ export function requireCallbackSecret(
     }
     if (presentsSecret(secret, req.params.secret, req.headers.authorization)) return next();
     onReject?.();
-    res.set("WWW-Authenticate", 'Basic realm="kreditcheck-callback"');
-    sendError(res, 401, "unauthorized", [{ message: "missing or wrong callback secret" }]);
+    wrongSecretAnswer(res);
   };
+}
+
+/** The 401 of a missing or wrong secret, asking for it as HTTP Basic. */
+export function wrongSecretAnswer(res: Response): void {
+  res.set("WWW-Authenticate", 'Basic realm="kreditcheck-callback"');
+  sendError(res, 401, "unauthorized", [{ message: "missing or wrong callback secret" }]);
 }
 
 /**

@@ -153,6 +153,11 @@ describe("CALLBACK_SECRET", () => {
       (await rawPost(`${base}/s3cr3t`, JSON.stringify({ pad: "x".repeat(70_000) }))).status,
     ).toBe(413);
 
+    // A stray % after the secret (a typo in the URL registered at finAPI) is a wrong
+    // secret: 401, and Express's "Failed to decode param '<segment>'" never reaches the log.
+    expect((await rawPost(`${base}/s3cr3t%`, body())).status).toBe(401);
+    expect((await rawPost(`${base}/s3cr3t%zz?x=1`, body())).status).toBe(401);
+
     await harness.waitForBundle(String(viaPath.kreditCheckId));
     const logs = harness.logs.text();
     expect(logs).toContain("[redacted]");
@@ -167,6 +172,12 @@ describe("CALLBACK_SECRET", () => {
       JSON.stringify(makeCallback()),
     );
     expect(response.status).toBe(404);
+    // A broken %-escape there too: no route, not a 400 about the escape.
+    const broken = await rawPost(
+      `${harness.service.url}${harness.config.http.callbackPath}/any%`,
+      JSON.stringify(makeCallback()),
+    );
+    expect(broken.status).toBe(404);
   });
 });
 
