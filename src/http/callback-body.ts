@@ -12,6 +12,26 @@ function hasBody(req: Request): boolean {
 const UTF8_WITHOUT_DASH = /(;\s*charset\s*=\s*"?)utf8("?\s*(?:;|$))/i;
 
 /**
+ * A body whose Content-Length is over the limit, refused before a byte of it is read:
+ * body-parser reads such a body to its end before answering 413 (so that the sender sees
+ * the answer), which let a sender hold the connection for REQUEST_TIMEOUT_MS by declaring
+ * 10 MB and sending nothing, or make the service read and discard any amount. The answer
+ * closes the connection instead; the error is body-parser's own, so the route counts and
+ * answers it as any other body that is too large.
+ */
+function declaredTooLarge(req: Request, limitBytes: number): Error | undefined {
+  const declared = Number(req.headers["content-length"]);
+  if (!(declared > limitBytes)) return undefined;
+  req.res?.set("Connection", "close");
+  return Object.assign(new Error("request entity too large"), {
+    type: "entity.too.large",
+    status: 413,
+    expected: declared,
+    limit: limitBytes,
+  });
+}
+
+/**
  * A callback's body as every route that takes one reads it (finAPI's, and the admin API's
  * replay): JSON only (415 otherwise), duplicate keys, NUL and charset checked, at most
  * `limitBytes`. Any JSON value parses (not only objects and arrays), so `null` or `"x"` is
@@ -31,7 +51,9 @@ export function callbackBody(
     }
     // A POST without any body (no Content-Length, no Transfer-Encoding) has no media type
     // to check; it goes on and is refused as an empty callback, not as the wrong type.
-    if (!hasBody(req) || req.is(["application/json", "application/*+json"])) return next();
+    if (!hasBody(req) || req.is(["application/json", "application/*+json"])) {
+      return next(declaredTooLarge(req, limitBytes));
+    }
     onNotJson?.(req);
     sendError(res, 415, "unsupported_media_type", [
       {

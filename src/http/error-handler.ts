@@ -30,6 +30,11 @@ const BODY_ERRORS: Record<string, { status: number; error: string; message: stri
     error: "duplicate_key",
     message: "a key appears more than once in one object",
   },
+  "entity.invalid.utf8": {
+    status: 400,
+    error: "invalid_utf8",
+    message: "the body is not valid UTF-8; send the JSON as UTF-8 (RFC 8259)",
+  },
   "request.size.invalid": {
     status: 400,
     error: "invalid_body_size",

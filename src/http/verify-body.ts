@@ -110,8 +110,20 @@ class UnsupportedCharsetError extends Error {
   }
 }
 
-/** Drops a BOM, as body-parser's decoder does. */
-const UTF8 = new TextDecoder();
+/**
+ * Tells the error handler to answer 400 invalid_utf8: bytes that are no UTF-8 were stored
+ * as U+FFFD before, so a callback was acknowledged with text other than what was sent.
+ */
+class InvalidUtf8Error extends Error {
+  readonly status = 400;
+  readonly type = "entity.invalid.utf8";
+  constructor() {
+    super("the body is not valid UTF-8");
+  }
+}
+
+/** Drops a BOM, as body-parser's decoder does; refuses bytes that are not UTF-8. */
+const UTF8 = new TextDecoder("utf-8", { fatal: true });
 
 /**
  * body-parser's `verify` hook, called with the raw body before it is parsed. A charset
@@ -135,7 +147,12 @@ export function verifyCallbackBody(
  * reports it as such.
  */
 export function checkedCallbackText(body: Buffer): string {
-  const text = UTF8.decode(body);
+  let text: string;
+  try {
+    text = UTF8.decode(body);
+  } catch {
+    throw new InvalidUtf8Error();
+  }
   const field = findDuplicateKey(text);
   if (field === undefined) return text;
   try {

@@ -257,6 +257,29 @@ function cases(): Case[] {
       error: "unsupported_charset",
     });
   }
+  // Bytes that are no UTF-8 inside a string: refused, not stored as U+FFFD (a callback
+  // acknowledged with text other than what was sent). Each way in: the fast path, the
+  // Express route (another JSON media type), and an inflated body.
+  const notUtf8 = Buffer.concat([
+    Buffer.from(valid.slice(0, -1)),
+    Buffer.from(',"comment":"a'),
+    Buffer.from([0xff, 0xc3, 0x28]),
+    Buffer.from('"}'),
+  ]);
+  for (const [way, body, contentType, headers] of [
+    ["as finAPI sends it", notUtf8, undefined, undefined],
+    ["as application/vnd.api+json", notUtf8, "application/vnd.api+json", undefined],
+    ["gzipped", zlib.gzipSync(notUtf8), undefined, { "Content-Encoding": "gzip" }],
+  ] as const) {
+    table.push({
+      name: `bytes that are not UTF-8, ${way}`,
+      body: new Uint8Array(body),
+      ...(contentType ? { contentType } : {}),
+      ...(headers ? { headers } : {}),
+      status: 400,
+      error: "invalid_utf8",
+    });
+  }
   // zstd is inflated where Node has it (22.15+, 23.8+).
   const encodings = ["gzip", "deflate", "br", ...("createZstdDecompress" in zlib ? ["zstd"] : [])];
   for (const encoding of encodings) {
@@ -415,6 +438,22 @@ describe("bad input: malformed requests are refused without harm", () => {
     );
     expect(stalledHeaders.response).toMatch(/^HTTP\/1\.1 408/);
     expect(stalledHeaders.ms).toBeLessThan(3000);
+  });
+
+  it("answers a body declared over the limit with 413 before reading it, and closes the connection", async () => {
+    // 10 MB announced, nothing sent: before, the route waited for all of it (and answered
+    // 408 when REQUEST_TIMEOUT_MS ran out), so a sender could hold the connection that long.
+    const { response } = await rawExchange(
+      harness.service.port,
+      `POST ${PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10000000\r\n\r\n`,
+      "",
+    );
+    expect(response).toMatch(/^HTTP\/1\.1 413/);
+    expect(response).toMatch(/\r\nConnection: close\r\n/i);
+    expect(JSON.parse(response.slice(response.indexOf("\r\n\r\n") + 4))).toMatchObject({
+      error: "payload_too_large",
+    });
+    expect((await harness.service.inbox.countByState()).pending).toBe(0);
   });
 
   it("has written no file at all, inside or outside the result folder, and stays healthy", async () => {
