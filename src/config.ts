@@ -628,9 +628,9 @@ function compilesAsTrustProxy(value: string): boolean {
  */
 function trustsNearlyAll(value: string): boolean {
   return value.split(",").some((entry) => {
-    const text = entry.trim();
-    if (!text.includes("/") || !ipaddr.isValidCIDR(text)) return false;
-    const [address, prefix] = ipaddr.parseCIDR(text);
+    const range = trustRange(entry.trim());
+    if (!range) return false;
+    const [address, prefix] = range;
     if (address.kind() === "ipv4") return prefix < 8;
     const v6 = address as ipaddr.IPv6;
     // The IPv4-mapped block: its IPv4 part is the prefix's last 32 bits.
@@ -638,6 +638,21 @@ function trustsNearlyAll(value: string): boolean {
     // A range holding that whole block (::/8, say) trusts every IPv4 address too.
     return prefix < 7 || ipaddr.parseCIDR("::ffff:0:0/96")[0].match(v6, prefix);
   });
+}
+
+/**
+ * A TRUST_PROXY entry with a range, as proxy-addr reads it: `address/prefix`, or an IPv4
+ * address with a netmask (`0.0.0.0/128.0.0.0` is `0.0.0.0/1`: without this the netmask
+ * spelling got past the width check). Undefined for a single address or a name.
+ */
+function trustRange(text: string): [ipaddr.IPv4 | ipaddr.IPv6, number] | undefined {
+  if (ipaddr.isValidCIDR(text)) return ipaddr.parseCIDR(text);
+  const slash = text.lastIndexOf("/");
+  if (slash < 0) return undefined;
+  const [address, mask] = [text.slice(0, slash), text.slice(slash + 1)];
+  if (!ipaddr.IPv4.isValid(address) || !ipaddr.IPv4.isValid(mask)) return undefined;
+  const prefix = ipaddr.IPv4.parse(mask).prefixLengthFromSubnetMask();
+  return prefix === null ? undefined : [ipaddr.IPv4.parse(address), prefix];
 }
 
 function isHttpProxyUrl(url: string): boolean {

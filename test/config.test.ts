@@ -329,13 +329,23 @@ describe("loadConfig", () => {
     expect(all).toMatch(/"foo".*"bar".*"1\.2\.3\.4\/40"/);
     expect(problemsOf({ ...credentials, TRUST_PROXY: "0.0.0.0/0" })[0]).toMatch(/^TRUST_PROXY/);
     // Nearly everyone, which proxy-addr takes: half of IPv4, all of it written as IPv6.
-    for (const wide of ["0.0.0.0/1", "::ffff:0:0/96", "::ffff:0.0.0.0/100", "::/8", "8000::/1"]) {
+    // A netmask spells a range too: 0.0.0.0/128.0.0.0 is 0.0.0.0/1.
+    for (const wide of [
+      "0.0.0.0/1",
+      "::ffff:0:0/96",
+      "::ffff:0.0.0.0/100",
+      "::/8",
+      "8000::/1",
+      "0.0.0.0/128.0.0.0,128.0.0.0/128.0.0.0",
+      "1.0.0.0/254.0.0.0",
+    ]) {
       expect(problemsOf({ ...credentials, TRUST_PROXY: `10.0.0.1,${wide}` })[0]).toMatch(
         /^TRUST_PROXY: .*trusts nearly everyone/,
       );
     }
     for (const usual of [
       "10.0.0.0/8,172.16.0.0/12,fc00::/7",
+      "10.0.0.0/255.0.0.0",
       "::ffff:10.0.0.0/104",
       "uniquelocal",
     ]) {
