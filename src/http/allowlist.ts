@@ -57,11 +57,33 @@ function parseCidr(entry: string): Range {
 }
 
 export function isAllowed(ranges: readonly Range[], remoteAddress: string | undefined): boolean {
-  if (!remoteAddress || !ipaddr.isValid(remoteAddress)) return false;
-  const address = ipaddr.process(remoteAddress);
+  const address = remoteAddress === undefined ? undefined : strictAddress(remoteAddress);
+  if (!address) return false;
   return ranges.some(
     ([network, bits]) => address.kind() === network.kind() && address.match(network, bits),
   );
+}
+
+/** `…:ffff:a.b.c.d`: the one IPv6 spelling with an IPv4 address in it that we take. */
+const MAPPED_DOTTED = /:ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i;
+
+/**
+ * An address as sockets and proxies write it: IPv4 in four decimal parts, or IPv6 (an
+ * IPv4-mapped one as its IPv4 address). ipaddr.js also takes `3325256711`,
+ * `0xc6.0x33.0x64.7` or `::198.51.100.7` for 198.51.100.7; from X-Forwarded-For such a
+ * spelling is refused, not read as an allowed address.
+ */
+function strictAddress(text: string): ipaddr.IPv4 | ipaddr.IPv6 | undefined {
+  if (ipaddr.IPv4.isValidFourPartDecimal(text)) return ipaddr.IPv4.parse(text);
+  if (!ipaddr.IPv6.isValid(text)) return undefined;
+  if (text.includes(".")) {
+    const dotted = MAPPED_DOTTED.exec(text)?.[1];
+    return dotted && ipaddr.IPv4.isValidFourPartDecimal(dotted)
+      ? ipaddr.IPv4.parse(dotted)
+      : undefined;
+  }
+  const v6 = ipaddr.IPv6.parse(text);
+  return v6.isIPv4MappedAddress() ? v6.toIPv4Address() : v6;
 }
 
 /** Addresses remembered by allowedAddresses; past this, it starts afresh. */
