@@ -1,6 +1,7 @@
 import type { RequestHandler } from "express";
 import ipaddr from "ipaddr.js";
 import type { Logger } from "../logger.js";
+import { LogBudget } from "./log-budget.js";
 import { sendError } from "./send-error.js";
 
 type Range = [ipaddr.IPv4 | ipaddr.IPv6, number];
@@ -115,6 +116,13 @@ export function allowedAddresses(
 }
 
 /**
+ * Refused callbacks logged per minute; a scanner on the public port would otherwise write a
+ * warning per request. The first ones show a misconfiguration (finAPI's addresses missing
+ * from ALLOWED_CIDRS, a proxy without TRUST_PROXY) as clearly as all of them would.
+ */
+const REFUSALS_LOGGED_PER_MINUTE = 20;
+
+/**
  * Lets only allowed networks reach the callback route. `req.ip` is the socket's address
  * unless TRUST_PROXY says which proxies may speak for the client, so X-Forwarded-For from
  * anyone else cannot spoof an allowed address.
@@ -124,9 +132,14 @@ export function allowlist(
   logger: Logger,
   onReject?: () => void,
 ): RequestHandler {
+  const budget = new LogBudget(REFUSALS_LOGGED_PER_MINUTE, 60_000);
   return (req, res, next) => {
     if (allowed(req.ip)) return next();
     onReject?.();
+    const refusal = (): void =>
+      sendError(res, 403, "forbidden", [{ message: "this address may not send callbacks" }]);
+    const { write, notLogged } = budget.take();
+    if (!write) return refusal();
     const forwardedFor = req.headers["x-forwarded-for"];
     // The header came, but its sender is no trusted proxy, so the socket's address was
     // checked: the usual cause is a proxy in front and TRUST_PROXY not set for it.
@@ -142,9 +155,11 @@ export function allowlist(
               hint: "X-Forwarded-For was ignored: its sender is not in TRUST_PROXY. Behind a proxy, set TRUST_PROXY to the proxy's address",
             }
           : {}),
+        // Refusals since the last line that were only counted (kreditcheck_callbacks_received_total{outcome="forbidden"}).
+        ...(notLogged > 0 ? { notLogged } : {}),
       },
       "callback refused: address not in ALLOWED_CIDRS",
     );
-    sendError(res, 403, "forbidden", [{ message: "this address may not send callbacks" }]);
+    refusal();
   };
 }
