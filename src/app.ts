@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import express from "express";
 import { allowedAddresses, parseCidrList } from "./http/allowlist.js";
 import { apiHeaders } from "./http/api-headers.js";
-import { callbackFastPath } from "./http/callback-fast-path.js";
+import { callbackFastPath, clientAddressOf } from "./http/callback-fast-path.js";
 import { addCallbackRoute, type CallbackRouteOptions } from "./http/callback-route.js";
 import { redactSecretInPath } from "./http/callback-secret.js";
 import { errorHandler, notFoundHandler } from "./http/error-handler.js";
@@ -22,12 +22,19 @@ export interface AppOptions extends CallbackRouteOptions {
 export type RequestListener = (req: IncomingMessage, res: ServerResponse) => void;
 
 /**
+ * The public app, and whether a request that asks `Expect: 100-continue` may send its
+ * body: only from an allowed address. Node answers 100 Continue by itself otherwise,
+ * inviting the body of a request the allowlist refuses unread.
+ */
+export type PublicListener = RequestListener & { mayContinue(req: IncomingMessage): boolean };
+
+/**
  * The public app: finAPI's callback route and nothing else (health, metrics and the
  * admin API live on the admin port). Built from what it is given, so tests can build it
  * around any inbox. A callback as finAPI sends it takes the fast path (see
  * callback-fast-path.ts); every other request, and every refusal, goes through Express.
  */
-export function createApp(options: AppOptions): RequestListener {
+export function createApp(options: AppOptions): PublicListener {
   const allowed = allowedAddresses(parseCidrList(options.allowedCidrs));
   const redactPath = (path: string) => redactSecretInPath(path, options.path);
   const app = express();
@@ -40,13 +47,12 @@ export function createApp(options: AppOptions): RequestListener {
   app.use(notFoundHandler());
   app.use(errorHandler(options.logger, redactPath));
 
-  const fastPath = callbackFastPath({
-    ...options,
-    allowed,
-    redactPath,
-    trust: options.trustProxy === false ? undefined : app.get("trust proxy fn"),
-  });
-  return (req, res) => {
+  const trust = options.trustProxy === false ? undefined : app.get("trust proxy fn");
+  const fastPath = callbackFastPath({ ...options, allowed, redactPath, trust });
+  const listener: RequestListener = (req, res) => {
     if (!fastPath(req, res)) app(req, res);
   };
+  return Object.assign(listener, {
+    mayContinue: (req: IncomingMessage) => allowed(clientAddressOf(req, trust)),
+  });
 }

@@ -2,7 +2,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { resolve } from "node:path";
 import { createAdminApp, type Readiness } from "./admin.js";
-import { createApp, type RequestListener } from "./app.js";
+import { createApp, type PublicListener, type RequestListener } from "./app.js";
 import { type Config, redactUrl } from "./config.js";
 import { AuthorizedClient } from "./finapi/authorized-client.js";
 import { DataIntelligenceClient } from "./finapi/di.js";
@@ -369,6 +369,14 @@ function listen(
       },
       app,
     );
+    const mayContinue = (app as Partial<PublicListener>).mayContinue;
+    if (mayContinue) {
+      // With this listener Node no longer answers 100 Continue itself, nor emits 'request'.
+      server.on("checkContinue", (req, res) => {
+        if (mayContinue(req)) res.writeContinue();
+        app(req, res);
+      });
+    }
     server.listen(port, host);
     server.once("listening", () => resolve(server));
     server.once("error", (error: NodeJS.ErrnoException) => {

@@ -51,8 +51,7 @@ export function callbackFastPath(options: FastPathOptions): FastPath {
   const { path, bodyLimitBytes, callbackSecret, allowed, trust, inbox, logger, clock, onOutcome } =
     options;
   const deps = { inbox, logger, clock, onOutcome };
-  const clientAddress = (req: IncomingMessage) =>
-    trust ? proxyaddr(req, trust) : req.socket.remoteAddress;
+  const clientAddress = (req: IncomingMessage) => clientAddressOf(req, trust);
 
   return (req, res) => {
     if (req.method !== "POST") return false;
@@ -118,6 +117,14 @@ export function callbackFastPath(options: FastPathOptions): FastPath {
 }
 
 const SLASH = 0x2f;
+
+/** The client's address as Express's req.ip judges it under `trust` (TRUST_PROXY). */
+export function clientAddressOf(
+  req: IncomingMessage,
+  trust: ((address: string, hop: number) => boolean) | undefined,
+): string | undefined {
+  return trust ? proxyaddr(req, trust) : req.socket.remoteAddress;
+}
 
 /**
  * The body of `length` bytes (Node's parser stops at Content-Length), or undefined when the
