@@ -1,7 +1,7 @@
-import type { Job } from "../inbox/inbox.js";
+import type { Job, JobSummary } from "../inbox/inbox.js";
 
 /** A job as operators see it: timings, attempts, last error; the bundle itself left out. */
-export function jobView(job: Job) {
+export function jobView(job: Job | JobSummary) {
   return {
     id: job.id,
     processToken: job.processToken,
@@ -18,7 +18,9 @@ export function jobView(job: Job) {
     finishedAt: job.finishedAt?.toISOString() ?? null,
     lockedBy: job.lockedBy,
     lockedUntil: job.lockedUntil?.toISOString() ?? null,
-    bundleFetched: job.state === "done" || job.progress.bundle !== undefined,
+    bundleFetched:
+      job.state === "done" ||
+      ("bundleKept" in job ? job.bundleKept : (job as Job).progress.bundle !== undefined),
     deliveredSinks: job.progress.deliveredSinks ?? [],
   };
 }

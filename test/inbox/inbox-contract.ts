@@ -399,6 +399,31 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
       expect(await inbox.get("00000000-0000-4000-8000-000000000000")).toBeNull();
     });
 
+    it("lists a job without the bundle it keeps, saying that it keeps one", async () => {
+      const [kept, none] = [
+        (await inbox.enqueue(callback(), new Date())).id,
+        (await inbox.enqueue(callback(), new Date())).id,
+      ];
+      await inbox.claim("worker-a", 10, LEASE_MS);
+      // A bundle with a document as the service keeps it (base64): what a list must not load.
+      const bundle = { kreditCheck: { a: 1 }, documents: [{ data: "x".repeat(100_000) }] };
+      const failure = { message: "sink_delivery_failed: x", codes: ["sink_delivery_failed"] };
+      await inbox.fail(kept, "worker-a", failure, { bundle, deliveredSinks: ["file"] });
+      await inbox.fail(none, "worker-a", failure, {});
+      const listed = await inbox.list({ state: "dead", limit: 10 });
+      const byId = new Map(listed.map((job) => [job.id, job]));
+      expect(byId.get(kept)).toMatchObject({
+        bundleKept: true,
+        progress: { deliveredSinks: ["file"] },
+        lastErrorCodes: ["sink_delivery_failed"],
+      });
+      expect(byId.get(kept)?.progress).not.toHaveProperty("bundle");
+      expect(JSON.stringify(listed).length).toBeLessThan(5000);
+      expect(byId.get(none)).toMatchObject({ bundleKept: false, progress: {} });
+      // get() still has it all: the retry resumes from it.
+      expect((await inbox.get(kept))?.progress.bundle).toEqual(bundle);
+    });
+
     it("pages through jobs in id order after a cursor, which later updates do not move", async () => {
       const ids: string[] = [];
       for (let index = 0; index < 5; index++) {

@@ -12,13 +12,14 @@ import {
   type JobFailure,
   type JobProgress,
   type JobState,
+  type JobSummary,
   LeaseLostError,
   progressWithFailure,
   StoreUnavailableError,
 } from "../inbox.js";
 import { JOB_ID_PATTERN, newJobId } from "../job-id.js";
 import { NotificationListener } from "./listener.js";
-import { type JobRow, rowToJob } from "./rows.js";
+import { type JobRow, rowToJob, rowToSummary } from "./rows.js";
 import { INBOX_MIGRATIONS } from "./schema.js";
 import { SQL } from "./statements.js";
 
@@ -330,17 +331,18 @@ export class PostgresInbox implements Inbox {
     return rows[0] ? rowToJob(rows[0]) : null;
   }
 
-  async list(filter: { state?: JobState; limit: number; after?: string }): Promise<Job[]> {
+  async list(filter: { state?: JobState; limit: number; after?: string }): Promise<JobSummary[]> {
     const { state, limit, after } = filter;
+    type SummaryRow = JobRow & { bundle_kept: boolean };
     const { rows } =
       after !== undefined
         ? state
-          ? await this.operatorQuery<JobRow>(SQL.listByStateAfter, [state, after, limit])
-          : await this.operatorQuery<JobRow>(SQL.listAllAfter, [after, limit])
+          ? await this.operatorQuery<SummaryRow>(SQL.listByStateAfter, [state, after, limit])
+          : await this.operatorQuery<SummaryRow>(SQL.listAllAfter, [after, limit])
         : state
-          ? await this.operatorQuery<JobRow>(SQL.listByState, [state, limit])
-          : await this.operatorQuery<JobRow>(SQL.listAll, [limit]);
-    return rows.map(rowToJob);
+          ? await this.operatorQuery<SummaryRow>(SQL.listByState, [state, limit])
+          : await this.operatorQuery<SummaryRow>(SQL.listAll, [limit]);
+    return rows.map(rowToSummary);
   }
 
   async oldestUnfinished(): Promise<Date | null> {

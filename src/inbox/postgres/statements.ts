@@ -4,6 +4,14 @@
  * taken on one host expires at the same instant for every other. Owner-checked statements
  * match `locked_by` and `state = 'running'`; zero changed rows means the lease was lost.
  */
+/**
+ * A listed job's columns (JobSummary): its progress without the bundle (as jsonb: the keys
+ * left need no order), and whether it has one; the bundle's text stays in the database.
+ */
+const SUMMARY = `id, process_token, kreditcheck_id, callback, state, attempts, run_at, locked_by,
+  locked_until, last_error, (progress::jsonb - 'bundle') AS progress,
+  (progress -> 'bundle') IS NOT NULL AS bundle_kept, received_at, updated_at, finished_at`;
+
 export const SQL = {
   /**
    * Many callbacks in one statement (group commit): parallel arrays, unnested. One
@@ -108,10 +116,10 @@ export const SQL = {
             LIMIT $3
             FOR UPDATE SKIP LOCKED))`,
   get: `SELECT * FROM kreditcheck_jobs WHERE id = $1`,
-  listByState: `SELECT * FROM kreditcheck_jobs WHERE state = $1 ORDER BY updated_at DESC LIMIT $2`,
-  listAll: `SELECT * FROM kreditcheck_jobs ORDER BY updated_at DESC LIMIT $1`,
-  listByStateAfter: `SELECT * FROM kreditcheck_jobs WHERE state = $1 AND id > $2 ORDER BY id LIMIT $3`,
-  listAllAfter: `SELECT * FROM kreditcheck_jobs WHERE id > $1 ORDER BY id LIMIT $2`,
+  listByState: `SELECT ${SUMMARY} FROM kreditcheck_jobs WHERE state = $1 ORDER BY updated_at DESC LIMIT $2`,
+  listAll: `SELECT ${SUMMARY} FROM kreditcheck_jobs ORDER BY updated_at DESC LIMIT $1`,
+  listByStateAfter: `SELECT ${SUMMARY} FROM kreditcheck_jobs WHERE state = $1 AND id > $2 ORDER BY id LIMIT $3`,
+  listAllAfter: `SELECT ${SUMMARY} FROM kreditcheck_jobs WHERE id > $1 ORDER BY id LIMIT $2`,
   countByState: `SELECT state, count(*)::integer AS count FROM kreditcheck_jobs GROUP BY state`,
   oldestUnfinished: `SELECT min(received_at) AS at FROM kreditcheck_jobs WHERE state IN ('pending', 'running')`,
   /**

@@ -12,12 +12,13 @@ import {
   type JobFailure,
   type JobProgress,
   type JobState,
+  type JobSummary,
   LeaseLostError,
   progressWithFailure,
   StoreUnavailableError,
 } from "../inbox.js";
 import { newJobId } from "../job-id.js";
-import { type JobRow, rowToJob } from "./rows.js";
+import { type JobRow, rowToJob, rowToSummary } from "./rows.js";
 import { migrate } from "./schema.js";
 import { SQL } from "./statements.js";
 
@@ -274,7 +275,7 @@ export class SqliteInbox implements Inbox {
     });
   }
 
-  async list(filter: { state?: JobState; limit: number; after?: string }): Promise<Job[]> {
+  async list(filter: { state?: JobState; limit: number; after?: string }): Promise<JobSummary[]> {
     return this.read(() => {
       const { state, limit, after } = filter;
       const rows =
@@ -285,7 +286,7 @@ export class SqliteInbox implements Inbox {
           : state
             ? this.statements.listByState.all({ state, limit })
             : this.statements.listAll.all({ limit });
-      return (rows as JobRow[]).map(rowToJob);
+      return (rows as (JobRow & { bundle_kept: number })[]).map(rowToSummary);
     });
   }
 

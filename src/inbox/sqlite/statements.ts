@@ -3,6 +3,11 @@
  * parameters. Owner-checked statements match `locked_by` and `state = 'running'`; zero
  * changed rows means the lease was lost.
  */
+/** A listed job's columns (JobSummary): its progress without the bundle, and whether it has one. */
+const SUMMARY = `id, process_token, kreditcheck_id, callback, state, attempts, run_at, locked_by,
+  locked_until, last_error, json_remove(progress, '$.bundle') AS progress,
+  json_type(progress, '$.bundle') IS NOT NULL AS bundle_kept, received_at, updated_at, finished_at`;
+
 export const SQL = {
   insert: `INSERT INTO jobs (id, process_token, kreditcheck_id, callback, state, attempts, run_at, received_at, updated_at)
            VALUES (@id, @processToken, @kreditCheckId, @callback, 'pending', 0, @now, @receivedAt, @now)
@@ -70,10 +75,10 @@ export const SQL = {
               AND updated_at < @before AND finished_at < @before
             ORDER BY updated_at LIMIT @limit)`,
   get: `SELECT * FROM jobs WHERE id = ?`,
-  listByState: `SELECT * FROM jobs WHERE state = @state ORDER BY updated_at DESC LIMIT @limit`,
-  listAll: `SELECT * FROM jobs ORDER BY updated_at DESC LIMIT @limit`,
-  listByStateAfter: `SELECT * FROM jobs WHERE state = @state AND id > @after ORDER BY id LIMIT @limit`,
-  listAllAfter: `SELECT * FROM jobs WHERE id > @after ORDER BY id LIMIT @limit`,
+  listByState: `SELECT ${SUMMARY} FROM jobs WHERE state = @state ORDER BY updated_at DESC LIMIT @limit`,
+  listAll: `SELECT ${SUMMARY} FROM jobs ORDER BY updated_at DESC LIMIT @limit`,
+  listByStateAfter: `SELECT ${SUMMARY} FROM jobs WHERE state = @state AND id > @after ORDER BY id LIMIT @limit`,
+  listAllAfter: `SELECT ${SUMMARY} FROM jobs WHERE id > @after ORDER BY id LIMIT @limit`,
   /**
    * Pending and running on their partial indexes; done and dead kept by triggers
    * (schema.ts): two rows to read, however many finished jobs a week holds.
