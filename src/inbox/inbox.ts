@@ -77,6 +77,13 @@ export type JobSummary = Omit<Job, "progress" | "takenOverFrom"> & {
   bundleKept: boolean;
 };
 
+/** A job as `list` gives it: the bundle left out, whether it has one said. */
+export function summaryOf(job: Job, bundleKept: boolean): JobSummary {
+  const { progress, takenOverFrom: _notListed, ...rest } = job;
+  const { bundle: _leftOut, ...withoutBundle } = progress;
+  return { ...rest, progress: withoutBundle, bundleKept };
+}
+
 export interface EnqueueResult {
   id: string;
   duplicate: boolean;

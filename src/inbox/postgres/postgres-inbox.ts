@@ -16,10 +16,11 @@ import {
   LeaseLostError,
   progressWithFailure,
   StoreUnavailableError,
+  summaryOf,
 } from "../inbox.js";
 import { JOB_ID_PATTERN, newJobId } from "../job-id.js";
 import { NotificationListener } from "./listener.js";
-import { type JobRow, rowToJob, rowToSummary } from "./rows.js";
+import { type JobRow, rowToJob } from "./rows.js";
 import { INBOX_MIGRATIONS } from "./schema.js";
 import { SQL } from "./statements.js";
 
@@ -342,7 +343,7 @@ export class PostgresInbox implements Inbox {
         : state
           ? await this.operatorQuery<SummaryRow>(SQL.listByState, [state, limit])
           : await this.operatorQuery<SummaryRow>(SQL.listAll, [limit]);
-    return rows.map(rowToSummary);
+    return rows.map((row) => summaryOf(rowToJob(row), row.bundle_kept));
   }
 
   async oldestUnfinished(): Promise<Date | null> {

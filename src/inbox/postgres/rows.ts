@@ -1,11 +1,5 @@
 import type { Callback } from "../../callback.js";
-import {
-  type Job,
-  type JobProgress,
-  type JobState,
-  type JobSummary,
-  progressFromStore,
-} from "../inbox.js";
+import { type Job, type JobProgress, type JobState, progressFromStore } from "../inbox.js";
 
 /** A kreditcheck_jobs row as pg returns it: json parsed, timestamptz as Date. */
 export interface JobRow {
@@ -47,10 +41,4 @@ export function rowToJob(row: JobRow): Job {
     finishedAt: row.finished_at,
     ...(row.taken_over_from ? { takenOverFrom: row.taken_over_from } : {}),
   };
-}
-
-/** A row of a list query: its progress without the bundle, and whether it has one. */
-export function rowToSummary(row: JobRow & { bundle_kept: boolean }): JobSummary {
-  const { progress, takenOverFrom: _notListed, ...job } = rowToJob(row);
-  return { ...job, progress, bundleKept: row.bundle_kept };
 }

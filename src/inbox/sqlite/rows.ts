@@ -1,11 +1,5 @@
 import type { Callback } from "../../callback.js";
-import {
-  type Job,
-  type JobProgress,
-  type JobState,
-  type JobSummary,
-  progressFromStore,
-} from "../inbox.js";
+import { type Job, type JobProgress, type JobState, progressFromStore } from "../inbox.js";
 
 export interface JobRow {
   id: string;
@@ -46,10 +40,4 @@ export function rowToJob(row: JobRow): Job {
     updatedAt: new Date(row.updated_at),
     finishedAt: row.finished_at === null ? null : new Date(row.finished_at),
   };
-}
-
-/** A row of a list query: its progress without the bundle, and whether it has one. */
-export function rowToSummary(row: JobRow & { bundle_kept: number }): JobSummary {
-  const { progress, takenOverFrom: _notListed, ...job } = rowToJob(row);
-  return { ...job, progress, bundleKept: row.bundle_kept === 1 };
 }

@@ -16,9 +16,10 @@ import {
   LeaseLostError,
   progressWithFailure,
   StoreUnavailableError,
+  summaryOf,
 } from "../inbox.js";
 import { newJobId } from "../job-id.js";
-import { type JobRow, rowToJob, rowToSummary } from "./rows.js";
+import { type JobRow, rowToJob } from "./rows.js";
 import { migrate } from "./schema.js";
 import { SQL } from "./statements.js";
 
@@ -286,7 +287,9 @@ export class SqliteInbox implements Inbox {
           : state
             ? this.statements.listByState.all({ state, limit })
             : this.statements.listAll.all({ limit });
-      return (rows as (JobRow & { bundle_kept: number })[]).map(rowToSummary);
+      return (rows as (JobRow & { bundle_kept: number })[]).map((row) =>
+        summaryOf(rowToJob(row), row.bundle_kept === 1),
+      );
     });
   }
 
