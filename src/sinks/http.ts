@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import type { AxiosResponse } from "axios";
+import { AxiosError, type AxiosResponse, isAxiosError } from "axios";
 import { ReceiverError } from "../errors.js";
 import {
   createTransport,
@@ -28,6 +28,9 @@ export interface HttpSinkOptions {
   clock?: () => number;
 }
 
+/** The most of a receiver's answer that is read (its status and start are what count). */
+const MAX_ANSWER_BYTES = 1024 * 1024;
+
 /**
  * POSTs each bundle as JSON (documents as base64) to HTTP_SINK_URL, signed the Standard
  * Webhooks way. 2xx is delivered; 408, 429, 5xx and network errors are retried (honouring
@@ -54,6 +57,10 @@ export class HttpSink implements Sink {
     const json = bundleToJson(bundle);
     const body = JSON.stringify(json);
     const id = webhookId(json);
+    // The whole post, answer included, within HTTP_SINK_TIMEOUT_MS: the transport's own
+    // timeout is an idle one, so a receiver trickling its answer held a job for as long.
+    const deadline = AbortSignal.timeout(this.options.timeoutMs);
+    const signal = ctx.signal ? AbortSignal.any([ctx.signal, deadline]) : deadline;
     let response: AxiosResponse;
     try {
       // request(), not post(): one config merge less per bundle (see authorized-client.ts).
@@ -69,13 +76,29 @@ export class HttpSink implements Sink {
         },
         // The signed text goes out byte for byte.
         transformRequest: [(data: unknown) => data],
-        signal: ctx.signal,
+        // Only the status and the start of a refusal are used: a receiver's huge answer is
+        // not read into memory.
+        maxContentLength: MAX_ANSWER_BYTES,
+        signal,
       });
     } catch (error) {
-      if (isCanceled(error)) throw error;
+      // Stopped by the job (shutdown, lease lost), not by the deadline: handed back as is.
+      if (isCanceled(error) && (ctx.signal?.aborted || !deadline.aborted)) throw error;
+      if (
+        isAxiosError(error) &&
+        error.code === AxiosError.ERR_BAD_RESPONSE &&
+        error.message.startsWith("maxContentLength")
+      ) {
+        throw new ReceiverError(`HTTP_SINK_URL answered with a body over 1 MiB`, {
+          code: "http_sink_rejected",
+          retryable: false,
+          fix: "a webhook receiver answers 2xx with a short body or none: fix the receiver at HTTP_SINK_URL, then retry the job.",
+          cause: error,
+        });
+      }
       const proxy = proxyOf(error);
       const via = proxy ? ` through the proxy in ${proxy.variable}` : "";
-      if (isTimeout(error)) {
+      if (isTimeout(error) || deadline.aborted) {
         // The limit is a setting: name it, so a slow receiver is not taken for a wrong URL.
         const also = proxy ? ` and the proxy in ${proxy.variable}` : "";
         throw new ReceiverError(

@@ -189,27 +189,52 @@ describe("the http sink", () => {
     expect((postedAt[1] ?? 0) - (postedAt[0] ?? 0)).toBeGreaterThanOrEqual(950);
   });
 
-  it("abandons a post the receiver does not answer within HTTP_SINK_TIMEOUT_MS and posts again", async () => {
-    receiver = await startWebhookReceiver((index) => ({ status: 204, hang: index === 0 }));
+  // Not idle (a byte every 100 ms) but never done is abandoned too: the limit is on the
+  // whole post, not on a pause.
+  it.each([
+    ["does not answer", { hang: true }],
+    ["trickles its answer on", { trickle: true, status: 200 }],
+  ])(
+    "abandons a post whose receiver %s past HTTP_SINK_TIMEOUT_MS, and posts again",
+    async (_what, stall) => {
+      receiver = await startWebhookReceiver((index) => ({
+        status: 204,
+        ...(index === 0 ? stall : {}),
+      }));
+      harness = await startHarness({
+        env: {
+          SINKS: "http",
+          HTTP_SINK_URL: receiver.url,
+          HTTP_SINK_SECRET: "s",
+          HTTP_SINK_TIMEOUT_MS: "300",
+        },
+      });
+      const accepted = await harness.post(makeCallback());
+      const job = await harness.waitForJob(accepted.body.id, "done");
+      expect(job.attempts).toBe(2);
+      expect(receiver.received).toHaveLength(2);
+      const warning = harness.logs
+        .lines()
+        .find((line) => String(line.error ?? "").includes("did not answer within"));
+      // The limit is named by its variable, with what to do about it.
+      expect(String(warning?.error)).toContain(
+        "(http: http_sink_unreachable: HTTP_SINK_URL did not answer within HTTP_SINK_TIMEOUT_MS=300 ms) Fix: if the receiver is slow, raise HTTP_SINK_TIMEOUT_MS; otherwise check HTTP_SINK_URL.",
+      );
+    },
+  );
+
+  it("does not read an answer over 1 MiB: the receiver is refused, its answer not kept", async () => {
+    receiver = await startWebhookReceiver(() => ({
+      status: 200,
+      body: "x".repeat(2 * 1024 * 1024),
+    }));
     harness = await startHarness({
-      env: {
-        SINKS: "http",
-        HTTP_SINK_URL: receiver.url,
-        HTTP_SINK_SECRET: "s",
-        HTTP_SINK_TIMEOUT_MS: "300",
-      },
+      env: { SINKS: "http", HTTP_SINK_URL: receiver.url, HTTP_SINK_SECRET: "s" },
     });
     const accepted = await harness.post(makeCallback());
-    const job = await harness.waitForJob(accepted.body.id, "done");
-    expect(job.attempts).toBe(2);
-    expect(receiver.received).toHaveLength(2);
-    const warning = harness.logs
-      .lines()
-      .find((line) => String(line.error ?? "").includes("did not answer within"));
-    // The limit is named by its variable, with what to do about it.
-    expect(String(warning?.error)).toContain(
-      "(http: http_sink_unreachable: HTTP_SINK_URL did not answer within HTTP_SINK_TIMEOUT_MS=300 ms) Fix: if the receiver is slow, raise HTTP_SINK_TIMEOUT_MS; otherwise check HTTP_SINK_URL.",
-    );
+    const job = await harness.waitForJob(accepted.body.id, "dead");
+    expect(job.lastErrorCodes).toEqual(["sink_delivery_failed", "http_sink_rejected"]);
+    expect(job.lastError).toContain("HTTP_SINK_URL answered with a body over 1 MiB");
   });
 
   it("gives up at once when the receiver refuses the bundle with a 4xx, saying what to fix", async () => {
