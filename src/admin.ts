@@ -1,6 +1,7 @@
 import express, { type Express } from "express";
 import { requireAdminToken } from "./admin/auth.js";
 import { type JobsRouterOptions, jobsRouter } from "./admin/jobs-router.js";
+import { apiHeaders } from "./http/api-headers.js";
 import { errorHandler, notFoundHandler } from "./http/error-handler.js";
 import type { Metrics } from "./metrics.js";
 
@@ -22,6 +23,8 @@ export interface AdminOptions extends JobsRouterOptions {
 export function createAdminApp(options: AdminOptions): Express {
   const app = express();
   app.disable("x-powered-by");
+  // As on the public port: never cached, sniffed or framed (/checks/fetch answers bank data).
+  app.use(apiHeaders());
   app.get("/healthz", (_req, res) => {
     res.json({ status: "ok" });
   });

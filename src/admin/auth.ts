@@ -1,5 +1,6 @@
 import type { RequestHandler } from "express";
 import { secretsEqual } from "../http/callback-secret.js";
+import { LogBudget } from "../http/log-budget.js";
 import { sendError } from "../http/send-error.js";
 import type { Logger } from "../logger.js";
 
@@ -13,15 +14,39 @@ const LOOPBACK_HOST = /^(localhost\.?|127(\.\d{1,3}){3}\.?|\[::1\])$/i;
  * 127.0.0.1 (DNS rebinding) and read the jobs, bundles included, through the browser.
  */
 export function requireAdminToken(token: string | undefined, logger: Logger): RequestHandler {
+  // Refusals logged per minute: whoever reaches the port (ADMIN_HOST=0.0.0.0) could
+  // otherwise write a warning per guess.
+  const budget = new LogBudget(20, 60_000);
   return (req, res, next) => {
     // Who was turned away, and from where: the admin API hands out bank data.
-    const refused = (reason: string) =>
+    const refused = (reason: string) => {
+      const { write, notLogged } = budget.take();
+      if (!write) return;
       logger.warn(
-        { method: req.method, path: req.path, remoteAddress: req.socket.remoteAddress, reason },
+        {
+          method: req.method,
+          path: req.path,
+          remoteAddress: req.socket.remoteAddress,
+          reason,
+          ...(notLogged > 0 ? { notLogged } : {}),
+        },
         "admin request refused",
       );
+    };
     if (token === undefined) {
       const host = req.hostname;
+      if (fromAnotherSite(req.headers)) {
+        // A page in the operator's browser posting here (a "simple" request needs no
+        // preflight): without a token nothing else would stop it.
+        refused("sent by a web page of another site");
+        sendError(res, 403, "forbidden", [
+          {
+            message:
+              "a request from a web page (Origin or Sec-Fetch-Site says another site): without ADMIN_TOKEN the admin API answers only requests made on this machine (curl, the CLI), not those of web pages; set ADMIN_TOKEN to use it from elsewhere",
+          },
+        ]);
+        return;
+      }
       // No Host header at all is not a browser.
       if (host === undefined || LOOPBACK_HOST.test(host)) return next();
       refused("not addressed to a loopback name");
@@ -41,4 +66,14 @@ export function requireAdminToken(token: string | undefined, logger: Logger): Re
       { message: "missing or wrong admin token (ADMIN_TOKEN)" },
     ]);
   };
+}
+
+/**
+ * Whether a browser sent this for a page of another site: browsers set `Origin` on
+ * cross-origin requests and POSTs, and `Sec-Fetch-Site`; an address typed into the
+ * browser (`none`) or curl and the CLI (neither header) pass.
+ */
+function fromAnotherSite(headers: Record<string, string | string[] | undefined>): boolean {
+  const site = headers["sec-fetch-site"];
+  return headers.origin !== undefined || site === "cross-site" || site === "same-site";
 }

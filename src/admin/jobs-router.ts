@@ -63,14 +63,16 @@ export function jobsRouter(options: JobsRouterOptions): Router {
     res.json({ jobs: jobs.map(jobView), counts, next });
   });
 
+  // Ids are stored in lower case; one copied in upper case is the same job (PostgreSQL's
+  // uuid type took it already, SQLite's text did not).
   router.get("/jobs/:id", async (req, res) => {
-    const job = await inbox.get(req.params.id);
+    const job = await inbox.get(req.params.id.toLowerCase());
     if (!job) return sendError(res, 404, "job_not_found", [{ message: `no job ${req.params.id}` }]);
     res.json(jobDetailView(job));
   });
 
   router.post("/jobs/:id/retry", async (req, res) => {
-    const job = await inbox.get(req.params.id);
+    const job = await inbox.get(req.params.id.toLowerCase());
     if (!job) return sendError(res, 404, "job_not_found", [{ message: `no job ${req.params.id}` }]);
     const query = retryQuery.safeParse(req.query);
     if (!query.success) return sendError(res, 400, "invalid_query", zodIssues(query.error));

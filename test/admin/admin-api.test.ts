@@ -261,6 +261,32 @@ describe("admin port", () => {
     }
   });
 
+  it("without ADMIN_TOKEN refuses what a web page of another site sends, logging at most 20 refusals a minute", async () => {
+    harness = await startHarness({ service: { worker: false } });
+    const { body } = await harness.post(makeCallback());
+    const id = String(body.id);
+    // A "simple" cross-site POST (no preflight) from a page the operator has open.
+    const crossSite = await admin(`/admin/jobs/${id}/retry`, {
+      method: "POST",
+      headers: { Origin: "https://evil.example", "Content-Type": "text/plain" },
+    });
+    expect(crossSite.status).toBe(403);
+    expect(((await crossSite.json()) as { error: string }).error).toBe("forbidden");
+    const site = (value: string) => admin("/admin/jobs", { headers: { "Sec-Fetch-Site": value } });
+    expect((await site("cross-site")).status).toBe(403);
+    expect((await site("same-site")).status).toBe(403);
+    // Typed into the address bar, or the admin port's own origin: allowed.
+    expect((await site("none")).status).toBe(200);
+    expect((await site("same-origin")).status).toBe(200);
+    for (let index = 0; index < 30; index++) expect((await site("cross-site")).status).toBe(403);
+    const logged = harness.logs.lines().filter((line) => line.msg === "admin request refused");
+    expect(logged).toHaveLength(20);
+    // Never cached: the API answers with bank data.
+    expect((await admin("/admin/jobs")).headers.get("cache-control")).toBe("no-store");
+    // A job id copied in upper case is the same job.
+    expect((await admin(`/admin/jobs/${id.toUpperCase()}`)).status).toBe(200);
+  });
+
   it("lists, shows and retries a dead job until it is delivered", async () => {
     harness = await startHarness({ simulator: { forbidden: true } });
     const callback = makeCallback();
