@@ -295,6 +295,26 @@ describePostgres("PostgreSQL inbox: replicas", () => {
     expect(Object.keys(requeued?.progress ?? {})).toEqual(["requeuedAt"]);
   });
 
+  it("lists a dead job whose kept bundle holds a U+0000 beside the others, without its bundle", async () => {
+    const inbox = await open();
+    const ids: string[] = [];
+    for (let index = 0; index < 2; index++) {
+      ids.push((await inbox.enqueue(makeCallback() as never, new Date())).id);
+    }
+    await inbox.claim("worker-a", 2, 60_000);
+    const bundle = { callback: { clientReference: "a\u0000b" }, kreditCheck: null };
+    const failure = { message: "postgres_sink_rejected: 0x00" };
+    await inbox.fail(String(ids[0]), "worker-a", failure, { bundle, deliveredSinks: ["file"] });
+    await inbox.fail(String(ids[1]), "worker-a", failure, { bundle: { kreditCheck: null } });
+    const listed = await inbox.list({ state: "dead", limit: 10 });
+    expect(listed.map((job) => job.id).sort()).toEqual([...ids].sort());
+    for (const job of listed) {
+      expect(job.bundleKept).toBe(true);
+      expect(job.progress).not.toHaveProperty("bundle");
+    }
+    expect(listed.find((job) => job.id === ids[0])?.progress.deliveredSinks).toEqual(["file"]);
+  });
+
   it("lets the server cancel a statement that outlasts its timeout, so it never commits after the worker gave up", async () => {
     const inbox = await open({ queryTimeoutMs: 1000 });
     const { id } = await inbox.enqueue(makeCallback() as never, new Date());

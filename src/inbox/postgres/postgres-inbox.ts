@@ -334,7 +334,7 @@ export class PostgresInbox implements Inbox {
 
   async list(filter: { state?: JobState; limit: number; after?: string }): Promise<JobSummary[]> {
     const { state, limit, after } = filter;
-    type SummaryRow = JobRow & { bundle_kept: boolean };
+    type SummaryRow = JobRow & { bundle_kept: boolean | null };
     const { rows } =
       after !== undefined
         ? state
@@ -343,7 +343,10 @@ export class PostgresInbox implements Inbox {
         : state
           ? await this.operatorQuery<SummaryRow>(SQL.listByState, [state, limit])
           : await this.operatorQuery<SummaryRow>(SQL.listAll, [limit]);
-    return rows.map((row) => summaryOf(rowToJob(row), row.bundle_kept));
+    // bundle_kept NULL: a progress the database could not read as JSON came whole.
+    return rows.map((row) =>
+      summaryOf(rowToJob(row), row.bundle_kept ?? row.progress.bundle !== undefined),
+    );
   }
 
   async oldestUnfinished(): Promise<Date | null> {

@@ -7,10 +7,16 @@
 /**
  * A listed job's columns (JobSummary): its progress without the bundle (as jsonb: the keys
  * left need no order), and whether it has one; the bundle's text stays in the database.
+ * Except where the progress holds a `\u0000` escape (finAPI data may): PostgreSQL refuses
+ * every JSON operator on such text (22P05), which failed the whole page, so that row's
+ * progress comes whole and bundle_kept NULL, and the caller leaves the bundle out.
  */
+const NUL_ESCAPE = `strpos(progress::text, '\\u0000') > 0`;
 const SUMMARY = `id, process_token, kreditcheck_id, callback, state, attempts, run_at, locked_by,
-  locked_until, last_error, (progress::jsonb - 'bundle') AS progress,
-  (progress -> 'bundle') IS NOT NULL AS bundle_kept, received_at, updated_at, finished_at`;
+  locked_until, last_error,
+  CASE WHEN ${NUL_ESCAPE} THEN progress ELSE (progress::jsonb - 'bundle')::json END AS progress,
+  CASE WHEN ${NUL_ESCAPE} THEN NULL ELSE (progress -> 'bundle') IS NOT NULL END AS bundle_kept,
+  received_at, updated_at, finished_at`;
 
 export const SQL = {
   /**
