@@ -65,8 +65,11 @@ export function isAllowed(ranges: readonly Range[], remoteAddress: string | unde
   );
 }
 
-/** `…:ffff:a.b.c.d`: the one IPv6 spelling with an IPv4 address in it that we take. */
-const MAPPED_DOTTED = /:ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i;
+/**
+ * `::ffff:a.b.c.d` (or with its five zero groups written out): the one IPv6 spelling with
+ * an IPv4 address in it that we take; `2001:db8::ffff:a.b.c.d` is another address.
+ */
+const MAPPED_DOTTED = /^(?:::|(?:0{1,4}:){5})ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i;
 
 /**
  * An address as sockets and proxies write it: IPv4 in four decimal parts, or IPv6 (an

@@ -28,7 +28,14 @@ describe("parseCidrList / isAllowed", () => {
     expect(isAllowed(parseCidrList("0.0.0.0/0"), "not-an-ip")).toBe(false);
     // Spellings of 198.51.100.7 that no socket or proxy writes, e.g. in X-Forwarded-For.
     const one = parseCidrList("198.51.100.7");
-    for (const odd of ["3325256711", "0xc6.0x33.0x64.7", "198.51.25607", "::198.51.100.7"]) {
+    for (const odd of [
+      "3325256711",
+      "0xc6.0x33.0x64.7",
+      "198.51.25607",
+      "::198.51.100.7",
+      "2001:db8::ffff:198.51.100.7",
+      "64:ff9b::ffff:198.51.100.7",
+    ]) {
       expect(isAllowed(one, odd), odd).toBe(false);
     }
     expect(isAllowed(one, "0:0:0:0:0:ffff:198.51.100.7")).toBe(true);
