@@ -122,10 +122,24 @@ export function messageWithCauses(error: unknown): string {
   const messages: string[] = [];
   let current: unknown = error;
   for (let depth = 0; depth < 4 && current !== undefined && current !== null; depth++) {
-    const text = current instanceof Error ? current.message : String(current);
+    const text = current instanceof Error ? ownMessage(current) : String(current);
     if (text !== "" && !messages.includes(text)) messages.push(text);
     current = current instanceof Error ? current.cause : undefined;
   }
   if (messages.length === 0) return String(error);
   return messages.reduceRight((inner, outer) => `${outer} (cause: ${inner})`);
+}
+
+/**
+ * An error's own words: its message, or where it has none (Node's AggregateError when every
+ * address of a host refused: IPv4 and IPv6) its inner errors' messages, or its code.
+ */
+function ownMessage(error: Error): string {
+  if (error.message !== "") return error.message;
+  const inner = (error as { errors?: unknown }).errors;
+  if (Array.isArray(inner) && inner.length > 0) {
+    return inner.map((each) => (each instanceof Error ? each.message : String(each))).join("; ");
+  }
+  const code = (error as { code?: unknown }).code;
+  return typeof code === "string" ? code : "";
 }

@@ -34,6 +34,20 @@ describe("an unexpected error keeps what caused it", () => {
     expect(toReceiverError(repeated).message).toBe("timeout");
     expect(toReceiverError("plain text").message).toBe("plain text");
     expect(toReceiverError(new Error("", { cause: "why" })).message).toBe("why");
+    // What Node's connect throws when every address of a host refused: no message, no cause.
+    const refused = (address: string) =>
+      Object.assign(new Error(`connect ECONNREFUSED ${address}`), { code: "ECONNREFUSED" });
+    const everyAddress = Object.assign(
+      new AggregateError([refused("::1:9000"), refused("127.0.0.1:9000")], ""),
+      { code: "ECONNREFUSED" },
+    );
+    expect(toReceiverError(new TypeError("fetch failed", { cause: everyAddress })).message).toBe(
+      "fetch failed (cause: connect ECONNREFUSED ::1:9000; connect ECONNREFUSED 127.0.0.1:9000)",
+    );
+    const codeOnly = Object.assign(new Error(""), { code: "ECONNRESET" });
+    expect(toReceiverError(new Error("x", { cause: codeOnly })).message).toBe(
+      "x (cause: ECONNRESET)",
+    );
   });
 
   it("leaves a ReceiverError as it is", () => {
