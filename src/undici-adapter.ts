@@ -295,6 +295,7 @@ function exchange(
 ): Promise<Answer> {
   const { origin, pathname, search } = new URL(url);
   const limit = config.maxContentLength ?? -1;
+  const readAtMost = (config as ReadAtMost).readAtMost;
   // Before any listener is added: a body we refuse throws here and leaves nothing behind.
   const body = requestBody(config);
   return new Promise<Answer>((resolve, reject) => {
@@ -342,6 +343,14 @@ function exchange(
           answer = { statusCode, statusText: statusMessage ?? "", headers };
         },
         onResponseData(_controller, chunk) {
+          if (readAtMost !== undefined && length + chunk.length > readAtMost) {
+            // Enough read: the answer so far, and the rest of it left on the wire.
+            chunks.push(chunk.subarray(0, readAtMost - length));
+            length = readAtMost;
+            settle(undefined);
+            controller?.abort(new Error("the rest of the answer is not read (readAtMost)"));
+            return;
+          }
           length += chunk.length;
           if (limit > -1 && length > limit) {
             fail(
@@ -364,6 +373,15 @@ function exchange(
       },
     );
   });
+}
+
+/**
+ * A request option of this adapter beside axios' own: read at most this many bytes of the
+ * answer's body and hand on what was read, instead of failing as `maxContentLength` does
+ * (the http sink needs only an answer's status and its start).
+ */
+export interface ReadAtMost {
+  readAtMost?: number;
 }
 
 /**

@@ -1,7 +1,7 @@
 import { getEventListeners } from "node:events";
 import { createServer, request as httpRequest, type Server } from "node:http";
 import { type AddressInfo, connect, type Socket } from "node:net";
-import axios, { AxiosError } from "axios";
+import axios, { AxiosError, type AxiosRequestConfig } from "axios";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../src/config.js";
 import { createTransport, isCanceled, isTimeout, type Transport } from "../src/http-transport.js";
@@ -9,6 +9,7 @@ import {
   createDispatchers,
   createUndiciAdapter,
   type EgressProxies,
+  type ReadAtMost,
 } from "../src/undici-adapter.js";
 
 /** The transport (axios on undici) against a real server on loopback. */
@@ -250,6 +251,17 @@ describe("axios on undici (the service's HTTP transport)", () => {
     const { http, close } = transport();
     const error = await failure(http.get(`${base}/big`, { maxContentLength: 1000 }));
     expect(error.message).toBe("maxContentLength size of 1000 exceeded");
+    expect((await http.get(`${base}/big`)).data).toHaveLength(10_000);
+    await close();
+  });
+
+  it("hands on the first readAtMost bytes of a body and its status, leaving the rest unread", async () => {
+    const { http, close } = transport();
+    const config = { readAtMost: 1000 } as AxiosRequestConfig & ReadAtMost;
+    const answer = await http.get(`${base}/big`, config);
+    expect(answer.status).toBe(200);
+    expect(answer.data).toHaveLength(1000);
+    // The connection it left is not reused half-read: the next request gets all of its body.
     expect((await http.get(`${base}/big`)).data).toHaveLength(10_000);
     await close();
   });

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { AxiosError, type AxiosResponse, isAxiosError } from "axios";
+import type { AxiosRequestConfig, AxiosResponse } from "axios";
 import { ReceiverError } from "../errors.js";
 import {
   createTransport,
@@ -9,7 +9,7 @@ import {
   proxyOf,
   type Transport,
 } from "../http-transport.js";
-import type { EgressProxies } from "../undici-adapter.js";
+import type { EgressProxies, ReadAtMost } from "../undici-adapter.js";
 import {
   type Bundle,
   bundleToJson,
@@ -77,25 +77,13 @@ export class HttpSink implements Sink {
         // The signed text goes out byte for byte.
         transformRequest: [(data: unknown) => data],
         // Only the status and the start of a refusal are used: a receiver's huge answer is
-        // not read into memory.
-        maxContentLength: MAX_ANSWER_BYTES,
+        // not read into memory, and its status still decides.
+        readAtMost: MAX_ANSWER_BYTES,
         signal,
-      });
+      } as AxiosRequestConfig & ReadAtMost);
     } catch (error) {
       // Stopped by the job (shutdown, lease lost), not by the deadline: handed back as is.
       if (isCanceled(error) && (ctx.signal?.aborted || !deadline.aborted)) throw error;
-      if (
-        isAxiosError(error) &&
-        error.code === AxiosError.ERR_BAD_RESPONSE &&
-        error.message.startsWith("maxContentLength")
-      ) {
-        throw new ReceiverError(`HTTP_SINK_URL answered with a body over 1 MiB`, {
-          code: "http_sink_rejected",
-          retryable: false,
-          fix: "a webhook receiver answers 2xx with a short body or none: fix the receiver at HTTP_SINK_URL, then retry the job.",
-          cause: error,
-        });
-      }
       const proxy = proxyOf(error);
       const via = proxy ? ` through the proxy in ${proxy.variable}` : "";
       if (isTimeout(error) || deadline.aborted) {

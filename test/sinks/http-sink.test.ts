@@ -223,19 +223,26 @@ describe("the http sink", () => {
     },
   );
 
-  it("does not read an answer over 1 MiB: the receiver is refused, its answer not kept", async () => {
-    receiver = await startWebhookReceiver(() => ({
-      status: 200,
-      body: "x".repeat(2 * 1024 * 1024),
-    }));
-    harness = await startHarness({
-      env: { SINKS: "http", HTTP_SINK_URL: receiver.url, HTTP_SINK_SECRET: "s" },
-    });
-    const accepted = await harness.post(makeCallback());
-    const job = await harness.waitForJob(accepted.body.id, "dead");
-    expect(job.lastErrorCodes).toEqual(["sink_delivery_failed", "http_sink_rejected"]);
-    expect(job.lastError).toContain("HTTP_SINK_URL answered with a body over 1 MiB");
-  });
+  it.each([
+    [200, "done"],
+    [400, "dead"],
+  ] as const)(
+    "reads at most 1 MiB of an answer, and its status still decides (%s: %s)",
+    async (status, state) => {
+      receiver = await startWebhookReceiver(() => ({ status, body: "x".repeat(2 * 1024 * 1024) }));
+      harness = await startHarness({
+        env: { SINKS: "http", HTTP_SINK_URL: receiver.url, HTTP_SINK_SECRET: "s" },
+      });
+      const accepted = await harness.post(makeCallback());
+      const job = await harness.waitForJob(accepted.body.id, state);
+      expect(job.attempts).toBe(1);
+      if (state === "dead") {
+        expect(job.lastErrorCodes).toEqual(["sink_delivery_failed", "http_sink_rejected"]);
+        // The start of the refusal, as for any refusal: 300 characters.
+        expect(job.lastError).toContain(`HTTP_SINK_URL answered 400: ${"x".repeat(300)}.`);
+      }
+    },
+  );
 
   it("gives up at once when the receiver refuses the bundle with a 4xx, saying what to fix", async () => {
     receiver = await startWebhookReceiver(() => ({ status: 401 }));
