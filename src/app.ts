@@ -52,7 +52,9 @@ export function createApp(options: AppOptions): PublicListener {
   const listener: RequestListener = (req, res) => {
     if (!fastPath(req, res)) app(req, res);
   };
-  return Object.assign(listener, {
-    mayContinue: (req: IncomingMessage) => allowed(clientAddressOf(req, trust)),
-  });
+  // Nor a body the route would refuse by its declared size unread (413).
+  const mayContinue = (req: IncomingMessage) =>
+    allowed(clientAddressOf(req, trust)) &&
+    !(Number(req.headers["content-length"]) > options.bodyLimitBytes);
+  return Object.assign(listener, { mayContinue });
 }

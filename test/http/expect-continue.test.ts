@@ -9,8 +9,8 @@ import { makeCallback, startHarness } from "../support/harness.js";
 function expectContinue(
   port: number,
   path: string,
+  body = JSON.stringify(makeCallback()),
 ): Promise<{ first: string; final: string | undefined }> {
-  const body = JSON.stringify(makeCallback());
   return new Promise((resolve, reject) => {
     const socket = connect(port, "127.0.0.1", () =>
       socket.write(
@@ -43,6 +43,9 @@ describe("Expect: 100-continue", () => {
       const allowed = await expectContinue(open.service.port, path);
       expect(allowed.first).toBe("HTTP/1.1 100 Continue");
       expect(allowed.final).toMatch(/^HTTP\/1\.1 202/);
+      // Nor from an allowed address when the body declared is over the limit.
+      const tooLarge = await expectContinue(open.service.port, path, "x".repeat(70_000));
+      expect(tooLarge.first).toMatch(/^HTTP\/1\.1 413/);
     } finally {
       await open.close();
     }
