@@ -19,20 +19,12 @@ export function requireAdminToken(token: string | undefined, logger: Logger): Re
   const budget = new LogBudget(20, 60_000);
   return (req, res, next) => {
     // Who was turned away, and from where: the admin API hands out bank data.
-    const refused = (reason: string) => {
-      const { write, notLogged } = budget.take();
-      if (!write) return;
-      logger.warn(
-        {
-          method: req.method,
-          path: req.path,
-          remoteAddress: req.socket.remoteAddress,
-          reason,
-          ...(notLogged > 0 ? { notLogged } : {}),
-        },
+    const refused = (reason: string) =>
+      budget.warn(
+        logger,
+        { method: req.method, path: req.path, remoteAddress: req.socket.remoteAddress, reason },
         "admin request refused",
       );
-    };
     if (token === undefined) {
       const host = req.hostname;
       if (fromAnotherSite(req.headers)) {

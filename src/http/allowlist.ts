@@ -139,15 +139,14 @@ export function allowlist(
   return (req, res, next) => {
     if (allowed(req.ip)) return next();
     onReject?.();
-    const refusal = (): void =>
-      sendError(res, 403, "forbidden", [{ message: "this address may not send callbacks" }]);
-    const { write, notLogged } = budget.take();
-    if (!write) return refusal();
     const forwardedFor = req.headers["x-forwarded-for"];
     // The header came, but its sender is no trusted proxy, so the socket's address was
     // checked: the usual cause is a proxy in front and TRUST_PROXY not set for it.
     const ignored = forwardedFor !== undefined && req.ip === req.socket.remoteAddress;
-    logger.warn(
+    // Refusals past the budget are only counted (kreditcheck_callbacks_received_total
+    // {outcome="forbidden"}); the next line written says how many.
+    budget.warn(
+      logger,
       {
         remoteAddress: req.ip,
         socketAddress: req.socket.remoteAddress,
@@ -158,11 +157,9 @@ export function allowlist(
               hint: "X-Forwarded-For was ignored: its sender is not in TRUST_PROXY. Behind a proxy, set TRUST_PROXY to the proxy's address",
             }
           : {}),
-        // Refusals since the last line that were only counted (kreditcheck_callbacks_received_total{outcome="forbidden"}).
-        ...(notLogged > 0 ? { notLogged } : {}),
       },
       "callback refused: address not in ALLOWED_CIDRS",
     );
-    refusal();
+    sendError(res, 403, "forbidden", [{ message: "this address may not send callbacks" }]);
   };
 }

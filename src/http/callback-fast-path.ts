@@ -51,7 +51,6 @@ export function callbackFastPath(options: FastPathOptions): FastPath {
   const { path, bodyLimitBytes, callbackSecret, allowed, trust, inbox, logger, clock, onOutcome } =
     options;
   const deps = { inbox, logger, clock, onOutcome };
-  const clientAddress = (req: IncomingMessage) => clientAddressOf(req, trust);
 
   return (req, res) => {
     if (req.method !== "POST") return false;
@@ -72,7 +71,7 @@ export function callbackFastPath(options: FastPathOptions): FastPath {
     if (!(length > 0 && length <= bodyLimitBytes)) return false;
     const type = headers["content-type"];
     if (type === undefined || !PLAIN_JSON.test(type)) return false;
-    if (!allowed(clientAddress(req))) return false;
+    if (!allowed(clientAddressOf(req, trust))) return false;
     if (callbackSecret === undefined) {
       if (fromPath !== undefined) return false;
     } else if (!presentsSecret(callbackSecret, fromPath, headers.authorization)) {

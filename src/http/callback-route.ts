@@ -6,7 +6,7 @@ import { allowlist } from "./allowlist.js";
 import { callbackBody } from "./callback-body.js";
 import { requireCallbackSecret, wrongSecretAnswer } from "./callback-secret.js";
 import { expressReply } from "./reply.js";
-import { sendError } from "./send-error.js";
+import { sendError, sendNotFound } from "./send-error.js";
 
 export const CALLBACK_OUTCOMES = [
   "accepted",
@@ -96,8 +96,7 @@ function refuseUndecodableSegment(
   return (req, res, next) => {
     const [segment = ""] = (req.url.split("?")[0] ?? "").split("/").filter((part) => part !== "");
     if (isDecodable(segment)) return next();
-    if (secret === undefined)
-      return sendError(res, 404, "not_found", [{ message: "no such route" }]);
+    if (secret === undefined) return sendNotFound(res);
     onWrongSecret();
     wrongSecretAnswer(res);
   };

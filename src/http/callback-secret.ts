@@ -1,6 +1,6 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { RequestHandler, Response } from "express";
-import { sendError } from "./send-error.js";
+import { sendError, sendNotFound } from "./send-error.js";
 
 /** Equal-time comparison; hashing first makes the lengths equal without leaking them. */
 export function secretsEqual(given: string, expected: string): boolean {
@@ -44,8 +44,7 @@ export function requireCallbackSecret(
   return (req, res, next) => {
     if (secret === undefined) {
       // Without a secret, `${CALLBACK_PATH}/<anything>` is simply not a route.
-      if (req.params.secret !== undefined)
-        return sendError(res, 404, "not_found", [{ message: "no such route" }]);
+      if (req.params.secret !== undefined) return sendNotFound(res);
       return next();
     }
     if (presentsSecret(secret, req.params.secret, req.headers.authorization)) return next();

@@ -1,7 +1,7 @@
 import zlib from "node:zlib";
 import type { ErrorRequestHandler, RequestHandler } from "express";
 import type { Logger } from "../logger.js";
-import { errorBody, sendError } from "./send-error.js";
+import { errorBody, sendNotFound } from "./send-error.js";
 
 /** body-parser's error types and what they mean to a sender. */
 const BODY_ERRORS: Record<string, { status: number; error: string; message: string }> = {
@@ -43,7 +43,7 @@ const BODY_ERRORS: Record<string, { status: number; error: string; message: stri
 };
 
 export function notFoundHandler(): RequestHandler {
-  return (_req, res) => sendError(res, 404, "not_found", [{ message: "no such route" }]);
+  return (_req, res) => sendNotFound(res);
 }
 
 /** Last in the chain: known client errors get their 4xx, anything else a bare 500. */

@@ -1,3 +1,5 @@
+import type { Logger } from "../logger.js";
+
 /**
  * At most `perWindow` log lines per `windowMs` for one kind of event that anyone on the
  * internet can cause (a scanner hitting the public port): the first lines of each window
@@ -33,5 +35,11 @@ export class LogBudget {
     const notLogged = this.skipped;
     this.skipped = 0;
     return { write: true, notLogged };
+  }
+
+  /** Logs `message` at warn if the budget allows, with `notLogged` when lines were left out. */
+  warn(logger: Logger, fields: Record<string, unknown>, message: string): void {
+    const { write, notLogged } = this.take();
+    if (write) logger.warn({ ...fields, ...(notLogged > 0 ? { notLogged } : {}) }, message);
   }
 }

@@ -19,6 +19,11 @@ export function sendError(
   res.status(status).json(errorBody(error, details));
 }
 
+/** The 404 of a path that is no route (the same answer wherever it is decided). */
+export function sendNotFound(res: Response): void {
+  sendError(res, 404, "not_found", [{ message: "no such route" }]);
+}
+
 /** zod's issues as `details`: each names its field ("(body)" for the whole body). */
 export function zodIssues(error: {
   issues: readonly { path: readonly PropertyKey[]; message: string }[];
