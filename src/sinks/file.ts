@@ -56,7 +56,7 @@ export class FileSink implements Sink {
     const probe = join(sink.dir, `.startup-probe.${randomUUID().slice(-12)}.tmp`);
     try {
       await sink.ensureFolder();
-      await writeFlushed(probe, "probe\n", { mode: 0o600, flush: true });
+      await writeFlushed(probe, "probe\n", { mode: 0o600, flush: true, flag: "wx" });
       await rm(probe, { force: true });
     } catch (error) {
       // A full disk may take the file but not its bytes.
@@ -219,7 +219,7 @@ export class FileSink implements Sink {
     mayMakeFolder: boolean,
   ): Promise<void> {
     try {
-      await writeFlushed(path, content, { mode: 0o640, flush: true });
+      await writeFlushed(path, content, NEW_FILE);
     } catch (error) {
       // Only opening the file can say ENOENT.
       if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
@@ -232,7 +232,7 @@ export class FileSink implements Sink {
         );
       }
       await this.ensureFolder();
-      await writeFlushed(path, content, { mode: 0o640, flush: true });
+      await writeFlushed(path, content, NEW_FILE);
     }
   }
 
@@ -256,6 +256,14 @@ export class FileSink implements Sink {
 }
 
 const writeFlushed = promisify(writeFile);
+
+/**
+ * A temporary file is always a new file (`wx`: O_CREAT | O_EXCL): a name that exists,
+ * even as a symbolic link someone with access to the folder planted there, fails the
+ * write instead of being followed and overwritten (the link would then be renamed over
+ * the result). The catch removes it; the job's next attempt draws another name.
+ */
+const NEW_FILE = { mode: 0o640, flush: true, flag: "wx" } as const;
 
 /** What to do about a folder the sink cannot write to, by the error's code. */
 function folderFix(code: string | undefined): string {
