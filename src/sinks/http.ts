@@ -23,6 +23,11 @@ export interface HttpSinkOptions {
   url: string;
   secret: string;
   timeoutMs: number;
+  /**
+   * Connections to the receiver: WORKER_CONCURRENCY, as many as bundles can be posted at
+   * once, so that no post spends its HTTP_SINK_TIMEOUT_MS waiting for a free one.
+   */
+  maxConnections: number;
   /** Egress proxies (HTTP_PROXY, …); without them the POSTs go direct. */
   proxies?: EgressProxies;
   clock?: () => number;
@@ -45,7 +50,7 @@ export class HttpSink implements Sink {
   constructor(private readonly options: HttpSinkOptions) {
     this.transport = createTransport({
       timeoutMs: options.timeoutMs,
-      maxSockets: 16,
+      maxSockets: options.maxConnections,
       proxies: options.proxies,
     });
     this.key = webhookKey(options.secret);

@@ -51,7 +51,11 @@ async function loadSink(name: string, config: Config, logger: Logger): Promise<S
   if (name === "file") return FileSink.open(sinks.fileDir);
   if (name === "stdout") return new StdoutSink();
   if (name === "http" && sinks.http)
-    return new HttpSink({ ...sinks.http, proxies: config.proxies });
+    return new HttpSink({
+      ...sinks.http,
+      maxConnections: config.worker.concurrency,
+      proxies: config.proxies,
+    });
   if (name === "postgres" && sinks.postgres) {
     const target = sinks.postgres;
     // Named by the variable it came from: without POSTGRES_SINK_URL it is STORE_URL's.

@@ -1,5 +1,7 @@
 import { createHmac, timingSafeEqual } from "node:crypto";
 import { readFile } from "node:fs/promises";
+import { createServer, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { startService } from "../../src/service.js";
@@ -243,6 +245,56 @@ describe("the http sink", () => {
       }
     },
   );
+
+  it("posts as many bundles at once as WORKER_CONCURRENCY: none waits for a connection past HTTP_SINK_TIMEOUT_MS", async () => {
+    const concurrency = 24;
+    // Holds every post until `concurrency` are in flight (or 3 s passed), then answers all.
+    let inFlight = 0;
+    let mostInFlight = 0;
+    const held: ServerResponse[] = [];
+    const answerAll = () => {
+      for (const res of held.splice(0)) res.writeHead(204).end();
+    };
+    const giveUp = setTimeout(answerAll, 3000);
+    const server = createServer((req, res) => {
+      req.resume();
+      req.on("end", () => {
+        inFlight += 1;
+        mostInFlight = Math.max(mostInFlight, inFlight);
+        // Answered, or given up by the sink.
+        res.on("close", () => {
+          inFlight -= 1;
+        });
+        held.push(res);
+        if (inFlight >= concurrency) answerAll();
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    try {
+      harness = await startHarness({
+        env: {
+          SINKS: "http",
+          HTTP_SINK_URL: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hooks`,
+          HTTP_SINK_SECRET: "a signing secret",
+          HTTP_SINK_TIMEOUT_MS: "2000",
+          WORKER_CONCURRENCY: String(concurrency),
+        },
+      });
+      const ids = [];
+      for (let index = 0; index < concurrency; index += 1) {
+        ids.push((await harness.post(makeCallback())).body.id);
+      }
+      const jobs = await Promise.all(ids.map((id) => harness?.waitForJob(id, "done")));
+      // With fewer connections than that, the posts queued behind them timed out and were
+      // posted again.
+      expect(mostInFlight).toBe(concurrency);
+      expect(jobs.map((job) => job?.attempts)).toEqual(ids.map(() => 1));
+    } finally {
+      clearTimeout(giveUp);
+      server.closeAllConnections();
+      server.close();
+    }
+  });
 
   it("gives up at once when the receiver refuses the bundle with a 4xx, saying what to fix", async () => {
     receiver = await startWebhookReceiver(() => ({ status: 401 }));
