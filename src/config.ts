@@ -115,6 +115,8 @@ const required = (name: string) =>
 
 /** Shortest signing key a whsec_ secret may decode to: an empty or tiny key signs nothing. */
 const MIN_WEBHOOK_KEY_BYTES = 16;
+/** The least length of an HTTP_SINK_SECRET written without `whsec_` (its raw bytes are the key). */
+const MIN_PLAIN_SECRET_CHARS = 16;
 
 function isWebhookKey(base64: string): boolean {
   return (
@@ -234,6 +236,11 @@ const envSchema = z.object({
   HTTP_SINK_SECRET: z
     .string()
     .min(1)
+    // Whoever guesses the key can sign a bundle the receiver trusts.
+    .refine(
+      (secret) => secret.startsWith("whsec_") || secret.length >= MIN_PLAIN_SECRET_CHARS,
+      `must be at least ${MIN_PLAIN_SECRET_CHARS} characters (a short key can be guessed, and with it anyone can sign bundles); e.g. whsec_ + \`openssl rand -base64 32\``,
+    )
     .refine(
       (secret) => !secret.startsWith("whsec_") || isWebhookKey(secret.slice("whsec_".length)),
       `a whsec_ secret must be followed by standard base64 (A-Z a-z 0-9 + /, not URL-safe - _) of at least ${MIN_WEBHOOK_KEY_BYTES} bytes (the Standard Webhooks format; e.g. whsec_ + \`openssl rand -base64 32\`)`,

@@ -84,6 +84,16 @@ describe("configuration of the store and the sinks", () => {
     expect(problemsOf({ ...http, HTTP_SINK_SECRET: "any plain secret" })).toEqual([]);
   });
 
+  it("refuses a plain HTTP_SINK_SECRET shorter than 16 characters (a guessable signing key)", () => {
+    const http = { SINKS: "http", HTTP_SINK_URL: "http://127.0.0.1:9/hook" };
+    for (const secret of ["s", "s3cret", "fifteen chars.."]) {
+      expect(problemsOf({ ...http, HTTP_SINK_SECRET: secret }), secret).toEqual([
+        expect.stringMatching(/^HTTP_SINK_SECRET: must be at least 16 characters/),
+      ]);
+    }
+    expect(problemsOf({ ...http, HTTP_SINK_SECRET: "sixteen chars..." })).toEqual([]);
+  });
+
   it("writes the postgres sink into the PostgreSQL store unless POSTGRES_SINK_URL says otherwise", () => {
     expect(problemsOf({ SINKS: "postgres" })).toEqual([
       expect.stringContaining("POSTGRES_SINK_URL is required when SINKS names postgres"),

@@ -97,7 +97,7 @@ describe("loadConfig", () => {
       FINAPI_CLIENT_SECRET: "secret",
       SINKS: "http",
       HTTP_SINK_URL: "127.0.0.1:3490/h",
-      HTTP_SINK_SECRET: "secret",
+      HTTP_SINK_SECRET: "a-signing-secret",
       FINAPI_TOKEN_URL: "sandbox.finapi.io/api/v2/oauth/token",
       FINAPI_PROCESSCTRL_URL: "/processctrl/api/v1",
       FINAPI_DI_URL: "di-sandbox",
@@ -308,7 +308,7 @@ describe("loadConfig", () => {
         BACKOFF_MAX_MS: "1e3",
         SINKS: "http",
         HTTP_SINK_URL: "ftp://x",
-        HTTP_SINK_SECRET: "secret",
+        HTTP_SINK_SECRET: "a-signing-secret",
       }).map((problem) => problem.split(":")[0]),
     ).toEqual(["NODE_ENV", "BACKOFF_MAX_MS", "HTTP_SINK_URL"]);
   });

@@ -219,7 +219,7 @@ describe("a bad variable, as the service prints it", () => {
       FINAPI_CLIENT_SECRET: "secret",
       SINKS: "http",
       HTTP_SINK_URL: "127.0.0.1:3490/h",
-      HTTP_SINK_SECRET: "secret",
+      HTTP_SINK_SECRET: "a-signing-secret",
       FINAPI_DI_URL: "di-sandbox",
     });
     expect(code).toBe(1);

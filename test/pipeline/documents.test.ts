@@ -102,7 +102,7 @@ describe("documents (FETCH_DOCUMENTS)", () => {
         FETCH_DOCUMENTS: "account_pdf,dac_zip",
         SINKS: "file,http",
         HTTP_SINK_URL: receiver.url,
-        HTTP_SINK_SECRET: "s3cret",
+        HTTP_SINK_SECRET: "a-signing-secret",
       },
     });
     const callback = makeCallback();

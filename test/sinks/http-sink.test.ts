@@ -68,11 +68,11 @@ describe("the http sink", () => {
   it("uses a secret without the whsec_ prefix as raw bytes", async () => {
     receiver = await startWebhookReceiver();
     harness = await startHarness({
-      env: { SINKS: "http", HTTP_SINK_URL: receiver.url, HTTP_SINK_SECRET: "plain-secret" },
+      env: { SINKS: "http", HTTP_SINK_URL: receiver.url, HTTP_SINK_SECRET: "a-plain-secret-of-20" },
     });
     await harness.post(makeCallback());
     const webhook = await waitFor(() => receiver?.received[0], "the webhook");
-    expect(verifies(webhook, "plain-secret")).toBe(true);
+    expect(verifies(webhook, "a-plain-secret-of-20")).toBe(true);
   });
 
   it("retries only the failing sink: the receiver's two 503s cost attempts, the other sinks get the bundle once", async () => {
@@ -83,7 +83,7 @@ describe("the http sink", () => {
       env: {
         SINKS: "file,module:test/fixtures/recording-sink.mjs,http",
         HTTP_SINK_URL: receiver.url,
-        HTTP_SINK_SECRET: "s3cret",
+        HTTP_SINK_SECRET: "a-signing-secret",
       },
     });
     const callback = makeCallback();
@@ -107,7 +107,7 @@ describe("the http sink", () => {
       env: {
         SINKS: "http",
         HTTP_SINK_URL: receiver.url,
-        HTTP_SINK_SECRET: "s3cret",
+        HTTP_SINK_SECRET: "a-signing-secret",
         FINAPI_RETRIES: "0",
         DAC_CONCURRENCY: "1",
       },
@@ -151,7 +151,7 @@ describe("the http sink", () => {
       env: {
         SINKS: "module:test/fixtures/recording-sink.mjs,http",
         HTTP_SINK_URL: receiver.url,
-        HTTP_SINK_SECRET: "s3cret",
+        HTTP_SINK_SECRET: "a-signing-secret",
         HTTP_SINK_TIMEOUT_MS: "30000",
         SHUTDOWN_TIMEOUT_MS: "300",
       },
@@ -184,7 +184,7 @@ describe("the http sink", () => {
       return index === 0 ? { status: 429, headers: { "Retry-After": "1" } } : { status: 204 };
     });
     harness = await startHarness({
-      env: { SINKS: "http", HTTP_SINK_URL: receiver.url, HTTP_SINK_SECRET: "s3cret" },
+      env: { SINKS: "http", HTTP_SINK_URL: receiver.url, HTTP_SINK_SECRET: "a-signing-secret" },
     });
     await harness.post(makeCallback());
     await waitFor(() => postedAt.length >= 2, "the second post");
@@ -207,7 +207,7 @@ describe("the http sink", () => {
         env: {
           SINKS: "http",
           HTTP_SINK_URL: receiver.url,
-          HTTP_SINK_SECRET: "s",
+          HTTP_SINK_SECRET: "a-signing-secret",
           HTTP_SINK_TIMEOUT_MS: "300",
         },
       });
@@ -233,7 +233,7 @@ describe("the http sink", () => {
     async (status, state) => {
       receiver = await startWebhookReceiver(() => ({ status, body: "x".repeat(2 * 1024 * 1024) }));
       harness = await startHarness({
-        env: { SINKS: "http", HTTP_SINK_URL: receiver.url, HTTP_SINK_SECRET: "s" },
+        env: { SINKS: "http", HTTP_SINK_URL: receiver.url, HTTP_SINK_SECRET: "a-signing-secret" },
       });
       const accepted = await harness.post(makeCallback());
       const job = await harness.waitForJob(accepted.body.id, state);
@@ -299,7 +299,11 @@ describe("the http sink", () => {
   it("gives up at once when the receiver refuses the bundle with a 4xx, saying what to fix", async () => {
     receiver = await startWebhookReceiver(() => ({ status: 401 }));
     harness = await startHarness({
-      env: { SINKS: "http", HTTP_SINK_URL: receiver.url, HTTP_SINK_SECRET: "wrong" },
+      env: {
+        SINKS: "http",
+        HTTP_SINK_URL: receiver.url,
+        HTTP_SINK_SECRET: "not-the-receivers-secret",
+      },
     });
     const accepted = await harness.post(makeCallback());
     const job = await harness.waitForJob(accepted.body.id, "dead");
@@ -320,7 +324,7 @@ describe("the http sink", () => {
       env: {
         SINKS: "file,module:test/fixtures/recording-sink.mjs,http",
         HTTP_SINK_URL: receiver.url,
-        HTTP_SINK_SECRET: "s3cret",
+        HTTP_SINK_SECRET: "a-signing-secret",
       },
     });
     const callback = makeCallback();
@@ -372,7 +376,7 @@ describe("the http sink", () => {
   it("states a refusal without a body once, with its fix once, and does not log it as posted", async () => {
     receiver = await startWebhookReceiver(() => ({ status: 404 }));
     harness = await startHarness({
-      env: { SINKS: "http", HTTP_SINK_URL: receiver.url, HTTP_SINK_SECRET: "s" },
+      env: { SINKS: "http", HTTP_SINK_URL: receiver.url, HTTP_SINK_SECRET: "a-signing-secret" },
     });
     const accepted = await harness.post(makeCallback());
     const job = await harness.waitForJob(accepted.body.id, "dead");
@@ -386,7 +390,7 @@ describe("the http sink", () => {
       env: {
         SINKS: "http",
         HTTP_SINK_URL: "http://receiver.invalid/hook",
-        HTTP_SINK_SECRET: "a shared secret",
+        HTTP_SINK_SECRET: "a shared secret of the receiver",
         // A proxy that is down (port 1: no test or service can listen there, unlike a
         // port that was free a moment ago); finAPI (the simulator on 127.0.0.1) is reached
         // directly.
