@@ -180,6 +180,7 @@ const envSchema = z.object({
     .optional(),
   // Not a JS timer, but Node's connection check reads the server's requestTimeout as 32 bits.
   REQUEST_TIMEOUT_MS: timerMs(100, 10_000),
+  MAX_CONNECTIONS: int(1, 1000, 1_000_000),
   ADMIN_PORT: int(0, 9090, 65535),
   ADMIN_HOST: listenHost("127.0.0.1"),
   ADMIN_TOKEN: z.string().min(8, "must be at least 8 characters").optional(),
@@ -402,6 +403,8 @@ export interface Config {
     callbackPath: string;
     bodyLimitBytes: number;
     requestTimeoutMs: number;
+    /** Open connections the public port holds at most; more are closed at once. */
+    maxConnections: number;
     /** Comma list of CIDRs allowed to send callbacks. */
     allowedCidrs: string;
     /** Express "trust proxy": false, a hop count or a list of CIDRs. */
@@ -515,6 +518,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
         e.CALLBACK_PATH.length > 1 ? e.CALLBACK_PATH.replace(/\/+$/, "") : e.CALLBACK_PATH,
       bodyLimitBytes: 64 * 1024,
       requestTimeoutMs: e.REQUEST_TIMEOUT_MS,
+      maxConnections: e.MAX_CONNECTIONS,
       allowedCidrs: e.ALLOWED_CIDRS ?? LOOPBACK_CIDRS,
       trustProxy:
         e.TRUST_PROXY === undefined

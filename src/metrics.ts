@@ -11,6 +11,7 @@ import { JOB_OUTCOMES } from "./pipeline/worker.js";
 export interface Metrics {
   registry: Registry;
   callbacks: Counter<"outcome">;
+  connectionsDropped: Counter;
   jobDuration: Histogram<"outcome">;
   finapiDuration: Histogram<"endpoint" | "status">;
   tokenRequests: Counter<"outcome">;
@@ -33,6 +34,11 @@ export function createMetrics(
       name: "kreditcheck_callbacks_received_total",
       help: "Callbacks received, by outcome (accepted, duplicate, invalid, forbidden, unauthorized, store_unavailable)",
       labelNames: ["outcome"],
+      registers: [registry],
+    }),
+    connectionsDropped: new Counter({
+      name: "kreditcheck_connections_dropped_total",
+      help: "Connections to the public port closed at once because it already held MAX_CONNECTIONS",
       registers: [registry],
     }),
     jobDuration: new Histogram({

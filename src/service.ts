@@ -9,6 +9,7 @@ import { DataIntelligenceClient } from "./finapi/di.js";
 import { ProcessCtrlClient } from "./finapi/processctrl.js";
 import { checkTokenAtStart } from "./finapi/startup-check.js";
 import { ClientCredentialsTokenProvider } from "./finapi/token.js";
+import { limitConnections } from "./http/connection-limit.js";
 import { createTransport } from "./http-transport.js";
 import type { Inbox } from "./inbox/inbox.js";
 import { openInbox } from "./inbox/open-inbox.js";
@@ -210,6 +211,9 @@ export async function startService(
   let adminServer: Server;
   try {
     server = await listen(app, config.http.host, config.http.port, timeoutMs, "PORT");
+    limitConnections(server, config.http.maxConnections, logger, () =>
+      metrics.connectionsDropped.inc(),
+    );
     adminServer = await listen(
       adminApp,
       config.admin.host,

@@ -313,6 +313,14 @@ describe("loadConfig", () => {
     ).toEqual(["NODE_ENV", "BACKOFF_MAX_MS", "HTTP_SINK_URL"]);
   });
 
+  it("caps the public port at 1000 connections unless MAX_CONNECTIONS says otherwise (at least 1)", () => {
+    expect(loadConfig(credentials).http.maxConnections).toBe(1000);
+    expect(loadConfig({ ...credentials, MAX_CONNECTIONS: "50" }).http.maxConnections).toBe(50);
+    expect(problemsOf({ ...credentials, MAX_CONNECTIONS: "0" })).toEqual([
+      expect.stringMatching(/^MAX_CONNECTIONS: .*>=\s?1/),
+    ]);
+  });
+
   it("tells a negative number that it is below the minimum, not that it is no number", () => {
     const [problem] = problemsOf({ ...credentials, WORKER_CONCURRENCY: "-1" });
     expect(problem).toMatch(/^WORKER_CONCURRENCY: .*>=\s?1/);

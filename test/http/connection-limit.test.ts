@@ -1,0 +1,50 @@
+import { connect, type Socket } from "node:net";
+import { afterEach, describe, expect, it } from "vitest";
+import { type Harness, makeCallback, startHarness } from "../support/harness.js";
+import { waitFor } from "../support/wait-for.js";
+
+/** A connection to the public port that sends nothing; resolves once it is open. */
+function idleConnection(port: number): Promise<Socket & { closedByServer: Promise<void> }> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, "127.0.0.1");
+    const closedByServer = new Promise<void>((closed) => socket.once("close", () => closed()));
+    socket.once("error", reject);
+    socket.once("connect", () => resolve(Object.assign(socket, { closedByServer })));
+  });
+}
+
+describe("MAX_CONNECTIONS on the public port", () => {
+  let harness: Harness | undefined;
+  const sockets: Socket[] = [];
+  afterEach(async () => {
+    for (const socket of sockets.splice(0)) socket.destroy();
+    await harness?.close();
+    harness = undefined;
+  });
+
+  it("closes connections beyond the limit at once, counts and logs them, and takes callbacks again once one is free", async () => {
+    harness = await startHarness({ env: { MAX_CONNECTIONS: "2" } });
+    const { port } = harness.service;
+    sockets.push(await idleConnection(port), await idleConnection(port));
+    // The third is accepted by the kernel, then closed by the service without an answer.
+    const third = await idleConnection(port);
+    sockets.push(third);
+    await third.closedByServer;
+
+    const warning = await waitFor(
+      () => harness?.logs.lines().find((line) => String(line.msg).includes("MAX_CONNECTIONS")),
+      "the warning",
+    );
+    expect(warning).toMatchObject({ level: 40, maxConnections: 2, remoteAddress: "127.0.0.1" });
+    const metrics = await (await fetch(`${harness.service.adminUrl}/metrics`)).text();
+    expect(metrics).toMatch(/^kreditcheck_connections_dropped_total 1$/m);
+
+    // One of the held connections goes: a callback gets through again.
+    const first = sockets[0];
+    first?.destroy();
+    await waitFor(async () => {
+      const answer = await harness?.post(makeCallback()).catch(() => undefined);
+      return answer?.status === 202 ? answer : undefined;
+    }, "a callback accepted");
+  });
+});
