@@ -1,5 +1,5 @@
 import express, { type Express } from "express";
-import { requireAdminToken } from "./admin/auth.js";
+import { adminGuards } from "./admin/auth.js";
 import { type JobsRouterOptions, jobsRouter } from "./admin/jobs-router.js";
 import { apiHeaders } from "./http/api-headers.js";
 import { errorHandler, notFoundHandler } from "./http/error-handler.js";
@@ -25,18 +25,20 @@ export function createAdminApp(options: AdminOptions): Express {
   app.disable("x-powered-by");
   // As on the public port: never cached, sniffed or framed (/checks/fetch answers bank data).
   app.use(apiHeaders());
+  const guards = adminGuards(options.adminToken, options.logger);
+  // Liveness says nothing but "ok": open to every probe, whatever the Host.
   app.get("/healthz", (_req, res) => {
     res.json({ status: "ok" });
   });
-  app.get("/readyz", async (_req, res) => {
+  app.get("/readyz", guards.probes, async (_req, res) => {
     const readiness = await options.readiness();
     res.status(readiness.ready ? 200 : 503).json(readiness);
   });
-  app.get("/metrics", async (_req, res) => {
+  app.get("/metrics", guards.probes, async (_req, res) => {
     res.set("Content-Type", options.metrics.registry.contentType);
     res.send(await options.metrics.registry.metrics());
   });
-  app.use("/admin", requireAdminToken(options.adminToken, options.logger), jobsRouter(options));
+  app.use("/admin", guards.jobs, jobsRouter(options));
   app.use(notFoundHandler());
   app.use(errorHandler(options.logger));
   return app;

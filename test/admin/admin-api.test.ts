@@ -234,18 +234,15 @@ describe("admin port", () => {
     expect(harness.logs.text()).not.toContain("wrong-token");
   });
 
-  it("without ADMIN_TOKEN answers the jobs API only for loopback host names (no DNS rebinding)", async () => {
+  it("without ADMIN_TOKEN answers the jobs API, metrics and readiness only for loopback host names (no DNS rebinding)", async () => {
     harness = await startHarness({ service: { worker: false } });
     const port = new URL(harness.service.adminUrl).port;
-    const statusFor = (host: string) =>
+    const statusFor = (host: string, path = "/admin/jobs") =>
       new Promise<number>((resolve, reject) => {
-        request(
-          { host: "127.0.0.1", port, path: "/admin/jobs", headers: { Host: host } },
-          (res) => {
-            res.resume();
-            resolve(res.statusCode ?? 0);
-          },
-        )
+        request({ host: "127.0.0.1", port, path, headers: { Host: host } }, (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        })
           .on("error", reject)
           .end();
       });
@@ -259,6 +256,13 @@ describe("admin port", () => {
     ]) {
       expect({ host, status: await statusFor(host) }).toEqual({ host, status: 200 });
     }
+    // Metrics (job counts, error codes) and readiness (the store's error) are guarded too;
+    // liveness, which says only "ok", is not.
+    expect(await statusFor(`attacker.example:${port}`, "/metrics")).toBe(403);
+    expect(await statusFor(`attacker.example:${port}`, "/readyz")).toBe(403);
+    expect(await statusFor(`attacker.example:${port}`, "/healthz")).toBe(200);
+    expect(await statusFor(`localhost:${port}`, "/metrics")).toBe(200);
+    expect(await statusFor(`127.0.0.1:${port}`, "/readyz")).toBe(200);
   });
 
   it("without ADMIN_TOKEN refuses what a web page of another site sends, logging at most 20 refusals a minute", async () => {
