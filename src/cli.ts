@@ -55,7 +55,8 @@ const COMMANDS: Record<
 
 const COMMON = `Options for every command:
   --admin-url <url>   admin API (default $ADMIN_URL, else $ADMIN_HOST:$ADMIN_PORT, 127.0.0.1:9090)
-  --token <token>     admin token (default $ADMIN_TOKEN)
+  --token <token>     admin token (default $ADMIN_TOKEN; prefer that or .env: other users
+                      of this machine can read a --token in the process list)
   --help              this help`;
 
 function usage(command?: string): string {
