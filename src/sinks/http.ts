@@ -24,8 +24,10 @@ export interface HttpSinkOptions {
   secret: string;
   timeoutMs: number;
   /**
-   * Connections to the receiver: WORKER_CONCURRENCY, as many as bundles can be posted at
-   * once, so that no post spends its HTTP_SINK_TIMEOUT_MS waiting for a free one.
+   * Connections to the receiver: as many as bundles can be posted at once (twice
+   * WORKER_CONCURRENCY: a job frees its worker slot once everything is fetched, so a
+   * slot's next job fetches while the previous one delivers), so that no post spends its
+   * HTTP_SINK_TIMEOUT_MS waiting for a free one.
    */
   maxConnections: number;
   /** Egress proxies (HTTP_PROXY, …); without them the POSTs go direct. */

@@ -53,7 +53,8 @@ async function loadSink(name: string, config: Config, logger: Logger): Promise<S
   if (name === "http" && sinks.http)
     return new HttpSink({
       ...sinks.http,
-      maxConnections: config.worker.concurrency,
+      // The worker keeps at most twice its concurrency in jobs, fetching or delivering.
+      maxConnections: 2 * config.worker.concurrency,
       proxies: config.proxies,
     });
   if (name === "postgres" && sinks.postgres) {
