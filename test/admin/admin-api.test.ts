@@ -9,6 +9,19 @@ import { waitFor } from "../support/wait-for.js";
 
 const run = promisify(execFile);
 
+/** The status of a GET to the admin port with the Host header a name would give it. */
+function statusAddressedTo(adminUrl: string, host: string, path: string): Promise<number> {
+  const { hostname, port } = new URL(adminUrl);
+  return new Promise<number>((resolve, reject) => {
+    request({ host: hostname, port, path, headers: { Host: host } }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    })
+      .on("error", reject)
+      .end();
+  });
+}
+
 describe("admin port", () => {
   let harness: Harness | undefined;
   afterEach(async () => {
@@ -228,6 +241,11 @@ describe("admin port", () => {
     ).toBe(200);
     expect((await admin("/healthz")).status).toBe(200);
     expect((await admin("/metrics")).status).toBe(200);
+    // With a token, metrics and readiness answer any name: Prometheus and load balancers
+    // reach the port by a name of their own.
+    const adminUrl = harness.service.adminUrl;
+    expect(await statusAddressedTo(adminUrl, "prometheus.example", "/metrics")).toBe(200);
+    expect(await statusAddressedTo(adminUrl, "lb.example", "/readyz")).toBe(200);
     // Refusals are logged with their reason, never with the token given.
     const refusals = harness.logs.lines().filter((line) => line.msg === "admin request refused");
     expect(refusals.map((line) => line.reason)).toEqual(["no admin token", "wrong admin token"]);
@@ -238,14 +256,7 @@ describe("admin port", () => {
     harness = await startHarness({ service: { worker: false } });
     const port = new URL(harness.service.adminUrl).port;
     const statusFor = (host: string, path = "/admin/jobs") =>
-      new Promise<number>((resolve, reject) => {
-        request({ host: "127.0.0.1", port, path, headers: { Host: host } }, (res) => {
-          res.resume();
-          resolve(res.statusCode ?? 0);
-        })
-          .on("error", reject)
-          .end();
-      });
+      statusAddressedTo(harness?.service.adminUrl ?? "", host, path);
     // What a page on attacker.example sends once its name points at 127.0.0.1.
     expect(await statusFor(`attacker.example:${port}`)).toBe(403);
     for (const host of [
@@ -279,6 +290,13 @@ describe("admin port", () => {
     const site = (value: string) => admin("/admin/jobs", { headers: { "Sec-Fetch-Site": value } });
     expect((await site("cross-site")).status).toBe(403);
     expect((await site("same-site")).status).toBe(403);
+    // Metrics and readiness too: a page could read them as it could read the jobs.
+    expect((await admin("/metrics", { headers: { Origin: "https://evil.example" } })).status).toBe(
+      403,
+    );
+    expect((await admin("/readyz", { headers: { "Sec-Fetch-Site": "cross-site" } })).status).toBe(
+      403,
+    );
     // Typed into the address bar, or the admin port's own origin: allowed.
     expect((await site("none")).status).toBe(200);
     expect((await site("same-origin")).status).toBe(200);
