@@ -9,7 +9,7 @@ import { DataIntelligenceClient } from "./finapi/di.js";
 import { ProcessCtrlClient } from "./finapi/processctrl.js";
 import { checkTokenAtStart } from "./finapi/startup-check.js";
 import { ClientCredentialsTokenProvider } from "./finapi/token.js";
-import { limitConnections } from "./http/connection-limit.js";
+import { closeSilentConnections, limitConnections } from "./http/connection-limit.js";
 import { createTransport } from "./http-transport.js";
 import type { Inbox } from "./inbox/inbox.js";
 import { openInbox } from "./inbox/open-inbox.js";
@@ -210,9 +210,10 @@ export async function startService(
   let server: Server | undefined;
   let adminServer: Server;
   try {
-    server = await listen(app, config.http.host, config.http.port, timeoutMs, "PORT");
-    limitConnections(server, config.http.maxConnections, logger, () =>
-      metrics.connectionsDropped.inc(),
+    server = await listen(app, config.http.host, config.http.port, timeoutMs, "PORT", (created) =>
+      limitConnections(created, config.http.maxConnections, logger, () =>
+        metrics.connectionsDropped.inc(),
+      ),
     );
     adminServer = await listen(
       adminApp,
@@ -360,19 +361,24 @@ function listen(
   port: number,
   requestTimeoutMs: number,
   portVariable: "PORT" | "ADMIN_PORT",
+  /** Settings made before the server listens (so that they hold from its first connection). */
+  prepare?: (server: Server) => void,
 ): Promise<Server> {
   return new Promise((resolve, reject) => {
     // A slow or stalled sender must not hold a socket for long: Node answers 408 and closes
     // it. Node looks for such requests only every connectionsCheckingInterval (30 s by
     // default), so that interval is shortened too, or a stall would last up to twice as long.
+    const headersTimeoutMs = Math.min(10_000, requestTimeoutMs);
     const server = createServer(
       {
         requestTimeout: requestTimeoutMs,
-        headersTimeout: Math.min(10_000, requestTimeoutMs),
+        headersTimeout: headersTimeoutMs,
         connectionsCheckingInterval: Math.min(1000, requestTimeoutMs),
       },
       app,
     );
+    // Nor one that sends nothing at all, which Node's timeouts leave open.
+    closeSilentConnections(server, headersTimeoutMs);
     const mayContinue = (app as Partial<PublicListener>).mayContinue;
     if (mayContinue) {
       // With this listener Node no longer answers 100 Continue itself, nor emits 'request'.
@@ -381,6 +387,7 @@ function listen(
         app(req, res);
       });
     }
+    prepare?.(server);
     server.listen(port, host);
     server.once("listening", () => resolve(server));
     server.once("error", (error: NodeJS.ErrnoException) => {

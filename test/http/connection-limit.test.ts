@@ -47,4 +47,19 @@ describe("MAX_CONNECTIONS on the public port", () => {
       return answer?.status === 202 ? answer : undefined;
     }, "a callback accepted");
   });
+
+  it("closes a connection that sends nothing after REQUEST_TIMEOUT_MS, freeing its place", async () => {
+    harness = await startHarness({ env: { MAX_CONNECTIONS: "1", REQUEST_TIMEOUT_MS: "1000" } });
+    const idle = await idleConnection(harness.service.port);
+    sockets.push(idle);
+    // The headers timeout (1 s here), checked every second; without it the connection
+    // stays open and this waits until it fails.
+    await Promise.race([
+      idle.closedByServer,
+      new Promise((_, reject) =>
+        setTimeout(() => reject(new Error("the idle connection was not closed")), 8000),
+      ),
+    ]);
+    expect((await harness.post(makeCallback())).status).toBe(202);
+  });
 });
