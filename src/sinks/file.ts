@@ -198,6 +198,22 @@ export class FileSink implements Sink {
     }
   }
 
+  /**
+   * Something was at a random temporary name: not the sink's own doing (its names are new
+   * each time). Removed by now; the next attempt draws another name.
+   */
+  private nameTaken(temporary: string, error: unknown): ReceiverError {
+    return new ReceiverError(
+      `${temporary} existed before the file sink wrote it (removed now; the next attempt uses another name)`,
+      {
+        code: "file_sink_write_failed",
+        retryable: true,
+        fix: "only the service should write in FILE_SINK_DIR: find what put a file or link there.",
+        cause: error,
+      },
+    );
+  }
+
   private writeFailed(target: string, error: unknown): ReceiverError {
     return new ReceiverError(`could not write ${target}: ${(error as Error).message}`, {
       code: "file_sink_write_failed",
@@ -250,6 +266,8 @@ export class FileSink implements Sink {
       await rename(temporary, target);
     } catch (error) {
       await rm(temporary, { force: true }).catch(() => undefined);
+      if ((error as NodeJS.ErrnoException).code === "EEXIST")
+        throw this.nameTaken(temporary, error);
       throw error instanceof ReceiverError ? error : this.writeFailed(target, error);
     }
   }

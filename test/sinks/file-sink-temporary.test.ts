@@ -40,6 +40,8 @@ describe("FileSink's temporary files", () => {
     await expect(sink.deliver(bundle)).rejects.toMatchObject({
       code: "file_sink_write_failed",
       retryable: true,
+      message: expect.stringContaining(`${TEMPORARY} existed before the file sink wrote it`),
+      fix: expect.stringContaining("only the service should write in FILE_SINK_DIR"),
     });
     // The file the link pointed at is untouched, and no result became a link to it.
     expect(await readFile(outside, "utf8")).toBe("not the sink's to write\n");
