@@ -35,13 +35,26 @@ export const DEFAULT_KREDITCHECK_PATH = "/checks/{processToken}/kreditcheck/{kre
  * Whole decimal numbers only: " ", "0x50" or "1e3" are mistakes, not numbers. A minus sign
  * passes here so that "-1" is told it is below the minimum, not that it is not a number.
  */
-const int = (min: number, fallback: number, max = Number.MAX_SAFE_INTEGER, tooBig?: string) =>
-  z
+const int = (min: number, fallback: number, max = Number.MAX_SAFE_INTEGER, tooBig?: string) => {
+  // The range and the default, in the words of the README's table, instead of zod's
+  // "Too small: expected number to be >=1".
+  const range =
+    max === Number.MAX_SAFE_INTEGER
+      ? `must be ${min} or more (default ${fallback})`
+      : `must be from ${min} to ${max} (default ${fallback})`;
+  return z
     .string()
-    .regex(/^-?\d+$/, "must be a whole number")
+    .regex(/^-?\d+$/, `must be a whole number: ${range.slice("must be ".length)}`)
     .transform(Number)
-    .pipe(z.number().int().min(min).max(max, tooBig))
+    .pipe(
+      z
+        .number()
+        .int()
+        .min(min, range)
+        .max(max, tooBig ?? range),
+    )
     .prefault(String(fallback));
+};
 
 /**
  * Longest delay of a Node timer: setTimeout and setInterval run a longer one after 1 ms, so
@@ -118,11 +131,21 @@ const MIN_WEBHOOK_KEY_BYTES = 16;
 /** The least length of an HTTP_SINK_SECRET written without `whsec_` (its raw bytes are the key). */
 const MIN_PLAIN_SECRET_CHARS = 16;
 
-function isWebhookKey(base64: string): boolean {
-  return (
-    /^[A-Za-z0-9+/]+={0,2}$/.test(base64) &&
-    Buffer.from(base64, "base64").length >= MIN_WEBHOOK_KEY_BYTES
-  );
+/**
+ * What is wrong with a `whsec_` secret, or undefined: its two mistakes need different
+ * fixes (URL-safe base64 from another tool, or a key too short to be secret).
+ */
+function webhookKeyProblem(secret: string): string | undefined {
+  const base64 = secret.slice("whsec_".length);
+  const example = "e.g. whsec_ + `openssl rand -base64 32`";
+  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(base64)) {
+    return `a whsec_ secret must be followed by standard base64 (A-Z a-z 0-9 + /, not URL-safe - _; the Standard Webhooks format), ${example}`;
+  }
+  const bytes = Buffer.from(base64, "base64").length;
+  if (bytes < MIN_WEBHOOK_KEY_BYTES) {
+    return `the base64 after whsec_ decodes to ${bytes} bytes; the key needs at least ${MIN_WEBHOOK_KEY_BYTES}, ${example}`;
+  }
+  return undefined;
 }
 
 /** A listen address, unbracketed (see bareHost). */
@@ -242,10 +265,10 @@ const envSchema = z.object({
       (secret) => secret.startsWith("whsec_") || secret.length >= MIN_PLAIN_SECRET_CHARS,
       `must be at least ${MIN_PLAIN_SECRET_CHARS} characters (a short key can be guessed, and with it anyone can sign bundles); e.g. whsec_ + \`openssl rand -base64 32\``,
     )
-    .refine(
-      (secret) => !secret.startsWith("whsec_") || isWebhookKey(secret.slice("whsec_".length)),
-      `a whsec_ secret must be followed by standard base64 (A-Z a-z 0-9 + /, not URL-safe - _) of at least ${MIN_WEBHOOK_KEY_BYTES} bytes (the Standard Webhooks format; e.g. whsec_ + \`openssl rand -base64 32\`)`,
-    )
+    .superRefine((secret, ctx) => {
+      const problem = secret.startsWith("whsec_") ? webhookKeyProblem(secret) : undefined;
+      if (problem) ctx.addIssue({ code: "custom", message: problem });
+    })
     .optional(),
   HTTP_SINK_TIMEOUT_MS: timerMs(100, 10_000),
   POSTGRES_SINK_URL: z

@@ -72,13 +72,23 @@ describe("configuration of the store and the sinks", () => {
 
   it("refuses a whsec_ secret that decodes to no real key (anyone could sign with it)", () => {
     const http = { SINKS: "http", HTTP_SINK_URL: "http://127.0.0.1:9/hook" };
-    for (const secret of ["whsec_", "whsec_a", "whsec_!!!!", "whsec_c2hvcnQ="]) {
+    for (const secret of ["whsec_", "whsec_!!!!", "whsec_a-b_c"]) {
       expect(problemsOf({ ...http, HTTP_SINK_SECRET: secret }), secret).toEqual([
         expect.stringMatching(
           /^HTTP_SINK_SECRET: a whsec_ secret must be followed by standard base64/,
         ),
       ]);
     }
+    // Valid base64 of too few bytes is told so, with the count: not a character problem.
+    const twelveBytes = `whsec_${Buffer.alloc(12, 7).toString("base64")}`;
+    expect(problemsOf({ ...http, HTTP_SINK_SECRET: twelveBytes })).toEqual([
+      expect.stringMatching(
+        /^HTTP_SINK_SECRET: the base64 after whsec_ decodes to 12 bytes; the key needs at least 16/,
+      ),
+    ]);
+    expect(problemsOf({ ...http, HTTP_SINK_SECRET: "whsec_c2hvcnQ=" })).toEqual([
+      expect.stringMatching(/decodes to 5 bytes/),
+    ]);
     const key = Buffer.alloc(24, 7).toString("base64");
     expect(problemsOf({ ...http, HTTP_SINK_SECRET: `whsec_${key}` })).toEqual([]);
     expect(problemsOf({ ...http, HTTP_SINK_SECRET: "any plain secret" })).toEqual([]);

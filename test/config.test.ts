@@ -317,13 +317,13 @@ describe("loadConfig", () => {
     expect(loadConfig(credentials).http.maxConnections).toBe(1000);
     expect(loadConfig({ ...credentials, MAX_CONNECTIONS: "50" }).http.maxConnections).toBe(50);
     expect(problemsOf({ ...credentials, MAX_CONNECTIONS: "0" })).toEqual([
-      expect.stringMatching(/^MAX_CONNECTIONS: .*>=\s?1/),
+      "MAX_CONNECTIONS: must be from 1 to 1000000 (default 1000)",
     ]);
   });
 
   it("tells a negative number that it is below the minimum, not that it is no number", () => {
     const [problem] = problemsOf({ ...credentials, WORKER_CONCURRENCY: "-1" });
-    expect(problem).toMatch(/^WORKER_CONCURRENCY: .*>=\s?1/);
+    expect(problem).toBe("WORKER_CONCURRENCY: must be 1 or more (default 4)");
     expect(problem).not.toContain("whole number");
   });
 
