@@ -10,6 +10,7 @@ import { ProcessCtrlClient } from "./finapi/processctrl.js";
 import { checkTokenAtStart } from "./finapi/startup-check.js";
 import { ClientCredentialsTokenProvider } from "./finapi/token.js";
 import { closeSilentConnections, limitConnections } from "./http/connection-limit.js";
+import { descriptorsReserved, fitConnections, openFileLimit } from "./http/open-file-limit.js";
 import { createTransport } from "./http-transport.js";
 import type { Inbox } from "./inbox/inbox.js";
 import { openInbox } from "./inbox/open-inbox.js";
@@ -207,13 +208,20 @@ export async function startService(
   });
 
   const timeoutMs = config.http.requestTimeoutMs;
+  const limit = openFileLimit();
+  const reserved = descriptorsReserved(config.worker.concurrency, config.finapi.dacConcurrency);
+  const { maxConnections, lowered } = fitConnections(config.http.maxConnections, limit, reserved);
+  if (lowered) {
+    logger.warn(
+      { maxConnections, configured: config.http.maxConnections, openFileLimit: limit, reserved },
+      `MAX_CONNECTIONS=${config.http.maxConnections} does not fit the process's open-file limit of ${limit} (the service needs about ${reserved} descriptors for itself): the public port holds at most ${maxConnections} connections. Raise the limit (ulimit -n, docker run --ulimit nofile=…, systemd LimitNOFILE=) or lower MAX_CONNECTIONS`,
+    );
+  }
   let server: Server | undefined;
   let adminServer: Server;
   try {
     server = await listen(app, config.http.host, config.http.port, timeoutMs, "PORT", (created) =>
-      limitConnections(created, config.http.maxConnections, logger, () =>
-        metrics.connectionsDropped.inc(),
-      ),
+      limitConnections(created, maxConnections, logger, () => metrics.connectionsDropped.inc()),
     );
     adminServer = await listen(
       adminApp,

@@ -215,10 +215,14 @@ export class FileSink implements Sink {
   }
 
   private writeFailed(target: string, error: unknown): ReceiverError {
+    const code = (error as NodeJS.ErrnoException).code;
     return new ReceiverError(`could not write ${target}: ${(error as Error).message}`, {
       code: "file_sink_write_failed",
       retryable: true,
-      fix: "check that FILE_SINK_DIR exists, is writable by the service and has free space.",
+      fix:
+        code === "EMFILE" || code === "ENFILE"
+          ? "the process has no file descriptor left (EMFILE: its open-file limit): raise the limit (ulimit -n, docker run --ulimit nofile=…, systemd LimitNOFILE=) or lower MAX_CONNECTIONS or WORKER_CONCURRENCY."
+          : "check that FILE_SINK_DIR exists, is writable by the service and has free space.",
       cause: error,
     });
   }

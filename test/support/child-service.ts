@@ -18,6 +18,8 @@ export interface ChildScript {
 export interface SpawnOptions {
   /** Extra node flags, e.g. --cpu-prof. */
   nodeArgs?: string[];
+  /** A command that runs node, e.g. ["prlimit", "--nofile=256:256", "--"]. */
+  prefix?: string[];
   args?: string[];
   /** Keep stdout lines in `lines`; otherwise stdout is discarded (cheaper under load). */
   captureStdout?: boolean;
@@ -46,9 +48,11 @@ export async function spawnScript(
   env: Record<string, string>,
   options: SpawnOptions = {},
 ): Promise<ChildScript> {
+  const [command, ...prefixArgs] = [...(options.prefix ?? []), process.execPath];
   const child = spawn(
-    process.execPath,
+    command ?? process.execPath,
     [
+      ...prefixArgs,
       ...(options.nodeArgs ?? []),
       // Built JavaScript (dist/) runs as it is; TypeScript sources through tsx.
       ...(script.endsWith(".js") ? [] : ["--import", "tsx"]),
