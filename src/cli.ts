@@ -156,7 +156,19 @@ async function main(argv: string[]): Promise<number> {
     }
     const text = await response.text();
     if (!response.ok) {
-      throw new CliError(`${method} /admin${path} → ${response.status}: ${text}`, response.status);
+      // The service names ADMIN_TOKEN; say which token this command sent, if any.
+      const sent =
+        response.status !== 401
+          ? ""
+          : values.token !== undefined
+            ? " (the token given with --token)"
+            : token !== undefined
+              ? " (the token in ADMIN_TOKEN)"
+              : " (no token was sent: set ADMIN_TOKEN or pass --token)";
+      throw new CliError(
+        `${method} /admin${path} → ${response.status}: ${text}${sent}`,
+        response.status,
+      );
     }
     return JSON.parse(text) as unknown;
   };

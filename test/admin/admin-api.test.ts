@@ -252,6 +252,31 @@ describe("admin port", () => {
     expect(harness.logs.text()).not.toContain("wrong-token");
   });
 
+  it("the CLI, refused for its token, says which token it sent", async () => {
+    harness = await startHarness({
+      env: { ADMIN_TOKEN: "admin-token-123" },
+      service: { worker: false },
+    });
+    const env = { ...process.env, ADMIN_URL: harness.service.adminUrl };
+    delete env.ADMIN_TOKEN;
+    const refusal = (args: string[], extra: Record<string, string> = {}) =>
+      run(process.execPath, ["--import", "tsx", "src/cli.ts", ...args], {
+        env: { ...env, ...extra },
+      }).then(
+        () => "",
+        (error: { stderr: string }) => error.stderr,
+      );
+    expect(await refusal(["jobs", "--token", "wrong-token-1"])).toContain(
+      "(the token given with --token)",
+    );
+    expect(await refusal(["jobs"], { ADMIN_TOKEN: "wrong-token-2" })).toContain(
+      "(the token in ADMIN_TOKEN)",
+    );
+    expect(await refusal(["jobs"])).toContain(
+      "(no token was sent: set ADMIN_TOKEN or pass --token)",
+    );
+  });
+
   it("without ADMIN_TOKEN answers the jobs API, metrics and readiness only for loopback host names (no DNS rebinding)", async () => {
     harness = await startHarness({ service: { worker: false } });
     const port = new URL(harness.service.adminUrl).port;
