@@ -257,7 +257,7 @@ describe("admin port", () => {
       env: { ADMIN_TOKEN: "admin-token-123" },
       service: { worker: false },
     });
-    const env = { ...process.env, ADMIN_URL: harness.service.adminUrl };
+    const env: NodeJS.ProcessEnv = { ...process.env, ADMIN_URL: harness.service.adminUrl };
     delete env.ADMIN_TOKEN;
     const refusal = (args: string[], extra: Record<string, string> = {}) =>
       run(process.execPath, ["--import", "tsx", "src/cli.ts", ...args], {
@@ -537,7 +537,7 @@ describe("npm run cli", () => {
 
   it("prints a long answer whole into a slow pipe, and refuses what a command does not take", async () => {
     const harness = await startHarness({ service: { worker: false } });
-    const env = { ...process.env, ADMIN_URL: harness.service.adminUrl };
+    const env: NodeJS.ProcessEnv = { ...process.env, ADMIN_URL: harness.service.adminUrl };
     try {
       for (let index = 0; index < 400; index++) {
         await harness.service.inbox.enqueue(makeCallback() as never, new Date());

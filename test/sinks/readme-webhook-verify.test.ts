@@ -1,7 +1,7 @@
 import { createHmac, timingSafeEqual } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { afterEach, describe, expect, it } from "vitest";
-import { type Harness, makeCallback, startHarness } from "../support/harness.js";
+import { describe, expect, it } from "vitest";
+import { makeCallback, startHarness } from "../support/harness.js";
 import { waitFor } from "../support/wait-for.js";
 import { startWebhookReceiver } from "../support/webhook-receiver.js";
 
@@ -23,24 +23,23 @@ function readmeVerify(): Verify {
 }
 
 describe("README's Standard Webhooks check", () => {
-  let harness: Harness | undefined;
-  let receiver: Awaited<ReturnType<typeof startWebhookReceiver>> | undefined;
-  afterEach(async () => {
-    await harness?.close();
-    await receiver?.close();
-    harness = undefined;
-    receiver = undefined;
-  });
-
   it("accepts what the http sink posts, and refuses a changed, unsigned, undated or old one without throwing", async () => {
     const verify = readmeVerify();
-    receiver = await startWebhookReceiver();
+    const receiver = await startWebhookReceiver();
     const secret = `whsec_${Buffer.from("a key of at least sixteen bytes").toString("base64")}`;
-    harness = await startHarness({
+    const harness = await startHarness({
       env: { SINKS: "http", HTTP_SINK_URL: receiver.url, HTTP_SINK_SECRET: secret },
+    }).catch(async (error: unknown) => {
+      await receiver.close();
+      throw error;
     });
-    await harness.post(makeCallback());
-    const { headers, rawBody } = await waitFor(() => receiver?.received[0], "the webhook");
+    const { headers, rawBody } = await harness
+      .post(makeCallback())
+      .then(() => waitFor(() => receiver.received[0], "the webhook"))
+      .finally(async () => {
+        await harness.close();
+        await receiver.close();
+      });
 
     expect(verify(headers, rawBody, secret)).toBe(true);
     expect(verify(headers, `${rawBody} `, secret)).toBe(false);
