@@ -9,7 +9,7 @@ import { DataIntelligenceClient } from "./finapi/di.js";
 import { ProcessCtrlClient } from "./finapi/processctrl.js";
 import { checkTokenAtStart } from "./finapi/startup-check.js";
 import { ClientCredentialsTokenProvider } from "./finapi/token.js";
-import { closeSilentConnections, limitConnections } from "./http/connection-limit.js";
+import { limitConnections } from "./http/connection-limit.js";
 import { descriptorsReserved, fitConnections, openFileLimit } from "./http/open-file-limit.js";
 import { createTransport } from "./http-transport.js";
 import type { Inbox } from "./inbox/inbox.js";
@@ -376,17 +376,16 @@ function listen(
     // A slow or stalled sender must not hold a socket for long: Node answers 408 and closes
     // it. Node looks for such requests only every connectionsCheckingInterval (30 s by
     // default), so that interval is shortened too, or a stall would last up to twice as long.
-    const headersTimeoutMs = Math.min(10_000, requestTimeoutMs);
+    // The headers timeout runs from the connection's start: one that sends nothing at all
+    // is closed by it too (so idle connections cannot hold MAX_CONNECTIONS for long).
     const server = createServer(
       {
         requestTimeout: requestTimeoutMs,
-        headersTimeout: headersTimeoutMs,
+        headersTimeout: Math.min(10_000, requestTimeoutMs),
         connectionsCheckingInterval: Math.min(1000, requestTimeoutMs),
       },
       app,
     );
-    // Nor one that sends nothing at all, which Node's timeouts leave open.
-    closeSilentConnections(server, headersTimeoutMs);
     const mayContinue = (app as Partial<PublicListener>).mayContinue;
     if (mayContinue) {
       // With this listener Node no longer answers 100 Continue itself, nor emits 'request'.

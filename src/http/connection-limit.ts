@@ -1,5 +1,4 @@
 import type { Server } from "node:http";
-import type { Socket } from "node:net";
 import type { Logger } from "../logger.js";
 import { LogBudget } from "./log-budget.js";
 
@@ -25,22 +24,5 @@ export function limitConnections(
       { remoteAddress: data?.remoteAddress, maxConnections },
       "connection closed at once: the public port already holds MAX_CONNECTIONS connections",
     );
-  });
-}
-
-/**
- * Closes a connection that has sent nothing `ms` after it was opened. Node's headers and
- * request timeouts start with a request's first byte, and its keep-alive timeout after an
- * answer: a connection that never sends a byte stayed open for good (measured: still open
- * after 8 s with REQUEST_TIMEOUT_MS=1000), holding one of MAX_CONNECTIONS. Once a byte
- * came, those timeouts apply; `bytesRead` counts what Node's HTTP parser took directly.
- */
-export function closeSilentConnections(server: Server, ms: number): void {
-  server.on("connection", (socket: Socket) => {
-    const timer = setTimeout(() => {
-      if (socket.bytesRead === 0) socket.destroy();
-    }, ms);
-    timer.unref();
-    socket.once("close", () => clearTimeout(timer));
   });
 }

@@ -20,13 +20,14 @@ export function openFileLimit(
 }
 
 /**
- * Descriptors the service needs besides the public port's connections: its own files and
- * pipes, the inbox and PostgreSQL pools, the admin port (64 in all), and per worker slot
- * the finAPI calls (DAC_CONCURRENCY at once), a bundle's files and the http sink's posts
- * (a slot's two jobs: one fetching, one delivering).
+ * Descriptors the service needs besides the public port's connections: 96 for its own
+ * files and pipes (about 36 measured), the PostgreSQL pools when the store or a sink is
+ * PostgreSQL (about 20) and a few admin connections; and per worker slot the finAPI calls
+ * (DAC_CONCURRENCY at once), a bundle's files and the http sink's posts (a slot's two
+ * jobs: one fetching, one delivering).
  */
 export function descriptorsReserved(workerConcurrency: number, dacConcurrency: number): number {
-  return 64 + workerConcurrency * (dacConcurrency + 4);
+  return 96 + workerConcurrency * (dacConcurrency + 4);
 }
 
 /**

@@ -34,11 +34,11 @@ describe("fitting MAX_CONNECTIONS into the open-file limit", () => {
 
   it("keeps MAX_CONNECTIONS when it fits beside what the service needs, and lowers it when not", () => {
     // The defaults: 4 worker slots, 4 DAC reports at once.
-    expect(descriptorsReserved(4, 4)).toBe(96);
-    expect(fitConnections(1000, 20_000, 96)).toEqual({ maxConnections: 1000, lowered: false });
-    expect(fitConnections(1000, undefined, 96)).toEqual({ maxConnections: 1000, lowered: false });
-    expect(fitConnections(1000, 1024, 96)).toEqual({ maxConnections: 928, lowered: true });
-    expect(fitConnections(1000, 64, 96)).toEqual({ maxConnections: 1, lowered: true });
+    expect(descriptorsReserved(4, 4)).toBe(128);
+    expect(fitConnections(1000, 20_000, 128)).toEqual({ maxConnections: 1000, lowered: false });
+    expect(fitConnections(1000, undefined, 128)).toEqual({ maxConnections: 1000, lowered: false });
+    expect(fitConnections(1000, 1024, 128)).toEqual({ maxConnections: 896, lowered: true });
+    expect(fitConnections(1000, 64, 128)).toEqual({ maxConnections: 1, lowered: true });
   });
 });
 
@@ -80,10 +80,10 @@ describe("a service whose open-file limit is lower than MAX_CONNECTIONS needs", 
       () => service?.lines.find((line) => line.includes("does not fit the process's open-file")),
       "the start-up warning",
     );
-    // 256 descriptors, 96 of them for the service itself (the defaults).
+    // 256 descriptors, 128 of them for the service itself (the defaults).
     expect(JSON.parse(warning)).toMatchObject({
       level: 40,
-      maxConnections: 160,
+      maxConnections: 128,
       configured: 1000,
       openFileLimit: 256,
     });
