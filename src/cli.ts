@@ -160,11 +160,11 @@ async function main(argv: string[]): Promise<number> {
       const sent =
         response.status !== 401
           ? ""
-          : values.token !== undefined
-            ? " (the token given with --token)"
-            : token !== undefined
-              ? " (the token in ADMIN_TOKEN)"
-              : " (no token was sent: set ADMIN_TOKEN or pass --token)";
+          : !token
+            ? " (no token was sent: set ADMIN_TOKEN or pass --token)"
+            : values.token !== undefined
+              ? " (the token given with --token)"
+              : " (the token in ADMIN_TOKEN)";
       throw new CliError(
         `${method} /admin${path} → ${response.status}: ${text}${sent}`,
         response.status,

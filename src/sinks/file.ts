@@ -220,9 +220,11 @@ export class FileSink implements Sink {
       code: "file_sink_write_failed",
       retryable: true,
       fix:
-        code === "EMFILE" || code === "ENFILE"
-          ? "the process has no file descriptor left (EMFILE: its open-file limit): raise the limit (ulimit -n, docker run --ulimit nofile=…, systemd LimitNOFILE=) or lower MAX_CONNECTIONS or WORKER_CONCURRENCY."
-          : "check that FILE_SINK_DIR exists, is writable by the service and has free space.",
+        code === "EMFILE"
+          ? "the process has no file descriptor left (its open-file limit): raise the limit (ulimit -n, docker run --ulimit nofile=…, systemd LimitNOFILE=) or lower MAX_CONNECTIONS or WORKER_CONCURRENCY."
+          : code === "ENFILE"
+            ? "the whole system's table of open files is full (ENFILE): find the process that holds so many, or raise fs.file-max (sysctl)."
+            : "check that FILE_SINK_DIR exists, is writable by the service and has free space.",
       cause: error,
     });
   }

@@ -275,6 +275,8 @@ describe("admin port", () => {
     expect(await refusal(["jobs"])).toContain(
       "(no token was sent: set ADMIN_TOKEN or pass --token)",
     );
+    // An empty --token sends no Authorization header, and says so.
+    expect(await refusal(["jobs", "--token", ""])).toContain("(no token was sent");
   });
 
   it("without ADMIN_TOKEN answers the jobs API, metrics and readiness only for loopback host names (no DNS rebinding)", async () => {
