@@ -11,7 +11,7 @@ import { JOB_OUTCOMES } from "./pipeline/worker.js";
 export interface Metrics {
   registry: Registry;
   callbacks: Counter<"outcome">;
-  connectionsDropped: Counter;
+  connectionsDropped: Counter<"port">;
   jobDuration: Histogram<"outcome">;
   finapiDuration: Histogram<"endpoint" | "status">;
   tokenRequests: Counter<"outcome">;
@@ -38,7 +38,8 @@ export function createMetrics(
     }),
     connectionsDropped: new Counter({
       name: "kreditcheck_connections_dropped_total",
-      help: "Connections to the public port closed at once because it already held MAX_CONNECTIONS",
+      help: "Connections closed at once because their port already held its most: port=public (MAX_CONNECTIONS) or admin (64)",
+      labelNames: ["port"],
       registers: [registry],
     }),
     jobDuration: new Histogram({
@@ -138,6 +139,7 @@ export function createMetrics(
  */
 function startAtZero(metrics: Metrics, sinkNames: readonly string[]): void {
   for (const outcome of CALLBACK_OUTCOMES) metrics.callbacks.inc({ outcome }, 0);
+  for (const port of ["public", "admin"]) metrics.connectionsDropped.inc({ port }, 0);
   for (const outcome of JOB_OUTCOMES) metrics.jobDuration.zero({ outcome });
   for (const outcome of ["success", "failure"]) metrics.tokenRequests.inc({ outcome }, 0);
   for (const sink of sinkNames) {

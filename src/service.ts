@@ -9,7 +9,7 @@ import { DataIntelligenceClient } from "./finapi/di.js";
 import { ProcessCtrlClient } from "./finapi/processctrl.js";
 import { checkTokenAtStart } from "./finapi/startup-check.js";
 import { ClientCredentialsTokenProvider } from "./finapi/token.js";
-import { limitConnections } from "./http/connection-limit.js";
+import { ADMIN_MAX_CONNECTIONS, limitConnections } from "./http/connection-limit.js";
 import { descriptorsReserved, fitConnections, openFileLimit } from "./http/open-file-limit.js";
 import { createTransport } from "./http-transport.js";
 import type { Inbox } from "./inbox/inbox.js";
@@ -221,7 +221,9 @@ export async function startService(
   let adminServer: Server;
   try {
     server = await listen(app, config.http.host, config.http.port, timeoutMs, "PORT", (created) =>
-      limitConnections(created, maxConnections, logger, () => metrics.connectionsDropped.inc()),
+      limitConnections(created, "public", maxConnections, logger, () =>
+        metrics.connectionsDropped.inc({ port: "public" }),
+      ),
     );
     adminServer = await listen(
       adminApp,
@@ -229,6 +231,10 @@ export async function startService(
       config.admin.port,
       timeoutMs,
       "ADMIN_PORT",
+      (created) =>
+        limitConnections(created, "admin", ADMIN_MAX_CONNECTIONS, logger, () =>
+          metrics.connectionsDropped.inc({ port: "admin" }),
+        ),
     );
   } catch (error) {
     // Nothing was started yet: give back what start-up opened, then say why.

@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { ADMIN_MAX_CONNECTIONS } from "./connection-limit.js";
 
 /**
  * The process's open-file limit as it stands (Node raises the soft limit to the hard one
@@ -21,13 +22,13 @@ export function openFileLimit(
 
 /**
  * Descriptors the service needs besides the public port's connections: 96 for its own
- * files and pipes (about 36 measured), the PostgreSQL pools when the store or a sink is
- * PostgreSQL (about 20) and a few admin connections; and per worker slot the finAPI calls
- * (DAC_CONCURRENCY at once), a bundle's files and the http sink's posts (a slot's two
- * jobs: one fetching, one delivering).
+ * files and pipes (about 36 measured) and the PostgreSQL pools when the store or a sink is
+ * PostgreSQL (about 20); the admin port's connections (ADMIN_MAX_CONNECTIONS); and per
+ * worker slot the finAPI calls (DAC_CONCURRENCY at once), a bundle's files and the http
+ * sink's posts (a slot's two jobs: one fetching, one delivering).
  */
 export function descriptorsReserved(workerConcurrency: number, dacConcurrency: number): number {
-  return 96 + workerConcurrency * (dacConcurrency + 4);
+  return 96 + ADMIN_MAX_CONNECTIONS + workerConcurrency * (dacConcurrency + 4);
 }
 
 /**

@@ -39,7 +39,7 @@ describe("MAX_CONNECTIONS on the public port", () => {
     );
     expect(warning).toMatchObject({ level: 40, maxConnections: 2, remoteAddress: "127.0.0.1" });
     const metrics = await (await fetch(`${harness.service.adminUrl}/metrics`)).text();
-    expect(metrics).toMatch(/^kreditcheck_connections_dropped_total 1$/m);
+    expect(metrics).toMatch(/^kreditcheck_connections_dropped_total\{port="public"\} 1$/m);
 
     // One of the held connections goes: a callback gets through again.
     const first = sockets[0];
@@ -63,5 +63,34 @@ describe("MAX_CONNECTIONS on the public port", () => {
       ),
     ]);
     expect((await harness.post(makeCallback())).status).toBe(202);
+  });
+
+  it("caps the admin port at 64 connections too, counted apart", async () => {
+    harness = await startHarness({ service: { worker: false } });
+    const adminPort = Number(new URL(harness.service.adminUrl).port);
+    let closed = 0;
+    for (let index = 0; index < 70; index += 1) {
+      const socket = await idleConnection(adminPort);
+      void socket.closedByServer.then(() => {
+        closed += 1;
+      });
+      sockets.push(socket);
+    }
+    // At least the six beyond 64 (a keep-alive connection of this process may hold one).
+    await waitFor(() => closed >= 6, "the connections beyond 64 closed");
+    for (const socket of sockets.splice(0)) socket.destroy();
+    const metrics = await waitFor(async () => {
+      // Until the service has seen the held connections go, a new one is dropped too.
+      const answer = await fetch(`${harness?.service.adminUrl}/metrics`).catch(() => undefined);
+      return answer?.ok ? answer.text() : undefined;
+    }, "the metrics");
+    const dropped = (port: string) =>
+      Number(
+        new RegExp(`^kreditcheck_connections_dropped_total\\{port="${port}"\\} (\\d+)$`, "m").exec(
+          metrics,
+        )?.[1],
+      );
+    expect(dropped("admin")).toBeGreaterThanOrEqual(6);
+    expect(dropped("public")).toBe(0);
   });
 });
