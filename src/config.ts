@@ -38,20 +38,20 @@ export const DEFAULT_KREDITCHECK_PATH = "/checks/{processToken}/kreditcheck/{kre
 const int = (min: number, fallback: number, max = Number.MAX_SAFE_INTEGER, tooBig?: string) => {
   // The range and the default, in the words of the README's table, instead of zod's
   // "Too small: expected number to be >=1".
-  const range =
+  const bounds =
     max === Number.MAX_SAFE_INTEGER
-      ? `must be ${min} or more (default ${fallback})`
-      : `must be from ${min} to ${max} (default ${fallback})`;
+      ? `${min} or more (default ${fallback})`
+      : `from ${min} to ${max} (default ${fallback})`;
   return z
     .string()
-    .regex(/^-?\d+$/, `must be a whole number: ${range.slice("must be ".length)}`)
+    .regex(/^-?\d+$/, `must be a whole number: ${bounds}`)
     .transform(Number)
     .pipe(
       z
         .number()
         .int()
-        .min(min, range)
-        .max(max, tooBig ?? range),
+        .min(min, `must be ${bounds}`)
+        .max(max, tooBig ?? `must be ${bounds}`),
     )
     .prefault(String(fallback));
 };
@@ -131,19 +131,28 @@ const MIN_WEBHOOK_KEY_BYTES = 16;
 /** The least length of an HTTP_SINK_SECRET written without `whsec_` (its raw bytes are the key). */
 const MIN_PLAIN_SECRET_CHARS = 16;
 
+/** How to make a good signing key; every message about a bad one ends with it. */
+const GOOD_KEY = "e.g. whsec_ + `openssl rand -base64 32`";
+
 /**
- * What is wrong with a `whsec_` secret, or undefined: its two mistakes need different
- * fixes (URL-safe base64 from another tool, or a key too short to be secret).
+ * What is wrong with an HTTP_SINK_SECRET, or undefined. Whoever guesses the key can sign a
+ * bundle the receiver trusts. A plain secret is the key's bytes as written; a `whsec_` one
+ * has two mistakes that need different fixes (URL-safe base64 from another tool, or a key
+ * too short to be secret).
  */
-function webhookKeyProblem(secret: string): string | undefined {
+function signingSecretProblem(secret: string): string | undefined {
+  if (!secret.startsWith("whsec_")) {
+    return secret.length >= MIN_PLAIN_SECRET_CHARS
+      ? undefined
+      : `must be at least ${MIN_PLAIN_SECRET_CHARS} characters (a short key can be guessed, and with it anyone can sign bundles); ${GOOD_KEY}`;
+  }
   const base64 = secret.slice("whsec_".length);
-  const example = "e.g. whsec_ + `openssl rand -base64 32`";
   if (!/^[A-Za-z0-9+/]+={0,2}$/.test(base64)) {
-    return `a whsec_ secret must be followed by standard base64 (A-Z a-z 0-9 + /, not URL-safe - _; the Standard Webhooks format), ${example}`;
+    return `a whsec_ secret must be followed by standard base64 (A-Z a-z 0-9 + /, not URL-safe - _; the Standard Webhooks format), ${GOOD_KEY}`;
   }
   const bytes = Buffer.from(base64, "base64").length;
   if (bytes < MIN_WEBHOOK_KEY_BYTES) {
-    return `the base64 after whsec_ decodes to ${bytes} bytes; the key needs at least ${MIN_WEBHOOK_KEY_BYTES}, ${example}`;
+    return `the base64 after whsec_ decodes to ${bytes} bytes; the key needs at least ${MIN_WEBHOOK_KEY_BYTES}, ${GOOD_KEY}`;
   }
   return undefined;
 }
@@ -260,13 +269,8 @@ const envSchema = z.object({
   HTTP_SINK_SECRET: z
     .string()
     .min(1)
-    // Whoever guesses the key can sign a bundle the receiver trusts.
-    .refine(
-      (secret) => secret.startsWith("whsec_") || secret.length >= MIN_PLAIN_SECRET_CHARS,
-      `must be at least ${MIN_PLAIN_SECRET_CHARS} characters (a short key can be guessed, and with it anyone can sign bundles); e.g. whsec_ + \`openssl rand -base64 32\``,
-    )
     .superRefine((secret, ctx) => {
-      const problem = secret.startsWith("whsec_") ? webhookKeyProblem(secret) : undefined;
+      const problem = signingSecretProblem(secret);
       if (problem) ctx.addIssue({ code: "custom", message: problem });
     })
     .optional(),

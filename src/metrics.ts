@@ -1,6 +1,7 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 import { ERROR_CODES } from "./errors.js";
 import { CALLBACK_OUTCOMES } from "./http/callback-route.js";
+import { ADMIN_MAX_CONNECTIONS } from "./http/connection-limit.js";
 import { type Inbox, JOB_STATES, type JobState } from "./inbox/inbox.js";
 import { JOB_OUTCOMES } from "./pipeline/worker.js";
 
@@ -38,7 +39,7 @@ export function createMetrics(
     }),
     connectionsDropped: new Counter({
       name: "kreditcheck_connections_dropped_total",
-      help: "Connections closed at once because their port already held its most: port=public (MAX_CONNECTIONS) or admin (64)",
+      help: `Connections closed at once because their port already held its most: port=public (MAX_CONNECTIONS) or admin (${ADMIN_MAX_CONNECTIONS})`,
       labelNames: ["port"],
       registers: [registry],
     }),
