@@ -64,7 +64,7 @@ export class FileSink implements Sink {
       const cause = (error as { cause?: NodeJS.ErrnoException }).cause ?? error;
       const { code, message } = cause as NodeJS.ErrnoException;
       throw new Error(
-        `FILE_SINK_DIR=${dir}: the file sink cannot write to ${sink.dir} (${message}); ${folderFix(code)}`,
+        `FILE_SINK_DIR=${dir}: the file sink cannot write to ${sink.dir} (${message}); ${writeFix(code)}`,
         { cause: error },
       );
     }
@@ -215,16 +215,10 @@ export class FileSink implements Sink {
   }
 
   private writeFailed(target: string, error: unknown): ReceiverError {
-    const code = (error as NodeJS.ErrnoException).code;
     return new ReceiverError(`could not write ${target}: ${(error as Error).message}`, {
       code: "file_sink_write_failed",
       retryable: true,
-      fix:
-        code === "EMFILE"
-          ? "the process has no file descriptor left (its open-file limit): raise the limit (ulimit -n, docker run --ulimit nofile=…, systemd LimitNOFILE=) or lower MAX_CONNECTIONS or WORKER_CONCURRENCY."
-          : code === "ENFILE"
-            ? "the whole system's table of open files is full (ENFILE): find the process that holds so many, or raise fs.file-max (sysctl)."
-            : "check that FILE_SINK_DIR exists, is writable by the service and has free space.",
+      fix: `${writeFix((error as NodeJS.ErrnoException).code)}.`,
       cause: error,
     });
   }
@@ -289,15 +283,24 @@ const writeFlushed = promisify(writeFile);
  */
 const NEW_FILE = { mode: 0o640, flush: true, flag: "wx" } as const;
 
-/** What to do about a folder the sink cannot write to, by the error's code. */
-function folderFix(code: string | undefined): string {
-  if (code === "ENOSPC" || code === "EDQUOT") {
-    return "the disk (or the user's quota) is full: free space there or point FILE_SINK_DIR elsewhere";
+/**
+ * What to do about a write the folder refused, by the error's code: one text whether start-up's
+ * probe or a delivery met it (a disk fills up, or is remounted read-only, while running).
+ */
+function writeFix(code: string | undefined): string {
+  switch (code) {
+    case "ENOSPC":
+    case "EDQUOT":
+      return "the disk (or the user's quota) is full: free space there or point FILE_SINK_DIR elsewhere";
+    case "EROFS":
+      return "the file system is mounted read-only: mount a writable volume there or point FILE_SINK_DIR elsewhere";
+    case "EMFILE":
+      return "the process has no file descriptor left (its open-file limit): raise the limit (ulimit -n, docker run --ulimit nofile=…, systemd LimitNOFILE=) or lower MAX_CONNECTIONS or WORKER_CONCURRENCY";
+    case "ENFILE":
+      return "the whole system's table of open files is full (ENFILE): find the process that holds so many, or raise fs.file-max (sysctl)";
+    default:
+      return "create the folder or point FILE_SINK_DIR elsewhere, and give the service's user write access";
   }
-  if (code === "EROFS") {
-    return "the file system is mounted read-only: mount a writable volume there or point FILE_SINK_DIR elsewhere";
-  }
-  return "create the folder or point FILE_SINK_DIR elsewhere, and give the service's user write access";
 }
 
 async function syncDirectory(path: string): Promise<void> {

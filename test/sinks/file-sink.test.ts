@@ -240,3 +240,39 @@ describe("FileSink at start-up, on a folder that cannot take a file", () => {
     await expect(FileSink.open(dir)).rejects.toThrow(/EROFS.*mounted read-only/);
   });
 });
+
+describe("FileSink on a folder that fails while the service runs", () => {
+  let dir: string;
+  let mounted = false;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), "kcr-file-running-"));
+  });
+  afterEach(async () => {
+    if (mounted) await run("umount", [dir]);
+    mounted = false;
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("says the disk is full when it fills up after start-up, and leaves no half-written file", async (ctx) => {
+    mounted = await mountTmpfs(dir, "size=64k");
+    if (!mounted) return ctx.skip("mounting a tmpfs needs root");
+    const sink = await FileSink.open(dir);
+    await writeFile(join(dir, "filler"), Buffer.alloc(64 * 1024)).catch(() => undefined);
+    const error = await sink.deliver(bundleFor("kc-full")).catch((thrown: unknown) => thrown);
+    expect(error).toMatchObject({ code: "file_sink_write_failed", retryable: true });
+    expect((error as Error).message).toMatch(/ENOSPC/);
+    expect((error as Error & { fix: string }).fix).toMatch(/disk \(or the user's quota\) is full/);
+    expect((await readdir(dir)).sort()).toEqual(["filler"]);
+  });
+
+  it("says the mount turned read-only when it is remounted so after start-up", async (ctx) => {
+    mounted = await mountTmpfs(dir, "size=64k");
+    if (!mounted) return ctx.skip("mounting a tmpfs needs root");
+    const sink = await FileSink.open(dir);
+    await run("mount", ["-o", "remount,ro", dir]);
+    const error = await sink.deliver(bundleFor("kc-ro")).catch((thrown: unknown) => thrown);
+    expect(error).toMatchObject({ code: "file_sink_write_failed", retryable: true });
+    expect((error as Error & { fix: string }).fix).toMatch(/mounted read-only/);
+    expect(await readdir(dir)).toEqual([]);
+  });
+});
