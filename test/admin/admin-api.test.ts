@@ -286,6 +286,15 @@ describe("admin port", () => {
       statusAddressedTo(harness?.service.adminUrl ?? "", host, path);
     // What a page on attacker.example sends once its name points at 127.0.0.1.
     expect(await statusFor(`attacker.example:${port}`)).toBe(403);
+    // Names that only begin or end like loopback are anyone's to point at 127.0.0.1.
+    for (const host of [
+      `localhost.attacker.example:${port}`,
+      `127.0.0.1.attacker.example:${port}`,
+      `evil-localhost:${port}`,
+      `x127.0.0.1:${port}`,
+    ]) {
+      expect({ host, status: await statusFor(host) }).toEqual({ host, status: 403 });
+    }
     for (const host of [
       `localhost:${port}`,
       `localhost.:${port}`,

@@ -6,7 +6,11 @@ describe("parseCidrList / isAllowed", () => {
     const ranges = parseCidrList("10.0.0.0/8, 192.168.1.7, 2001:db8::/32");
     expect(isAllowed(ranges, "10.20.30.40")).toBe(true);
     expect(isAllowed(ranges, "192.168.1.7")).toBe(true);
+    // A single address is a /32 (a /128): neither neighbour gets in, below or above.
+    expect(isAllowed(ranges, "192.168.1.6")).toBe(false);
     expect(isAllowed(ranges, "192.168.1.8")).toBe(false);
+    expect(isAllowed(parseCidrList("10.0.0.1"), "10.0.0.0")).toBe(false);
+    expect(isAllowed(parseCidrList("2001:db8::7"), "2001:db8::6")).toBe(false);
     expect(isAllowed(ranges, "2001:db8::1")).toBe(true);
     expect(isAllowed(ranges, "2001:db9::1")).toBe(false);
   });
