@@ -23,6 +23,30 @@ async function failureThrough(
   return failure;
 }
 
+/**
+ * Which answers a job retries and which end it at once: a retryable one marked permanent
+ * kills a check that the next attempt would have fetched (a single 500 from finAPI).
+ */
+describe("finAPI answers: retried or final", () => {
+  it.each([
+    [400, "finapi_rejected", false],
+    [401, "finapi_unauthorized", true],
+    [403, "finapi_forbidden", false],
+    [404, "finapi_not_found", false],
+    [408, "finapi_unavailable", true],
+    [409, "finapi_rejected", false],
+    [422, "finapi_rejected", false],
+    [429, "finapi_rate_limited", true],
+    [500, "finapi_unavailable", true],
+    [502, "finapi_unavailable", true],
+    [503, "finapi_unavailable", true],
+    [504, "finapi_unavailable", true],
+  ] as const)("HTTP %i is %s, retryable: %s", (status, code, retryable) => {
+    const error = errorForStatus({ ...context, endpoint: "kreditcheck", status });
+    expect({ code: error.code, retryable: error.retryable }).toEqual({ code, retryable });
+  });
+});
+
 /** What an operator reads in a job's last error: the fix names the setting to check. */
 describe("finAPI errors name what to check", () => {
   it("a 404 names the URL variable of its endpoint, with the path that URL ends in", () => {

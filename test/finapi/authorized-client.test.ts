@@ -1,0 +1,74 @@
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { afterEach, describe, expect, it } from "vitest";
+import { z } from "zod";
+import { AuthorizedClient } from "../../src/finapi/authorized-client.js";
+import { createTransport, type Transport } from "../../src/http-transport.js";
+import { captureLogs } from "../support/log-capture.js";
+
+/** A finAPI stand-in that gives its answers in order (the last one from then on). */
+async function finapiAnswering(
+  answers: { status: number; headers?: Record<string, string>; body: string }[],
+) {
+  const requestedAt: number[] = [];
+  const server: Server = createServer((_req, res) => {
+    requestedAt.push(Date.now());
+    const answer = answers[Math.min(requestedAt.length, answers.length) - 1];
+    if (!answer) throw new Error("no answer scripted");
+    res.writeHead(answer.status, { "content-type": "application/json", ...answer.headers });
+    res.end(answer.body);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/checks/pt/kreditcheck/kc`,
+    requestedAt,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+describe("AuthorizedClient's quick retries inside one attempt", () => {
+  let finapi: Awaited<ReturnType<typeof finapiAnswering>> | undefined;
+  let transport: Transport | undefined;
+  afterEach(async () => {
+    await transport?.close();
+    await finapi?.close();
+  });
+
+  function clientFor(retries: number): AuthorizedClient {
+    transport = createTransport({
+      timeoutMs: 5000,
+      proxies: { http: undefined, https: undefined, all: undefined, noProxy: undefined },
+    });
+    return new AuthorizedClient({
+      http: transport.http,
+      tokens: { getToken: async () => "token-1", invalidate: () => undefined },
+      retries,
+    });
+  }
+  const ctx = { logger: captureLogs().logger };
+
+  it("waits as long as a 503's Retry-After asks before it calls again", async () => {
+    finapi = await finapiAnswering([
+      { status: 503, headers: { "retry-after": "1" }, body: "{}" },
+      { status: 200, body: '{"status":"SUCCESSFUL"}' },
+    ]);
+    const result = await clientFor(1).getJson("kreditcheck", finapi.url, ctx, z.unknown());
+    expect(result).toEqual({ status: "SUCCESSFUL" });
+    const [first, second] = finapi.requestedAt as [number, number];
+    expect(finapi.requestedAt).toHaveLength(2);
+    expect(second - first).toBeGreaterThanOrEqual(1000);
+  });
+
+  it("leaves a long Retry-After to the job store's backoff instead of holding the worker slot", async () => {
+    finapi = await finapiAnswering([{ status: 429, headers: { "retry-after": "10" }, body: "{}" }]);
+    const error = await clientFor(2)
+      .getJson("kreditcheck", finapi.url, ctx, z.unknown())
+      .catch((thrown: unknown) => thrown);
+    expect(error).toMatchObject({
+      code: "finapi_rate_limited",
+      retryable: true,
+      retryAfterMs: 10_000,
+    });
+    expect(finapi.requestedAt).toHaveLength(1);
+  });
+});
