@@ -321,6 +321,45 @@ describe("loadConfig", () => {
     ]);
   });
 
+  // Each whole-number setting at its bounds, written out here (not read from the schema): a
+  // minimum that slips lets through LEASE_MS=5 (every running job taken over and delivered
+  // twice) or MAX_ATTEMPTS=0 (every failure final).
+  it.each([
+    ["PORT", 0, 65535],
+    ["REQUEST_TIMEOUT_MS", 100, 2 ** 31 - 1],
+    ["MAX_CONNECTIONS", 1, 1_000_000],
+    ["ADMIN_PORT", 0, 65535],
+    ["SHUTDOWN_DELAY_MS", 0, 2 ** 31 - 1],
+    ["LEASE_MS", 1000, 2 ** 31 - 1],
+    ["WORKER_CONCURRENCY", 1, undefined],
+    ["WORKER_POLL_MS", 10, 2 ** 31 - 1],
+    ["MAX_ATTEMPTS", 1, undefined],
+    ["JOB_MAX_AGE_MS", 1000, undefined],
+    ["BACKOFF_BASE_MS", 1, undefined],
+    ["NOT_FOUND_GRACE_MS", 0, undefined],
+    ["DONE_RETENTION_MS", 0, undefined],
+    ["DEAD_RETENTION_MS", 0, undefined],
+    ["PRUNE_INTERVAL_MS", 10, 2 ** 31 - 1],
+    ["FINAPI_TIMEOUT_MS", 100, 2 ** 31 - 1],
+    ["FINAPI_RETRIES", 0, undefined],
+    ["TOKEN_REFRESH_MARGIN_MS", 0, undefined],
+    ["DAC_CONCURRENCY", 1, undefined],
+  ] as const)(
+    "%s takes %i and refuses one less, and one more than its maximum if it has one",
+    (name, min, max) => {
+      expect(() => loadConfig({ ...credentials, [name]: String(min) })).not.toThrow();
+      expect(problemsOf({ ...credentials, [name]: String(min - 1) })).toEqual([
+        expect.stringMatching(new RegExp(`^${name}: must be (from )?${min} `)),
+      ]);
+      if (max !== undefined) {
+        expect(() => loadConfig({ ...credentials, [name]: String(max) })).not.toThrow();
+        expect(problemsOf({ ...credentials, [name]: String(max + 1) })).toEqual([
+          expect.stringMatching(new RegExp(`^${name}: must be`)),
+        ]);
+      }
+    },
+  );
+
   it("tells a negative number that it is below the minimum, not that it is no number", () => {
     const [problem] = problemsOf({ ...credentials, WORKER_CONCURRENCY: "-1" });
     expect(problem).toBe("WORKER_CONCURRENCY: must be 1 or more (default 4)");
