@@ -15,7 +15,7 @@ export type { Logger } from "pino";
  * every line and cost about 10 µs a line (bench:ingest), explicit paths cost nothing.
  * Redaction is configured once, here, at the root logger; child loggers inherit it.
  */
-export const REDACT_PATHS = [
+const REDACT_PATHS = [
   "clientSecret",
   "client_secret",
   "accessToken",

@@ -2,7 +2,6 @@ import { execFile } from "node:child_process";
 import { hostname } from "node:os";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
-import { REDACT_PATHS } from "../src/logger.js";
 import { captureLogs } from "./support/log-capture.js";
 
 /** Builds `{a: {b: value}}` from "a.b". */
@@ -13,8 +12,35 @@ function nested(path: string, value: string): Record<string, unknown> {
     .reduce<unknown>((inner, key) => ({ [key]: inner }), value) as Record<string, unknown>;
 }
 
+/**
+ * Where a secret can sit in a log line: written out here, not read from the logger's own
+ * list, so that a path dropped from that list fails its test instead of vanishing from it.
+ */
+const SECRET_PATHS = [
+  "clientSecret",
+  "client_secret",
+  "accessToken",
+  "access_token",
+  "refresh_token",
+  "token",
+  "authorization",
+  "Authorization",
+  "password",
+  "secret",
+  "callbackSecret",
+  "headers.authorization",
+  "headers.Authorization",
+  "headers.cookie",
+  "req.headers.authorization",
+  "req.headers.cookie",
+  "config.finapi.clientSecret",
+  "config.http.callbackSecret",
+  "finapi.clientSecret",
+  "http.callbackSecret",
+];
+
 describe("the root logger", () => {
-  it.each(REDACT_PATHS)("censors %s in a log line and in a child's bindings", (path) => {
+  it.each(SECRET_PATHS)("censors %s in a log line and in a child's bindings", (path) => {
     const logs = captureLogs();
     logs.logger.info(nested(path, "super-secret-value"), "line");
     logs.logger.child(nested(path, "bound-secret-value")).info("child line");
