@@ -223,6 +223,36 @@ describe("Worker", () => {
     expect({ maxActive, maxFetching }).toEqual({ maxActive: 8, maxFetching: 4 });
   });
 
+  it("renews a long-running job's lease well before it runs out, so no other worker takes it over", async () => {
+    const leaseMs = 600;
+    const claimedAt: number[] = [];
+    const renewedAt: number[] = [];
+    startWorkerWith({
+      inbox: Object.assign(Object.create(inbox) as SqliteInbox, {
+        claim: async (...args: Parameters<SqliteInbox["claim"]>) => {
+          const jobs = await inbox.claim(...args);
+          if (jobs.length > 0) claimedAt.push(Date.now());
+          return jobs;
+        },
+        renew: (...args: Parameters<SqliteInbox["renew"]>) => {
+          renewedAt.push(Date.now());
+          return inbox.renew(...args);
+        },
+      }),
+      leaseMs,
+      // A check that takes 2.5 leases (a slow finAPI, a slow sink).
+      handle: () => new Promise((resolve) => setTimeout(resolve, 1500)),
+    });
+    const { id } = await inbox.enqueue(makeCallback() as never, new Date(now));
+    await waitFor(async () => (await inbox.get(id))?.state === "done", "the job done", 5000);
+    // Each lease was renewed before it ran out: the claim's, then each renewal's.
+    expect(claimedAt).toHaveLength(1);
+    expect(renewedAt.length).toBeGreaterThanOrEqual(3);
+    const leasesFrom = [...claimedAt, ...renewedAt];
+    const gaps = renewedAt.map((at, index) => at - (leasesFrom[index] as number));
+    expect(gaps.filter((gap) => gap >= leaseMs)).toEqual([]);
+  });
+
   it("counts a job taken over from a worker that died as an interrupted attempt, and runs it", async () => {
     const { id } = await inbox.enqueue(makeCallback() as never, new Date(now));
     // Its worker is killed mid-attempt: the lease runs out with nobody at it.
