@@ -118,15 +118,23 @@ export function createMetrics(
       this.set((await countOnce()) ? 1 : 0);
     },
   });
+  // The oldest unfinished job's receipt as last read: undefined before the first read.
+  let oldestRead: Date | null | undefined;
   new Gauge({
     name: "kreditcheck_oldest_unfinished_job_age_seconds",
-    help: "Seconds since the oldest callback not yet delivered or given up (pending or running) was received; 0 when there is none. Alert when it passes what finAPI's results and your sinks should take",
+    help: "Seconds since the oldest callback not yet delivered or given up (pending or running) was received; 0 when there is none. While the inbox cannot be read it goes on growing from the last read (NaN before any). Alert when it passes what finAPI's results and your sinks should take",
     registers: [registry],
     async collect() {
-      this.reset();
-      const oldest = await inbox.oldestUnfinished().catch(() => undefined);
-      if (oldest === undefined) return; // the inbox cannot be read: see kreditcheck_inbox_up
-      this.set(oldest === null ? 0 : Math.max(0, (clock() - oldest.getTime()) / 1000));
+      const read = await inbox.oldestUnfinished().then(
+        (oldest) => ({ oldest }),
+        () => undefined,
+      );
+      // Unreadable: no job finishes and none is accepted while the inbox is down, so the
+      // job last read as oldest still is. A 0 here cleared the age alert just as the store
+      // failed (an unlabelled gauge cannot be left out as kreditcheck_jobs is).
+      if (read) oldestRead = read.oldest;
+      if (oldestRead === undefined) this.set(Number.NaN);
+      else this.set(oldestRead === null ? 0 : Math.max(0, (clock() - oldestRead.getTime()) / 1000));
     },
   });
   return metrics;

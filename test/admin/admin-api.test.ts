@@ -225,6 +225,11 @@ describe("admin port", () => {
     now += 30_000;
     // The first callback, received two minutes ago, is still pending (the worker is off).
     expect(await age()).toBe("120");
+    // The inbox fails: the age goes on growing instead of reading 0 (which would clear an
+    // "oldest job too old" alert just as the store fails).
+    await harness.service.inbox.close();
+    now += 60_000;
+    expect(await age()).toBe("180");
   });
 
   it("guards the jobs API with ADMIN_TOKEN but leaves health and metrics open", async () => {
