@@ -233,11 +233,14 @@ const envSchema = z.object({
   LEASE_MS: timerMs(1000, 30_000),
   WORKER_CONCURRENCY: int(1, 4),
   WORKER_POLL_MS: timerMs(10, 1000),
-  MAX_ATTEMPTS: int(1, 10),
+  // 25 attempts, backoff up to 30 min: a job that keeps failing (finAPI maintenance, a
+  // sink being deployed) is retried for at least 2 hours, about 3.5 typically (full
+  // jitter). With 10 and 5 min, a 5-minute outage killed most jobs it touched.
+  MAX_ATTEMPTS: int(1, 25),
   JOB_MAX_AGE_MS: int(1000, 7 * DAY_MS),
   // Not timers: the delay sets the job's next run_at, which the polling worker picks up.
   BACKOFF_BASE_MS: int(1, 1000, MAX_DATE_SPAN_MS),
-  BACKOFF_MAX_MS: int(1, 5 * 60 * 1000, MAX_DATE_SPAN_MS),
+  BACKOFF_MAX_MS: int(1, 30 * 60 * 1000, MAX_DATE_SPAN_MS),
   NOT_FOUND_GRACE_MS: int(0, 10 * 60 * 1000),
   // 0 keeps finished jobs forever.
   DONE_RETENTION_MS: int(0, 7 * DAY_MS, MAX_DATE_SPAN_MS),

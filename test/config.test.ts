@@ -19,7 +19,7 @@ describe("loadConfig", () => {
     const config = loadConfig(credentials);
     expect(config.http).toMatchObject({ port: 3000, callbackPath: "/callbacks/kreditcheck" });
     expect(config.store.url).toBe("sqlite:./data/receiver.db");
-    expect(config.worker).toMatchObject({ leaseMs: 30_000, concurrency: 4, maxAttempts: 10 });
+    expect(config.worker).toMatchObject({ leaseMs: 30_000, concurrency: 4, maxAttempts: 25 });
     expect(config.finapi.notFoundGraceMs).toBe(600_000);
     expect(config.finapi.tokenUrl).toBe("https://sandbox.finapi.io/api/v2/oauth/token");
     expect(config.sinks).toEqual({ names: ["file"], fileDir: "./data/results" });

@@ -254,8 +254,8 @@ async function fetchKreditCheck(
       throw new ReceiverError(`the KreditCheck result is not available yet (${error.message})`, {
         code: "result_not_ready",
         retryable: true,
-        // MAX_ATTEMPTS' backoff alone can end sooner (nine waits of 1-256 s with the
-        // defaults): the window is what README promises.
+        // MAX_ATTEMPTS' backoff alone can end sooner (full jitter may draw 24 short waits
+        // with the defaults): the window is what README promises.
         retryUntil: receivedAt.getTime() + deps.notFoundGraceMs,
         fix: `finAPI may call back before the result can be read: a queued job tries again for NOT_FOUND_GRACE_MS after the callback. ${error.fix ?? ""}`.trim(),
         cause: error,

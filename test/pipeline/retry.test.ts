@@ -66,6 +66,29 @@ describe("decideRetry", () => {
     );
   });
 
+  it("with the default settings retries a job that keeps failing for hours, not minutes", () => {
+    const config = loadConfig({ FINAPI_CLIENT_ID: "id", FINAPI_CLIENT_SECRET: "secret" });
+    const defaults: RetryPolicy = {
+      maxAttempts: config.worker.maxAttempts,
+      maxAgeMs: config.worker.maxAgeMs,
+      baseMs: config.worker.backoffBaseMs,
+      maxMs: config.worker.backoffMaxMs,
+    };
+    // Each wait drawn at the middle of its range: a typical job. (10 attempts and 5 minutes
+    // gave about 4 minutes, which a short finAPI maintenance or a sink's deploy outlasted.)
+    let now = 0;
+    let attempts = 1;
+    for (;;) {
+      const decision = decideRetry(retryable, { attempts, receivedAt }, defaults, now, () => 0.5);
+      if (decision.action === "dead") break;
+      now += decision.delayMs;
+      attempts += 1;
+    }
+    expect(attempts).toBe(25);
+    expect(now / 3_600_000).toBeGreaterThan(3);
+    expect(now / 3_600_000).toBeLessThan(4);
+  });
+
   it.each([
     ["the longest", () => 0.999999],
     ["the shortest", () => 0],
@@ -96,9 +119,13 @@ describe("decideRetry", () => {
       // The last attempt comes when the window ends, not a long backoff after it.
       expect(now).toBeLessThanOrEqual(graceEnds + defaults.baseMs);
       expect(attempts).toBeLessThan(700);
-      // Past the window it counts as usual again.
-      expect(decideRetry(notReady, { attempts, receivedAt }, defaults, now, random).action).toBe(
-        "dead",
+      // Past the window it counts as usual again: as the same error without a deadline.
+      const withoutDeadline = new ReceiverError("the KreditCheck result is not available yet", {
+        code: "result_not_ready",
+        retryable: true,
+      });
+      expect(decideRetry(notReady, { attempts, receivedAt }, defaults, now, random)).toEqual(
+        decideRetry(withoutDeadline, { attempts, receivedAt }, defaults, now, random),
       );
     },
   );
