@@ -308,6 +308,23 @@ function splitList(value: string): string[] {
     .filter(Boolean);
 }
 
+/** The variables only a built-in sink reads. */
+const SINK_SETTINGS: Record<string, readonly string[]> = {
+  file: ["FILE_SINK_DIR"],
+  http: ["HTTP_SINK_URL", "HTTP_SINK_SECRET", "HTTP_SINK_TIMEOUT_MS"],
+  postgres: ["POSTGRES_SINK_URL", "POSTGRES_SINK_TIMEOUT_MS"],
+};
+
+function unusedSinkSettings(
+  settings: Record<string, string | undefined>,
+  sinks: readonly string[],
+): { sink: string; variables: string[] }[] {
+  return Object.entries(SINK_SETTINGS).flatMap(([sink, names]) => {
+    const variables = names.filter((name) => settings[name] !== undefined);
+    return sinks.includes(sink) || variables.length === 0 ? [] : [{ sink, variables }];
+  });
+}
+
 function parseSinkNames(value: string, ctx: z.RefinementCtx): string[] {
   const names = splitList(value);
   const seen = new Set<string>();
@@ -497,6 +514,11 @@ export interface Config {
           timeoutMs: number;
         }
       | undefined;
+    /**
+     * Set variables of sinks SINKS does not name, by sink: main.ts warns about them (an
+     * HTTP_SINK_URL without http in SINKS forwards nothing, and said nothing about it).
+     */
+    unusedSettings: { sink: string; variables: string[] }[];
   };
   /** Egress proxies of the outgoing calls (finAPI, the http sink). */
   proxies: EgressProxies;
@@ -514,7 +536,8 @@ export class ConfigError extends Error {
 
 /** Parses the environment once; the result is frozen so nothing changes it later. */
 export function loadConfig(env: Record<string, string | undefined>): Config {
-  const parsed = configSchema.safeParse(cleanEnv(env));
+  const settings = cleanEnv(env);
+  const parsed = configSchema.safeParse(settings);
   if (!parsed.success) {
     throw new ConfigError(
       parsed.error.issues.map((issue) => {
@@ -604,6 +627,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
           ? { url: e.HTTP_SINK_URL, secret: e.HTTP_SINK_SECRET, timeoutMs: e.HTTP_SINK_TIMEOUT_MS }
           : undefined,
       postgres: postgresSinkTarget(e),
+      unusedSettings: unusedSinkSettings(settings, e.SINKS),
     },
     proxies: egressProxies(e),
     documents: e.FETCH_DOCUMENTS,

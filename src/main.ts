@@ -3,6 +3,7 @@ import dotenv from "dotenv";
 import { type Config, ConfigError, loadConfig, SHUTDOWN_EXIT_GRACE_MS } from "./config.js";
 import { createLogger, type Logger } from "./logger.js";
 import { type RunningService, startService } from "./service.js";
+import { warnAboutSettings } from "./startup-warnings.js";
 
 type StopSignal = "SIGTERM" | "SIGINT";
 
@@ -33,15 +34,7 @@ async function main(): Promise<void> {
     pretty: config.log.pretty,
     shareStdout: config.sinks.names.includes("stdout"),
   });
-  for (const name of config.finapi.unconfirmed) {
-    logger.warn(
-      { setting: name },
-      "using a finAPI preset that public documentation does not confirm; override it if calls fail",
-    );
-  }
-  if (config.http.callbackSecret !== undefined && config.http.callbackSecret.length < 16) {
-    logger.warn("CALLBACK_SECRET is shorter than 16 characters: use 32+ random characters");
-  }
+  warnAboutSettings(config, logger);
   const service = await startService(config, { logger });
   onStopSignal = gracefulShutdown(service, config, logger);
   process.on("unhandledRejection", (error) => {
