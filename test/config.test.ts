@@ -22,7 +22,11 @@ describe("loadConfig", () => {
     expect(config.worker).toMatchObject({ leaseMs: 30_000, concurrency: 4, maxAttempts: 25 });
     expect(config.finapi.notFoundGraceMs).toBe(600_000);
     expect(config.finapi.tokenUrl).toBe("https://sandbox.finapi.io/api/v2/oauth/token");
-    expect(config.sinks).toEqual({ names: ["file"], fileDir: "./data/results" });
+    expect(config.sinks).toEqual({
+      names: ["file"],
+      fileDir: "./data/results",
+      unusedSettings: [],
+    });
   });
 
   it("names every missing or bad variable at once", () => {
