@@ -38,23 +38,37 @@ function parseCidr(entry: string): Range {
       `"${entry}" is not an IPv4/IPv6 address or CIDR (IPv4 needs four decimal parts)`,
     );
   }
-  try {
-    if (entry.includes("/")) {
-      const [network, bits] = ipaddr.parseCIDR(entry);
-      if (
-        network.kind() === "ipv6" &&
-        (network as ipaddr.IPv6).isIPv4MappedAddress() &&
-        bits >= 96
-      ) {
-        return [(network as ipaddr.IPv6).toIPv4Address(), bits - 96];
-      }
-      return [network, bits];
+  if (!entry.includes("/")) {
+    try {
+      const single = ipaddr.process(entry);
+      return [single, single.kind() === "ipv4" ? 32 : 128];
+    } catch {
+      throw new Error(`"${entry}" is not an IPv4/IPv6 address or CIDR`);
     }
-    const single = ipaddr.process(entry);
-    return [single, single.kind() === "ipv4" ? 32 : 128];
+  }
+  let network: ipaddr.IPv4 | ipaddr.IPv6;
+  let bits: number;
+  let networkAddress: string;
+  try {
+    [network, bits] = ipaddr.parseCIDR(entry);
+    networkAddress = (network.kind() === "ipv4" ? ipaddr.IPv4 : ipaddr.IPv6)
+      .networkAddressFromCIDR(entry)
+      .toString();
   } catch {
     throw new Error(`"${entry}" is not an IPv4/IPv6 address or CIDR`);
   }
+  // 10.0.0.1/8 is read as 10.0.0.0/8 by every CIDR library: an interface's address as
+  // `ip addr` prints it (192.168.1.10/24) would let the whole network in, where one host
+  // (a proxy) was meant.
+  if (networkAddress !== network.toString()) {
+    throw new Error(
+      `"${entry}" has address bits set after its /${bits} prefix: write ${networkAddress}/${bits} for the whole network, or ${network.toString()} for the one address`,
+    );
+  }
+  if (network.kind() === "ipv6" && (network as ipaddr.IPv6).isIPv4MappedAddress() && bits >= 96) {
+    return [(network as ipaddr.IPv6).toIPv4Address(), bits - 96];
+  }
+  return [network, bits];
 }
 
 export function isAllowed(ranges: readonly Range[], remoteAddress: string | undefined): boolean {

@@ -21,6 +21,18 @@ describe("parseCidrList / isAllowed", () => {
     expect(isAllowed(parseCidrList("10.0.0.1"), "::ffff:10.0.0.2")).toBe(false);
   });
 
+  it("refuses a network written with an address inside it (as `ip addr` prints one), naming both readings", () => {
+    // 192.168.1.10/24 would let the whole /24 in, where one host (a proxy) was meant.
+    expect(() => parseCidrList("10.0.0.0/8, 192.168.1.10/24")).toThrow(
+      '"192.168.1.10/24" has address bits set after its /24 prefix: write 192.168.1.0/24 for the whole network, or 192.168.1.10 for the one address',
+    );
+    expect(() => parseCidrList("2001:db8::1/32")).toThrow(
+      /write 2001:db8::\/32 .* or 2001:db8::1 /,
+    );
+    // Every list the service ships or documents still reads.
+    expect(parseCidrList("127.0.0.0/8,::1/128,0.0.0.0/0,::/0,::ffff:10.0.0.0/104")).toHaveLength(5);
+  });
+
   it("lets everyone in only when told so explicitly", () => {
     const everyone = parseCidrList("0.0.0.0/0,::/0");
     expect(isAllowed(everyone, "203.0.113.9")).toBe(true);
