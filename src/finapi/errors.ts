@@ -93,7 +93,7 @@ export function errorForStatus(context: FinapiErrorContext & { status: number })
   }
   if (status === 403) {
     return build(
-      "finAPI refused access to the result (403).",
+      `finAPI refused access to ${context.endpoint === "dac" ? "a DAC report" : "the KreditCheck result"} (403).`,
       "finapi_forbidden",
       false,
       context,

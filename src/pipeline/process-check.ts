@@ -1,6 +1,6 @@
 import { setImmediate } from "node:timers/promises";
 import { type Callback, isSuccessful, SAFE_ID_PATTERN } from "../callback.js";
-import { ReceiverError, toReceiverError } from "../errors.js";
+import { type ErrorCode, ReceiverError, toReceiverError } from "../errors.js";
 import type {
   DacReportResponse,
   DacReportSource,
@@ -153,7 +153,16 @@ export async function assembleBundle(
       // failure (a missing scope, bad credentials, a 400, an answer that is not a report:
       // a wrong FINAPI_DI_URL serving a page) kills the job, as README's table says,
       // rather than delivering a bundle without reports it should have.
-      fatal ??= error;
+      // Named by its case: finAPI's answer alone does not say which report it refused.
+      fatal ??= new ReceiverError(`case ${caseId}: ${error.message}`, {
+        // A ReceiverError's code is always one of ERROR_CODES (its constructor takes no other).
+        code: error.code as ErrorCode,
+        retryable: false,
+        fix: error.fix,
+        details: { ...error.details, caseId },
+        causeCodes: error.codes,
+        cause: error,
+      });
     } else {
       problems.push({
         code: error.code,

@@ -152,6 +152,10 @@ describe("callback → inbox → finAPI → file sink", () => {
     const job = await harness.waitForJob(accepted.body.id, "dead");
     expect(job.attempts).toBe(1);
     expect(job.lastErrorCodes).toEqual(["finapi_forbidden"]);
+    // Which report, of which case: finAPI's answer alone does not say.
+    expect(job.lastError).toMatch(
+      /^finapi_forbidden: case [\w.-]+: finAPI refused access to a DAC report \(403\)/,
+    );
     expect(job.lastError).toContain("data_intelligence:manager");
     expect(job.lastError).toContain("retry --all-dead --code finapi_forbidden");
     expect(await harness.readBundle(String(callback.kreditCheckId))).toBeUndefined();
