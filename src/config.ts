@@ -326,7 +326,11 @@ function unusedSinkSettings(
 }
 
 function parseSinkNames(value: string, ctx: z.RefinementCtx): string[] {
-  const names = splitList(value);
+  // Built-in names in any letter case, as LOG_LEVEL and FINAPI_ENV; a module's path as
+  // written (file systems tell case apart). "MODULE:" is not a prefix anyone writes.
+  const names = splitList(value).map((name) =>
+    name.startsWith("module:") ? name : name.toLowerCase(),
+  );
   const seen = new Set<string>();
   for (const name of names) {
     const known =

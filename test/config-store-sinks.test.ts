@@ -49,6 +49,13 @@ describe("configuration of the store and the sinks", () => {
     expect(problemsOf({ SINKS: "file,file" })).toEqual(['SINKS: "file" is listed twice']);
   });
 
+  it("takes built-in sink names in any letter case, and a module's path as written", () => {
+    const names = (sinks: string) => loadConfig({ ...base, SINKS: sinks }).sinks.names;
+    expect(names("File, STDOUT")).toEqual(["file", "stdout"]);
+    expect(names("file,module:./Sinks/Audit.mjs")).toEqual(["file", "module:./Sinks/Audit.mjs"]);
+    expect(problemsOf({ SINKS: "file,FILE" })).toEqual(['SINKS: "file" is listed twice']);
+  });
+
   it("asks for the http sink's URL and secret when SINKS names http", () => {
     expect(problemsOf({ SINKS: "http" })).toEqual([
       "HTTP_SINK_URL is required when SINKS names http",
