@@ -4,6 +4,18 @@ import { ReceiverError } from "../../src/errors.js";
 import { backoffDelay, decideRetry, type RetryPolicy } from "../../src/pipeline/retry.js";
 
 const policy: RetryPolicy = { maxAttempts: 5, maxAgeMs: 3_600_000, baseMs: 1000, maxMs: 60_000 };
+/** The config with nothing but credentials set, and the retry policy the worker gets from it. */
+function defaultSettings() {
+  const config = loadConfig({ FINAPI_CLIENT_ID: "id", FINAPI_CLIENT_SECRET: "secret" });
+  const defaults: RetryPolicy = {
+    maxAttempts: config.worker.maxAttempts,
+    maxAgeMs: config.worker.maxAgeMs,
+    baseMs: config.worker.backoffBaseMs,
+    maxMs: config.worker.backoffMaxMs,
+  };
+  return { config, defaults };
+}
+
 const retryable = new ReceiverError("finAPI is unavailable (503).", {
   code: "finapi_unavailable",
   retryable: true,
@@ -67,13 +79,7 @@ describe("decideRetry", () => {
   });
 
   it("with the default settings retries a job that keeps failing for hours, not minutes", () => {
-    const config = loadConfig({ FINAPI_CLIENT_ID: "id", FINAPI_CLIENT_SECRET: "secret" });
-    const defaults: RetryPolicy = {
-      maxAttempts: config.worker.maxAttempts,
-      maxAgeMs: config.worker.maxAgeMs,
-      baseMs: config.worker.backoffBaseMs,
-      maxMs: config.worker.backoffMaxMs,
-    };
+    const { defaults } = defaultSettings();
     // Each wait drawn at the middle of its range: a typical job. (10 attempts and 5 minutes
     // gave about 4 minutes, which a short finAPI maintenance or a sink's deploy outlasted.)
     let now = 0;
@@ -95,13 +101,7 @@ describe("decideRetry", () => {
   ])(
     "retries a result not found yet until NOT_FOUND_GRACE_MS with the default settings, past MAX_ATTEMPTS, with %s waits",
     (_, random) => {
-      const config = loadConfig({ FINAPI_CLIENT_ID: "id", FINAPI_CLIENT_SECRET: "secret" });
-      const defaults: RetryPolicy = {
-        maxAttempts: config.worker.maxAttempts,
-        maxAgeMs: config.worker.maxAgeMs,
-        baseMs: config.worker.backoffBaseMs,
-        maxMs: config.worker.backoffMaxMs,
-      };
+      const { config, defaults } = defaultSettings();
       const graceEnds = config.finapi.notFoundGraceMs;
       const notReady = new ReceiverError("the KreditCheck result is not available yet", {
         code: "result_not_ready",

@@ -211,7 +211,7 @@ async function mountTmpfs(dir: string, options: string): Promise<boolean> {
   }
 }
 
-describe("FileSink at start-up, on a folder that cannot take a file", () => {
+describe("FileSink on a small tmpfs", () => {
   let dir: string;
   let mounted = false;
   beforeEach(async () => {
@@ -223,56 +223,49 @@ describe("FileSink at start-up, on a folder that cannot take a file", () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it("stops start-up on a full disk, saying it is full (a permission check passed it)", async (ctx) => {
-    mounted = await mountTmpfs(dir, "size=64k");
-    if (!mounted) return ctx.skip("mounting a tmpfs needs root");
-    // Fill it to the last block.
-    await writeFile(join(dir, "filler"), Buffer.alloc(64 * 1024)).catch(() => undefined);
-    await expect(FileSink.open(dir)).rejects.toThrow(
-      /FILE_SINK_DIR=.*cannot write .*ENOSPC.*the disk \(or the user's quota\) is full/,
-    );
-    expect((await readdir(dir)).filter((name) => name.endsWith(".tmp"))).toEqual([]);
+  describe("at start-up, on a folder that cannot take a file", () => {
+    it("stops start-up on a full disk, saying it is full (a permission check passed it)", async (ctx) => {
+      mounted = await mountTmpfs(dir, "size=64k");
+      if (!mounted) return ctx.skip("mounting a tmpfs needs root");
+      // Fill it to the last block.
+      await writeFile(join(dir, "filler"), Buffer.alloc(64 * 1024)).catch(() => undefined);
+      await expect(FileSink.open(dir)).rejects.toThrow(
+        /FILE_SINK_DIR=.*cannot write .*ENOSPC.*the disk \(or the user's quota\) is full/,
+      );
+      expect((await readdir(dir)).filter((name) => name.endsWith(".tmp"))).toEqual([]);
+    });
+
+    it("stops start-up on a read-only mount, saying so instead of asking for write access", async (ctx) => {
+      mounted = await mountTmpfs(dir, "size=64k,ro");
+      if (!mounted) return ctx.skip("mounting a tmpfs needs root");
+      await expect(FileSink.open(dir)).rejects.toThrow(/EROFS.*mounted read-only/);
+    });
   });
 
-  it("stops start-up on a read-only mount, saying so instead of asking for write access", async (ctx) => {
-    mounted = await mountTmpfs(dir, "size=64k,ro");
-    if (!mounted) return ctx.skip("mounting a tmpfs needs root");
-    await expect(FileSink.open(dir)).rejects.toThrow(/EROFS.*mounted read-only/);
-  });
-});
+  describe("on a folder that fails while the service runs", () => {
+    it("says the disk is full when it fills up after start-up, and leaves no half-written file", async (ctx) => {
+      mounted = await mountTmpfs(dir, "size=64k");
+      if (!mounted) return ctx.skip("mounting a tmpfs needs root");
+      const sink = await FileSink.open(dir);
+      await writeFile(join(dir, "filler"), Buffer.alloc(64 * 1024)).catch(() => undefined);
+      const error = await sink.deliver(bundleFor("kc-full")).catch((thrown: unknown) => thrown);
+      expect(error).toMatchObject({ code: "file_sink_write_failed", retryable: true });
+      expect((error as Error).message).toMatch(/ENOSPC/);
+      expect((error as Error & { fix: string }).fix).toMatch(
+        /disk \(or the user's quota\) is full/,
+      );
+      expect((await readdir(dir)).sort()).toEqual(["filler"]);
+    });
 
-describe("FileSink on a folder that fails while the service runs", () => {
-  let dir: string;
-  let mounted = false;
-  beforeEach(async () => {
-    dir = await mkdtemp(join(tmpdir(), "kcr-file-running-"));
-  });
-  afterEach(async () => {
-    if (mounted) await run("umount", [dir]);
-    mounted = false;
-    await rm(dir, { recursive: true, force: true });
-  });
-
-  it("says the disk is full when it fills up after start-up, and leaves no half-written file", async (ctx) => {
-    mounted = await mountTmpfs(dir, "size=64k");
-    if (!mounted) return ctx.skip("mounting a tmpfs needs root");
-    const sink = await FileSink.open(dir);
-    await writeFile(join(dir, "filler"), Buffer.alloc(64 * 1024)).catch(() => undefined);
-    const error = await sink.deliver(bundleFor("kc-full")).catch((thrown: unknown) => thrown);
-    expect(error).toMatchObject({ code: "file_sink_write_failed", retryable: true });
-    expect((error as Error).message).toMatch(/ENOSPC/);
-    expect((error as Error & { fix: string }).fix).toMatch(/disk \(or the user's quota\) is full/);
-    expect((await readdir(dir)).sort()).toEqual(["filler"]);
-  });
-
-  it("says the mount turned read-only when it is remounted so after start-up", async (ctx) => {
-    mounted = await mountTmpfs(dir, "size=64k");
-    if (!mounted) return ctx.skip("mounting a tmpfs needs root");
-    const sink = await FileSink.open(dir);
-    await run("mount", ["-o", "remount,ro", dir]);
-    const error = await sink.deliver(bundleFor("kc-ro")).catch((thrown: unknown) => thrown);
-    expect(error).toMatchObject({ code: "file_sink_write_failed", retryable: true });
-    expect((error as Error & { fix: string }).fix).toMatch(/mounted read-only/);
-    expect(await readdir(dir)).toEqual([]);
+    it("says the mount turned read-only when it is remounted so after start-up", async (ctx) => {
+      mounted = await mountTmpfs(dir, "size=64k");
+      if (!mounted) return ctx.skip("mounting a tmpfs needs root");
+      const sink = await FileSink.open(dir);
+      await run("mount", ["-o", "remount,ro", dir]);
+      const error = await sink.deliver(bundleFor("kc-ro")).catch((thrown: unknown) => thrown);
+      expect(error).toMatchObject({ code: "file_sink_write_failed", retryable: true });
+      expect((error as Error & { fix: string }).fix).toMatch(/mounted read-only/);
+      expect(await readdir(dir)).toEqual([]);
+    });
   });
 });
