@@ -234,8 +234,8 @@ const envSchema = z.object({
   WORKER_CONCURRENCY: int(1, 4),
   WORKER_POLL_MS: timerMs(10, 1000),
   // 25 attempts, backoff up to 30 min: a job that keeps failing (finAPI maintenance, a
-  // sink being deployed) is retried for at least 2 hours, about 3.5 typically (full
-  // jitter). With 10 and 5 min, a 5-minute outage killed most jobs it touched.
+  // sink being deployed) is retried for about 3.5 hours typically, under 2 for about one
+  // job in 600 (full jitter). With 10 and 5 min, a 5-minute outage killed most jobs.
   MAX_ATTEMPTS: int(1, 25),
   JOB_MAX_AGE_MS: int(1000, 7 * DAY_MS),
   // Not timers: the delay sets the job's next run_at, which the polling worker picks up.
@@ -310,7 +310,8 @@ function splitList(value: string): string[] {
 
 /** The variables only a built-in sink reads. */
 const SINK_SETTINGS: Record<string, readonly string[]> = {
-  file: ["FILE_SINK_DIR"],
+  // Not FILE_SINK_DIR: it has a default and the Docker image sets it, so it would warn in
+  // every container that writes elsewhere, with no way to silence it.
   http: ["HTTP_SINK_URL", "HTTP_SINK_SECRET", "HTTP_SINK_TIMEOUT_MS"],
   postgres: ["POSTGRES_SINK_URL", "POSTGRES_SINK_TIMEOUT_MS"],
 };
@@ -325,27 +326,30 @@ function unusedSinkSettings(
   });
 }
 
+const MODULE_PREFIX = /^module:/i;
+
 function parseSinkNames(value: string, ctx: z.RefinementCtx): string[] {
-  // Built-in names in any letter case, as LOG_LEVEL and FINAPI_ENV; a module's path as
-  // written (file systems tell case apart). "MODULE:" is not a prefix anyone writes.
-  const names = splitList(value).map((name) =>
-    name.startsWith("module:") ? name : name.toLowerCase(),
-  );
   const seen = new Set<string>();
-  for (const name of names) {
+  const names = splitList(value).map((entry) => {
+    // Built-in names and the prefix in any letter case, as LOG_LEVEL and FINAPI_ENV; a
+    // module's path as written (file systems tell case apart).
+    const name = MODULE_PREFIX.test(entry)
+      ? `module:${entry.slice("module:".length)}`
+      : entry.toLowerCase();
     const known =
       (BUILT_IN_SINKS as readonly string[]).includes(name) ||
       (name.startsWith("module:") && name.length > "module:".length);
     if (!known) {
       ctx.addIssue({
         code: "custom",
-        message: `SINKS: unknown sink "${name}" (known: ${BUILT_IN_SINKS.join(", ")}, module:<path>)`,
+        message: `SINKS: unknown sink "${entry}" (known: ${BUILT_IN_SINKS.join(", ")}, module:<path>)`,
       });
     }
     if (seen.has(name))
-      ctx.addIssue({ code: "custom", message: `SINKS: "${name}" is listed twice` });
+      ctx.addIssue({ code: "custom", message: `SINKS: "${entry}" is listed twice` });
     seen.add(name);
-  }
+    return name;
+  });
   if (names.length === 0)
     ctx.addIssue({ code: "custom", message: "SINKS: name at least one sink" });
   return names;

@@ -16,10 +16,14 @@ export function warnAboutSettings(config: Config, logger: Logger): void {
     logger.warn("CALLBACK_SECRET is shorter than 16 characters: use 32+ random characters");
   }
   // An HTTP_SINK_URL without http in SINKS forwards nothing, and used to say nothing.
+  // A module sink gets the whole config and may read them: then only no built-in sink does.
+  const unused = config.sinks.names.some((name) => name.startsWith("module:"))
+    ? "not used by a built-in sink"
+    : "not used";
   for (const { sink, variables } of config.sinks.unusedSettings) {
     logger.warn(
       { variables, sinks: config.sinks.names },
-      `${variables.join(", ")} ${variables.length === 1 ? "is" : "are"} set but SINKS does not name ${sink}: not used; add ${sink} to SINKS (a comma list) if bundles should go there`,
+      `${variables.join(", ")} ${variables.length === 1 ? "is" : "are"} set but SINKS does not name ${sink}: ${unused}; add ${sink} to SINKS (a comma list) if bundles should go there`,
     );
   }
 }

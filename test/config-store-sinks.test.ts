@@ -53,7 +53,12 @@ describe("configuration of the store and the sinks", () => {
     const names = (sinks: string) => loadConfig({ ...base, SINKS: sinks }).sinks.names;
     expect(names("File, STDOUT")).toEqual(["file", "stdout"]);
     expect(names("file,module:./Sinks/Audit.mjs")).toEqual(["file", "module:./Sinks/Audit.mjs"]);
-    expect(problemsOf({ SINKS: "file,FILE" })).toEqual(['SINKS: "file" is listed twice']);
+    expect(names("Module:./Sinks/Audit.mjs")).toEqual(["module:./Sinks/Audit.mjs"]);
+    expect(problemsOf({ SINKS: "file,FILE" })).toEqual(['SINKS: "FILE" is listed twice']);
+    // The entry as written, not as lower-cased.
+    expect(problemsOf({ SINKS: "Kafka" })).toEqual([
+      'SINKS: unknown sink "Kafka" (known: file, stdout, http, postgres, module:<path>)',
+    ]);
   });
 
   it("asks for the http sink's URL and secret when SINKS names http", () => {

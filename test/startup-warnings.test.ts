@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { loadConfig } from "../src/config.js";
 import { warnAboutSettings } from "../src/startup-warnings.js";
@@ -29,9 +30,19 @@ describe("start-up warnings", () => {
     expect(warnings).toContain(
       "POSTGRES_SINK_URL is set but SINKS does not name postgres: not used; add postgres to SINKS (a comma list) if bundles should go there",
     );
-    expect(warningsFor({ SINKS: "stdout", FILE_SINK_DIR: "/srv/results" })).toEqual([
-      "FILE_SINK_DIR is set but SINKS does not name file: not used; add file to SINKS (a comma list) if bundles should go there",
+    // A module sink gets the whole config: it may be the one that reads them.
+    expect(
+      warningsFor({ SINKS: "module:./audit.mjs", HTTP_SINK_URL: "http://127.0.0.1:3450/hook" }),
+    ).toEqual([
+      "HTTP_SINK_URL is set but SINKS does not name http: not used by a built-in sink; add http to SINKS (a comma list) if bundles should go there",
     ]);
+  });
+
+  it("says nothing about FILE_SINK_DIR, which the Docker image sets for every container", () => {
+    const dockerfile = readFileSync(new URL("../Dockerfile", import.meta.url), "utf8");
+    const fileSinkDir = /^\s*(?:ENV\s+)?FILE_SINK_DIR=(\S+)/m.exec(dockerfile)?.[1];
+    expect(fileSinkDir).toBeDefined();
+    expect(warningsFor({ SINKS: "stdout", FILE_SINK_DIR: String(fileSinkDir) })).toEqual([]);
   });
 
   it("says nothing about the settings of sinks that SINKS names, nor about empty ones", () => {
