@@ -48,27 +48,36 @@ function parseCidr(entry: string): Range {
   }
   let network: ipaddr.IPv4 | ipaddr.IPv6;
   let bits: number;
-  let networkAddress: string;
+  let first: ipaddr.IPv4 | ipaddr.IPv6;
   try {
     [network, bits] = ipaddr.parseCIDR(entry);
-    networkAddress = (network.kind() === "ipv4" ? ipaddr.IPv4 : ipaddr.IPv6)
-      .networkAddressFromCIDR(entry)
-      .toString();
+    first = (network.kind() === "ipv4" ? ipaddr.IPv4 : ipaddr.IPv6).networkAddressFromCIDR(entry);
   } catch {
     throw new Error(`"${entry}" is not an IPv4/IPv6 address or CIDR`);
   }
+  // An IPv4-mapped network is matched (and named back) in its IPv4 form.
+  const mapped =
+    network.kind() === "ipv6" && (network as ipaddr.IPv6).isIPv4MappedAddress() && bits >= 96;
+  const range: Range = mapped
+    ? [(network as ipaddr.IPv6).toIPv4Address(), bits - 96]
+    : [network, bits];
+  const start = mapped ? (first as ipaddr.IPv6).toIPv4Address() : first;
   // 10.0.0.1/8 is read as 10.0.0.0/8 by every CIDR library: an interface's address as
   // `ip addr` prints it (192.168.1.10/24) would let the whole network in, where one host
-  // (a proxy) was meant.
-  if (networkAddress !== network.toString()) {
+  // (a proxy) was meant. Compared without a zone (fe80::1%eth0): the network has none.
+  const [written, prefix] = range;
+  if (start.toNormalizedString() !== withoutZone(written).toNormalizedString()) {
     throw new Error(
-      `"${entry}" has address bits set after its /${bits} prefix: write ${networkAddress}/${bits} for the whole network, or ${network.toString()} for the one address`,
+      `"${entry}" has address bits set after its /${bits} prefix: write ${start.toString()}/${prefix} for the whole network, or ${written.toString()} for the one address`,
     );
   }
-  if (network.kind() === "ipv6" && (network as ipaddr.IPv6).isIPv4MappedAddress() && bits >= 96) {
-    return [(network as ipaddr.IPv6).toIPv4Address(), bits - 96];
-  }
-  return [network, bits];
+  return range;
+}
+
+function withoutZone(address: ipaddr.IPv4 | ipaddr.IPv6): ipaddr.IPv4 | ipaddr.IPv6 {
+  return address.kind() === "ipv6" && (address as ipaddr.IPv6).zoneId
+    ? ipaddr.IPv6.parse(address.toString().replace(/%.*$/, ""))
+    : address;
 }
 
 export function isAllowed(ranges: readonly Range[], remoteAddress: string | undefined): boolean {

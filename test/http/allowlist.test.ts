@@ -29,6 +29,12 @@ describe("parseCidrList / isAllowed", () => {
     expect(() => parseCidrList("2001:db8::1/32")).toThrow(
       /write 2001:db8::\/32 .* or 2001:db8::1 /,
     );
+    // An IPv4-mapped entry is named back in the IPv4 form it is matched in.
+    expect(() => parseCidrList("::ffff:10.0.0.1/104")).toThrow(
+      /write 10\.0\.0\.0\/8 for the whole network, or 10\.0\.0\.1 for/,
+    );
+    // A zone is no address bit: link-local networks with their interface still read.
+    expect(parseCidrList("fe80::%eth0/64, fe80::1%eth0/128")).toHaveLength(2);
     // Every list the service ships or documents still reads.
     expect(parseCidrList("127.0.0.0/8,::1/128,0.0.0.0/0,::/0,::ffff:10.0.0.0/104")).toHaveLength(5);
   });
