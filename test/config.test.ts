@@ -328,37 +328,44 @@ describe("loadConfig", () => {
   // Each whole-number setting at its bounds, written out here (not read from the schema): a
   // minimum that slips lets through LEASE_MS=5 (every running job taken over and delivered
   // twice) or MAX_ATTEMPTS=0 (every failure final).
+  const TIMER = 2 ** 31 - 1;
+  const DATE_SPAN = 100 * 365 * 24 * 3_600_000;
   it.each([
     ["PORT", 0, 65535],
-    ["REQUEST_TIMEOUT_MS", 100, 2 ** 31 - 1],
+    ["REQUEST_TIMEOUT_MS", 100, TIMER],
     ["MAX_CONNECTIONS", 1, 1_000_000],
     ["ADMIN_PORT", 0, 65535],
-    ["SHUTDOWN_DELAY_MS", 0, 2 ** 31 - 1],
-    ["LEASE_MS", 1000, 2 ** 31 - 1],
+    ["SHUTDOWN_TIMEOUT_MS", 100, TIMER - SHUTDOWN_EXIT_GRACE_MS],
+    ["SHUTDOWN_DELAY_MS", 0, TIMER],
+    ["LEASE_MS", 1000, TIMER],
     ["WORKER_CONCURRENCY", 1, undefined],
-    ["WORKER_POLL_MS", 10, 2 ** 31 - 1],
+    ["WORKER_POLL_MS", 10, TIMER],
     ["MAX_ATTEMPTS", 1, undefined],
     ["JOB_MAX_AGE_MS", 1000, undefined],
-    ["BACKOFF_BASE_MS", 1, undefined],
+    ["BACKOFF_BASE_MS", 1, DATE_SPAN, { BACKOFF_MAX_MS: String(DATE_SPAN) }],
+    ["BACKOFF_MAX_MS", 1, DATE_SPAN, { BACKOFF_BASE_MS: "1" }],
     ["NOT_FOUND_GRACE_MS", 0, undefined],
-    ["DONE_RETENTION_MS", 0, undefined],
-    ["DEAD_RETENTION_MS", 0, undefined],
-    ["PRUNE_INTERVAL_MS", 10, 2 ** 31 - 1],
-    ["FINAPI_TIMEOUT_MS", 100, 2 ** 31 - 1],
+    ["DONE_RETENTION_MS", 0, DATE_SPAN],
+    ["DEAD_RETENTION_MS", 0, DATE_SPAN],
+    ["PRUNE_INTERVAL_MS", 10, TIMER],
+    ["FINAPI_TIMEOUT_MS", 100, TIMER],
     ["FINAPI_RETRIES", 0, undefined],
     ["TOKEN_REFRESH_MARGIN_MS", 0, undefined],
     ["DAC_CONCURRENCY", 1, undefined],
-  ] as const)(
+    ["HTTP_SINK_TIMEOUT_MS", 100, TIMER],
+    ["POSTGRES_SINK_TIMEOUT_MS", 100, TIMER],
+  ] as [string, number, number | undefined, Record<string, string>?][])(
     "%s takes %i and refuses one less, and one more than its maximum if it has one",
-    (name, min, max) => {
-      expect(() => loadConfig({ ...credentials, [name]: String(min) })).not.toThrow();
-      expect(problemsOf({ ...credentials, [name]: String(min - 1) })).toEqual([
+    (name, min, max, others = {}) => {
+      const env = { ...credentials, ...others };
+      expect(() => loadConfig({ ...env, [name]: String(min) })).not.toThrow();
+      expect(problemsOf({ ...env, [name]: String(min - 1) })).toEqual([
         expect.stringMatching(new RegExp(`^${name}: must be (from )?${min} `)),
       ]);
       if (max !== undefined) {
-        expect(() => loadConfig({ ...credentials, [name]: String(max) })).not.toThrow();
-        expect(problemsOf({ ...credentials, [name]: String(max + 1) })).toEqual([
-          expect.stringMatching(new RegExp(`^${name}: must be`)),
+        expect(() => loadConfig({ ...env, [name]: String(max) })).not.toThrow();
+        expect(problemsOf({ ...env, [name]: String(max + 1) })).toEqual([
+          expect.stringMatching(new RegExp(`^${name}: must be .*\\b${max}\\b`)),
         ]);
       }
     },

@@ -232,6 +232,15 @@ describe("admin port", () => {
     expect(await age()).toBe("180");
   });
 
+  it("shows no age, rather than 0, when the inbox could not be read since the start", async () => {
+    harness = await startHarness({ service: { worker: false } });
+    await harness.service.inbox.close();
+    const metrics = await (await admin("/metrics")).text();
+    // NaN (prom-client spells it Nan; Prometheus reads either): no alert threshold passes
+    // or clears on it, where 0 would read as "nothing waiting".
+    expect(metrics).toMatch(/^kreditcheck_oldest_unfinished_job_age_seconds nan$/im);
+  });
+
   it("guards the jobs API with ADMIN_TOKEN but leaves health and metrics open", async () => {
     harness = await startHarness({
       env: { ADMIN_TOKEN: "admin-token-123" },

@@ -138,6 +138,7 @@ describe("callback → inbox → finAPI → file sink", () => {
     const accepted = await harness.post(callback);
     const job = await harness.waitForJob(accepted.body.id, "dead");
     expect(job.attempts).toBe(1);
+    expect(job.lastError).toContain("finAPI refused access to the KreditCheck result (403)");
     expect(job.lastError).toContain("data_intelligence:manager");
     expect(job.lastError).toContain("support@finapi.io");
     expect(await harness.readBundle(String(callback.kreditCheckId))).toBeUndefined();
