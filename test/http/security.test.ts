@@ -79,6 +79,15 @@ describe("who may send callbacks", () => {
     // The header was believed here: no hint about TRUST_PROXY.
     expect(harness.logs.text()).not.toContain("X-Forwarded-For was ignored");
     expect(harness.logs.text()).not.toContain("TRUST_PROXY is a hop count");
+    // A client puts an allowed address in front of its own: the rightmost address the trusted
+    // proxy did not add is the client's, whatever stands left of it.
+    expect((await viaProxy("198.51.100.7, 203.0.113.9")).status).toBe(403);
+    // From an address that is not the trusted proxy, the header counts for nothing.
+    const notTheProxy = await rawPost(callbackUrl(), JSON.stringify(makeCallback()), {
+      localAddress: "127.0.0.2",
+      headers: { "X-Forwarded-For": "198.51.100.7" },
+    });
+    expect(notTheProxy.status).toBe(403);
   });
 
   it("warns at start that a hop count believes X-Forwarded-For from anyone who reaches PORT", async () => {
@@ -143,6 +152,11 @@ describe("CALLBACK_SECRET", () => {
     expect((await rawPost(`${base}/s3cr3t`, JSON.stringify(viaPath))).status).toBe(202);
     const basic = `Basic ${Buffer.from("finapi:s3cr3t").toString("base64")}`;
     expect((await rawPost(base, body(), { headers: { Authorization: basic } })).status).toBe(202);
+    // The scheme's name is case-insensitive (RFC 9110 §11.1).
+    const lowerCase = basic.replace("Basic", "basic");
+    expect((await rawPost(base, body(), { headers: { Authorization: lowerCase } })).status).toBe(
+      202,
+    );
     // A rejected body on the secret URL is logged with the path redacted, in any letter case.
     expect((await rawPost(`${base}/s3cr3t`, "{broken")).status).toBe(400);
     expect(
