@@ -101,6 +101,40 @@ describe("the http sink", () => {
     expect(harness.logs.text()).toContain("HTTP_SINK_URL answered 503");
   });
 
+  it.each([408, 500, 502, 504])(
+    "tries again after a %i from the receiver (a moment's trouble), and then the job is done",
+    async (status) => {
+      receiver = await startWebhookReceiver((index) =>
+        index === 0 ? { status } : { status: 204 },
+      );
+      harness = await startHarness({
+        env: { SINKS: "http", HTTP_SINK_URL: receiver.url, HTTP_SINK_SECRET: "a-signing-secret" },
+      });
+      const accepted = await harness.post(makeCallback());
+      const job = await harness.waitForJob(accepted.body.id, "done");
+      expect({ attempts: job.attempts, posts: receiver.received.length }).toEqual({
+        attempts: 2,
+        posts: 2,
+      });
+    },
+  );
+
+  it.each([200, 201, 202, 204])(
+    "counts a %i from the receiver as delivered: one post, one attempt",
+    async (status) => {
+      receiver = await startWebhookReceiver(() => ({ status }));
+      harness = await startHarness({
+        env: { SINKS: "http", HTTP_SINK_URL: receiver.url, HTTP_SINK_SECRET: "a-signing-secret" },
+      });
+      const accepted = await harness.post(makeCallback());
+      const job = await harness.waitForJob(accepted.body.id, "done");
+      expect({ attempts: job.attempts, posts: receiver.received.length }).toEqual({
+        attempts: 1,
+        posts: 1,
+      });
+    },
+  );
+
   it("keeps the webhook-id of a bundle fetched again with the same content, and changes it when the content changed", async () => {
     receiver = await startWebhookReceiver();
     harness = await startHarness({
