@@ -432,3 +432,73 @@ describePostgres("the postgres sink when its server cannot be reached", () => {
     expect(rows).toHaveLength(1);
   });
 });
+
+describePostgres(
+  "the postgres sink given one check again (a redelivery, an operator's retry)",
+  () => {
+    const fresh = freshSchemaPerTest("sinkagain");
+    let sink: PostgresSink | undefined;
+    afterEach(async () => {
+      await sink?.close();
+      sink = undefined;
+    });
+
+    const ctx = () => ({ logger: captureLogs().logger, signal: new AbortController().signal });
+    function bundleOf(verdict: string, caseIds: string[]) {
+      const callback = {
+        processToken: "pt-again",
+        kreditCheckId: "kc-again",
+        status: "SUCCESSFUL",
+      };
+      return {
+        callback,
+        kreditCheck: { status: "SUCCESSFUL", overallVerdict: verdict },
+        dacReports: Object.fromEntries(caseIds.map((caseId) => [caseId, { caseId, reports: {} }])),
+        problems: [],
+        receivedAt: "2026-01-01T00:00:00.000Z",
+        completedAt: "2026-01-01T00:00:01.000Z",
+      };
+    }
+
+    it("keeps one row per check, with the later bundle's verdict and only its DAC reports", async () => {
+      sink = await PostgresSink.open({
+        url: testDatabaseUrl,
+        schema: fresh.name,
+        variable: "POSTGRES_SINK_URL",
+        timeoutMs: 10_000,
+      });
+      await sink.deliver(bundleOf("GREEN", ["c-1", "c-2"]), ctx());
+      await sink.deliver(bundleOf("RED", ["c-2", "c-3"]), ctx());
+
+      const checks = await adminQuery(
+        `SELECT overall_verdict, deliveries FROM ${fresh.name}.kreditcheck_checks WHERE kreditcheck_id = 'kc-again'`,
+      );
+      expect(checks).toEqual([{ overall_verdict: "RED", deliveries: 2 }]);
+      const reports = await adminQuery(
+        `SELECT case_id FROM ${fresh.name}.kreditcheck_dac_reports WHERE kreditcheck_id = 'kc-again' ORDER BY case_id`,
+      );
+      expect(reports.map((row) => row.case_id)).toEqual(["c-2", "c-3"]);
+    });
+
+    it("gives up at once on data the database refuses (a constraint), instead of retrying it", async () => {
+      sink = await PostgresSink.open({
+        url: testDatabaseUrl,
+        schema: fresh.name,
+        variable: "POSTGRES_SINK_URL",
+        timeoutMs: 10_000,
+      });
+      await adminQuery(
+        `ALTER TABLE ${fresh.name}.kreditcheck_checks ADD CONSTRAINT no_black CHECK (overall_verdict <> 'BLACK')`,
+      );
+      const error = await sink
+        .deliver(bundleOf("BLACK", ["c-1"]), ctx())
+        .catch((thrown: unknown) => thrown);
+      expect(error).toMatchObject({ code: "postgres_sink_rejected", retryable: false });
+      expect(
+        await adminQuery(
+          `SELECT 1 FROM ${fresh.name}.kreditcheck_checks WHERE kreditcheck_id = 'kc-again'`,
+        ),
+      ).toEqual([]);
+    });
+  },
+);
