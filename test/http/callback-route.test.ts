@@ -33,6 +33,26 @@ describe("POST /callbacks/kreditcheck", () => {
     expect(job?.callback).toEqual(callback);
   });
 
+  it("takes a body of exactly the 64 KiB limit, and refuses one byte more with 413", async () => {
+    const limit = harness.config.http.bodyLimitBytes;
+    /** A valid callback whose JSON is `bytes` long, padded in clientReference. */
+    const bodyOf = (bytes: number) => {
+      const callback = makeCallback({ clientReference: "" });
+      const padding = bytes - JSON.stringify(callback).length;
+      return JSON.stringify({ ...callback, clientReference: "x".repeat(padding) });
+    };
+    const post = (body: string) =>
+      fetch(`${harness.service.url}${harness.config.http.callbackPath}`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body,
+      });
+    const atLimit = bodyOf(limit);
+    expect(Buffer.byteLength(atLimit)).toBe(65_536);
+    expect((await post(atLimit)).status).toBe(202);
+    expect((await post(bodyOf(limit + 1))).status).toBe(413);
+  });
+
   it("answers a repeated callback with duplicate: true and the same job, storing nothing new", async () => {
     const callback = makeCallback();
     const first = await harness.post(callback);

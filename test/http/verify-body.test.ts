@@ -13,6 +13,9 @@ describe("findDuplicateKey", () => {
 
   it("compares keys by value, not by how they are escaped", () => {
     expect(findDuplicateKey('{"processToken":"x","\\u0070rocessToken":"y"}')).toBe("processToken");
+    // An escaped quote belongs to the key: 'a"' twice is a duplicate, not two keys 'a'.
+    expect(findDuplicateKey('{"a\\"":1,"a\\"":2}')).toBe('a"');
+    expect(findDuplicateKey('{"a\\"":1,"a":2}')).toBeUndefined();
   });
 
   it("finds nothing where keys repeat only across objects, or only inside strings", () => {
