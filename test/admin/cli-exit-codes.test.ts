@@ -1,0 +1,75 @@
+import { execFile } from "node:child_process";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { promisify } from "node:util";
+import { afterEach, describe, expect, it } from "vitest";
+
+const run = promisify(execFile);
+
+/** Runs the CLI as `npm run cli --` does; its exit code, stdout and stderr. */
+async function cli(adminUrl: string, ...args: string[]) {
+  try {
+    const { stdout, stderr } = await run(
+      process.execPath,
+      ["--import", "tsx", "src/cli.ts", ...args],
+      { env: { ...process.env, ADMIN_URL: adminUrl, ADMIN_TOKEN: "" } },
+    );
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const failed = error as { code: number; stdout: string; stderr: string };
+    return { code: failed.code, stdout: failed.stdout, stderr: failed.stderr };
+  }
+}
+
+/**
+ * An admin API with two dead jobs: the first is put back, the second is refused with a
+ * 409 (it was retried by someone else meanwhile), as the service answers then.
+ */
+async function adminWithOneRefusal(): Promise<{ url: string; server: Server }> {
+  const dead = [
+    { id: "00000000-0000-7000-8000-000000000001", lastError: "finapi_forbidden: x" },
+    { id: "00000000-0000-7000-8000-000000000002", lastError: "finapi_forbidden: y" },
+  ];
+  const server = createServer((req, res) => {
+    res.setHeader("content-type", "application/json");
+    if (req.method === "GET" && req.url?.startsWith("/admin/jobs?")) {
+      res.end(JSON.stringify({ jobs: dead, next: null }));
+    } else if (req.method === "POST" && req.url?.endsWith("0001/retry")) {
+      res.end(JSON.stringify({ requeued: true, id: dead[0]?.id }));
+    } else {
+      res.statusCode = 409;
+      res.end(JSON.stringify({ error: "conflict", details: "the job is pending, not dead" }));
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server };
+}
+
+describe("the CLI's exit status, for scripts and cron jobs", () => {
+  let server: Server | undefined;
+  afterEach(async () => {
+    await new Promise((resolve) => (server ? server.close(resolve) : resolve(undefined)));
+    server = undefined;
+  });
+
+  it("exits 1 when retry --all-dead could not put every job back, listing the ones it could not", async () => {
+    const admin = await adminWithOneRefusal();
+    server = admin.server;
+    const result = await cli(admin.url, "retry", "--all-dead");
+    expect(result.code).toBe(1);
+    const printed = JSON.parse(result.stdout) as { requeued: number; failed: { id: string }[] };
+    expect(printed.requeued).toBe(1);
+    expect(printed.failed.map((failure) => failure.id)).toEqual([
+      "00000000-0000-7000-8000-000000000002",
+    ]);
+  });
+
+  it("exits 2 with the usage when no command is given, and 0 for --help", async () => {
+    const none = await cli("http://127.0.0.1:9");
+    expect(none.code).toBe(2);
+    expect(none.stdout).toMatch(/usage|Usage/);
+    const help = await cli("http://127.0.0.1:9", "--help");
+    expect(help.code).toBe(0);
+    expect(help.stdout).toBe(none.stdout);
+  });
+});
