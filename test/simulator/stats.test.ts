@@ -23,4 +23,17 @@ describe("StatsRecorder", () => {
     expect(stats.snapshot(0).maxConcurrent.kreditcheck).toBe(2);
     expect(stats.snapshot(0).requestIds).toEqual([]);
   });
+
+  it("starts a new peak at reset (a benchmark's next phase), from the requests still in flight", () => {
+    const stats = new StatsRecorder();
+    const ends = [1, 2, 3].map(() => stats.begin("dac", undefined));
+    for (const end of ends.slice(1)) end();
+    stats.reset();
+    // One still in flight from before; one more now: the new phase's peak is 2, not 3.
+    const end = stats.begin("dac", undefined);
+    expect(stats.snapshot(0).maxConcurrent.dac).toBe(2);
+    end();
+    ends[0]?.();
+    expect(stats.snapshot(0).calls.dac).toBe(1);
+  });
 });
