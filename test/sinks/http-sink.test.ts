@@ -249,6 +249,10 @@ describe("the http sink", () => {
       const job = await harness.waitForJob(accepted.body.id, "done");
       expect(job.attempts).toBe(2);
       expect(receiver.received).toHaveLength(2);
+      // Abandoned at the limit: the next post follows within the limit plus the backoff
+      // (at most 200 ms here), with room for a loaded machine, not many limits later.
+      const [first, second] = receiver.received as [ReceivedWebhook, ReceivedWebhook];
+      expect(second.receivedAt - first.receivedAt).toBeLessThan(2000);
       const warning = harness.logs
         .lines()
         .find((line) => String(line.error ?? "").includes("did not answer within"));

@@ -4,6 +4,8 @@ import type { AddressInfo } from "node:net";
 export interface ReceivedWebhook {
   headers: IncomingHttpHeaders;
   rawBody: string;
+  /** When its body was in (Date.now()). */
+  receivedAt: number;
 }
 
 /**
@@ -28,7 +30,11 @@ export async function startWebhookReceiver(
     const chunks: Buffer[] = [];
     req.on("data", (chunk: Buffer) => chunks.push(chunk));
     req.on("end", () => {
-      received.push({ headers: req.headers, rawBody: Buffer.concat(chunks).toString("utf8") });
+      received.push({
+        headers: req.headers,
+        rawBody: Buffer.concat(chunks).toString("utf8"),
+        receivedAt: Date.now(),
+      });
       const { status, headers, hang, trickle, body } = answer(received.length - 1);
       if (hang) return;
       if (!trickle) return void res.writeHead(status, headers).end(body);
