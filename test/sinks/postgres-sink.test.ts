@@ -444,6 +444,13 @@ describePostgres(
     });
 
     const ctx = () => ({ logger: captureLogs().logger, signal: new AbortController().signal });
+    const openSink = () =>
+      PostgresSink.open({
+        url: testDatabaseUrl,
+        schema: fresh.name,
+        variable: "POSTGRES_SINK_URL",
+        timeoutMs: 10_000,
+      });
     function bundleOf(verdict: string, caseIds: string[]) {
       const callback = {
         processToken: "pt-again",
@@ -461,12 +468,7 @@ describePostgres(
     }
 
     it("keeps one row per check, with the later bundle's verdict and only its DAC reports", async () => {
-      sink = await PostgresSink.open({
-        url: testDatabaseUrl,
-        schema: fresh.name,
-        variable: "POSTGRES_SINK_URL",
-        timeoutMs: 10_000,
-      });
+      sink = await openSink();
       await sink.deliver(bundleOf("GREEN", ["c-1", "c-2"]), ctx());
       await sink.deliver(bundleOf("RED", ["c-2", "c-3"]), ctx());
 
@@ -481,12 +483,7 @@ describePostgres(
     });
 
     it("gives up at once on data the database refuses (a constraint), instead of retrying it", async () => {
-      sink = await PostgresSink.open({
-        url: testDatabaseUrl,
-        schema: fresh.name,
-        variable: "POSTGRES_SINK_URL",
-        timeoutMs: 10_000,
-      });
+      sink = await openSink();
       await adminQuery(
         `ALTER TABLE ${fresh.name}.kreditcheck_checks ADD CONSTRAINT no_black CHECK (overall_verdict <> 'BLACK')`,
       );
