@@ -34,14 +34,22 @@ describe("AuthorizedClient's quick retries inside one attempt", () => {
     await finapi?.close();
   });
 
+  let tokensFetched = 0;
   function clientFor(retries: number): AuthorizedClient {
     transport = createTransport({
       timeoutMs: 5000,
       proxies: { http: undefined, https: undefined, all: undefined, noProxy: undefined },
     });
+    tokensFetched = 0;
     return new AuthorizedClient({
       http: transport.http,
-      tokens: { getToken: async () => "token-1", invalidate: () => undefined },
+      tokens: {
+        getToken: async () => {
+          tokensFetched += 1;
+          return `token-${tokensFetched}`;
+        },
+        invalidate: () => undefined,
+      },
       retries,
     });
   }
@@ -70,5 +78,18 @@ describe("AuthorizedClient's quick retries inside one attempt", () => {
       retryAfterMs: 10_000,
     });
     expect(finapi.requestedAt).toHaveLength(1);
+  });
+
+  it("asks for a fresh token once after a 401, and then gives up instead of asking again and again", async () => {
+    finapi = await finapiAnswering([{ status: 401, body: '{"error":"unauthorized"}' }]);
+    // No quick retries: what is left to the job store's backoff is the second 401.
+    const error = await clientFor(0)
+      .getJson("kreditcheck", finapi.url, ctx, z.unknown())
+      .catch((thrown: unknown) => thrown);
+    expect(error).toMatchObject({ code: "finapi_unauthorized" });
+    expect({ calls: finapi.requestedAt.length, tokens: tokensFetched }).toEqual({
+      calls: 2,
+      tokens: 2,
+    });
   });
 });
