@@ -96,8 +96,11 @@ describe("the http sink", () => {
     expect(new Set(receiver.received.map((webhook) => webhook.headers["webhook-id"])).size).toBe(1);
     const recorded = await readFile(join(harness.dir, "recorded-deliveries.log"), "utf8");
     expect(recorded).toBe(`${callback.kreditCheckId}\n`);
-    // The done job records every sink that has the bundle.
+    // The done job records every sink that has the bundle, and no longer keeps the bundle
+    // (bank data) it held for the retries: done jobs stay DONE_RETENTION_MS.
     expect(job.progress.deliveredSinks?.sort()).toEqual(["file", "http", "recording"]);
+    expect(job.progress.bundle).toBeUndefined();
+    expect(JSON.stringify(await harness.service.inbox.get(job.id))).not.toContain("dacReports");
     expect(harness.logs.text()).toContain("HTTP_SINK_URL answered 503");
   });
 
