@@ -211,6 +211,26 @@ describe("admin port", () => {
     ]);
   });
 
+  it("pages through jobs in id order: each page's next is its last id, no job twice, none left out", async () => {
+    harness = await startHarness({ service: { worker: false } });
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) ids.push(String((await harness.post(makeCallback())).body.id));
+    const page = async (after: string) =>
+      (await (await admin(`/admin/jobs?limit=2&after=${after}`)).json()) as {
+        jobs: { id: string }[];
+        next: string | null;
+      };
+    const seen: string[] = [];
+    let after: string | null = "00000000-0000-0000-0000-000000000000";
+    while (after !== null) {
+      const current = await page(after);
+      seen.push(...current.jobs.map((job) => job.id));
+      if (current.next !== null) expect(current.next).toBe(current.jobs.at(-1)?.id);
+      after = current.next;
+    }
+    expect(seen).toEqual([...ids].sort());
+  });
+
   it("shows in /metrics how long the oldest undelivered callback has waited", async () => {
     let now = Date.parse("2026-12-02T10:00:00Z");
     harness = await startHarness({ service: { worker: false, clock: () => now } });
