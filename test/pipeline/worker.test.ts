@@ -271,6 +271,76 @@ describe("Worker", () => {
     expect((await inbox.get(id))?.attempts).toBe(2);
   });
 
+  it("runs the last attempt of a job whose worker died on the one before", async () => {
+    const { id } = await inbox.enqueue(makeCallback() as never, new Date(now));
+    // MAX_ATTEMPTS 2: the first attempt's worker dies; the takeover is attempt 2, the last.
+    await inbox.claim("gone:1", 1, 60_000);
+    now += 120_000;
+    const ran: number[] = [];
+    startWorker(async (run) => {
+      ran.push(run.job.attempts);
+    }, 2);
+    await waitFor(async () => (await inbox.get(id))?.state === "done", "the job done");
+    expect(ran).toEqual([2]);
+  });
+
+  it("counts a re-queued job's age from its re-queue, so a retryable failure is retried, not final", async () => {
+    // Received 2 hours ago, past maxAgeMs (1 hour); an operator re-queued it just now.
+    const { id } = await inbox.enqueue(makeCallback() as never, new Date(now - 7_200_000));
+    await inbox.claim("old:1", 1, 60_000);
+    await inbox.fail(
+      id,
+      (await inbox.get(id))?.lockedBy ?? "",
+      { message: "finapi_forbidden: 403" },
+      {},
+    );
+    expect(await inbox.requeue(id)).toBe(true);
+    const outcomes: string[] = [];
+    startWorker(
+      async () => {
+        throw new ReceiverError("finAPI is unavailable (503).", {
+          code: "finapi_unavailable",
+          retryable: true,
+        });
+      },
+      5,
+      undefined,
+      0,
+      (code, outcome) => outcomes.push(`${code} ${outcome}`),
+    );
+    await waitFor(() => outcomes.length > 0, "the attempt's outcome");
+    expect(outcomes[0]).toBe("finapi_unavailable retry");
+  });
+
+  it("on stop, lets a running check finish within the timeout instead of cutting it off", async () => {
+    let finished = false;
+    startWorker(async () => {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      finished = true;
+    });
+    const { id } = await inbox.enqueue(makeCallback() as never, new Date(now));
+    await waitFor(async () => (await inbox.get(id))?.state === "running", "the job running");
+    await worker?.stop(5000);
+    expect(finished).toBe(true);
+    expect((await inbox.get(id))?.state).toBe("done");
+  });
+
+  it("starts a new callback's job at once, not at the next poll", async () => {
+    const startedAt: number[] = [];
+    startWorkerWith({
+      pollMs: 60_000,
+      handle: async () => {
+        startedAt.push(Date.now());
+      },
+    });
+    // The worker's first look found nothing; the next poll is a minute away.
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const enqueuedAt = Date.now();
+    await inbox.enqueue(makeCallback() as never, new Date(now));
+    await waitFor(() => startedAt.length === 1, "the job started", 5000);
+    expect((startedAt[0] as number) - enqueuedAt).toBeLessThan(2000);
+  });
+
   it("runs an attempt granted past MAX_ATTEMPTS (a result awaited for its grace window)", async () => {
     const attempts: number[] = [];
     startWorker(async (run) => {
