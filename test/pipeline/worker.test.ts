@@ -314,8 +314,15 @@ describe("Worker", () => {
 
   it("on stop, lets a running check finish within the timeout instead of cutting it off", async () => {
     let finished = false;
-    startWorker(async () => {
-      await new Promise((resolve) => setTimeout(resolve, 200));
+    // A check that takes 200 ms and stops when told to, as finAPI calls and sinks do.
+    startWorker(async (run) => {
+      await new Promise((resolve, reject) => {
+        const timer = setTimeout(resolve, 200);
+        run.signal.addEventListener("abort", () => {
+          clearTimeout(timer);
+          reject(run.signal.reason);
+        });
+      });
       finished = true;
     });
     const { id } = await inbox.enqueue(makeCallback() as never, new Date(now));
