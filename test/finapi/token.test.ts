@@ -1,3 +1,5 @@
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { ReceiverError } from "../../src/errors.js";
 import { ClientCredentialsTokenProvider } from "../../src/finapi/token.js";
@@ -210,5 +212,77 @@ describe("ClientCredentialsTokenProvider against the simulated finAPI Access", (
     } finally {
       await page.close();
     }
+  });
+});
+
+/** A token endpoint that answers every request with `status` and `body` (JSON). */
+async function tokenEndpoint(status: number, body: string) {
+  let requests = 0;
+  const server: Server = createServer((req, res) => {
+    requests += 1;
+    req.resume();
+    res.writeHead(status, { "content-type": "application/json" });
+    res.end(body);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/api/v2/oauth/token`,
+    requests: () => requests,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+describe("ClientCredentialsTokenProvider against token answers finAPI's simulator does not give", () => {
+  let endpoint: Awaited<ReturnType<typeof tokenEndpoint>> | undefined;
+  afterEach(async () => {
+    await endpoint?.close();
+    endpoint = undefined;
+  });
+
+  function providerFor(url: string, clock?: () => number) {
+    const logs = captureLogs();
+    const tokens = new ClientCredentialsTokenProvider({
+      http: createTransport({ timeoutMs: 2000 }).http,
+      tokenUrl: url,
+      clientId: "client-id",
+      clientSecret: "client-secret-value",
+      refreshMarginMs: 60_000,
+      logger: logs.logger,
+      clock,
+    });
+    return { tokens, logs };
+  }
+
+  it("takes a token without expires_in as valid for an hour (OAuth's usual), not forever", async () => {
+    endpoint = await tokenEndpoint(200, '{"access_token":"token-a","token_type":"bearer"}');
+    let now = 1_000_000;
+    const { tokens } = providerFor(endpoint.url, () => now);
+    await tokens.getToken();
+    now += 3600_000 - 61_000;
+    await tokens.getToken();
+    expect(endpoint.requests()).toBe(1);
+    now += 2_000; // inside the refresh margin of an hour's token
+    await tokens.getToken();
+    await waitFor(() => endpoint?.requests() === 2, "the refresh");
+  });
+
+  it("does not show a JSON answer it cannot read (it may hold a credential)", async () => {
+    endpoint = await tokenEndpoint(200, '{"token":"s3cret-token-value"}');
+    const { tokens, logs } = providerFor(endpoint.url);
+    const error = await tokens.getToken().catch((thrown: unknown) => thrown);
+    expect(error).toBeInstanceOf(ReceiverError);
+    expect((error as ReceiverError).describe()).not.toContain("s3cret-token-value");
+    expect(logs.text()).not.toContain("s3cret-token-value");
+  });
+
+  it("passes on finAPI's reason for refusing the credentials", async () => {
+    endpoint = await tokenEndpoint(
+      401,
+      '{"error":"invalid_client","error_description":"Bad client credentials"}',
+    );
+    const { tokens } = providerFor(endpoint.url);
+    const error = await tokens.getToken().catch((thrown: unknown) => thrown);
+    expect(error).toMatchObject({ code: "finapi_auth_failed", retryable: false });
+    expect((error as ReceiverError).describe()).toContain("invalid_client: Bad client credentials");
   });
 });
