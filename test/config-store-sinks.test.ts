@@ -152,6 +152,10 @@ describe("configuration of the store and the sinks", () => {
       "account_pdf",
       "dac_zip",
     ]);
+    // Named twice, fetched once: not two copies of the document in the bundle.
+    expect(loadConfig({ ...base, FETCH_DOCUMENTS: "account_pdf,account_pdf" }).documents).toEqual([
+      "account_pdf",
+    ]);
     expect(problemsOf({ FETCH_DOCUMENTS: "account_pdf,statement" })).toEqual([
       'FETCH_DOCUMENTS: unknown document "statement" (known: account_pdf, dac_zip)',
     ]);

@@ -121,14 +121,23 @@ describe("the Dockerfile's HEALTHCHECK", () => {
 
   it("fails on an answer other than 200, and on no answer within its own timeout", async () => {
     const unwell = createHttpServer((_req, res) => res.writeHead(503).end());
+    // Something else on the port: a redirect or an empty answer is not the service's "ok".
+    const elsewhere = createHttpServer((_req, res) =>
+      res.writeHead(302, { Location: "http://127.0.0.1/" }).end(),
+    );
+    const empty = createHttpServer((_req, res) => res.writeHead(204).end());
     // Accepts connections, never answers: a service stuck in a loop.
     const silent = createTcpServer(() => undefined);
     try {
       expect(await probe({ ADMIN_PORT: await listenOnLoopback(unwell) })).toBe(1);
+      expect(await probe({ ADMIN_PORT: await listenOnLoopback(elsewhere) })).toBe(1);
+      expect(await probe({ ADMIN_PORT: await listenOnLoopback(empty) })).toBe(1);
       // 1, not -1: the probe gave up by itself, execFile's 10 s timeout did not kill it.
       expect(await probe({ ADMIN_PORT: await listenOnLoopback(silent) })).toBe(1);
     } finally {
       unwell.close();
+      elsewhere.close();
+      empty.close();
       silent.close();
     }
   });
