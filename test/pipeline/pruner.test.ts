@@ -5,7 +5,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { Callback } from "../../src/callback.js";
 import { StoreUnavailableError } from "../../src/inbox/inbox.js";
 import { SqliteInbox } from "../../src/inbox/sqlite/sqlite-inbox.js";
-import { Pruner, type PrunerOptions } from "../../src/pipeline/pruner.js";
+import { FIRST_PRUNE_DELAY_MS, Pruner, type PrunerOptions } from "../../src/pipeline/pruner.js";
 import { type Harness, makeCallback, startHarness } from "../support/harness.js";
 import { type CapturedLogs, captureLogs } from "../support/log-capture.js";
 import { waitFor } from "../support/wait-for.js";
@@ -52,6 +52,20 @@ describe("Pruner", () => {
     });
     return pruner;
   }
+
+  it("prunes for the first time soon after start, not a whole interval later (a service restarted often still prunes)", async () => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
+    try {
+      await finished("done", 1);
+      now += 2 * HOUR_MS;
+      createPruner({ intervalMs: HOUR_MS }).start();
+      await vi.advanceTimersByTimeAsync(FIRST_PRUNE_DELAY_MS);
+    } finally {
+      vi.useRealTimers();
+    }
+    // The run started at FIRST_PRUNE_DELAY_MS; its writes finish in real time.
+    await waitFor(async () => (await inbox.countByState()).done === 0, "the first prune", 3000);
+  });
 
   it("deletes a backlog batch by batch until a batch comes back short, and keeps a state whose retention is off", async () => {
     await finished("done", 5);
