@@ -211,6 +211,14 @@ describe("admin port", () => {
     ]);
   });
 
+  it("shows clientReference as null for a callback without one: every job has the same fields", async () => {
+    harness = await startHarness({ service: { worker: false } });
+    const { clientReference: _left, ...without } = makeCallback();
+    const { id } = (await harness.post(without)).body;
+    const shown = (await (await admin(`/admin/jobs/${id}`)).json()) as Record<string, unknown>;
+    expect(shown).toHaveProperty("clientReference", null);
+  });
+
   it("pages through jobs in id order: each page's next is its last id, no job twice, none left out", async () => {
     harness = await startHarness({ service: { worker: false } });
     const ids: string[] = [];
