@@ -215,14 +215,14 @@ describe("ClientCredentialsTokenProvider against the simulated finAPI Access", (
   });
 });
 
-/** A token endpoint that answers every request with `status` and `body` (JSON). */
-async function tokenEndpoint(status: number, body: string) {
+/** A token endpoint that answers with `status` and the bodies in turn (JSON; the last from then on). */
+async function tokenEndpoint(status: number, ...bodies: string[]) {
   let requests = 0;
   const server: Server = createServer((req, res) => {
     requests += 1;
     req.resume();
     res.writeHead(status, { "content-type": "application/json" });
-    res.end(body);
+    res.end(bodies[Math.min(requests, bodies.length) - 1]);
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   return {
@@ -264,6 +264,28 @@ describe("ClientCredentialsTokenProvider against token answers finAPI's simulato
     now += 2_000; // inside the refresh margin of an hour's token
     await tokens.getToken();
     await waitFor(() => endpoint?.requests() === 2, "the refresh");
+  });
+
+  it("takes the same token again with expires_in 0 as one with its last second left, not as one that never expires", async () => {
+    // finAPI hands back the token it issued until it expires, with what is left of it.
+    endpoint = await tokenEndpoint(
+      200,
+      '{"access_token":"token-a","token_type":"bearer","expires_in":30}',
+      '{"access_token":"token-a","token_type":"bearer","expires_in":0}',
+      '{"access_token":"token-b","token_type":"bearer","expires_in":3600}',
+    );
+    let now = 1_000_000;
+    const { tokens } = providerFor(endpoint.url, () => now);
+    await tokens.getToken();
+    now += 31_000; // past its 30 s
+    expect(await tokens.getToken()).toBe("token-a");
+    expect(endpoint.requests()).toBe(2);
+    // Within that last second it is used, not asked for again and again.
+    for (let i = 0; i < 5; i++) await tokens.getToken();
+    expect(endpoint.requests()).toBe(2);
+    now += 2_000;
+    expect(await tokens.getToken()).toBe("token-b");
+    expect(endpoint.requests()).toBe(3);
   });
 
   it("does not show a JSON answer it cannot read (it may hold a credential)", async () => {
