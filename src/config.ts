@@ -523,7 +523,7 @@ export interface Config {
         }
       | undefined;
     /**
-     * Set variables of sinks SINKS does not name, by sink: main.ts warns about them (an
+     * Set variables of sinks SINKS does not name, by sink: start-up warns about them (an
      * HTTP_SINK_URL without http in SINKS forwards nothing, and said nothing about it).
      */
     unusedSettings: { sink: string; variables: string[] }[];

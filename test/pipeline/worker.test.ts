@@ -6,6 +6,7 @@ import { ReceiverError } from "../../src/errors.js";
 import { SqliteInbox } from "../../src/inbox/sqlite/sqlite-inbox.js";
 import type { CheckRun } from "../../src/pipeline/process-check.js";
 import { Worker, type WorkerOptions } from "../../src/pipeline/worker.js";
+import { sleep } from "../../src/sleep.js";
 import { makeCallback } from "../support/harness.js";
 import { captureLogs } from "../support/log-capture.js";
 import { waitFor } from "../support/wait-for.js";
@@ -316,13 +317,7 @@ describe("Worker", () => {
     let finished = false;
     // A check that takes 200 ms and stops when told to, as finAPI calls and sinks do.
     startWorker(async (run) => {
-      await new Promise((resolve, reject) => {
-        const timer = setTimeout(resolve, 200);
-        run.signal.addEventListener("abort", () => {
-          clearTimeout(timer);
-          reject(run.signal.reason);
-        });
-      });
+      await sleep(200, run.signal);
       finished = true;
     });
     const { id } = await inbox.enqueue(makeCallback() as never, new Date(now));
