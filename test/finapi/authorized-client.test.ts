@@ -1,29 +1,14 @@
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { z } from "zod";
 import { AuthorizedClient } from "../../src/finapi/authorized-client.js";
 import { createTransport, type Transport } from "../../src/http-transport.js";
+import { answeringInTurn, type ScriptedAnswer } from "../support/answering-server.js";
 import { captureLogs } from "../support/log-capture.js";
 
 /** A finAPI stand-in that gives its answers in order (the last one from then on). */
-async function finapiAnswering(
-  answers: { status: number; headers?: Record<string, string>; body: string }[],
-) {
-  const requestedAt: number[] = [];
-  const server: Server = createServer((_req, res) => {
-    requestedAt.push(Date.now());
-    const answer = answers[Math.min(requestedAt.length, answers.length) - 1];
-    if (!answer) throw new Error("no answer scripted");
-    res.writeHead(answer.status, { "content-type": "application/json", ...answer.headers });
-    res.end(answer.body);
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/checks/pt/kreditcheck/kc`,
-    requestedAt,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
-  };
+async function finapiAnswering(answers: ScriptedAnswer[]) {
+  const server = await answeringInTurn(answers);
+  return { ...server, url: `${server.origin}/checks/pt/kreditcheck/kc` };
 }
 
 describe("AuthorizedClient's quick retries inside one attempt", () => {

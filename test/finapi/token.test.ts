@@ -1,5 +1,3 @@
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { ReceiverError } from "../../src/errors.js";
 import { ClientCredentialsTokenProvider } from "../../src/finapi/token.js";
@@ -10,6 +8,7 @@ import {
   type SimulatorOptions,
   startSimulator,
 } from "../../src/simulator/server.js";
+import { answeringInTurn } from "../support/answering-server.js";
 import { captureLogs } from "../support/log-capture.js";
 import { waitFor } from "../support/wait-for.js";
 import { servePage } from "../support/web-page.js";
@@ -215,20 +214,13 @@ describe("ClientCredentialsTokenProvider against the simulated finAPI Access", (
   });
 });
 
-/** A token endpoint that answers with `status` and the bodies in turn (JSON; the last from then on). */
+/** A token endpoint that answers with `status` and the bodies in turn (the last from then on). */
 async function tokenEndpoint(status: number, ...bodies: string[]) {
-  let requests = 0;
-  const server: Server = createServer((req, res) => {
-    requests += 1;
-    req.resume();
-    res.writeHead(status, { "content-type": "application/json" });
-    res.end(bodies[Math.min(requests, bodies.length) - 1]);
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const server = await answeringInTurn(bodies.map((body) => ({ status, body })));
   return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/api/v2/oauth/token`,
-    requests: () => requests,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    url: `${server.origin}/api/v2/oauth/token`,
+    requests: () => server.requestedAt.length,
+    close: server.close,
   };
 }
 
