@@ -207,6 +207,25 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
       await expect(inbox.complete(id, "worker-b", {})).rejects.toBeInstanceOf(LeaseLostError);
     });
 
+    it("claims expired leases and due jobs together, oldest first, no more than the limit", async () => {
+      const { id: abandoned } = await inbox.enqueue(callback(), new Date());
+      await inbox.claim("worker-a", 1, LEASE_MS);
+      await fixture.advance(10);
+      const { id: second } = await inbox.enqueue(callback(), new Date());
+      await fixture.advance(10);
+      const { id: third } = await inbox.enqueue(callback(), new Date());
+      await fixture.advance(LEASE_MS);
+      const claimed = await inbox.claim("worker-b", 2, LEASE_MS);
+      expect(claimed.map((job) => [job.id, job.takenOverFrom])).toEqual([
+        [abandoned, "worker-a"],
+        [second, undefined],
+      ]);
+      expect((await inbox.get(third))?.state).toBe("pending");
+      const [last] = await inbox.claim("worker-b", 2, LEASE_MS);
+      expect(last).toMatchObject({ id: third, attempts: 1 });
+      expect(last?.takenOverFrom).toBeUndefined();
+    });
+
     it("does not claim a retried job before its runAt, and keeps the error and the progress", async () => {
       const { id } = await inbox.enqueue(callback(), new Date());
       await inbox.claim("worker-a", 10, LEASE_MS);

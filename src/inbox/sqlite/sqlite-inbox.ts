@@ -100,14 +100,15 @@ export class SqliteInbox implements Inbox {
     this.statements = {
       insert: prepare(SQL.insert),
       findIdByKey: prepare(SQL.findIdByKey),
-      claim: prepare(SQL.claim),
+      claimablePending: prepare(SQL.claimablePending),
+      claimableExpired: prepare(SQL.claimableExpired),
+      claimOne: prepare(SQL.claimOne),
       renew: prepare(SQL.renew),
       complete: prepare(SQL.complete),
       retry: prepare(SQL.retry),
       fail: prepare(SQL.fail),
       release: prepare(SQL.release),
       requeue: prepare(SQL.requeue),
-      expiredLeases: prepare(SQL.expiredLeases),
       runNow: prepare(SQL.runNow),
       prune: prepare(SQL.prune),
       get: prepare(SQL.get),
@@ -156,32 +157,34 @@ export class SqliteInbox implements Inbox {
   async claim(workerId: string, limit: number, leaseMs: number): Promise<Job[]> {
     // Committed at once (with whatever else is queued): a free worker slot should not wait
     // for the end of the event-loop turn.
-    const rows = await this.write(
+    const claimed = await this.write(
       () => {
         const now = this.clock();
-        const expired = this.statements.expiredLeases.all({ now }) as {
-          id: string;
-          locked_by: string | null;
-        }[];
-        const claimed = this.statements.claim.all({
-          workerId,
-          lockedUntil: now + leaseMs,
-          now,
-          limit,
-        }) as JobRow[];
-        return { claimed, expired };
+        const candidates = [
+          ...(this.statements.claimablePending.all({ now, limit }) as ClaimCandidate[]),
+          ...(this.statements.claimableExpired.all({ now, limit }) as ClaimCandidate[]),
+        ]
+          .sort((a, b) => a.run_at - b.run_at || a.received_at - b.received_at)
+          .slice(0, limit);
+        const lockedUntil = now + leaseMs;
+        return candidates.map((candidate) => ({
+          row: this.statements.claimOne.get({
+            id: candidate.id,
+            workerId,
+            lockedUntil,
+            now,
+          }) as JobRow,
+          previousOwner: candidate.locked_by,
+        }));
       },
       false,
       true,
     );
-    const previousOwner = new Map(rows.expired.map((row) => [row.id, row.locked_by]));
-    return rows.claimed
-      .map((row) => {
-        const job = rowToJob(row);
-        const from = previousOwner.get(job.id);
-        return from ? { ...job, takenOverFrom: from } : job;
-      })
-      .sort((a, b) => a.runAt.getTime() - b.runAt.getTime());
+    return claimed.map(({ row, previousOwner }) => {
+      const job = rowToJob(row);
+      // An expired lease: the job's previous attempt ended without a word.
+      return previousOwner ? { ...job, takenOverFrom: previousOwner } : job;
+    });
   }
 
   renew(jobId: string, workerId: string, leaseMs: number): Promise<void> {
@@ -485,6 +488,14 @@ function messageOf(error: unknown): string {
 }
 
 /** A write of a group commit that failed alone (see applyAlone). */
+/** A job a claim may take: due and pending, or running under an expired lease. */
+interface ClaimCandidate {
+  id: string;
+  run_at: number;
+  received_at: number;
+  locked_by: string | null;
+}
+
 class WriteFailed {
   constructor(readonly error: unknown) {}
 }
