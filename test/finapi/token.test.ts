@@ -68,6 +68,25 @@ describe("ClientCredentialsTokenProvider against the simulated finAPI Access", (
     expect(simulator.stats().calls.token).toBe(1);
   });
 
+  it("uses a token whose lifetime equals the refresh margin until it expires, then asks again", async () => {
+    let now = 1_000_000;
+    const { tokens, simulator } = await provider(
+      { tokenLifetimeSec: 60 },
+      { clock: () => now, refreshMarginMs: 60_000 },
+    );
+    const first = await tokens.getToken();
+    for (let i = 0; i < 5; i++) {
+      now += 10_000;
+      expect(await tokens.getToken()).toBe(first);
+    }
+    // A refresh would have started beside those calls: give it time to show.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(simulator.stats().calls.token).toBe(1);
+    now += 10_001; // past its 60 s
+    await tokens.getToken();
+    expect(simulator.stats().calls.token).toBe(2);
+  });
+
   it("never refreshes a token that finAPI says never expires (expires_in 0)", async () => {
     let now = 0;
     const { tokens, simulator } = await provider({ tokenLifetimeSec: 0 }, { clock: () => now });

@@ -38,6 +38,9 @@ describe("fitting MAX_CONNECTIONS into the open-file limit", () => {
     expect(fitConnections(1000, 20_000, 128)).toEqual({ maxConnections: 1000, lowered: false });
     expect(fitConnections(1000, undefined, 128)).toEqual({ maxConnections: 1000, lowered: false });
     expect(fitConnections(1000, 1024, 128)).toEqual({ maxConnections: 896, lowered: true });
+    // Exactly at the limit still fits; one descriptor more does not.
+    expect(fitConnections(896, 1024, 128)).toEqual({ maxConnections: 896, lowered: false });
+    expect(fitConnections(897, 1024, 128)).toEqual({ maxConnections: 896, lowered: true });
     expect(fitConnections(1000, 64, 128)).toEqual({ maxConnections: 1, lowered: true });
   });
 });
