@@ -1,6 +1,7 @@
 import ipaddr from "ipaddr.js";
 import proxyaddr from "proxy-addr";
 import { z } from "zod";
+import { nearest } from "./edit-distance.js";
 import { bareHost, cleanEnv } from "./env-values.js";
 import { DOCUMENT_NAMES, type DocumentName } from "./finapi/documents.js";
 import { LOOPBACK_CIDRS, parseCidrList } from "./http/allowlist.js";
@@ -528,6 +529,8 @@ export interface Config {
      */
     unusedSettings: { sink: string; variables: string[] }[];
   };
+  /** Set variables the service does not read that look like typos of one it does. */
+  misspelt: { variable: string; meant: string; meantIsSet: boolean }[];
   /** Egress proxies of the outgoing calls (finAPI, the http sink). */
   proxies: EgressProxies;
   /** Documents fetched besides the JSON results and handed to the sinks. */
@@ -637,11 +640,31 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       postgres: postgresSinkTarget(e),
       unusedSettings: unusedSinkSettings(settings, e.SINKS),
     },
+    misspelt: misspeltVariables(settings),
     proxies: egressProxies(e),
     documents: e.FETCH_DOCUMENTS,
     log: { level: e.LOG_LEVEL, pretty: e.LOG_PRETTY },
   };
   return deepFreeze(config);
+}
+
+/** Read by the command-line tool (npm run cli), not by the service. */
+const CLI_VARIABLES = ["ADMIN_URL"];
+
+/**
+ * Variables set that nothing reads but that are a letter or two from one that something
+ * does (SINK for SINKS, FILE_SINK_DIRS, a lower-case sinks): most likely typos, and the
+ * setting meant silently keeps its default. Names of up to 5 letters get one edit, longer
+ * ones two: HOST is two from HOME, PORT two from PGPORT, and both are set everywhere.
+ */
+function misspeltVariables(settings: Record<string, string>): Config["misspelt"] {
+  const read = new Set([...Object.keys(envSchema.shape), ...CLI_VARIABLES]);
+  const names = [...read].filter((name) => name === name.toUpperCase());
+  return Object.keys(settings).flatMap((variable) => {
+    if (read.has(variable)) return [];
+    const meant = nearest(variable.toUpperCase(), names, (name) => (name.length <= 5 ? 1 : 2));
+    return meant === undefined ? [] : [{ variable, meant, meantIsSet: meant in settings }];
+  });
 }
 
 type ProxyVariable = "HTTP_PROXY" | "HTTPS_PROXY" | "ALL_PROXY" | "NO_PROXY";

@@ -15,6 +15,15 @@ export function warnAboutSettings(config: Config, logger: Logger): void {
   if (config.http.callbackSecret !== undefined && config.http.callbackSecret.length < 16) {
     logger.warn("CALLBACK_SECRET is shorter than 16 characters: use 32+ random characters");
   }
+  for (const { variable, meant, meantIsSet } of config.misspelt) {
+    const applies = meantIsSet
+      ? `${meant} is set too, and is what applies`
+      : `${meant} keeps its default`;
+    logger.warn(
+      { variable, meant },
+      `${variable} is set, but no variable of that name is read: did you mean ${meant}? ${applies}`,
+    );
+  }
   // An HTTP_SINK_URL without http in SINKS forwards nothing, and used to say nothing.
   // A module sink gets the whole config and may read them: then only no built-in sink does.
   const unused = config.sinks.names.some((name) => name.startsWith("module:"))

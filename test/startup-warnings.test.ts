@@ -56,4 +56,36 @@ describe("start-up warnings", () => {
       }),
     ).toEqual([]);
   });
+
+  it("names a variable that nothing reads but is a letter or two from one, and what it meant", () => {
+    const logs = captureLogs();
+    const environment = {
+      ...credentials,
+      SINK: "stdout",
+      FILE_SINK_DIRS: "/srv/results",
+      log_level: "debug",
+      STORE_URL: "sqlite:./data/inbox.db",
+      STORE_URI: "sqlite:./elsewhere.db",
+      // Set on every machine or container, and near a name of ours: not typos.
+      HOME: "/root",
+      PATH: "/usr/bin",
+      HOSTNAME: "kcr-1",
+      PGPORT: "5432",
+      PGHOST: "db",
+      NODE_VERSION: "24.1.0",
+      ADMIN_URL: "http://127.0.0.1:9090",
+      https_proxy: "http://proxy.internal:3128",
+    };
+    warnAboutSettings(loadConfig(environment), logs.logger);
+    const warnings = logs
+      .lines()
+      .filter((line) => line.level === 40 && String(line.msg).includes("no variable of that name"))
+      .map((line) => String(line.msg));
+    expect(warnings).toEqual([
+      "SINK is set, but no variable of that name is read: did you mean SINKS? SINKS keeps its default",
+      "FILE_SINK_DIRS is set, but no variable of that name is read: did you mean FILE_SINK_DIR? FILE_SINK_DIR keeps its default",
+      "log_level is set, but no variable of that name is read: did you mean LOG_LEVEL? LOG_LEVEL keeps its default",
+      "STORE_URI is set, but no variable of that name is read: did you mean STORE_URL? STORE_URL is set too, and is what applies",
+    ]);
+  });
 });

@@ -1,3 +1,4 @@
+import { nearest } from "../edit-distance.js";
 import { ERROR_CODES, isErrorCode } from "../errors.js";
 
 /**
@@ -146,24 +147,5 @@ export function knownErrorCodes(): string {
 
 /** The code a typo most likely meant: at most 2 edits away, the closest. */
 function nearestErrorCode(code: string): string | undefined {
-  let best: { code: string; distance: number } | undefined;
-  for (const known of ERROR_CODES) {
-    const distance = editDistance(code, known);
-    if (distance <= 2 && (!best || distance < best.distance)) best = { code: known, distance };
-  }
-  return best?.code;
-}
-
-/** Levenshtein distance: insertions, deletions and substitutions. */
-function editDistance(a: string, b: string): number {
-  let previous = Array.from({ length: b.length + 1 }, (_, index) => index);
-  for (let i = 1; i <= a.length; i += 1) {
-    const current = [i];
-    for (let j = 1; j <= b.length; j += 1) {
-      const substitution = (previous[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1);
-      current[j] = Math.min((previous[j] ?? 0) + 1, (current[j - 1] ?? 0) + 1, substitution);
-    }
-    previous = current;
-  }
-  return previous[b.length] ?? 0;
+  return nearest(code, ERROR_CODES, () => 2);
 }
