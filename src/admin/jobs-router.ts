@@ -80,13 +80,15 @@ export function jobsRouter(options: JobsRouterOptions): Router {
     const { fresh } = query.data;
     if (!(await inbox.requeue(job.id, { fresh }))) {
       // Its state as it is now: a worker may have moved it since it was read above.
-      const state = (await inbox.get(job.id))?.state ?? job.state;
+      const now = (await inbox.get(job.id)) ?? job;
       return sendError(res, 409, "job_not_retryable", [
         {
           message:
-            fresh && state === "pending"
+            fresh && now.state === "pending"
               ? "job is pending: it is retried with what it fetched (retry it without fresh to make it due now); fresh applies to dead and done jobs"
-              : `job is ${state}; only dead, done or pending jobs can be retried (a running one finishes or fails first)`,
+              : now.state === "running"
+                ? `job is running (leased by ${now.lockedBy ?? "a worker"} until ${now.lockedUntil?.toISOString() ?? "its lease ends"}); only dead, done or pending jobs can be retried: a running one finishes or fails first, and one whose worker stopped is taken over by another when that lease ends`
+                : `job is ${now.state}; only dead, done or pending jobs can be retried`,
         },
       ]);
     }
@@ -111,7 +113,13 @@ export function jobsRouter(options: JobsRouterOptions): Router {
         ? "job re-queued through the admin API; its kept bundle could not be read back, so it is fetched again for every sink"
         : "job re-queued through the admin API",
     );
-    res.json({ requeued: true, id: job.id, ...(fresh || fellBackToFresh ? { fresh: true } : {}) });
+    // What it was: a done job's retry is a replay to every sink, a pending one's a hurry-up.
+    res.json({
+      requeued: true,
+      id: job.id,
+      previousState: job.state,
+      ...(fresh || fellBackToFresh ? { fresh: true } : {}),
+    });
   });
 
   // An operator's replay goes in exactly as finAPI's callback does, read as it is read.

@@ -93,6 +93,37 @@ describe("admin port", () => {
     expect(await raced.json()).toMatchObject({ details: [{ message: pendingMessage }] });
   });
 
+  it("refuses to retry a running job, saying whose lease it is and until when", async () => {
+    // finAPI answers slowly: the job is running while the operator asks.
+    harness = await startHarness({ simulator: { latencyMs: 3000 } });
+    const { id } = (await harness.post(makeCallback())).body;
+    const inbox = harness.service.inbox;
+    const running = await waitFor(async () => {
+      const job = await inbox.get(String(id));
+      return job?.state === "running" ? job : undefined;
+    }, "the job running");
+    const refused = await admin(`/admin/jobs/${id}/retry`, { method: "POST" });
+    expect(refused.status).toBe(409);
+    expect(await refused.json()).toEqual({
+      error: "job_not_retryable",
+      details: [
+        {
+          message: `job is running (leased by ${running.lockedBy} until ${running.lockedUntil?.toISOString()}); only dead, done or pending jobs can be retried: a running one finishes or fails first, and one whose worker stopped is taken over by another when that lease ends`,
+        },
+      ],
+    });
+  });
+
+  it("answers a retry with the state the job was in: a done job's retry is a replay", async () => {
+    harness = await startHarness();
+    const callback = makeCallback();
+    const { id } = (await harness.post(callback)).body;
+    await harness.waitForJob(String(id), "done");
+    const replayed = await admin(`/admin/jobs/${id}/retry`, { method: "POST" });
+    expect(await replayed.json()).toEqual({ requeued: true, id, previousState: "done" });
+    await harness.waitForJob(String(id), "done");
+  });
+
   it("shows the counters moving in /metrics after a replayed callback", async () => {
     harness = await startHarness();
     const metricValue = async (line: RegExp) => {
@@ -550,7 +581,7 @@ describe("npm run cli", () => {
       await expect(cli("retry", ids[0] ?? "", "--code", code)).rejects.toMatchObject({ code: 2 });
       // A done job with --fresh: the API is asked for a fresh start.
       const fresh = JSON.parse((await cli("retry", ids[0] ?? "", "--fresh")).stdout);
-      expect(fresh).toEqual({ requeued: true, id: ids[0], fresh: true });
+      expect(fresh).toEqual({ requeued: true, id: ids[0], previousState: "done", fresh: true });
       // Anything but true or false is refused, not taken for a plain retry.
       const unclear = await fetch(
         `${harness.service.adminUrl}/admin/jobs/${ids[1]}/retry?fresh=1`,

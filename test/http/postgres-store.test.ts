@@ -61,7 +61,12 @@ describePostgres("the callback route on a PostgreSQL inbox", () => {
       method: "POST",
     });
     expect(retried.status).toBe(200);
-    expect(await retried.json()).toEqual({ requeued: true, id, fresh: true });
+    expect(await retried.json()).toEqual({
+      requeued: true,
+      id,
+      previousState: "dead",
+      fresh: true,
+    });
     const line = harness.logs
       .lines()
       .find((entry) => String(entry.msg).startsWith("job re-queued"));

@@ -408,7 +408,12 @@ describe("the http sink", () => {
     const dead = await deadOfARefusingReceiver();
     dead.fix();
     const retried = await dead.retry("?fresh=true");
-    expect(await retried.json()).toEqual({ requeued: true, id: dead.id, fresh: true });
+    expect(await retried.json()).toEqual({
+      requeued: true,
+      id: dead.id,
+      previousState: "dead",
+      fresh: true,
+    });
     await dead.harness.waitForJob(dead.id, "done");
     expect(dead.harness.simulator.stats().calls.kreditcheck).toBe(dead.fetched.kreditcheck + 1);
     const id = dead.callback.kreditCheckId;
