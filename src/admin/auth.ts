@@ -28,7 +28,13 @@ export function adminGuards(token: string | undefined, logger: Logger): AdminGua
   const refuse = (req: Request, reason: string) =>
     budget.warn(
       logger,
-      { method: req.method, path: req.path, remoteAddress: req.socket.remoteAddress, reason },
+      // The path as asked: req.path is the part after the router's mount point (/jobs).
+      {
+        method: req.method,
+        path: req.baseUrl + req.path,
+        remoteAddress: req.socket.remoteAddress,
+        reason,
+      },
       "admin request refused",
     );
   if (token === undefined) {

@@ -321,7 +321,10 @@ describe("admin port", () => {
     expect(await statusAddressedTo(adminUrl, "lb.example", "/readyz")).toBe(200);
     // Refusals are logged with their reason, never with the token given.
     const refusals = harness.logs.lines().filter((line) => line.msg === "admin request refused");
-    expect(refusals.map((line) => line.reason)).toEqual(["no admin token", "wrong admin token"]);
+    expect(refusals.map((line) => [line.path, line.reason])).toEqual([
+      ["/admin/jobs", "no admin token"],
+      ["/admin/jobs", "wrong admin token"],
+    ]);
     expect(harness.logs.text()).not.toContain("wrong-token");
   });
 
