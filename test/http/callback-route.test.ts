@@ -62,6 +62,25 @@ describe("POST /callbacks/kreditcheck", () => {
     }
   });
 
+  it("matches the path as Express routes do: letter case aside, a trailing slash and a query ignored", async () => {
+    const post = (path: string) =>
+      fetch(`${harness.service.url}${path}`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(makeCallback()),
+      });
+    for (const path of [
+      "/CALLBACKS/KREDITCHECK",
+      "/callbacks/kreditcheck/",
+      "/callbacks/kreditcheck?x=1",
+    ]) {
+      expect((await post(path)).status, path).toBe(202);
+    }
+    for (const path of ["/callbacks/kreditchecks", "/callbacks", "/callbacks/kreditcheck/x"]) {
+      expect((await post(path)).status, path).toBe(404);
+    }
+  });
+
   it("answers a repeated callback with duplicate: true and the same job, storing nothing new", async () => {
     const callback = makeCallback();
     const first = await harness.post(callback);
