@@ -35,7 +35,9 @@ const URL_SETTING: Record<FinapiEndpoint, { variable: string; path: string }> = 
 /** The fix for a URL that may point at the wrong place. */
 function checkUrlFix(endpoint: FinapiEndpoint, beginning: string): string {
   const { variable, path } = URL_SETTING[endpoint];
-  return `${beginning} check that ${variable} points at the finAPI environment (sandbox or live) the callback came from, including the path (${path}).`;
+  // The start-up check asks for a token before any callback came.
+  const which = endpoint === "token" ? "your client credentials are for" : "the callback came from";
+  return `${beginning} check that ${variable} points at the finAPI environment (sandbox or live) ${which}, including the path (${path}).`;
 }
 
 /**
@@ -159,7 +161,12 @@ function networkFix(
     const also = proxy ? ` and ${proxy}` : "";
     return `If every call times out, raise FINAPI_TIMEOUT_MS or check ${URL_SETTING[endpoint].variable}${also}.`;
   }
-  if (!proxy) return checkUrlFix(endpoint, "If this keeps happening,");
+  if (!proxy) {
+    return checkUrlFix(
+      endpoint,
+      "If this keeps happening, check that this machine can reach finAPI (DNS, a firewall; calls that must go through a proxy need HTTPS_PROXY), and",
+    );
+  }
   return checkUrlFix(
     endpoint,
     `If this keeps happening, check that the proxy in ${proxy} is up and lets the service through to finAPI (NO_PROXY lists the hosts reached directly), and`,

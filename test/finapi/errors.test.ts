@@ -68,8 +68,15 @@ describe("finAPI errors name what to check", () => {
   it("an unreachable token endpoint names FINAPI_TOKEN_URL and the token path", () => {
     const error = networkError({ ...context, endpoint: "token" }, new Error("ECONNREFUSED"), false);
     expect(error.retryable).toBe(true);
-    expect(error.fix).toContain("FINAPI_TOKEN_URL");
-    expect(error.fix).toContain("…/api/v2/oauth/token");
+    expect(error.fix).toBe(
+      "If this keeps happening, check that this machine can reach finAPI (DNS, a firewall; calls that must go through a proxy need HTTPS_PROXY), and check that FINAPI_TOKEN_URL points at the finAPI environment (sandbox or live) your client credentials are for, including the path (…/api/v2/oauth/token).",
+    );
+    // A data call: the callback said which environment.
+    expect(
+      networkError({ ...context, endpoint: "dac" }, new Error("ENOTFOUND"), false).fix,
+    ).toMatch(
+      /check that FINAPI_DI_URL points at the finAPI environment \(sandbox or live\) the callback came from/,
+    );
   });
 
   it("a call that failed through a proxy names the proxy's variable, not only the URL's", async () => {
