@@ -1,6 +1,8 @@
 /**
  * PostgreSQL failures are recognised by SQLSTATE (and Node's socket error codes), never by
- * message text: messages are localised and change between releases.
+ * the server's message text: messages are localised and change between releases. The one
+ * exception is the driver's own words for a connection lost or not opened in time, which
+ * have no code (see CONNECTION_LOST).
  */
 export function sqlstateOf(error: unknown): string | undefined {
   const code = (error as { code?: unknown } | null)?.code;
@@ -33,10 +35,24 @@ const FIXES: readonly [test: (code: string) => boolean, fix: string][] = [
   ],
 ];
 
+/**
+ * node-postgres's (and pg-pool's) errors for a connection that closed, or was not opened
+ * within connectionTimeoutMillis: English text in the driver, not the server's, and no
+ * code. A host that drops packets (a firewall, a wrong address) ends this way.
+ */
+const CONNECTION_LOST =
+  /^(?:Connection terminated(?: unexpectedly| due to connection timeout)?|timeout exceeded when trying to connect)$/;
+const CONNECTION_LOST_FIX =
+  "the connection to the PostgreSQL server closed or could not be opened in time: check host and port in the URL, that the server runs, and that no firewall drops the service's packets.";
+
 /** A one-line description of a pg error: SQLSTATE, message, and what to do about it. */
 export function describePgError(error: unknown): string {
   const code = sqlstateOf(error);
   const message = error instanceof Error ? error.message : String(error);
-  const fix = code ? FIXES.find(([test]) => test(code))?.[1] : undefined;
+  const fix = code
+    ? FIXES.find(([test]) => test(code))?.[1]
+    : CONNECTION_LOST.test(message)
+      ? CONNECTION_LOST_FIX
+      : undefined;
   return `${code ? `[${code}] ` : ""}${message}${fix ? ` (${fix})` : ""}`;
 }
