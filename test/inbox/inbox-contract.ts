@@ -226,6 +226,40 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
       expect(last?.takenOverFrom).toBeUndefined();
     });
 
+    it("takes over every expired lease of a stopped worker in one claim, oldest first, the moment the lease ends", async () => {
+      const ids: string[] = [];
+      for (let index = 0; index < 3; index++) {
+        ids.push((await inbox.enqueue(callback(), new Date())).id);
+        await fixture.advance(10);
+      }
+      await inbox.claim("worker-a", 3, LEASE_MS);
+      await fixture.advance(LEASE_MS);
+      const claimed = await inbox.claim("worker-b", 3, LEASE_MS);
+      expect(claimed.map((job) => [job.id, job.takenOverFrom, job.attempts])).toEqual(
+        ids.map((id) => [id, "worker-a", 2]),
+      );
+    });
+
+    it("takes an expired lease before a job due at the same moment but received later", async () => {
+      const now = fixture.now();
+      const early = await inbox.enqueue(callback(), new Date(now - 2000));
+      const late = await inbox.enqueue(callback(), new Date(now - 1000));
+      const [first] = await inbox.claim("worker-a", 1, LEASE_MS);
+      expect(first?.id).toBe(early.id);
+      await fixture.advance(LEASE_MS + 1);
+      const [taken] = await inbox.claim("worker-b", 1, LEASE_MS);
+      expect(taken).toMatchObject({ id: early.id, takenOverFrom: "worker-a" });
+      expect((await inbox.get(late.id))?.state).toBe("pending");
+    });
+
+    it("marks a claimed job updated at the claim", async () => {
+      const { id } = await inbox.enqueue(callback(), new Date());
+      await fixture.advance(60_000);
+      const claimedAt = fixture.now();
+      await inbox.claim("worker-a", 1, LEASE_MS);
+      expect((await inbox.get(id))?.updatedAt.getTime()).toBeGreaterThanOrEqual(claimedAt - 1000);
+    });
+
     it("does not claim a retried job before its runAt, and keeps the error and the progress", async () => {
       const { id } = await inbox.enqueue(callback(), new Date());
       await inbox.claim("worker-a", 10, LEASE_MS);

@@ -30,6 +30,37 @@ defineInboxContract("SQLite", async () => {
   };
 });
 
+describe("SQLite inbox: claiming expired leases", () => {
+  it("takes over the expired leases oldest by runAt when more have expired than the limit", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "kcr-inbox-"));
+    let now = Date.parse("2026-11-26T10:00:00.000Z");
+    const inbox = new SqliteInbox({ path: join(dir, "inbox.db"), clock: () => now });
+    try {
+      const lease = 10_000;
+      const ids: string[] = [];
+      for (let index = 0; index < 3; index++) {
+        ids.push((await inbox.enqueue(makeCallback() as never, new Date(now))).id);
+        now += 10;
+      }
+      // Claimed one at a time, the oldest with the longest lease: by when each lease ends,
+      // the newest would come first.
+      for (const [index, leaseMs] of [3 * lease, 2 * lease, lease].entries()) {
+        await inbox.claim(`w${index}`, 1, leaseMs);
+      }
+      now += 3 * lease;
+      const taken = await inbox.claim("w9", 2, lease);
+      expect(taken.map((job) => [job.id, job.takenOverFrom])).toEqual([
+        [ids[0], "w0"],
+        [ids[1], "w1"],
+      ]);
+      expect((await inbox.get(ids[2] as string))?.lockedBy).toBe("w2");
+    } finally {
+      await inbox.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("SQLite inbox: who may read it", () => {
   it("makes its folder 0750 and its files 0600: they hold callbacks and failed bundles", async () => {
     const dir = await mkdtemp(join(tmpdir(), "kcr-inbox-mode-"));

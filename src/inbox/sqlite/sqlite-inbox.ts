@@ -487,7 +487,6 @@ function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
-/** A write of a group commit that failed alone (see applyAlone). */
 /** A job a claim may take: due and pending, or running under an expired lease. */
 interface ClaimCandidate {
   id: string;
@@ -496,6 +495,7 @@ interface ClaimCandidate {
   locked_by: string | null;
 }
 
+/** A write of a group commit that failed alone (see applyAlone). */
 class WriteFailed {
   constructor(readonly error: unknown) {}
 }

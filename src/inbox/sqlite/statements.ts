@@ -14,11 +14,13 @@ export const SQL = {
            ON CONFLICT (process_token, kreditcheck_id) DO NOTHING`,
   findIdByKey: `SELECT id FROM jobs WHERE process_token = ? AND kreditcheck_id = ?`,
   /**
-   * A claim is these three in one write transaction: the due pending jobs and the expired
-   * leases (each the first @limit by run_at, received_at, from its own partial index), then
-   * one UPDATE by id for each of the first @limit of both. One UPDATE ... WHERE id IN
-   * (those two as a UNION) RETURNING * did the same at four times the CPU (about 250 µs for
-   * one job against 60 µs), a tenth of the service's main thread at WORKER_CONCURRENCY 64.
+   * A claim is these three in one write transaction: the due pending jobs (the first @limit
+   * by run_at, received_at, read in that order from their partial index) and the expired
+   * leases (found through theirs, sorted, the first @limit), then one UPDATE by id for each
+   * of the first @limit of both. One UPDATE ... WHERE id IN (those two as a UNION)
+   * RETURNING * did the same for about three times the CPU (a one-job claim, transaction
+   * included: 479 against 150 µs); its claims were 6.7 % of the service's main thread at
+   * WORKER_CONCURRENCY 64 (bench:pipeline, issue 7).
    */
   claimablePending: `SELECT id, run_at, received_at, NULL AS locked_by FROM jobs INDEXED BY jobs_pending_due
                      WHERE state = 'pending' AND run_at <= @now
