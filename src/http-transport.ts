@@ -60,6 +60,14 @@ export function createTransport(options: TransportOptions): Transport {
   return { http, close: () => dispatchers.destroy() };
 }
 
+/**
+ * The call was cut off because this transport was closed: the service is stopping (a
+ * shared token request outlives the start-up check that asked for it).
+ */
+export function isClosedTransport(error: unknown): boolean {
+  return isAxiosError(error) && error.code === "UND_ERR_DESTROYED";
+}
+
 export function isTimeout(error: unknown): boolean {
   return isAxiosError(error) && (error.code === "ECONNABORTED" || error.code === "ETIMEDOUT");
 }

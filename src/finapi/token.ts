@@ -1,7 +1,12 @@
 import { randomUUID } from "node:crypto";
 import type { Axios, AxiosResponse } from "axios";
 import { untilAborted } from "../abortable.js";
-import { isTimeout, noAnswerLogFields, parseRetryAfter } from "../http-transport.js";
+import {
+  isClosedTransport,
+  isTimeout,
+  noAnswerLogFields,
+  parseRetryAfter,
+} from "../http-transport.js";
 import type { Logger } from "../logger.js";
 import { networkError, tokenAnswerUnreadable, tokenError } from "./errors.js";
 import { tokenResponseSchema } from "./schemas.js";
@@ -145,10 +150,15 @@ export class ClientCredentialsTokenProvider implements TokenProvider {
     } catch (error) {
       this.options.onResponse?.(isTimeout(error) ? "timeout" : "network_error", took());
       this.options.onRequest?.("failure");
-      logger.warn(
-        { requestId, endpoint: "token", ...noAnswerLogFields(error) },
-        "finAPI token request failed",
-      );
+      if (isClosedTransport(error)) {
+        // Not finAPI's doing: the service stopped while the request was on its way.
+        logger.info({ requestId, endpoint: "token" }, "finAPI token request cut short: stopping");
+      } else {
+        logger.warn(
+          { requestId, endpoint: "token", ...noAnswerLogFields(error) },
+          "finAPI token request failed",
+        );
+      }
       throw networkError({ endpoint: "token", requestId }, error, isTimeout(error));
     }
     const durationMs = this.clock() - startedAt;

@@ -1,3 +1,5 @@
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { ReceiverError } from "../../src/errors.js";
 import { ClientCredentialsTokenProvider } from "../../src/finapi/token.js";
@@ -85,6 +87,37 @@ describe("ClientCredentialsTokenProvider against the simulated finAPI Access", (
     now += 10_001; // past its 60 s
     await tokens.getToken();
     expect(simulator.stats().calls.token).toBe(2);
+  });
+
+  it("says a token request cut off by the service stopping was cut short, not that finAPI failed", async () => {
+    // A token endpoint that never answers: the request is out when the service stops.
+    let received = 0;
+    const hanging = createServer(() => {
+      received += 1;
+    });
+    await new Promise<void>((resolve) => hanging.listen(0, "127.0.0.1", resolve));
+    const { port } = hanging.address() as AddressInfo;
+    const transport = createTransport({ timeoutMs: 5000 });
+    const logs = captureLogs();
+    const tokens = new ClientCredentialsTokenProvider({
+      http: transport.http,
+      tokenUrl: `http://127.0.0.1:${port}/api/v2/oauth/token`,
+      clientId: "id",
+      clientSecret: "secret",
+      refreshMarginMs: 60_000,
+      logger: logs.logger,
+    });
+    try {
+      const asked = tokens.getToken();
+      await waitFor(() => received === 1, "the token request at finAPI");
+      await transport.close();
+      await expect(asked).rejects.toBeInstanceOf(ReceiverError);
+      const lines = logs.lines().map((line) => [line.level, line.msg]);
+      expect(lines).toEqual([[30, "finAPI token request cut short: stopping"]]);
+    } finally {
+      hanging.closeAllConnections();
+      await new Promise((resolve) => hanging.close(resolve));
+    }
   });
 
   it("never refreshes a token that finAPI says never expires (expires_in 0)", async () => {
