@@ -4,6 +4,7 @@ import { type Config, redactUrl } from "../config.js";
 import type { Logger } from "../logger.js";
 import { FileSink } from "./file.js";
 import { HttpSink } from "./http.js";
+import { moduleSinkError } from "./module-error.js";
 import { PostgresSink } from "./postgres.js";
 import type { Sink } from "./sink.js";
 import { StdoutSink } from "./stdout.js";
@@ -100,7 +101,21 @@ async function loadModuleSink(path: string, config: Config, logger: Logger): Pro
   if (typeof sink?.name !== "string" || sink.name === "" || typeof sink.deliver !== "function") {
     throw new Error(`SINKS: module:${path}'s factory must return { name, deliver(bundle, ctx) }`);
   }
-  return sink as Sink;
+  const loaded = sink as Sink;
+  return {
+    name: loaded.name,
+    // Its errors read for retryable, code, fix and retryAfterMs (see moduleSinkError).
+    deliver: async (bundle, ctx) => {
+      try {
+        await loaded.deliver(bundle, ctx);
+      } catch (error) {
+        throw moduleSinkError(error);
+      }
+    },
+    ...(typeof loaded.close === "function"
+      ? { close: () => loaded.close?.() ?? Promise.resolve() }
+      : {}),
+  };
 }
 
 /**

@@ -612,6 +612,11 @@ describe("npm run cli", () => {
       const id = String((await harness.post(makeCallback())).body.id);
       const dead = await harness.waitForJob(id, "dead");
       expect(dead.lastErrorCodes).toEqual(["sink_delivery_failed", "queue_full"]);
+      // Dead on its first attempt (retryable: false), with the module's own words.
+      expect(dead.attempts).toBe(1);
+      expect(dead.lastError).toBe(
+        "sink_delivery_failed: delivery failed (queue: queue_full: the queue is full) Fix: empty the queue, then retry the job",
+      );
       const retried = await cli("retry", "--all-dead", "--code", "queue_full");
       expect(JSON.parse(retried.stdout)).toEqual({ requeued: 1, ids: [id], failed: [] });
       expect(retried.stderr).toBe(
