@@ -5,6 +5,7 @@ import { AdminTargetError, cliTarget } from "./admin/cli-target.js";
 import {
   ERROR_CODE,
   knownErrorCodes,
+  noMatchHint,
   retryDeadJobs,
   retryPath,
   unknownCodeWarning,
@@ -203,16 +204,18 @@ async function main(argv: string[]): Promise<number> {
         const code = values.code;
         const unknown = code === undefined ? undefined : unknownCodeWarning(code);
         if (unknown) process.stderr.write(`kreditcheck-receiver cli: warning: ${unknown}\n`);
-        const retried = await retryDeadJobs(call, code, values.fresh === true);
+        const codesSeen = new Set<string>();
+        const retried = await retryDeadJobs(call, code, values.fresh === true, codesSeen);
         // A run that retried nothing says why, instead of a bare "requeued": 0; with a
         // code the service does not know (a typo, most likely) it is an error.
         if (code !== undefined && retried.requeued === 0 && retried.failed.length === 0) {
+          const hint = noMatchHint(code, codesSeen);
           if (unknown) {
             throw new CliError(
-              `no dead job has code ${code}; nothing was requeued. The service's error codes: ${knownErrorCodes()}`,
+              `no dead job has code ${code}; nothing was requeued.${hint} The service's error codes: ${knownErrorCodes()}`,
             );
           }
-          process.stderr.write(`kreditcheck-receiver cli: no dead job has code ${code}\n`);
+          process.stderr.write(`kreditcheck-receiver cli: no dead job has code ${code}.${hint}\n`);
         }
         process.stdout.write(`${JSON.stringify(retried, null, 2)}\n`);
         // Some jobs not put back, or the run cut short: say so in the exit status too.

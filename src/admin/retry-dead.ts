@@ -48,6 +48,8 @@ export async function retryDeadJobs(
   call: AdminCall,
   code?: string,
   fresh = false,
+  /** Filled with the codes of every dead job looked at: for a hint when none matched. */
+  codesSeen?: Set<string>,
 ): Promise<RetryDeadResult> {
   const result: RetryDeadResult = { requeued: 0, ids: [], failed: [] };
   try {
@@ -60,7 +62,9 @@ export async function retryDeadJobs(
         );
       }
       for (const job of page.jobs) {
-        if (code !== undefined && !codesOf(job).includes(code)) continue;
+        const codes = codesOf(job);
+        for (const each of codes) codesSeen?.add(each);
+        if (code !== undefined && !codes.includes(code)) continue;
         try {
           await call("POST", retryPath(job.id, fresh));
           result.requeued += 1;
@@ -138,6 +142,17 @@ export function unknownCodeWarning(code: string): string | undefined {
   if (isErrorCode(code)) return undefined;
   const near = nearestErrorCode(code);
   return `--code ${code} is none of the service's error codes${near ? ` (did you mean ${near}?)` : ""}; looking for dead jobs with it anyway, as a module sink may use codes of its own`;
+}
+
+/**
+ * Why a --code run that no dead job matched retried nothing: the code the dead jobs have
+ * that it most likely meant (a module sink's own, which the service's list cannot know),
+ * and the dead jobs' codes.
+ */
+export function noMatchHint(code: string, codesSeen: ReadonlySet<string>): string {
+  const near = nearest(code, codesSeen, () => 2);
+  const seen = [...codesSeen].sort().join(", ");
+  return `${near ? ` Did you mean ${near}?` : ""} The dead jobs' codes: ${seen || "none (no dead job)"}.`;
 }
 
 /** The service's error codes, for a message. */

@@ -553,7 +553,9 @@ describe("npm run cli", () => {
       // A code of the service that no dead job has: said so, nothing requeued, no error.
       const none = await cli("retry", "--all-dead", "--code", "stdout_closed");
       expect(JSON.parse(none.stdout)).toEqual({ requeued: 0, ids: [], failed: [] });
-      expect(none.stderr).toBe("kreditcheck-receiver cli: no dead job has code stdout_closed\n");
+      expect(none.stderr).toBe(
+        `kreditcheck-receiver cli: no dead job has code stdout_closed. The dead jobs' codes: ${code}.\n`,
+      );
       // A typo: the known codes, a non-zero exit, and the jobs left dead.
       const typo = await cli("retry", "--all-dead", "--code", "finapi_forbiden").catch(
         (error: { code: number; stdout: string; stderr: string }) => error,
@@ -563,7 +565,7 @@ describe("npm run cli", () => {
         "kreditcheck-receiver cli: warning: --code finapi_forbiden is none of the service's error codes (did you mean finapi_forbidden?)",
       );
       expect(typo.stderr).toContain(
-        "kreditcheck-receiver cli: no dead job has code finapi_forbiden; nothing was requeued. The service's error codes: ",
+        `kreditcheck-receiver cli: no dead job has code finapi_forbiden; nothing was requeued. Did you mean finapi_forbidden? The dead jobs' codes: ${code}. The service's error codes: `,
       );
       expect(typo.stderr).toContain("http_sink_rejected, http_sink_unavailable");
       for (const id of ids) expect((await harness.service.inbox.get(id))?.state).toBe("dead");
@@ -612,6 +614,14 @@ describe("npm run cli", () => {
       const id = String((await harness.post(makeCallback())).body.id);
       const dead = await harness.waitForJob(id, "dead");
       expect(dead.lastErrorCodes).toEqual(["sink_delivery_failed", "queue_full"]);
+      // Its own code mistyped: the service's list cannot know it, the dead jobs' codes do.
+      const typo = await cli("retry", "--all-dead", "--code", "queue_ful").catch(
+        (error: { code: number; stderr: string }) => error,
+      );
+      expect(typo).toMatchObject({ code: 2 });
+      expect(typo.stderr).toContain(
+        "no dead job has code queue_ful; nothing was requeued. Did you mean queue_full? The dead jobs' codes: queue_full, sink_delivery_failed. The service's error codes: ",
+      );
       // Dead on its first attempt (retryable: false), with the module's own words.
       expect(dead.attempts).toBe(1);
       expect(dead.lastError).toBe(
