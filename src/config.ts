@@ -548,15 +548,20 @@ export class ConfigError extends Error {
 /** Parses the environment once; the result is frozen so nothing changes it later. */
 export function loadConfig(env: Record<string, string | undefined>): Config {
   const settings = cleanEnv(env);
+  const misspelt = misspeltVariables(settings);
   const parsed = configSchema.safeParse(settings);
   if (!parsed.success) {
+    // FINAPI_CLIENT_ID "is required" while FINAPI_CLIENTID is set: say so beside it.
+    const typoOf = new Map(misspelt.map(({ variable, meant }) => [meant, variable]));
     throw new ConfigError(
       parsed.error.issues.map((issue) => {
         const name = issue.path[0];
         if (name === undefined) return issue.message;
-        return issue.message.startsWith(String(name))
+        const problem = issue.message.startsWith(String(name))
           ? issue.message
           : `${String(name)}: ${issue.message}`;
+        const typo = typoOf.get(String(name));
+        return typo ? `${problem} (${typo} is set: a misspelling of ${String(name)}?)` : problem;
       }),
     );
   }
@@ -640,7 +645,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       postgres: postgresSinkTarget(e),
       unusedSettings: unusedSinkSettings(settings, e.SINKS),
     },
-    misspelt: misspeltVariables(settings),
+    misspelt,
     proxies: egressProxies(e),
     documents: e.FETCH_DOCUMENTS,
     log: { level: e.LOG_LEVEL, pretty: e.LOG_PRETTY },

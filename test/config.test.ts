@@ -47,6 +47,12 @@ describe("loadConfig", () => {
     );
   });
 
+  it("names a misspelt variable beside the required one it probably meant", () => {
+    expect(problemsOf({ FINAPI_CLIENTID: "id", FINAPI_CLIENT_SECRET: "secret" })).toEqual([
+      "FINAPI_CLIENT_ID is required (FINAPI_CLIENTID is set: a misspelling of FINAPI_CLIENT_ID?)",
+    ]);
+  });
+
   it("selects the live presets and says which of them are unconfirmed", () => {
     const config = loadConfig({ ...credentials, FINAPI_ENV: "live" });
     expect(config.finapi.processctrlUrl).toBe(
