@@ -148,12 +148,14 @@ export class ClientCredentialsTokenProvider implements TokenProvider {
       });
       this.options.onResponse?.(String(response.status), took());
     } catch (error) {
-      this.options.onResponse?.(isTimeout(error) ? "timeout" : "network_error", took());
-      this.options.onRequest?.("failure");
       if (isClosedTransport(error)) {
-        // Not finAPI's doing: the service stopped while the request was on its way.
+        // Not finAPI's doing: the service stopped while the request was on its way. Not
+        // counted either, as a data call cancelled by shutdown is not: an alert on token
+        // failures should not fire on a rollout.
         logger.info({ requestId, endpoint: "token" }, "finAPI token request cut short: stopping");
       } else {
+        this.options.onResponse?.(isTimeout(error) ? "timeout" : "network_error", took());
+        this.options.onRequest?.("failure");
         logger.warn(
           { requestId, endpoint: "token", ...noAnswerLogFields(error) },
           "finAPI token request failed",
