@@ -256,22 +256,33 @@ export class Worker {
       ending: false,
     };
     this.busy += 1;
+    // One renewal at a time: a store that holds them (a PostgreSQL table lock) would
+    // otherwise collect one more per interval, each holding a connection the job's outcome
+    // then has to wait for. The next one goes out at the first interval after it answers.
+    let renewing = false;
     const renewal = setInterval(
       () => {
+        if (renewing) return;
+        renewing = true;
         const renewedAs = entry.owner;
-        inbox.renew(job.id, renewedAs, leaseMs).catch((error: unknown) => {
-          // Refused because the run stores or has stored its outcome meanwhile (a renewal
-          // held up by a slow store, or one that reached the store after the outcome's
-          // write): nothing was lost.
-          if (controller.signal.aborted || entry.ending) return;
-          // This worker re-claimed the job while the renewal was on its way (the run adopted
-          // the new lease): the old token is gone, the job is not lost.
-          if (error instanceof LeaseLostError && renewedAs !== entry.owner) return;
-          if (error instanceof LeaseLostError) {
-            logger.warn("lease lost while the job was running; stopping this attempt");
-            controller.abort(error);
-          } else logger.warn({ err: error }, "lease renewal failed; will try again");
-        });
+        inbox
+          .renew(job.id, renewedAs, leaseMs)
+          .catch((error: unknown) => {
+            // Refused because the run stores or has stored its outcome meanwhile (a renewal
+            // held up by a slow store, or one that reached the store after the outcome's
+            // write): nothing was lost.
+            if (controller.signal.aborted || entry.ending) return;
+            // This worker re-claimed the job while the renewal was on its way (the run adopted
+            // the new lease): the old token is gone, the job is not lost.
+            if (error instanceof LeaseLostError && renewedAs !== entry.owner) return;
+            if (error instanceof LeaseLostError) {
+              logger.warn("lease lost while the job was running; stopping this attempt");
+              controller.abort(error);
+            } else logger.warn({ err: error }, "lease renewal failed; will try again");
+          })
+          .finally(() => {
+            renewing = false;
+          });
       },
       Math.max(10, Math.floor(leaseMs / 3)),
     );

@@ -143,6 +143,23 @@ describe("Worker", () => {
     await waitFor(async () => (await inbox.get(id))?.state === "done", "the job done");
   });
 
+  it("sends one lease renewal at a time while the store holds them, and goes on once it answers", async () => {
+    let finish: () => void = () => undefined;
+    const blocked = new Promise<void>((resolve) => {
+      finish = resolve;
+    });
+    // A renewal every 20 ms; the store answers none until the gate opens.
+    const { openGate, renewals } = startWorkerWithSlowRenewals(() => blocked, 60);
+    const { id } = await inbox.enqueue(makeCallback() as never, new Date(now));
+    await waitFor(() => renewals.length === 1, "a renewal on its way");
+    await sleep(200); // ten intervals
+    expect(renewals).toHaveLength(1);
+    openGate();
+    await waitFor(() => renewals.length >= 3, "renewals going on after the store answered");
+    finish();
+    await waitFor(async () => (await inbox.get(id))?.state === "done", "the job done");
+  });
+
   it("does not report a lease lost when a renewal held up by a slow store comes back after the job was done", async () => {
     const { openGate, renewals, logs } = startWorkerWithSlowRenewals(
       // The job ends once a renewal is on its way.
