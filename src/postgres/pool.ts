@@ -1,4 +1,5 @@
 import pg from "pg";
+import { parse as parseConnectionString } from "pg-connection-string";
 import { SCHEMA_NAME_PATTERN } from "./identifier.js";
 
 export interface PostgresTarget {
@@ -8,20 +9,31 @@ export interface PostgresTarget {
   schema: string;
 }
 
+/** How long opening a connection may take. */
+const CONNECT_TIMEOUT_MS = 10_000;
+
 /**
  * Connection settings for one schema. `search_path` goes in the startup packet (`options`),
  * so every connection of a pool, and the LISTEN client, sees the schema from its first
  * query: no `SET` that a reconnect could forget, and statements stay unqualified.
+ *
+ * The URL is parsed here, with node-postgres' own parser, rather than handed over as
+ * `connectionString`: node-postgres lets each of the URL's parameters replace the setting
+ * of the same name, so a URL with `?options=…` (some hosted servers require one) dropped
+ * the schema and the timeouts below, silently: the tables went to `public`, shared by
+ * every PG_SCHEMA. The URL's own `options` come first; ours follow and win for the same
+ * setting. An `application_name` in the URL is the operator's and is kept.
  */
 export function connectionConfig(target: PostgresTarget, applicationName: string): pg.ClientConfig {
   if (!SCHEMA_NAME_PATTERN.test(target.schema)) {
     throw new Error(`invalid PostgreSQL schema name ${JSON.stringify(target.schema)}`);
   }
+  const { options: urlOptions, ...fromUrl } = parseConnectionString(target.url);
   return {
-    connectionString: target.url,
-    options: `-c search_path=${target.schema}`,
     application_name: applicationName,
-    connectionTimeoutMillis: 10_000,
+    ...(fromUrl as pg.ClientConfig),
+    options: [urlOptions, `-c search_path=${target.schema}`].filter(Boolean).join(" "),
+    connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
     // TCP keepalive: a connection that died silently (failover, a NAT or firewall that
     // dropped it) is found out by the kernel instead of looking idle for hours; the LISTEN
     // connection, which only waits, depends on it.
@@ -38,6 +50,11 @@ export interface PoolOptions {
    * use (10 s unless given).
    */
   connectionTimeoutMs?: number;
+  /**
+   * Bounds only the wait for a free connection, when it should be longer than opening
+   * one may take (see the worker's pool).
+   */
+  waitForConnectionMs?: number;
   /** Every statement of the pool's sessions waits at most this long for a lock. */
   lockTimeoutMs?: number;
   /**
@@ -57,7 +74,13 @@ export function createPool(
   applicationName: string,
   options: PoolOptions = {},
 ): pg.Pool {
-  const { max = 10, connectionTimeoutMs, lockTimeoutMs, queryTimeoutMs } = options;
+  const {
+    max = 10,
+    connectionTimeoutMs,
+    waitForConnectionMs,
+    lockTimeoutMs,
+    queryTimeoutMs,
+  } = options;
   const config = connectionConfig(target, applicationName);
   if (connectionTimeoutMs !== undefined) config.connectionTimeoutMillis = connectionTimeoutMs;
   // A transaction may still set its own (SET LOCAL), as the migrator does.
@@ -67,7 +90,13 @@ export function createPool(
     const serverMs = Math.max(1, queryTimeoutMs - Math.min(1000, Math.floor(queryTimeoutMs / 2)));
     config.options += ` -c statement_timeout=${serverMs}`;
   }
-  const pool = new pg.Pool({ ...config, max });
+  const pool = new pg.Pool({
+    ...config,
+    max,
+    ...(waitForConnectionMs === undefined
+      ? {}
+      : waitLongerThanConnect(config, waitForConnectionMs)),
+  });
   // An idle client that loses its connection emits here; without a listener the process
   // would crash. The next query gets a fresh connection, and its error is handled there.
   pool.on("error", () => undefined);
@@ -77,6 +106,24 @@ export function createPool(
   // flight fails with the same error, and that is where it is handled.
   pool.on("connect", (client) => client.on("error", () => undefined));
   return pool;
+}
+
+/**
+ * pg-pool reads one setting, connectionTimeoutMillis, for both the wait for a free
+ * connection and the opening of a new one. The pool gets the wait; its clients keep their
+ * own connect timeout, so a server that does not answer is still given up on in time.
+ */
+function waitLongerThanConnect(
+  config: pg.ClientConfig,
+  waitMs: number,
+): { connectionTimeoutMillis: number; Client: typeof pg.Client } {
+  const connectMs = config.connectionTimeoutMillis ?? CONNECT_TIMEOUT_MS;
+  class ConnectBoundedClient extends pg.Client {
+    constructor(clientConfig: pg.ClientConfig) {
+      super({ ...clientConfig, connectionTimeoutMillis: connectMs });
+    }
+  }
+  return { connectionTimeoutMillis: Math.max(waitMs, connectMs), Client: ConnectBoundedClient };
 }
 
 /**

@@ -366,6 +366,97 @@ describePostgres("PostgreSQL inbox: replicas", () => {
     }
   });
 
+  it("starts a lease when the claim is written, not when it began, so a claim that waited out a lock is not taken over at once", async () => {
+    const leaseMs = 1000;
+    const inbox = await open();
+    const other = await open();
+    const { id } = await inbox.enqueue(makeCallback() as never, new Date());
+    const lock = await lockJobsTable("SHARE");
+    let claimed: Awaited<ReturnType<PostgresInbox["claim"]>> = [];
+    try {
+      const claiming = inbox.claim("replica-a:1", 1, leaseMs);
+      // The claim waits for the lock longer than its lease lasts (as behind CREATE INDEX).
+      await new Promise((resolve) => setTimeout(resolve, leaseMs + 500));
+      await lock.end("COMMIT");
+      claimed = await claiming;
+    } finally {
+      await lock.end();
+    }
+    expect(claimed.map((job) => job.id)).toEqual([id]);
+    expect(claimed[0]?.lockedUntil?.getTime()).toBeGreaterThan(Date.now());
+    // Another replica claiming now finds the lease running, not expired.
+    expect(await other.claim("replica-b:1", 1, leaseMs)).toEqual([]);
+    // And a renewal that waited for a lock extends it from when it was written.
+    const renewLock = await lockJobsTable("SHARE");
+    try {
+      const renewing = inbox.renew(id, "replica-a:1", leaseMs);
+      await new Promise((resolve) => setTimeout(resolve, leaseMs + 500));
+      await renewLock.end("COMMIT");
+      await renewing;
+    } finally {
+      await renewLock.end();
+    }
+    expect(await other.claim("replica-b:2", 1, leaseMs)).toEqual([]);
+  });
+
+  it("stores a failure whose text holds a U+0000 (quoted from a body), so the job backs off or dies as it should", async () => {
+    const inbox = await open();
+    const ids: string[] = [];
+    for (let index = 0; index < 2; index++) {
+      ids.push((await inbox.enqueue(makeCallback() as never, new Date())).id);
+    }
+    await inbox.claim("worker-a", 2, 60_000);
+    const failure = { message: "http_sink_rejected: the receiver answered 400: a\u0000b" };
+    await inbox.retry(String(ids[0]), "worker-a", 60_000, failure, {});
+    await inbox.fail(String(ids[1]), "worker-a", failure, {});
+    for (const [id, state] of [
+      [ids[0], "pending"],
+      [ids[1], "dead"],
+    ] as const) {
+      const job = await inbox.get(String(id));
+      expect(job?.state).toBe(state);
+      expect(job?.lastError).toBe("http_sink_rejected: the receiver answered 400: a\uFFFDb");
+    }
+  });
+
+  it("goes on answering callbacks after a listener told of new jobs threw", async () => {
+    const inbox = await open();
+    let calls = 0;
+    inbox.onEnqueued(() => {
+      calls += 1;
+      if (calls === 1) throw new Error("a listener's own bug");
+    });
+    await expect(inbox.enqueue(makeCallback() as never, new Date())).resolves.toMatchObject({
+      duplicate: false,
+    });
+    await expect(inbox.enqueue(makeCallback() as never, new Date())).resolves.toMatchObject({
+      duplicate: false,
+    });
+    expect(calls).toBeGreaterThanOrEqual(2);
+  });
+
+  it("keeps PG_SCHEMA and its lock timeout when the URL brings options of its own (?options=…)", async () => {
+    const url = new URL(testDatabaseUrl);
+    url.searchParams.set("options", "-c timezone=Pacific/Kiritimati");
+    const lockTimeoutMs = 300;
+    const inbox = await open({ url: url.toString(), lockTimeoutMs });
+    await inbox.enqueue(makeCallback() as never, new Date());
+    // The tables are in PG_SCHEMA (node-postgres let the URL's options replace ours: public).
+    const tables = await adminQuery(
+      "SELECT table_name FROM information_schema.tables WHERE table_schema = $1 AND table_name = 'kreditcheck_jobs'",
+      [fresh.name],
+    );
+    expect(tables).toHaveLength(1);
+    // And a callback still gives up on a lock after lockTimeoutMs (55P03), not after the
+    // statement timeout.
+    const lock = await lockJobsTable("SHARE");
+    try {
+      await expect(inbox.enqueue(makeCallback() as never, new Date())).rejects.toThrow(/55P03/);
+    } finally {
+      await lock.end();
+    }
+  });
+
   it("fails an operator's reads and retries on a lock held on the jobs table instead of hanging until it goes", async () => {
     const lockTimeoutMs = 1000;
     const inbox = await open({ lockTimeoutMs });

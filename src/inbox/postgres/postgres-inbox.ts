@@ -94,6 +94,10 @@ export class PostgresInbox implements Inbox {
     const pool = createPool(options, "kreditcheck-receiver inbox", {
       max: options.poolSize,
       queryTimeoutMs,
+      // The worker's statements wait a lock out (below), each holding a connection while
+      // it waits: the ones queued behind them for a connection must wait as long, or an
+      // outcome gave up after 10 s and its job ran, and was delivered, twice.
+      waitForConnectionMs: queryTimeoutMs,
     });
     // Statements that give up on a lock after INBOX_LOCK_TIMEOUT_MS: callbacks (their sender
     // retries on a 503) and readiness on one pool, an operator's reads and retries (admin
@@ -166,7 +170,12 @@ export class PostgresInbox implements Inbox {
     const batch = this.queue;
     this.queue = [];
     if (batch.length === 0) return;
-    this.flushing = this.writeBatch(batch);
+    // writeBatch answers every callback itself; should it throw all the same, those it had
+    // not answered get a 503 (answering one twice changes nothing), and the next batch
+    // goes on: a rejected flush left in place would have held every later callback.
+    this.flushing = this.writeBatch(batch).catch((error: unknown) => {
+      for (const item of batch) item.reject(storeError("write", error));
+    });
     await this.flushing;
     this.flushing = undefined;
   }
@@ -259,7 +268,7 @@ export class PostgresInbox implements Inbox {
       jobId,
       workerId,
       Math.max(0, Math.round(delayMs)),
-      failure.message,
+      storableText(failure.message),
       progressWithFailure(progress, failure),
     ]);
   }
@@ -268,7 +277,7 @@ export class PostgresInbox implements Inbox {
     return this.ownedWrite(jobId, SQL.fail, [
       jobId,
       workerId,
-      failure.message,
+      storableText(failure.message),
       progressWithFailure(progress, failure),
     ]);
   }
@@ -284,7 +293,7 @@ export class PostgresInbox implements Inbox {
       workerId,
       progressWithFailure(progress, lastFailure),
     ]);
-    await this.announce();
+    this.announce();
   }
 
   async requeue(jobId: string, options: { fresh?: boolean } = {}): Promise<boolean> {
@@ -301,7 +310,7 @@ export class PostgresInbox implements Inbox {
       return false;
     }
     this.notify();
-    await this.announce();
+    this.announce();
     return true;
   }
 
@@ -392,10 +401,11 @@ export class PostgresInbox implements Inbox {
    * Wakes the idle workers of every replica after a job became due. Only a hurry: the
    * write before it is done, and a failure here must not report it as failed (an admin
    * retry answering 500, a release logged as lost). Workers find the job at their next
-   * poll (WORKER_POLL_MS) anyway.
+   * poll (WORKER_POLL_MS) anyway. Not awaited either: on the worker's pool it may wait
+   * for a free connection, and an operator's retry should not.
    */
-  private async announce(): Promise<void> {
-    await this.query(SQL.notify, [CHANNEL, this.schema]).catch(() => undefined);
+  private announce(): void {
+    this.query(SQL.notify, [CHANNEL, this.schema]).catch(() => undefined);
   }
 
   private async ownedWrite(jobId: string, sql: string, values: unknown[]): Promise<void> {
@@ -424,6 +434,16 @@ export class PostgresInbox implements Inbox {
       throw storeError("query", error);
     }
   }
+}
+
+/**
+ * An error's text for the `last_error` column. It may quote a body from elsewhere (finAPI's
+ * answer, the http sink receiver's, a module's message), and PostgreSQL's text refuses
+ * U+0000 (22021), where SQLite takes it: the outcome could not be stored, and the job ran
+ * again after every lease, to every sink, without backoff. U+FFFD stands in for it.
+ */
+function storableText(text: string): string {
+  return text.replaceAll("\u0000", "\uFFFD");
 }
 
 function storeError(action: "write" | "query", error: unknown): StoreUnavailableError {

@@ -51,6 +51,12 @@ export const SQL = {
    * Up to $2 rows of each kind are locked and the oldest $2 taken; the others are free
    * again when the statement commits. A replica claiming in that instant skips them and,
    * if nothing else is due, finds them at its next poll.
+   *
+   * A lease runs from the row's write, clock_timestamp(), not now(): now() is when the
+   * statement began, and one that waited out a table lock (CREATE INDEX, LOCK TABLE) for
+   * longer than the lease wrote a lease already over, which another replica then took at
+   * once while this one ran the job too. Renewals and retries' run_at alike. Expiry is
+   * still judged by now(): an earlier clock only makes a claim more cautious.
    */
   claim: `WITH pending AS (
             SELECT id, run_at, received_at, NULL::text AS taken_over_from FROM kreditcheck_jobs
@@ -69,16 +75,16 @@ export const SQL = {
             ORDER BY run_at, received_at
             LIMIT $2)
           UPDATE kreditcheck_jobs AS jobs
-          SET state = 'running', locked_by = $1, locked_until = now() + $3 * interval '1 millisecond',
+          SET state = 'running', locked_by = $1, locked_until = clock_timestamp() + $3 * interval '1 millisecond',
               attempts = jobs.attempts + 1, updated_at = now()
           FROM due WHERE jobs.id = due.id
           RETURNING jobs.*, due.taken_over_from`,
-  renew: `UPDATE kreditcheck_jobs SET locked_until = now() + $3 * interval '1 millisecond', updated_at = now()
+  renew: `UPDATE kreditcheck_jobs SET locked_until = clock_timestamp() + $3 * interval '1 millisecond', updated_at = now()
           WHERE id = $1 AND locked_by = $2 AND state = 'running'`,
   complete: `UPDATE kreditcheck_jobs SET state = 'done', locked_by = NULL, locked_until = NULL, last_error = NULL,
                     progress = $3, updated_at = now(), finished_at = now()
              WHERE id = $1 AND locked_by = $2 AND state = 'running'`,
-  retry: `UPDATE kreditcheck_jobs SET state = 'pending', locked_by = NULL, locked_until = NULL, run_at = now() + $3 * interval '1 millisecond',
+  retry: `UPDATE kreditcheck_jobs SET state = 'pending', locked_by = NULL, locked_until = NULL, run_at = clock_timestamp() + $3 * interval '1 millisecond',
                  last_error = $4, progress = $5, updated_at = now()
           WHERE id = $1 AND locked_by = $2 AND state = 'running'`,
   fail: `UPDATE kreditcheck_jobs SET state = 'dead', locked_by = NULL, locked_until = NULL, last_error = $3,
