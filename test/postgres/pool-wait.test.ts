@@ -9,17 +9,18 @@ describePostgres("PostgreSQL pool: waiting for a free connection", () => {
   });
 
   it("lets a statement wait for a busy pool's connection longer than opening one may take", async () => {
-    // One connection, held by a slow statement (as by a statement waiting out a lock).
+    // One connection, held for a second (as by a statement waiting out a lock). Held idle,
+    // not by a slow statement: a statement's snapshot would keep other test files' dead
+    // rows from being cleaned up meanwhile.
     const pool = createPool({ url: testDatabaseUrl, schema: "public" }, "kcr pool test", {
       max: 1,
       connectionTimeoutMs: 300,
       waitForConnectionMs: 5000,
     });
     pools.push(pool);
-    const slow = pool.query("SELECT pg_sleep(1)");
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    const held = await pool.connect();
+    setTimeout(() => held.release(), 1000);
     await expect(pool.query("SELECT 1 AS one")).resolves.toMatchObject({ rows: [{ one: 1 }] });
-    await slow;
   });
 
   it("gives up waiting for one at connectionTimeoutMs when no longer wait was asked for", async () => {
@@ -28,9 +29,13 @@ describePostgres("PostgreSQL pool: waiting for a free connection", () => {
       connectionTimeoutMs: 300,
     });
     pools.push(pool);
-    const slow = pool.query("SELECT pg_sleep(1)");
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    await expect(pool.query("SELECT 1")).rejects.toThrow("timeout exceeded when trying to connect");
-    await slow;
+    const held = await pool.connect();
+    try {
+      await expect(pool.query("SELECT 1")).rejects.toThrow(
+        "timeout exceeded when trying to connect",
+      );
+    } finally {
+      held.release();
+    }
   });
 });
