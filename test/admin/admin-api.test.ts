@@ -57,6 +57,16 @@ describe("admin port", () => {
     const down = await (await admin("/metrics")).text();
     expect(down).toMatch(/^kreditcheck_inbox_up 0$/m);
     expect(down).not.toMatch(/^kreditcheck_jobs\{/m);
+    // The jobs API says what is wrong and when to ask again, not a bare 500.
+    for (const path of ["/admin/jobs", "/admin/jobs/01234567-89ab-4def-8123-456789abcdef"]) {
+      const answer = await admin(path);
+      expect(answer.status).toBe(503);
+      expect(answer.headers.get("retry-after")).toBe("5");
+      expect(await answer.json()).toEqual({
+        error: "store_unavailable",
+        details: [{ message: "inbox is closed" }],
+      });
+    }
   });
 
   it("answers 409 for a retry that cannot be done, naming the job's state as it is then", async () => {
