@@ -6,7 +6,7 @@ import { promisify } from "node:util";
 import { SAFE_ID_PATTERN } from "../callback.js";
 import { ReceiverError } from "../errors.js";
 import { makeFolders } from "../make-folders.js";
-import type { Bundle, Sink } from "./sink.js";
+import type { Bundle, BundleDocument, Sink } from "./sink.js";
 
 /** File names of documents beside `<kreditCheckId>.json`. */
 const DOCUMENT_SUFFIXES: Record<string, string> = {
@@ -39,6 +39,8 @@ export class FileSink implements Sink {
   /** The folder fsync in progress, and the one queued behind it (see syncFolder). */
   private folderSync: Promise<void> | undefined;
   private nextFolderSync: Promise<void> | undefined;
+  /** The folder's file system (st_dev) at start-up; see syncFolderNow. */
+  private device: number | undefined;
 
   constructor(dir: string) {
     this.dir = resolve(dir);
@@ -58,6 +60,7 @@ export class FileSink implements Sink {
       await sink.ensureFolder();
       await writeFlushed(probe, "probe\n", { mode: 0o600, flush: true, flag: "wx" });
       await rm(probe, { force: true });
+      sink.device = (await stat(sink.dir)).dev;
     } catch (error) {
       // A full disk may take the file but not its bytes.
       await rm(probe, { force: true }).catch(() => undefined);
@@ -102,6 +105,42 @@ export class FileSink implements Sink {
       document,
       file: `${kreditCheckId}.${DOCUMENT_SUFFIXES[document.name] ?? document.name}`,
     }));
+    try {
+      await this.writeAll(kreditCheckId, json, documents, files);
+    } catch (error) {
+      if (error instanceof FolderMovedError) {
+        // They went to a file system that is not the results' own (the folder made again
+        // on the disk under an unmounted volume): not left there, bank data and all.
+        await Promise.all(
+          [...files.map(({ file }) => file), `${kreditCheckId}.json`].map((file) =>
+            rm(join(this.dir, file), { force: true }).catch(() => undefined),
+          ),
+        );
+      }
+      throw error;
+    }
+    // After the JSON, which no longer lists them: a document an earlier delivery of this
+    // check wrote (finAPI has none now, FETCH_DOCUMENTS changed) would sit beside the new
+    // JSON as if it were its own. Only with documents on: without, no such file is written.
+    if (documents) {
+      const current = new Set(files.map(({ file }) => file));
+      const stale = Object.values(DOCUMENT_SUFFIXES)
+        .map((suffix) => `${kreditCheckId}.${suffix}`)
+        .filter((file) => !current.has(file));
+      // Best effort: the JSON, written and flushed, is what says which documents belong.
+      await Promise.all(
+        stale.map((file) => rm(join(this.dir, file), { force: true }).catch(() => undefined)),
+      );
+    }
+  }
+
+  /** The documents, a folder fsync, the JSON, another folder fsync. */
+  private async writeAll(
+    kreditCheckId: string,
+    json: Omit<Bundle, "documents">,
+    documents: Bundle["documents"],
+    files: { document: BundleDocument; file: string }[],
+  ): Promise<void> {
     // Only the first file may find the folder gone and make it again: a later one would
     // leave a JSON whose documents went with the old folder.
     for (const [index, { document, file }] of files.entries()) {
@@ -125,19 +164,6 @@ export class FileSink implements Sink {
       files.length === 0,
     );
     await this.syncFolder();
-    // After the JSON, which no longer lists them: a document an earlier delivery of this
-    // check wrote (finAPI has none now, FETCH_DOCUMENTS changed) would sit beside the new
-    // JSON as if it were its own. Only with documents on: without, no such file is written.
-    if (documents) {
-      const current = new Set(files.map(({ file }) => file));
-      const stale = Object.values(DOCUMENT_SUFFIXES)
-        .map((suffix) => `${kreditCheckId}.${suffix}`)
-        .filter((file) => !current.has(file));
-      // Best effort: the JSON, written and flushed, is what says which documents belong.
-      await Promise.all(
-        stale.map((file) => rm(join(this.dir, file), { force: true }).catch(() => undefined)),
-      );
-    }
   }
 
   private ensureFolder(): Promise<void> {
@@ -190,12 +216,22 @@ export class FileSink implements Sink {
     return this.nextFolderSync;
   }
 
+  /**
+   * Also checks that the folder is still on the file system it was on at start-up. When a
+   * volume mounted there (or above it) goes away, the path leads to the disk underneath,
+   * where the folder is made again or was the bare mount point: bundles would land there,
+   * reported delivered. This fstat costs one system call per folder fsync, which
+   * concurrent deliveries share.
+   */
   private async syncFolderNow(): Promise<void> {
+    let device: number;
     try {
-      await syncDirectory(this.dir);
+      device = await syncDirectory(this.dir);
     } catch (error) {
       throw this.writeFailed(this.dir, error);
     }
+    this.device ??= device;
+    if (device !== this.device) throw new FolderMovedError(this.dir, device, this.device);
   }
 
   /**
@@ -303,11 +339,28 @@ function writeFix(code: string | undefined): string {
   }
 }
 
-async function syncDirectory(path: string): Promise<void> {
+/** fsyncs a folder; its file system's device number (st_dev). */
+async function syncDirectory(path: string): Promise<number> {
   const folder = await open(path, "r");
   try {
+    const { dev } = await folder.stat();
     await folder.sync();
+    return dev;
   } finally {
     await folder.close();
+  }
+}
+
+/** FILE_SINK_DIR leads to another file system than at start-up (see syncFolderNow). */
+class FolderMovedError extends ReceiverError {
+  constructor(dir: string, device: number, startDevice: number) {
+    super(
+      `${dir} is on another file system than when the service started (device ${device}, was ${startDevice}): the volume mounted there is gone? This delivery's files were removed from it`,
+      {
+        code: "file_sink_write_failed",
+        retryable: true,
+        fix: "mount the results volume again (the job is retried), or restart the service to write to the new file system.",
+      },
+    );
   }
 }

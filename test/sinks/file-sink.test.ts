@@ -257,6 +257,24 @@ describe("FileSink on a small tmpfs", () => {
       expect((await readdir(dir)).sort()).toEqual(["filler"]);
     });
 
+    it("refuses to write to the disk under the results volume once it is unmounted, and leaves no bundle there", async (ctx) => {
+      mounted = await mountTmpfs(dir, "size=1m");
+      if (!mounted) return ctx.skip("mounting a tmpfs needs root");
+      const results = join(dir, "results");
+      const sink = await FileSink.open(results);
+      await sink.deliver(bundleFor("kc-mounted"));
+      await run("umount", [dir]);
+      mounted = false;
+      // The path now leads to the disk the mount point is on, where the folder is gone.
+      const error = await sink.deliver(bundleWithDocument("kc-gone")).catch((e: unknown) => e);
+      expect(error).toMatchObject({ code: "file_sink_write_failed", retryable: true });
+      expect((error as Error).message).toMatch(
+        /results is on another file system than when the service started .*the volume mounted there is gone\?/,
+      );
+      expect((error as Error & { fix: string }).fix).toMatch(/^mount the results volume again/);
+      expect(await readdir(results)).toEqual([]);
+    });
+
     it("says the mount turned read-only when it is remounted so after start-up", async (ctx) => {
       mounted = await mountTmpfs(dir, "size=64k");
       if (!mounted) return ctx.skip("mounting a tmpfs needs root");
