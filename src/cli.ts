@@ -20,11 +20,12 @@ const COMMANDS: Record<
   { usage: string; summary: string; options: readonly string[]; arguments: number }
 > = {
   jobs: {
-    options: ["state", "limit", "after"],
+    options: ["state", "limit", "after", "process-token", "kreditcheck-id"],
     arguments: 0,
     usage:
-      "jobs [--state pending|running|done|dead] [--limit N] [--after <job id> (pages in id order; prints next)]",
-    summary: "list jobs, most recently updated first",
+      "jobs [--state pending|running|done|dead] [--limit N] [--after <job id> (pages in id order; prints next)] [--process-token <token>] [--kreditcheck-id <id>]",
+    summary:
+      "list jobs, most recently updated first; with --process-token and/or --kreditcheck-id, the jobs of that check (latest received first)",
   },
   job: {
     options: [],
@@ -186,6 +187,9 @@ async function main(argv: string[]): Promise<number> {
       if (values.limit) query.set("limit", values.limit);
       // The API's cursor: all jobs one page at a time, each once (`next` is the next --after).
       if (values.after !== undefined) query.set("after", values.after);
+      if (values["process-token"] !== undefined) query.set("processToken", values["process-token"]);
+      if (values["kreditcheck-id"] !== undefined)
+        query.set("kreditCheckId", values["kreditcheck-id"]);
       result = await call("GET", `/jobs${query.size > 0 ? `?${query}` : ""}`);
       break;
     }

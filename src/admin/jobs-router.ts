@@ -22,16 +22,30 @@ export interface JobsRouterOptions {
   callbackBodyLimitBytes: number;
 }
 
-const listQuery = z.object({
-  state: z.enum(JOB_STATES as [JobState, ...JobState[]]).optional(),
-  limit: z.coerce.number().int().min(1).max(1000).default(50),
-  /** A job id (the nil UUID to start): page in id order after it (see Inbox.list). */
-  after: z
-    .string()
-    .regex(JOB_ID_PATTERN, "must be a job id")
-    .transform((id) => id.toLowerCase())
-    .optional(),
-});
+/**
+ * Strict: a parameter it does not know (`?processtoken=`, `?status=`) is refused, naming
+ * the ones it knows, instead of being ignored and the whole list answered as if it matched.
+ */
+const listQuery = z
+  .strictObject({
+    state: z.enum(JOB_STATES as [JobState, ...JobState[]]).optional(),
+    limit: z.coerce.number().int().min(1).max(1000).default(50),
+    /** A job id (the nil UUID to start): page in id order after it (see Inbox.list). */
+    after: z
+      .string()
+      .regex(JOB_ID_PATTERN, "must be a job id")
+      .transform((id) => id.toLowerCase())
+      .optional(),
+    /** The jobs of one check (Inbox.findByCheck): a customer's complaint names these. */
+    processToken: safeId.optional(),
+    kreditCheckId: safeId.optional(),
+  })
+  .refine((query) => query.after === undefined || !(query.processToken || query.kreditCheckId), {
+    message: "after pages the whole list; a check's jobs (processToken, kreditCheckId) are few",
+    path: ["after"],
+  });
+
+const LIST_PARAMETERS = "state, limit, after, processToken, kreditCheckId";
 
 const retryQuery = z.object({
   fresh: z
@@ -46,6 +60,18 @@ const fetchBody = z.object({
   status: z.string().min(1).default("SUCCESSFUL"),
 });
 
+/** zod's issues, an unknown parameter named as the field, with the ones that are known. */
+function queryIssues(error: z.ZodError) {
+  return error.issues.map((issue) =>
+    issue.code === "unrecognized_keys"
+      ? {
+          field: issue.keys.join(", "),
+          message: `no such parameter; the list takes ${LIST_PARAMETERS}`,
+        }
+      : (zodIssues({ issues: [issue] })[0] as { field?: string; message: string }),
+  );
+}
+
 /** The operator's view of the inbox: list, show, retry, replay, fetch directly. */
 export function jobsRouter(options: JobsRouterOptions): Router {
   const { inbox, fetchCheck, clock, logger } = options;
@@ -53,8 +79,17 @@ export function jobsRouter(options: JobsRouterOptions): Router {
 
   router.get("/jobs", async (req, res) => {
     const query = listQuery.safeParse(req.query);
-    if (!query.success) return sendError(res, 400, "invalid_query", zodIssues(query.error));
-    const { state, limit, after } = query.data;
+    if (!query.success) return sendError(res, 400, "invalid_query", queryIssues(query.error));
+    const { state, limit, after, processToken, kreditCheckId } = query.data;
+    if (processToken !== undefined || kreditCheckId !== undefined) {
+      const check =
+        processToken !== undefined
+          ? { processToken, kreditCheckId }
+          : { kreditCheckId: kreditCheckId as string };
+      const found = await inbox.findByCheck(check, limit);
+      const jobs = state ? found.filter((job) => job.state === state) : found;
+      return res.json({ jobs: jobs.map(jobView), counts: await inbox.countByState() });
+    }
     const jobs = await inbox.list({ state, limit, after });
     const counts = await inbox.countByState();
     if (after === undefined) return res.json({ jobs: jobs.map(jobView), counts });

@@ -136,6 +136,11 @@ export interface Inbox {
    * callbacks arrived (random v4 ids of early releases sort among them anywhere).
    */
   list(filter: { state?: JobState; limit: number; after?: string }): Promise<JobSummary[]>;
+  /**
+   * The jobs of one check, by the ids its callback carried (either or both; at least one):
+   * what an operator has when a customer asks. The latest received first.
+   */
+  findByCheck(check: CheckIds, limit: number): Promise<JobSummary[]>;
   countByState(): Promise<Record<JobState, number>>;
   /** When the oldest job not yet finished (pending or running) was received; null if none. */
   oldestUnfinished(): Promise<Date | null>;
@@ -228,6 +233,11 @@ export class LeaseLostError extends Error {
 }
 
 /** The inbox cannot be written or read; callers answer 503 and retry later. */
+/** A check's ids as its callback gave them; findByCheck needs at least one. */
+export type CheckIds =
+  | { processToken: string; kreditCheckId?: string }
+  | { processToken?: string; kreditCheckId: string };
+
 export class StoreUnavailableError extends Error {
   readonly code = "store_unavailable";
   constructor(message: string, options?: { cause?: unknown }) {

@@ -280,6 +280,37 @@ describe("admin port", () => {
     expect(seen).toEqual([...ids].sort());
   });
 
+  it("finds a check's jobs by processToken or kreditCheckId, and refuses a parameter it does not know", async () => {
+    harness = await startHarness({ service: { worker: false } });
+    const asked = makeCallback();
+    const { id } = (await harness.post(asked)).body;
+    await harness.post(makeCallback());
+    const find = async (query: string) =>
+      ((await (await admin(`/admin/jobs?${query}`)).json()) as { jobs: { id: string }[] }).jobs;
+    expect((await find(`processToken=${asked.processToken}`)).map((job) => job.id)).toEqual([id]);
+    expect((await find(`kreditCheckId=${asked.kreditCheckId}`)).map((job) => job.id)).toEqual([id]);
+    expect(await find(`processToken=${asked.processToken}&state=done`)).toEqual([]);
+    // Ignored, this would have answered every job, looking like a match.
+    const misspelt = await admin(`/admin/jobs?processtoken=${asked.processToken}`);
+    expect(misspelt.status).toBe(400);
+    expect(await misspelt.json()).toEqual({
+      error: "invalid_query",
+      details: [
+        {
+          field: "processtoken",
+          message:
+            "no such parameter; the list takes state, limit, after, processToken, kreditCheckId",
+        },
+      ],
+    });
+    const paged = await admin(
+      `/admin/jobs?processToken=${asked.processToken}&after=00000000-0000-0000-0000-000000000000`,
+    );
+    expect(paged.status).toBe(400);
+    const unsafe = await admin("/admin/jobs?processToken=..%2Fx");
+    expect(unsafe.status).toBe(400);
+  });
+
   it("shows in /metrics how long the oldest undelivered callback has waited", async () => {
     let now = Date.parse("2026-12-02T10:00:00Z");
     harness = await startHarness({ service: { worker: false, clock: () => now } });
@@ -726,6 +757,15 @@ describe("npm run cli", () => {
       expect((await page(String(rest.jobs[0]?.id))).jobs).toEqual([]);
       const shown = JSON.parse((await cli("job", replayed.id)).stdout) as { kreditCheckId: string };
       expect(shown.kreditCheckId).toBe(callback.kreditCheckId);
+      // A customer's complaint names the check, not the job.
+      const ofCheck = JSON.parse(
+        (await cli("jobs", "--process-token", callback.processToken)).stdout,
+      ) as { jobs: { id: string }[] };
+      expect(ofCheck.jobs.map((job) => job.id)).toEqual([replayed.id]);
+      const byCheckId = JSON.parse(
+        (await cli("jobs", "--kreditcheck-id", callback.kreditCheckId)).stdout,
+      ) as { jobs: { id: string }[] };
+      expect(byCheckId.jobs.map((job) => job.id)).toEqual([replayed.id]);
 
       const fetched = JSON.parse(
         (await cli("fetch", "--process-token", "pt-cli", "--kreditcheck-id", "kc-cli")).stdout,

@@ -452,6 +452,44 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
       expect(await inbox.get("00000000-0000-4000-8000-000000000000")).toBeNull();
     });
 
+    it("finds the jobs of one check by its processToken, its kreditCheckId or both, latest received first", async () => {
+      const shared = callback();
+      const t0 = Date.now();
+      // One processToken with two checks (a replay by hand), and the same kreditCheckId
+      // under another processToken; and a job of another check.
+      const first = await inbox.enqueue(shared, new Date(t0));
+      const sameToken = await inbox.enqueue(
+        callback({ processToken: shared.processToken }),
+        new Date(t0 + 1000),
+      );
+      const sameCheck = await inbox.enqueue(
+        callback({ kreditCheckId: shared.kreditCheckId }),
+        new Date(t0 + 2000),
+      );
+      await inbox.enqueue(callback(), new Date(t0 + 3000));
+      const ids = (jobs: { id: string }[]) => jobs.map((job) => job.id);
+      expect(ids(await inbox.findByCheck({ processToken: shared.processToken }, 10))).toEqual([
+        sameToken.id,
+        first.id,
+      ]);
+      expect(ids(await inbox.findByCheck({ kreditCheckId: shared.kreditCheckId }, 10))).toEqual([
+        sameCheck.id,
+        first.id,
+      ]);
+      const both = await inbox.findByCheck(
+        { processToken: shared.processToken, kreditCheckId: shared.kreditCheckId },
+        10,
+      );
+      expect(ids(both)).toEqual([first.id]);
+      expect(both[0]).toMatchObject({
+        processToken: shared.processToken,
+        kreditCheckId: shared.kreditCheckId,
+        state: "pending",
+      });
+      expect(await inbox.findByCheck({ processToken: shared.processToken }, 1)).toHaveLength(1);
+      expect(await inbox.findByCheck({ processToken: "pt-nobody" }, 10)).toEqual([]);
+    });
+
     it("lists a job without the bundle it keeps, saying that it keeps one", async () => {
       const [kept, none] = [
         (await inbox.enqueue(callback(), new Date())).id,

@@ -4,6 +4,7 @@ import { migrate, SchemaTooNewError } from "../../postgres/migrate.js";
 import { connectionConfig, createPool, type PostgresTarget } from "../../postgres/pool.js";
 import { describePgError, sqlstateOf } from "../../postgres/sqlstate.js";
 import {
+  type CheckIds,
   countsByState,
   type EnqueueResult,
   type FinishedState,
@@ -353,6 +354,20 @@ export class PostgresInbox implements Inbox {
           ? await this.operatorQuery<SummaryRow>(SQL.listByState, [state, limit])
           : await this.operatorQuery<SummaryRow>(SQL.listAll, [limit]);
     // bundle_kept NULL: a progress the database could not read as JSON came whole.
+    return rows.map((row) =>
+      summaryOf(rowToJob(row), row.bundle_kept ?? row.progress.bundle !== undefined),
+    );
+  }
+
+  async findByCheck(check: CheckIds, limit: number): Promise<JobSummary[]> {
+    type SummaryRow = JobRow & { bundle_kept: boolean | null };
+    const { processToken, kreditCheckId } = check;
+    const { rows } =
+      processToken !== undefined && kreditCheckId !== undefined
+        ? await this.operatorQuery<SummaryRow>(SQL.findByBoth, [processToken, kreditCheckId, limit])
+        : processToken !== undefined
+          ? await this.operatorQuery<SummaryRow>(SQL.findByProcessToken, [processToken, limit])
+          : await this.operatorQuery<SummaryRow>(SQL.findByKreditCheckId, [kreditCheckId, limit]);
     return rows.map((row) =>
       summaryOf(rowToJob(row), row.bundle_kept ?? row.progress.bundle !== undefined),
     );

@@ -132,6 +132,10 @@ export const SQL = {
   listAll: `SELECT ${SUMMARY} FROM kreditcheck_jobs ORDER BY updated_at DESC LIMIT $1`,
   listByStateAfter: `SELECT ${SUMMARY} FROM kreditcheck_jobs WHERE state = $1 AND id > $2 ORDER BY id LIMIT $3`,
   listAllAfter: `SELECT ${SUMMARY} FROM kreditcheck_jobs WHERE id > $1 ORDER BY id LIMIT $2`,
+  // By the dedupe key's index (a kreditCheckId alone reads the table: an operator's lookup).
+  findByBoth: `SELECT ${SUMMARY} FROM kreditcheck_jobs WHERE process_token = $1 AND kreditcheck_id = $2 LIMIT $3`,
+  findByProcessToken: `SELECT ${SUMMARY} FROM kreditcheck_jobs WHERE process_token = $1 ORDER BY received_at DESC LIMIT $2`,
+  findByKreditCheckId: `SELECT ${SUMMARY} FROM kreditcheck_jobs WHERE kreditcheck_id = $1 ORDER BY received_at DESC LIMIT $2`,
   countByState: `SELECT state, count(*)::integer AS count FROM kreditcheck_jobs GROUP BY state`,
   oldestUnfinished: `SELECT min(received_at) AS at FROM kreditcheck_jobs WHERE state IN ('pending', 'running')`,
   /**

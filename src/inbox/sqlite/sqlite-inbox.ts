@@ -4,6 +4,7 @@ import Database from "better-sqlite3";
 import type { Callback } from "../../callback.js";
 import { makeFolders } from "../../make-folders.js";
 import {
+  type CheckIds,
   countsByState,
   type EnqueueResult,
   type FinishedState,
@@ -116,6 +117,9 @@ export class SqliteInbox implements Inbox {
       listAll: prepare(SQL.listAll),
       listByStateAfter: prepare(SQL.listByStateAfter),
       listAllAfter: prepare(SQL.listAllAfter),
+      findByBoth: prepare(SQL.findByBoth),
+      findByProcessToken: prepare(SQL.findByProcessToken),
+      findByKreditCheckId: prepare(SQL.findByKreditCheckId),
       countByState: prepare(SQL.countByState),
       oldestUnfinished: prepare(SQL.oldestUnfinished),
       heartbeat: prepare(SQL.heartbeat),
@@ -290,6 +294,21 @@ export class SqliteInbox implements Inbox {
           : state
             ? this.statements.listByState.all({ state, limit })
             : this.statements.listAll.all({ limit });
+      return (rows as (JobRow & { bundle_kept: number })[]).map((row) =>
+        summaryOf(rowToJob(row), row.bundle_kept === 1),
+      );
+    });
+  }
+
+  async findByCheck(check: CheckIds, limit: number): Promise<JobSummary[]> {
+    return this.read(() => {
+      const { processToken, kreditCheckId } = check;
+      const rows =
+        processToken !== undefined && kreditCheckId !== undefined
+          ? this.statements.findByBoth.all({ processToken, kreditCheckId, limit })
+          : processToken !== undefined
+            ? this.statements.findByProcessToken.all({ processToken, limit })
+            : this.statements.findByKreditCheckId.all({ kreditCheckId, limit });
       return (rows as (JobRow & { bundle_kept: number })[]).map((row) =>
         summaryOf(rowToJob(row), row.bundle_kept === 1),
       );
