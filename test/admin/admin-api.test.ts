@@ -759,11 +759,11 @@ describe("npm run cli", () => {
       expect(shown.kreditCheckId).toBe(callback.kreditCheckId);
       // A customer's complaint names the check, not the job.
       const ofCheck = JSON.parse(
-        (await cli("jobs", "--process-token", callback.processToken)).stdout,
+        (await cli("jobs", "--process-token", String(callback.processToken))).stdout,
       ) as { jobs: { id: string }[] };
       expect(ofCheck.jobs.map((job) => job.id)).toEqual([replayed.id]);
       const byCheckId = JSON.parse(
-        (await cli("jobs", "--kreditcheck-id", callback.kreditCheckId)).stdout,
+        (await cli("jobs", "--kreditcheck-id", String(callback.kreditCheckId))).stdout,
       ) as { jobs: { id: string }[] };
       expect(byCheckId.jobs.map((job) => job.id)).toEqual([replayed.id]);
 
