@@ -139,7 +139,10 @@ export function jobsRouter(options: JobsRouterOptions): Router {
     // It delivers the check again (or now): an operator's act worth a line of its own.
     logger[fellBackToFresh ? "warn" : "info"](
       {
+        // The check's ids too: a search of the log by processToken finds this line.
         jobId: job.id,
+        processToken: job.processToken,
+        kreditCheckId: job.kreditCheckId,
         previousState: job.state,
         fresh: fresh || fellBackToFresh,
         remoteAddress: req.socket.remoteAddress,

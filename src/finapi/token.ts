@@ -79,7 +79,7 @@ export class ClientCredentialsTokenProvider implements TokenProvider {
       // Inside the refresh margin, with a token that still works: callers get it at once,
       // and the refresh runs in the background, no sooner than a failed one allows.
       if (!this.inflight && !(this.failure && now < this.failure.pauseUntil)) {
-        this.startRequest().catch(() => undefined);
+        this.startRequest(cached.expiresAt).catch(() => undefined);
       }
       return cached.token;
     }
@@ -92,9 +92,12 @@ export class ClientCredentialsTokenProvider implements TokenProvider {
     return (await (signal ? untilAborted(request, signal) : request)).token;
   }
 
-  /** One request shared by every caller until it settles (single flight). */
-  private startRequest(): Promise<CachedToken> {
-    const request = this.requestToken().then(
+  /**
+   * One request shared by every caller until it settles (single flight). `stillValidUntil`:
+   * an early refresh, while the cached token still works until then.
+   */
+  private startRequest(stillValidUntil?: number): Promise<CachedToken> {
+    const request = this.requestToken(stillValidUntil).then(
       (token) => {
         this.failure = undefined;
         return token;
@@ -130,8 +133,18 @@ export class ClientCredentialsTokenProvider implements TokenProvider {
     }
   }
 
-  private async requestToken(): Promise<CachedToken> {
+  private async requestToken(stillValidUntil?: number): Promise<CachedToken> {
     const { http, tokenUrl, clientId, clientSecret, logger } = this.options;
+    // A refresh that fails while the cached token still works affects nothing yet: a
+    // warning that says so, not an error that pages someone (it becomes one if the token
+    // runs out before a refresh succeeds: then every call needs the request).
+    const logFailure = (fields: Record<string, unknown>, message: string) =>
+      stillValidUntil === undefined
+        ? logger.error(fields, message)
+        : logger.warn(
+            { ...fields, currentTokenValidUntil: new Date(stillValidUntil).toISOString() },
+            `${message} (an early refresh: the current token is still used until it expires; tried again in a few seconds)`,
+          );
     const requestId = randomUUID();
     const startedAt = this.clock();
     const form = new URLSearchParams({
@@ -183,7 +196,7 @@ export class ClientCredentialsTokenProvider implements TokenProvider {
         },
         oauthError,
       );
-      logger.error({ requestId, code: error.code, fix: error.fix }, error.message);
+      logFailure({ requestId, code: error.code, fix: error.fix }, error.message);
       throw error;
     }
     const json = safeJson(body);
@@ -197,7 +210,7 @@ export class ClientCredentialsTokenProvider implements TokenProvider {
         status: response.status,
         ...(json === undefined ? { body } : {}),
       });
-      logger.error({ requestId, code: error.code, fix: error.fix }, error.message);
+      logFailure({ requestId, code: error.code, fix: error.fix }, error.message);
       throw error;
     }
     this.options.onRequest?.("success");

@@ -65,6 +65,8 @@ export async function acceptCallback(body: unknown, reply: Reply, deps: AcceptDe
   const logLine = {
     ...ids,
     jobId: stored.id,
+    // The mandator's own reference: what its people quote when they ask about a check.
+    clientReference: callback.clientReference,
     status: callback.status,
     duplicate: stored.duplicate,
   };

@@ -492,7 +492,12 @@ describe("admin port", () => {
     expect(retried.status).toBe(200);
     expect(
       harness.logs.lines().find((line) => line.msg === "job re-queued through the admin API"),
-    ).toMatchObject({ jobId: id, previousState: "dead" });
+    ).toMatchObject({
+      jobId: id,
+      processToken: callback.processToken,
+      kreditCheckId: callback.kreditCheckId,
+      previousState: "dead",
+    });
     await harness.waitForBundle(String(callback.kreditCheckId));
     const done = (await (await admin(`/admin/jobs/${id}`)).json()) as Record<string, unknown>;
     await harness.waitForJob(id, "done");

@@ -197,12 +197,23 @@ describe("ClientCredentialsTokenProvider against the simulated finAPI Access", (
 
   it("keeps using the old token while it is valid when an early refresh fails, trying again only after Retry-After", async () => {
     let now = 1_000_000;
-    const { tokens, simulator } = await provider({}, { clock: () => now });
+    const { tokens, simulator, logs } = await provider({}, { clock: () => now });
     const first = await tokens.getToken();
     now += 3600_000 - 50_000; // inside the margin, not expired
     simulator.failNext("token", 100, 503, { retryAfterSec: 30 });
     for (let call = 0; call < 10; call++) expect(await tokens.getToken()).toBe(first);
     await waitFor(() => simulator.stats().statuses.token?.["503"] === 1, "the failed refresh");
+    // A warning that says nothing is affected yet, not an error that pages someone.
+    const failedLines = () =>
+      logs.lines().filter((line) => line.code === "finapi_token_unavailable");
+    await waitFor(() => failedLines().length > 0, "the failed refresh logged");
+    const failed = failedLines();
+    expect(failed).toHaveLength(1);
+    expect(failed[0]).toMatchObject({
+      level: 40,
+      currentTokenValidUntil: new Date(1_000_000 + 3600_000).toISOString(),
+    });
+    expect(String(failed[0]?.msg)).toMatch(/the current token is still used until it expires/);
     for (let call = 0; call < 10; call++) expect(await tokens.getToken()).toBe(first);
     expect(simulator.stats().calls.token).toBe(2);
     now += 31_000; // Retry-After has passed: one more try

@@ -31,6 +31,16 @@ describe("POST /callbacks/kreditcheck", () => {
     expect(job?.state).toBe("pending");
     // Unknown fields are kept: finAPI may add some.
     expect(job?.callback).toEqual(callback);
+    // Its log line names the check by every id someone may quote: the mandator's too.
+    expect(
+      harness.logs
+        .lines()
+        .find((line) => line.msg === "callback accepted" && line.jobId === response.body.id),
+    ).toMatchObject({
+      processToken: callback.processToken,
+      kreditCheckId: callback.kreditCheckId,
+      clientReference: callback.clientReference,
+    });
   });
 
   it("takes a body of exactly the 64 KiB limit, and refuses one byte more with 413", async () => {
