@@ -34,11 +34,12 @@ const COMMANDS: Record<
     summary: "show one job: attempts, last error, timings",
   },
   retry: {
-    options: ["all-dead", "code", "fresh"],
+    options: ["all-dead", "all-pending", "code", "fresh"],
     arguments: 1,
-    usage: "retry <id> [--fresh] | retry --all-dead [--code <error code>] [--fresh]",
+    usage:
+      "retry <id> [--fresh] | retry --all-dead [--code <error code>] [--fresh] | retry --all-pending [--code <error code>]",
     summary:
-      "dead job: back to pending with fresh attempts (a fetched bundle goes to the sinks that lack it; --fresh: fetched again for every sink); done job: fetched and delivered again; pending job: due now; --all-dead: every dead job, or those whose last error has that code",
+      "dead job: back to pending with fresh attempts (a fetched bundle goes to the sinks that lack it; --fresh: fetched again for every sink); done job: fetched and delivered again; pending job: due now; --all-dead: every dead job, or those whose last error has that code; --all-pending: every pending job (or those whose last error has that code) due now, e.g. after an outage instead of waiting out each one's backoff",
   },
   replay: {
     options: [],
@@ -108,6 +109,7 @@ async function main(argv: string[]): Promise<number> {
       "kreditcheck-id": { type: "string" },
       status: { type: "string" },
       "all-dead": { type: "boolean" },
+      "all-pending": { type: "boolean" },
       code: { type: "string" },
       fresh: { type: "boolean" },
       help: { type: "boolean", short: "h" },
@@ -197,36 +199,52 @@ async function main(argv: string[]): Promise<number> {
       result = await call("GET", `/jobs/${encodeURIComponent(needArgument("<id>"))}`);
       break;
     case "retry":
-      if (values["all-dead"]) {
+      if (values["all-dead"] || values["all-pending"]) {
+        const state = values["all-dead"] ? "dead" : "pending";
+        if (values["all-dead"] && values["all-pending"]) {
+          throw new CliError(`give --all-dead or --all-pending, not both\n\n${usage(command)}`);
+        }
         if (argument)
-          throw new CliError(`give a job id or --all-dead, not both\n\n${usage(command)}`);
+          throw new CliError(`give a job id or --all-${state}, not both\n\n${usage(command)}`);
+        if (state === "pending" && values.fresh) {
+          throw new CliError(
+            `--fresh is for dead and done jobs; a pending job keeps what it fetched\n\n${usage(command)}`,
+          );
+        }
         if (values.code !== undefined && !ERROR_CODE.test(values.code)) {
           throw new CliError(
             `--code ${JSON.stringify(values.code)} is not an error code (like finapi_forbidden: lower case, digits, _)`,
           );
         }
         const code = values.code;
-        const unknown = code === undefined ? undefined : unknownCodeWarning(code);
+        const unknown = code === undefined ? undefined : unknownCodeWarning(code, state);
         if (unknown) process.stderr.write(`kreditcheck-receiver cli: warning: ${unknown}\n`);
         const codesSeen = new Set<string>();
-        const retried = await retryDeadJobs(call, code, values.fresh === true, codesSeen);
+        const retried = await retryDeadJobs(call, code, values.fresh === true, codesSeen, state);
         // A run that retried nothing says why, instead of a bare "requeued": 0; with a
         // code the service does not know (a typo, most likely) it is an error.
-        if (code !== undefined && retried.requeued === 0 && retried.failed.length === 0) {
-          const hint = noMatchHint(code, codesSeen);
+        if (
+          code !== undefined &&
+          retried.requeued === 0 &&
+          retried.failed.length === 0 &&
+          !retried.alreadyRunning
+        ) {
+          const hint = noMatchHint(code, codesSeen, state);
           if (unknown) {
             throw new CliError(
-              `no dead job has code ${code}; nothing was requeued.${hint} The service's error codes: ${knownErrorCodes()}`,
+              `no ${state} job has code ${code}; nothing was requeued.${hint} The service's error codes: ${knownErrorCodes()}`,
             );
           }
-          process.stderr.write(`kreditcheck-receiver cli: no dead job has code ${code}.${hint}\n`);
+          process.stderr.write(
+            `kreditcheck-receiver cli: no ${state} job has code ${code}.${hint}\n`,
+          );
         }
         process.stdout.write(`${JSON.stringify(retried, null, 2)}\n`);
         // Some jobs not put back, or the run cut short: say so in the exit status too.
         return retried.failed.length > 0 || retried.error !== undefined ? 1 : 0;
       } else {
         if (values.code !== undefined) {
-          throw new CliError(`--code goes with --all-dead\n\n${usage(command)}`);
+          throw new CliError(`--code goes with --all-dead or --all-pending\n\n${usage(command)}`);
         }
         result = await call("POST", retryPath(needArgument("<id>"), values.fresh === true));
       }

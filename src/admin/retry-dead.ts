@@ -25,6 +25,8 @@ export interface RetryDeadResult {
   ids: string[];
   /** Jobs that could not be put back (e.g. retried meanwhile by someone else). */
   failed: { id: string; error: string }[];
+  /** Pending jobs a worker took meanwhile (they left pending on their own): not failures. */
+  alreadyRunning?: number;
   /** Set when the run stopped early (the admin API went away): what was done stands. */
   error?: string;
 }
@@ -43,6 +45,10 @@ const START = "00000000-0000-0000-0000-000000000000";
  * `codesOf`). Walks the dead jobs in id order with a cursor, so each is looked at
  * once: a job that dies again at once, one the API refuses and one that does not match
  * all stay behind the cursor, and the run ends after the last page.
+ *
+ * With `state` pending: makes every pending job (or those whose last error has `code`)
+ * due now, e.g. once finAPI is back after an outage, instead of each waiting out its
+ * backoff (up to BACKOFF_MAX_MS). A worker may take one meanwhile: counted apart.
  */
 export async function retryDeadJobs(
   call: AdminCall,
@@ -50,11 +56,17 @@ export async function retryDeadJobs(
   fresh = false,
   /** Filled with the codes of every dead job looked at: for a hint when none matched. */
   codesSeen?: Set<string>,
+  state: "dead" | "pending" = "dead",
 ): Promise<RetryDeadResult> {
-  const result: RetryDeadResult = { requeued: 0, ids: [], failed: [] };
+  const result: RetryDeadResult = {
+    requeued: 0,
+    ids: [],
+    failed: [],
+    ...(state === "pending" ? { alreadyRunning: 0 } : {}),
+  };
   try {
     for (let after: string | null = START; after !== null; ) {
-      const page = await call("GET", `/jobs?state=dead&limit=${PAGE}&after=${after}`);
+      const page = await call("GET", `/jobs?state=${state}&limit=${PAGE}&after=${after}`);
       if (!isDeadPage(page)) {
         // A service from before the cursor ignores `after` and would list the same jobs again.
         throw new Error(
@@ -74,6 +86,10 @@ export async function retryDeadJobs(
           // else (unreachable, 401, 5xx: the store is down) would fail every job alike: stop.
           const status = (error as { status?: unknown }).status;
           if (status !== 404 && status !== 409) throw error;
+          if (state === "pending" && status === 409 && result.alreadyRunning !== undefined) {
+            result.alreadyRunning += 1;
+            continue;
+          }
           result.failed.push({ id: job.id, error: (error as Error).message });
         }
       }
@@ -138,10 +154,13 @@ export function retryPath(id: string, fresh: boolean): string {
  * any other: so it is not refused before the dead jobs were looked at. What to warn, or
  * undefined for a code of the service.
  */
-export function unknownCodeWarning(code: string): string | undefined {
+export function unknownCodeWarning(
+  code: string,
+  state: "dead" | "pending" = "dead",
+): string | undefined {
   if (isErrorCode(code)) return undefined;
   const near = nearestErrorCode(code);
-  return `--code ${code} is none of the service's error codes${near ? ` (did you mean ${near}?)` : ""}; looking for dead jobs with it anyway, as a module sink may use codes of its own`;
+  return `--code ${code} is none of the service's error codes${near ? ` (did you mean ${near}?)` : ""}; looking for ${state} jobs with it anyway, as a module sink may use codes of its own`;
 }
 
 /**
@@ -149,10 +168,14 @@ export function unknownCodeWarning(code: string): string | undefined {
  * that it most likely meant (a module sink's own, which the service's list cannot know),
  * and the dead jobs' codes.
  */
-export function noMatchHint(code: string, codesSeen: ReadonlySet<string>): string {
+export function noMatchHint(
+  code: string,
+  codesSeen: ReadonlySet<string>,
+  state: "dead" | "pending" = "dead",
+): string {
   const near = nearest(code, codesSeen, () => 2);
   const seen = [...codesSeen].sort().join(", ");
-  return `${near ? ` Did you mean ${near}?` : ""} The dead jobs' codes: ${seen || "none (no dead job)"}.`;
+  return `${near ? ` Did you mean ${near}?` : ""} The ${state} jobs' codes: ${seen || `none (no ${state} job)`}.`;
 }
 
 /** The service's error codes, for a message. */

@@ -648,6 +648,51 @@ describe("npm run cli", () => {
     }
   });
 
+  it("retry --all-pending --code makes the jobs backing off after an outage due now, once finAPI is back", async () => {
+    // Every data call answers 503, and a failed job waits at least a minute before its next try.
+    const harness = await startHarness({
+      simulator: { rate5xx: 1 },
+      env: { BACKOFF_BASE_MS: "60000", BACKOFF_MAX_MS: "600000", FINAPI_RETRIES: "0" },
+    });
+    const cli = (...args: string[]) =>
+      run(process.execPath, ["--import", "tsx", "src/cli.ts", ...args], {
+        env: { ...process.env, ADMIN_URL: harness.service.adminUrl },
+      });
+    try {
+      const callbacks = [makeCallback(), makeCallback()];
+      const ids: string[] = [];
+      for (const callback of callbacks) ids.push(String((await harness.post(callback)).body.id));
+      const backingOff = async () =>
+        (await Promise.all(ids.map((id) => harness.service.inbox.get(id)))).every(
+          (job) => job?.state === "pending" && job.attempts === 1,
+        );
+      await waitFor(backingOff, "both jobs failed once and wait");
+      // Not the code they failed with: nothing is hurried, and the run says which they have.
+      const none = await cli("retry", "--all-pending", "--code", "stdout_closed");
+      expect(JSON.parse(none.stdout)).toEqual({
+        requeued: 0,
+        ids: [],
+        failed: [],
+        alreadyRunning: 0,
+      });
+      expect(none.stderr).toBe(
+        "kreditcheck-receiver cli: no pending job has code stdout_closed. The pending jobs' codes: finapi_unavailable.\n",
+      );
+      await expect(cli("retry", "--all-pending", "--fresh")).rejects.toMatchObject({ code: 2 });
+
+      harness.simulator.setFaults({ rate5xx: 0 });
+      const result = JSON.parse(
+        (await cli("retry", "--all-pending", "--code", "finapi_unavailable")).stdout,
+      ) as { ids: string[]; failed: unknown[] };
+      expect(result.ids.sort()).toEqual([...ids].sort());
+      expect(result.failed).toEqual([]);
+      // Long before their backoff of a minute or more.
+      for (const callback of callbacks) await harness.waitForBundle(String(callback.kreditCheckId));
+    } finally {
+      await harness.close();
+    }
+  });
+
   it("retry --all-dead --code takes a module sink's own code, with a warning that it is none of the service's", async () => {
     const harness = await startHarness({
       env: { SINKS: "file,module:test/fixtures/own-code-sink.mjs" },
