@@ -1,5 +1,4 @@
 import pg from "pg";
-import { parse as parseConnectionString } from "pg-connection-string";
 import { SCHEMA_NAME_PATTERN } from "./identifier.js";
 
 export interface PostgresTarget {
@@ -17,22 +16,23 @@ const CONNECT_TIMEOUT_MS = 10_000;
  * so every connection of a pool, and the LISTEN client, sees the schema from its first
  * query: no `SET` that a reconnect could forget, and statements stay unqualified.
  *
- * The URL is parsed here, with node-postgres' own parser, rather than handed over as
- * `connectionString`: node-postgres lets each of the URL's parameters replace the setting
- * of the same name, so a URL with `?options=…` (some hosted servers require one) dropped
- * the schema and the timeouts below, silently: the tables went to `public`, shared by
- * every PG_SCHEMA. The URL's own `options` come first; ours follow and win for the same
- * setting. An `application_name` in the URL is the operator's and is kept.
+ * node-postgres lets each parameter of the URL replace the setting of the same name, so a
+ * URL with `?options=…` (some hosted servers require one) dropped the schema and the
+ * timeouts below, silently: the tables went to `public`, shared by every PG_SCHEMA. That
+ * one parameter is taken out of the URL and put before ours (ours win for the same
+ * setting); the rest of the URL stays a connection string, which node-postgres reads
+ * anew for each connection: the password, and certificate files a rotation replaces.
+ * An `application_name` in the URL is the operator's and is kept.
  */
 export function connectionConfig(target: PostgresTarget, applicationName: string): pg.ClientConfig {
   if (!SCHEMA_NAME_PATTERN.test(target.schema)) {
     throw new Error(`invalid PostgreSQL schema name ${JSON.stringify(target.schema)}`);
   }
-  const { options: urlOptions, ...fromUrl } = parseConnectionString(target.url);
+  const { url, options: urlOptions } = withoutOptionsParameter(target.url);
   return {
-    application_name: applicationName,
-    ...(fromUrl as pg.ClientConfig),
+    connectionString: url,
     options: [urlOptions, `-c search_path=${target.schema}`].filter(Boolean).join(" "),
+    application_name: applicationName,
     connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
     // TCP keepalive: a connection that died silently (failover, a NAT or firewall that
     // dropped it) is found out by the kernel instead of looking idle for hours; the LISTEN
@@ -40,6 +40,24 @@ export function connectionConfig(target: PostgresTarget, applicationName: string
     keepAlive: true,
     keepAliveInitialDelayMillis: 10_000,
   };
+}
+
+/**
+ * The URL without its `options` query parameters, and their values joined (decoded as
+ * node-postgres' parser decodes them). The rest of the URL is left exactly as it was: its
+ * query starts at the first `?` (a `?` in a password has to be percent-encoded).
+ */
+export function withoutOptionsParameter(url: string): { url: string; options?: string } {
+  const queryStart = url.indexOf("?");
+  if (queryStart < 0) return { url };
+  const fragmentStart = url.indexOf("#", queryStart);
+  const queryEnd = fragmentStart < 0 ? url.length : fragmentStart;
+  const query = url.slice(queryStart + 1, queryEnd);
+  const values = new URLSearchParams(query).getAll("options");
+  if (values.length === 0) return { url };
+  const kept = query.split("&").filter((part) => new URLSearchParams(part).get("options") === null);
+  const rest = `${kept.length > 0 ? `?${kept.join("&")}` : ""}${url.slice(queryEnd)}`;
+  return { url: `${url.slice(0, queryStart)}${rest}`, options: values.join(" ") };
 }
 
 export interface PoolOptions {
@@ -120,7 +138,12 @@ function waitLongerThanConnect(
   const connectMs = config.connectionTimeoutMillis ?? CONNECT_TIMEOUT_MS;
   class ConnectBoundedClient extends pg.Client {
     constructor(clientConfig: pg.ClientConfig) {
-      super({ ...clientConfig, connectionTimeoutMillis: connectMs });
+      // pg-pool hides a password it was given (not enumerable): a spread would drop it.
+      super({
+        ...clientConfig,
+        password: clientConfig.password,
+        connectionTimeoutMillis: connectMs,
+      });
     }
   }
   return { connectionTimeoutMillis: Math.max(waitMs, connectMs), Client: ConnectBoundedClient };

@@ -1,7 +1,7 @@
 import { createServer, type Server, type Socket } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { PostgresInbox } from "../../src/inbox/postgres/postgres-inbox.js";
-import { createPool } from "../../src/postgres/pool.js";
+import { createPool, withoutOptionsParameter } from "../../src/postgres/pool.js";
 import { describePgError } from "../../src/postgres/sqlstate.js";
 
 const HINT =
@@ -41,6 +41,52 @@ describe("a PostgreSQL connection lost without a code", () => {
       /^timeout exceeded when trying to connect \(every connection of the service's pool stayed busy that long/,
     );
     expect(described).toContain("CREATE INDEX without CONCURRENTLY");
+  });
+
+  it("sends the URL's password on every pool, also one that waits longer for a free connection", async () => {
+    // A server that asks for a cleartext password, notes it, and ends the login there.
+    const received: string[] = [];
+    server = createServer((socket) => {
+      let asked = false;
+      socket.on("data", (data) => {
+        if (!asked) {
+          asked = true;
+          const askForPassword = Buffer.alloc(9);
+          askForPassword.write("R", 0);
+          askForPassword.writeInt32BE(8, 1);
+          askForPassword.writeInt32BE(3, 5); // AuthenticationCleartextPassword
+          socket.write(askForPassword);
+          return;
+        }
+        if (data[0] === 0x70) received.push(data.subarray(5, data.readInt32BE(1)).toString());
+        socket.destroy();
+      });
+    });
+    await new Promise<void>((resolve) => server?.listen(0, "127.0.0.1", resolve));
+    const { port } = server.address() as { port: number };
+    const target = { url: `postgres://kcr:s3cr%23t@127.0.0.1:${port}/db`, schema: "kcr_pw" };
+    for (const options of [{}, { waitForConnectionMs: 30_000 }]) {
+      const pool = createPool(target, "t", { ...options, connectionTimeoutMs: 2000 });
+      await pool.query("SELECT 1").catch(() => undefined);
+      await pool.end();
+    }
+    expect(received).toEqual(["s3cr#t", "s3cr#t"]);
+  });
+
+  it("takes a URL's own options out of it, to go before the service's, leaving the rest as it was", () => {
+    expect(withoutOptionsParameter("postgres://u:p@h/db")).toEqual({ url: "postgres://u:p@h/db" });
+    expect(
+      withoutOptionsParameter(
+        "postgres://u:p%3Fq@h/db?sslmode=require&options=-c%20timezone%3DUTC&application_name=x",
+      ),
+    ).toEqual({
+      url: "postgres://u:p%3Fq@h/db?sslmode=require&application_name=x",
+      options: "-c timezone=UTC",
+    });
+    expect(withoutOptionsParameter("postgres://u@/db?options=endpoint%3Dep-1+x")).toEqual({
+      url: "postgres://u@/db",
+      options: "endpoint=ep-1 x",
+    });
   });
 
   it("gives up opening a connection after its connect timeout, also on a pool that waits longer for a free one", async () => {
