@@ -232,12 +232,28 @@ export class LeaseLostError extends Error {
   }
 }
 
-/** The inbox cannot be written or read; callers answer 503 and retry later. */
+/**
+ * Tells each listener that jobs were written (Inbox.onEnqueued). A listener is a wake-up
+ * call (the worker's): one that throws must not fail a callback already stored, nor, when
+ * PostgreSQL's LISTEN connection calls it from an event, end the process. The worker's
+ * poll finds the job anyway.
+ */
+export function notifyListeners(listeners: Iterable<() => void>): void {
+  for (const listener of listeners) {
+    try {
+      listener();
+    } catch {
+      // See above: a wake-up that failed is made up for by the next poll.
+    }
+  }
+}
+
 /** A check's ids as its callback gave them; findByCheck needs at least one. */
 export type CheckIds =
   | { processToken: string; kreditCheckId?: string }
   | { processToken?: string; kreditCheckId: string };
 
+/** The inbox cannot be written or read; callers answer 503 and retry later. */
 export class StoreUnavailableError extends Error {
   readonly code = "store_unavailable";
   constructor(message: string, options?: { cause?: unknown }) {

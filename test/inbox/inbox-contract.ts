@@ -452,6 +452,21 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
       expect(await inbox.get("00000000-0000-4000-8000-000000000000")).toBeNull();
     });
 
+    it("stores and answers a callback even when a listener told of new jobs throws", async () => {
+      let calls = 0;
+      inbox.onEnqueued(() => {
+        calls += 1;
+        throw new Error("a listener's own bug");
+      });
+      for (let index = 0; index < 2; index++) {
+        await expect(inbox.enqueue(callback(), new Date())).resolves.toMatchObject({
+          duplicate: false,
+        });
+      }
+      expect(calls).toBeGreaterThanOrEqual(2);
+      expect((await inbox.countByState()).pending).toBe(2);
+    });
+
     it("finds the jobs of one check by its processToken, its kreditCheckId or both, latest received first", async () => {
       const shared = callback();
       const t0 = Date.now();

@@ -15,6 +15,7 @@ import {
   type JobState,
   type JobSummary,
   LeaseLostError,
+  notifyListeners,
   progressWithFailure,
   StoreUnavailableError,
   summaryOf,
@@ -409,7 +410,7 @@ export class PostgresInbox implements Inbox {
   }
 
   private notify(): void {
-    for (const listener of this.listeners) listener();
+    notifyListeners(this.listeners);
   }
 
   /**

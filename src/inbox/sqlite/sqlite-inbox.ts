@@ -15,6 +15,7 @@ import {
   type JobState,
   type JobSummary,
   LeaseLostError,
+  notifyListeners,
   progressWithFailure,
   StoreUnavailableError,
   summaryOf,
@@ -349,7 +350,7 @@ export class SqliteInbox implements Inbox {
   }
 
   private notify(): void {
-    for (const listener of this.listeners) listener();
+    notifyListeners(this.listeners);
   }
 
   /**
