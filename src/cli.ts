@@ -227,7 +227,7 @@ async function main(argv: string[]): Promise<number> {
           code !== undefined &&
           retried.requeued === 0 &&
           retried.failed.length === 0 &&
-          !retried.alreadyRunning
+          !retried.noLongerPending
         ) {
           const hint = noMatchHint(code, codesSeen, state);
           if (unknown) {

@@ -52,6 +52,11 @@ const retryQuery = z.object({
     .enum(["true", "false"], { error: "must be true or false" })
     .default("false")
     .transform((value) => value === "true"),
+  /**
+   * Only if the job is (still) in this state: a bulk "run the pending ones now" must not
+   * replay a job that finished between its list and its retry.
+   */
+  ifState: z.enum(["pending"], { error: "must be pending" }).optional(),
 });
 
 const fetchBody = z.object({
@@ -112,18 +117,20 @@ export function jobsRouter(options: JobsRouterOptions): Router {
     const query = retryQuery.safeParse(req.query);
     if (!query.success) return sendError(res, 400, "invalid_query", zodIssues(query.error));
     // ?fresh=true: a dead job fetches anew instead of resending the bundle it kept.
-    const { fresh } = query.data;
-    if (!(await inbox.requeue(job.id, { fresh }))) {
+    const { fresh, ifState } = query.data;
+    if (!(await inbox.requeue(job.id, { fresh, onlyIfPending: ifState === "pending" }))) {
       // Its state as it is now: a worker may have moved it since it was read above.
       const now = (await inbox.get(job.id)) ?? job;
       return sendError(res, 409, "job_not_retryable", [
         {
           message:
-            fresh && now.state === "pending"
-              ? "job is pending: it is retried with what it fetched (retry it without fresh to make it due now); fresh applies to dead and done jobs"
-              : now.state === "running"
-                ? `job is running (leased by ${now.lockedBy ?? "a worker"} until ${now.lockedUntil?.toISOString() ?? "its lease ends"}); only dead, done or pending jobs can be retried: a running one finishes or fails first, and one whose worker stopped is taken over by another when that lease ends`
-                : `job is ${now.state}; only dead, done or pending jobs can be retried`,
+            ifState !== undefined && now.state !== ifState
+              ? `job is ${now.state}, not ${ifState} (ifState=${ifState}): left as it is`
+              : fresh && now.state === "pending"
+                ? "job is pending: it is retried with what it fetched (retry it without fresh to make it due now); fresh applies to dead and done jobs"
+                : now.state === "running"
+                  ? `job is running (leased by ${now.lockedBy ?? "a worker"} until ${now.lockedUntil?.toISOString() ?? "its lease ends"}); only dead, done or pending jobs can be retried: a running one finishes or fails first, and one whose worker stopped is taken over by another when that lease ends`
+                  : `job is ${now.state}; only dead, done or pending jobs can be retried`,
         },
       ]);
     }

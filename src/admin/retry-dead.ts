@@ -25,8 +25,11 @@ export interface RetryDeadResult {
   ids: string[];
   /** Jobs that could not be put back (e.g. retried meanwhile by someone else). */
   failed: { id: string; error: string }[];
-  /** Pending jobs a worker took meanwhile (they left pending on their own): not failures. */
-  alreadyRunning?: number;
+  /**
+   * Pending jobs that left pending on their own before their turn (a worker took them,
+   * or they finished): not failures, and not replayed.
+   */
+  noLongerPending?: number;
   /** Set when the run stopped early (the admin API went away): what was done stands. */
   error?: string;
 }
@@ -48,7 +51,8 @@ const START = "00000000-0000-0000-0000-000000000000";
  *
  * With `state` pending: makes every pending job (or those whose last error has `code`)
  * due now, e.g. once finAPI is back after an outage, instead of each waiting out its
- * backoff (up to BACKOFF_MAX_MS). A worker may take one meanwhile: counted apart.
+ * backoff (up to BACKOFF_MAX_MS). One that left pending meanwhile is counted apart and
+ * left as it is.
  */
 export async function retryDeadJobs(
   call: AdminCall,
@@ -62,7 +66,7 @@ export async function retryDeadJobs(
     requeued: 0,
     ids: [],
     failed: [],
-    ...(state === "pending" ? { alreadyRunning: 0 } : {}),
+    ...(state === "pending" ? { noLongerPending: 0 } : {}),
   };
   try {
     for (let after: string | null = START; after !== null; ) {
@@ -78,7 +82,7 @@ export async function retryDeadJobs(
         for (const each of codes) codesSeen?.add(each);
         if (code !== undefined && !codes.includes(code)) continue;
         try {
-          await call("POST", retryPath(job.id, fresh));
+          await call("POST", retryPath(job.id, fresh, state === "pending"));
           result.requeued += 1;
           result.ids.push(job.id);
         } catch (error) {
@@ -86,8 +90,8 @@ export async function retryDeadJobs(
           // else (unreachable, 401, 5xx: the store is down) would fail every job alike: stop.
           const status = (error as { status?: unknown }).status;
           if (status !== 404 && status !== 409) throw error;
-          if (state === "pending" && status === 409 && result.alreadyRunning !== undefined) {
-            result.alreadyRunning += 1;
+          if (state === "pending" && status === 409 && result.noLongerPending !== undefined) {
+            result.noLongerPending += 1;
             continue;
           }
           result.failed.push({ id: job.id, error: (error as Error).message });
@@ -143,9 +147,13 @@ export function errorCodesOf(lastError: string): string[] {
   return codes;
 }
 
-/** The admin API's path that retries job `id` (`fresh`: fetched again for every sink). */
-export function retryPath(id: string, fresh: boolean): string {
-  return `/jobs/${encodeURIComponent(id)}/retry${fresh ? "?fresh=true" : ""}`;
+/**
+ * The admin API's path that retries job `id` (`fresh`: fetched again for every sink;
+ * `onlyIfPending`: a job no longer pending is left as it is, answered 409).
+ */
+export function retryPath(id: string, fresh: boolean, onlyIfPending = false): string {
+  const query = [...(fresh ? ["fresh=true"] : []), ...(onlyIfPending ? ["ifState=pending"] : [])];
+  return `/jobs/${encodeURIComponent(id)}/retry${query.length > 0 ? `?${query.join("&")}` : ""}`;
 }
 
 /**

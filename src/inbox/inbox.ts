@@ -152,9 +152,11 @@ export interface Inbox {
    * sink again (a replay). A pending job waiting for its next attempt is due at once,
    * attempts and progress unchanged. False for a running job or none. `fresh`: a dead job
    * keeps nothing either, and is fetched and delivered to every sink again; a pending job
-   * is then left as it is (false).
+   * is then left as it is (false). `onlyIfPending`: only a pending job is touched (made
+   * due), in the same statement that checks it, so a job that finished meanwhile is not
+   * replayed by a bulk "run the pending ones now" (false).
    */
-  requeue(jobId: string, options?: { fresh?: boolean }): Promise<boolean>;
+  requeue(jobId: string, options?: { fresh?: boolean; onlyIfPending?: boolean }): Promise<boolean>;
   /**
    * Retention: deletes up to `limit` jobs in `state` that finished before `finishedBefore`,
    * oldest first, in one short statement, and answers how many. Pending and running jobs

@@ -673,7 +673,7 @@ describe("npm run cli", () => {
         requeued: 0,
         ids: [],
         failed: [],
-        alreadyRunning: 0,
+        noLongerPending: 0,
       });
       expect(none.stderr).toBe(
         "kreditcheck-receiver cli: no pending job has code stdout_closed. The pending jobs' codes: finapi_unavailable.\n",
@@ -688,6 +688,18 @@ describe("npm run cli", () => {
       expect(result.failed).toEqual([]);
       // Long before their backoff of a minute or more.
       for (const callback of callbacks) await harness.waitForBundle(String(callback.kreditCheckId));
+      // A job that finished between the list and its retry is left as it is, not replayed.
+      await harness.waitForJob(String(ids[0]), "done");
+      const late = await fetch(
+        `${harness.service.adminUrl}/admin/jobs/${ids[0]}/retry?ifState=pending`,
+        { method: "POST" },
+      );
+      expect(late.status).toBe(409);
+      expect(await late.json()).toEqual({
+        error: "job_not_retryable",
+        details: [{ message: "job is done, not pending (ifState=pending): left as it is" }],
+      });
+      expect((await harness.service.inbox.get(String(ids[0])))?.state).toBe("done");
     } finally {
       await harness.close();
     }

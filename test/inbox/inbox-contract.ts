@@ -384,6 +384,35 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
       expect(Object.keys(requeued?.progress ?? {})).toEqual(["requeuedAt"]);
     });
 
+    it("with onlyIfPending makes a pending job due and leaves a done or dead one as it is", async () => {
+      const [pending, done, dead] = [
+        await inbox.enqueue(callback(), new Date()),
+        await inbox.enqueue(callback(), new Date()),
+        await inbox.enqueue(callback(), new Date()),
+      ];
+      await inbox.claim("worker-a", 10, LEASE_MS);
+      await inbox.retry(
+        pending.id,
+        "worker-a",
+        HOUR_MS,
+        { message: "finapi_unavailable: 503" },
+        {},
+      );
+      await inbox.complete(done.id, "worker-a", { deliveredSinks: ["file"] });
+      await inbox.fail(dead.id, "worker-a", { message: "finapi_forbidden: 403" }, {});
+      expect(await inbox.requeue(pending.id, { onlyIfPending: true })).toBe(true);
+      expect((await inbox.claim("worker-b", 10, LEASE_MS)).map((job) => job.id)).toEqual([
+        pending.id,
+      ]);
+      for (const [{ id }, state] of [
+        [done, "done"],
+        [dead, "dead"],
+      ] as const) {
+        expect(await inbox.requeue(id, { onlyIfPending: true })).toBe(false);
+        expect((await inbox.get(id))?.state).toBe(state);
+      }
+    });
+
     it("requeues a dead job that had fetched nothing, and a done job, as new: fetched and delivered again", async () => {
       const dead = await inbox.enqueue(callback(), new Date());
       const done = await inbox.enqueue(callback(), new Date());

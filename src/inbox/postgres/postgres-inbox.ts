@@ -298,12 +298,16 @@ export class PostgresInbox implements Inbox {
     this.announce();
   }
 
-  async requeue(jobId: string, options: { fresh?: boolean } = {}): Promise<boolean> {
+  async requeue(
+    jobId: string,
+    options: { fresh?: boolean; onlyIfPending?: boolean } = {},
+  ): Promise<boolean> {
     // The id column is a uuid: PostgreSQL would refuse other text with an error, where
     // SQLite simply finds no row. A mistyped id is no job on both.
     if (!JOB_ID_PATTERN.test(jobId)) return false;
     // Two statements, each atomic: a job that turns dead in between is simply not hurried.
-    const requeued = (await this.requeueFinished(jobId, options.fresh === true)) === 1;
+    const requeued =
+      !options.onlyIfPending && (await this.requeueFinished(jobId, options.fresh === true)) === 1;
     // A fresh start is for finished jobs; a pending one keeps what it fetched.
     if (
       !requeued &&

@@ -258,10 +258,14 @@ export class SqliteInbox implements Inbox {
     );
   }
 
-  async requeue(jobId: string, options: { fresh?: boolean } = {}): Promise<boolean> {
+  async requeue(
+    jobId: string,
+    options: { fresh?: boolean; onlyIfPending?: boolean } = {},
+  ): Promise<boolean> {
     const changes = await this.write(() => {
       const now = this.clock();
       const { requeue, runNow } = this.statements;
+      if (options.onlyIfPending) return options.fresh ? 0 : runNow.run({ id: jobId, now }).changes;
       const requeued = requeue.run({ id: jobId, now, fresh: options.fresh ? 1 : 0 }).changes;
       // A fresh start is for finished jobs; a pending one keeps what it fetched.
       return requeued || (options.fresh ? 0 : runNow.run({ id: jobId, now }).changes);
