@@ -39,8 +39,11 @@ export class FileSink implements Sink {
   /** The folder fsync in progress, and the one queued behind it (see syncFolder). */
   private folderSync: Promise<void> | undefined;
   private nextFolderSync: Promise<void> | undefined;
-  /** The folder's file system (st_dev) at start-up; see syncFolderNow. */
-  private device: number | undefined;
+  /**
+   * The folder's file system (st_dev) at start-up, and that of the disk under the mount
+   * point it is on (none if it is on the root file system); see syncFolderNow.
+   */
+  private volume: { device: number; under: number | undefined } | undefined;
 
   constructor(dir: string) {
     this.dir = resolve(dir);
@@ -60,7 +63,7 @@ export class FileSink implements Sink {
       await sink.ensureFolder();
       await writeFlushed(probe, "probe\n", { mode: 0o600, flush: true, flag: "wx" });
       await rm(probe, { force: true });
-      sink.device = (await stat(sink.dir)).dev;
+      await sink.rememberVolume((await stat(sink.dir)).dev);
     } catch (error) {
       // A full disk may take the file but not its bytes.
       await rm(probe, { force: true }).catch(() => undefined);
@@ -217,7 +220,7 @@ export class FileSink implements Sink {
   }
 
   /**
-   * Also checks that the folder is still on the file system it was on at start-up. When a
+   * Also checks that the folder is still on the volume it was on at start-up. When a
    * volume mounted there (or above it) goes away, the path leads to the disk underneath,
    * where the folder is made again or was the bare mount point: bundles would land there,
    * reported delivered. This fstat costs one system call per folder fsync, which
@@ -227,11 +230,35 @@ export class FileSink implements Sink {
     let device: number;
     try {
       device = await syncDirectory(this.dir);
+      if (!this.volume) return await this.rememberVolume(device);
     } catch (error) {
       throw this.writeFailed(this.dir, error);
     }
-    this.device ??= device;
-    if (device !== this.device) throw new FolderMovedError(this.dir, device, this.device);
+    if (device === this.volume.device) return;
+    if (device !== this.volume.under) {
+      // Some volumes get a new device number when they are mounted again while the service
+      // runs (an NFS submount, an automount that expired when idle): still not the disk
+      // under the mount point, so still the results' volume.
+      this.volume = { ...this.volume, device };
+      return;
+    }
+    throw new FolderMovedError(this.dir, device, this.volume.device);
+  }
+
+  /**
+   * The folder's device, and the device of the disk under its mount point: the first
+   * folder above it on another device (what the path leads to once the volume is gone).
+   */
+  private async rememberVolume(device: number): Promise<void> {
+    let under: number | undefined;
+    for (let child = this.dir; dirname(child) !== child; child = dirname(child)) {
+      const parentDevice = (await stat(dirname(child))).dev;
+      if (parentDevice !== device) {
+        under = parentDevice;
+        break;
+      }
+    }
+    this.volume = { device, under };
   }
 
   /**
@@ -351,15 +378,15 @@ async function syncDirectory(path: string): Promise<number> {
   }
 }
 
-/** FILE_SINK_DIR leads to another file system than at start-up (see syncFolderNow). */
+/** FILE_SINK_DIR leads to the disk under its volume's mount point (see syncFolderNow). */
 class FolderMovedError extends ReceiverError {
   constructor(dir: string, device: number, startDevice: number) {
     super(
-      `${dir} is on another file system than when the service started (device ${device}, was ${startDevice}): the volume mounted there is gone? This delivery's files were removed from it`,
+      `${dir} now leads to the file system under the mount point of its volume (device ${device}; the volume's was ${startDevice}): the volume is gone (unmounted?). This delivery's files were removed from there`,
       {
         code: "file_sink_write_failed",
         retryable: true,
-        fix: "mount the results volume again (the job is retried), or restart the service to write to the new file system.",
+        fix: "mount the results volume again (the job is retried), or point FILE_SINK_DIR elsewhere and restart the service.",
       },
     );
   }

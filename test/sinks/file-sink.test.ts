@@ -269,10 +269,32 @@ describe("FileSink on a small tmpfs", () => {
       const error = await sink.deliver(bundleWithDocument("kc-gone")).catch((e: unknown) => e);
       expect(error).toMatchObject({ code: "file_sink_write_failed", retryable: true });
       expect((error as Error).message).toMatch(
-        /results is on another file system than when the service started .*the volume mounted there is gone\?/,
+        /results now leads to the file system under the mount point of its volume .*the volume is gone \(unmounted\?\)/,
       );
       expect((error as Error & { fix: string }).fix).toMatch(/^mount the results volume again/);
       expect(await readdir(results)).toEqual([]);
+    });
+
+    it("goes on writing to a volume mounted again under a new device number (an automount, an NFS submount)", async (ctx) => {
+      mounted = await mountTmpfs(dir, "size=1m");
+      if (!mounted) return ctx.skip("mounting a tmpfs needs root");
+      const results = join(dir, "results");
+      const sink = await FileSink.open(results);
+      await sink.deliver(bundleFor("kc-before"));
+      const before = (await stat(results)).dev;
+      await run("umount", [dir]);
+      // Another mount takes the freed device number first, so the volume gets a new one.
+      const occupier = await mkdtemp(join(tmpdir(), "kcr-file-occupier-"));
+      await mountTmpfs(occupier, "size=64k");
+      try {
+        mounted = await mountTmpfs(dir, "size=1m");
+        expect((await stat(dir)).dev).not.toBe(before);
+        await sink.deliver(bundleFor("kc-after"));
+        expect(await readdir(results)).toEqual(["kc-after.json"]);
+      } finally {
+        await run("umount", [occupier]);
+        await rm(occupier, { recursive: true, force: true });
+      }
     });
 
     it("says the mount turned read-only when it is remounted so after start-up", async (ctx) => {
