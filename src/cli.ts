@@ -189,10 +189,25 @@ async function main(argv: string[]): Promise<number> {
       if (values.limit) query.set("limit", values.limit);
       // The API's cursor: all jobs one page at a time, each once (`next` is the next --after).
       if (values.after !== undefined) query.set("after", values.after);
-      if (values["process-token"] !== undefined) query.set("processToken", values["process-token"]);
-      if (values["kreditcheck-id"] !== undefined)
-        query.set("kreditCheckId", values["kreditcheck-id"]);
+      const wanted = {
+        processToken: values["process-token"],
+        kreditCheckId: values["kreditcheck-id"],
+      };
+      if (wanted.processToken !== undefined) query.set("processToken", wanted.processToken);
+      if (wanted.kreditCheckId !== undefined) query.set("kreditCheckId", wanted.kreditCheckId);
       result = await call("GET", `/jobs${query.size > 0 ? `?${query}` : ""}`);
+      // A service older than these parameters ignores them and lists every check's jobs.
+      const listed = (result as { jobs?: Record<string, unknown>[] }).jobs ?? [];
+      const foreign = listed.filter(
+        (job) =>
+          (wanted.processToken !== undefined && job.processToken !== wanted.processToken) ||
+          (wanted.kreditCheckId !== undefined && job.kreditCheckId !== wanted.kreditCheckId),
+      );
+      if (foreign.length > 0) {
+        throw new CliError(
+          "the admin API answered jobs of other checks: the service is older than --process-token and --kreditcheck-id (update it)",
+        );
+      }
       break;
     }
     case "job":

@@ -91,8 +91,7 @@ export function jobsRouter(options: JobsRouterOptions): Router {
         processToken !== undefined
           ? { processToken, kreditCheckId }
           : { kreditCheckId: kreditCheckId as string };
-      const found = await inbox.findByCheck(check, limit);
-      const jobs = state ? found.filter((job) => job.state === state) : found;
+      const jobs = await inbox.findByCheck(check, limit, state);
       return res.json({ jobs: jobs.map(jobView), counts: await inbox.countByState() });
     }
     const jobs = await inbox.list({ state, limit, after });

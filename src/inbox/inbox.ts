@@ -138,9 +138,10 @@ export interface Inbox {
   list(filter: { state?: JobState; limit: number; after?: string }): Promise<JobSummary[]>;
   /**
    * The jobs of one check, by the ids its callback carried (either or both; at least one):
-   * what an operator has when a customer asks. The latest received first.
+   * what an operator has when a customer asks. The latest received first; only those in
+   * `state` when given (before `limit` is applied).
    */
-  findByCheck(check: CheckIds, limit: number): Promise<JobSummary[]>;
+  findByCheck(check: CheckIds, limit: number, state?: JobState): Promise<JobSummary[]>;
   countByState(): Promise<Record<JobState, number>>;
   /** When the oldest job not yet finished (pending or running) was received; null if none. */
   oldestUnfinished(): Promise<Date | null>;

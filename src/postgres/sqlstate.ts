@@ -44,13 +44,10 @@ const CONNECTION_LOST =
   /^(?:Connection terminated(?: unexpectedly| due to connection timeout)?|timeout expired)$/;
 const CONNECTION_LOST_FIX =
   "the connection to the PostgreSQL server closed or could not be opened in time: check host and port in the URL, that the server runs, and that no firewall drops the service's packets.";
-/**
- * pg-pool's: no connection of the pool came free in time, or a new one did not open in
- * time (the same setting bounds both; the worker's pool waits longer than it connects).
- */
+/** pg-pool's: no connection of the pool came free in time (opening one fails otherwise). */
 const POOL_WAIT = /^timeout exceeded when trying to connect$/;
 const POOL_WAIT_FIX =
-  "every connection of the service's pool stayed busy that long, or a new one could not be opened in time: look for a lock held on the jobs table (CREATE INDEX without CONCURRENTLY, LOCK TABLE, a long ALTER; pg_locks) or a slow server, then check host, port and firewall as for a lost connection.";
+  "every connection of the service's pool stayed busy that long: look for a lock held on the jobs table (CREATE INDEX without CONCURRENTLY, LOCK TABLE, a long ALTER; pg_locks) or a slow server.";
 
 /** A one-line description of a pg error: SQLSTATE, message, and what to do about it. */
 export function describePgError(error: unknown): string {

@@ -52,6 +52,25 @@ describe("the CLI's exit status, for scripts and cron jobs", () => {
     server = undefined;
   });
 
+  it("refuses, with exit 2, a list of other checks' jobs from a service too old to look up one check", async () => {
+    // Such a service ignores processToken and answers its latest jobs, of every check.
+    server = createServer((_req, res) => {
+      res.setHeader("content-type", "application/json");
+      res.end(
+        JSON.stringify({
+          jobs: [{ id: "x", processToken: "pt-other", kreditCheckId: "kc-other" }],
+        }),
+      );
+    });
+    await new Promise<void>((resolve) => server?.listen(0, "127.0.0.1", resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const result = await cli(url, "jobs", "--process-token", "pt-asked");
+    expect(result).toMatchObject({ code: 2, stdout: "" });
+    expect(result.stderr).toContain(
+      "the admin API answered jobs of other checks: the service is older than --process-token and --kreditcheck-id (update it)",
+    );
+  });
+
   it("exits 1 when retry --all-dead could not put every job back, listing the ones it could not", async () => {
     const admin = await adminWithOneRefusal();
     server = admin.server;

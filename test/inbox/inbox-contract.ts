@@ -532,6 +532,17 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
       });
       expect(await inbox.findByCheck({ processToken: shared.processToken }, 1)).toHaveLength(1);
       expect(await inbox.findByCheck({ processToken: "pt-nobody" }, 10)).toEqual([]);
+      // The state picks before the limit counts: the older job of the token, now dead,
+      // is found with limit 1 although a newer one is pending.
+      const [claimed] = await inbox.claim("worker-a", 1, LEASE_MS);
+      expect(claimed?.id).toBe(first.id);
+      await inbox.fail(first.id, "worker-a", { message: "finapi_forbidden: 403" }, {});
+      expect(
+        ids(await inbox.findByCheck({ processToken: shared.processToken }, 1, "dead")),
+      ).toEqual([first.id]);
+      expect(await inbox.findByCheck({ kreditCheckId: shared.kreditCheckId }, 10, "done")).toEqual(
+        [],
+      );
     });
 
     it("lists a job without the bundle it keeps, saying that it keeps one", async () => {

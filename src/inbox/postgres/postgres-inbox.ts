@@ -364,15 +364,29 @@ export class PostgresInbox implements Inbox {
     );
   }
 
-  async findByCheck(check: CheckIds, limit: number): Promise<JobSummary[]> {
+  async findByCheck(check: CheckIds, limit: number, state?: JobState): Promise<JobSummary[]> {
     type SummaryRow = JobRow & { bundle_kept: boolean | null };
     const { processToken, kreditCheckId } = check;
+    const inState = state ?? null;
     const { rows } =
       processToken !== undefined && kreditCheckId !== undefined
-        ? await this.operatorQuery<SummaryRow>(SQL.findByBoth, [processToken, kreditCheckId, limit])
+        ? await this.operatorQuery<SummaryRow>(SQL.findByBoth, [
+            processToken,
+            kreditCheckId,
+            limit,
+            inState,
+          ])
         : processToken !== undefined
-          ? await this.operatorQuery<SummaryRow>(SQL.findByProcessToken, [processToken, limit])
-          : await this.operatorQuery<SummaryRow>(SQL.findByKreditCheckId, [kreditCheckId, limit]);
+          ? await this.operatorQuery<SummaryRow>(SQL.findByProcessToken, [
+              processToken,
+              limit,
+              inState,
+            ])
+          : await this.operatorQuery<SummaryRow>(SQL.findByKreditCheckId, [
+              kreditCheckId,
+              limit,
+              inState,
+            ]);
     return rows.map((row) =>
       summaryOf(rowToJob(row), row.bundle_kept ?? row.progress.bundle !== undefined),
     );

@@ -305,15 +305,16 @@ export class SqliteInbox implements Inbox {
     });
   }
 
-  async findByCheck(check: CheckIds, limit: number): Promise<JobSummary[]> {
+  async findByCheck(check: CheckIds, limit: number, state?: JobState): Promise<JobSummary[]> {
     return this.read(() => {
       const { processToken, kreditCheckId } = check;
+      const filter = { limit, state: state ?? null };
       const rows =
         processToken !== undefined && kreditCheckId !== undefined
-          ? this.statements.findByBoth.all({ processToken, kreditCheckId, limit })
+          ? this.statements.findByBoth.all({ processToken, kreditCheckId, ...filter })
           : processToken !== undefined
-            ? this.statements.findByProcessToken.all({ processToken, limit })
-            : this.statements.findByKreditCheckId.all({ kreditCheckId, limit });
+            ? this.statements.findByProcessToken.all({ processToken, ...filter })
+            : this.statements.findByKreditCheckId.all({ kreditCheckId, ...filter });
       return (rows as (JobRow & { bundle_kept: number })[]).map((row) =>
         summaryOf(rowToJob(row), row.bundle_kept === 1),
       );

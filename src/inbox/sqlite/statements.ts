@@ -81,9 +81,12 @@ export const SQL = {
   listByStateAfter: `SELECT ${SUMMARY} FROM jobs WHERE state = @state AND id > @after ORDER BY id LIMIT @limit`,
   listAllAfter: `SELECT ${SUMMARY} FROM jobs WHERE id > @after ORDER BY id LIMIT @limit`,
   // By the dedupe key's index (a kreditCheckId alone reads the table: an operator's lookup).
-  findByBoth: `SELECT ${SUMMARY} FROM jobs WHERE process_token = @processToken AND kreditcheck_id = @kreditCheckId LIMIT @limit`,
-  findByProcessToken: `SELECT ${SUMMARY} FROM jobs WHERE process_token = @processToken ORDER BY received_at DESC LIMIT @limit`,
-  findByKreditCheckId: `SELECT ${SUMMARY} FROM jobs WHERE kreditcheck_id = @kreditCheckId ORDER BY received_at DESC LIMIT @limit`,
+  findByBoth: `SELECT ${SUMMARY} FROM jobs WHERE process_token = @processToken AND kreditcheck_id = @kreditCheckId
+                 AND (@state IS NULL OR state = @state) LIMIT @limit`,
+  findByProcessToken: `SELECT ${SUMMARY} FROM jobs WHERE process_token = @processToken AND (@state IS NULL OR state = @state)
+                         ORDER BY received_at DESC LIMIT @limit`,
+  findByKreditCheckId: `SELECT ${SUMMARY} FROM jobs WHERE kreditcheck_id = @kreditCheckId AND (@state IS NULL OR state = @state)
+                          ORDER BY received_at DESC LIMIT @limit`,
   /**
    * Pending and running on their partial indexes; done and dead kept by triggers
    * (schema.ts): two rows to read, however many finished jobs a week holds.
