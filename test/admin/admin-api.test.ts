@@ -581,13 +581,18 @@ describe("admin port", () => {
   });
 });
 
+/** Runs the CLI as `npm run cli --` does, against the admin API at `adminUrl`. */
+function cliAgainst(adminUrl: string) {
+  return (...args: string[]) =>
+    run(process.execPath, ["--import", "tsx", "src/cli.ts", ...args], {
+      env: { ...process.env, ADMIN_URL: adminUrl },
+    });
+}
+
 describe("npm run cli", () => {
   it("retry --all-dead --code puts back the jobs that died of that error, once it is fixed", async () => {
     const harness = await startHarness({ simulator: { forbidden: true } });
-    const cli = (...args: string[]) =>
-      run(process.execPath, ["--import", "tsx", "src/cli.ts", ...args], {
-        env: { ...process.env, ADMIN_URL: harness.service.adminUrl },
-      });
+    const cli = cliAgainst(harness.service.adminUrl);
     try {
       const callbacks = [makeCallback(), makeCallback()];
       const ids: string[] = [];
@@ -654,10 +659,7 @@ describe("npm run cli", () => {
       simulator: { rate5xx: 1 },
       env: { BACKOFF_BASE_MS: "60000", BACKOFF_MAX_MS: "600000", FINAPI_RETRIES: "0" },
     });
-    const cli = (...args: string[]) =>
-      run(process.execPath, ["--import", "tsx", "src/cli.ts", ...args], {
-        env: { ...process.env, ADMIN_URL: harness.service.adminUrl },
-      });
+    const cli = cliAgainst(harness.service.adminUrl);
     try {
       const callbacks = [makeCallback(), makeCallback()];
       const ids: string[] = [];
@@ -709,10 +711,7 @@ describe("npm run cli", () => {
     const harness = await startHarness({
       env: { SINKS: "file,module:test/fixtures/own-code-sink.mjs" },
     });
-    const cli = (...args: string[]) =>
-      run(process.execPath, ["--import", "tsx", "src/cli.ts", ...args], {
-        env: { ...process.env, ADMIN_URL: harness.service.adminUrl },
-      });
+    const cli = cliAgainst(harness.service.adminUrl);
     try {
       const id = String((await harness.post(makeCallback())).body.id);
       const dead = await harness.waitForJob(id, "dead");
