@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { writeFile } from "node:fs";
-import { open, readdir, rename, rm, stat } from "node:fs/promises";
+import { open, readdir, realpath, rename, rm, stat } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { SAFE_ID_PATTERN } from "../callback.js";
@@ -40,10 +40,11 @@ export class FileSink implements Sink {
   private folderSync: Promise<void> | undefined;
   private nextFolderSync: Promise<void> | undefined;
   /**
-   * The folder's file system (st_dev) at start-up, and that of the disk under the mount
-   * point it is on (none if it is on the root file system); see syncFolderNow.
+   * The folder's file system (st_dev) at start-up, and those of the folders above it
+   * (other than its own): what the path leads to once its volume is gone; see
+   * syncFolderNow.
    */
-  private volume: { device: number; under: number | undefined } | undefined;
+  private volume: { device: number; above: ReadonlySet<number> } | undefined;
 
   constructor(dir: string) {
     this.dir = resolve(dir);
@@ -235,10 +236,10 @@ export class FileSink implements Sink {
       throw this.writeFailed(this.dir, error);
     }
     if (device === this.volume.device) return;
-    if (device !== this.volume.under) {
+    if (!this.volume.above.has(device)) {
       // Some volumes get a new device number when they are mounted again while the service
-      // runs (an NFS submount, an automount that expired when idle): still not the disk
-      // under the mount point, so still the results' volume.
+      // runs (an NFS submount, an automount that expired when idle): still none of the
+      // disks above it, so still the results' volume.
       this.volume = { ...this.volume, device };
       return;
     }
@@ -246,19 +247,18 @@ export class FileSink implements Sink {
   }
 
   /**
-   * The folder's device, and the device of the disk under its mount point: the first
-   * folder above it on another device (what the path leads to once the volume is gone).
+   * The folder's device, and the devices of the folders above it, other than its own:
+   * once its volume is gone, the path leads to one of those (the disk under the mount
+   * point, or under an outer mount gone too). Walked from the real path: a FILE_SINK_DIR
+   * that is a symbolic link leads to a volume elsewhere.
    */
   private async rememberVolume(device: number): Promise<void> {
-    let under: number | undefined;
-    for (let child = this.dir; dirname(child) !== child; child = dirname(child)) {
-      const parentDevice = (await stat(dirname(child))).dev;
-      if (parentDevice !== device) {
-        under = parentDevice;
-        break;
-      }
+    const above = new Set<number>();
+    for (let child = await realpath(this.dir); dirname(child) !== child; child = dirname(child)) {
+      above.add((await stat(dirname(child))).dev);
     }
-    this.volume = { device, under };
+    above.delete(device);
+    this.volume = { device, above };
   }
 
   /**

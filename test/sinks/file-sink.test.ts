@@ -1,5 +1,15 @@
 import { execFile } from "node:child_process";
-import { mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from "node:fs/promises";
+import {
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  rm,
+  stat,
+  symlink,
+  utimes,
+  writeFile,
+} from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -273,6 +283,32 @@ describe("FileSink on a small tmpfs", () => {
       );
       expect((error as Error & { fix: string }).fix).toMatch(/^mount the results volume again/);
       expect(await readdir(results)).toEqual([]);
+    });
+
+    it("sees the volume gone also when FILE_SINK_DIR is a symbolic link to it", async (ctx) => {
+      // The volume is mounted on a folder of another disk (a tmpfs here), the link to it
+      // lies on this one: once unmounted, the path leads to that other disk.
+      const outer = join(dir, "outer");
+      await mkdir(outer);
+      if (!(await mountTmpfs(outer, "size=64k"))) return ctx.skip("mounting a tmpfs needs root");
+      const mounts = [outer];
+      try {
+        const volume = join(outer, "volume");
+        await mkdir(volume);
+        await mountTmpfs(volume, "size=1m");
+        mounts.push(volume);
+        const results = join(dir, "results");
+        await symlink(volume, results);
+        const sink = await FileSink.open(results);
+        await sink.deliver(bundleFor("kc-mounted"));
+        await run("umount", [volume]);
+        mounts.pop();
+        const error = await sink.deliver(bundleFor("kc-gone")).catch((e: unknown) => e);
+        expect(error).toMatchObject({ code: "file_sink_write_failed", retryable: true });
+        expect(await readdir(volume)).toEqual([]);
+      } finally {
+        for (const mount of mounts.reverse()) await run("umount", [mount]);
+      }
     });
 
     it("goes on writing to a volume mounted again under a new device number (an automount, an NFS submount)", async (ctx) => {
