@@ -47,7 +47,8 @@ const listQuery = z
 
 const LIST_PARAMETERS = "state, limit, after, processToken, kreditCheckId";
 
-const retryQuery = z.object({
+/** Strict, as the list's: an unknown parameter is refused (400), not ignored. */
+const retryQuery = z.strictObject({
   fresh: z
     .enum(["true", "false"], { error: "must be true or false" })
     .default("false")
@@ -66,12 +67,12 @@ const fetchBody = z.object({
 });
 
 /** zod's issues, an unknown parameter named as the field, with the ones that are known. */
-function queryIssues(error: z.ZodError) {
+function queryIssues(error: z.ZodError, taken: string) {
   return error.issues.map((issue) =>
     issue.code === "unrecognized_keys"
       ? {
           field: issue.keys.join(", "),
-          message: `no such parameter; the list takes ${LIST_PARAMETERS}`,
+          message: `no such parameter; ${taken}`,
         }
       : (zodIssues({ issues: [issue] })[0] as { field?: string; message: string }),
   );
@@ -84,7 +85,14 @@ export function jobsRouter(options: JobsRouterOptions): Router {
 
   router.get("/jobs", async (req, res) => {
     const query = listQuery.safeParse(req.query);
-    if (!query.success) return sendError(res, 400, "invalid_query", queryIssues(query.error));
+    if (!query.success) {
+      return sendError(
+        res,
+        400,
+        "invalid_query",
+        queryIssues(query.error, `the list takes ${LIST_PARAMETERS}`),
+      );
+    }
     const { state, limit, after, processToken, kreditCheckId } = query.data;
     if (processToken !== undefined || kreditCheckId !== undefined) {
       const check =
@@ -114,7 +122,14 @@ export function jobsRouter(options: JobsRouterOptions): Router {
     const job = await inbox.get(req.params.id.toLowerCase());
     if (!job) return sendError(res, 404, "job_not_found", [{ message: `no job ${req.params.id}` }]);
     const query = retryQuery.safeParse(req.query);
-    if (!query.success) return sendError(res, 400, "invalid_query", zodIssues(query.error));
+    if (!query.success) {
+      return sendError(
+        res,
+        400,
+        "invalid_query",
+        queryIssues(query.error, "a retry takes fresh, ifState"),
+      );
+    }
     // ?fresh=true: a dead job fetches anew instead of resending the bundle it kept.
     const { fresh, ifState } = query.data;
     if (!(await inbox.requeue(job.id, { fresh, onlyIfPending: ifState === "pending" }))) {

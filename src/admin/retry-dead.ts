@@ -82,9 +82,18 @@ export async function retryDeadJobs(
         for (const each of codes) codesSeen?.add(each);
         if (code !== undefined && !codes.includes(code)) continue;
         try {
-          await call("POST", retryPath(job.id, fresh, state === "pending"));
+          const answer = (await call("POST", retryPath(job.id, fresh, state === "pending"))) as {
+            previousState?: unknown;
+          } | null;
           result.requeued += 1;
           result.ids.push(job.id);
+          // A service older than ifState ignores it and replays a job that finished
+          // meanwhile: stop at the first, so at most one is.
+          if (state === "pending" && answer?.previousState !== "pending") {
+            throw new Error(
+              `the admin API retried job ${job.id}, which was ${String(answer?.previousState ?? "not pending")} by then: the service is older than retry --all-pending (ifState=pending); update it`,
+            );
+          }
         } catch (error) {
           // This job only (404: pruned; 409: retried meanwhile): note it, go on. Anything
           // else (unreachable, 401, 5xx: the store is down) would fail every job alike: stop.

@@ -702,6 +702,16 @@ describe("npm run cli", () => {
         details: [{ message: "job is done, not pending (ifState=pending): left as it is" }],
       });
       expect((await harness.service.inbox.get(String(ids[0])))?.state).toBe("done");
+      // Misspelt, it is refused rather than ignored (which would replay the done job).
+      const misspelt = await fetch(
+        `${harness.service.adminUrl}/admin/jobs/${ids[0]}/retry?ifstate=pending`,
+        { method: "POST" },
+      );
+      expect(misspelt.status).toBe(400);
+      expect(await misspelt.json()).toEqual({
+        error: "invalid_query",
+        details: [{ field: "ifstate", message: "no such parameter; a retry takes fresh, ifState" }],
+      });
     } finally {
       await harness.close();
     }

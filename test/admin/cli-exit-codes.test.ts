@@ -71,6 +71,34 @@ describe("the CLI's exit status, for scripts and cron jobs", () => {
     );
   });
 
+  it("stops retry --all-pending at the first job a service too old for ifState replayed", async () => {
+    // Such a service ignores ifState=pending: a job done meanwhile is replayed (200).
+    const pending = [
+      "00000000-0000-7000-8000-00000000000a",
+      "00000000-0000-7000-8000-00000000000b",
+    ];
+    const posted: string[] = [];
+    server = createServer((req, res) => {
+      res.setHeader("content-type", "application/json");
+      if (req.method === "GET") {
+        res.end(
+          JSON.stringify({ jobs: pending.map((id) => ({ id, lastError: null })), next: null }),
+        );
+        return;
+      }
+      posted.push(String(req.url));
+      res.end(JSON.stringify({ requeued: true, id: "x", previousState: "done" }));
+    });
+    await new Promise<void>((resolve) => server?.listen(0, "127.0.0.1", resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const result = await cli(url, "retry", "--all-pending");
+    expect(result.code).toBe(1);
+    expect(posted).toEqual([`/admin/jobs/${pending[0]}/retry?ifState=pending`]);
+    expect(JSON.parse(result.stdout).error).toBe(
+      `the admin API retried job ${pending[0]}, which was done by then: the service is older than retry --all-pending (ifState=pending); update it`,
+    );
+  });
+
   it("exits 1 when retry --all-dead could not put every job back, listing the ones it could not", async () => {
     const admin = await adminWithOneRefusal();
     server = admin.server;
