@@ -241,10 +241,12 @@ export class LeaseLostError extends Error {
  * PostgreSQL's LISTEN connection calls it from an event, end the process. The worker's
  * poll finds the job anyway.
  */
-export function notifyListeners(listeners: Iterable<() => void>): void {
+export function notifyListeners(listeners: Iterable<() => unknown>): void {
   for (const listener of listeners) {
     try {
-      listener();
+      // An async listener's rejection would be unhandled: it ends the process too.
+      const result = listener();
+      if (result instanceof Promise) result.catch(() => undefined);
     } catch {
       // See above: a wake-up that failed is made up for by the next poll.
     }

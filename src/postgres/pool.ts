@@ -18,8 +18,9 @@ const CONNECT_TIMEOUT_MS = 10_000;
  *
  * node-postgres lets each parameter of the URL replace the setting of the same name, so a
  * URL with `?options=…` (some hosted servers require one) dropped the schema and the
- * timeouts below, silently: the tables went to `public`, shared by every PG_SCHEMA. That
- * one parameter is taken out of the URL and put before ours (ours win for the same
+ * timeouts below, silently: the tables went to `public`, shared by every PG_SCHEMA; a
+ * `lock_timeout` or `query_timeout` in it replaced the pools' own. Those parameters are
+ * taken out of the URL (splitUrlSettings) and put before ours (ours win for the same
  * setting); the rest of the URL stays a connection string, which node-postgres reads
  * anew for each connection: the password, and certificate files a rotation replaces.
  * An `application_name` in the URL is the operator's and is kept.
@@ -28,10 +29,11 @@ export function connectionConfig(target: PostgresTarget, applicationName: string
   if (!SCHEMA_NAME_PATTERN.test(target.schema)) {
     throw new Error(`invalid PostgreSQL schema name ${JSON.stringify(target.schema)}`);
   }
-  const { url, options: urlOptions } = withoutOptionsParameter(target.url);
+  const { url, options: urlOptions, queryTimeoutMs } = splitUrlSettings(target.url);
   return {
     connectionString: url,
     options: [urlOptions, `-c search_path=${target.schema}`].filter(Boolean).join(" "),
+    ...(queryTimeoutMs === undefined ? {} : { query_timeout: queryTimeoutMs }),
     application_name: applicationName,
     connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
     // TCP keepalive: a connection that died silently (failover, a NAT or firewall that
@@ -42,22 +44,52 @@ export function connectionConfig(target: PostgresTarget, applicationName: string
   };
 }
 
+/** Server settings the service sets per pool: a URL's own go before ours in `options`. */
+const SERVER_SETTINGS = [
+  "statement_timeout",
+  "lock_timeout",
+  "idle_in_transaction_session_timeout",
+];
+
 /**
- * The URL without its `options` query parameters, and their values joined (decoded as
- * node-postgres' parser decodes them). The rest of the URL is left exactly as it was: its
- * query starts at the first `?` (a `?` in a password has to be percent-encoded).
+ * The URL without the parameters that would replace the service's own settings, and those
+ * settings: its `options`, with `statement_timeout`, `lock_timeout` and
+ * `idle_in_transaction_session_timeout` as `-c` settings after them (so the service's,
+ * which follow, win where it sets one), and its `query_timeout` (used where the service
+ * sets none). The rest of the URL is left byte for byte; its query is what lies between
+ * the first `?` and a `#` (a `?` in a password has to be percent-encoded).
  */
-export function withoutOptionsParameter(url: string): { url: string; options?: string } {
-  const queryStart = url.indexOf("?");
+export function splitUrlSettings(url: string): {
+  url: string;
+  options?: string;
+  queryTimeoutMs?: number;
+} {
+  const fragmentStart = url.indexOf("#");
+  const beforeFragment = fragmentStart < 0 ? url : url.slice(0, fragmentStart);
+  const queryStart = beforeFragment.indexOf("?");
   if (queryStart < 0) return { url };
-  const fragmentStart = url.indexOf("#", queryStart);
-  const queryEnd = fragmentStart < 0 ? url.length : fragmentStart;
-  const query = url.slice(queryStart + 1, queryEnd);
-  const values = new URLSearchParams(query).getAll("options");
-  if (values.length === 0) return { url };
-  const kept = query.split("&").filter((part) => new URLSearchParams(part).get("options") === null);
-  const rest = `${kept.length > 0 ? `?${kept.join("&")}` : ""}${url.slice(queryEnd)}`;
-  return { url: `${url.slice(0, queryStart)}${rest}`, options: values.join(" ") };
+  const query = beforeFragment.slice(queryStart + 1);
+  const taken = new Set(["options", "query_timeout", ...SERVER_SETTINGS]);
+  const parameters = new URLSearchParams(query);
+  if (![...parameters.keys()].some((key) => taken.has(key))) return { url };
+  const settings = [
+    ...parameters.getAll("options"),
+    ...SERVER_SETTINGS.flatMap((name) =>
+      parameters.getAll(name).map((value) => `-c ${name}=${value.replace(/[\\ ]/g, "\\$&")}`),
+    ),
+  ];
+  const queryTimeout = parameters.get("query_timeout");
+  const kept = query.split("&").filter((part) => {
+    const [key] = [...new URLSearchParams(part).keys()];
+    return key === undefined ? part !== "" : !taken.has(key);
+  });
+  return {
+    url: `${beforeFragment.slice(0, queryStart)}${kept.length > 0 ? `?${kept.join("&")}` : ""}${url.slice(beforeFragment.length)}`,
+    ...(settings.length > 0 ? { options: settings.join(" ") } : {}),
+    ...(queryTimeout !== null && Number.isFinite(Number(queryTimeout))
+      ? { queryTimeoutMs: Number(queryTimeout) }
+      : {}),
+  };
 }
 
 export interface PoolOptions {

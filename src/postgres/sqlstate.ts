@@ -44,10 +44,14 @@ const CONNECTION_LOST =
   /^(?:Connection terminated(?: unexpectedly| due to connection timeout)?|timeout expired)$/;
 const CONNECTION_LOST_FIX =
   "the connection to the PostgreSQL server closed or could not be opened in time: check host and port in the URL, that the server runs, and that no firewall drops the service's packets.";
-/** pg-pool's: no connection of the pool came free in time (opening one fails otherwise). */
+/**
+ * pg-pool's: no connection of a full pool came free in time, either because its
+ * statements are held (a lock) or because its connections are still being opened (a
+ * server that does not answer).
+ */
 const POOL_WAIT = /^timeout exceeded when trying to connect$/;
 const POOL_WAIT_FIX =
-  "every connection of the service's pool stayed busy that long: look for a lock held on the jobs table (CREATE INDEX without CONCURRENTLY, LOCK TABLE, a long ALTER; pg_locks) or a slow server.";
+  "every connection of the service's pool stayed busy that long: look for a lock held on the jobs table (CREATE INDEX without CONCURRENTLY, LOCK TABLE, a long ALTER; pg_locks) or a slow server; or its connections were still being opened: check host, port, that the server runs, and the firewall.";
 
 /** A one-line description of a pg error: SQLSTATE, message, and what to do about it. */
 export function describePgError(error: unknown): string {

@@ -487,6 +487,10 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
         calls += 1;
         throw new Error("a listener's own bug");
       });
+      // An async one's rejection would be unhandled, which ends the process too.
+      inbox.onEnqueued(async () => {
+        throw new Error("an async listener's own bug");
+      });
       for (let index = 0; index < 2; index++) {
         await expect(inbox.enqueue(callback(), new Date())).resolves.toMatchObject({
           duplicate: false,

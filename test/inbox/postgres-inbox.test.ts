@@ -437,9 +437,11 @@ describePostgres("PostgreSQL inbox: replicas", () => {
     await waitFor(() => calls >= 2, "the second notification");
   });
 
-  it("keeps PG_SCHEMA and its lock timeout when the URL brings options of its own (?options=…)", async () => {
+  it("keeps PG_SCHEMA and its lock timeout when the URL brings options and timeouts of its own", async () => {
     const url = new URL(testDatabaseUrl);
     url.searchParams.set("options", "-c timezone=Pacific/Kiritimati");
+    // A lock_timeout of its own (0: none) does not replace the callbacks' bound either.
+    url.searchParams.set("lock_timeout", "0");
     const lockTimeoutMs = 300;
     const inbox = await open({ url: url.toString(), lockTimeoutMs });
     await inbox.enqueue(makeCallback() as never, new Date());

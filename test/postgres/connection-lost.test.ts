@@ -1,7 +1,7 @@
 import { createServer, type Server, type Socket } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { PostgresInbox } from "../../src/inbox/postgres/postgres-inbox.js";
-import { createPool, withoutOptionsParameter } from "../../src/postgres/pool.js";
+import { createPool, splitUrlSettings } from "../../src/postgres/pool.js";
 import { describePgError } from "../../src/postgres/sqlstate.js";
 
 const HINT =
@@ -73,19 +73,34 @@ describe("a PostgreSQL connection lost without a code", () => {
     expect(received).toEqual(["s3cr#t", "s3cr#t"]);
   });
 
-  it("takes a URL's own options out of it, to go before the service's, leaving the rest as it was", () => {
-    expect(withoutOptionsParameter("postgres://u:p@h/db")).toEqual({ url: "postgres://u:p@h/db" });
+  it("takes out of a URL what would replace the service's settings, leaving the rest as it was", () => {
+    expect(splitUrlSettings("postgres://u:p@h/db")).toEqual({ url: "postgres://u:p@h/db" });
     expect(
-      withoutOptionsParameter(
+      splitUrlSettings(
         "postgres://u:p%3Fq@h/db?sslmode=require&options=-c%20timezone%3DUTC&application_name=x",
       ),
     ).toEqual({
       url: "postgres://u:p%3Fq@h/db?sslmode=require&application_name=x",
       options: "-c timezone=UTC",
     });
-    expect(withoutOptionsParameter("postgres://u@/db?options=endpoint%3Dep-1+x")).toEqual({
+    expect(splitUrlSettings("postgres://u@/db?options=endpoint%3Dep-1+x")).toEqual({
       url: "postgres://u@/db",
       options: "endpoint=ep-1 x",
+    });
+    // Timeouts the service sets per pool go before its own, as -c settings; query_timeout
+    // (the client's) is used where the service sets none.
+    expect(
+      splitUrlSettings(
+        "postgres://h/db?lock_timeout=0&statement_timeout=10min&query_timeout=0&host=/tmp",
+      ),
+    ).toEqual({
+      url: "postgres://h/db?host=/tmp",
+      options: "-c statement_timeout=10min -c lock_timeout=0",
+      queryTimeoutMs: 0,
+    });
+    // What follows a # is no query, as node-postgres reads it.
+    expect(splitUrlSettings("postgres://h/app#frag?options=x")).toEqual({
+      url: "postgres://h/app#frag?options=x",
     });
   });
 

@@ -39,7 +39,16 @@ export class NotificationListener {
   }
 
   private async connect(reconnecting: boolean): Promise<void> {
-    const { config, channel, payload, onNotify, onError } = this.options;
+    const { config, channel, payload, onNotify } = this.options;
+    // Called from pg's events and from a reconnect nobody awaits: a hook that throws
+    // must not end the process (it only logs).
+    const onError = (error: unknown) => {
+      try {
+        this.options.onError(error);
+      } catch {
+        // Nothing to do: the reconnect goes on.
+      }
+    };
     const client = new pg.Client(config);
     const lost = (error?: unknown) => {
       if (this.client !== client) return;

@@ -133,12 +133,15 @@ export const SQL = {
   listByStateAfter: `SELECT ${SUMMARY} FROM kreditcheck_jobs WHERE state = $1 AND id > $2 ORDER BY id LIMIT $3`,
   listAllAfter: `SELECT ${SUMMARY} FROM kreditcheck_jobs WHERE id > $1 ORDER BY id LIMIT $2`,
   // By the dedupe key's index (a kreditCheckId alone reads the table: an operator's lookup).
-  findByBoth: `SELECT ${SUMMARY} FROM kreditcheck_jobs WHERE process_token = $1 AND kreditcheck_id = $2
-                 AND ($4::text IS NULL OR state = $4) LIMIT $3`,
-  findByProcessToken: `SELECT ${SUMMARY} FROM kreditcheck_jobs WHERE process_token = $1 AND ($3::text IS NULL OR state = $3)
-                         ORDER BY received_at DESC LIMIT $2`,
-  findByKreditCheckId: `SELECT ${SUMMARY} FROM kreditcheck_jobs WHERE kreditcheck_id = $1 AND ($3::text IS NULL OR state = $3)
-                          ORDER BY received_at DESC LIMIT $2`,
+  // The state is filtered outside (OFFSET 0 keeps it there): as a condition beside the
+  // ids, a state the statistics think rare (dead) made the planner read every job in it
+  // by the (state, updated_at) index instead.
+  findByBoth: `SELECT * FROM (SELECT ${SUMMARY} FROM kreditcheck_jobs WHERE process_token = $1 AND kreditcheck_id = $2 OFFSET 0) AS found
+               WHERE $4::text IS NULL OR state = $4 LIMIT $3`,
+  findByProcessToken: `SELECT * FROM (SELECT ${SUMMARY} FROM kreditcheck_jobs WHERE process_token = $1 OFFSET 0) AS found
+                       WHERE $3::text IS NULL OR state = $3 ORDER BY received_at DESC LIMIT $2`,
+  findByKreditCheckId: `SELECT * FROM (SELECT ${SUMMARY} FROM kreditcheck_jobs WHERE kreditcheck_id = $1 OFFSET 0) AS found
+                        WHERE $3::text IS NULL OR state = $3 ORDER BY received_at DESC LIMIT $2`,
   countByState: `SELECT state, count(*)::integer AS count FROM kreditcheck_jobs GROUP BY state`,
   oldestUnfinished: `SELECT min(received_at) AS at FROM kreditcheck_jobs WHERE state IN ('pending', 'running')`,
   /**
