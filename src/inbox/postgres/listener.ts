@@ -9,6 +9,8 @@ export interface ListenerOptions {
   /** Called when the connection dropped and could not be re-established yet. */
   onError: (error: unknown) => void;
   maxDelayMs?: number;
+  /** How long the LISTEN statement may go unanswered (10 s unless given). */
+  listenTimeoutMs?: number;
 }
 
 /**
@@ -69,7 +71,14 @@ export class NotificationListener {
         return;
       }
       // LISTEN takes an identifier, which cannot be bound; the channel is a constant.
-      await client.query(`LISTEN ${client.escapeIdentifier(channel)}`);
+      // Bounded: a connection that died between its opening and this statement would hold
+      // start-up (which awaits the first LISTEN) until TCP keepalive gave up, minutes later.
+      // (pg reads a query's own query_timeout; its types do not list it.)
+      const listen = {
+        text: `LISTEN ${client.escapeIdentifier(channel)}`,
+        query_timeout: this.options.listenTimeoutMs ?? 10_000,
+      } as pg.QueryConfig;
+      await client.query(listen);
     } catch (error) {
       await client.end().catch(() => undefined);
       onError(error);
