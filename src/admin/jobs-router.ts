@@ -157,6 +157,9 @@ export function jobsRouter(options: JobsRouterOptions): Router {
       const progress = (await inbox.get(job.id))?.progress;
       fellBackToFresh = progress?.requeuedAt !== undefined && progress.bundle === undefined;
     }
+    // With ifState, the store changed the job only in that state, whatever the read above
+    // saw (a worker may have given it back to pending since): that is what it was.
+    const previousState = ifState ?? job.state;
     // It delivers the check again (or now): an operator's act worth a line of its own.
     logger[fellBackToFresh ? "warn" : "info"](
       {
@@ -164,7 +167,7 @@ export function jobsRouter(options: JobsRouterOptions): Router {
         jobId: job.id,
         processToken: job.processToken,
         kreditCheckId: job.kreditCheckId,
-        previousState: job.state,
+        previousState,
         fresh: fresh || fellBackToFresh,
         remoteAddress: req.socket.remoteAddress,
       },
@@ -176,8 +179,10 @@ export function jobsRouter(options: JobsRouterOptions): Router {
     res.json({
       requeued: true,
       id: job.id,
-      previousState: job.state,
+      previousState,
       ...(fresh || fellBackToFresh ? { fresh: true } : {}),
+      // Says the condition was applied: a service older than it answers without.
+      ...(ifState ? { ifState } : {}),
     });
   });
 

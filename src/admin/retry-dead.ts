@@ -84,14 +84,15 @@ export async function retryDeadJobs(
         try {
           const answer = (await call("POST", retryPath(job.id, fresh, state === "pending"))) as {
             previousState?: unknown;
+            ifState?: unknown;
           } | null;
           result.requeued += 1;
           result.ids.push(job.id);
-          // A service older than ifState ignores it and replays a job that finished
-          // meanwhile: stop at the first, so at most one is.
-          if (state === "pending" && answer?.previousState !== "pending") {
+          // A service older than ifState ignores it (its answer does not echo it) and may
+          // replay a job that finished meanwhile: stop at the first, so at most one is.
+          if (state === "pending" && answer?.ifState !== "pending") {
             throw new Error(
-              `the admin API retried job ${job.id}, which was ${String(answer?.previousState ?? "not pending")} by then: the service is older than retry --all-pending (ifState=pending); update it`,
+              `the admin API retried job ${job.id} without applying ifState=pending (it was ${String(answer?.previousState ?? "in an unknown state")}): the service is older than retry --all-pending; update it`,
             );
           }
         } catch (error) {

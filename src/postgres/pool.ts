@@ -69,16 +69,26 @@ export function splitUrlSettings(url: string): {
   const queryStart = beforeFragment.indexOf("?");
   if (queryStart < 0) return { url };
   const query = beforeFragment.slice(queryStart + 1);
-  const taken = new Set(["options", "query_timeout", ...SERVER_SETTINGS]);
   const parameters = new URLSearchParams(query);
+  // A query_timeout that is no number stays where it was (pg reads it as before).
+  const queryTimeout = parameters.get("query_timeout");
+  const numericQueryTimeout = queryTimeout !== null && /^\d+$/.test(queryTimeout);
+  const taken = new Set([
+    "options",
+    ...(numericQueryTimeout ? ["query_timeout"] : []),
+    ...SERVER_SETTINGS,
+  ]);
   if (![...parameters.keys()].some((key) => taken.has(key))) return { url };
   const settings = [
     ...parameters.getAll("options"),
     ...SERVER_SETTINGS.flatMap((name) =>
-      parameters.getAll(name).map((value) => `-c ${name}=${value.replace(/[\\ ]/g, "\\$&")}`),
+      parameters
+        .getAll(name)
+        // An empty value was ignored by pg; sent, the server would refuse every connection.
+        .filter((value) => value !== "")
+        .map((value) => `-c ${name}=${value.replace(/[\\\s]/g, "\\$&")}`),
     ),
-  ];
-  const queryTimeout = parameters.get("query_timeout");
+  ].filter((setting) => setting !== "");
   const kept = query.split("&").filter((part) => {
     const [key] = [...new URLSearchParams(part).keys()];
     return key === undefined ? part !== "" : !taken.has(key);
@@ -86,9 +96,7 @@ export function splitUrlSettings(url: string): {
   return {
     url: `${beforeFragment.slice(0, queryStart)}${kept.length > 0 ? `?${kept.join("&")}` : ""}${url.slice(beforeFragment.length)}`,
     ...(settings.length > 0 ? { options: settings.join(" ") } : {}),
-    ...(queryTimeout !== null && Number.isFinite(Number(queryTimeout))
-      ? { queryTimeoutMs: Number(queryTimeout) }
-      : {}),
+    ...(numericQueryTimeout ? { queryTimeoutMs: Number(queryTimeout) } : {}),
   };
 }
 

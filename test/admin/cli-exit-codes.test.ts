@@ -95,7 +95,7 @@ describe("the CLI's exit status, for scripts and cron jobs", () => {
     expect(result.code).toBe(1);
     expect(posted).toEqual([`/admin/jobs/${pending[0]}/retry?ifState=pending`]);
     expect(JSON.parse(result.stdout).error).toBe(
-      `the admin API retried job ${pending[0]}, which was done by then: the service is older than retry --all-pending (ifState=pending); update it`,
+      `the admin API retried job ${pending[0]} without applying ifState=pending (it was done): the service is older than retry --all-pending; update it`,
     );
   });
 

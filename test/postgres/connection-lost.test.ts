@@ -98,6 +98,14 @@ describe("a PostgreSQL connection lost without a code", () => {
       options: "-c statement_timeout=10min -c lock_timeout=0",
       queryTimeoutMs: 0,
     });
+    // An empty value is dropped (sent, the server would refuse every connection), any
+    // whitespace is escaped, and a query_timeout that is no number is left to pg.
+    expect(
+      splitUrlSettings("postgres://h/db?lock_timeout=&statement_timeout=5%09s&query_timeout=5s"),
+    ).toEqual({
+      url: "postgres://h/db?query_timeout=5s",
+      options: "-c statement_timeout=5\\\ts",
+    });
     // What follows a # is no query, as node-postgres reads it.
     expect(splitUrlSettings("postgres://h/app#frag?options=x")).toEqual({
       url: "postgres://h/app#frag?options=x",

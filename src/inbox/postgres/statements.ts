@@ -136,12 +136,13 @@ export const SQL = {
   // The state is filtered outside (OFFSET 0 keeps it there): as a condition beside the
   // ids, a state the statistics think rare (dead) made the planner read every job in it
   // by the (state, updated_at) index instead.
-  findByBoth: `SELECT * FROM (SELECT ${SUMMARY} FROM kreditcheck_jobs WHERE process_token = $1 AND kreditcheck_id = $2 OFFSET 0) AS found
-               WHERE $4::text IS NULL OR state = $4 LIMIT $3`,
-  findByProcessToken: `SELECT * FROM (SELECT ${SUMMARY} FROM kreditcheck_jobs WHERE process_token = $1 OFFSET 0) AS found
-                       WHERE $3::text IS NULL OR state = $3 ORDER BY received_at DESC LIMIT $2`,
-  findByKreditCheckId: `SELECT * FROM (SELECT ${SUMMARY} FROM kreditcheck_jobs WHERE kreditcheck_id = $1 OFFSET 0) AS found
-                        WHERE $3::text IS NULL OR state = $3 ORDER BY received_at DESC LIMIT $2`,
+  // (The summary outside too: inside, it read every kept bundle of the token first.)
+  findByBoth: `SELECT ${SUMMARY} FROM (SELECT * FROM kreditcheck_jobs WHERE process_token = $1 AND kreditcheck_id = $2 OFFSET 0)
+               AS kreditcheck_jobs WHERE $4::text IS NULL OR state = $4 LIMIT $3`,
+  findByProcessToken: `SELECT ${SUMMARY} FROM (SELECT * FROM kreditcheck_jobs WHERE process_token = $1 OFFSET 0)
+                       AS kreditcheck_jobs WHERE $3::text IS NULL OR state = $3 ORDER BY received_at DESC LIMIT $2`,
+  findByKreditCheckId: `SELECT ${SUMMARY} FROM (SELECT * FROM kreditcheck_jobs WHERE kreditcheck_id = $1 OFFSET 0)
+                        AS kreditcheck_jobs WHERE $3::text IS NULL OR state = $3 ORDER BY received_at DESC LIMIT $2`,
   countByState: `SELECT state, count(*)::integer AS count FROM kreditcheck_jobs GROUP BY state`,
   oldestUnfinished: `SELECT min(received_at) AS at FROM kreditcheck_jobs WHERE state IN ('pending', 'running')`,
   /**
