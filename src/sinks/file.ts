@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { writeFile } from "node:fs";
-import { open, readdir, realpath, rename, rm, stat } from "node:fs/promises";
+import { open, readdir, readFile, realpath, rename, rm, stat } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { SAFE_ID_PATTERN } from "../callback.js";
@@ -253,8 +253,9 @@ export class FileSink implements Sink {
    * that is a symbolic link leads to a volume elsewhere.
    */
   private async rememberVolume(device: number): Promise<void> {
-    const above = new Set<number>();
-    for (let child = await realpath(this.dir); dirname(child) !== child; child = dirname(child)) {
+    const real = await realpath(this.dir);
+    const above = new Set<number>(await devicesMountedAlong(real));
+    for (let child = real; dirname(child) !== child; child = dirname(child)) {
       above.add((await stat(dirname(child))).dev);
     }
     above.delete(device);
@@ -364,6 +365,40 @@ function writeFix(code: string | undefined): string {
     default:
       return "create the folder or point FILE_SINK_DIR elsewhere, and give the service's user write access";
   }
+}
+
+/**
+ * The devices of every mount on `path` or a folder above it, those hidden under a later
+ * mount too (Linux, /proc/self/mountinfo; none elsewhere): a volume mounted over another
+ * leaves the lower one there when it goes, and no stat shows it before.
+ */
+async function devicesMountedAlong(path: string): Promise<number[]> {
+  const table = await readFile("/proc/self/mountinfo", "utf8").catch(() => "");
+  const devices: number[] = [];
+  for (const line of table.split("\n")) {
+    // "<id> <parent> <major>:<minor> <root> <mount point> …", octal escapes in the point.
+    const [, , majorMinor, , escaped] = line.split(" ");
+    if (!majorMinor || !escaped) continue;
+    const point = escaped.replace(/\\([0-7]{3})/g, (_, octal: string) =>
+      String.fromCharCode(Number.parseInt(octal, 8)),
+    );
+    const along = point === "/" || path === point || path.startsWith(`${point}/`);
+    const [major, minor] = majorMinor.split(":").map(Number);
+    if (along && major !== undefined && minor !== undefined)
+      devices.push(deviceNumber(major, minor));
+  }
+  return devices;
+}
+
+/** st_dev of a device as Node reports it (glibc's makedev). */
+function deviceNumber(major: number, minor: number): number {
+  const [high, low] = [BigInt(major), BigInt(minor)];
+  return Number(
+    ((high & 0xfffff000n) << 32n) |
+      ((high & 0xfffn) << 8n) |
+      ((low & 0xffffff00n) << 12n) |
+      (low & 0xffn),
+  );
 }
 
 /** fsyncs a folder; its file system's device number (st_dev). */

@@ -311,6 +311,28 @@ describe("FileSink on a small tmpfs", () => {
       }
     });
 
+    it("sees the volume gone when it was mounted over another mount, which is left", async (ctx) => {
+      const data = join(dir, "data");
+      await mkdir(data);
+      if (!(await mountTmpfs(data, "size=64k"))) return ctx.skip("mounting a tmpfs needs root");
+      const mounts = [data];
+      try {
+        // The results volume over it: the lower mount cannot be seen from the path now.
+        await mountTmpfs(data, "size=1m");
+        mounts.push(data);
+        const results = join(data, "results");
+        const sink = await FileSink.open(results);
+        await sink.deliver(bundleFor("kc-mounted"));
+        await run("umount", [data]);
+        mounts.pop();
+        const error = await sink.deliver(bundleFor("kc-gone")).catch((e: unknown) => e);
+        expect(error).toMatchObject({ code: "file_sink_write_failed", retryable: true });
+        expect(await readdir(results)).toEqual([]);
+      } finally {
+        for (const mount of mounts.reverse()) await run("umount", [mount]);
+      }
+    });
+
     it("goes on writing to a volume mounted again under a new device number (an automount, an NFS submount)", async (ctx) => {
       mounted = await mountTmpfs(dir, "size=1m");
       if (!mounted) return ctx.skip("mounting a tmpfs needs root");
