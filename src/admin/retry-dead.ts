@@ -89,8 +89,13 @@ export async function retryDeadJobs(
           result.requeued += 1;
           result.ids.push(job.id);
           // A service older than ifState ignores it (its answer does not echo it) and may
-          // replay a job that finished meanwhile: stop at the first, so at most one is.
-          if (state === "pending" && answer?.ifState !== "pending") {
+          // replay a job that finished meanwhile, answering the state it found: stop at the
+          // first such answer, so at most one job is replayed.
+          if (
+            state === "pending" &&
+            answer?.ifState !== "pending" &&
+            answer?.previousState !== "pending"
+          ) {
             throw new Error(
               `the admin API retried job ${job.id} without applying ifState=pending (it was ${String(answer?.previousState ?? "in an unknown state")}): the service is older than retry --all-pending; update it`,
             );

@@ -56,7 +56,7 @@ const SERVER_SETTINGS = [
  * settings: its `options`, with `statement_timeout`, `lock_timeout` and
  * `idle_in_transaction_session_timeout` as `-c` settings after them (so the service's,
  * which follow, win where it sets one), and its `query_timeout` (used where the service
- * sets none). The rest of the URL is left byte for byte; its query is what lies between
+ * sets none, if it is a number of ms). The rest of the URL is left byte for byte; its query is what lies between
  * the first `?` and a `#` (a `?` in a password has to be percent-encoded).
  */
 export function splitUrlSettings(url: string): {
@@ -70,14 +70,13 @@ export function splitUrlSettings(url: string): {
   if (queryStart < 0) return { url };
   const query = beforeFragment.slice(queryStart + 1);
   const parameters = new URLSearchParams(query);
-  // A query_timeout that is no number stays where it was (pg reads it as before).
+  // Always taken out: left in, pg would put it over every pool's own. Used only as a
+  // whole number of ms that a timer can hold; anything else ("30s", empty) would make
+  // every statement time out at once, or none ever.
   const queryTimeout = parameters.get("query_timeout");
-  const numericQueryTimeout = queryTimeout !== null && /^\d+$/.test(queryTimeout);
-  const taken = new Set([
-    "options",
-    ...(numericQueryTimeout ? ["query_timeout"] : []),
-    ...SERVER_SETTINGS,
-  ]);
+  const usableQueryTimeout =
+    queryTimeout !== null && /^\d+$/.test(queryTimeout) && Number(queryTimeout) <= 2_147_483_647;
+  const taken = new Set(["options", "query_timeout", ...SERVER_SETTINGS]);
   if (![...parameters.keys()].some((key) => taken.has(key))) return { url };
   const settings = [
     ...parameters.getAll("options"),
@@ -96,7 +95,7 @@ export function splitUrlSettings(url: string): {
   return {
     url: `${beforeFragment.slice(0, queryStart)}${kept.length > 0 ? `?${kept.join("&")}` : ""}${url.slice(beforeFragment.length)}`,
     ...(settings.length > 0 ? { options: settings.join(" ") } : {}),
-    ...(numericQueryTimeout ? { queryTimeoutMs: Number(queryTimeout) } : {}),
+    ...(usableQueryTimeout ? { queryTimeoutMs: Number(queryTimeout) } : {}),
   };
 }
 

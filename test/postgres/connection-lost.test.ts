@@ -99,12 +99,16 @@ describe("a PostgreSQL connection lost without a code", () => {
       queryTimeoutMs: 0,
     });
     // An empty value is dropped (sent, the server would refuse every connection), any
-    // whitespace is escaped, and a query_timeout that is no number is left to pg.
+    // whitespace is escaped, and a query_timeout that is no number of ms is dropped too
+    // (left in the URL, pg would put "5s", a 1 ms timer, over every pool's own).
     expect(
       splitUrlSettings("postgres://h/db?lock_timeout=&statement_timeout=5%09s&query_timeout=5s"),
     ).toEqual({
-      url: "postgres://h/db?query_timeout=5s",
+      url: "postgres://h/db",
       options: "-c statement_timeout=5\\\ts",
+    });
+    expect(splitUrlSettings("postgres://h/db?query_timeout=&x=1")).toEqual({
+      url: "postgres://h/db?x=1",
     });
     // What follows a # is no query, as node-postgres reads it.
     expect(splitUrlSettings("postgres://h/app#frag?options=x")).toEqual({

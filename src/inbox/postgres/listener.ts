@@ -79,6 +79,11 @@ export class NotificationListener {
         query_timeout: this.options.listenTimeoutMs ?? 10_000,
       } as pg.QueryConfig;
       await client.query(listen);
+      // Stopped while the LISTEN was on its way: this connection would be left open.
+      if (this.stopped) {
+        await client.end().catch(() => undefined);
+        return;
+      }
     } catch (error) {
       await client.end().catch(() => undefined);
       onError(error);
