@@ -221,6 +221,21 @@ async function mountTmpfs(dir: string, options: string): Promise<boolean> {
   }
 }
 
+/**
+ * A sink on `results` delivers; once the last of `mounts` (the results volume) is
+ * unmounted, a delivery fails, retryably, and `left` (where the path leads now) holds
+ * nothing of it.
+ */
+async function expectRefusedOnceUnmounted(results: string, mounts: string[], left: string) {
+  const sink = await FileSink.open(results);
+  await sink.deliver(bundleFor("kc-mounted"));
+  await run("umount", [String(mounts.at(-1))]);
+  mounts.pop();
+  const error = await sink.deliver(bundleFor("kc-gone")).catch((e: unknown) => e);
+  expect(error).toMatchObject({ code: "file_sink_write_failed", retryable: true });
+  expect(await readdir(left)).toEqual([]);
+}
+
 describe("FileSink on a small tmpfs", () => {
   let dir: string;
   let mounted = false;
@@ -299,13 +314,7 @@ describe("FileSink on a small tmpfs", () => {
         mounts.push(volume);
         const results = join(dir, "results");
         await symlink(volume, results);
-        const sink = await FileSink.open(results);
-        await sink.deliver(bundleFor("kc-mounted"));
-        await run("umount", [volume]);
-        mounts.pop();
-        const error = await sink.deliver(bundleFor("kc-gone")).catch((e: unknown) => e);
-        expect(error).toMatchObject({ code: "file_sink_write_failed", retryable: true });
-        expect(await readdir(volume)).toEqual([]);
+        await expectRefusedOnceUnmounted(results, mounts, volume);
       } finally {
         for (const mount of mounts.reverse()) await run("umount", [mount]);
       }
@@ -321,13 +330,7 @@ describe("FileSink on a small tmpfs", () => {
         await mountTmpfs(data, "size=1m");
         mounts.push(data);
         const results = join(data, "results");
-        const sink = await FileSink.open(results);
-        await sink.deliver(bundleFor("kc-mounted"));
-        await run("umount", [data]);
-        mounts.pop();
-        const error = await sink.deliver(bundleFor("kc-gone")).catch((e: unknown) => e);
-        expect(error).toMatchObject({ code: "file_sink_write_failed", retryable: true });
-        expect(await readdir(results)).toEqual([]);
+        await expectRefusedOnceUnmounted(results, mounts, results);
       } finally {
         for (const mount of mounts.reverse()) await run("umount", [mount]);
       }
