@@ -349,44 +349,32 @@ export class PostgresInbox implements Inbox {
 
   async list(filter: { state?: JobState; limit: number; after?: string }): Promise<JobSummary[]> {
     const { state, limit, after } = filter;
-    type SummaryRow = JobRow & { bundle_kept: boolean | null };
-    const { rows } =
-      after !== undefined
-        ? state
-          ? await this.operatorQuery<SummaryRow>(SQL.listByStateAfter, [state, after, limit])
-          : await this.operatorQuery<SummaryRow>(SQL.listAllAfter, [after, limit])
-        : state
-          ? await this.operatorQuery<SummaryRow>(SQL.listByState, [state, limit])
-          : await this.operatorQuery<SummaryRow>(SQL.listAll, [limit]);
-    // bundle_kept NULL: a progress the database could not read as JSON came whole.
-    return rows.map((row) =>
-      summaryOf(rowToJob(row), row.bundle_kept ?? row.progress.bundle !== undefined),
-    );
+    if (after !== undefined) {
+      return state
+        ? this.summaries(SQL.listByStateAfter, [state, after, limit])
+        : this.summaries(SQL.listAllAfter, [after, limit]);
+    }
+    return state
+      ? this.summaries(SQL.listByState, [state, limit])
+      : this.summaries(SQL.listAll, [limit]);
   }
 
   async findByCheck(check: CheckIds, limit: number, state?: JobState): Promise<JobSummary[]> {
-    type SummaryRow = JobRow & { bundle_kept: boolean | null };
     const { processToken, kreditCheckId } = check;
     const inState = state ?? null;
-    const { rows } =
-      processToken !== undefined && kreditCheckId !== undefined
-        ? await this.operatorQuery<SummaryRow>(SQL.findByBoth, [
-            processToken,
-            kreditCheckId,
-            limit,
-            inState,
-          ])
-        : processToken !== undefined
-          ? await this.operatorQuery<SummaryRow>(SQL.findByProcessToken, [
-              processToken,
-              limit,
-              inState,
-            ])
-          : await this.operatorQuery<SummaryRow>(SQL.findByKreditCheckId, [
-              kreditCheckId,
-              limit,
-              inState,
-            ]);
+    if (processToken !== undefined && kreditCheckId !== undefined) {
+      return this.summaries(SQL.findByBoth, [processToken, kreditCheckId, limit, inState]);
+    }
+    return processToken !== undefined
+      ? this.summaries(SQL.findByProcessToken, [processToken, limit, inState])
+      : this.summaries(SQL.findByKreditCheckId, [kreditCheckId, limit, inState]);
+  }
+
+  /** Job summaries by an operator's statement that selects SUMMARY (statements.ts). */
+  private async summaries(sql: string, values: unknown[]): Promise<JobSummary[]> {
+    type SummaryRow = JobRow & { bundle_kept: boolean | null };
+    const { rows } = await this.operatorQuery<SummaryRow>(sql, values);
+    // bundle_kept NULL: a progress the database could not read as JSON came whole.
     return rows.map((row) =>
       summaryOf(rowToJob(row), row.bundle_kept ?? row.progress.bundle !== undefined),
     );

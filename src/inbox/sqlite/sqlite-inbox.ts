@@ -299,9 +299,7 @@ export class SqliteInbox implements Inbox {
           : state
             ? this.statements.listByState.all({ state, limit })
             : this.statements.listAll.all({ limit });
-      return (rows as (JobRow & { bundle_kept: number })[]).map((row) =>
-        summaryOf(rowToJob(row), row.bundle_kept === 1),
-      );
+      return summaries(rows);
     });
   }
 
@@ -315,9 +313,7 @@ export class SqliteInbox implements Inbox {
           : processToken !== undefined
             ? this.statements.findByProcessToken.all({ processToken, ...filter })
             : this.statements.findByKreditCheckId.all({ kreditCheckId, ...filter });
-      return (rows as (JobRow & { bundle_kept: number })[]).map((row) =>
-        summaryOf(rowToJob(row), row.bundle_kept === 1),
-      );
+      return summaries(rows);
     });
   }
 
@@ -510,6 +506,13 @@ function isBusy(error: unknown): boolean {
 
 function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
+}
+
+/** Job summaries from rows of a statement that selects SUMMARY (statements.ts). */
+function summaries(rows: unknown[]): JobSummary[] {
+  return (rows as (JobRow & { bundle_kept: number })[]).map((row) =>
+    summaryOf(rowToJob(row), row.bundle_kept === 1),
+  );
 }
 
 /** A job a claim may take: due and pending, or running under an expired lease. */
