@@ -45,8 +45,6 @@ const listQuery = z
     path: ["after"],
   });
 
-const LIST_PARAMETERS = "state, limit, after, processToken, kreditCheckId";
-
 /** Strict, as the list's: an unknown parameter is refused (400), not ignored. */
 const retryQuery = z.strictObject({
   fresh: z
@@ -66,13 +64,16 @@ const fetchBody = z.object({
   status: z.string().min(1).default("SUCCESSFUL"),
 });
 
-/** zod's issues, an unknown parameter named as the field, with the ones that are known. */
-function queryIssues(error: z.ZodError, taken: string) {
+/**
+ * zod's issues; an unknown parameter is named as the field, with the ones `schema` takes
+ * (read off it, so the message cannot fall behind a parameter added there).
+ */
+function queryIssues(error: z.ZodError, what: string, schema: { shape: object }) {
   return error.issues.map((issue) =>
     issue.code === "unrecognized_keys"
       ? {
           field: issue.keys.join(", "),
-          message: `no such parameter; ${taken}`,
+          message: `no such parameter; ${what} takes ${Object.keys(schema.shape).join(", ")}`,
         }
       : (zodIssues({ issues: [issue] })[0] as { field?: string; message: string }),
   );
@@ -86,12 +87,7 @@ export function jobsRouter(options: JobsRouterOptions): Router {
   router.get("/jobs", async (req, res) => {
     const query = listQuery.safeParse(req.query);
     if (!query.success) {
-      return sendError(
-        res,
-        400,
-        "invalid_query",
-        queryIssues(query.error, `the list takes ${LIST_PARAMETERS}`),
-      );
+      return sendError(res, 400, "invalid_query", queryIssues(query.error, "the list", listQuery));
     }
     const { state, limit, after, processToken, kreditCheckId } = query.data;
     if (processToken !== undefined || kreditCheckId !== undefined) {
@@ -123,12 +119,7 @@ export function jobsRouter(options: JobsRouterOptions): Router {
     if (!job) return sendError(res, 404, "job_not_found", [{ message: `no job ${req.params.id}` }]);
     const query = retryQuery.safeParse(req.query);
     if (!query.success) {
-      return sendError(
-        res,
-        400,
-        "invalid_query",
-        queryIssues(query.error, "a retry takes fresh, ifState"),
-      );
+      return sendError(res, 400, "invalid_query", queryIssues(query.error, "a retry", retryQuery));
     }
     // ?fresh=true: a dead job fetches anew instead of resending the bundle it kept.
     const { fresh, ifState } = query.data;

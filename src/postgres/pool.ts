@@ -56,8 +56,9 @@ const SERVER_SETTINGS = [
  * settings: its `options`, with `statement_timeout`, `lock_timeout` and
  * `idle_in_transaction_session_timeout` as `-c` settings after them (so the service's,
  * which follow, win where it sets one), and its `query_timeout` (used where the service
- * sets none, if it is a number of ms). The rest of the URL is left byte for byte; its query is what lies between
- * the first `?` and a `#` (a `?` in a password has to be percent-encoded).
+ * sets none, if it is a number of ms). The rest of the URL is left byte for byte; its
+ * query is what lies between the first `?` and a `#` (a `?` in a password has to be
+ * percent-encoded).
  */
 export function splitUrlSettings(url: string): {
   url: string;
@@ -88,9 +89,10 @@ export function splitUrlSettings(url: string): {
         .map((value) => `-c ${name}=${value.replace(/[\\\s]/g, "\\$&")}`),
     ),
   ].filter((setting) => setting !== "");
+  // An empty part (`&&`) has no key and goes too: it meant nothing to pg either.
   const kept = query.split("&").filter((part) => {
     const [key] = [...new URLSearchParams(part).keys()];
-    return key === undefined ? part !== "" : !taken.has(key);
+    return key !== undefined && !taken.has(key);
   });
   return {
     url: `${beforeFragment.slice(0, queryStart)}${kept.length > 0 ? `?${kept.join("&")}` : ""}${url.slice(beforeFragment.length)}`,
