@@ -6,7 +6,7 @@ import {
   ERROR_CODE,
   knownErrorCodes,
   noMatchHint,
-  retryDeadJobs,
+  retryJobs,
   retryPath,
   unknownCodeWarning,
 } from "./admin/retry-dead.js";
@@ -235,7 +235,7 @@ async function main(argv: string[]): Promise<number> {
         const unknown = code === undefined ? undefined : unknownCodeWarning(code, state);
         if (unknown) process.stderr.write(`kreditcheck-receiver cli: warning: ${unknown}\n`);
         const codesSeen = new Set<string>();
-        const retried = await retryDeadJobs(call, code, values.fresh === true, codesSeen, state);
+        const retried = await retryJobs(call, code, values.fresh === true, codesSeen, state);
         // A run that retried nothing says why, instead of a bare "requeued": 0; with a
         // code the service does not know (a typo, most likely) it is an error.
         if (

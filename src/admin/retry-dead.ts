@@ -8,19 +8,19 @@ import { ERROR_CODES, isErrorCode } from "../errors.js";
  */
 export type AdminCall = (method: string, path: string, body?: unknown) => Promise<unknown>;
 
-interface DeadJob {
+interface ListedJob {
   id: string;
   lastError: string | null;
   /** Missing from a service of an earlier release, null when the job's store had none. */
   lastErrorCodes?: string[] | null;
 }
 
-interface DeadPage {
-  jobs: DeadJob[];
+interface JobPage {
+  jobs: ListedJob[];
   next: string | null;
 }
 
-export interface RetryDeadResult {
+export interface RetryJobsResult {
   requeued: number;
   ids: string[];
   /** Jobs that could not be put back (e.g. retried meanwhile by someone else). */
@@ -44,7 +44,9 @@ const PAGE = 1000;
 const START = "00000000-0000-0000-0000-000000000000";
 
 /**
- * Puts every dead job back to pending, or those whose last error has `code` (see
+ * Retries every job in `state` (dead unless given), or those whose last error has `code`.
+ *
+ * Dead: puts each back to pending, or those whose last error has `code` (see
  * `codesOf`). Walks the dead jobs in id order with a cursor, so each is looked at
  * once: a job that dies again at once, one the API refuses and one that does not match
  * all stay behind the cursor, and the run ends after the last page.
@@ -54,15 +56,15 @@ const START = "00000000-0000-0000-0000-000000000000";
  * backoff (up to BACKOFF_MAX_MS). One that left pending meanwhile is counted apart and
  * left as it is.
  */
-export async function retryDeadJobs(
+export async function retryJobs(
   call: AdminCall,
   code?: string,
   fresh = false,
-  /** Filled with the codes of every dead job looked at: for a hint when none matched. */
+  /** Filled with the codes of every job looked at: for a hint when none matched. */
   codesSeen?: Set<string>,
   state: "dead" | "pending" = "dead",
-): Promise<RetryDeadResult> {
-  const result: RetryDeadResult = {
+): Promise<RetryJobsResult> {
+  const result: RetryJobsResult = {
     requeued: 0,
     ids: [],
     failed: [],
@@ -71,7 +73,7 @@ export async function retryDeadJobs(
   try {
     for (let after: string | null = START; after !== null; ) {
       const page = await call("GET", `/jobs?state=${state}&limit=${PAGE}&after=${after}`);
-      if (!isDeadPage(page)) {
+      if (!isJobPage(page)) {
         // A service from before the cursor ignores `after` and would list the same jobs again.
         throw new Error(
           "the admin API answered without a paging cursor (next): the service is older than this CLI; update it, or retry jobs one by one",
@@ -122,8 +124,8 @@ export async function retryDeadJobs(
   return result;
 }
 
-function isDeadPage(page: unknown): page is DeadPage {
-  const candidate = page as Partial<DeadPage> | null;
+function isJobPage(page: unknown): page is JobPage {
+  const candidate = page as Partial<JobPage> | null;
   return (
     Array.isArray(candidate?.jobs) &&
     (candidate.next === null || typeof candidate.next === "string")
@@ -134,7 +136,7 @@ function isDeadPage(page: unknown): page is DeadPage {
  * The codes of a job's last error, as the store keeps them; read off the text only for a
  * job whose codes were not stored (it failed under an earlier release).
  */
-function codesOf(job: DeadJob): readonly string[] {
+function codesOf(job: ListedJob): readonly string[] {
   return Array.isArray(job.lastErrorCodes) ? job.lastErrorCodes : errorCodesOf(job.lastError ?? "");
 }
 

@@ -3,7 +3,7 @@ import {
   type AdminCall,
   errorCodesOf,
   knownErrorCodes,
-  retryDeadJobs,
+  retryJobs,
   unknownCodeWarning,
 } from "../../src/admin/retry-dead.js";
 import { type ErrorCode, ReceiverError } from "../../src/errors.js";
@@ -127,7 +127,7 @@ describe("retry --all-dead", () => {
       diesAgain: [idOf(1), idOf(1500)],
       refused: [idOf(7), idOf(2499)],
     });
-    const result = await retryDeadJobs(admin.call);
+    const result = await retryJobs(admin.call);
     expect(result.requeued).toBe(2498);
     expect(result.failed.map((entry) => entry.id)).toEqual([idOf(7), idOf(2499)]);
     expect(result.error).toBeUndefined();
@@ -142,9 +142,9 @@ describe("retry --all-dead", () => {
       // The matching jobs are the oldest: behind 1,000 that do not match.
       lastError: index < 5 ? gaveUpOnDisk : index < 1200 ? rejected : forbidden,
     }));
-    expect((await retryDeadJobs(fakeAdmin(dead).call, "stdout_closed")).requeued).toBe(5);
-    expect((await retryDeadJobs(fakeAdmin(dead).call, "finapi_forbidden")).requeued).toBe(300);
-    expect((await retryDeadJobs(fakeAdmin(dead).call, "no_such_code")).requeued).toBe(0);
+    expect((await retryJobs(fakeAdmin(dead).call, "stdout_closed")).requeued).toBe(5);
+    expect((await retryJobs(fakeAdmin(dead).call, "finapi_forbidden")).requeued).toBe(300);
+    expect((await retryJobs(fakeAdmin(dead).call, "no_such_code")).requeued).toBe(0);
   });
 
   it("with --code, goes by the codes the store kept, and reads the text only where there are none", async () => {
@@ -159,7 +159,7 @@ describe("retry --all-dead", () => {
       { id: idOf(3), lastError: forbidden },
       { id: idOf(4), lastError: "unexpected_error: stdout_closed: x", lastErrorCodes: [] },
     ];
-    const run = async (code: string) => (await retryDeadJobs(fakeAdmin(dead).call, code)).ids;
+    const run = async (code: string) => (await retryJobs(fakeAdmin(dead).call, code)).ids;
     expect(await run("http_sink_rejected")).toEqual([idOf(1)]);
     expect(await run("stdout_closed")).toEqual([idOf(2)]);
     expect(await run("finapi_forbidden")).toEqual([idOf(3)]);
@@ -180,7 +180,7 @@ describe("retry --all-dead", () => {
 
   it("refuses to page through a service that answers no cursor (an older release)", async () => {
     const dead = [{ id: idOf(1), lastError: forbidden }];
-    await expect(retryDeadJobs(fakeAdmin(dead, { old: true }).call)).rejects.toThrow(
+    await expect(retryJobs(fakeAdmin(dead, { old: true }).call)).rejects.toThrow(
       /older than this CLI/,
     );
   });
@@ -191,12 +191,12 @@ describe("retry --all-dead", () => {
       lastError: forbidden,
     }));
     const admin = fakeAdmin(dead, { downAfterPosts: 3, statusWhenDown: 503 });
-    const result = await retryDeadJobs(admin.call);
+    const result = await retryJobs(admin.call);
     expect(result).toMatchObject({ requeued: 3, failed: [], error: "→ 503" });
     expect(admin.posts).toHaveLength(3);
     // Nothing done at all: the error itself, as for any other command.
     await expect(
-      retryDeadJobs(fakeAdmin(dead, { downAfterPosts: 0, statusWhenDown: 401 }).call),
+      retryJobs(fakeAdmin(dead, { downAfterPosts: 0, statusWhenDown: 401 }).call),
     ).rejects.toThrow("→ 401");
   });
 
@@ -205,7 +205,7 @@ describe("retry --all-dead", () => {
       id: idOf(index),
       lastError: forbidden,
     }));
-    const result = await retryDeadJobs(fakeAdmin(dead, { downAfterPosts: 4 }).call);
+    const result = await retryJobs(fakeAdmin(dead, { downAfterPosts: 4 }).call);
     expect(result).toEqual({
       requeued: 4,
       ids: dead.slice(0, 4).map((job) => job.id),
