@@ -27,9 +27,13 @@ const LEDGER = `CREATE TABLE IF NOT EXISTS kreditcheck_schema_migrations (
 )`;
 
 /**
- * Brings `schema` up to date in ONE transaction under a transaction-scoped advisory lock,
- * so that any number of replicas starting together migrate once: the first applies, the
- * others wait for the lock and then find nothing to do. `lock_timeout` bounds the wait,
+ * Brings `schema` up to date, one migration per transaction, each under a
+ * transaction-scoped advisory lock, so that any number of replicas starting together
+ * migrate once: the first applies, the others wait for the lock and then find nothing to
+ * do. One transaction per migration: the locks a migration takes (an index build blocks
+ * writes to its table, a DROP INDEX reads too) end with it instead of lasting through
+ * every later migration when a start skips several releases; a failed migration keeps the
+ * ones before it, and the next start goes on from there. `lock_timeout` bounds each wait,
  * so a stuck migration fails start-up instead of hanging it. A ledger row records each
  * applied version; a database newer than the code stops start-up. Nothing is created that
  * exists already, so a role without CREATE on the schema starts against an up-to-date one.
@@ -40,8 +44,21 @@ export async function migrate(
   set: MigrationSet,
   lockTimeoutMs = 15_000,
 ): Promise<void> {
+  // Each step re-reads the version under the lock: another replica may have gone on.
+  while (await applyNextMigration(pool, schema, set, lockTimeoutMs)) {
+    // applied one; look again
+  }
+}
+
+/** Applies the first migration `schema` lacks, in one transaction; false when none. */
+async function applyNextMigration(
+  pool: pg.Pool,
+  schema: string,
+  set: MigrationSet,
+  lockTimeoutMs: number,
+): Promise<boolean> {
   const known = set.migrations.length;
-  await inTransaction(pool, async (client) => {
+  return inTransaction(pool, async (client) => {
     await client.query("SELECT set_config('lock_timeout', $1, true)", [`${lockTimeoutMs}ms`]);
     await client.query("SELECT pg_advisory_xact_lock(hashtext($1))", [
       `kreditcheck-receiver:migrate:${schema}`,
@@ -64,13 +81,13 @@ export async function migrate(
     );
     const current = rows[0]?.version ?? 0;
     if (current > known) throw new SchemaTooNewError(set.component, current, known, schema);
-    for (let index = current; index < known; index++) {
-      const migration = set.migrations[index] as { name: string; sql: string };
-      await client.query(migration.sql);
-      await client.query(
-        "INSERT INTO kreditcheck_schema_migrations (component, version, name) VALUES ($1, $2, $3)",
-        [set.component, index + 1, migration.name],
-      );
-    }
+    const migration = set.migrations[current];
+    if (migration === undefined) return false;
+    await client.query(migration.sql);
+    await client.query(
+      "INSERT INTO kreditcheck_schema_migrations (component, version, name) VALUES ($1, $2, $3)",
+      [set.component, current + 1, migration.name],
+    );
+    return true;
   });
 }

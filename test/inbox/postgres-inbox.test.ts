@@ -282,6 +282,36 @@ describePostgres("PostgreSQL inbox: replicas", () => {
     expect(names).not.toContain("kreditcheck_jobs_pending_run_at");
   });
 
+  it("keeps the migrations before a failed one, and the next start goes on from there", async () => {
+    // One transaction per migration: a start that skips releases does not hold an early
+    // migration's locks (DROP INDEX blocks reads) through every later index build.
+    const pool = new pg.Pool({ connectionString: testDatabaseUrl, max: 1 });
+    pool.on("connect", (client) => {
+      client.query(`SET search_path TO ${fresh.name}`).catch(() => undefined);
+    });
+    const steps = [
+      { name: "one", sql: "CREATE TABLE step_one (id integer)" },
+      { name: "two", sql: "CREATE TABLE step_two (id integer)" },
+      { name: "three", sql: "INSERT INTO no_such_table VALUES (1)" },
+    ];
+    const ledger = () =>
+      adminQuery<{ version: number }>(
+        `SELECT version FROM ${fresh.name}.kreditcheck_schema_migrations WHERE component = 'steps' ORDER BY version`,
+      );
+    try {
+      await expect(
+        migrate(pool, fresh.name, { component: "steps", migrations: steps }),
+      ).rejects.toThrow(/no_such_table/);
+      expect(await ledger()).toEqual([{ version: 1 }, { version: 2 }]);
+      steps[2] = { name: "three", sql: "INSERT INTO step_two VALUES (3)" };
+      await migrate(pool, fresh.name, { component: "steps", migrations: steps });
+      expect(await ledger()).toEqual([{ version: 1 }, { version: 2 }, { version: 3 }]);
+      expect(await adminQuery(`SELECT id FROM ${fresh.name}.step_two`)).toEqual([{ id: 3 }]);
+    } finally {
+      await pool.end();
+    }
+  });
+
   it("retries a dead job whose kept bundle holds a U+0000 afresh, instead of failing the retry", async () => {
     const inbox = await open();
     const { id } = await inbox.enqueue(makeCallback() as never, new Date());
