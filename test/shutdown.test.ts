@@ -1,6 +1,6 @@
 import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { mkdtemp, readdir, rm, stat } from "node:fs/promises";
 import { request } from "node:http";
 import { connect, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
@@ -8,7 +8,9 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { SqliteInbox } from "../src/inbox/sqlite/sqlite-inbox.js";
+import { startService } from "../src/service.js";
 import { type RunningSimulator, startSimulator } from "../src/simulator/server.js";
+import type { Bundle, Sink } from "../src/sinks/sink.js";
 import { childEnv } from "./support/child-env.js";
 import { type ChildScript, freePort, serviceEnv, spawnService } from "./support/child-service.js";
 import { makeCallback, startHarness } from "./support/harness.js";
@@ -96,6 +98,64 @@ describe("shutdown while a token request hangs", () => {
       const inbox = new SqliteInbox({ path: harness.config.store.sqlitePath });
       expect(await inbox.get(String(body.id))).toMatchObject({ state: "pending", attempts: 0 });
       await inbox.close();
+    } finally {
+      await harness.close();
+    }
+  });
+});
+
+describe("shutdown while a sink ignores its abort", () => {
+  it("gives the job back with its bundle and the sinks that have it: the next start neither asks finAPI again nor writes the file twice", async () => {
+    let hangs = true;
+    const delivered: string[] = [];
+    // A module sink whose client library knows no abort signal.
+    const queue: Sink = {
+      name: "queue",
+      deliver: (bundle) => {
+        if (hangs) return new Promise<void>(() => undefined);
+        delivered.push(bundle.callback.kreditCheckId);
+        return Promise.resolve();
+      },
+    };
+    const harness = await startHarness({
+      env: { SHUTDOWN_TIMEOUT_MS: "200" },
+      service: { extraSinks: [queue] },
+    });
+    try {
+      const callback = makeCallback();
+      const { body } = await harness.post(callback);
+      await waitFor(
+        async () => (await readdir(harness.resultsDir)).includes(`${callback.kreditCheckId}.json`),
+        "the file sink's bundle",
+      );
+      const first = await stat(join(harness.resultsDir, `${callback.kreditCheckId}.json`));
+      await harness.service.close();
+      const inbox = new SqliteInbox({ path: harness.config.store.sqlitePath });
+      const givenBack = await inbox.get(String(body.id));
+      await inbox.close();
+      expect(givenBack).toMatchObject({ state: "pending", attempts: 0 });
+      expect(givenBack?.progress.deliveredSinks).toEqual(["file"]);
+      expect((givenBack?.progress.bundle as Bundle | undefined)?.callback).toEqual(callback);
+      // The new start asks for a token of its own; finAPI's results are not asked again.
+      const { token: _token, ...fetches } = harness.simulator.stats().calls;
+      hangs = false;
+      const again = await startService(harness.config, {
+        logger: harness.logs.logger,
+        extraSinks: [queue],
+      });
+      try {
+        await waitFor(
+          async () => (await again.inbox.get(String(body.id)))?.state === "done",
+          "the job done",
+        );
+      } finally {
+        await again.close();
+      }
+      expect(delivered).toEqual([callback.kreditCheckId]);
+      expect(harness.simulator.stats().calls).toMatchObject(fetches);
+      // The same file, not a second one renamed over it.
+      const after = await stat(join(harness.resultsDir, `${callback.kreditCheckId}.json`));
+      expect(after.ino).toBe(first.ino);
     } finally {
       await harness.close();
     }

@@ -78,13 +78,23 @@ export async function processCheck(deps: PipelineDeps, run: CheckRun): Promise<B
   // of 16 alternated pairs).
   await setImmediate();
   await setImmediate();
+  // Kept for the retry only (progress is JSON: documents as base64); a delivery that
+  // succeeds at once never pays for the encoding. Also kept the moment the run is
+  // aborted: a sink that ignores its signal keeps the run from ending, and the worker
+  // then gives the job back with its progress as it is, so the next attempt must not
+  // have to ask finAPI again.
+  const keep = () => {
+    run.progress.bundle ??= bundleToJson(bundle);
+  };
+  run.signal?.addEventListener("abort", keep, { once: true });
+  if (run.signal?.aborted) keep();
   try {
     await deliver(deps, bundle, run);
   } catch (error) {
-    // Kept for the retry only (progress is JSON: documents as base64); a delivery that
-    // succeeds at once never pays for the encoding.
-    run.progress.bundle ??= bundleToJson(bundle);
+    keep();
     throw error;
+  } finally {
+    run.signal?.removeEventListener("abort", keep);
   }
   return bundle;
 }
@@ -300,6 +310,9 @@ async function deliver(deps: PipelineDeps, bundle: Bundle, run: CheckRun): Promi
           signal: run.signal,
         });
         delivered.add(sink.name);
+        // At once, not when every sink has ended: a job given back while another sink
+        // hangs (it ignores its abort) must not deliver to this one again.
+        run.progress.deliveredSinks = [...delivered];
         deps.onDelivery?.(sink.name, "success");
         return undefined;
       } catch (error) {
@@ -310,7 +323,6 @@ async function deliver(deps: PipelineDeps, bundle: Bundle, run: CheckRun): Promi
       }
     }),
   );
-  run.progress.deliveredSinks = [...delivered];
   const failures = settled.filter((failure) => failure !== undefined);
   if (failures.length > 0) throw deliveryFailure(failures);
 }
