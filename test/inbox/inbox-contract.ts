@@ -481,6 +481,28 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
       expect(await inbox.get("00000000-0000-4000-8000-000000000000")).toBeNull();
     });
 
+    it("lists the most recently changed jobs first, whatever their state", async () => {
+      for (let index = 0; index < 3; index++) await inbox.enqueue(callback(), new Date());
+      await fixture.advance(1_000);
+      const [done] = await inbox.claim("worker-a", 1, LEASE_MS);
+      await fixture.advance(1_000);
+      await inbox.complete(String(done?.id), "worker-a", {});
+      await fixture.advance(1_000);
+      const [dead] = await inbox.claim("worker-b", 1, LEASE_MS);
+      await fixture.advance(1_000);
+      await inbox.fail(String(dead?.id), "worker-b", { message: "broken" }, {});
+      const latest = await inbox.list({ limit: 2 });
+      expect(latest.map((job) => [job.id, job.state])).toEqual([
+        [dead?.id, "dead"],
+        [done?.id, "done"],
+      ]);
+      expect((await inbox.list({ limit: 10 })).map((job) => job.state)).toEqual([
+        "dead",
+        "done",
+        "pending",
+      ]);
+    });
+
     it("stores and answers a callback even when a listener told of new jobs throws", async () => {
       let calls = 0;
       inbox.onEnqueued(() => {

@@ -18,6 +18,8 @@ const SUMMARY = `id, process_token, kreditcheck_id, callback, state, attempts, r
   CASE WHEN ${NUL_ESCAPE} THEN NULL ELSE (progress -> 'bundle') IS NOT NULL END AS bundle_kept,
   received_at, updated_at, finished_at`;
 
+import { JOB_STATES } from "../inbox.js";
+
 export const SQL = {
   /**
    * Many callbacks in one statement (group commit): parallel arrays, unnested. One
@@ -129,7 +131,19 @@ export const SQL = {
             FOR UPDATE SKIP LOCKED))`,
   get: `SELECT * FROM kreditcheck_jobs WHERE id = $1`,
   listByState: `SELECT ${SUMMARY} FROM kreditcheck_jobs WHERE state = $1 ORDER BY updated_at DESC LIMIT $2`,
-  listAll: `SELECT ${SUMMARY} FROM kreditcheck_jobs ORDER BY updated_at DESC LIMIT $1`,
+  /**
+   * The latest of each state from kreditcheck_jobs_state_updated, then the latest of
+   * those: ordered by updated_at alone, every job was read and sorted (a week of done jobs
+   * at every GET /admin/jobs without a state).
+   */
+  listAll: `SELECT ${SUMMARY} FROM kreditcheck_jobs WHERE id IN (
+              SELECT id FROM (${JOB_STATES.map(
+                (state) =>
+                  `(SELECT id, updated_at FROM kreditcheck_jobs WHERE state = '${state}'
+                    ORDER BY updated_at DESC LIMIT $1)`,
+              ).join(" UNION ALL ")}) AS latest
+              ORDER BY updated_at DESC LIMIT $1)
+            ORDER BY updated_at DESC`,
   listByStateAfter: `SELECT ${SUMMARY} FROM kreditcheck_jobs WHERE state = $1 AND id > $2 ORDER BY id LIMIT $3`,
   listAllAfter: `SELECT ${SUMMARY} FROM kreditcheck_jobs WHERE id > $1 ORDER BY id LIMIT $2`,
   // By the dedupe key's index (a kreditCheckId alone reads the table: an operator's lookup).

@@ -58,20 +58,25 @@ const MIGRATIONS: readonly string[] = [
   // scrape, while the backlog is the time the endpoint most needs it. With the index it is
   // one lookup; a job pays one more index entry from its callback to its end.
   `CREATE INDEX jobs_unfinished_received ON jobs (received_at) WHERE state IN ('pending', 'running');`,
+  // A page of one state after an id (GET /admin/jobs?state=…&after=…, retry --all-dead)
+  // read in id order: through jobs_state_updated it read and sorted every job of that
+  // state, 0.3-0.4 s per page on the event loop for a week of done jobs (1,000,000).
+  `CREATE INDEX jobs_state_id ON jobs (state, id);`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
 export function migrate(db: Database.Database): void {
-  const current = db.pragma("user_version", { simple: true }) as number;
-  if (current > SCHEMA_VERSION) {
-    throw new Error(
-      `the inbox database has schema version ${current}, newer than this release understands (${SCHEMA_VERSION}): run a newer kreditcheck-receiver or point STORE_URL at another file`,
-    );
-  }
-  // One immediate transaction: two processes starting on one file migrate once.
+  // One immediate transaction: two processes starting on one file migrate once. The
+  // version is read inside it: a release that waited for the lock while a newer one
+  // migrated must refuse the schema it then finds, not write its own version over it.
   db.transaction(() => {
     const version = db.pragma("user_version", { simple: true }) as number;
+    if (version > SCHEMA_VERSION) {
+      throw new Error(
+        `the inbox database has schema version ${version}, newer than this release understands (${SCHEMA_VERSION}): run a newer kreditcheck-receiver or point STORE_URL at another file`,
+      );
+    }
     for (let index = version; index < SCHEMA_VERSION; index++) {
       db.exec(MIGRATIONS[index] as string);
     }
