@@ -231,8 +231,10 @@ async function fetchDocuments(
     } catch (thrown) {
       const error = toReceiverError(thrown);
       // A 403 here is about one document product, not the scope (the result under the
-      // same URL was just served): it is a problem entry, the check is delivered.
-      if (error.retryable || TOKEN_FAILURES.has(error.code)) throw error;
+      // same URL was just served): it is a problem entry, the check is delivered. Another
+      // refusal (a 400) fails the job, as for a DAC report, instead of a done job that
+      // lacks its document.
+      if (!DOCUMENT_PROBLEMS.has(error.code)) throw error;
       problems.push({
         code: error.code,
         document: name,
@@ -249,16 +251,13 @@ async function fetchDocuments(
 }
 
 /**
- * Failures that are about the mandator's access, not about one account or document: the
- * token endpoint refusing the credentials or not being one (a 401 on a report, or a token
- * that ran out, fetches a new token on the way). Every check would fail alike until the
- * configuration is fixed, so the job dies (operators see it, and retry it once fixed)
- * instead of being delivered without what it could not fetch, as done.
+ * What a document finAPI cannot give (README: a "problems" entry with `document`): it has
+ * none for this check (404), or refuses this document product (403). Anything else is the
+ * job's failure: a refused token (every check would miss the same until the credentials
+ * are fixed, so operators see it and retry once fixed), a 400, an answer of the wrong
+ * shape, or what a retry may mend.
  */
-const TOKEN_FAILURES: ReadonlySet<string> = new Set([
-  "finapi_auth_failed",
-  "finapi_token_url_wrong",
-]);
+const DOCUMENT_PROBLEMS: ReadonlySet<string> = new Set(["finapi_not_found", "finapi_forbidden"]);
 
 async function fetchKreditCheck(
   deps: PipelineDeps,

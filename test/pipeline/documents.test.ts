@@ -95,6 +95,17 @@ describe("documents (FETCH_DOCUMENTS)", () => {
     expect(await harness.readBundle(String(callback.kreditCheckId))).toBeUndefined();
   });
 
+  it("gives up when finAPI refuses a document's request as invalid (400), instead of a done job without it", async () => {
+    harness = await startHarness({ env: { FETCH_DOCUMENTS: "account_pdf", FINAPI_RETRIES: "0" } });
+    harness.simulator.failNext("account_pdf", 1, 400);
+    const callback = makeCallback();
+    const accepted = await harness.post(callback);
+    const job = await harness.waitForJob(accepted.body.id, "dead");
+    // Found by `retry --all-dead --code finapi_rejected`, as README's table says.
+    expect(job.lastErrorCodes).toEqual(["finapi_rejected"]);
+    expect(await harness.readBundle(String(callback.kreditCheckId))).toBeUndefined();
+  });
+
   it("sends the documents base64 in the http sink's JSON, also when the delivery resumes from a retry", async () => {
     receiver = await startWebhookReceiver((index) => ({ status: index === 0 ? 503 : 200 }));
     harness = await startHarness({
