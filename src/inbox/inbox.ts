@@ -28,6 +28,12 @@ export interface JobProgress {
   deliveredSinks?: string[];
   /** Set when an operator re-queued the job: its age (JOB_MAX_AGE_MS) counts from here. */
   requeuedAt?: number;
+  /**
+   * Epoch ms until which the last failure was granted retries past MAX_ATTEMPTS (a result
+   * awaited for NOT_FOUND_GRACE_MS): an attempt in that window whose worker died is run
+   * again, not given up.
+   */
+  retryUntil?: number;
 }
 
 /** Why an attempt failed: the text operators read, and the codes it names. */

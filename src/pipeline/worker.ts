@@ -349,8 +349,10 @@ export class Worker {
     const { job, controller } = entry;
     // Past MAX_ATTEMPTS only when the previous owner died (or lost its lease) on the last
     // attempt, or when a retry was granted past it (a result awaited for its grace window,
-    // see ReceiverError.retryUntil): that one runs.
-    if (job.attempts > policy.maxAttempts && job.takenOverFrom !== undefined) {
+    // see ReceiverError.retryUntil): that one runs, also when the granted attempt's worker
+    // died while the window is still open; the window bounds a job that kills its workers.
+    const granted = progress.retryUntil !== undefined && this.clock() < progress.retryUntil;
+    if (job.attempts > policy.maxAttempts && job.takenOverFrom !== undefined && !granted) {
       const reason = `gave up after ${attemptsText(job.attempts - 1)} (MAX_ATTEMPTS=${policy.maxAttempts}); the last attempt's worker stopped before it finished; last error: ${job.lastError ?? "none recorded"}`;
       // The codes are the last error's, when this release wrote it.
       const failure = { message: reason, codes: job.lastErrorCodes ?? undefined };
@@ -407,6 +409,8 @@ export class Worker {
         this.clock(),
       );
       if (decision.action === "retry") {
+        if (error.retryUntil !== undefined) progress.retryUntil = error.retryUntil;
+        else delete progress.retryUntil;
         await this.asOwner(entry, (owner) =>
           inbox.retry(
             job.id,
@@ -434,7 +438,7 @@ export class Worker {
       logger.error({ code: error.code, reason: decision.reason }, "job is dead");
       return "dead";
     }
-    const { bundle: _bundle, ...record } = progress;
+    const { bundle: _bundle, retryUntil: _retryUntil, ...record } = progress;
     await this.asOwner(entry, (owner) => inbox.complete(job.id, owner, record));
     logger.info({ durationMs: this.clock() - job.updatedAt.getTime() }, "check delivered");
     return "done";

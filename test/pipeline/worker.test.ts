@@ -385,6 +385,57 @@ describe("Worker", () => {
     expect(attempts).toEqual([1, 2, 3, 4]);
   });
 
+  describe("a result awaited past MAX_ATTEMPTS whose worker died", () => {
+    const graceMs = 600_000;
+    /** Two 404s inside the grace window (MAX_ATTEMPTS=2), then a third attempt whose worker dies. */
+    async function awaitedThenOrphaned(): Promise<{ id: string; receivedAt: number }> {
+      const receivedAt = now;
+      const notReady = () =>
+        new ReceiverError("the KreditCheck result is not available yet", {
+          code: "result_not_ready",
+          retryable: true,
+          retryUntil: receivedAt + graceMs,
+        });
+      const first = startWorker(async () => {
+        throw notReady();
+      }, 2);
+      const { id } = await inbox.enqueue(makeCallback() as never, new Date(now));
+      // Time passes, so the first retry falls due; the second waits.
+      await waitFor(async () => (await inbox.get(id))?.attempts === 1, "the first 404");
+      now += 1_000;
+      await waitFor(async () => (await inbox.get(id))?.attempts === 2, "the second 404");
+      await first.stop(100);
+      worker = undefined;
+      now += 1_000;
+      // The granted third attempt: its worker claims it and is killed.
+      expect(await inbox.claim("killed:3", 1, 60_000)).toHaveLength(1);
+      now += 120_000;
+      return { id, receivedAt };
+    }
+
+    it("runs it again while the grace window is open, instead of giving up", async () => {
+      const { id } = await awaitedThenOrphaned();
+      const ran: number[] = [];
+      startWorker(async (run) => {
+        ran.push(run.job.attempts);
+      }, 2);
+      await waitFor(async () => (await inbox.get(id))?.state === "done", "the job done");
+      expect(ran).toEqual([4]);
+    });
+
+    it("gives up once the window has closed", async () => {
+      const { id } = await awaitedThenOrphaned();
+      now += graceMs;
+      const ran: number[] = [];
+      startWorker(async (run) => {
+        ran.push(run.job.attempts);
+      }, 2);
+      await waitFor(async () => (await inbox.get(id))?.state === "dead", "the job given up");
+      expect(ran).toEqual([]);
+      expect((await inbox.get(id))?.lastErrorCodes).toEqual(["result_not_ready"]);
+    });
+  });
+
   it("gives up on a job whose last attempt's worker died, naming and keeping its last error's codes", async () => {
     const { id } = await inbox.enqueue(makeCallback() as never, new Date(now));
     await inbox.claim("gone:1", 1, 60_000);
