@@ -234,9 +234,25 @@ export class Worker {
     const { inbox, leaseMs, logger: rootLogger } = this.options;
     const owner = job.lockedBy ?? this.workerId;
     const running = this.active.get(job.id);
-    if (running) {
+    if (running && !running.ending && !running.controller.signal.aborted) {
       // Our own lease lapsed and we claimed the job again: keep the one run, new lease.
       running.owner = owner;
+      return;
+    }
+    if (running) {
+      // The run is storing its outcome, and this claim took the job the outcome made due
+      // (a retry due at once, in the same commit): adopted by a run that is ending, it
+      // stayed running with nobody at it until its lease ran out. It runs once that run
+      // is gone; during shutdown it is given back instead.
+      void running.task.finally(() => {
+        if (!this.stopping) return this.run(job);
+        inbox.release(job.id, owner, job.progress, lastFailureOf(job)).catch((error: unknown) => {
+          rootLogger.warn(
+            { err: error, jobId: job.id },
+            "could not give back a job claimed while stopping; it runs again after LEASE_MS",
+          );
+        });
+      });
       return;
     }
     const controller = new AbortController();

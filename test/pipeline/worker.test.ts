@@ -436,6 +436,40 @@ describe("Worker", () => {
     });
   });
 
+  it("runs a job again that its next claim took back while the failed run was storing its retry", async () => {
+    // A retry due at once (1 ms backoff) and a store clock that moves on at every reading:
+    // the claim the failed run's freed slot starts shares the retry's commit and takes the
+    // job back while that run is still ending.
+    const clock = () => {
+      now += 5;
+      return now;
+    };
+    await inbox.close();
+    inbox = new SqliteInbox({ path: join(dir, "clocked.db"), clock });
+    let runs = 0;
+    startWorkerWith({
+      concurrency: 1,
+      clock,
+      policy: { maxAttempts: 5, maxAgeMs: 86_400_000, baseMs: 1, maxMs: 1 },
+      handle: async () => {
+        runs += 1;
+        await sleep(5);
+        throw new ReceiverError("finAPI is unavailable (503).", {
+          code: "finapi_unavailable",
+          retryable: true,
+        });
+      },
+    });
+    const { id } = await inbox.enqueue(makeCallback() as never, new Date(now));
+    // Five attempts in well under the 60 s lease: none left running with nobody at it.
+    const dead = await waitFor(async () => {
+      const job = await inbox.get(id);
+      return job?.state === "dead" ? job : undefined;
+    }, "the job given up after MAX_ATTEMPTS");
+    expect(dead.attempts).toBe(5);
+    expect(runs).toBe(5);
+  });
+
   it("gives up on a job whose last attempt's worker died, naming and keeping its last error's codes", async () => {
     const { id } = await inbox.enqueue(makeCallback() as never, new Date(now));
     await inbox.claim("gone:1", 1, 60_000);
