@@ -1,11 +1,12 @@
 import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { mkdtemp, rm, stat } from "node:fs/promises";
+import { mkdtemp, rename, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import Database from "better-sqlite3";
 import { describe, expect, it, vi } from "vitest";
+import { StoreUnavailableError } from "../../src/inbox/inbox.js";
 import { SCHEMA_VERSION } from "../../src/inbox/sqlite/schema.js";
 import {
   BOOKKEEPING_SYNC_MS,
@@ -259,6 +260,47 @@ describe("SQLite inbox: admin lists on a week of jobs", () => {
       ]);
     } finally {
       db.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("SQLite inbox: its file deleted or replaced while it runs", () => {
+  it("acknowledges nothing more (503, readiness too) and still works off the jobs it holds", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "kcr-inbox-deleted-"));
+    const path = join(dir, "inbox.db");
+    const inbox = new SqliteInbox({ path });
+    try {
+      const held = await inbox.enqueue(makeCallback() as never, new Date());
+      // Someone clears the data folder.
+      for (const file of [path, `${path}-wal`, `${path}-shm`]) await rm(file, { force: true });
+      const refused = inbox.enqueue(makeCallback() as never, new Date());
+      await expect(refused).rejects.toBeInstanceOf(StoreUnavailableError);
+      await expect(refused).rejects.toThrow(/inbox\.db was deleted while the service ran/);
+      await expect(inbox.ping()).rejects.toThrow(/restart the service/);
+      const [job] = await inbox.claim("worker-a", 5, 60_000);
+      expect(job?.id).toBe(held.id);
+      await inbox.complete(held.id, "worker-a", {});
+      expect((await inbox.get(held.id))?.state).toBe("done");
+    } finally {
+      await inbox.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("notices a file copied over it (a restore) as well", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "kcr-inbox-replaced-"));
+    const path = join(dir, "inbox.db");
+    const inbox = new SqliteInbox({ path });
+    try {
+      await inbox.enqueue(makeCallback() as never, new Date());
+      await writeFile(join(dir, "restored.db"), "");
+      await rename(join(dir, "restored.db"), path);
+      await expect(inbox.enqueue(makeCallback() as never, new Date())).rejects.toThrow(
+        /inbox\.db was replaced while the service ran/,
+      );
+    } finally {
+      await inbox.close();
       await rm(dir, { recursive: true, force: true });
     }
   });

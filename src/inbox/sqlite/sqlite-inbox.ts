@@ -21,6 +21,7 @@ import {
   summaryOf,
 } from "../inbox.js";
 import { newJobId } from "../job-id.js";
+import { DatabaseFiles } from "./database-files.js";
 import { type JobRow, rowToJob } from "./rows.js";
 import { migrate } from "./schema.js";
 import { SQL } from "./statements.js";
@@ -88,6 +89,8 @@ export class SqliteInbox implements Inbox {
   private waitsForLock = true;
   /** performance.now() until which writes do not wait for a lock (see NO_WAIT_AFTER_BUSY_MS). */
   private noWaitUntil = 0;
+  /** The database's files as opened; none for an in-memory database. */
+  private readonly files: DatabaseFiles | undefined;
 
   constructor(options: SqliteInboxOptions) {
     this.clock = options.clock ?? Date.now;
@@ -98,6 +101,7 @@ export class SqliteInbox implements Inbox {
     this.fullSync = true;
     this.db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
     migrate(this.db);
+    this.files = options.path === ":memory:" ? undefined : new DatabaseFiles(options.path);
     const prepare = (sql: string) => this.db.prepare(sql);
     this.statements = {
       insert: prepare(SQL.insert),
@@ -385,12 +389,25 @@ export class SqliteInbox implements Inbox {
   }
 
   private flush(): void {
-    const queue = this.queue;
+    let queue = this.queue;
     this.queue = [];
     this.flushScheduled = false;
     if (queue.length === 0) return;
     let results: unknown[];
-    const durable = queue.some((item) => item.durable);
+    let durable = queue.some((item) => item.durable);
+    // An acknowledgement written to a deleted file would be lost at the next start: those
+    // writes fail (503, readiness too). The worker's bookkeeping goes on, so the jobs the
+    // open file holds are still worked off.
+    const changed = durable ? this.files?.changed() : undefined;
+    if (changed !== undefined) {
+      const failure = new StoreUnavailableError(
+        `the inbox file ${changed} while the service ran, and SQLite would go on writing to the file it opened: nothing is acknowledged any more. The jobs it holds are still worked off; restart the service to open the file at STORE_URL (jobs not finished by then are lost with the old file)`,
+      );
+      for (const item of queue) if (item.durable) item.reject(failure);
+      queue = queue.filter((item) => !item.durable);
+      durable = false;
+      if (queue.length === 0) return;
+    }
     try {
       this.setFullSync(durable);
       this.setWaitForLock(performance.now() >= this.noWaitUntil);
