@@ -1,6 +1,10 @@
 import { spawn } from "node:child_process";
+import { once } from "node:events";
 import { readFileSync } from "node:fs";
+import { copyFile, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { connect } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { freePort } from "./support/child-service.js";
 import { waitFor } from "./support/wait-for.js";
@@ -57,6 +61,35 @@ describe("npm scripts that run a server", () => {
       } catch {
         // Already gone.
       }
+    }
+  });
+});
+
+describe("npm run cli", () => {
+  it("runs the built CLI where tsx is not installed (the image's pruned install), arguments and exit code passed on", async () => {
+    // The service's hints say `npm run cli -- …`; in the image (no dev dependencies) that
+    // ran tsx, which is not there: "sh: 1: tsx: not found".
+    const dir = await mkdtemp(join(tmpdir(), "kcr-cli-pruned-"));
+    try {
+      await copyFile(new URL("../package.json", import.meta.url), join(dir, "package.json"));
+      await mkdir(join(dir, "dist"));
+      await writeFile(
+        join(dir, "dist", "cli.js"),
+        "console.log('built cli:', process.argv.slice(2).join(' ')); process.exitCode = 3;\n",
+      );
+      const npm = spawn("npm", ["run", "--silent", "cli", "--", "jobs", "--limit", "1"], {
+        cwd: dir,
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      let output = "";
+      npm.stdout?.on("data", (chunk: Buffer) => {
+        output += chunk.toString();
+      });
+      const [code] = await once(npm, "exit");
+      expect(output).toBe("built cli: jobs --limit 1\n");
+      expect(code).toBe(3);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
     }
   });
 });
