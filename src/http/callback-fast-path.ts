@@ -71,7 +71,8 @@ export function callbackFastPath(options: FastPathOptions): FastPath {
     if (!(length > 0 && length <= bodyLimitBytes)) return false;
     const type = headers["content-type"];
     if (type === undefined || !PLAIN_JSON.test(type)) return false;
-    if (!allowed(clientAddressOf(req, trust))) return false;
+    const remoteAddress = clientAddressOf(req, trust);
+    if (!allowed(remoteAddress)) return false;
     if (callbackSecret === undefined) {
       if (fromPath !== undefined) return false;
     } else if (!presentsSecret(callbackSecret, fromPath, headers.authorization)) {
@@ -107,7 +108,7 @@ export function callbackFastPath(options: FastPathOptions): FastPath {
       onOutcome?.("invalid");
       const answer = answerRequestError(
         error,
-        { method: "POST", path: options.redactPath(pathname), encoding: undefined },
+        { method: "POST", path: options.redactPath(pathname), encoding: undefined, remoteAddress },
         logger,
       );
       if (answer && !res.headersSent) reply(answer.status, answer.body);

@@ -1,4 +1,4 @@
-import type { ErrorRequestHandler, IRouter, RequestHandler } from "express";
+import type { ErrorRequestHandler, IRouter, Request, RequestHandler } from "express";
 import type { Inbox } from "../inbox/inbox.js";
 import type { Logger } from "../logger.js";
 import { acceptCallback } from "./accept-callback.js";
@@ -52,9 +52,10 @@ export function addCallbackRoute(
   // allowlist is mounted on the path (use, not a route with :secret) so it runs before
   // Express decodes the secret segment: a broken %-escape from a network that may not
   // call gets 403 like anything else from there, not a 400 about the escape.
-  const refuseSecret = () => {
+  // Who probes the secret: the 403 of the allowlist says who, so does this.
+  const refuseSecret = (req: Request) => {
     onOutcome?.("unauthorized");
-    logger.warn("callback refused: missing or wrong CALLBACK_SECRET");
+    logger.warn({ remoteAddress: req.ip }, "callback refused: missing or wrong CALLBACK_SECRET");
   };
   router.use(
     path,
@@ -66,7 +67,10 @@ export function addCallbackRoute(
     requireCallbackSecret(options.callbackSecret, refuseSecret),
     ...callbackBody(bodyLimitBytes, (req) => {
       onOutcome?.("invalid");
-      logger.info({ contentType: req.get("content-type") ?? null }, "callback rejected: not JSON");
+      logger.info(
+        { contentType: req.get("content-type") ?? null, remoteAddress: req.ip },
+        "callback rejected: not JSON",
+      );
     }),
     accept,
   );
@@ -91,13 +95,13 @@ export function addCallbackRoute(
  */
 function refuseUndecodableSegment(
   secret: string | undefined,
-  onWrongSecret: () => void,
+  onWrongSecret: (req: Request) => void,
 ): RequestHandler {
   return (req, res, next) => {
     const [segment = ""] = (req.url.split("?")[0] ?? "").split("/").filter((part) => part !== "");
     if (isDecodable(segment)) return next();
     if (secret === undefined) return sendNotFound(res);
-    onWrongSecret();
+    onWrongSecret(req);
     wrongSecretAnswer(res);
   };
 }

@@ -1,5 +1,5 @@
 import { createHash, timingSafeEqual } from "node:crypto";
-import type { RequestHandler, Response } from "express";
+import type { Request, RequestHandler, Response } from "express";
 import { sendError, sendNotFound } from "./send-error.js";
 
 /** Equal-time comparison; hashing first makes the lengths equal without leaking them. */
@@ -39,7 +39,7 @@ export function presentsSecret(
  */
 export function requireCallbackSecret(
   secret: string | undefined,
-  onReject?: () => void,
+  onReject?: (req: Request) => void,
 ): RequestHandler {
   return (req, res, next) => {
     if (secret === undefined) {
@@ -48,7 +48,7 @@ export function requireCallbackSecret(
       return next();
     }
     if (presentsSecret(secret, req.params.secret, req.headers.authorization)) return next();
-    onReject?.();
+    onReject?.(req);
     wrongSecretAnswer(res);
   };
 }

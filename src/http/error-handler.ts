@@ -58,6 +58,7 @@ export function errorHandler(
         method: req.method,
         path: redactPath(req.path),
         encoding: req.headers["content-encoding"],
+        remoteAddress: req.ip,
       },
       logger,
     );
@@ -78,10 +79,16 @@ export interface ErrorAnswer {
  */
 export function answerRequestError(
   error: unknown,
-  request: { method: string | undefined; path: string; encoding: string | undefined },
+  request: {
+    method: string | undefined;
+    path: string;
+    encoding: string | undefined;
+    /** The client as the allowlist judges it: who sends broken callbacks. */
+    remoteAddress: string | undefined;
+  },
   logger: Logger,
 ): ErrorAnswer | undefined {
-  const { method, path, encoding } = request;
+  const { method, path, encoding, remoteAddress } = request;
   const failure = error as
     | {
         type?: unknown;
@@ -97,14 +104,17 @@ export function answerRequestError(
     // The connection is gone: nothing we answer arrives. Either the sender closed it, or
     // Node answered 408 itself when REQUEST_TIMEOUT_MS passed (and closed it).
     logger.info(
-      { method, path, reason: failure.type },
+      { method, path, remoteAddress, reason: failure.type },
       "request body did not arrive: the sender closed the connection, or it stalled past REQUEST_TIMEOUT_MS and Node answered 408",
     );
     return undefined;
   }
   const known = typeof failure?.type === "string" ? BODY_ERRORS[failure.type] : undefined;
   if (failure && known) {
-    logger.info({ method, path, status: known.status, reason: failure.type }, "request rejected");
+    logger.info(
+      { method, path, remoteAddress, status: known.status, reason: failure.type },
+      `request rejected: ${known.error}`,
+    );
     return {
       status: known.status,
       body: errorBody(known.error, [
@@ -113,7 +123,10 @@ export function answerRequestError(
     };
   }
   if (isDecompressionError(error) && typeof encoding === "string") {
-    logger.info({ method, path, status: 400, encoding }, "request rejected");
+    logger.info(
+      { method, path, remoteAddress, status: 400, encoding },
+      "request rejected: invalid_encoding",
+    );
     return {
       status: 400,
       body: errorBody("invalid_encoding", [
@@ -127,8 +140,8 @@ export function answerRequestError(
     typeof failure?.status === "number" && failure.status >= 400 && failure.status < 500
       ? failure.status
       : 500;
-  if (status >= 500) logger.error({ err: error, method, path }, "request failed");
-  else logger.info({ status, method, path, err: error }, "request rejected");
+  if (status >= 500) logger.error({ err: error, method, path, remoteAddress }, "request failed");
+  else logger.info({ status, method, path, remoteAddress, err: error }, "request rejected");
   // Never echo internals in a 500.
   return {
     status,

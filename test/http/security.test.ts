@@ -173,6 +173,14 @@ describe("CALLBACK_SECRET", () => {
     expect((await rawPost(`${base}/s3cr3t%zz?x=1`, body())).status).toBe(401);
 
     await harness.waitForBundle(String(viaPath.kreditCheckId));
+    // Who probes the secret, and who sends broken callbacks, as the allowlist's 403 says who.
+    const lines = harness.logs.lines();
+    const refused = lines.filter((line) => String(line.msg).startsWith("callback refused"));
+    expect(refused.length).toBeGreaterThanOrEqual(6);
+    for (const line of refused) expect(line.remoteAddress).toMatch(/127\.0\.0\.1$/);
+    const broken = lines.filter((line) => line.msg === "request rejected: invalid_json");
+    expect(broken).toHaveLength(2);
+    for (const line of broken) expect(line.remoteAddress).toMatch(/127\.0\.0\.1$/);
     const logs = harness.logs.text();
     expect(logs).toContain("[redacted]");
     expect(logs).not.toContain("s3cr3t");
