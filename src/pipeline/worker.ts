@@ -375,7 +375,10 @@ export class Worker {
       await this.asOwner(entry, (owner) => inbox.fail(job.id, owner, failure, progress));
       // No error of its own: the last one recorded, if any, says what kept failing.
       this.options.onAttemptFailed?.(job.lastErrorCodes?.[0] ?? "attempt_interrupted", "dead");
-      logger.error({ reason }, "job is dead");
+      logger.error(
+        { code: job.lastErrorCodes?.[0], error: job.lastError ?? undefined, reason },
+        "job is dead",
+      );
       return "dead";
     }
     if (job.takenOverFrom !== undefined) {
@@ -451,7 +454,11 @@ export class Worker {
       const failure = { message: decision.reason, codes: error.codes };
       await this.asOwner(entry, (owner) => inbox.fail(job.id, owner, failure, progress));
       this.options.onAttemptFailed?.(error.code, "dead");
-      logger.error({ code: error.code, reason: decision.reason }, "job is dead");
+      // `code` and `error` as on "attempt failed; will retry": one log query finds both.
+      logger.error(
+        { code: error.code, error: error.describe(), reason: decision.reason },
+        "job is dead",
+      );
       return "dead";
     }
     const { bundle: _bundle, retryUntil: _retryUntil, ...record } = progress;

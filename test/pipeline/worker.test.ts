@@ -470,6 +470,38 @@ describe("Worker", () => {
     expect(runs).toBe(5);
   });
 
+  it("logs a retried and a dead attempt's error under the same fields, so one log query finds both", async () => {
+    const logs = captureLogs();
+    let attempt = 0;
+    startWorkerWith({
+      logger: logs.logger,
+      handle: async () => {
+        attempt += 1;
+        throw new ReceiverError(`finAPI refused attempt ${attempt}`, {
+          code: attempt === 1 ? "finapi_unavailable" : "finapi_rejected",
+          retryable: attempt === 1,
+        });
+      },
+    });
+    const { id } = await inbox.enqueue(makeCallback() as never, new Date(now));
+    await waitFor(() => logs.text().includes("will retry"), "the first attempt's retry");
+    now += 1_000;
+    await waitFor(async () => (await inbox.get(id))?.state === "dead", "the job given up");
+    const failed = logs
+      .lines()
+      .filter((line) => line.msg === "attempt failed; will retry" || line.msg === "job is dead");
+    expect(failed).toEqual([
+      expect.objectContaining({
+        code: "finapi_unavailable",
+        error: expect.stringContaining("attempt 1"),
+      }),
+      expect.objectContaining({
+        code: "finapi_rejected",
+        error: expect.stringContaining("attempt 2"),
+      }),
+    ]);
+  });
+
   it("gives up on a job whose last attempt's worker died, naming and keeping its last error's codes", async () => {
     const { id } = await inbox.enqueue(makeCallback() as never, new Date(now));
     await inbox.claim("gone:1", 1, 60_000);
