@@ -57,8 +57,9 @@ export function nestsDeeperThan(value: unknown, max: number): boolean {
  * character). A callback with one would be acknowledged and then never reach a postgres
  * sink, so it is refused at the door.
  */
-// biome-ignore lint/suspicious/noControlCharactersInRegex: U+0000 is what it looks for
-const UNSTORABLE = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+export const UNSTORABLE =
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: U+0000 is what it looks for
+  /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
 /**
  * Where a string in `value` (a key too) holds a character PostgreSQL cannot store, as a

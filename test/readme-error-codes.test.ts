@@ -18,14 +18,11 @@ function documentedCodes(): Set<string> {
 describe("README's table of error codes", () => {
   it("explains every code a job's last error or a bundle's problems can carry", () => {
     const documented = documentedCodes();
-    const problemCodes = readFileSync(
-      new URL("../src/pipeline/process-check.ts", import.meta.url),
-      "utf8",
-    ).matchAll(/code: "([a-z_]+)"/g);
-    const given = new Set([
-      ...ERROR_CODES,
-      ...[...problemCodes].map((match) => match[1] as string),
-    ]);
+    // The pipeline's problems, and the one the postgres sink adds to the row it stores.
+    const problemCodes = ["../src/pipeline/process-check.ts", "../src/sinks/postgres-text.ts"]
+      .map((file) => readFileSync(new URL(file, import.meta.url), "utf8"))
+      .flatMap((source) => [...source.matchAll(/code: "([a-z_]+)"/g)]);
+    const given = new Set([...ERROR_CODES, ...problemCodes.map((match) => match[1] as string)]);
     expect([...given].filter((code) => !documented.has(code))).toEqual([]);
     // The table is found at all: it names the codes users meet first.
     expect(documented).toContain("finapi_forbidden");

@@ -6,7 +6,8 @@ import { migrate } from "../postgres/migrate.js";
 import { createPool, type PostgresTarget } from "../postgres/pool.js";
 import { describePgError, sqlstateOf } from "../postgres/sqlstate.js";
 import { SINK_MIGRATIONS, SINK_SQL, sinkGrants } from "./postgres-schema.js";
-import type { Bundle, DeliveryContext, Sink } from "./sink.js";
+import { storableJson, storableText, textReplacedProblem } from "./postgres-text.js";
+import type { Bundle, DeliveryContext, Problem, Sink } from "./sink.js";
 
 export interface PostgresSinkTarget extends PostgresTarget {
   /** The variable the URL came from: POSTGRES_SINK_URL, or STORE_URL without it. */
@@ -120,21 +121,24 @@ export class PostgresSink implements Sink {
     const { callback, kreditCheck } = bundle;
     const kreditCheckId = callback.kreditCheckId;
     const caseIds = Object.keys(bundle.dacReports);
+    const stored = storableBundle(bundle);
     // Bounded on the server too, for this transaction only (a whole number from the config).
     const ms = this.target.timeoutMs;
     await client.query(
       `BEGIN; SET LOCAL statement_timeout = ${ms}; SET LOCAL lock_timeout = ${ms}`,
     );
+    // kreditcheck_id, process_token and the caseIds are safe ids (checked at the door and
+    // before fetching); the other text columns may come from finAPI's data.
     await client.query(SINK_SQL.upsertCheck, [
       kreditCheckId,
       callback.processToken,
-      callback.clientReference ?? null,
-      callback.status,
-      textOrNull(kreditCheck?.overallVerdict),
+      nullableText(callback.clientReference ?? null),
+      storableText(callback.status),
+      nullableText(textOrNull(kreditCheck?.overallVerdict)),
       numberOrNull(kreditCheck?.rateAmount),
-      kreditCheck === null ? null : JSON.stringify(kreditCheck),
-      JSON.stringify(callback),
-      JSON.stringify(bundle.problems),
+      stored.kreditCheck,
+      stored.callback,
+      stored.problems,
       bundle.receivedAt,
       bundle.completedAt,
     ]);
@@ -143,7 +147,7 @@ export class PostgresSink implements Sink {
       await client.query(SINK_SQL.insertReports, [
         kreditCheckId,
         caseIds,
-        caseIds.map((caseId) => JSON.stringify(bundle.dacReports[caseId])),
+        caseIds.map((caseId) => stored.dacReports[caseId]),
       ]);
     }
     await client.query(SINK_SQL.deleteDocuments, [kreditCheckId]);
@@ -237,6 +241,43 @@ export class PostgresSink implements Sink {
       },
     );
   }
+}
+
+/**
+ * The bundle's JSON columns as jsonb accepts them: U+0000 and lone surrogates replaced by
+ * U+FFFD, each part that had some named in a `problems` entry of the stored row. PostgreSQL
+ * refuses them (22P05, 22P02) and would refuse them on every retry, so the check would
+ * never reach the table; finAPI's data may hold them. `bundle` itself is left as it is:
+ * the other sinks deliver finAPI's text unchanged.
+ */
+function storableBundle(bundle: Bundle): {
+  kreditCheck: string | null;
+  callback: string;
+  problems: string;
+  dacReports: Record<string, string>;
+} {
+  const added: Problem[] = [];
+  const store = (at: (string | number)[], value: unknown, caseId?: string): string => {
+    const { json, replaced } = storableJson(value);
+    if (replaced > 0) added.push(textReplacedProblem(at, value, replaced, caseId));
+    return json;
+  };
+  const kreditCheck =
+    bundle.kreditCheck === null ? null : store(["kreditCheck"], bundle.kreditCheck);
+  // The door refuses callbacks holding these; one accepted by an older release may not.
+  const callback = store(["callback"], bundle.callback);
+  const dacReports: Record<string, string> = {};
+  for (const [caseId, report] of Object.entries(bundle.dacReports)) {
+    dacReports[caseId] = store(["dacReports", caseId], report, caseId);
+  }
+  // The service's own problems may quote finAPI's text; the added entries hold none (their
+  // paths are written as JSON escapes).
+  const problems = storableJson([...bundle.problems, ...added]).json;
+  return { kreditCheck, callback, problems, dacReports };
+}
+
+function nullableText(text: string | null): string | null {
+  return text === null ? null : storableText(text);
 }
 
 /** What to check when the sink's server cannot be reached, naming the variable that was set. */

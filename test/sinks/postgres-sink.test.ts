@@ -499,3 +499,92 @@ describePostgres(
     });
   },
 );
+
+describePostgres(
+  "the postgres sink given text PostgreSQL cannot store (U+0000, a lone surrogate)",
+  () => {
+    const fresh = freshSchemaPerTest("sinktext");
+    let sink: PostgresSink | undefined;
+    afterEach(async () => {
+      await sink?.close();
+      sink = undefined;
+    });
+
+    it("stores the check with U+FFFD in their place and a text_replaced problem, leaving the bundle as served", async () => {
+      sink = await PostgresSink.open({
+        url: testDatabaseUrl,
+        schema: fresh.name,
+        variable: "POSTGRES_SINK_URL",
+        timeoutMs: 10_000,
+      });
+      // As a bank may serve an account holder's name: jsonb refuses both (22P05, 22P02).
+      const bundle = {
+        callback: { processToken: "pt-text", kreditCheckId: "kc-text", status: "SUCCESSFUL" },
+        kreditCheck: {
+          status: "SUCCESSFUL",
+          overallVerdict: "GREEN",
+          bankConnections: [{ accounts: [{ accountHolderName: "Muster\u0000GmbH" }] }],
+          // A key too, and a surrogate pair (an emoji), which is a character and stays.
+          "note\ud800": "fine \ud83d\ude00",
+          // Text that only looks like an escape (a backslash, then u0000) is no NUL.
+          memo: "C:\\u0000 as typed",
+        },
+        dacReports: {
+          "c-1": { caseId: "c-1", reports: { income: { employer: "Firma\ud800 AG" } } },
+          "c-2": { caseId: "c-2", reports: {} },
+        },
+        problems: [],
+        receivedAt: "2026-01-01T00:00:00.000Z",
+        completedAt: "2026-01-01T00:00:01.000Z",
+      };
+      const asServed = structuredClone(bundle);
+
+      await sink.deliver(bundle, { logger: captureLogs().logger });
+
+      // The other sinks get the same object afterwards: it is not changed.
+      expect(bundle).toEqual(asServed);
+      const [check] = await adminQuery(
+        `SELECT kreditcheck, problems FROM ${fresh.name}.kreditcheck_checks WHERE kreditcheck_id = 'kc-text'`,
+      );
+      expect(check?.kreditcheck).toEqual({
+        status: "SUCCESSFUL",
+        overallVerdict: "GREEN",
+        bankConnections: [{ accounts: [{ accountHolderName: "Muster\ufffdGmbH" }] }],
+        "note\ufffd": "fine \ud83d\ude00",
+        memo: "C:\\u0000 as typed",
+      });
+      const reports = await adminQuery(
+        `SELECT case_id, report FROM ${fresh.name}.kreditcheck_dac_reports WHERE kreditcheck_id = 'kc-text' ORDER BY case_id`,
+      );
+      expect(reports).toEqual([
+        {
+          case_id: "c-1",
+          report: { caseId: "c-1", reports: { income: { employer: "Firma\ufffd AG" } } },
+        },
+        { case_id: "c-2", report: { caseId: "c-2", reports: {} } },
+      ]);
+      // Whoever reads the row learns which parts are not finAPI's text, and where to look.
+      expect(check?.problems).toEqual([
+        {
+          code: "text_replaced",
+          message: expect.stringContaining(
+            "2 strings of kreditCheck with U+FFFD in place of characters PostgreSQL cannot store",
+          ),
+          fix: expect.stringContaining("read it from another sink"),
+        },
+        {
+          code: "text_replaced",
+          caseId: "c-1",
+          message: expect.stringContaining(
+            '1 string of dacReports["c-1"] with U+FFFD in place of characters PostgreSQL cannot store (U+0000, or half of a UTF-16 surrogate pair without its other half), one at dacReports["c-1"].reports.income.employer;',
+          ),
+          fix: expect.any(String),
+        },
+      ]);
+      // Either place, named so that a reader finds it (a key as a JSON escape).
+      expect(check?.problems[0].message).toMatch(
+        /, one at kreditCheck(\.bankConnections\[0\]\.accounts\[0\]\.accountHolderName|\["note\\ud800"\]);/,
+      );
+    });
+  },
+);
