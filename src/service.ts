@@ -54,6 +54,12 @@ export interface RunningService {
   close(): Promise<void>;
 }
 
+/**
+ * The least a sink's close gets at shutdown once SHUTDOWN_TIMEOUT_MS is spent: a quarter of
+ * main.ts's SHUTDOWN_EXIT_GRACE_MS (2 s), which must still hold the closes that follow.
+ */
+const MIN_SINK_CLOSE_MS = 500;
+
 /** How long an admin "fetch one check" may take. */
 const DIRECT_FETCH_TIMEOUT_MS = 60_000;
 
@@ -239,7 +245,7 @@ export async function startService(
   } catch (error) {
     // Nothing was started yet: give back what start-up opened, then say why.
     if (server) await closeServer(server);
-    await closeSinks(sinks);
+    await closeSinks(sinks, { timeoutMs: config.shutdownTimeoutMs, logger });
     await inbox.close().catch(() => undefined);
     await transport.close().catch(() => undefined);
     throw error;
@@ -299,6 +305,7 @@ export async function startService(
     closing ??= (async () => {
       shuttingDown = true;
       startupCheck.abort();
+      const closeUntil = performance.now() + config.shutdownTimeoutMs;
       const drainMs = Math.floor(config.shutdownTimeoutMs * 0.8);
       const drainUntil = performance.now() + drainMs;
       const publicClosed = closeServer(server);
@@ -312,7 +319,13 @@ export async function startService(
       await untilOrTimeout(publicClosed, drainUntil - performance.now());
       server.closeAllConnections();
       await publicClosed;
-      await closeSinks(sinks);
+      // What is left of the budget, and never less than a moment (a close that is merely
+      // slow, with the budget spent by the jobs): the store, the admin port and the finAPI
+      // connections close after the sinks, within main.ts's SHUTDOWN_EXIT_GRACE_MS.
+      await closeSinks(sinks, {
+        timeoutMs: Math.max(MIN_SINK_CLOSE_MS, Math.ceil(closeUntil - performance.now())),
+        logger,
+      });
       await inbox.close();
       const adminClosed = closeServer(adminServer);
       adminServer.closeAllConnections();

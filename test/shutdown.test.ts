@@ -162,6 +162,41 @@ describe("shutdown while a sink ignores its abort", () => {
   });
 });
 
+describe("shutdown while a sink's close never settles", () => {
+  it("closes the other sinks, the store and the ports within SHUTDOWN_TIMEOUT_MS, naming the sink that did not close", async () => {
+    let otherClosed = false;
+    const other: Sink = {
+      name: "other",
+      deliver: async () => undefined,
+      close: async () => {
+        otherClosed = true;
+      },
+    };
+    const module = fileURLToPath(new URL("./fixtures/hung-close-sink.mjs", import.meta.url));
+    const harness = await startHarness({
+      env: { SINKS: `file,module:${module}`, SHUTDOWN_TIMEOUT_MS: "1000" },
+      service: { extraSinks: [other] },
+    });
+    const started = performance.now();
+    const outcome = await Promise.race([
+      harness.service.close().then(() => "closed"),
+      new Promise((resolve) => setTimeout(() => resolve("still closing after 5 s"), 5000)),
+    ]);
+    const elapsedMs = performance.now() - started;
+    // A service still closing would hold harness.close() too: the simulator goes alone.
+    await (outcome === "closed" ? harness.close() : harness.simulator.close());
+    // The budget, and a moment for the store and the ports after the sinks.
+    expect(outcome).toBe("closed");
+    expect(elapsedMs).toBeLessThan(2000);
+    expect(otherClosed).toBe(true);
+    const warning = harness.logs.lines().find((line) => line.sink === "queue");
+    expect(warning).toMatchObject({ level: 40, sink: "queue" });
+    expect(String(warning?.msg)).toMatch(/^sink queue did not close within \d+ ms; carrying on/);
+    // The admin port was closed after the sinks: nothing answers there any more.
+    await expect(fetch(`${harness.service.adminUrl}/healthz`)).rejects.toThrow();
+  });
+});
+
 /**
  * In a container node is PID 1, and the kernel drops a signal PID 1 has no handler for:
  * a SIGTERM during a slow start-up was ignored until the start-up finished, so `docker

@@ -35,16 +35,54 @@ export async function loadSinks(config: Config, logger: Logger): Promise<Sink[]>
       entries.set(sink.name, entry);
     }
   } catch (error) {
-    await closeSinks(sinks);
+    // Start-up failed: closing what was built may not hold up the exit for long either.
+    await closeSinks(sinks, { timeoutMs: config.shutdownTimeoutMs, logger });
     throw error;
   }
   return sinks;
 }
 
-/** Closes every sink that can be closed; one that fails to close does not keep the others open. */
-export async function closeSinks(sinks: readonly Sink[]): Promise<void> {
-  // async: a module sink's close that throws at once counts as failed, like one that rejects.
-  await Promise.allSettled(sinks.map(async (sink) => sink.close?.()));
+/** How long closeSinks gives each sink at most, and where it says which one did not close. */
+export interface CloseSinksOptions {
+  timeoutMs: number;
+  logger: Logger;
+}
+
+/**
+ * Closes every sink that can be closed, all at once; one that fails to close, or does not
+ * finish within `timeoutMs`, does not keep the others open. A module sink's close may wait
+ * for something that never comes (a flush to a broker that is gone): unbounded, it held up
+ * closing the inbox and the ports until main.ts's last-resort exit. Such a sink is named in
+ * a warning and left behind; whatever it holds ends with the process.
+ */
+export async function closeSinks(
+  sinks: readonly Sink[],
+  { timeoutMs, logger }: CloseSinksOptions,
+): Promise<void> {
+  await Promise.all(
+    sinks.map(async (sink) => {
+      if (typeof sink.close !== "function") return;
+      // async: a module sink's close that throws at once counts as failed, like one that rejects.
+      const closed = (async () => sink.close?.())().then(
+        () => undefined,
+        (error: unknown) => ({ error }),
+      );
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = new Promise<"timeout">((resolve) => {
+        timer = setTimeout(() => resolve("timeout"), timeoutMs);
+      });
+      const outcome = await Promise.race([closed, timedOut]);
+      clearTimeout(timer);
+      if (outcome === "timeout") {
+        logger.warn(
+          { sink: sink.name, timeoutMs },
+          `sink ${sink.name} did not close within ${timeoutMs} ms; carrying on without it (what it holds ends with the process)`,
+        );
+      } else if (outcome !== undefined) {
+        logger.warn({ sink: sink.name, err: outcome.error }, `sink ${sink.name} failed to close`);
+      }
+    }),
+  );
 }
 
 async function loadSink(name: string, config: Config, logger: Logger): Promise<Sink> {

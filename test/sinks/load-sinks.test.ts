@@ -81,7 +81,7 @@ describe("SINKS=module:<path>", () => {
     expect(loadFailureHint("./my-sink.ts", missing)).toBe("");
   });
 
-  it("closes every sink at shutdown even when one's close throws at once instead of rejecting", async () => {
+  it("closes every sink at shutdown even when one's close throws at once instead of rejecting, and says which", async () => {
     const closed: string[] = [];
     const sink = (name: string, close: () => Promise<void>): Sink => ({
       name,
@@ -96,7 +96,14 @@ describe("SINKS=module:<path>", () => {
         closed.push("async");
       }),
     ];
-    await expect(closeSinks(sinks)).resolves.toBeUndefined();
+    const logs = captureLogs();
+    await expect(
+      closeSinks(sinks, { timeoutMs: 1000, logger: logs.logger }),
+    ).resolves.toBeUndefined();
     expect(closed).toEqual(["async"]);
+    // Said, not swallowed: what it holds may stay open until the process ends.
+    expect(logs.lines()).toEqual([
+      expect.objectContaining({ level: 40, sink: "throws", msg: "sink throws failed to close" }),
+    ]);
   });
 });

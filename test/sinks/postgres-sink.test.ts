@@ -371,7 +371,7 @@ describePostgres("the postgres sink as a database user that may not create table
     });
     const message = await loadSinks(config, captureLogs().logger).then(
       async (sinks) => {
-        await closeSinks(sinks);
+        await closeSinks(sinks, { timeoutMs: 10_000, logger: captureLogs().logger });
         return "started";
       },
       (error: unknown) => String((error as Error).message),
