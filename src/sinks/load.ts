@@ -1,5 +1,7 @@
+import { execFile } from "node:child_process";
 import { resolve } from "node:path";
-import { pathToFileURL } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { promisify } from "node:util";
 import { type Config, redactUrl } from "../config.js";
 import type { Logger } from "../logger.js";
 import { FileSink } from "./file.js";
@@ -8,6 +10,8 @@ import { moduleSinkError } from "./module-error.js";
 import { PostgresSink } from "./postgres.js";
 import type { Sink } from "./sink.js";
 import { StdoutSink } from "./stdout.js";
+
+const execFileAsync = promisify(execFile);
 
 /** What a `module:<path>` sink exports: as default, or named `createSink`. */
 export type SinkFactory = (config: Config, logger: Logger) => Sink | Promise<Sink>;
@@ -112,13 +116,14 @@ async function loadSink(name: string, config: Config, logger: Logger): Promise<S
 
 async function loadModuleSink(path: string, config: Config, logger: Logger): Promise<Sink> {
   // Resolved against the working directory, as operators write paths in .env.
-  const url = pathToFileURL(resolve(process.cwd(), path)).href;
+  const file = resolve(process.cwd(), path);
   let exports: { default?: unknown; createSink?: unknown };
   try {
-    exports = (await import(url)) as typeof exports;
+    exports = (await import(pathToFileURL(file).href)) as typeof exports;
   } catch (error) {
+    const place = error instanceof SyntaxError ? await syntaxErrorPlace(file, path, error) : "";
     throw new Error(
-      `SINKS: module:${path} could not be loaded: ${(error as Error).message}${loadFailureHint(path, error)}`,
+      `SINKS: module:${path} could not be loaded: ${(error as Error).message}${place}${loadFailureHint(path, error)}`,
       { cause: error },
     );
   }
@@ -154,6 +159,40 @@ async function loadModuleSink(path: string, config: Config, logger: Logger): Pro
       ? { close: () => loaded.close?.() ?? Promise.resolve() }
       : {}),
   };
+}
+
+/** How long `node --check` may take to say where a module does not parse. */
+const SYNTAX_CHECK_TIMEOUT_MS = 5000;
+
+/**
+ * Where a module that does not parse goes wrong: ` (at <file>:<line>: <that line>)`. Node's
+ * SyntaxError from import() names no place ("Unexpected identifier 'b'"), which left a
+ * mounted file to be searched by eye. A link error (an import of an export the other module
+ * lacks) has it as its stack's first lines; otherwise `node --check` parses the file, without
+ * running it, and says where. Only on this failure path, so start-up pays nothing for it.
+ * Failing that (the error is in a file the module imports), how to find it.
+ */
+async function syntaxErrorPlace(file: string, path: string, error: SyntaxError): Promise<string> {
+  const fromStack = placeIn(error.stack ?? "");
+  if (fromStack) return fromStack;
+  const checked = await execFileAsync(process.execPath, ["--check", file], {
+    timeout: SYNTAX_CHECK_TIMEOUT_MS,
+  }).then(
+    () => undefined,
+    (failure: { stderr?: unknown }) => placeIn(String(failure.stderr ?? "")),
+  );
+  return checked ?? `; \`node --check ${path}\` (and on the files it imports) shows where`;
+}
+
+/** `<file>:<line>` and the source line below it, as Node prints a SyntaxError's place. */
+function placeIn(text: string): string | undefined {
+  const [first = "", source = ""] = text.split("\n");
+  // Node prints the file as a path (`node --check`) or a file: URL (a link error).
+  const match = /^(file:\/\/.+|\/.+|[A-Za-z]:\\.+):(\d+)$/.exec(first);
+  if (!match) return undefined;
+  const where = match[1]?.startsWith("file:") ? fileURLToPath(match[1]) : match[1];
+  const line = source.trim().slice(0, 120);
+  return ` (at ${where}:${match[2]}${line ? `: ${line}` : ""})`;
 }
 
 /**

@@ -1,10 +1,19 @@
-import { resolve } from "node:path";
-import { pathToFileURL } from "node:url";
+import { execFile } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
 import { loadConfig } from "../../src/config.js";
 import { closeSinks, loadFailureHint, loadSinks } from "../../src/sinks/load.js";
 import type { Bundle, Sink } from "../../src/sinks/sink.js";
+import { childEnv } from "../support/child-env.js";
+import { serviceEnv } from "../support/child-service.js";
 import { captureLogs } from "../support/log-capture.js";
+
+const execFileAsync = promisify(execFile);
+const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 
 const base = { FINAPI_CLIENT_ID: "id", FINAPI_CLIENT_SECRET: "secret", FILE_SINK_DIR: "/tmp/x" };
 
@@ -64,6 +73,55 @@ describe("SINKS=module:<path>", () => {
       /^SINKS: module:test\/fixtures\/missing\.mjs could not be loaded/,
     );
   });
+
+  it.each([
+    [
+      "does not parse",
+      "syntax-error-sink.mjs",
+      "Unexpected identifier 'b' (at <fixture>:8: b: 2,)",
+    ],
+    [
+      "imports a name its dependency lacks",
+      "missing-export-sink.mjs",
+      "The requested module 'node:fs/promises' does not provide an export named 'writeFileAtomically' (at <fixture>:3: import { writeFileAtomically } from \"node:fs/promises\";)",
+    ],
+  ])(
+    "says where a module that %s goes wrong (file:line), as the service started by node",
+    async (_what, name, expected) => {
+      // A child process: in-process, vitest's own transform would parse the module instead of
+      // Node, with a message of its own.
+      const dir = await mkdtemp(join(tmpdir(), "kcr-syntax-"));
+      try {
+        const unused = "http://127.0.0.1:9";
+        const env = serviceEnv(
+          {
+            tokenUrl: unused,
+            processctrlUrl: unused,
+            diUrl: unused,
+            clientId: "id",
+            clientSecret: "s",
+          },
+          dir,
+          { PORT: "0", SINKS: `file,module:./test/fixtures/${name}` },
+        );
+        const failed = await execFileAsync(process.execPath, ["--import", "tsx", "src/main.ts"], {
+          cwd: ROOT,
+          env: childEnv({ NODE_ENV: "production", ...env }),
+          timeout: 20_000,
+        }).then(
+          () => ({ code: 0, stderr: "" }),
+          (error: { code?: number; stderr?: string }) => error,
+        );
+        expect(failed.code).toBe(1);
+        const fixture = join(ROOT, "test/fixtures", name);
+        expect(failed.stderr).toBe(
+          `kreditcheck-receiver failed to start: SINKS: module:./test/fixtures/${name} could not be loaded: ${expected.replace("<fixture>", fixture)}\n`,
+        );
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    },
+  );
 
   it("tells how to run a TypeScript module where Node refuses it, and only there", () => {
     // What Node 20 throws for `import("./my-sink.ts")` (Node 22.18+ strips the types).
