@@ -57,6 +57,30 @@ function abandonStartup(signal: StopSignal): void {
   process.exit(128 + constants.signals[signal]);
 }
 
+/**
+ * How long past SHUTDOWN_TIMEOUT_MS the exit waits for standard output to take what is
+ * queued: half of SHUTDOWN_EXIT_GRACE_MS, so the last-resort exit does not cut in first.
+ */
+const STDOUT_FLUSH_GRACE_MS = 1000;
+
+/** How often stdoutFlushed looks again. */
+const STDOUT_FLUSH_POLL_MS = 10;
+
+/**
+ * Resolves once process.stdout has handed everything queued to the operating system, or at
+ * `until` (performance.now()). Writes to a pipe whose reader has stopped reading queue in
+ * the process: a stdout sink line its job gave up at shutdown (stdout_blocked), log lines
+ * behind it (they share the stream). process.exit drops that queue, and the reader got half
+ * a line, without its newline. A reader that resumes within the bound gets it whole; one
+ * stalled beyond it still gets a cut last line (the README says how to read past it).
+ * Polled: 'drain' comes only after a write that found the queue full, not for a shorter one.
+ */
+async function stdoutFlushed(until: number): Promise<void> {
+  while (process.stdout.writableLength > 0 && performance.now() < until) {
+    await new Promise((resolve) => setTimeout(resolve, STDOUT_FLUSH_POLL_MS));
+  }
+}
+
 /** A second signal this soon after the first is the first one, delivered twice. */
 const SAME_SIGNAL_WINDOW_MS = 300;
 
@@ -80,14 +104,16 @@ function gracefulShutdown(
       logger.error("shutdown did not finish in time; exiting");
       process.exit(1);
     }, config.shutdownTimeoutMs + SHUTDOWN_EXIT_GRACE_MS).unref();
+    const flushUntil = performance.now() + config.shutdownTimeoutMs + STDOUT_FLUSH_GRACE_MS;
+    const exit = (code: number) => void stdoutFlushed(flushUntil).then(() => process.exit(code));
     service.close().then(
       () => {
         logger.info("stopped");
-        process.exit(0);
+        exit(0);
       },
       (error: unknown) => {
         logger.error({ err: error }, "shutdown failed");
-        process.exit(1);
+        exit(1);
       },
     );
   };

@@ -200,3 +200,74 @@ describe("SINKS=stdout when the program reading the service's output quits", () 
     expect((await fetch(`http://127.0.0.1:${adminPort}/healthz`)).status).toBe(200);
   });
 });
+
+describe("SINKS=stdout when the reader stalls over a shutdown", () => {
+  let simulator: RunningSimulator | undefined;
+  let service: ChildScript | undefined;
+  let dir: string | undefined;
+  afterEach(async () => {
+    service?.child.stdout?.resume();
+    await service?.stop();
+    await simulator?.close();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it("waits for a reader that resumes before the exit's bound: the last line arrives whole", async () => {
+    // Lines of about 40 KB: a few fill the pipe, and one is taken only in part.
+    simulator = await startSimulator({
+      accounts: { connections: 4, accountsPerConnection: 4, accountsWithoutCaseId: 1 },
+    });
+    dir = await mkdtemp(join(tmpdir(), "kcr-stdout-stall-"));
+    const [port, adminPort] = [await freePort(), await freePort()];
+    service = await spawnService(
+      serviceEnv(simulator, dir, {
+        PORT: String(port),
+        ADMIN_PORT: String(adminPort),
+        SINKS: "stdout",
+        FETCH_DOCUMENTS: "account_pdf,dac_zip",
+        WORKER_POLL_MS: "50",
+        SHUTDOWN_TIMEOUT_MS: "1000",
+      }),
+      { captureStdout: true },
+    );
+    const out = service.child.stdout;
+    if (!out) throw new Error("stdout is captured");
+    let text = "";
+    out.on("data", (chunk: string) => {
+      text += chunk;
+    });
+    const ended = new Promise((resolve) => out.once("end", resolve));
+    // The reader stops reading: its buffer, then the pipe fill, and the service's writes
+    // wait in the process.
+    out.pause();
+    const post = () =>
+      fetch(`${service?.url}/callbacks/kreditcheck`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(makeCallback()),
+      });
+    for (let i = 0; i < 12; i += 1) expect((await post()).status).toBe(202);
+    await waitFor(
+      () => out.readableLength >= out.readableHighWaterMark,
+      "the reader's buffer full",
+    );
+    // Lines beyond the pipe's 64 KB: a delivery waits in its write when the stop comes.
+    for (let i = 0; i < 8; i += 1) expect((await post()).status).toBe(202);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+
+    service.child.kill("SIGTERM");
+    // Past the jobs' 80 % (their writes given up, the service closed: the exit came here
+    // before), within SHUTDOWN_TIMEOUT_MS + 1 s (how long the exit now waits for stdout).
+    await new Promise((resolve) => setTimeout(resolve, 1400));
+    out.resume();
+    expect(await service.exited).toBe(0);
+    await ended;
+
+    expect(text.endsWith("\n")).toBe(true);
+    const lines = text.trimEnd().split("\n");
+    const parsed = lines.map((line) => JSON.parse(line) as { type?: string; msg?: string });
+    expect(parsed.filter((line) => line.type === "kreditcheck.bundle").length).toBeGreaterThan(0);
+    // The log lines queued behind the last bundle line came too, the last one last.
+    expect(parsed.at(-1)?.msg).toBe("stopped");
+  });
+});
