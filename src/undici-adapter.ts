@@ -6,7 +6,7 @@ import {
   CanceledError,
   type InternalAxiosRequestConfig,
 } from "axios";
-import { Agent, type Dispatcher, ProxyAgent } from "undici";
+import { Agent, type Dispatcher, Pool, ProxyAgent } from "undici";
 
 /** A proxy URL and the variable it came from (named in errors and on the start-up line). */
 export interface EgressProxy {
@@ -29,7 +29,10 @@ export interface EgressProxies {
 export interface DispatcherOptions {
   /** Upper bound of open connections per origin. */
   connections: number;
-  /** Longest wait for a TCP (and TLS) connection. */
+  /**
+   * Longest wait for a TCP (and TLS) connection; through a proxy, for each step of it: the
+   * proxy's connection, its answer to CONNECT, the TLS through the tunnel.
+   */
   connectTimeoutMs: number;
   /** None: every request goes direct (the environment is not read here). */
   proxies?: EgressProxies;
@@ -68,11 +71,18 @@ export function createDispatchers(options: DispatcherOptions): Dispatchers {
   const viaProxy = (proxy: EgressProxy): Route => {
     let agent = byProxy.get(proxy.url);
     if (!agent) {
+      const timeout = options.connectTimeoutMs;
       agent = new ProxyAgent({
         uri: proxy.url,
         proxyTunnel: false,
         connections: options.connections,
-        connect,
+        // ProxyAgent ignores `connect`: without these, reaching the proxy and the TLS over
+        // its tunnel took undici's 10 s, and the CONNECT's answer its 300 s headers timeout
+        // (a proxy that takes the connection and never answers held a call for 5 minutes).
+        proxyTls: { timeout },
+        requestTls: { timeout },
+        clientFactory: (origin, clientOptions) =>
+          new Pool(origin, { ...clientOptions, headersTimeout: timeout }),
       });
       byProxy.set(proxy.url, agent);
     }
