@@ -3,6 +3,7 @@ import https from "node:https";
 import axios, { type Axios } from "axios";
 import pino from "pino";
 import { AuthorizedClient } from "../src/finapi/authorized-client.js";
+import { finapiCallLimits } from "../src/finapi/call-limits.js";
 import { DataIntelligenceClient } from "../src/finapi/di.js";
 import { ProcessCtrlClient } from "../src/finapi/processctrl.js";
 import { caseIdsOf } from "../src/finapi/schemas.js";
@@ -46,15 +47,18 @@ const simulator = await startSimulatorProcess(
 const logger = pino({ level: "info" }, pino.destination("/dev/null"));
 
 function fetchPath(httpClient: Axios) {
+  // As the service sets them, for both clients' 10 s timeout.
+  const limits = finapiCallLimits(10_000);
   const tokens = new ClientCredentialsTokenProvider({
     http: httpClient,
+    limits,
     tokenUrl: simulator.tokenUrl,
     clientId: simulator.clientId,
     clientSecret: simulator.clientSecret,
     refreshMarginMs: 60_000,
     logger,
   });
-  const client = new AuthorizedClient({ http: httpClient, tokens, retries: 2 });
+  const client = new AuthorizedClient({ http: httpClient, limits, tokens, retries: 2 });
   return {
     processCtrl: new ProcessCtrlClient(
       client,

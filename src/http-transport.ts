@@ -3,7 +3,7 @@ import axios, { Axios, isAxiosError } from "axios";
 import { messageWithCauses } from "./errors.js";
 import { createDispatchers, createUndiciAdapter, type EgressProxies } from "./undici-adapter.js";
 
-export { proxyOf } from "./undici-adapter.js";
+export { isTooLarge, proxyOf } from "./undici-adapter.js";
 
 /** `kreditcheck-receiver/<version>`: some firewalls refuse requests without a User-Agent. */
 const USER_AGENT = `kreditcheck-receiver/${

@@ -52,7 +52,7 @@ export function createMetrics(
     }),
     finapiDuration: new Histogram({
       name: "kreditcheck_finapi_request_duration_seconds",
-      help: "finAPI calls by endpoint and HTTP status (or timeout, network_error)",
+      help: "finAPI calls by endpoint and HTTP status (or timeout, network_error, too_large)",
       labelNames: ["endpoint", "status"],
       buckets: [0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers: [registry],

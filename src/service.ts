@@ -5,6 +5,7 @@ import { createAdminApp, type Readiness } from "./admin.js";
 import { createApp, type PublicListener, type RequestListener } from "./app.js";
 import { type Config, redactUrl } from "./config.js";
 import { AuthorizedClient } from "./finapi/authorized-client.js";
+import { finapiCallLimits } from "./finapi/call-limits.js";
 import { DataIntelligenceClient } from "./finapi/di.js";
 import { ProcessCtrlClient } from "./finapi/processctrl.js";
 import { checkTokenAtStart } from "./finapi/startup-check.js";
@@ -95,8 +96,10 @@ export async function startService(
     maxSockets: config.worker.concurrency * config.finapi.dacConcurrency,
     proxies: config.proxies,
   });
+  const limits = finapiCallLimits(config.finapi.timeoutMs);
   const tokens = new ClientCredentialsTokenProvider({
     http: transport.http,
+    limits,
     tokenUrl: config.finapi.tokenUrl,
     clientId: config.finapi.clientId,
     clientSecret: config.finapi.clientSecret,
@@ -109,6 +112,7 @@ export async function startService(
   });
   const client = new AuthorizedClient({
     http: transport.http,
+    limits,
     tokens,
     retries: config.finapi.retries,
     onResponse: (endpoint, status, durationMs) =>

@@ -138,12 +138,28 @@ function isNoProxyHost(hostname: string, port: number, noProxy: string | undefin
   });
 }
 
+/** Refusals of a body larger than the request's `maxContentLength` (see isTooLarge). */
+const tooLarge = new WeakSet<Error>();
+
+/** The request failed because its answer's body was larger than its `maxContentLength`. */
+export function isTooLarge(error: unknown): boolean {
+  return error instanceof Error && tooLarge.has(error);
+}
+
 /** Failures of requests that went through a proxy, and which one (see proxyOf). */
 const failedViaProxy = new WeakMap<Error, EgressProxy>();
 
-/** The proxy a failed request went through: its fix is then also the proxy's. */
+/**
+ * The proxy a failed request went through: its fix is then also the proxy's. Found on an
+ * error that wraps the failure (its `cause`) too: a caller's deadline names what it cut off.
+ */
 export function proxyOf(error: unknown): EgressProxy | undefined {
-  return error instanceof Error ? failedViaProxy.get(error) : undefined;
+  for (let each = error, depth = 0; each instanceof Error && depth < 4; depth++) {
+    const proxy = failedViaProxy.get(each);
+    if (proxy) return proxy;
+    each = each.cause;
+  }
+  return undefined;
 }
 
 /**
@@ -196,7 +212,12 @@ export function createUndiciAdapter(dispatchers: Dispatchers): AxiosAdapter {
       return response;
     } catch (error) {
       if (error instanceof AxiosError) throw error;
-      if (signal?.aborted) throw new CanceledError(undefined, config);
+      if (signal?.aborted) {
+        // Tagged too: the caller's deadline may be what aborted a call stuck at the proxy.
+        const canceled = new CanceledError(undefined, config);
+        if (proxy) failedViaProxy.set(canceled, proxy);
+        throw canceled;
+      }
       const failure = transportError(error, config);
       if (proxy) failedViaProxy.set(failure, proxy);
       throw failure;
@@ -363,13 +384,13 @@ function exchange(
           }
           length += chunk.length;
           if (limit > -1 && length > limit) {
-            fail(
-              new AxiosError(
-                `maxContentLength size of ${limit} exceeded`,
-                AxiosError.ERR_BAD_RESPONSE,
-                config,
-              ),
+            const refused = new AxiosError(
+              `maxContentLength size of ${limit} exceeded`,
+              AxiosError.ERR_BAD_RESPONSE,
+              config,
             );
+            tooLarge.add(refused);
+            fail(refused);
             return;
           }
           chunks.push(chunk);

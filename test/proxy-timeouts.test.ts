@@ -1,5 +1,6 @@
 import { type AddressInfo, createServer, type Server, type Socket } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
+import { finapiCallLimits } from "../src/finapi/call-limits.js";
 import { ClientCredentialsTokenProvider } from "../src/finapi/token.js";
 import { createTransport, isTimeout, proxyOf, type Transport } from "../src/http-transport.js";
 import type { EgressProxies } from "../src/undici-adapter.js";
@@ -67,6 +68,7 @@ describe("FINAPI_TIMEOUT_MS through a wedged egress proxy", () => {
     transport = createTransport({ timeoutMs: 500, proxies: proxy.proxies });
     const tokens = new ClientCredentialsTokenProvider({
       http: transport.http,
+      limits: finapiCallLimits(500),
       tokenUrl: "https://sandbox.finapi.invalid/api/v2/oauth/token",
       clientId: "id",
       clientSecret: "secret",

@@ -2,14 +2,22 @@ import { randomUUID } from "node:crypto";
 import type { Axios, AxiosResponse } from "axios";
 import type { z } from "zod";
 import type { ReceiverError } from "../errors.js";
-import { isCanceled, isTimeout, noAnswerLogFields, parseRetryAfter } from "../http-transport.js";
+import {
+  isCanceled,
+  isTimeout,
+  isTooLarge,
+  noAnswerLogFields,
+  parseRetryAfter,
+} from "../http-transport.js";
 import type { Logger } from "../logger.js";
 import { sleep } from "../sleep.js";
+import { CallDeadlineExceeded, type CallLimits, callSignal } from "./call-limits.js";
 import {
   errorForStatus,
   type FinapiEndpoint,
   invalidResponseError,
   networkError,
+  tooLargeError,
 } from "./errors.js";
 import type { TokenProvider } from "./token.js";
 
@@ -23,6 +31,8 @@ export interface AuthorizedClientOptions {
   tokens: TokenProvider;
   /** Quick retries inside one attempt, before the job store's slower backoff takes over. */
   retries: number;
+  /** Each call's body size limit and deadline (finapiCallLimits). */
+  limits: CallLimits;
   /** Longest wait for an in-call retry; a longer `Retry-After` is left to the job store. */
   maxInlineDelayMs?: number;
   onResponse?: (endpoint: FinapiEndpoint, status: string, durationMs: number) => void;
@@ -127,6 +137,9 @@ export class AuthorizedClient {
     responseType: "text" | "arraybuffer",
   ): Promise<{ response: AxiosResponse } | { error: ReceiverError }> {
     const startedAt = performance.now();
+    const { limits } = this.options;
+    const maxBytes = responseType === "text" ? limits.maxJsonBytes : limits.maxDocumentBytes;
+    const { signal, deadline } = callSignal(limits.deadlineMs, ctx.signal);
     try {
       // request() rather than get(): get() merges its config once more before request()
       // merges it with the client's defaults; responseType only when it is not the
@@ -136,15 +149,29 @@ export class AuthorizedClient {
         method: "get",
         headers: { Authorization: `Bearer ${token}`, "X-Request-Id": requestId },
         ...(responseType === "text" ? {} : { responseType }),
-        signal: ctx.signal,
+        maxContentLength: maxBytes,
+        signal,
       });
       const durationMs = Math.round(performance.now() - startedAt);
       this.options.onResponse?.(endpoint, String(response.status), durationMs);
       ctx.logger.info({ requestId, endpoint, status: response.status, durationMs }, "finAPI call");
       return { response };
-    } catch (error) {
-      if (isCanceled(error)) throw error;
+    } catch (thrown) {
+      // Stopped by the job (shutdown, lease lost), not by the deadline: handed back as is.
+      if (isCanceled(thrown) && (ctx.signal?.aborted || !deadline.aborted)) throw thrown;
       const durationMs = Math.round(performance.now() - startedAt);
+      if (isTooLarge(thrown)) {
+        this.options.onResponse?.(endpoint, "too_large", durationMs);
+        ctx.logger.warn(
+          { requestId, endpoint, durationMs, maxBytes },
+          "finAPI's answer is larger than the receiver reads",
+        );
+        return { error: tooLargeError({ endpoint, requestId }, maxBytes) };
+      }
+      // Cancelled, and not by the job: by the deadline.
+      const error = isCanceled(thrown)
+        ? new CallDeadlineExceeded(limits.deadlineMs, thrown as Error)
+        : thrown;
       const timedOut = isTimeout(error);
       this.options.onResponse?.(endpoint, timedOut ? "timeout" : "network_error", durationMs);
       ctx.logger.warn(

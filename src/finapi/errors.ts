@@ -1,5 +1,6 @@
 import { type ErrorCode, ReceiverError } from "../errors.js";
 import { proxyOf } from "../http-transport.js";
+import { CallDeadlineExceeded } from "./call-limits.js";
 import { DOCUMENTS, type DocumentName } from "./documents.js";
 
 export type FinapiEndpoint = "token" | "kreditcheck" | "dac" | DocumentName;
@@ -134,9 +135,11 @@ export function networkError(
   const reason = cause instanceof Error ? cause.message : String(cause);
   const proxy = proxyOf(cause)?.variable;
   const via = proxy ? ` through the proxy in ${proxy}` : "";
+  // The deadline's reason names that bound: the call kept moving, FINAPI_TIMEOUT_MS never ran out.
+  const which = cause instanceof CallDeadlineExceeded ? `: ${reason}` : "";
   return build(
     timedOut
-      ? `finAPI did not answer in time${via}.`
+      ? `finAPI did not answer in time${via}${which}.`
       : `finAPI could not be reached${via}: ${reason}.`,
     timedOut ? "finapi_timeout" : "finapi_network",
     true,
@@ -195,6 +198,33 @@ export function invalidResponseError(
           `An answer that is not JSON is most likely a web page, not finAPI's API:`,
         ).replace(/\.$/, `; if it is right, ${report}`)
       : report,
+  );
+}
+
+/**
+ * An answer larger than the receiver reads (call-limits.ts). Permanent: the same URL serves
+ * the same answer again. A document is noted in the bundle's problems and the rest is
+ * delivered; any other answer this large is no finAPI answer of the kind asked for.
+ */
+export function tooLargeError(context: FinapiErrorContext, limitBytes: number): ReceiverError {
+  const mib = limitBytes / (1024 * 1024);
+  const limit = Number.isInteger(mib) ? `${mib} MiB` : `${limitBytes} bytes`;
+  const report = `report it to the receiver's maintainers with the X-Request-Id (the limit is MAX_${
+    context.endpoint in DOCUMENTS ? "DOCUMENT" : "JSON"
+  }_BYTES in src/finapi/call-limits.ts)`;
+  return build(
+    `finAPI's answer is larger than ${limit}, the most the receiver reads of ${
+      context.endpoint in DOCUMENTS ? "a document" : "a JSON answer"
+    }; the rest was not read.`,
+    "finapi_invalid_response",
+    false,
+    context,
+    context.endpoint in DOCUMENTS
+      ? `the bundle is delivered without ${context.endpoint}; if your checks' ${context.endpoint} is this large, remove it from FETCH_DOCUMENTS and ${report}.`
+      : checkUrlFix(
+          context.endpoint,
+          "An answer this large is most likely not finAPI's API:",
+        ).replace(/\.$/, `; if it is right, ${report}, and retry the dead job once it is fixed.`),
   );
 }
 

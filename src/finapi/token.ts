@@ -2,13 +2,16 @@ import { randomUUID } from "node:crypto";
 import type { Axios, AxiosResponse } from "axios";
 import { untilAborted } from "../abortable.js";
 import {
+  isCanceled,
   isClosedTransport,
   isTimeout,
+  isTooLarge,
   noAnswerLogFields,
   parseRetryAfter,
 } from "../http-transport.js";
 import type { Logger } from "../logger.js";
-import { networkError, tokenAnswerUnreadable, tokenError } from "./errors.js";
+import { CallDeadlineExceeded, type CallLimits, callSignal } from "./call-limits.js";
+import { networkError, tokenAnswerUnreadable, tokenError, tooLargeError } from "./errors.js";
 import { tokenResponseSchema } from "./schemas.js";
 
 /** The port the finAPI clients use; `invalidate` drops a token a data call found rejected. */
@@ -23,13 +26,15 @@ export interface TokenProviderOptions {
   tokenUrl: string;
   clientId: string;
   clientSecret: string;
+  /** The answer's size limit (maxJsonBytes) and the request's deadline (finapiCallLimits). */
+  limits: Pick<CallLimits, "maxJsonBytes" | "deadlineMs">;
   /** Ask for a new token this long before the cached one expires. */
   refreshMarginMs: number;
   logger: Logger;
   clock?: () => number;
   /** Told about each token request's outcome (metrics). */
   onRequest?: (outcome: "success" | "failure") => void;
-  /** Told each token request's HTTP status (or timeout, network_error) and duration. */
+  /** Told each token request's HTTP status (or timeout, network_error, too_large) and duration. */
   onResponse?: (status: string, durationMs: number) => void;
 }
 
@@ -155,12 +160,28 @@ export class ClientCredentialsTokenProvider implements TokenProvider {
     let response: AxiosResponse<string>;
     const sentAt = performance.now();
     const took = () => Math.round(performance.now() - sentAt);
+    const { maxJsonBytes, deadlineMs } = this.options.limits;
+    // No caller's signal: the request is shared, and goes on when one caller stops waiting.
+    const { signal } = callSignal(deadlineMs, undefined);
     try {
       response = await http.post(tokenUrl, form.toString(), {
         headers: { "Content-Type": "application/x-www-form-urlencoded", "X-Request-Id": requestId },
+        maxContentLength: maxJsonBytes,
+        signal,
       });
       this.options.onResponse?.(String(response.status), took());
-    } catch (error) {
+    } catch (thrown) {
+      if (isTooLarge(thrown)) {
+        this.options.onResponse?.("too_large", took());
+        this.options.onRequest?.("failure");
+        const error = tooLargeError({ endpoint: "token", requestId }, maxJsonBytes);
+        logFailure({ requestId, code: error.code, fix: error.fix }, error.message);
+        throw error;
+      }
+      // Cancelled by nothing but the deadline.
+      const error = isCanceled(thrown)
+        ? new CallDeadlineExceeded(deadlineMs, thrown as Error)
+        : thrown;
       if (isClosedTransport(error)) {
         // Not finAPI's doing: the service stopped while the request was on its way. Not
         // counted either, as a data call cancelled by shutdown is not: an alert on token

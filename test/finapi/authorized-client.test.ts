@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { z } from "zod";
 import { AuthorizedClient } from "../../src/finapi/authorized-client.js";
+import { finapiCallLimits } from "../../src/finapi/call-limits.js";
 import { createTransport, type Transport } from "../../src/http-transport.js";
 import { answeringInTurn, type ScriptedAnswer } from "../support/answering-server.js";
 import { captureLogs } from "../support/log-capture.js";
@@ -28,6 +29,7 @@ describe("AuthorizedClient's quick retries inside one attempt", () => {
     tokensFetched = 0;
     return new AuthorizedClient({
       http: transport.http,
+      limits: finapiCallLimits(5000),
       tokens: {
         getToken: async () => {
           tokensFetched += 1;

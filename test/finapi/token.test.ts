@@ -2,6 +2,7 @@ import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { ReceiverError } from "../../src/errors.js";
+import { finapiCallLimits } from "../../src/finapi/call-limits.js";
 import { ClientCredentialsTokenProvider } from "../../src/finapi/token.js";
 import { createTransport } from "../../src/http-transport.js";
 import { HANG_STATUS } from "../../src/simulator/faults.js";
@@ -30,6 +31,7 @@ describe("ClientCredentialsTokenProvider against the simulated finAPI Access", (
     const logs = captureLogs();
     const tokens = new ClientCredentialsTokenProvider({
       http: createTransport({ timeoutMs: 2000 }).http,
+      limits: finapiCallLimits(2000),
       tokenUrl: simulator.tokenUrl,
       clientId: simulator.clientId,
       clientSecret: overrides.clientSecret ?? simulator.clientSecret,
@@ -102,6 +104,7 @@ describe("ClientCredentialsTokenProvider against the simulated finAPI Access", (
     const counted: string[] = [];
     const tokens = new ClientCredentialsTokenProvider({
       http: transport.http,
+      limits: finapiCallLimits(5000),
       tokenUrl: `http://127.0.0.1:${port}/api/v2/oauth/token`,
       clientId: "id",
       clientSecret: "secret",
@@ -267,6 +270,7 @@ describe("ClientCredentialsTokenProvider against the simulated finAPI Access", (
     try {
       const tokens = new ClientCredentialsTokenProvider({
         http: createTransport({ timeoutMs: 2000 }).http,
+        limits: finapiCallLimits(2000),
         tokenUrl: `${page.url}/oauth/token`,
         clientId: "id",
         clientSecret: "secret",
@@ -304,6 +308,7 @@ describe("ClientCredentialsTokenProvider against token answers finAPI's simulato
     const logs = captureLogs();
     const tokens = new ClientCredentialsTokenProvider({
       http: createTransport({ timeoutMs: 2000 }).http,
+      limits: finapiCallLimits(2000),
       tokenUrl: url,
       clientId: "client-id",
       clientSecret: "client-secret-value",

@@ -1,0 +1,75 @@
+import { AxiosError } from "axios";
+
+/**
+ * Bounds of one finAPI call beside FINAPI_TIMEOUT_MS, which is an idle timeout: a body
+ * that keeps coming, however large or slow, never trips it.
+ */
+export interface CallLimits {
+  /** Most bytes read of a JSON answer (token, KreditCheck result, DAC reports, error bodies). */
+  maxJsonBytes: number;
+  /** Most bytes read of a document (account_pdf, dac_zip). */
+  maxDocumentBytes: number;
+  /** The whole call, headers and body, ends within this. */
+  deadlineMs: number;
+}
+
+const MIB = 1024 * 1024;
+
+/**
+ * Far above any KreditCheck result or DAC report (kilobytes to a few MB). Without a bound,
+ * a body of 700 MB (a wrong URL serving a dump, a proxy's error loop) ended the process
+ * with an out-of-memory error, taking every other job's attempt with it.
+ */
+export const MAX_JSON_BYTES = 32 * MIB;
+
+/**
+ * Far above an account analysis PDF or a DAC zip (a few MB). Not larger: a document is held
+ * in memory and carried in the bundle as base64 (the job's progress, the http and stdout
+ * sinks), about 2.7 times its size on the heap while it is delivered.
+ */
+export const MAX_DOCUMENT_BYTES = 64 * MIB;
+
+/**
+ * The whole call within this many FINAPI_TIMEOUT_MS: the headers may take one, the body
+ * at least one more. So the one setting bounds a call that keeps trickling, too.
+ */
+export const DEADLINE_TIMEOUTS = 2;
+
+/** The limits of every finAPI call with this FINAPI_TIMEOUT_MS. */
+export function finapiCallLimits(timeoutMs: number): CallLimits {
+  return {
+    maxJsonBytes: MAX_JSON_BYTES,
+    maxDocumentBytes: MAX_DOCUMENT_BYTES,
+    deadlineMs: DEADLINE_TIMEOUTS * timeoutMs,
+  };
+}
+
+/**
+ * The signal of one call: aborted by the caller's (a job stopped) or at the deadline.
+ * `deadline.aborted` tells which: the deadline is a timeout, the caller's a cancellation.
+ */
+export function callSignal(
+  deadlineMs: number,
+  signal: AbortSignal | undefined,
+): { signal: AbortSignal; deadline: AbortSignal } {
+  const deadline = AbortSignal.timeout(deadlineMs);
+  return { signal: signal ? AbortSignal.any([signal, deadline]) : deadline, deadline };
+}
+
+/**
+ * A call the deadline cut off, as axios names a timeout (isTimeout): retried like one, and
+ * its message says which bound it was, since FINAPI_TIMEOUT_MS alone was not exceeded.
+ */
+export class CallDeadlineExceeded extends AxiosError {
+  /** `cancelled`: the call as the deadline stopped it (it knows the proxy it went through). */
+  constructor(
+    readonly deadlineMs: number,
+    cancelled: Error,
+  ) {
+    super(
+      `the whole answer had not come after ${deadlineMs} ms (${DEADLINE_TIMEOUTS} × FINAPI_TIMEOUT_MS)`,
+      AxiosError.ETIMEDOUT,
+    );
+    this.cause = cancelled;
+  }
+}
