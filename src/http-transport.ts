@@ -87,11 +87,36 @@ export function isCanceled(error: unknown): boolean {
   return axios.isCancel(error) || (isAxiosError(error) && error.code === "ERR_CANCELED");
 }
 
-/** `Retry-After` in seconds or as an HTTP date; undefined when absent or unreadable. */
+/**
+ * The longest `Retry-After` waited out in one go: the job store's default BACKOFF_MAX_MS.
+ * A longer (or far-future) one made every job waiting on it dead at once (past
+ * JOB_MAX_AGE_MS) and kept the token endpoint from being asked again until a restart; so
+ * the next attempt comes after this, and asks again (a maintenance still going on says so).
+ */
+export const MAX_RETRY_AFTER_MS = 30 * 60 * 1000;
+
+/** RFC 9110's delay-seconds: digits only (no sign, fraction, exponent, hex or unit). */
+const DELAY_SECONDS = /^\d+$/;
+/** RFC 9110's HTTP-date: IMF-fixdate, and the obsolete RFC 850 and asctime forms. */
+const GMT_DATE =
+  /^(?:[a-z]{3}, \d{2} [a-z]{3} \d{4}|[a-z]{6,9}, \d{2}-[a-z]{3}-\d{2}) \d{2}:\d{2}:\d{2} GMT$/i;
+const ASCTIME_DATE = /^[a-z]{3} [a-z]{3} [ \d]\d \d{2}:\d{2}:\d{2} \d{4}$/i;
+
+/**
+ * `Retry-After` in seconds or as an HTTP date, at most MAX_RETRY_AFTER_MS; undefined when
+ * absent or malformed, as if none was sent. Read strictly: Date.parse takes "1 2" for
+ * 2 January 2001, and Number "0x10" for 16, which were a wait of none and of 16 s.
+ */
 export function parseRetryAfter(header: unknown, now = Date.now()): number | undefined {
-  if (typeof header !== "string" || header.trim() === "") return undefined;
-  const seconds = Number(header);
-  if (Number.isFinite(seconds)) return Math.max(0, seconds * 1000);
-  const date = Date.parse(header);
-  return Number.isNaN(date) ? undefined : Math.max(0, date - now);
+  if (typeof header !== "string") return undefined;
+  const value = header.trim();
+  let waitMs: number;
+  if (DELAY_SECONDS.test(value)) waitMs = Number(value) * 1000;
+  else if (GMT_DATE.test(value)) waitMs = Date.parse(value) - now;
+  // asctime has no zone; HTTP dates are GMT, and Date.parse would take it as local time.
+  else if (ASCTIME_DATE.test(value)) waitMs = Date.parse(`${value} GMT`) - now;
+  else return undefined;
+  // A date of the right form that is none ("Mon, 32 Jan 2025 …").
+  if (Number.isNaN(waitMs)) return undefined;
+  return Math.min(Math.max(0, waitMs), MAX_RETRY_AFTER_MS);
 }

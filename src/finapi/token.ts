@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { Axios, AxiosResponse } from "axios";
 import { untilAborted } from "../abortable.js";
+import { type ErrorCode, ReceiverError } from "../errors.js";
 import {
   isCanceled,
   isClosedTransport,
@@ -88,10 +89,11 @@ export class ClientCredentialsTokenProvider implements TokenProvider {
       }
       return cached.token;
     }
-    // finAPI said how long to wait (Retry-After): until then, its answer stands.
-    const retryAfterUntil = this.failure?.retryAfterUntil;
-    if (!this.inflight && retryAfterUntil !== undefined && now < retryAfterUntil) {
-      throw this.failure?.error;
+    // finAPI said how long to wait (Retry-After): until then, its answer stands, with what
+    // is left of the wait (a job failing on it later waits that long, not all of it again).
+    const failure = this.failure;
+    if (!this.inflight && failure?.retryAfterUntil !== undefined && now < failure.retryAfterUntil) {
+      throw withRetryAfter(failure.error, failure.retryAfterUntil - now);
     }
     const request = this.inflight ?? this.startRequest();
     return (await (signal ? untilAborted(request, signal) : request)).token;
@@ -253,6 +255,22 @@ export class ClientCredentialsTokenProvider implements TokenProvider {
     this.cached = { token, expiresAt, refreshAt };
     return this.cached;
   }
+}
+
+/** The same failure, to be waited out for `retryAfterMs` from now. */
+function withRetryAfter(error: unknown, retryAfterMs: number): unknown {
+  if (!(error instanceof ReceiverError)) return error;
+  return new ReceiverError(error.message, {
+    // A ReceiverError's code is always one of ERROR_CODES (its constructor takes no other).
+    code: error.code as ErrorCode,
+    retryable: error.retryable,
+    fix: error.fix,
+    retryAfterMs,
+    retryUntil: error.retryUntil,
+    details: { ...error.details, retryAfterMs },
+    causeCodes: error.codes,
+    cause: error.cause,
+  });
 }
 
 function safeJson(body: string): unknown {

@@ -244,7 +244,12 @@ describe("ClientCredentialsTokenProvider against the simulated finAPI Access", (
     const first = await tokens.getToken().catch((error: unknown) => error);
     expect(first).toMatchObject({ code: "finapi_token_unavailable", retryable: true });
     const again = await tokens.getToken().catch((error: unknown) => error);
-    expect(again).toBe(first);
+    // finAPI's answer again, not asked for anew (the clock has not moved: all of the wait is left).
+    expect(again).toMatchObject({
+      code: "finapi_token_unavailable",
+      message: (first as Error).message,
+      retryAfterMs: 30_000,
+    });
     expect(simulator.stats().calls.token).toBe(1);
     now += 30_000;
     // Retry-After: 0 asks for no wait at all: the next call asks again at once.
