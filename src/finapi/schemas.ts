@@ -33,11 +33,25 @@ export const dacReportResponseSchema = z.looseObject({
 
 export type DacReportResponse = z.infer<typeof dacReportResponseSchema>;
 
+/**
+ * Seconds, as a number or a numeric string ("3599"): OAuth says a number, but gateways and
+ * some servers send a string, and the token is as good.
+ */
+const seconds = z
+  .union([
+    z.number(),
+    z
+      .string()
+      .regex(/^\s*\d+(?:\.\d+)?\s*$/)
+      .transform(Number),
+  ])
+  .pipe(z.number().nonnegative());
+
 /** finAPI Access' client_credentials answer; `refresh_token` may come and is ignored. */
 export const tokenResponseSchema = z.looseObject({
   access_token: z.string().min(1),
   token_type: z.string().optional(),
-  expires_in: z.number().nonnegative().optional(),
+  expires_in: seconds.optional(),
 });
 
 export type TokenResponse = z.infer<typeof tokenResponseSchema>;

@@ -12,7 +12,13 @@ import {
 } from "../http-transport.js";
 import type { Logger } from "../logger.js";
 import { CallDeadlineExceeded, type CallLimits, callSignal } from "./call-limits.js";
-import { networkError, tokenAnswerUnreadable, tokenError, tooLargeError } from "./errors.js";
+import {
+  invalidResponseError,
+  networkError,
+  tokenAnswerUnreadable,
+  tokenError,
+  tooLargeError,
+} from "./errors.js";
 import { tokenResponseSchema } from "./schemas.js";
 
 /** The port the finAPI clients use; `invalidate` drops a token a data call found rejected. */
@@ -226,13 +232,25 @@ export class ClientCredentialsTokenProvider implements TokenProvider {
     const parsed = tokenResponseSchema.safeParse(json);
     if (!parsed.success) {
       this.options.onRequest?.("failure");
-      // A page's text says what answered; JSON is not shown (it may hold a credential).
-      const error = tokenAnswerUnreadable({
-        endpoint: "token",
-        requestId,
-        status: response.status,
-        ...(json === undefined ? { body } : {}),
-      });
+      const issues = parsed.error.issues;
+      // An access_token with a field beside it unusable: a token endpoint, and the message
+      // names the field, not a wrong URL. Only the field's value is shown, not the answer
+      // (it holds the token).
+      const hasToken = issues.every(
+        (issue) => issue.path.length > 0 && issue.path[0] !== "access_token",
+      );
+      const error = hasToken
+        ? invalidResponseError(
+            { endpoint: "token", requestId, status: response.status },
+            issues.map((issue) => fieldProblem(json, issue.path, issue.message)).join("; "),
+          )
+        : // A page's text says what answered; JSON is not shown (it may hold a credential).
+          tokenAnswerUnreadable({
+            endpoint: "token",
+            requestId,
+            status: response.status,
+            ...(json === undefined ? { body } : {}),
+          });
       logFailure({ requestId, code: error.code, fix: error.fix }, error.message);
       throw error;
     }
@@ -255,6 +273,15 @@ export class ClientCredentialsTokenProvider implements TokenProvider {
     this.cached = { token, expiresAt, refreshAt };
     return this.cached;
   }
+}
+
+/** `expires_in is "soon", not a number of seconds`, from a zod issue of the token answer. */
+function fieldProblem(json: unknown, path: readonly PropertyKey[], message: string): string {
+  const name = path.map(String).join(".");
+  if (name !== "expires_in") return `${name}: ${message}`;
+  const value = JSON.stringify((json as Record<string, unknown>).expires_in) ?? "";
+  const shown = value.length > 40 ? `${value.slice(0, 40)}…` : value;
+  return `expires_in is ${shown}, not a number of seconds`;
 }
 
 /** The same failure, to be waited out for `retryAfterMs` from now. */

@@ -359,6 +359,30 @@ describe("ClientCredentialsTokenProvider against token answers finAPI's simulato
     expect(endpoint.requests()).toBe(3);
   });
 
+  it('takes expires_in as a numeric string ("3599") as that many seconds', async () => {
+    endpoint = await tokenEndpoint(200, '{"access_token":"token-a","expires_in":"3599"}');
+    let now = 1_000_000;
+    const { tokens } = providerFor(endpoint.url, () => now);
+    expect(await tokens.getToken()).toBe("token-a");
+    now += 3599_000 - 61_000; // just before the refresh margin
+    expect(await tokens.getToken()).toBe("token-a");
+    expect(endpoint.requests()).toBe(1);
+  });
+
+  it("names expires_in when it is unusable, instead of calling the URL no token endpoint, and shows no token", async () => {
+    endpoint = await tokenEndpoint(
+      200,
+      '{"access_token":"s3cret-token-value","expires_in":"soon"}',
+    );
+    const { tokens, logs } = providerFor(endpoint.url);
+    const error = (await tokens.getToken().catch((thrown: unknown) => thrown)) as ReceiverError;
+    expect(error).toMatchObject({ code: "finapi_invalid_response", retryable: false });
+    expect(error.message).toContain('expires_in is "soon", not a number of seconds');
+    expect(error.message).not.toContain("without an access_token");
+    expect(error.describe()).not.toContain("s3cret-token-value");
+    expect(logs.text()).not.toContain("s3cret-token-value");
+  });
+
   it("does not show a JSON answer it cannot read (it may hold a credential)", async () => {
     endpoint = await tokenEndpoint(200, '{"token":"s3cret-token-value"}');
     const { tokens, logs } = providerFor(endpoint.url);
