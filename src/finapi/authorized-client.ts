@@ -19,6 +19,7 @@ import {
   networkError,
   tooLargeError,
 } from "./errors.js";
+import { redact } from "./redact.js";
 import type { TokenProvider } from "./token.js";
 
 export interface CallContext {
@@ -56,14 +57,16 @@ export class AuthorizedClient {
     ctx: CallContext,
     schema: z.ZodType<T>,
   ): Promise<T> {
-    const { response, requestId } = await this.get(endpoint, url, ctx, "text");
+    const { response, requestId, token } = await this.get(endpoint, url, ctx, "text");
     const text = String(response.data);
-    const context = { endpoint, requestId, status: response.status, body: text };
+    const context = { endpoint, requestId, status: response.status };
     let body: unknown;
     try {
       body = JSON.parse(text);
     } catch {
-      throw invalidResponseError(context, "the body is not JSON", true);
+      // The page is shown in the message: without the token, should it echo the request.
+      const shown = { ...context, body: redact(text, [token]) };
+      throw invalidResponseError(shown, "the body is not JSON", true);
     }
     const parsed = schema.safeParse(body);
     if (!parsed.success) {
@@ -73,7 +76,7 @@ export class AuthorizedClient {
       // JSON of the wrong shape is likely a real result (account data): its size goes into
       // the job's last error and the log, not its text. A non-JSON page is shown above.
       throw invalidResponseError(
-        { ...context, body: undefined },
+        context,
         `${issues.join("; ")} (body of ${Buffer.byteLength(text)} bytes not shown: it may hold account data)`,
       );
     }
@@ -90,7 +93,7 @@ export class AuthorizedClient {
     url: string,
     ctx: CallContext,
     responseType: "text" | "arraybuffer",
-  ): Promise<{ response: AxiosResponse; requestId: string }> {
+  ): Promise<{ response: AxiosResponse; requestId: string; token: string }> {
     const { tokens, retries } = this.options;
     const maxInlineDelayMs = this.options.maxInlineDelayMs ?? 5000;
     let refreshedAfter401 = false;
@@ -101,7 +104,9 @@ export class AuthorizedClient {
       outcome = await this.send(endpoint, url, token, requestId, ctx, responseType);
       if ("response" in outcome) {
         const { response } = outcome;
-        if (response.status >= 200 && response.status < 300) return { response, requestId };
+        if (response.status >= 200 && response.status < 300) {
+          return { response, requestId, token };
+        }
         if (response.status === 401 && !refreshedAfter401) {
           // Expired or revoked: drop it and try once more with a fresh one.
           tokens.invalidate(token);
@@ -114,7 +119,9 @@ export class AuthorizedClient {
             endpoint,
             requestId,
             status: response.status,
-            body: responseType === "text" ? String(response.data ?? "") : undefined,
+            // Without the token, should the answer echo the request.
+            body:
+              responseType === "text" ? redact(String(response.data ?? ""), [token]) : undefined,
             retryAfterMs: parseRetryAfter(response.headers["retry-after"]),
           }),
         };

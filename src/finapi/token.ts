@@ -19,6 +19,7 @@ import {
   tokenError,
   tooLargeError,
 } from "./errors.js";
+import { redact } from "./redact.js";
 import { tokenResponseSchema } from "./schemas.js";
 
 /** The port the finAPI clients use; `invalidate` drops a token a data call found rejected. */
@@ -207,19 +208,21 @@ export class ClientCredentialsTokenProvider implements TokenProvider {
     }
     const durationMs = this.clock() - startedAt;
     const body = String(response.data ?? "");
+    // What of the answer goes into messages: without the secret an echo would show, or a token.
+    const shown = () => redact(body, [clientSecret, this.cached?.token]);
     logger.info(
       { requestId, endpoint: "token", status: response.status, durationMs },
       "finAPI token request",
     );
     if (response.status < 200 || response.status >= 300) {
       this.options.onRequest?.("failure");
-      const oauthError = parseOauthError(body);
+      const oauthError = parseOauthError(shown());
       const error = tokenError(
         {
           endpoint: "token",
           requestId,
           status: response.status,
-          body,
+          body: shown(),
           // An outage that says how long it lasts is waited out, not polled.
           retryAfterMs: parseRetryAfter(response.headers["retry-after"]),
         },
@@ -249,7 +252,7 @@ export class ClientCredentialsTokenProvider implements TokenProvider {
             endpoint: "token",
             requestId,
             status: response.status,
-            ...(json === undefined ? { body } : {}),
+            ...(json === undefined ? { body: shown() } : {}),
           });
       logFailure({ requestId, code: error.code, fix: error.fix }, error.message);
       throw error;
