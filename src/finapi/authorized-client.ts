@@ -83,8 +83,18 @@ export class AuthorizedClient {
     return body as T;
   }
 
-  async getBinary(endpoint: FinapiEndpoint, url: string, ctx: CallContext): Promise<Buffer> {
-    const { response } = await this.get(endpoint, url, ctx, "arraybuffer");
+  /**
+   * `contentType`: the document's, asked for in Accept (a server that honours Accept would
+   * refuse the transport's application/json), with anything else as a fallback.
+   */
+  async getBinary(
+    endpoint: FinapiEndpoint,
+    url: string,
+    ctx: CallContext,
+    contentType?: string,
+  ): Promise<Buffer> {
+    const accept = contentType ? `${contentType}, */*;q=0.1` : "*/*";
+    const { response } = await this.get(endpoint, url, ctx, "arraybuffer", accept);
     return Buffer.from(response.data as ArrayBuffer);
   }
 
@@ -93,6 +103,7 @@ export class AuthorizedClient {
     url: string,
     ctx: CallContext,
     responseType: "text" | "arraybuffer",
+    accept?: string,
   ): Promise<{ response: AxiosResponse; requestId: string; token: string }> {
     const { tokens, retries } = this.options;
     const maxInlineDelayMs = this.options.maxInlineDelayMs ?? 5000;
@@ -101,7 +112,7 @@ export class AuthorizedClient {
       const token = await tokens.getToken(ctx.signal);
       const requestId = randomUUID();
       let outcome: { response: AxiosResponse } | { error: ReceiverError };
-      outcome = await this.send(endpoint, url, token, requestId, ctx, responseType);
+      outcome = await this.send(endpoint, url, token, requestId, ctx, responseType, accept);
       if ("response" in outcome) {
         const { response } = outcome;
         if (response.status >= 200 && response.status < 300) {
@@ -142,6 +153,8 @@ export class AuthorizedClient {
     requestId: string,
     ctx: CallContext,
     responseType: "text" | "arraybuffer",
+    /** Over the transport's Accept (application/json). */
+    accept: string | undefined,
   ): Promise<{ response: AxiosResponse } | { error: ReceiverError }> {
     const startedAt = performance.now();
     const { limits } = this.options;
@@ -154,7 +167,11 @@ export class AuthorizedClient {
       const response = await this.options.http.request({
         url,
         method: "get",
-        headers: { Authorization: `Bearer ${token}`, "X-Request-Id": requestId },
+        headers: {
+          Authorization: `Bearer ${token}`,
+          "X-Request-Id": requestId,
+          ...(accept ? { Accept: accept } : {}),
+        },
         ...(responseType === "text" ? {} : { responseType }),
         maxContentLength: maxBytes,
         signal,

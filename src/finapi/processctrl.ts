@@ -46,7 +46,8 @@ export class ProcessCtrlClient implements KreditCheckSource, DocumentSource {
   ): Promise<{ contentType: string; data: Buffer }> {
     const document = DOCUMENTS[name];
     const url = this.checkUrl(processToken, kreditCheckId) + document.path;
-    return { contentType: document.contentType, data: await this.client.getBinary(name, url, ctx) };
+    const data = await this.client.getBinary(name, url, ctx, document.contentType);
+    return { contentType: document.contentType, data };
   }
 
   /** Documents live under the result's path, so FINAPI_KREDITCHECK_PATH moves them too. */

@@ -1,4 +1,4 @@
-import { createServer, type Server } from "node:http";
+import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 
 /** One scripted answer: JSON unless its headers say otherwise. */
@@ -11,12 +11,14 @@ export interface ScriptedAnswer {
 /**
  * A loopback HTTP server standing in for an upstream (finAPI's data or token endpoint) that
  * gives its answers in order, the last one from then on, whatever the path; it notes when
- * each request came.
+ * each request came, and its path and headers.
  */
 export async function answeringInTurn(answers: readonly ScriptedAnswer[]) {
   const requestedAt: number[] = [];
+  const requests: { url: string; headers: IncomingHttpHeaders }[] = [];
   const server: Server = createServer((req, res) => {
     requestedAt.push(Date.now());
+    requests.push({ url: req.url ?? "", headers: req.headers });
     req.resume();
     const answer = answers[Math.min(requestedAt.length, answers.length) - 1];
     if (!answer) throw new Error("no answer scripted");
@@ -27,6 +29,7 @@ export async function answeringInTurn(answers: readonly ScriptedAnswer[]) {
   return {
     origin: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     requestedAt,
+    requests,
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
 }
