@@ -862,8 +862,10 @@ export function redactUrl(url: string): string {
       // masked below
     }
   }
+  // The user name may hold an "@" too (Azure's legacy `user@server` logins): from the
+  // first ":" after the scheme, wherever the user name's "@" are, to the last "@".
   return url
-    .replace(/^([a-z][a-z0-9+.-]*:\/\/[^:@/]*:).*@/i, "$1***@")
+    .replace(/^([a-z][a-z0-9+.-]*:\/\/[^:/]*:).*@/i, "$1***@")
     .replace(SECRET_QUERY_VALUE, "$1***");
 }
 

@@ -248,6 +248,13 @@ describe("loadConfig", () => {
     expect(redactUrl("postgres://app:p/w@db/x")).toBe("postgres://app:***@db/x");
     expect(redactUrl("postgres://app:p@s#s@db/x")).toBe("postgres://app:***@db/x");
     expect(redactUrl("postgres://app@db/x")).toBe("postgres://app@db/x");
+    // An "@" in the user name (Azure's legacy user@server logins), as pg reads it.
+    expect(redactUrl("postgres://kc@myserver:PGSECRET99@db.example:5432/db")).toBe(
+      "postgres://kc@myserver:***@db.example:5432/db",
+    );
+    expect(redactUrl("postgres://kc%40myserver:PGSECRET99@db.example/db")).toBe(
+      "postgres://kc%40myserver:***@db.example/db",
+    );
     expect(redactUrl("postgres://kc:/Xy9-pass@127.0.0.1:5432/kc")).toBe(
       "postgres://kc:***@127.0.0.1:5432/kc",
     );
