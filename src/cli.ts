@@ -1,6 +1,5 @@
 import { readFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
-import dotenv from "dotenv";
 import { AdminTargetError, cliTarget } from "./admin/cli-target.js";
 import {
   ERROR_CODE,
@@ -10,6 +9,7 @@ import {
   retryPath,
   unknownCodeWarning,
 } from "./admin/retry-dead.js";
+import { loadEnvFile } from "./env-file.js";
 
 /**
  * Admin CLI: `npm run cli -- <command>`. It talks to the running service's admin API
@@ -95,7 +95,11 @@ function failureReason(error: unknown): string {
 }
 
 async function main(argv: string[]): Promise<number> {
-  dotenv.config({ quiet: true });
+  const unreadable = loadEnvFile();
+  if (unreadable) {
+    process.stderr.write(`kreditcheck-receiver cli: ${unreadable}\n`);
+    return 2;
+  }
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,

@@ -1,5 +1,5 @@
-import dotenv from "dotenv";
 import { localAdminUrl } from "./admin/cli-target.js";
+import { loadEnvFile } from "./env-file.js";
 import { cleanEnv } from "./env-values.js";
 
 /**
@@ -15,8 +15,10 @@ import { cleanEnv } from "./env-values.js";
 const TIMEOUT_MS = 3000;
 
 // The .env the service reads (its working folder's), with the same precedence: a variable
-// set in the environment wins.
-dotenv.config({ quiet: true });
+// set in the environment wins. One the service could not read either stopped it: this
+// reads the defaults then, and says why beside its answer.
+const unreadable = loadEnvFile();
+if (unreadable) process.stderr.write(`${unreadable}\n`);
 
 // One line on failure: `docker inspect` shows it in the container's health log, which was
 // empty before whatever the cause.

@@ -1,6 +1,6 @@
 import { constants } from "node:os";
-import dotenv from "dotenv";
 import { type Config, ConfigError, loadConfig, SHUTDOWN_EXIT_GRACE_MS } from "./config.js";
+import { loadEnvFile } from "./env-file.js";
 import { createLogger, type Logger } from "./logger.js";
 import { type RunningService, startService } from "./service.js";
 import { warnAboutSettings } from "./startup-warnings.js";
@@ -16,7 +16,13 @@ async function main(): Promise<void> {
   for (const signal of ["SIGTERM", "SIGINT"] as const) {
     process.on(signal, () => onStopSignal(signal));
   }
-  dotenv.config({ quiet: true });
+  const unreadable = loadEnvFile();
+  if (unreadable) {
+    process.stderr.write(
+      `kreditcheck-receiver: ${unreadable}; make it readable by the user the service runs as, or remove it\n`,
+    );
+    process.exit(1);
+  }
   let config: ReturnType<typeof loadConfig>;
   try {
     config = loadConfig(process.env);
