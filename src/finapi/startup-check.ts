@@ -15,7 +15,9 @@ export async function checkTokenAtStart(
   signal: AbortSignal,
 ): Promise<void> {
   try {
-    await tokens.getToken(signal);
+    // Its failure is logged here alone: with the token provider's line too, one refusal
+    // read as two errors, 1 ms apart, each with finAPI's answer and the fix.
+    await tokens.getToken(signal, { logsFailure: true });
     logger.info("start-up check: finAPI accepted the client credentials");
   } catch (error) {
     if (signal.aborted) return;

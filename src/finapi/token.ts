@@ -24,8 +24,12 @@ import { tokenResponseSchema } from "./schemas.js";
 
 /** The port the finAPI clients use; `invalidate` drops a token a data call found rejected. */
 export interface TokenProvider {
-  /** The shared refresh keeps going for other callers when one caller's signal aborts. */
-  getToken(signal?: AbortSignal): Promise<string>;
+  /**
+   * The shared refresh keeps going for other callers when one caller's signal aborts.
+   * `logsFailure`: the caller logs a failure of the request it starts itself (the start-up
+   * check), so the provider does not log it too.
+   */
+  getToken(signal?: AbortSignal, options?: { logsFailure?: boolean }): Promise<string>;
   invalidate(token: string): void;
 }
 
@@ -82,7 +86,7 @@ export class ClientCredentialsTokenProvider implements TokenProvider {
     this.clock = options.clock ?? Date.now;
   }
 
-  async getToken(signal?: AbortSignal): Promise<string> {
+  async getToken(signal?: AbortSignal, options?: { logsFailure?: boolean }): Promise<string> {
     const now = this.clock();
     const cached = this.cached;
     if (cached && now < cached.refreshAt) return cached.token;
@@ -102,7 +106,7 @@ export class ClientCredentialsTokenProvider implements TokenProvider {
     if (!this.inflight && failure?.retryAfterUntil !== undefined && now < failure.retryAfterUntil) {
       throw withRetryAfter(failure.error, failure.retryAfterUntil - now);
     }
-    const request = this.inflight ?? this.startRequest();
+    const request = this.inflight ?? this.startRequest(undefined, options?.logsFailure === true);
     return (await (signal ? untilAborted(request, signal) : request)).token;
   }
 
@@ -110,8 +114,8 @@ export class ClientCredentialsTokenProvider implements TokenProvider {
    * One request shared by every caller until it settles (single flight). `stillValidUntil`:
    * an early refresh, while the cached token still works until then.
    */
-  private startRequest(stillValidUntil?: number): Promise<CachedToken> {
-    const request = this.requestToken(stillValidUntil).then(
+  private startRequest(stillValidUntil?: number, callerLogs = false): Promise<CachedToken> {
+    const request = this.requestToken(stillValidUntil, callerLogs).then(
       (token) => {
         this.failure = undefined;
         return token;
@@ -147,18 +151,21 @@ export class ClientCredentialsTokenProvider implements TokenProvider {
     }
   }
 
-  private async requestToken(stillValidUntil?: number): Promise<CachedToken> {
+  private async requestToken(stillValidUntil?: number, callerLogs = false): Promise<CachedToken> {
     const { http, tokenUrl, clientId, clientSecret, logger } = this.options;
     // A refresh that fails while the cached token still works affects nothing yet: a
     // warning that says so, not an error that pages someone (it becomes one if the token
     // runs out before a refresh succeeds: then every call needs the request).
+    // One failure, one line: for a caller that logs it itself, the details at debug here.
     const logFailure = (fields: Record<string, unknown>, message: string) =>
-      stillValidUntil === undefined
-        ? logger.error(fields, message)
-        : logger.warn(
-            { ...fields, currentTokenValidUntil: new Date(stillValidUntil).toISOString() },
-            `${message} (an early refresh: the current token is still used until it expires; tried again in a few seconds)`,
-          );
+      callerLogs
+        ? logger.debug(fields, message)
+        : stillValidUntil === undefined
+          ? logger.error(fields, message)
+          : logger.warn(
+              { ...fields, currentTokenValidUntil: new Date(stillValidUntil).toISOString() },
+              `${message} (an early refresh: the current token is still used until it expires; tried again in a few seconds)`,
+            );
     const requestId = randomUUID();
     const startedAt = this.clock();
     const form = new URLSearchParams({
@@ -199,7 +206,7 @@ export class ClientCredentialsTokenProvider implements TokenProvider {
       } else {
         this.options.onResponse?.(isTimeout(error) ? "timeout" : "network_error", took());
         this.options.onRequest?.("failure");
-        logger.warn(
+        logger[callerLogs ? "debug" : "warn"](
           { requestId, endpoint: "token", ...noAnswerLogFields(error) },
           "finAPI token request failed",
         );

@@ -356,6 +356,8 @@ describe("callback → inbox → finAPI → file sink", () => {
     expect(check).toMatchObject({ level: 50, code: "finapi_auth_failed" });
     expect(String(check?.msg)).toContain("retry --all-dead --code finapi_auth_failed");
     expect(String(check?.error)).toContain("FINAPI_CLIENT_SECRET");
+    // One refusal, one line: not the token provider's error beside the start-up check's.
+    expect(logs.lines().filter((line) => Number(line.level) >= 40)).toEqual([check]);
     expect(JSON.stringify(logs.lines())).not.toContain("wrong-secret");
   });
 
@@ -381,7 +383,9 @@ describe("callback → inbox → finAPI → file sink", () => {
     expect(
       harness.logs
         .lines()
-        .some((line) => line.level === 50 && String(line.msg).includes("client credentials")),
+        .some(
+          (line) => line.level === 50 && `${line.msg} ${line.error}`.includes("client credentials"),
+        ),
     ).toBe(true);
   });
 
