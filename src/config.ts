@@ -102,6 +102,14 @@ const urlWithoutCredentials = (instead: string) =>
     `must not contain a user name or password (they are not sent): ${instead}`,
   );
 const FINAPI_CREDENTIALS = "the client credentials go in FINAPI_CLIENT_ID and FINAPI_CLIENT_SECRET";
+/**
+ * A service's base URL, which each call's path is appended to: a query or fragment in it
+ * ended up before the path (`…/v1?tenant=acme/checks/…`), so every call asked for the base.
+ */
+const finapiBaseUrl = urlWithoutCredentials(FINAPI_CREDENTIALS).refine(
+  (url) => url === undefined || !/[?#]/.test(url),
+  "must not hold a query (?) or fragment (#): each call's path is appended to it",
+);
 
 /**
  * An egress proxy is an http(s) URL, or host:port read as http:// as curl reads it (axios
@@ -206,6 +214,15 @@ const envSchema = z.object({
       (value) => /^\d+$/.test(value) || (compilesAsTrustProxy(value) && !trustsNearlyAll(value)),
       "must be a hop count or a comma list of CIDRs / loopback / linklocal / uniquelocal, none wider than an IPv4 /8 or an IPv6 /7 (::ffff:0:0/96 is every IPv4 address): a wider one trusts nearly everyone's X-Forwarded-For",
     )
+    .superRefine((value, ctx) => {
+      const odd = notFourPartDecimal(value);
+      if (odd !== undefined) {
+        ctx.addIssue({
+          code: "custom",
+          message: `"${odd}" is not an IPv4 address of four decimal parts: proxy-addr reads 010.0.0.1 as octal (8.0.0.1) and 10.1 as 10.0.0.1, trusting another address than meant (ALLOWED_CIDRS refuses them too)`,
+        });
+      }
+    })
     .optional(),
   CALLBACK_SECRET: z
     .string()
@@ -249,8 +266,8 @@ const envSchema = z.object({
   PRUNE_INTERVAL_MS: timerMs(10, 3600 * 1000),
   FINAPI_ENV: wordOf(["sandbox", "live"], "sandbox"),
   FINAPI_TOKEN_URL: urlWithoutCredentials(FINAPI_CREDENTIALS),
-  FINAPI_PROCESSCTRL_URL: urlWithoutCredentials(FINAPI_CREDENTIALS),
-  FINAPI_DI_URL: urlWithoutCredentials(FINAPI_CREDENTIALS),
+  FINAPI_PROCESSCTRL_URL: finapiBaseUrl,
+  FINAPI_DI_URL: finapiBaseUrl,
   FINAPI_KREDITCHECK_PATH: z
     .string()
     .refine(
@@ -667,7 +684,11 @@ function misspeltVariables(settings: Record<string, string>): Config["misspelt"]
   const names = [...read].filter((name) => name === name.toUpperCase());
   return Object.keys(settings).flatMap((variable) => {
     if (read.has(variable)) return [];
-    const meant = nearest(variable.toUpperCase(), names, (name) => (name.length <= 5 ? 1 : 2));
+    // A duration without its unit (SHUTDOWN_TIMEOUT for SHUTDOWN_TIMEOUT_MS) is three edits.
+    const withUnit = `${variable.toUpperCase()}_MS`;
+    const meant = read.has(withUnit)
+      ? withUnit
+      : nearest(variable.toUpperCase(), names, (name) => (name.length <= 5 ? 1 : 2));
     return meant === undefined ? [] : [{ variable, meant, meantIsSet: meant in settings }];
   });
 }
@@ -709,6 +730,25 @@ function egressProxies(e: EnvOutput): EgressProxies {
     all,
     noProxy: noProxy && { hosts: noProxy.value, variable: noProxy.variable },
   };
+}
+
+/** proxy-addr's names for ranges in TRUST_PROXY. */
+const TRUST_KEYWORDS = new Set(["loopback", "linklocal", "uniquelocal"]);
+
+/** The first IPv4 entry of a TRUST_PROXY list that is not four decimal parts, if any. */
+function notFourPartDecimal(value: string): string | undefined {
+  if (/^\d+$/.test(value)) return undefined;
+  return value
+    .split(",")
+    .map((entry) => entry.trim())
+    .find((entry) => {
+      const address = entry.split("/")[0] ?? "";
+      return (
+        !TRUST_KEYWORDS.has(entry) &&
+        !address.includes(":") &&
+        !ipaddr.IPv4.isValidFourPartDecimal(address)
+      );
+    });
 }
 
 function compilesAsTrustProxy(value: string): boolean {

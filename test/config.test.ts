@@ -128,6 +128,20 @@ describe("loadConfig", () => {
     ]);
   });
 
+  it("refuses a query or fragment in a finAPI service's base URL, which each call's path follows", () => {
+    // The path went after the query: every call asked for …/v1?tenant=acme/checks/….
+    expect(
+      problemsOf({
+        ...credentials,
+        FINAPI_PROCESSCTRL_URL: "https://gw.example/finapi/api/v1?tenant=acme",
+        FINAPI_DI_URL: "https://gw.example/di/api/v1#x",
+      }),
+    ).toEqual([
+      "FINAPI_PROCESSCTRL_URL: must not hold a query (?) or fragment (#): each call's path is appended to it",
+      "FINAPI_DI_URL: must not hold a query (?) or fragment (#): each call's path is appended to it",
+    ]);
+  });
+
   it("names a postgres:// URL the PostgreSQL driver cannot read, beside the other problems", () => {
     // pg refused these at start-up only, with "Invalid URL", after the other checks passed.
     const problems = problemsOf({
@@ -426,6 +440,12 @@ describe("loadConfig", () => {
       "loopback,10.0.0.0/8",
     );
     expect(loadConfig({ ...credentials, TRUST_PROXY: "2" }).http.trustProxy).toBe(2);
+    // proxy-addr reads a leading 0 as octal (010.000.000.001 is 8.0.0.1) and 10.1 as 10.0.0.1.
+    for (const odd of ["010.000.000.001", "loopback, 10.1", "010.0.0.0/8"]) {
+      expect(problemsOf({ ...credentials, TRUST_PROXY: odd }).join("\n")).toMatch(
+        /^TRUST_PROXY: .*not an IPv4 address of four decimal parts: proxy-addr reads 010\.0\.0\.1 as octal/m,
+      );
+    }
   });
 
   it("refuses an admin API open beyond this machine without ADMIN_TOKEN, and a bare / as callback path", () => {

@@ -66,6 +66,8 @@ describe("start-up warnings", () => {
       log_level: "debug",
       STORE_URL: "sqlite:./data/inbox.db",
       STORE_URI: "sqlite:./elsewhere.db",
+      // A duration without its unit: three edits away, the likeliest slip of all.
+      SHUTDOWN_TIMEOUT: "20000",
       // Set on every machine or container, and near a name of ours: not typos.
       HOME: "/root",
       PATH: "/usr/bin",
@@ -86,6 +88,7 @@ describe("start-up warnings", () => {
       "FILE_SINK_DIRS is set, but no variable of that name is read: did you mean FILE_SINK_DIR? FILE_SINK_DIR keeps its default",
       "log_level is set, but no variable of that name is read: did you mean LOG_LEVEL? LOG_LEVEL keeps its default",
       "STORE_URI is set, but no variable of that name is read: did you mean STORE_URL? STORE_URL is set too, and is what applies",
+      "SHUTDOWN_TIMEOUT is set, but no variable of that name is read: did you mean SHUTDOWN_TIMEOUT_MS? SHUTDOWN_TIMEOUT_MS keeps its default",
     ]);
   });
 });
