@@ -53,9 +53,10 @@ const retryQuery = z.strictObject({
     .transform((value) => value === "true"),
   /**
    * Only if the job is (still) in this state: a bulk "run the pending ones now" must not
-   * replay a job that finished between its list and its retry.
+   * replay a job that finished between its list and its retry, nor a bulk "retry the dead
+   * ones" a job another operator retried meanwhile.
    */
-  ifState: z.enum(["pending"], { error: "must be pending" }).optional(),
+  ifState: z.enum(["pending", "dead"], { error: "must be pending or dead" }).optional(),
 });
 
 const fetchBody = z.object({
@@ -123,7 +124,7 @@ export function jobsRouter(options: JobsRouterOptions): Router {
     }
     // ?fresh=true: a dead job fetches anew instead of resending the bundle it kept.
     const { fresh, ifState } = query.data;
-    if (!(await inbox.requeue(job.id, { fresh, onlyIfPending: ifState === "pending" }))) {
+    if (!(await inbox.requeue(job.id, { fresh, onlyIfState: ifState }))) {
       // Its state as it is now: a worker may have moved it since it was read above.
       const now = (await inbox.get(job.id)) ?? job;
       return sendError(res, 409, "job_not_retryable", [

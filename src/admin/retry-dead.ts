@@ -47,9 +47,11 @@ const START = "00000000-0000-0000-0000-000000000000";
  * Retries every job in `state` (dead unless given), or those whose last error has `code`.
  *
  * Dead: puts each back to pending, or those whose last error has `code` (see
- * `codesOf`). Walks the dead jobs in id order with a cursor, so each is looked at
- * once: a job that dies again at once, one the API refuses and one that does not match
- * all stay behind the cursor, and the run ends after the last page.
+ * `codesOf`), each only if it is still dead (`ifState=dead`): one that another operator
+ * retried meanwhile is listed in `failed`, not put back or replayed twice. Walks the dead
+ * jobs in id order with a cursor, so each is looked at once: a job that dies again at
+ * once, one the API refuses and one that does not match all stay behind the cursor, and
+ * the run ends after the last page.
  *
  * With `state` pending: makes every pending job (or those whose last error has `code`)
  * due now, e.g. once finAPI is back after an outage, instead of each waiting out its
@@ -84,22 +86,20 @@ export async function retryJobs(
         for (const each of codes) codesSeen?.add(each);
         if (code !== undefined && !codes.includes(code)) continue;
         try {
-          const answer = (await call("POST", retryPath(job.id, fresh, state === "pending"))) as {
+          // Only if the job is still in `state`: one that another operator retried since
+          // this page was read (or, pending, that finished) answers 409 and is left alone.
+          const answer = (await call("POST", retryPath(job.id, fresh, state))) as {
             previousState?: unknown;
             ifState?: unknown;
           } | null;
           result.requeued += 1;
           result.ids.push(job.id);
           // A service older than ifState ignores it (its answer does not echo it) and may
-          // replay a job that finished meanwhile, answering the state it found: stop at the
-          // first such answer, so at most one job is replayed.
-          if (
-            state === "pending" &&
-            answer?.ifState !== "pending" &&
-            answer?.previousState !== "pending"
-          ) {
+          // replay a job that left `state` meanwhile, answering the state it found: stop at
+          // the first such answer, so at most one job is replayed.
+          if (answer?.ifState !== state && answer?.previousState !== state) {
             throw new Error(
-              `the admin API retried job ${job.id} without applying ifState=pending (it was ${String(answer?.previousState ?? "in an unknown state")}): the service is older than retry --all-pending; update it`,
+              `the admin API retried job ${job.id} without applying ifState=${state} (it was ${String(answer?.previousState ?? "in an unknown state")}): the service is older than retry --all-${state}; update it`,
             );
           }
         } catch (error) {
@@ -166,10 +166,10 @@ export function errorCodesOf(lastError: string): string[] {
 
 /**
  * The admin API's path that retries job `id` (`fresh`: fetched again for every sink;
- * `onlyIfPending`: a job no longer pending is left as it is, answered 409).
+ * `ifState`: a job no longer in that state is left as it is, answered 409).
  */
-export function retryPath(id: string, fresh: boolean, onlyIfPending = false): string {
-  const query = [...(fresh ? ["fresh=true"] : []), ...(onlyIfPending ? ["ifState=pending"] : [])];
+export function retryPath(id: string, fresh: boolean, ifState?: "pending" | "dead"): string {
+  const query = [...(fresh ? ["fresh=true"] : []), ...(ifState ? [`ifState=${ifState}`] : [])];
   return `/jobs/${encodeURIComponent(id)}/retry${query.length > 0 ? `?${query.join("&")}` : ""}`;
 }
 

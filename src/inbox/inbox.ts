@@ -95,6 +95,14 @@ export interface EnqueueResult {
   duplicate: boolean;
 }
 
+/** The states an operator's retry can be made conditional on (Inbox.requeue). */
+export type RequeueIfState = "pending" | "dead";
+
+export interface RequeueOptions {
+  fresh?: boolean;
+  onlyIfState?: RequeueIfState;
+}
+
 /**
  * The durable inbox: the only place the promise "never lose a callback" is kept.
  * `enqueue` resolves only once the job is durably written; lease-taking methods
@@ -159,11 +167,13 @@ export interface Inbox {
    * sink again (a replay). A pending job waiting for its next attempt is due at once,
    * attempts and progress unchanged. False for a running job or none. `fresh`: a dead job
    * keeps nothing either, and is fetched and delivered to every sink again; a pending job
-   * is then left as it is (false). `onlyIfPending`: only a pending job is touched (made
-   * due), in the same statement that checks it, so a job that finished meanwhile is not
-   * replayed by a bulk "run the pending ones now" (false).
+   * is then left as it is (false). `onlyIfState`: only a job in that state is touched, in
+   * the same statement that checks it (false otherwise): `pending`, made due, so a job that
+   * finished meanwhile is not replayed by a bulk "run the pending ones now"; `dead`, put
+   * back, so a job that another operator retried meanwhile (pending, running or done since)
+   * is not put back or replayed a second time by a bulk "retry the dead ones".
    */
-  requeue(jobId: string, options?: { fresh?: boolean; onlyIfPending?: boolean }): Promise<boolean>;
+  requeue(jobId: string, options?: RequeueOptions): Promise<boolean>;
   /**
    * Retention: deletes up to `limit` jobs in `state` that finished before `finishedBefore`,
    * oldest first, in one short statement, and answers how many. Pending and running jobs

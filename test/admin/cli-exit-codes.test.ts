@@ -34,8 +34,10 @@ async function adminWithOneRefusal(): Promise<{ url: string; server: Server }> {
     res.setHeader("content-type", "application/json");
     if (req.method === "GET" && req.url?.startsWith("/admin/jobs?")) {
       res.end(JSON.stringify({ jobs: dead, next: null }));
-    } else if (req.method === "POST" && req.url?.endsWith("0001/retry")) {
-      res.end(JSON.stringify({ requeued: true, id: dead[0]?.id }));
+    } else if (req.method === "POST" && req.url?.endsWith("0001/retry?ifState=dead")) {
+      res.end(
+        JSON.stringify({ requeued: true, id: dead[0]?.id, previousState: "dead", ifState: "dead" }),
+      );
     } else {
       res.statusCode = 409;
       res.end(JSON.stringify({ error: "conflict", details: "the job is pending, not dead" }));
@@ -96,6 +98,30 @@ describe("the CLI's exit status, for scripts and cron jobs", () => {
     expect(posted).toEqual([`/admin/jobs/${pending[0]}/retry?ifState=pending`]);
     expect(JSON.parse(result.stdout).error).toBe(
       `the admin API retried job ${pending[0]} without applying ifState=pending (it was done): the service is older than retry --all-pending; update it`,
+    );
+  });
+
+  it("stops retry --all-dead at the first job a service too old for ifState=dead replayed", async () => {
+    // Such a service ignores ifState=dead: a job another operator retried meanwhile, done
+    // since, is replayed (200).
+    const dead = ["00000000-0000-7000-8000-00000000000c", "00000000-0000-7000-8000-00000000000d"];
+    const posted: string[] = [];
+    server = createServer((req, res) => {
+      res.setHeader("content-type", "application/json");
+      if (req.method === "GET") {
+        res.end(JSON.stringify({ jobs: dead.map((id) => ({ id, lastError: null })), next: null }));
+        return;
+      }
+      posted.push(String(req.url));
+      res.end(JSON.stringify({ requeued: true, id: "x", previousState: "done" }));
+    });
+    await new Promise<void>((resolve) => server?.listen(0, "127.0.0.1", resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const result = await cli(url, "retry", "--all-dead");
+    expect(result.code).toBe(1);
+    expect(posted).toEqual([`/admin/jobs/${dead[0]}/retry?ifState=dead`]);
+    expect(JSON.parse(result.stdout).error).toBe(
+      `the admin API retried job ${dead[0]} without applying ifState=dead (it was done): the service is older than retry --all-dead; update it`,
     );
   });
 

@@ -93,13 +93,17 @@ function fakeAdmin(
         status,
       });
     }
-    const id = decodeURIComponent(path.split("/")[2] ?? "");
+    const url = new URL(path, "http://admin");
+    const id = decodeURIComponent(url.pathname.split("/")[2] ?? "");
+    // Sent with every retry of a run: the job only if it is still dead.
+    expect(url.searchParams.get("ifState")).toBe("dead");
     posts.push(id);
     if (options.refused?.includes(id)) {
       throw Object.assign(new Error(`POST /admin/jobs/${id}/retry → 409`), { status: 409 });
     }
     if (!options.diesAgain?.includes(id)) jobs.delete(id);
-    return { requeued: true, id };
+    // As the service answers: the condition echoed (a service older than it would not).
+    return { requeued: true, id, previousState: "dead", ifState: "dead" };
   };
   return { call, posts, gets: () => gets };
 }

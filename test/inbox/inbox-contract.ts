@@ -384,7 +384,7 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
       expect(Object.keys(requeued?.progress ?? {})).toEqual(["requeuedAt"]);
     });
 
-    it("with onlyIfPending makes a pending job due and leaves a done or dead one as it is", async () => {
+    it("with onlyIfState pending makes a pending job due and leaves a done or dead one as it is", async () => {
       const [pending, done, dead] = [
         await inbox.enqueue(callback(), new Date()),
         await inbox.enqueue(callback(), new Date()),
@@ -400,7 +400,7 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
       );
       await inbox.complete(done.id, "worker-a", { deliveredSinks: ["file"] });
       await inbox.fail(dead.id, "worker-a", { message: "finapi_forbidden: 403" }, {});
-      expect(await inbox.requeue(pending.id, { onlyIfPending: true })).toBe(true);
+      expect(await inbox.requeue(pending.id, { onlyIfState: "pending" })).toBe(true);
       expect((await inbox.claim("worker-b", 10, LEASE_MS)).map((job) => job.id)).toEqual([
         pending.id,
       ]);
@@ -408,9 +408,65 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
         [done, "done"],
         [dead, "dead"],
       ] as const) {
-        expect(await inbox.requeue(id, { onlyIfPending: true })).toBe(false);
+        expect(await inbox.requeue(id, { onlyIfState: "pending" })).toBe(false);
         expect((await inbox.get(id))?.state).toBe(state);
       }
+    });
+
+    it("with onlyIfState dead puts a dead job back and leaves a pending, running or done one as it is", async () => {
+      // Another operator's retry got there first: the job is pending, running or done since.
+      const [dead, deadFresh, pending, done, running] = [
+        await inbox.enqueue(callback(), new Date()),
+        await inbox.enqueue(callback(), new Date()),
+        await inbox.enqueue(callback(), new Date()),
+        await inbox.enqueue(callback(), new Date()),
+        await inbox.enqueue(callback(), new Date()),
+      ];
+      await inbox.claim("worker-a", 10, LEASE_MS);
+      const bundle = { kreditCheck: { a: 1 }, problems: [] };
+      await inbox.fail(
+        dead.id,
+        "worker-a",
+        { message: "sink_delivery_failed: x" },
+        { bundle, deliveredSinks: ["file"] },
+      );
+      await inbox.fail(deadFresh.id, "worker-a", { message: "finapi_forbidden: 403" }, {});
+      await inbox.retry(
+        pending.id,
+        "worker-a",
+        HOUR_MS,
+        { message: "finapi_unavailable: 503" },
+        {},
+      );
+      await inbox.complete(done.id, "worker-a", { deliveredSinks: ["file"] });
+      // A dead job is put back as by a plain retry, its kept bundle too; with fresh, afresh.
+      expect(await inbox.requeue(dead.id, { onlyIfState: "dead" })).toBe(true);
+      expect(await inbox.get(dead.id)).toMatchObject({
+        state: "pending",
+        attempts: 0,
+        progress: { bundle, deliveredSinks: ["file"] },
+      });
+      expect(await inbox.requeue(deadFresh.id, { onlyIfState: "dead", fresh: true })).toBe(true);
+      expect((await inbox.get(deadFresh.id))?.state).toBe("pending");
+      for (const [{ id }, state] of [
+        [pending, "pending"],
+        [done, "done"],
+        [running, "running"],
+        // Put back above: pending now, so a second operator's conditional retry leaves it.
+        [dead, "pending"],
+      ] as const) {
+        const before = await inbox.get(id);
+        expect(await inbox.requeue(id, { onlyIfState: "dead" })).toBe(false);
+        expect(await inbox.requeue(id, { onlyIfState: "dead", fresh: true })).toBe(false);
+        const after = await inbox.get(id);
+        expect(after?.state).toBe(state);
+        // Not even made due: a pending job keeps its run_at, a done one its progress.
+        expect(after).toEqual(before);
+      }
+      // The pending one still waits out its backoff (not hurried by the refused retry).
+      expect((await inbox.claim("worker-b", 10, LEASE_MS)).map((job) => job.id).sort()).toEqual(
+        [dead.id, deadFresh.id].sort(),
+      );
     });
 
     it("requeues a dead job that had fetched nothing, and a done job, as new: fetched and delivered again", async () => {

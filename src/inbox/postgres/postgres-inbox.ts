@@ -17,6 +17,7 @@ import {
   LeaseLostError,
   notifyListeners,
   progressWithFailure,
+  type RequeueOptions,
   StoreUnavailableError,
   summaryOf,
 } from "../inbox.js";
@@ -298,20 +299,21 @@ export class PostgresInbox implements Inbox {
     this.announce();
   }
 
-  async requeue(
-    jobId: string,
-    options: { fresh?: boolean; onlyIfPending?: boolean } = {},
-  ): Promise<boolean> {
+  async requeue(jobId: string, options: RequeueOptions = {}): Promise<boolean> {
     // The id column is a uuid: PostgreSQL would refuse other text with an error, where
     // SQLite simply finds no row. A mistyped id is no job on both.
     if (!JOB_ID_PATTERN.test(jobId)) return false;
+    const { fresh = false, onlyIfState } = options;
     // Two statements, each atomic: a job that turns dead in between is simply not hurried.
     const requeued =
-      !options.onlyIfPending && (await this.requeueFinished(jobId, options.fresh === true)) === 1;
+      onlyIfState !== "pending" &&
+      (await this.requeueFinished(jobId, fresh, onlyIfState ?? null)) === 1;
     // A fresh start is for finished jobs; a pending one keeps what it fetched.
     if (
       !requeued &&
-      (options.fresh || (await this.operatorQuery(SQL.runNow, [jobId])).rowCount !== 1)
+      (fresh ||
+        onlyIfState === "dead" ||
+        (await this.operatorQuery(SQL.runNow, [jobId])).rowCount !== 1)
     ) {
       return false;
     }
@@ -327,12 +329,16 @@ export class PostgresInbox implements Inbox {
    * finAPI data with one). Such a job starts afresh instead of staying dead for good, and
    * failing every `retry --all-dead` run at it.
    */
-  private async requeueFinished(jobId: string, fresh: boolean): Promise<number | null> {
+  private async requeueFinished(
+    jobId: string,
+    fresh: boolean,
+    ifState: "dead" | null,
+  ): Promise<number | null> {
     try {
-      return (await this.operatorQuery(SQL.requeue, [jobId, fresh])).rowCount;
+      return (await this.operatorQuery(SQL.requeue, [jobId, fresh, ifState])).rowCount;
     } catch (error) {
       if (fresh || sqlstateOf((error as { cause?: unknown }).cause) !== "22P05") throw error;
-      return (await this.operatorQuery(SQL.requeue, [jobId, true])).rowCount;
+      return (await this.operatorQuery(SQL.requeue, [jobId, true, ifState])).rowCount;
     }
   }
 

@@ -98,7 +98,8 @@ export const SQL = {
   /**
    * See Inbox.requeue; json (not jsonb) values are handed on as written, key order kept.
    * $2 (fresh) keeps nothing; CASE tries its branches in order, so the bundle is not read
-   * then (see PostgresInbox.requeueKeepingBundle for why that matters).
+   * then (see PostgresInbox.requeueKeepingBundle for why that matters). $3 ('dead', or NULL
+   * for dead or done): the job only in that state, checked here.
    */
   requeue: `UPDATE kreditcheck_jobs SET state = 'pending', attempts = 0, run_at = now(), locked_by = NULL,
                    locked_until = NULL, last_error = NULL,
@@ -111,7 +112,7 @@ export const SQL = {
                                             'requeuedAt', floor(extract(epoch from now()) * 1000)::bigint) END,
                      json_build_object('requeuedAt', floor(extract(epoch from now()) * 1000)::bigint)),
                    updated_at = now(), finished_at = NULL
-            WHERE id = $1 AND state IN ('dead', 'done')`,
+            WHERE id = $1 AND state IN ('dead', 'done') AND ($3::text IS NULL OR state = $3::text)`,
   runNow: `UPDATE kreditcheck_jobs SET run_at = LEAST(run_at, now()), updated_at = now()
            WHERE id = $1 AND state = 'pending'`,
   /**

@@ -17,6 +17,7 @@ import {
   LeaseLostError,
   notifyListeners,
   progressWithFailure,
+  type RequeueOptions,
   StoreUnavailableError,
   summaryOf,
 } from "../inbox.js";
@@ -262,17 +263,16 @@ export class SqliteInbox implements Inbox {
     );
   }
 
-  async requeue(
-    jobId: string,
-    options: { fresh?: boolean; onlyIfPending?: boolean } = {},
-  ): Promise<boolean> {
+  async requeue(jobId: string, options: RequeueOptions = {}): Promise<boolean> {
     const changes = await this.write(() => {
       const now = this.clock();
       const { requeue, runNow } = this.statements;
-      if (options.onlyIfPending) return options.fresh ? 0 : runNow.run({ id: jobId, now }).changes;
-      const requeued = requeue.run({ id: jobId, now, fresh: options.fresh ? 1 : 0 }).changes;
+      const { fresh, onlyIfState } = options;
+      if (onlyIfState === "pending") return fresh ? 0 : runNow.run({ id: jobId, now }).changes;
+      const ifState = onlyIfState ?? null;
+      const requeued = requeue.run({ id: jobId, now, fresh: fresh ? 1 : 0, ifState }).changes;
       // A fresh start is for finished jobs; a pending one keeps what it fetched.
-      return requeued || (options.fresh ? 0 : runNow.run({ id: jobId, now }).changes);
+      return requeued || (fresh || onlyIfState ? 0 : runNow.run({ id: jobId, now }).changes);
     }, true);
     if (changes === 1) this.notify();
     return changes === 1;

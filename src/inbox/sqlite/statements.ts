@@ -53,6 +53,7 @@ export const SQL = {
   /**
    * See Inbox.requeue; `->` hands the bundle on as JSON text, its key order kept. @fresh
    * (1 or 0) keeps nothing; CASE tries its branches in order, so the bundle is not read then.
+   * @ifState ('dead', or NULL for dead or done): the job only in that state, checked here.
    */
   requeue: `UPDATE jobs SET state = 'pending', attempts = 0, run_at = @now, locked_by = NULL, locked_until = NULL,
                    last_error = NULL,
@@ -64,7 +65,7 @@ export const SQL = {
                                       'requeuedAt', @now) END,
                      json_object('requeuedAt', @now)),
                    updated_at = @now, finished_at = NULL
-            WHERE id = @id AND state IN ('dead', 'done')`,
+            WHERE id = @id AND state IN ('dead', 'done') AND (@ifState IS NULL OR state = @ifState)`,
   runNow: `UPDATE jobs SET run_at = MIN(run_at, @now), updated_at = @now WHERE id = @id AND state = 'pending'`,
   /**
    * For a done or dead row updated_at equals finished_at (complete and fail set both, and
