@@ -45,7 +45,8 @@ const COMMANDS: Record<
     options: [],
     arguments: 1,
     usage: "replay <callback.json>",
-    summary: "enqueue a callback from a JSON file, as finAPI would send it",
+    summary:
+      "enqueue a callback from a JSON file, its bytes sent as they are: checked as finAPI's callback is",
   },
   fetch: {
     options: ["process-token", "kreditcheck-id", "status"],
@@ -146,6 +147,7 @@ async function main(argv: string[]): Promise<number> {
     adminUrl: values["admin-url"],
     token: values.token,
   });
+  /** `body`: a value sent as JSON, or bytes sent as they are (a replayed file's). */
   const call = async (method: string, path: string, body?: unknown) => {
     let response: Response;
     try {
@@ -155,7 +157,8 @@ async function main(argv: string[]): Promise<number> {
           ...(token ? { Authorization: `Bearer ${token}` } : {}),
           ...(body === undefined ? {} : { "Content-Type": "application/json" }),
         },
-        body: body === undefined ? undefined : JSON.stringify(body),
+        body:
+          body === undefined ? undefined : body instanceof Uint8Array ? body : JSON.stringify(body),
       });
     } catch (error) {
       throw new CliError(
@@ -270,13 +273,16 @@ async function main(argv: string[]): Promise<number> {
       break;
     case "replay": {
       if (!argument) throw new CliError(`missing <callback.json>\n\n${usage(command)}`);
-      let callback: unknown;
+      // The file's bytes as they are: the service reads them as it reads finAPI's (a
+      // duplicate key, bytes that are not UTF-8 refused; a BOM taken), where a parse and
+      // re-serialisation here would have kept the last of two keys and replaced bad bytes.
+      let bytes: Buffer;
       try {
-        callback = JSON.parse(await readFile(argument, "utf8"));
+        bytes = await readFile(argument);
       } catch (error) {
         throw new CliError(`cannot read ${argument}: ${(error as Error).message}`);
       }
-      result = await call("POST", "/callbacks", callback);
+      result = await call("POST", "/callbacks", bytes);
       const replayed = result as { duplicate?: unknown; id?: unknown };
       if (replayed.duplicate === true && typeof replayed.id === "string") {
         // A stored callback is not run again by a replay: say what is there and what would.

@@ -749,6 +749,73 @@ describe("npm run cli", () => {
     }
   });
 
+  it("replay sends a file's bytes as they are: the admin API answers them as the public route does", async () => {
+    const harness = await startHarness({ service: { worker: false } });
+    const cli = cliAgainst(harness.service.adminUrl);
+    try {
+      const body = (processToken: string, rest: string) =>
+        `{"processToken":"${processToken}","kreditCheckId":"kc-${processToken}",${rest}}`;
+      const files: Record<string, Buffer> = {
+        // JSON.parse would keep the last status without a word.
+        duplicateKey: Buffer.from(body("pt-dup", '"status":"FAILED","status":"SUCCESSFUL"')),
+        // Latin-1 ü: a UTF-8 decode would turn it into U+FFFD without a word.
+        notUtf8: Buffer.concat([
+          Buffer.from(body("pt-latin1", '"status":"SUCCESSFUL","clientReference":"M').slice(0, -1)),
+          Buffer.from([0xfc]),
+          Buffer.from('ller"}'),
+        ]),
+        // Taken by the public route; JSON.parse refused it.
+        bom: Buffer.concat([
+          Buffer.from([0xef, 0xbb, 0xbf]),
+          Buffer.from(body("pt-bom", '"status":"SUCCESSFUL"')),
+        ]),
+      };
+      for (const [name, bytes] of Object.entries(files)) {
+        // As finAPI (or curl --data-binary @file) sends the file to the public route.
+        const viaPublic = await fetch(`${harness.service.url}${harness.config.http.callbackPath}`, {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: bytes,
+        });
+        const publicAnswer = await viaPublic.text();
+        const file = join(harness.dir, `${name}.json`);
+        await writeFile(file, bytes);
+        const replayed = await cli("replay", file).then(
+          (done) => ({ code: 0, ...done }),
+          (error: { code: number; stdout: string; stderr: string }) => error,
+        );
+        if (viaPublic.status === 400) {
+          expect({ name, code: replayed.code, stderr: replayed.stderr }).toEqual({
+            name,
+            code: 2,
+            stderr: `kreditcheck-receiver cli: POST /admin/callbacks → 400: ${publicAnswer}\n`,
+          });
+        } else {
+          // Stored by the public route: the replay finds the very same callback.
+          expect(viaPublic.status).toBe(202);
+          const { id } = JSON.parse(publicAnswer) as { id: string };
+          expect({ name, code: replayed.code, answer: JSON.parse(replayed.stdout) }).toEqual({
+            name,
+            code: 0,
+            answer: { accepted: true, duplicate: true, id },
+          });
+        }
+      }
+      expect(
+        (await harness.service.inbox.list({ limit: 10 })).map((job) => job.processToken),
+      ).toEqual(["pt-bom"]);
+      const missing = await cli("replay", join(harness.dir, "missing.json")).catch(
+        (error: { code: number; stderr: string }) => error,
+      );
+      expect(missing).toMatchObject({
+        code: 2,
+        stderr: expect.stringContaining(`cannot read ${join(harness.dir, "missing.json")}: ENOENT`),
+      });
+    } finally {
+      await harness.close();
+    }
+  });
+
   it("prints a long answer whole into a slow pipe, and refuses what a command does not take", async () => {
     const harness = await startHarness({ service: { worker: false } });
     const env: NodeJS.ProcessEnv = { ...process.env, ADMIN_URL: harness.service.adminUrl };
