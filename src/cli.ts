@@ -1,5 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
+import { adminClient, answerTimeoutMs, CliError } from "./admin/admin-client.js";
 import { AdminTargetError, cliTarget } from "./admin/cli-target.js";
 import {
   ERROR_CODE,
@@ -74,27 +75,6 @@ function usage(command?: string): string {
   return `Usage: npm run cli -- <command> [options]\n\nCommands:\n${lines.join("\n")}\n\n${COMMON}\n`;
 }
 
-class CliError extends Error {
-  /** The admin API's answer status, when it answered. */
-  constructor(
-    message: string,
-    readonly status?: number,
-  ) {
-    super(message);
-  }
-}
-
-/**
- * Why fetch got no answer, as its cause's code (ECONNREFUSED, ENOTFOUND, …): fetch's own
- * message says only "fetch failed", and the cause's repeats the address the CLI names
- * itself. A cause without a code (fetch's "bad port") is short enough to show.
- */
-function failureReason(error: unknown): string {
-  const cause = (error as { cause?: { code?: unknown; message?: unknown } }).cause;
-  if (typeof cause?.code === "string") return cause.code;
-  return typeof cause?.message === "string" ? cause.message : "no answer";
-}
-
 async function main(argv: string[]): Promise<number> {
   const unreadable = loadEnvFile();
   if (unreadable) {
@@ -147,42 +127,13 @@ async function main(argv: string[]): Promise<number> {
     adminUrl: values["admin-url"],
     token: values.token,
   });
-  /** `body`: a value sent as JSON, or bytes sent as they are (a replayed file's). */
-  const call = async (method: string, path: string, body?: unknown) => {
-    let response: Response;
-    try {
-      response = await fetch(`${adminUrl}/admin${path}`, {
-        method,
-        headers: {
-          ...(token ? { Authorization: `Bearer ${token}` } : {}),
-          ...(body === undefined ? {} : { "Content-Type": "application/json" }),
-        },
-        body:
-          body === undefined ? undefined : body instanceof Uint8Array ? body : JSON.stringify(body),
-      });
-    } catch (error) {
-      throw new CliError(
-        `cannot reach the admin API at ${adminUrl} (${failureReason(error)}): is the service running, and is ${source} right?`,
-      );
-    }
-    const text = await response.text();
-    if (!response.ok) {
-      // The service names ADMIN_TOKEN; say which token this command sent, if any.
-      const sent =
-        response.status !== 401
-          ? ""
-          : !token
-            ? " (no token was sent: set ADMIN_TOKEN or pass --token)"
-            : values.token !== undefined
-              ? " (the token given with --token)"
-              : " (the token in ADMIN_TOKEN)";
-      throw new CliError(
-        `${method} /admin${path} → ${response.status}: ${text}${sent}`,
-        response.status,
-      );
-    }
-    return JSON.parse(text) as unknown;
-  };
+  const call = adminClient({
+    adminUrl,
+    token,
+    source,
+    tokenFrom: values.token !== undefined ? "--token" : "ADMIN_TOKEN",
+    timeoutMs: answerTimeoutMs(command),
+  });
   const needArgument = (what: string) => {
     if (!argument) throw new CliError(`missing ${what}\n\n${usage(command)}`);
     return argument;
