@@ -6,6 +6,7 @@ import {
   ERROR_CODE,
   knownErrorCodes,
   noMatchHint,
+  OlderServiceError,
   retryJobs,
   retryPath,
   unknownCodeWarning,
@@ -282,6 +283,7 @@ main(process.argv.slice(2)).then(exitWhenWritten, (error: unknown) => {
   exitWhenWritten(
     error instanceof CliError ||
       error instanceof AdminTargetError ||
+      error instanceof OlderServiceError ||
       (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")
       ? 2
       : 1,

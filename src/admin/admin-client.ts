@@ -42,7 +42,7 @@ export interface AdminClientOptions {
 /**
  * The CLI's AdminCall over HTTP. `body`: a value sent as JSON, or bytes sent as they are (a
  * replayed file's). Every failure is a CliError: one the API answered with an error status
- * carries it; no answer, or none in time, none.
+ * carries it; no answer, none in time, or one that is not JSON (a proxy's login page), none.
  */
 export function adminClient(options: AdminClientOptions): AdminCall {
   const { adminUrl, token, source, tokenFrom, timeoutMs } = options;
@@ -102,7 +102,15 @@ export function adminClient(options: AdminClientOptions): AdminCall {
         response.status,
       );
     }
-    return JSON.parse(text) as unknown;
+    try {
+      return JSON.parse(text) as unknown;
+    } catch {
+      // No status: not the API's answer to this call, so not one job's trouble either.
+      const type = response.headers.get("content-type");
+      throw new CliError(
+        `${method} /admin${path} → ${response.status}: the answer is not JSON (${type ? `Content-Type ${type}` : "no Content-Type"}): is ${source} (${adminUrl}) the service's admin API, and not a proxy or another server?`,
+      );
+    }
   };
 }
 

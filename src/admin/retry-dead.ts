@@ -8,6 +8,14 @@ import { ERROR_CODES, isErrorCode } from "../errors.js";
  */
 export type AdminCall = (method: string, path: string, body?: unknown) => Promise<unknown>;
 
+/**
+ * The admin API is of a release older than this CLI and would not do what was asked (no
+ * paging cursor, a retry condition ignored): the operator updates the service.
+ */
+export class OlderServiceError extends Error {
+  override name = "OlderServiceError";
+}
+
 interface ListedJob {
   id: string;
   lastError: string | null;
@@ -77,7 +85,7 @@ export async function retryJobs(
       const page = await call("GET", `/jobs?state=${state}&limit=${PAGE}&after=${after}`);
       if (!isJobPage(page)) {
         // A service from before the cursor ignores `after` and would list the same jobs again.
-        throw new Error(
+        throw new OlderServiceError(
           "the admin API answered without a paging cursor (next): the service is older than this CLI; update it, or retry jobs one by one",
         );
       }
@@ -98,7 +106,7 @@ export async function retryJobs(
           // replay a job that left `state` meanwhile, answering the state it found: stop at
           // the first such answer, so at most one job is replayed.
           if (answer?.ifState !== state && answer?.previousState !== state) {
-            throw new Error(
+            throw new OlderServiceError(
               `the admin API retried job ${job.id} without applying ifState=${state} (it was ${String(answer?.previousState ?? "in an unknown state")}): the service is older than retry --all-${state}; update it`,
             );
           }

@@ -137,6 +137,55 @@ describe("the CLI's exit status, for scripts and cron jobs", () => {
     ]);
   });
 
+  it("exits 2 when retry --all-dead meets a service too old to page (no cursor), having done nothing", async () => {
+    // It ignores `after`: paging on would list the same jobs for ever.
+    const posted: string[] = [];
+    server = createServer((req, res) => {
+      res.setHeader("content-type", "application/json");
+      if (req.method === "POST") posted.push(String(req.url));
+      res.end(
+        JSON.stringify({
+          jobs: [{ id: "00000000-0000-7000-8000-000000000001", lastError: "finapi_forbidden: x" }],
+          counts: {},
+        }),
+      );
+    });
+    await new Promise<void>((resolve) => server?.listen(0, "127.0.0.1", resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const result = await cli(url, "retry", "--all-dead");
+    expect(result).toEqual({
+      code: 2,
+      stdout: "",
+      stderr:
+        "kreditcheck-receiver cli: the admin API answered without a paging cursor (next): the service is older than this CLI; update it, or retry jobs one by one\n",
+    });
+    expect(posted).toEqual([]);
+  });
+
+  it("exits 2, naming the call and the setting, for a 200 that is not JSON (a proxy's login page)", async () => {
+    server = createServer((_req, res) => {
+      res.setHeader("content-type", "text/html");
+      res.end("<html>proxy login</html>");
+    });
+    await new Promise<void>((resolve) => server?.listen(0, "127.0.0.1", resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const notTheApi = (call: string) =>
+      `kreditcheck-receiver cli: ${call} → 200: the answer is not JSON (Content-Type text/html): is ADMIN_URL (${url}) the service's admin API, and not a proxy or another server?\n`;
+    expect(await cli(url, "jobs", "--state", "dead")).toEqual({
+      code: 2,
+      stdout: "",
+      stderr: notTheApi("GET /admin/jobs?state=dead"),
+    });
+    // retry --all-dead: its first page, before any job was touched.
+    expect(await cli(url, "retry", "--all-dead")).toEqual({
+      code: 2,
+      stdout: "",
+      stderr: notTheApi(
+        "GET /admin/jobs?state=dead&limit=1000&after=00000000-0000-0000-0000-000000000000",
+      ),
+    });
+  });
+
   it("exits 2 with the usage when no command is given, and 0 for --help", async () => {
     const none = await cli("http://127.0.0.1:9");
     expect(none.code).toBe(2);
