@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from "vitest";
+import { adminClient } from "../../src/admin/admin-client.js";
 import { type AdminCall, retryJobs } from "../../src/admin/retry-dead.js";
 import { CountingSink } from "../support/counting-sink.js";
 import { type Harness, makeCallback, startHarness } from "../support/harness.js";
@@ -20,15 +21,14 @@ describe("retry --all-dead, two operators at once", () => {
     const id = String((await h.post(callback)).body.id);
     await h.waitForJob(id, "dead");
 
-    // Operator A's run, over the admin API as the CLI calls it.
-    const call: AdminCall = async (method, path) => {
-      const response = await fetch(`${h.service.adminUrl}/admin${path}`, { method });
-      const text = await response.text();
-      if (!response.ok) {
-        throw Object.assign(new Error(`${response.status} ${text}`), { status: response.status });
-      }
-      return JSON.parse(text);
-    };
+    // Operator A's run, over the admin API with the CLI's own client.
+    const call = adminClient({
+      adminUrl: h.service.adminUrl,
+      token: undefined,
+      source: "ADMIN_URL",
+      tokenFrom: "ADMIN_TOKEN",
+      timeoutMs: 10_000,
+    });
     // Between A's page and A's retry of the job on it, operator B retries the job, and
     // it is fetched and delivered.
     let racedOnce = false;
@@ -48,9 +48,10 @@ describe("retry --all-dead, two operators at once", () => {
     expect(result.failed).toEqual([
       {
         id,
-        error: expect.stringMatching(
-          /^409 .*job is done, not dead \(ifState=dead\): left as it is/,
-        ),
+        error: `POST /admin/jobs/${id}/retry?ifState=dead → 409: ${JSON.stringify({
+          error: "job_not_retryable",
+          details: [{ message: "job is done, not dead (ifState=dead): left as it is" }],
+        })}`,
       },
     ]);
     // Left as B's retry left it: done, delivered once, not fetched a third time.
