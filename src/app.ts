@@ -49,12 +49,44 @@ export function createApp(options: AppOptions): PublicListener {
 
   const trust = options.trustProxy === false ? undefined : app.get("trust proxy fn");
   const fastPath = callbackFastPath({ ...options, allowed, redactPath, trust });
+  const { bodyLimitBytes } = options;
   const listener: RequestListener = (req, res) => {
-    if (!fastPath(req, res)) app(req, res);
+    if (fastPath(req, res)) return;
+    if (mayReadLong(req, bodyLimitBytes)) closeIfAnsweredUnread(req, res);
+    app(req, res);
   };
   // Nor a body the route would refuse by its declared size unread (413).
   const mayContinue = (req: IncomingMessage) =>
     allowed(clientAddressOf(req, trust)) &&
     !(Number(req.headers["content-length"]) > options.bodyLimitBytes);
   return Object.assign(listener, { mayContinue });
+}
+
+/**
+ * Whether the body, left unread, could keep the connection busy for long: chunked (no end
+ * announced) or declared over the limit. Node reads and throws away the rest of a request
+ * answered before its body arrived, to keep the connection for the next one: up to
+ * REQUEST_TIMEOUT_MS of whatever a sender streams (a 1 TB Content-Length, or chunks
+ * without end), from any address, since refusals (403, 401, 404, 405, 415) answer first.
+ * A body within the limit is at most 64 KiB to read and throw away: its connection stays
+ * open, as finAPI's retries after a refusal may use it.
+ */
+function mayReadLong(req: IncomingMessage, limitBytes: number): boolean {
+  const { headers } = req;
+  return (
+    headers["transfer-encoding"] !== undefined || Number(headers["content-length"]) > limitBytes
+  );
+}
+
+/**
+ * An answer written before the request's body has all arrived says `Connection: close`, so
+ * Node closes the connection once the answer is out instead of reading on. Node writes the
+ * head in writeHead (res.end without one calls it too), where the body's state is known.
+ */
+function closeIfAnsweredUnread(req: IncomingMessage, res: ServerResponse): void {
+  const writeHead = res.writeHead;
+  res.writeHead = function (this: ServerResponse, ...args: unknown[]) {
+    if (!req.complete) this.shouldKeepAlive = false;
+    return (writeHead as (...a: unknown[]) => ServerResponse).apply(this, args);
+  } as typeof res.writeHead;
 }
