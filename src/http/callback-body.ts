@@ -22,13 +22,48 @@ const UTF8_WITHOUT_DASH = /(;\s*charset\s*=\s*"?)utf8("?\s*(?:;|$))/i;
 function declaredTooLarge(req: Request, limitBytes: number): Error | undefined {
   const declared = Number(req.headers["content-length"]);
   if (!(declared > limitBytes)) return undefined;
+  return tooLarge(req, limitBytes, { expected: declared });
+}
+
+/** body-parser's own error for a body over the limit; the answer closes the connection. */
+function tooLarge(req: Request, limitBytes: number, size: Record<string, number>): Error {
   req.res?.set("Connection", "close");
   return Object.assign(new Error("request entity too large"), {
     type: "entity.too.large",
     status: 413,
-    expected: declared,
+    ...size,
     limit: limitBytes,
   });
+}
+
+/**
+ * `parse` (body-parser) for a chunked body, which announces no length: past the limit it
+ * stops, but then reads the rest to its end before it answers, so a body that never ends
+ * got 408 after REQUEST_TIMEOUT_MS instead of 413, the service reading all the while. Here
+ * the bytes as they arrive are counted (compressed ones as sent, as a Content-Length counts
+ * them), and past the limit the route answers 413 at once, closing the connection;
+ * whatever body-parser says later is dropped. A body with a Content-Length needs none of
+ * this: Node's parser stops at its end.
+ */
+function boundedChunked(parse: RequestHandler, limitBytes: number): RequestHandler {
+  return (req, res, next) => {
+    if (req.headers["transfer-encoding"] === undefined) return parse(req, res, next);
+    let received = 0;
+    let settled = false;
+    const once = (error?: unknown) => {
+      if (settled) return;
+      settled = true;
+      req.off("data", count);
+      next(error);
+    };
+    const count = (chunk: Buffer) => {
+      received += chunk.length;
+      if (received > limitBytes) once(tooLarge(req, limitBytes, { received }));
+    };
+    parse(req, res, once);
+    // After body-parser's own listener: it sees each chunk first, as it would alone.
+    if (!settled) req.on("data", count);
+  };
 }
 
 /**
@@ -63,11 +98,14 @@ export function callbackBody(
   };
   return [
     requireJson,
-    express.json({
-      limit: limitBytes,
-      strict: false,
-      type: () => true,
-      verify: verifyCallbackBody,
-    }),
+    boundedChunked(
+      express.json({
+        limit: limitBytes,
+        strict: false,
+        type: () => true,
+        verify: verifyCallbackBody,
+      }),
+      limitBytes,
+    ),
   ];
 }

@@ -133,6 +133,30 @@ describe("an answer written before the body has arrived", () => {
     },
   );
 
+  it.each([
+    ["JSON", ""],
+    // Not gzip at all: body-parser stops at the first byte, then read on to the end.
+    ["said to be gzip", "Content-Encoding: gzip\r\n"],
+  ])(
+    "a chunked body (%s) over the limit from an allowed sender gets 413 at once, and the connection closes",
+    async (_name, header) => {
+      const before = (await harness.service.inbox.countByState()).pending;
+      const startedAt = Date.now();
+      const streamed = await streamEndlessBody(
+        harness.service.port,
+        chunked("POST", `${path}/${SECRET}`).replace("\r\n\r\n", `\r\n${header}\r\n`),
+        { chunked: true },
+      );
+      // Before: body-parser read on to the body's end, which never came: 408 after 10 s.
+      expect(statusOf(streamed.head)).toBe(413);
+      expect(closes(streamed.head), streamed.head).toBe(true);
+      expect(JSON.parse(streamed.body)).toMatchObject({ error: "payload_too_large" });
+      expect(Date.now() - startedAt).toBeLessThan(CLOSED_WITHIN_MS);
+      expect(streamed.stillOpen).toBe(false);
+      expect((await harness.service.inbox.countByState()).pending).toBe(before);
+    },
+  );
+
   it("keeps the connection open for callbacks, chunked ones and small refused ones alike", async () => {
     const socket = await openSocket(harness.service.port);
     const callback = () => JSON.stringify(makeCallback());
