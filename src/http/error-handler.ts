@@ -30,6 +30,11 @@ const BODY_ERRORS: Record<string, { status: number; error: string; message: stri
     error: "duplicate_key",
     message: "a key appears more than once in one object",
   },
+  "entity.invalid.number": {
+    status: 400,
+    error: "invalid_callback",
+    message: "a number cannot be held as sent",
+  },
   "entity.invalid.utf8": {
     status: 400,
     error: "invalid_utf8",
@@ -97,6 +102,7 @@ export function answerRequestError(
         charset?: unknown;
         encoding?: unknown;
         field?: unknown;
+        detail?: unknown;
       }
     | null
     | undefined;
@@ -156,13 +162,20 @@ const ACCEPTED_ENCODINGS =
   "createZstdDecompress" in zlib ? "gzip, deflate, br or zstd" : "gzip, deflate or br";
 
 /**
- * The sender needs to know which charset or encoding was refused and what is taken, and
- * which key it repeated.
+ * The sender needs to know which charset or encoding was refused and what is taken, which
+ * key it repeated, and which number cannot be held.
  */
 function detailFor(
-  error: { type: string; charset?: unknown; encoding?: unknown; field?: unknown },
+  error: { type: string; charset?: unknown; encoding?: unknown; field?: unknown; detail?: unknown },
   fallback: string,
 ): { field?: string; message: string } {
+  if (
+    error.type === "entity.invalid.number" &&
+    typeof error.field === "string" &&
+    typeof error.detail === "string"
+  ) {
+    return { field: error.field, message: error.detail };
+  }
   if (error.type === "charset.unsupported" && typeof error.charset === "string") {
     return { message: `unsupported charset "${error.charset}"; send the JSON as UTF-8` };
   }

@@ -203,6 +203,12 @@ describe("a callback gets the same answer and log line by either path", () => {
       "invalid_callback",
     ],
     ["a JSON array", () => "[1, 2]", 400, "invalid_callback"],
+    [
+      "a number JavaScript cannot hold",
+      () => '{"processToken":"a","kreditCheckId":"b","status":"S","reportId":12345678901234567891}',
+      400,
+      "invalid_callback",
+    ],
     ["a __proto__ field", () => '{"__proto__": {"x": 1}}', 400, "invalid_callback"],
     // body-parser reads an empty body as {}; the BOM is dropped first.
     ["a lone byte-order mark", () => "\uFEFF", 400, "invalid_callback"],

@@ -316,6 +316,31 @@ describe("POST /callbacks/kreditcheck", () => {
     expect(await stored()).toBe(before);
   });
 
+  it("refuses a number a JavaScript number cannot hold, naming it, and keeps one it holds as sent", async () => {
+    const before = await stored();
+    const sent = (extra: string) =>
+      `${JSON.stringify(makeCallback()).slice(0, -1)},"extra":${extra}}`;
+    for (const [extra, field, message] of [
+      ['{"list":[1,12345678901234567891]}', "extra.list.1", /integer beyond ±9007199254740991/],
+      ["1e400", "extra", /too large .* stored as null/],
+      ["-1e-400", "extra", /too small .* stored as 0/],
+    ] as const) {
+      const response = await harness.post(sent(extra));
+      expect(response.status, extra).toBe(400);
+      expect(response.body.error, extra).toBe("invalid_callback");
+      expect(response.body.details, extra).toEqual([
+        { field, message: expect.stringMatching(message) },
+      ]);
+    }
+    expect(await stored()).toBe(before);
+    // What a double holds is kept as sent.
+    const held = sent("[9007199254740991,-9007199254740991,1e308,5e-324,0e-400,-0.5,1.5e-300]");
+    const response = await harness.post(held);
+    expect(response.status).toBe(202);
+    const job = await harness.service.inbox.get(response.body.id as string);
+    expect(job?.callback).toEqual(JSON.parse(held));
+  });
+
   it("rejects a body over 64 KiB with 413", async () => {
     const before = await stored();
     const response = await harness.post(makeCallback({ padding: "x".repeat(65 * 1024) }));

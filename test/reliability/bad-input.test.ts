@@ -28,6 +28,9 @@ interface Case {
 }
 
 const withField = (field: string, value: unknown) => JSON.stringify({ ...VALID, [field]: value });
+/** VALID with `field` set to `json` as written (stringify cannot write every number). */
+const withRaw = (field: string, json: string) =>
+  `${JSON.stringify(VALID).slice(0, -1)},${JSON.stringify(field)}:${json}}`;
 const without = (field: string) =>
   JSON.stringify(Object.fromEntries(Object.entries(VALID).filter(([key]) => key !== field)));
 const invalid = (name: string, body: string): Case => ({
@@ -151,6 +154,25 @@ function cases(): Case[] {
     invalid("a lone high surrogate in clientReference", withField("clientReference", "a\ud800b")),
     invalid("a lone low surrogate in an unknown field", withField("extra", ["\udc00"])),
     invalid("a swapped surrogate pair in errorMessage", withField("errorMessage", "\ude00\ud83d")),
+    // Nor a number JSON.parse would change (rounded, Infinity stored as null, 0): it would
+    // be acknowledged and stored other than sent.
+    ...[
+      "12345678901234567891",
+      "9007199254740992",
+      "-9007199254740993",
+      "1e400",
+      "-1E+309",
+      "1e-400",
+      "-1e-400",
+      '{"list":[1,12345678901234567891]}',
+    ].map((number) => invalid(`an unknown field holding ${number}`, withRaw("extra", number))),
+    {
+      ...invalid(
+        "an unknown field holding 1e400, as application/vnd.api+json",
+        withRaw("x", "1e400"),
+      ),
+      contentType: "application/vnd.api+json",
+    },
     // It could not be kept: copying the callback would drop it after a 202.
     invalid(
       "a field named __proto__",
