@@ -11,7 +11,7 @@ import {
 } from "../http-transport.js";
 import type { Logger } from "../logger.js";
 import { sleep } from "../sleep.js";
-import { CallDeadlineExceeded, type CallLimits, callSignal } from "./call-limits.js";
+import { CallDeadline, CallDeadlineExceeded, type CallLimits } from "./call-limits.js";
 import {
   errorForStatus,
   type FinapiEndpoint,
@@ -159,7 +159,7 @@ export class AuthorizedClient {
     const startedAt = performance.now();
     const { limits } = this.options;
     const maxBytes = responseType === "text" ? limits.maxJsonBytes : limits.maxDocumentBytes;
-    const { signal, deadline } = callSignal(limits.deadlineMs, ctx.signal);
+    const deadline = new CallDeadline(limits.deadlineMs, ctx.signal);
     try {
       // request() rather than get(): get() merges its config once more before request()
       // merges it with the client's defaults; responseType only when it is not the
@@ -174,7 +174,7 @@ export class AuthorizedClient {
         },
         ...(responseType === "text" ? {} : { responseType }),
         maxContentLength: maxBytes,
-        signal,
+        signal: deadline.signal,
       });
       const durationMs = Math.round(performance.now() - startedAt);
       this.options.onResponse?.(endpoint, String(response.status), durationMs);
@@ -182,7 +182,7 @@ export class AuthorizedClient {
       return { response };
     } catch (thrown) {
       // Stopped by the job (shutdown, lease lost), not by the deadline: handed back as is.
-      if (isCanceled(thrown) && (ctx.signal?.aborted || !deadline.aborted)) throw thrown;
+      if (isCanceled(thrown) && (ctx.signal?.aborted || !deadline.expired)) throw thrown;
       const durationMs = Math.round(performance.now() - startedAt);
       if (isTooLarge(thrown)) {
         this.options.onResponse?.(endpoint, "too_large", durationMs);
@@ -203,6 +203,8 @@ export class AuthorizedClient {
         timedOut ? "finAPI call timed out" : "finAPI call failed",
       );
       return { error: networkError({ endpoint, requestId }, error, timedOut) };
+    } finally {
+      deadline.end();
     }
   }
 }

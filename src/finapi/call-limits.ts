@@ -45,15 +45,49 @@ export function finapiCallLimits(timeoutMs: number): CallLimits {
 }
 
 /**
- * The signal of one call: aborted by the caller's (a job stopped) or at the deadline.
- * `deadline.aborted` tells which: the deadline is a timeout, the caller's a cancellation.
+ * The signal of one call: aborted by the caller's (a job stopped) or at the deadline;
+ * `expired` tells which (the deadline is a timeout, the caller's a cancellation). `end()`
+ * when the call is over. Not AbortSignal.timeout and AbortSignal.any: their timer and
+ * links lived on for the whole deadline after each call, about 15,000 of them at once
+ * while bench:burst drained at 200 jobs in flight (peak RSS 148 against 140 MB).
  */
-export function callSignal(
-  deadlineMs: number,
-  signal: AbortSignal | undefined,
-): { signal: AbortSignal; deadline: AbortSignal } {
-  const deadline = AbortSignal.timeout(deadlineMs);
-  return { signal: signal ? AbortSignal.any([signal, deadline]) : deadline, deadline };
+export class CallDeadline {
+  private readonly controller = new AbortController();
+  private readonly timer: NodeJS.Timeout;
+  private readonly callerAborted: (() => void) | undefined;
+  private timedOut = false;
+
+  constructor(
+    deadlineMs: number,
+    private readonly caller: AbortSignal | undefined,
+  ) {
+    this.timer = setTimeout(() => {
+      this.timedOut = true;
+      this.controller.abort();
+    }, deadlineMs);
+    // The call itself keeps the process alive while it lasts.
+    this.timer.unref();
+    if (caller?.aborted) this.controller.abort(caller.reason);
+    else if (caller) {
+      this.callerAborted = () => this.controller.abort(caller.reason);
+      caller.addEventListener("abort", this.callerAborted, { once: true });
+    }
+  }
+
+  get signal(): AbortSignal {
+    return this.controller.signal;
+  }
+
+  /** Whether the deadline, not the caller, stopped the call. */
+  get expired(): boolean {
+    return this.timedOut;
+  }
+
+  /** The call is over: its timer and its link to the caller's signal go. */
+  end(): void {
+    clearTimeout(this.timer);
+    if (this.callerAborted) this.caller?.removeEventListener("abort", this.callerAborted);
+  }
 }
 
 /**

@@ -11,7 +11,7 @@ import {
   parseRetryAfter,
 } from "../http-transport.js";
 import type { Logger } from "../logger.js";
-import { CallDeadlineExceeded, type CallLimits, callSignal } from "./call-limits.js";
+import { CallDeadline, CallDeadlineExceeded, type CallLimits } from "./call-limits.js";
 import {
   invalidResponseError,
   networkError,
@@ -178,12 +178,12 @@ export class ClientCredentialsTokenProvider implements TokenProvider {
     const took = () => Math.round(performance.now() - sentAt);
     const { maxJsonBytes, deadlineMs } = this.options.limits;
     // No caller's signal: the request is shared, and goes on when one caller stops waiting.
-    const { signal } = callSignal(deadlineMs, undefined);
+    const deadline = new CallDeadline(deadlineMs, undefined);
     try {
       response = await http.post(tokenUrl, form.toString(), {
         headers: { "Content-Type": "application/x-www-form-urlencoded", "X-Request-Id": requestId },
         maxContentLength: maxJsonBytes,
-        signal,
+        signal: deadline.signal,
       });
       this.options.onResponse?.(String(response.status), took());
     } catch (thrown) {
@@ -212,6 +212,8 @@ export class ClientCredentialsTokenProvider implements TokenProvider {
         );
       }
       throw networkError({ endpoint: "token", requestId }, error, isTimeout(error));
+    } finally {
+      deadline.end();
     }
     const durationMs = this.clock() - startedAt;
     const body = String(response.data ?? "");
