@@ -12,7 +12,13 @@ import { startService } from "../src/service.js";
 import { type RunningSimulator, startSimulator } from "../src/simulator/server.js";
 import type { Bundle, Sink } from "../src/sinks/sink.js";
 import { childEnv } from "./support/child-env.js";
-import { type ChildScript, freePort, serviceEnv, spawnService } from "./support/child-service.js";
+import {
+  type ChildScript,
+  freePort,
+  NO_FINAPI,
+  serviceEnv,
+  spawnService,
+} from "./support/child-service.js";
 import { makeCallback, startHarness } from "./support/harness.js";
 import { waitFor } from "./support/wait-for.js";
 
@@ -214,18 +220,10 @@ describe("a stop signal during start-up", () => {
     await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
     const { port } = silent.address() as { port: number };
     const dir = await mkdtemp(join(tmpdir(), "kcr-startup-signal-"));
-    const unused = "http://127.0.0.1:9";
-    const env = serviceEnv(
-      {
-        tokenUrl: unused,
-        processctrlUrl: unused,
-        diUrl: unused,
-        clientId: "id",
-        clientSecret: "s",
-      },
-      dir,
-      { PORT: "0", STORE_URL: `postgres://app@127.0.0.1:${port}/db` },
-    );
+    const env = serviceEnv(NO_FINAPI, dir, {
+      PORT: "0",
+      STORE_URL: `postgres://app@127.0.0.1:${port}/db`,
+    });
     const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
       cwd: fileURLToPath(new URL("..", import.meta.url)),
       env: childEnv({ NODE_ENV: "production", ...env }),

@@ -9,7 +9,7 @@ import { loadConfig } from "../../src/config.js";
 import { closeSinks, loadFailureHint, loadSinks } from "../../src/sinks/load.js";
 import type { Bundle, Sink } from "../../src/sinks/sink.js";
 import { childEnv } from "../support/child-env.js";
-import { serviceEnv } from "../support/child-service.js";
+import { NO_FINAPI, serviceEnv } from "../support/child-service.js";
 import { captureLogs } from "../support/log-capture.js";
 
 const execFileAsync = promisify(execFile);
@@ -92,18 +92,10 @@ describe("SINKS=module:<path>", () => {
       // Node, with a message of its own.
       const dir = await mkdtemp(join(tmpdir(), "kcr-syntax-"));
       try {
-        const unused = "http://127.0.0.1:9";
-        const env = serviceEnv(
-          {
-            tokenUrl: unused,
-            processctrlUrl: unused,
-            diUrl: unused,
-            clientId: "id",
-            clientSecret: "s",
-          },
-          dir,
-          { PORT: "0", SINKS: `file,module:./test/fixtures/${name}` },
-        );
+        const env = serviceEnv(NO_FINAPI, dir, {
+          PORT: "0",
+          SINKS: `file,module:./test/fixtures/${name}`,
+        });
         const failed = await execFileAsync(process.execPath, ["--import", "tsx", "src/main.ts"], {
           cwd: ROOT,
           env: childEnv({ NODE_ENV: "production", ...env }),

@@ -116,6 +116,17 @@ export function spawnService(
   return spawnScript(options.entry ?? "src/main.ts", port, env, options);
 }
 
+const DISCARD = "http://127.0.0.1:9";
+
+/** finAPI for a child service that never gets as far as calling it (port 9: nothing there). */
+export const NO_FINAPI = {
+  tokenUrl: DISCARD,
+  processctrlUrl: DISCARD,
+  diUrl: DISCARD,
+  clientId: "id",
+  clientSecret: "s",
+};
+
 /** Env for a child service against a simulator, in `dir`. */
 export function serviceEnv(
   simulator: {
