@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { resolve } from "node:path";
 import dotenv from "dotenv";
 
 /**
@@ -18,8 +19,15 @@ export function loadEnvFile(
   try {
     text = readFileSync(path, "utf8");
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-    return `cannot read ${path}: ${(error as Error).message}`;
+    const { code } = error as NodeJS.ErrnoException;
+    if (code === "ENOENT") return undefined;
+    // What to do depends on why: a folder in its place (a volume mounted at the file's
+    // path) is not mended by its permissions.
+    const fix =
+      code === "EISDIR"
+        ? "it is a folder: put a file there, or remove it"
+        : `${(error as Error).message}: make it readable by the user the service runs as, or remove it`;
+    return `cannot read ${path} (${resolve(path)}): ${fix}`;
   }
   for (const [name, value] of Object.entries(dotenv.parse(text))) {
     if (!env[name]?.trim()) env[name] = value;

@@ -15,26 +15,37 @@ import { cleanEnv } from "./env-values.js";
 const TIMEOUT_MS = 3000;
 
 // The .env the service reads (its working folder's), with the same precedence: a variable
-// set in the environment wins. One the service could not read either stopped it: this
-// reads the defaults then, and says why beside its answer.
+// set in the environment wins. One that cannot be read stopped the service too: unhealthy,
+// saying why (probing the default port instead blamed the wrong thing).
 const unreadable = loadEnvFile();
-if (unreadable) process.stderr.write(`${unreadable}\n`);
+if (unreadable) {
+  process.stderr.write(`unhealthy: ${unreadable}\n`, () => process.exit(1));
+} else probe();
 
 // One line on failure: `docker inspect` shows it in the container's health log, which was
 // empty before whatever the cause.
-const url = `${localAdminUrl(cleanEnv(process.env))}/healthz`;
-fetch(url, { signal: AbortSignal.timeout(TIMEOUT_MS) }).then(
-  (response) => {
-    if (response.status === 200) process.exit(0);
-    process.stderr.write(`unhealthy: GET ${url} answered ${response.status}\n`, () =>
-      process.exit(1),
-    );
-  },
-  (error: unknown) => {
-    // fetch's own message is "fetch failed"; its cause says what: ECONNREFUSED, bad port, …
-    const cause = (error as { cause?: { code?: string; message?: string } }).cause;
-    const reason =
-      cause?.code ?? cause?.message ?? (error instanceof Error ? error.message : String(error));
-    process.stderr.write(`unhealthy: GET ${url} failed: ${reason}\n`, () => process.exit(1));
-  },
-);
+function probe(): void {
+  let url: string;
+  try {
+    url = `${localAdminUrl(cleanEnv(process.env))}/healthz`;
+  } catch (error) {
+    // ADMIN_HOST/ADMIN_PORT the service would not have started with.
+    process.stderr.write(`unhealthy: ${(error as Error).message}\n`, () => process.exit(1));
+    return;
+  }
+  fetch(url, { signal: AbortSignal.timeout(TIMEOUT_MS) }).then(
+    (response) => {
+      if (response.status === 200) process.exit(0);
+      process.stderr.write(`unhealthy: GET ${url} answered ${response.status}\n`, () =>
+        process.exit(1),
+      );
+    },
+    (error: unknown) => {
+      // fetch's own message is "fetch failed"; its cause says what: ECONNREFUSED, bad port, …
+      const cause = (error as { cause?: { code?: string; message?: string } }).cause;
+      const reason =
+        cause?.code ?? cause?.message ?? (error instanceof Error ? error.message : String(error));
+      process.stderr.write(`unhealthy: GET ${url} failed: ${reason}\n`, () => process.exit(1));
+    },
+  );
+}

@@ -18,9 +18,7 @@ async function main(): Promise<void> {
   }
   const unreadable = loadEnvFile();
   if (unreadable) {
-    process.stderr.write(
-      `kreditcheck-receiver: ${unreadable}; make it readable by the user the service runs as, or remove it\n`,
-    );
+    process.stderr.write(`kreditcheck-receiver: ${unreadable}\n`);
     process.exit(1);
   }
   let config: ReturnType<typeof loadConfig>;

@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer as createHttpServer } from "node:http";
 import { createServer as createTcpServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
@@ -86,6 +86,23 @@ describe("the Dockerfile's HEALTHCHECK", () => {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  });
+
+  it("fails saying why when .env cannot be read or ADMIN_PORT is no port, not probing a default", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "kcr-healthcheck-env-"));
+    try {
+      await mkdir(join(dir, ".env"));
+      const output: string[] = [];
+      expect(await probe({ ADMIN_PORT: adminPort }, dir, output)).toBe(1);
+      expect(output.join("")).toBe(
+        `unhealthy: cannot read .env (${join(dir, ".env")}): it is a folder: put a file there, or remove it\n`,
+      );
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+    const output: string[] = [];
+    expect(await probe({ ADMIN_PORT: "abc" }, repo, output)).toBe(1);
+    expect(output.join("")).toMatch(/^unhealthy: ADMIN_PORT=abc is not a port/);
   });
 
   it("reads ADMIN_HOST and ADMIN_PORT as the service does: trimmed, blank as unset", async () => {

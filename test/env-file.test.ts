@@ -46,7 +46,9 @@ describe(".env, as the service, its CLI and the health check read it", () => {
       (error: { code: number; stderr: string }) => error,
     );
     expect(failed?.code).toBe(1);
-    expect(failed?.stderr).toContain("kreditcheck-receiver: cannot read .env: EISDIR");
+    expect(failed?.stderr).toContain(
+      `kreditcheck-receiver: cannot read .env (${join(dir, ".env")}): it is a folder: put a file there, or remove it`,
+    );
     // Not the defaults' complaint, which hid why the settings were not there.
     expect(failed?.stderr).not.toContain("FINAPI_CLIENT_ID is required");
   }, 20_000);

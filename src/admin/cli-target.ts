@@ -70,5 +70,12 @@ export function localAdminUrl(settings: Record<string, string>): string {
       : host.includes(":")
         ? `[${host}]`
         : host;
-  return `http://${reachable}:${settings.ADMIN_PORT ?? "9090"}`;
+  const port = settings.ADMIN_PORT ?? "9090";
+  // Checked here, not left to the URL: "abc" or 70000 read as "is the service running?".
+  if (!/^\d{1,5}$/.test(port) || Number(port) < 1 || Number(port) > 65535) {
+    throw new AdminTargetError(
+      `ADMIN_PORT=${port} is not a port the admin API can be reached on (1-65535); or give ADMIN_URL`,
+    );
+  }
+  return `http://${reachable}:${port}`;
 }

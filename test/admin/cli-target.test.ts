@@ -21,6 +21,16 @@ describe("where npm run cli looks for the admin API", () => {
     expect(url({ ADMIN_HOST: "10.0.0.5" })).toBe("http://10.0.0.5:9090");
   });
 
+  it("names an ADMIN_PORT that is no port, instead of asking whether the service runs", () => {
+    for (const port of ["abc", "70000", "0", "9090x"]) {
+      expect(() => cliTarget({ ADMIN_PORT: port })).toThrow(
+        new AdminTargetError(
+          `ADMIN_PORT=${port} is not a port the admin API can be reached on (1-65535); or give ADMIN_URL`,
+        ),
+      );
+    }
+  });
+
   it("prefers --admin-url, then ADMIN_URL (without trailing slashes); the token likewise", () => {
     const env = { ADMIN_URL: "http://admin.internal:9000/ ", ADMIN_TOKEN: " from-env-token " };
     expect(cliTarget(env)).toEqual({
