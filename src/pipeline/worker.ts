@@ -234,16 +234,21 @@ export class Worker {
     const { inbox, leaseMs, logger: rootLogger } = this.options;
     const owner = job.lockedBy ?? this.workerId;
     const running = this.active.get(job.id);
-    if (running && !running.ending && !running.controller.signal.aborted) {
-      // Our own lease lapsed and we claimed the job again: keep the one run, new lease.
+    // Our own lease lapsed and we claimed the job again: the run keeps it, under the new
+    // lease, while it goes on, and also while it stores its outcome if the claim took the
+    // job over from that lapsed lease (the write under the old one then fails, and asOwner
+    // repeats it under this one).
+    const goesOn = running && !running.ending && !running.controller.signal.aborted;
+    const stillStoring = running?.ending === true && job.takenOverFrom !== undefined;
+    if (running && (goesOn || stillStoring)) {
       running.owner = owner;
       return;
     }
     if (running) {
-      // The run is storing its outcome, and this claim took the job the outcome made due
-      // (a retry due at once, in the same commit): adopted by a run that is ending, it
-      // stayed running with nobody at it until its lease ran out. It runs once that run
-      // is gone; during shutdown it is given back instead.
+      // The run stored its outcome, and this claim took the job that outcome made due (a
+      // retry due at once, in the same commit), or the run was stopped: adopted, it stayed
+      // running with nobody at it until its lease ran out. It runs once that run is gone;
+      // during shutdown it is given back instead.
       void running.task.finally(() => {
         if (!this.stopping) return this.run(job);
         inbox.release(job.id, owner, job.progress, lastFailureOf(job)).catch((error: unknown) => {

@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { ReceiverError } from "../../src/errors.js";
+import type { Inbox } from "../../src/inbox/inbox.js";
 import { SqliteInbox } from "../../src/inbox/sqlite/sqlite-inbox.js";
 import type { CheckRun } from "../../src/pipeline/process-check.js";
 import { Worker, type WorkerOptions } from "../../src/pipeline/worker.js";
@@ -589,6 +590,45 @@ describe("Worker", () => {
     const stored = await inbox.get(job.id);
     expect({ state: stored?.state, runs: runs.length }).toEqual({ state: "done", runs: 1 });
   });
+  it("stores the outcome under the new lease when it re-claimed the job while the outcome was being written", async () => {
+    // The outcome's write is held up past the lease (a slow store, a VM pause) and the
+    // worker's own loop claims the job again meanwhile: the write goes again under the new
+    // lease; the job does not run a second time.
+    let reclaimed: () => void = () => undefined;
+    const reclaim = new Promise<void>((resolve) => {
+      reclaimed = resolve;
+    });
+    let claims = 0;
+    const slowOutcome: Inbox = Object.create(inbox, {
+      claim: {
+        value: async (...args: Parameters<Inbox["claim"]>) => {
+          const jobs = await inbox.claim(...args);
+          if (jobs.length > 0 && ++claims === 2) setImmediate(reclaimed);
+          return jobs;
+        },
+      },
+      complete: {
+        value: async (...args: Parameters<Inbox["complete"]>) => {
+          now += 120_000;
+          await reclaim;
+          return inbox.complete(...args);
+        },
+      },
+    });
+    let runs = 0;
+    startWorkerWith({
+      inbox: slowOutcome,
+      concurrency: 1,
+      handle: async () => {
+        runs += 1;
+      },
+    });
+    const job = await inbox.enqueue(makeCallback() as never, new Date(now));
+    await waitFor(async () => (await inbox.get(job.id))?.state === "done", "the job done");
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect({ runs, claims }).toEqual({ runs: 1, claims: 2 });
+  });
+
   it("fetches one check at a time while the load gauge reads busy, all four again after", async () => {
     let busy = true;
     let fetching = 0;
