@@ -35,12 +35,16 @@ export const MAX_DOCUMENT_BYTES = 64 * MIB;
  */
 export const DEADLINE_TIMEOUTS = 2;
 
+/** The longest timer Node runs as asked; a longer one fires after 1 ms. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** The limits of every finAPI call with this FINAPI_TIMEOUT_MS. */
 export function finapiCallLimits(timeoutMs: number): CallLimits {
   return {
     maxJsonBytes: MAX_JSON_BYTES,
     maxDocumentBytes: MAX_DOCUMENT_BYTES,
-    deadlineMs: DEADLINE_TIMEOUTS * timeoutMs,
+    // FINAPI_TIMEOUT_MS may be up to MAX_TIMER_MS itself: twice that cut every call at once.
+    deadlineMs: Math.min(DEADLINE_TIMEOUTS * timeoutMs, MAX_TIMER_MS),
   };
 }
 

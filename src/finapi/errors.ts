@@ -12,6 +12,8 @@ export interface FinapiErrorContext {
   /** The answer's body, truncated: finAPI support asks for it together with the request id. */
   body?: string;
   retryAfterMs?: number;
+  /** The answer was larger than this many bytes, the most the receiver reads (tooLargeError). */
+  limitBytes?: number;
 }
 
 const MAX_BODY_CHARS = 500;
@@ -218,7 +220,7 @@ export function tooLargeError(context: FinapiErrorContext, limitBytes: number): 
     }; the rest was not read.`,
     "finapi_invalid_response",
     false,
-    context,
+    { ...context, limitBytes },
     context.endpoint in DOCUMENTS
       ? `the bundle is delivered without ${context.endpoint}; if your checks' ${context.endpoint} is this large, remove it from FETCH_DOCUMENTS and ${report}.`
       : checkUrlFix(

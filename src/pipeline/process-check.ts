@@ -234,7 +234,7 @@ async function fetchDocuments(
       // same URL was just served): it is a problem entry, the check is delivered. Another
       // refusal (a 400) fails the job, as for a DAC report, instead of a done job that
       // lacks its document.
-      if (!DOCUMENT_PROBLEMS.has(error.code)) throw error;
+      if (!isDocumentProblem(error)) throw error;
       problems.push({
         code: error.code,
         document: name,
@@ -252,12 +252,18 @@ async function fetchDocuments(
 
 /**
  * What a document finAPI cannot give (README: a "problems" entry with `document`): it has
- * none for this check (404), or refuses this document product (403). Anything else is the
+ * none for this check (404), or refuses this document product (403); and one larger than
+ * the receiver reads (isDocumentProblem). Anything else is the
  * job's failure: a refused token (every check would miss the same until the credentials
  * are fixed, so operators see it and retry once fixed), a 400, an answer of the wrong
  * shape, or what a retry may mend.
  */
 const DOCUMENT_PROBLEMS: ReadonlySet<string> = new Set(["finapi_not_found", "finapi_forbidden"]);
+
+/** A document finAPI cannot give, or one larger than the receiver reads (call-limits.ts). */
+function isDocumentProblem(error: ReceiverError): boolean {
+  return DOCUMENT_PROBLEMS.has(error.code) || error.details.limitBytes !== undefined;
+}
 
 async function fetchKreditCheck(
   deps: PipelineDeps,

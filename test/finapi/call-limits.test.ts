@@ -8,6 +8,11 @@ import { type CallLimits, finapiCallLimits } from "../../src/finapi/call-limits.
 import { ProcessCtrlClient } from "../../src/finapi/processctrl.js";
 import { ClientCredentialsTokenProvider } from "../../src/finapi/token.js";
 import { createTransport, type Transport } from "../../src/http-transport.js";
+import {
+  assembleBundle,
+  type CheckRequest,
+  type PipelineDeps,
+} from "../../src/pipeline/process-check.js";
 import { captureLogs } from "../support/log-capture.js";
 
 /** Limits small enough for a test; the service's are MiB (see call-limits.ts). */
@@ -154,5 +159,52 @@ describe("the deadline of a finAPI call (headers and whole body)", () => {
       maxDocumentBytes: 64 * 1024 * 1024,
       deadlineMs: 30_000,
     });
+    // Not past Node's longest timer, which would fire at once and cut every call.
+    expect(finapiCallLimits(2_000_000_000).deadlineMs).toBe(2 ** 31 - 1);
+  });
+});
+
+describe("a document larger than the receiver reads", () => {
+  it("is a problem in the bundle, and the check is delivered without it, as the error's fix says", async () => {
+    // A small result, and an account PDF over the (test-sized) document limit.
+    const finapi = createServer((req, res) => {
+      req.resume();
+      if (req.url?.endsWith("/pdf")) {
+        res.writeHead(200, { "content-type": "application/pdf" });
+        res.end(Buffer.alloc(5000, 0x25));
+        return;
+      }
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(JSON.stringify({ status: "COMPLETED", bankConnections: [] }));
+    });
+    await new Promise<void>((resolve) => finapi.listen(0, "127.0.0.1", resolve));
+    try {
+      const base = `http://127.0.0.1:${(finapi.address() as AddressInfo).port}`;
+      const processctrl = new ProcessCtrlClient(client(0), base, "");
+      const deps = {
+        kreditChecks: processctrl,
+        documentSource: processctrl,
+        documents: ["account_pdf"],
+        notFoundGraceMs: 600_000,
+        dacConcurrency: 1,
+        clock: Date.now,
+      } as unknown as PipelineDeps;
+      const check = {
+        callback: { processToken: "pt", kreditCheckId: "kc", status: "SUCCESSFUL" },
+        receivedAt: new Date(),
+      } as unknown as CheckRequest;
+      const ctx = { logger: captureLogs().logger, signal: new AbortController().signal };
+      const bundle = await assembleBundle(deps, check, ctx);
+      expect(bundle.documents).toEqual([]);
+      expect(bundle.problems).toEqual([
+        expect.objectContaining({
+          code: "finapi_invalid_response",
+          document: "account_pdf",
+          fix: expect.stringContaining("the bundle is delivered without account_pdf"),
+        }),
+      ]);
+    } finally {
+      await new Promise((resolve) => finapi.close(resolve));
+    }
   });
 });
