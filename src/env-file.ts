@@ -13,7 +13,8 @@ import dotenv from "dotenv";
  */
 export function loadEnvFile(
   env: Record<string, string | undefined> = process.env,
-  path = ".env",
+  // dotenv's own variable for another file, which dotenv.config() read before this did.
+  path = env.DOTENV_CONFIG_PATH?.trim() || ".env",
 ): string | undefined {
   let text: string;
   try {

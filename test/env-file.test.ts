@@ -25,6 +25,14 @@ describe(".env, as the service, its CLI and the health check read it", () => {
     expect(env).toEqual({ FINAPI_CLIENT_ID: "from-file", PORT: "3000", LOG_LEVEL: "debug" });
   });
 
+  it("reads the file DOTENV_CONFIG_PATH names instead, as dotenv does", async () => {
+    const path = join(dir, "service.env");
+    await writeFile(path, "PORT=4000\n");
+    const env: Record<string, string | undefined> = { DOTENV_CONFIG_PATH: path };
+    expect(loadEnvFile(env)).toBeUndefined();
+    expect(env.PORT).toBe("4000");
+  });
+
   it("is fine without a file", () => {
     const env = {};
     expect(loadEnvFile(env, join(dir, ".env"))).toBeUndefined();
