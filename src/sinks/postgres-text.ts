@@ -42,9 +42,20 @@ export function storableJson(value: unknown): { json: string; replaced: number }
     if (typeof item === "object" && item !== null && !Array.isArray(item)) {
       const keys = Object.keys(item);
       if (keys.some((key) => UNSTORABLE.test(key))) {
-        return Object.fromEntries(
-          Object.entries(item).map(([key, child]) => [fix(key), child] as const),
+        // Two keys may become one ("a\u0000" and "a\ud800", or one beside "a\ufffd"): a
+        // replaced one that meets another gets a number, so that no value is lost; keys that
+        // needed nothing keep their names (jsonb keeps no key order anyway).
+        const entries = Object.entries(item);
+        const copy: Record<string, unknown> = Object.fromEntries(
+          entries.filter(([key]) => !UNSTORABLE.test(key)),
         );
+        for (const [key, child] of entries.filter(([key]) => UNSTORABLE.test(key))) {
+          const fixedKey = fix(key);
+          let name = fixedKey;
+          for (let n = 2; Object.hasOwn(copy, name); n++) name = `${fixedKey} (${n})`;
+          copy[name] = child;
+        }
+        return copy;
       }
     }
     return item;
