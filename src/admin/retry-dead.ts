@@ -114,6 +114,12 @@ export async function retryJobs(
           // This job only (404: pruned; 409: retried meanwhile): note it, go on. Anything
           // else (unreachable, 401, 5xx: the store is down) would fail every job alike: stop.
           const status = (error as { status?: unknown }).status;
+          // A service of the release before ifState=dead refuses it by name (400).
+          if (status === 400 && (error as Error).message.includes("ifState")) {
+            throw new OlderServiceError(
+              `the admin API does not take ifState=${state} (${(error as Error).message}): the service is older than retry --all-${state}; update it, or retry jobs one by one (npm run cli -- retry <id>)`,
+            );
+          }
           if (status !== 404 && status !== 409) throw error;
           if (state === "pending" && status === 409 && result.noLongerPending !== undefined) {
             result.noLongerPending += 1;

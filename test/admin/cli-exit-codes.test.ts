@@ -125,6 +125,33 @@ describe("the CLI's exit status, for scripts and cron jobs", () => {
     );
   });
 
+  it("tells a service of the release before ifState=dead to be updated, exit 2", async () => {
+    // That release takes ifState=pending only, and says so.
+    const dead = ["00000000-0000-7000-8000-00000000000e"];
+    server = createServer((req, res) => {
+      res.setHeader("content-type", "application/json");
+      if (req.method === "GET") {
+        res.end(JSON.stringify({ jobs: dead.map((id) => ({ id, lastError: null })), next: null }));
+        return;
+      }
+      res.statusCode = 400;
+      res.end(
+        JSON.stringify({
+          error: "invalid_query",
+          details: [{ field: "ifState", message: "must be pending" }],
+        }),
+      );
+    });
+    await new Promise<void>((resolve) => server?.listen(0, "127.0.0.1", resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const result = await cli(url, "retry", "--all-dead");
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain("the admin API does not take ifState=dead");
+    expect(result.stderr).toContain(
+      "the service is older than retry --all-dead; update it, or retry jobs one by one",
+    );
+  });
+
   it("exits 1 when retry --all-dead could not put every job back, listing the ones it could not", async () => {
     const admin = await adminWithOneRefusal();
     server = admin.server;
