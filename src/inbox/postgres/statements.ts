@@ -98,7 +98,7 @@ export const SQL = {
   /**
    * See Inbox.requeue; json (not jsonb) values are handed on as written, key order kept.
    * $2 (fresh) keeps nothing; CASE tries its branches in order, so the bundle is not read
-   * then (see PostgresInbox.requeueKeepingBundle for why that matters). $3 ('dead', or NULL
+   * then (see PostgresInbox.requeueFinished for why that matters). $3 ('dead', or NULL
    * for dead or done): the job only in that state, checked here.
    */
   requeue: `UPDATE kreditcheck_jobs SET state = 'pending', attempts = 0, run_at = now(), locked_by = NULL,
