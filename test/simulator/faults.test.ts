@@ -66,6 +66,17 @@ describe("deterministic fail-next queue", () => {
     expect(sim.stats().statuses.kreditcheck).toEqual({ reset: 1, "200": 1 });
   });
 
+  it("does not count a delayed reset whose client gave up first: that client saw a timeout", async () => {
+    const sim = await start({ latencyMs: 400 });
+    const token = await tokenOf(sim);
+    sim.failNext("dac", 1, 0);
+    await expect(
+      fetch(caseUrl(sim, "c1"), authed(token, {}, AbortSignal.timeout(100))),
+    ).rejects.toThrow(/aborted|timeout/i);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(sim.stats().statuses.dac ?? {}).toEqual({});
+  });
+
   it("never answers for status -1, until the client gives up", async () => {
     const sim = await start();
     const token = await tokenOf(sim);
