@@ -26,3 +26,19 @@ export function untilAborted<T>(
     );
   });
 }
+
+/**
+ * Waits for `work`, at most `ms`: whether it settled in time. A rejection within the time
+ * rejects this too; the timer goes either way.
+ */
+export async function settledWithin(work: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([work.then(() => true), timedOut]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,6 +1,7 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { resolve } from "node:path";
+import { settledWithin } from "./abortable.js";
 import { createAdminApp, type Readiness } from "./admin.js";
 import { createApp, type PublicListener, type RequestListener } from "./app.js";
 import { type Config, redactUrl } from "./config.js";
@@ -440,10 +441,7 @@ function listen(
 
 /** Waits for `promise`, at most `ms` (none when `ms` is not positive). */
 async function untilOrTimeout(promise: Promise<unknown>, ms: number): Promise<void> {
-  if (ms <= 0) return;
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([promise, new Promise((resolve) => (timer = setTimeout(resolve, ms)))]);
-  clearTimeout(timer);
+  if (ms > 0) await settledWithin(promise, ms);
 }
 
 /** Stops accepting; resolves when open connections are gone. Idle keep-alives go at once. */

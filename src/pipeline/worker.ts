@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { hostname } from "node:os";
+import { settledWithin } from "../abortable.js";
 import { toReceiverError } from "../errors.js";
 import {
   type Inbox,
@@ -148,14 +149,7 @@ export class Worker {
   private async settledWithin(ms: number): Promise<void> {
     const tasks = [...this.active.values()].map((active) => active.task);
     if (tasks.length === 0) return;
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([
-      Promise.allSettled(tasks),
-      new Promise((resolve) => {
-        timer = setTimeout(resolve, ms);
-      }),
-    ]);
-    clearTimeout(timer);
+    await settledWithin(Promise.allSettled(tasks), ms);
   }
 
   /** A job whose run did not end when aborted: released under its lease, its run left behind. */

@@ -2,6 +2,7 @@ import { execFile } from "node:child_process";
 import { resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { promisify } from "node:util";
+import { settledWithin } from "../abortable.js";
 import { type Config, redactUrl } from "../config.js";
 import type { Logger } from "../logger.js";
 import { FileSink } from "./file.js";
@@ -66,24 +67,21 @@ export async function closeSinks(
   await Promise.all(
     sinks.map(async (sink) => {
       if (typeof sink.close !== "function") return;
+      let failure: { error: unknown } | undefined;
       // async: a module sink's close that throws at once counts as failed, like one that rejects.
       const closed = (async () => sink.close?.())().then(
         () => undefined,
-        (error: unknown) => ({ error }),
+        (error: unknown) => {
+          failure = { error };
+        },
       );
-      let timer: NodeJS.Timeout | undefined;
-      const timedOut = new Promise<"timeout">((resolve) => {
-        timer = setTimeout(() => resolve("timeout"), timeoutMs);
-      });
-      const outcome = await Promise.race([closed, timedOut]);
-      clearTimeout(timer);
-      if (outcome === "timeout") {
+      if (!(await settledWithin(closed, timeoutMs))) {
         logger.warn(
           { sink: sink.name, timeoutMs },
           `sink ${sink.name} did not close within ${timeoutMs} ms; carrying on without it (what it holds ends with the process)`,
         );
-      } else if (outcome !== undefined) {
-        logger.warn({ sink: sink.name, err: outcome.error }, `sink ${sink.name} failed to close`);
+      } else if (failure) {
+        logger.warn({ sink: sink.name, err: failure.error }, `sink ${sink.name} failed to close`);
       }
     }),
   );
