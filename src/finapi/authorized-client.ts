@@ -11,7 +11,7 @@ import {
 } from "../http-transport.js";
 import type { Logger } from "../logger.js";
 import { sleep } from "../sleep.js";
-import { CallDeadline, CallDeadlineExceeded, type CallLimits } from "./call-limits.js";
+import { CallDeadline, type CallLimits } from "./call-limits.js";
 import {
   errorForStatus,
   type FinapiEndpoint,
@@ -192,10 +192,7 @@ export class AuthorizedClient {
         );
         return { error: tooLargeError({ endpoint, requestId }, maxBytes) };
       }
-      // Cancelled, and not by the job: by the deadline.
-      const error = isCanceled(thrown)
-        ? new CallDeadlineExceeded(limits.deadlineMs, thrown as Error)
-        : thrown;
+      const error = deadline.failure(thrown);
       const timedOut = isTimeout(error);
       this.options.onResponse?.(endpoint, timedOut ? "timeout" : "network_error", durationMs);
       ctx.logger.warn(

@@ -1,4 +1,5 @@
 import { AxiosError } from "axios";
+import { isCanceled } from "../http-transport.js";
 
 /**
  * Bounds of one finAPI call beside FINAPI_TIMEOUT_MS, which is an idle timeout: a body
@@ -62,7 +63,7 @@ export class CallDeadline {
   private timedOut = false;
 
   constructor(
-    deadlineMs: number,
+    private readonly deadlineMs: number,
     private readonly caller: AbortSignal | undefined,
   ) {
     this.timer = setTimeout(() => {
@@ -85,6 +86,16 @@ export class CallDeadline {
   /** Whether the deadline, not the caller, stopped the call. */
   get expired(): boolean {
     return this.timedOut;
+  }
+
+  /**
+   * What the call failed with: a cancellation the deadline caused becomes
+   * CallDeadlineExceeded (a timeout that names this bound); anything else as it is.
+   */
+  failure(thrown: unknown): unknown {
+    return this.timedOut && isCanceled(thrown)
+      ? new CallDeadlineExceeded(this.deadlineMs, thrown as Error)
+      : thrown;
   }
 
   /** The call is over: its timer and its link to the caller's signal go. */

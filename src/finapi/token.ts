@@ -3,7 +3,6 @@ import type { Axios, AxiosResponse } from "axios";
 import { untilAborted } from "../abortable.js";
 import { type ErrorCode, ReceiverError } from "../errors.js";
 import {
-  isCanceled,
   isClosedTransport,
   isTimeout,
   isTooLarge,
@@ -11,7 +10,7 @@ import {
   parseRetryAfter,
 } from "../http-transport.js";
 import type { Logger } from "../logger.js";
-import { CallDeadline, CallDeadlineExceeded, type CallLimits } from "./call-limits.js";
+import { CallDeadline, type CallLimits } from "./call-limits.js";
 import {
   invalidResponseError,
   networkError,
@@ -194,10 +193,7 @@ export class ClientCredentialsTokenProvider implements TokenProvider {
         logFailure({ requestId, code: error.code, fix: error.fix }, error.message);
         throw error;
       }
-      // Cancelled by nothing but the deadline.
-      const error = isCanceled(thrown)
-        ? new CallDeadlineExceeded(deadlineMs, thrown as Error)
-        : thrown;
+      const error = deadline.failure(thrown);
       if (isClosedTransport(error)) {
         // Not finAPI's doing: the service stopped while the request was on its way. Not
         // counted either, as a data call cancelled by shutdown is not: an alert on token
