@@ -57,8 +57,7 @@ export function createApp(options: AppOptions): PublicListener {
   };
   // Nor a body the route would refuse by its declared size unread (413).
   const mayContinue = (req: IncomingMessage) =>
-    allowed(clientAddressOf(req, trust)) &&
-    !(Number(req.headers["content-length"]) > options.bodyLimitBytes);
+    allowed(clientAddressOf(req, trust)) && !declaresOverLimit(req, bodyLimitBytes);
   return Object.assign(listener, { mayContinue });
 }
 
@@ -72,10 +71,12 @@ export function createApp(options: AppOptions): PublicListener {
  * open, as finAPI's retries after a refusal may use it.
  */
 function mayReadLong(req: IncomingMessage, limitBytes: number): boolean {
-  const { headers } = req;
-  return (
-    headers["transfer-encoding"] !== undefined || Number(headers["content-length"]) > limitBytes
-  );
+  return req.headers["transfer-encoding"] !== undefined || declaresOverLimit(req, limitBytes);
+}
+
+/** Its Content-Length is over the body limit (the route answers 413 without reading it). */
+function declaresOverLimit(req: IncomingMessage, limitBytes: number): boolean {
+  return Number(req.headers["content-length"]) > limitBytes;
 }
 
 /**
