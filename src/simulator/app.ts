@@ -6,7 +6,7 @@ import express, {
   type RequestHandler,
 } from "express";
 import { controlRouter } from "./control.js";
-import { dacReportFor, isMissingId, kreditCheckFor } from "./data.js";
+import { dacReportFor, isIssuedCaseId, isMissingId, kreditCheckFor } from "./data.js";
 import { accountAnalysisPdf, dacForLoanZip, safeFileName } from "./documents.js";
 import { sendError, sendOAuthError } from "./errors.js";
 import {
@@ -156,7 +156,8 @@ function serveDataRoute(
     const answerAt = admit(state, dac ? "dac" : "kreditcheck", req, res, toExpress);
     if (answerAt < 0) return true;
     const denied = denial(state, req);
-    const missing = !denied && isMissingId((dac ? dac[1] : check?.[2]) as string);
+    const missing =
+      !denied && (dac ? !isIssuedCaseId(dac[1] as string) : isMissingId(check?.[2] as string));
     if (denied || missing) {
       if (answerAt > 0) answerNotBefore(state, req, res, answerAt);
       const [request, response] = toExpress(req, res);
@@ -282,7 +283,9 @@ export function createSimulatorApp(state: SimulatorState): Express {
 
   app.get(`${DI_BASE}/cases/:caseId/reports`, simulate(state, "dac"), auth, (req, res) => {
     const caseId = param(req, "caseId");
-    if (isMissingId(caseId)) return sendError(req, res, 404, "Case not found", "ENTITY_NOT_FOUND");
+    if (!isIssuedCaseId(caseId)) {
+      return sendError(req, res, 404, "Case not found", "ENTITY_NOT_FOUND");
+    }
     res.json(dacReportFor(caseId));
   });
 

@@ -10,7 +10,7 @@ export const DEFAULT_SHAPE: KreditCheckShape = {
   accountsWithoutCaseId: 1,
 };
 
-/** Ids with this prefix do not exist, so tests can provoke a 404. */
+/** KreditCheck ids with this prefix do not exist, so tests can provoke a 404. */
 export const MISSING_PREFIX = "missing-";
 /** A processToken with this prefix stands for a mandator with a DAC-only licence. */
 export const DAC_ONLY_PREFIX = "dac-only";
@@ -169,8 +169,27 @@ function planAccounts(shape: KreditCheckShape): AccountPlan[] {
   return plans;
 }
 
+/**
+ * A caseId whose last 8 hex digits are a tag of the rest, so the DAC route can tell the
+ * ids it issued from made-up ones without keeping state: a client that builds the DAC URL
+ * from the wrong field (an accountId, another check's case) gets 404, as from finAPI.
+ */
 export function caseIdFor(kreditCheckId: string, accountIndex: number): string {
-  return uuidFrom("case", kreditCheckId, String(accountIndex));
+  const id = uuidFrom("case", kreditCheckId, String(accountIndex));
+  const head = id.slice(0, CASE_TAG_AT);
+  return head + caseTag(head);
+}
+
+const CASE_TAG_AT = 36 - 8;
+const ISSUED_UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+
+function caseTag(head: string): string {
+  return hash("sha256", `issued-case\u0000${head}`, "hex").slice(0, 8);
+}
+
+/** Whether `caseIdFor` made this id (for any check): the DAC route answers 404 otherwise. */
+export function isIssuedCaseId(id: string): boolean {
+  return ISSUED_UUID.test(id) && caseTag(id.slice(0, CASE_TAG_AT)) === id.slice(CASE_TAG_AT);
 }
 
 export function kreditCheckFor(

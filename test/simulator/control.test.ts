@@ -1,5 +1,6 @@
 import request from "supertest";
 import { afterEach, describe, expect, it } from "vitest";
+import { caseIdFor } from "../../src/simulator/data.js";
 import {
   createSimulatorApp,
   createSimulatorState,
@@ -208,7 +209,7 @@ describe("createSimulatorApp without a listening server", () => {
       .expect(200);
     const token = (tokenRes.body as { access_token: string }).access_token;
     await request(app)
-      .get("/di/api/v1/cases/abc/reports")
+      .get(`/di/api/v1/cases/${caseIdFor("abc", 0)}/reports`)
       .set("Authorization", `Bearer ${token}`)
       .set("X-Request-Id", "st-1")
       .expect("X-Request-Id", "st-1")

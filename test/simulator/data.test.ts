@@ -111,10 +111,12 @@ describe("generated data stays the same", () => {
   const digest = (text: string) => createHash("sha256").update(text).digest("hex").slice(0, 16);
 
   // Recorded from the implementation before the simulator's CPU work (commit 9f29a3e):
-  // clients and their tests may have pinned ids and values, so these must not move.
+  // clients and their tests may have pinned ids and values, so these must not move. The
+  // caseIds moved once, on purpose: their last 8 hex digits became a tag the DAC route
+  // checks, so a made-up caseId answers 404 (README, "Trying failures against the simulator").
   it("gives the same ids and values as before, byte for byte", () => {
-    expect(caseIdFor("kc-1", 0)).toBe("e2c8ad38-c5d3-4d5e-86f9-96ed9ec42678");
-    expect(digest(JSON.stringify(kreditCheckFor("pt-1", "kc-1")))).toBe("fbccfd7fe3255a20");
+    expect(caseIdFor("kc-1", 0)).toBe("e2c8ad38-c5d3-4d5e-86f9-96edcc31b148");
+    expect(digest(JSON.stringify(kreditCheckFor("pt-1", "kc-1")))).toBe("57d60b9f8d86ec0e");
     expect(digest(JSON.stringify(dacReportFor("case-1")))).toBe("c934a2cc359973a2");
     const shape = { connections: 3, accountsPerConnection: 3, accountsWithoutCaseId: 2 };
     let all = "";
@@ -124,7 +126,7 @@ describe("generated data stays the same", () => {
       all += JSON.stringify(kreditCheckFor(`pt-${i}`, `kc-${i}`, shape));
       all += JSON.stringify(dacReportFor(caseIdFor(`kc-${i}`, i % 3)));
     }
-    expect(digest(all)).toBe("a7a90bbacad48900");
+    expect(digest(all)).toBe("0a3b5425a6be9fd8");
   });
 
   it("formats dates as toISOString would, without its T and Z", () => {
@@ -170,6 +172,27 @@ describe("data endpoints over HTTP", () => {
       const dac = await fetch(caseUrl(sim, caseId), authed(token));
       expect(dac.status).toBe(200);
       expect(await dac.json()).toEqual(dacReportFor(caseId));
+    }
+  });
+
+  it("answers 404 for a caseId it did not issue: an accountId, a changed digit, any UUID", async () => {
+    const check = (await (
+      await fetch(checkUrl(sim, "pt-3", "kc-3"), authed(token))
+    ).json()) as Record<string, unknown>;
+    const accounts = accountsOf(check);
+    const issued = accounts.flatMap((a) => (a.caseId ? [a.caseId] : []))[0] ?? "";
+    expect((await fetch(caseUrl(sim, issued), authed(token))).status).toBe(200);
+    const lastDigit = issued.at(-1) === "0" ? "1" : "0";
+    const madeUp = [
+      String(accounts[0]?.accountId),
+      `${issued.slice(0, -1)}${lastDigit}`,
+      issued.toUpperCase(),
+      "e2c8ad38-c5d3-4d5e-86f9-96ed9ec42678",
+    ];
+    for (const caseId of madeUp) {
+      const dac = await fetch(caseUrl(sim, caseId), authed(token));
+      expect(dac.status, caseId).toBe(404);
+      expect(((await dac.json()) as ErrorBody).errors[0]?.message).toBe("Case not found");
     }
   });
 

@@ -1,5 +1,6 @@
 import { request } from "node:http";
 import { afterEach, describe, expect, it } from "vitest";
+import { caseIdFor } from "../../src/simulator/data.js";
 import type { SimEndpoint } from "../../src/simulator/faults.js";
 import {
   type RunningSimulator,
@@ -83,6 +84,7 @@ describe("plain data GETs and their Express routes", () => {
       check,
       "/processctrl/api/v1/checks/dac-only-7/kreditcheck/kc-1",
       "/processctrl/api/v1/checks/pt-1/kreditcheck/missing-1",
+      `/di/api/v1/cases/${caseIdFor("kc-1", 0)}/reports`,
       "/di/api/v1/cases/e2c8ad38-c5d3-4d5e-86f9-96ed9ec42678/reports",
       "/di/api/v1/cases/missing-case/reports",
     ];
@@ -95,13 +97,13 @@ describe("plain data GETs and their Express routes", () => {
       }
     }
     expect(s.stats().statuses.kreditcheck).toEqual({ "200": 12, "404": 6, "400": 6 });
-    expect(s.stats().statuses.dac).toEqual({ "200": 6, "404": 6, "400": 4 });
+    expect(s.stats().statuses.dac).toEqual({ "200": 6, "404": 12, "400": 6 });
   });
 
   it("answer the same when refused or failed", async () => {
     const [s, token] = await started({ retryAfterSec: 4 });
     const check = "/processctrl/api/v1/checks/pt-1/kreditcheck/kc-1";
-    const dac = "/di/api/v1/cases/c-1/reports";
+    const dac = `/di/api/v1/cases/${caseIdFor("c-1", 0)}/reports`;
     const auth = { authorization: `Bearer ${token}`, "x-request-id": "r" };
     for (const path of [check, dac]) {
       const endpoint: SimEndpoint = path === check ? "kreditcheck" : "dac";
@@ -135,11 +137,12 @@ describe("plain data GETs and their Express routes", () => {
     const [s, token] = await started({ latencyMs: 60, jitterMs: 0 });
     const auth = { authorization: `Bearer ${token}` };
     s.failNext("dac", 1, 429, { retryAfterSec: 3 });
-    await both(s, "/di/api/v1/cases/c-1/reports", auth);
+    const dac = `/di/api/v1/cases/${caseIdFor("c-1", 0)}/reports`;
+    await both(s, dac, auth);
     const [limited, viaExpress] = s.requests().filter((entry) => entry.endpoint === "dac");
     expect(limited).toMatchObject({ status: 429, retryAfterSec: 3 });
     expect(viaExpress).toMatchObject({ status: 200 });
-    expect(viaExpress?.target).toBe("GET /di/api/v1/cases/c-1/reports?via=express");
+    expect(viaExpress?.target).toBe(`GET ${dac}?via=express`);
     for (const entry of [limited, viaExpress]) {
       expect((entry?.answeredAt ?? 0) - (entry?.receivedAt ?? 0)).toBeGreaterThanOrEqual(55);
     }

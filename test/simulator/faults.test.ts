@@ -5,7 +5,15 @@ import {
   type SimulatorOptions,
   startSimulator,
 } from "../../src/simulator/server.js";
-import { authed, caseUrl, checkUrl, type ErrorBody, requestToken, tokenOf } from "./helpers.js";
+import {
+  authed,
+  caseUrl,
+  checkUrl,
+  type ErrorBody,
+  issuedCase,
+  requestToken,
+  tokenOf,
+} from "./helpers.js";
 
 const sims: RunningSimulator[] = [];
 async function start(options: SimulatorOptions = {}): Promise<RunningSimulator> {
@@ -30,7 +38,7 @@ describe("deterministic fail-next queue", () => {
     }
     expect((await fetch(checkUrl(sim), authed(token))).status).toBe(200);
     // Other endpoints were never affected.
-    expect((await fetch(caseUrl(sim, "c"), authed(token))).status).toBe(200);
+    expect((await fetch(caseUrl(sim, issuedCase("c")), authed(token))).status).toBe(200);
     expect(sim.stats().statuses.kreditcheck).toEqual({ "503": 2, "200": 1 });
   });
 
@@ -39,11 +47,11 @@ describe("deterministic fail-next queue", () => {
     const token = await tokenOf(sim);
     sim.failNext("dac", 1, 429);
     sim.failNext("dac", 1, 500);
-    const first = await fetch(caseUrl(sim, "c"), authed(token));
+    const first = await fetch(caseUrl(sim, issuedCase("c")), authed(token));
     expect(first.status).toBe(429);
     expect(first.headers.get("retry-after")).toBeNull();
-    expect((await fetch(caseUrl(sim, "c"), authed(token))).status).toBe(500);
-    expect((await fetch(caseUrl(sim, "c"), authed(token))).status).toBe(200);
+    expect((await fetch(caseUrl(sim, issuedCase("c")), authed(token))).status).toBe(500);
+    expect((await fetch(caseUrl(sim, issuedCase("c")), authed(token))).status).toBe(200);
   });
 
   it("can fail the token endpoint, also with an HTML gateway error", async () => {
@@ -71,7 +79,7 @@ describe("deterministic fail-next queue", () => {
     const token = await tokenOf(sim);
     sim.failNext("dac", 1, 0);
     await expect(
-      fetch(caseUrl(sim, "c1"), authed(token, {}, AbortSignal.timeout(100))),
+      fetch(caseUrl(sim, issuedCase("c1")), authed(token, {}, AbortSignal.timeout(100))),
     ).rejects.toThrow(/aborted|timeout/i);
     await new Promise((resolve) => setTimeout(resolve, 500));
     expect(sim.stats().statuses.dac ?? {}).toEqual({});
@@ -93,7 +101,7 @@ describe("deterministic fail-next queue", () => {
     const sim = await start();
     const token = await tokenOf(sim);
     sim.failNext("dac", 1, -1);
-    const pending = fetch(caseUrl(sim, "c"), authed(token));
+    const pending = fetch(caseUrl(sim, issuedCase("c")), authed(token));
     await new Promise((r) => setTimeout(r, 50));
     const started = Date.now();
     await sim.close();
@@ -106,7 +114,7 @@ describe("configured faults", () => {
   it("answers 403 with the missing scope when forbidden", async () => {
     const sim = await start({ forbidden: true });
     const token = await tokenOf(sim);
-    const res = await fetch(caseUrl(sim, "c"), authed(token));
+    const res = await fetch(caseUrl(sim, issuedCase("c")), authed(token));
     expect(res.status).toBe(403);
     expect(((await res.json()) as ErrorBody).errors[0]).toEqual({
       message: "Missing scope data_intelligence:manager",
@@ -114,7 +122,7 @@ describe("configured faults", () => {
       type: "BUSINESS",
     });
     // Authentication is checked first: a bad token is still a 401.
-    expect((await fetch(caseUrl(sim, "c"), authed("nope"))).status).toBe(401);
+    expect((await fetch(caseUrl(sim, issuedCase("c")), authed("nope"))).status).toBe(401);
   });
 
   it("resets every data request at resetRate 1 but leaves the token endpoint alone", async () => {
@@ -128,7 +136,7 @@ describe("configured faults", () => {
     const sim = await start({ hangRate: 1 });
     const token = await tokenOf(sim);
     await expect(
-      fetch(caseUrl(sim, "c"), authed(token, {}, AbortSignal.timeout(200))),
+      fetch(caseUrl(sim, issuedCase("c")), authed(token, {}, AbortSignal.timeout(200))),
     ).rejects.toThrow();
     expect(sim.stats().statuses.dac).toEqual({ hang: 1 });
   });
@@ -219,7 +227,7 @@ describe("counters", () => {
     const token = await tokenOf(sim);
     await Promise.all(
       Array.from({ length: 5 }, (_, i) =>
-        fetch(caseUrl(sim, `c${i}`), authed(token, { "x-request-id": `rid-${i}` })),
+        fetch(caseUrl(sim, issuedCase(`c${i}`)), authed(token, { "x-request-id": `rid-${i}` })),
       ),
     );
     await fetch(checkUrl(sim, "pt", "missing-x"), authed(token));

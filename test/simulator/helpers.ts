@@ -1,3 +1,4 @@
+import { caseIdFor } from "../../src/simulator/data.js";
 import type { RunningSimulator } from "../../src/simulator/server.js";
 
 export const FORM = { "content-type": "application/x-www-form-urlencoded" };
@@ -29,6 +30,11 @@ export function checkUrl(
   kreditCheckId = "kc-1",
 ): string {
   return `${sim.processctrlUrl}/checks/${processToken}/kreditcheck/${kreditCheckId}`;
+}
+
+/** A caseId the simulator issued (for check `label`): the DAC route answers 404 for others. */
+export function issuedCase(label: string): string {
+  return caseIdFor(label, 0);
 }
 
 export function caseUrl(sim: RunningSimulator, caseId: string): string {

@@ -2,7 +2,7 @@ import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type RunningSimulator, startSimulator } from "../../src/simulator/server.js";
-import { authed, caseUrl, tokenOf } from "./helpers.js";
+import { authed, caseUrl, issuedCase, tokenOf } from "./helpers.js";
 
 setFlagsFromString("--expose-gc");
 const gc = runInNewContext("gc") as () => void;
@@ -18,7 +18,7 @@ describe("the simulator's request log on a long benchmark", () => {
 
   it("keeps the first 1 KB of a long URL, not the whole URL behind it", async () => {
     const token = await tokenOf(sim);
-    const long = `${caseUrl(sim, "c1")}?pad=${"x".repeat(15_000)}`;
+    const long = `${caseUrl(sim, issuedCase("c1"))}?pad=${"x".repeat(15_000)}`;
     gc();
     const before = process.memoryUsage().heapUsed;
     // 2,000 × 15 kB (Node refuses URLs over 16 KB): 37 MB measured when each entry kept
