@@ -126,6 +126,9 @@ export async function assembleBundle(
       ],
       receivedAt,
       completedAt: new Date(deps.clock()).toISOString(),
+      // Listed as none, not left out: a sink that keeps documents (the file sink) removes
+      // those an earlier delivery of this check wrote, so they do not sit beside this one.
+      ...(deps.documents.length > 0 ? { documents: [] } : {}),
     };
   }
 

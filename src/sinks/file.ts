@@ -33,7 +33,8 @@ export const STALE_TEMPORARY_MS = 10 * 60 * 1000;
 export class FileSink implements Sink {
   readonly name = "file";
   private readonly dir: string;
-  private swept = false;
+  /** Date.now() from which the next delivery sweeps stale temporaries (see sweepStaleTemporaries). */
+  private nextSweepAt = 0;
   /** The folder exists (made once, made again if it disappears). */
   private folderReady: Promise<void> | undefined;
   /** The folder fsync in progress, and the one queued behind it (see syncFolder). */
@@ -78,9 +79,14 @@ export class FileSink implements Sink {
     return sink;
   }
 
-  /** Removes temporary files that a killed process left behind; once per process. */
+  /**
+   * Removes temporary files that a killed process left behind: at the first delivery, and
+   * again every STALE_TEMPORARY_MS. Once per process was not enough: a crash and a quick
+   * restart leave a file younger than the cutoff at the first delivery, and it stayed,
+   * bank data and all, until the next restart.
+   */
   private async sweepStaleTemporaries(): Promise<void> {
-    this.swept = true;
+    this.nextSweepAt = Date.now() + STALE_TEMPORARY_MS;
     const names = await readdir(this.dir).catch(() => [] as string[]);
     const cutoff = Date.now() - STALE_TEMPORARY_MS;
     for (const name of names.filter((candidate) => TEMPORARY_FILE.test(candidate))) {
@@ -103,7 +109,7 @@ export class FileSink implements Sink {
       );
     }
     await this.ensureFolder();
-    if (!this.swept) await this.sweepStaleTemporaries();
+    if (Date.now() >= this.nextSweepAt) await this.sweepStaleTemporaries();
     const { documents, ...json } = bundle;
     const files = (documents ?? []).map((document) => ({
       document,
@@ -360,6 +366,11 @@ function writeFix(code: string | undefined): string {
       return "the file system is mounted read-only: mount a writable volume there or point FILE_SINK_DIR elsewhere";
     case "EMFILE":
       return "the process has no file descriptor left (its open-file limit): raise the limit (ulimit -n, docker run --ulimit nofile=…, systemd LimitNOFILE=) or lower MAX_CONNECTIONS or WORKER_CONCURRENCY";
+    case "EISDIR":
+    case "ENOTEMPTY":
+      return "a folder sits where a result file goes: remove it (the job is retried) or point FILE_SINK_DIR elsewhere";
+    case "ENOTDIR":
+      return "a part of the path is a file, not a folder: move that file away or point FILE_SINK_DIR elsewhere";
     case "ENFILE":
       return "the whole system's table of open files is full (ENFILE): find the process that holds so many, or raise fs.file-max (sysctl)";
     default:

@@ -46,6 +46,24 @@ describe("documents (FETCH_DOCUMENTS)", () => {
     );
   });
 
+  it("removes a document an earlier delivery wrote when a not-successful callback for the check replaces its JSON", async () => {
+    harness = await startHarness({ env: { FETCH_DOCUMENTS: "account_pdf" } });
+    const callback = makeCallback();
+    const id = String(callback.kreditCheckId);
+    await harness.post(callback);
+    await harness.waitForBundle(id);
+    expect((await readdir(harness.resultsDir)).sort()).toEqual([`${id}.account.pdf`, `${id}.json`]);
+    // Replayed by hand under another processToken, as FAILED: the later bundle wins.
+    const failed = { ...makeCallback({ kreditCheckId: id }), status: "FAILED" };
+    await harness.post(failed);
+    const replaced = await waitFor(async () => {
+      const bundle = await harness?.readBundle(id);
+      return bundle?.kreditCheck === null ? bundle : undefined;
+    }, "the FAILED callback's bundle");
+    expect(replaced.documents).toEqual([]);
+    expect(await readdir(harness.resultsDir)).toEqual([`${id}.json`]);
+  });
+
   it("fetches no document unless asked to", async () => {
     harness = await startHarness();
     const callback = makeCallback();

@@ -13,7 +13,7 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { FileSink, STALE_TEMPORARY_MS } from "../../src/sinks/file.js";
 import type { Bundle } from "../../src/sinks/sink.js";
 
@@ -111,6 +111,31 @@ describe("FileSink", () => {
       "kc-4.json",
       "notes.tmp",
     ]);
+  });
+
+  it("sweeps again while it runs: a temporary a crash left just before a quick restart goes once it is stale", async () => {
+    const left = ".kc-crashed.json.0123456789ab.tmp";
+    await writeFile(join(dir, left), "partial bank data");
+    const sink = new FileSink(dir);
+    await sink.deliver(bundleFor("kc-a"));
+    // Seconds old at the first delivery after the restart: maybe another replica's write.
+    expect(await readdir(dir)).toContain(left);
+    vi.useFakeTimers({ toFake: ["Date"], now: Date.now() + STALE_TEMPORARY_MS + 60_000 });
+    try {
+      await sink.deliver(bundleFor("kc-b"));
+    } finally {
+      vi.useRealTimers();
+    }
+    expect((await readdir(dir)).sort()).toEqual(["kc-a.json", "kc-b.json"]);
+  });
+
+  it("says to remove a folder that sits where a result file goes", async () => {
+    await mkdir(join(dir, "kc-d.json"));
+    await expect(new FileSink(dir).deliver(bundleFor("kc-d"))).rejects.toMatchObject({
+      code: "file_sink_write_failed",
+      retryable: true,
+      fix: expect.stringContaining("a folder sits where a result file goes: remove it"),
+    });
   });
 
   it("refuses a kreditCheckId that would leave the folder", async () => {
