@@ -45,7 +45,7 @@ export function createMetrics(
     }),
     jobDuration: new Histogram({
       name: "kreditcheck_job_duration_seconds",
-      help: "Duration of one job attempt, by outcome (done, retry, dead, released, lease_lost, store_error)",
+      help: "Duration of one job attempt, by outcome (done, retry, dead, released, lease_lost, replaced, store_error)",
       labelNames: ["outcome"],
       buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
       registers: [registry],

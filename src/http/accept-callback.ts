@@ -72,7 +72,12 @@ export async function acceptCallback(body: unknown, reply: Reply, deps: AcceptDe
   };
   // One line either way: a status other than SUCCESSFUL gets its warning from the worker,
   // which says what it does with it (nothing fetched, delivered as it is).
-  logger.info(logLine, "callback accepted");
+  if (stored.replacedStatus !== undefined) {
+    logger.info(
+      { ...logLine, replacedStatus: stored.replacedStatus },
+      "callback accepted: it replaces the check's stored callback, whose status was another; the job runs again with this one",
+    );
+  } else logger.info(logLine, "callback accepted");
   reply(202, { accepted: true, duplicate: stored.duplicate, id: stored.id });
   if (stored.duplicate) void warnIfDifferent(callback, stored.id, deps);
 }
@@ -80,9 +85,9 @@ export async function acceptCallback(body: unknown, reply: Reply, deps: AcceptDe
 const COMPARED_FIELDS = ["status", "errorMessage", "clientReference"] as const;
 
 /**
- * A sender's retry of a callback is the same callback. One with the same ids but another
- * status (FAILED, then SUCCESSFUL) is a new event, and the first one stored stands: that
- * must not pass as an ordinary duplicate. Read after the answer (duplicates are rare).
+ * A sender's retry of a callback is the same callback. One that differs and did not
+ * replace the stored one (Inbox.enqueue: that stands when it is SUCCESSFUL, or has this
+ * status) must not pass as an ordinary duplicate. Read after the answer (duplicates are rare).
  */
 async function warnIfDifferent(callback: Callback, jobId: string, deps: AcceptDeps) {
   const job = await deps.inbox.get(jobId).catch(() => null);

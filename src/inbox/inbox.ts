@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import type { Callback } from "../callback.js";
+import { type Callback, SUCCESSFUL_STATUS } from "../callback.js";
 
 export type JobState = "pending" | "running" | "done" | "dead";
 export const JOB_STATES: readonly JobState[] = ["pending", "running", "done", "dead"];
@@ -93,6 +93,23 @@ export function summaryOf(job: Job, bundleKept: boolean): JobSummary {
 export interface EnqueueResult {
   id: string;
   duplicate: boolean;
+  /**
+   * The status of the stored callback this one replaced (see `replacesStored`); the job
+   * then runs again with this callback, and `duplicate` is false.
+   */
+  replacedStatus?: string;
+}
+
+/**
+ * Whether a callback with `status` replaces its check's stored callback, whose status is
+ * `storedStatus`: a callback with the same ids but another status is a new event (FAILED,
+ * then SUCCESSFUL), and keeping the first one stored lost the result for good (retry and
+ * replay both ran the stored callback). A stored SUCCESSFUL one stands: it is final, and a
+ * later other status must not take a delivered result's place. The same status again is a
+ * sender's retry, a duplicate.
+ */
+export function replacesStored(storedStatus: unknown, status: string): boolean {
+  return storedStatus !== SUCCESSFUL_STATUS && storedStatus !== status;
 }
 
 /** The states an operator's retry can be made conditional on (Inbox.requeue). */
@@ -110,6 +127,13 @@ export interface RequeueOptions {
  * current owner and throw LeaseLostError otherwise.
  */
 export interface Inbox {
+  /**
+   * Stores a new job, or answers the stored one of the same (processToken, kreditCheckId)
+   * as a duplicate, unless this callback replaces the stored callback (`replacesStored`):
+   * then, in the same durable write, that job gets this callback and runs again from the
+   * start (pending, due now, attempts and progress reset, received now). A run in progress
+   * loses its lease, so its outcome is not written.
+   */
   enqueue(callback: Callback, receivedAt: Date): Promise<EnqueueResult>;
   /** Takes up to `limit` due jobs (pending and due, or running with an expired lease). */
   claim(workerId: string, limit: number, leaseMs: number): Promise<Job[]>;

@@ -20,6 +20,7 @@ export const JOB_OUTCOMES = [
   "dead",
   "released",
   "lease_lost",
+  "replaced",
   "store_error",
 ] as const;
 export type JobOutcome = (typeof JOB_OUTCOMES)[number];
@@ -71,6 +72,19 @@ class ShutdownSignal extends Error {
   constructor() {
     super("the worker is shutting down");
   }
+}
+
+class CallbackReplacedSignal extends Error {
+  constructor() {
+    super("a later callback replaced this job's callback; the job runs again with it");
+  }
+}
+
+/** Whether two claims of one job carry the same callback (one replaced it otherwise). */
+function sameCallback(a: Job, b: Job): boolean {
+  return (
+    a.receivedAt.getTime() === b.receivedAt.getTime() && a.callback.status === b.callback.status
+  );
 }
 
 /** How long jobs get to end after shutdown aborted them, before they are given back anyway. */
@@ -234,7 +248,12 @@ export class Worker {
     // repeats it under this one).
     const goesOn = running && !running.ending && !running.controller.signal.aborted;
     const stillStoring = running?.ending === true && job.takenOverFrom !== undefined;
-    if (running && (goesOn || stillStoring)) {
+    // A callback that replaced the job's own (Inbox.enqueue) made it pending again while it
+    // ran: that run works on the old callback, so it is stopped (its lease is gone anyway)
+    // and the job runs again once it has ended.
+    const replaced = running !== undefined && !sameCallback(running.job, job);
+    if (running && replaced) running.controller.abort(new CallbackReplacedSignal());
+    else if (running && (goesOn || stillStoring)) {
       running.owner = owner;
       return;
     }
@@ -305,6 +324,15 @@ export class Worker {
     const progress: JobProgress = job.progress;
     entry.task = this.execute(entry, progress, logger)
       .catch((error: unknown): JobOutcome => {
+        if (
+          error instanceof LeaseLostError &&
+          controller.signal.reason instanceof CallbackReplacedSignal
+        ) {
+          logger.info(
+            "a later callback replaced this job's callback while its outcome was stored: not stored, the job runs again",
+          );
+          return "replaced";
+        }
         if (error instanceof LeaseLostError) {
           logger.warn(
             "lease lost before the outcome was stored; the new owner will finish the job",
@@ -418,6 +446,12 @@ export class Worker {
         return "released";
       }
       if (controller.signal.aborted && reason instanceof LeaseLostError) return "lease_lost";
+      if (controller.signal.aborted && reason instanceof CallbackReplacedSignal) {
+        logger.info(
+          "a later callback replaced this job's callback: this run stopped, the job runs again",
+        );
+        return "replaced";
+      }
       const error = toReceiverError(thrown);
       const ageFrom = new Date(progress.requeuedAt ?? job.receivedAt.getTime());
       const decision = decideRetry(

@@ -107,10 +107,10 @@ describe("POST /callbacks/kreditcheck", () => {
     expect(harness.logs.text()).not.toContain("differs from the stored one");
   });
 
-  it("warns when a repeated callback's status differs: the first one stored stands", async () => {
-    const callback = makeCallback({ status: "FAILED", errorMessage: "bank timed out" });
+  it("warns when a repeated callback's status differs from a stored SUCCESSFUL one, which stands", async () => {
+    const callback = makeCallback();
     const first = await harness.post(callback);
-    const second = await harness.post({ ...callback, status: "SUCCESSFUL", errorMessage: null });
+    const second = await harness.post({ ...callback, status: "FAILED", errorMessage: "late" });
     expect(second.body).toEqual({ accepted: true, duplicate: true, id: first.body.id });
     const warning = await waitFor(
       () =>
@@ -122,14 +122,37 @@ describe("POST /callbacks/kreditcheck", () => {
     expect(warning).toMatchObject({
       level: 40,
       jobId: first.body.id,
-      jobState: "pending",
       differs: ["status", "errorMessage"],
-      storedStatus: "FAILED",
-      status: "SUCCESSFUL",
+      storedStatus: "SUCCESSFUL",
+      status: "FAILED",
     });
     expect((await harness.service.inbox.get(String(first.body.id)))?.callback.status).toBe(
-      "FAILED",
+      "SUCCESSFUL",
     );
+  });
+
+  it("lets a SUCCESSFUL callback replace a stored FAILED one of the same check: its job runs again with it", async () => {
+    const callback = makeCallback({ status: "FAILED", errorMessage: "bank timed out" });
+    const first = await harness.post(callback);
+    const jobId = String(first.body.id);
+    const second = await harness.post({ ...callback, status: "SUCCESSFUL", errorMessage: null });
+    expect(second.status).toBe(202);
+    expect(second.body).toEqual({ accepted: true, duplicate: false, id: jobId });
+    expect(await harness.service.inbox.get(jobId)).toMatchObject({
+      state: "pending",
+      callback: { status: "SUCCESSFUL", errorMessage: null },
+    });
+    const accepted = harness.logs
+      .lines()
+      .find((line) => String(line.msg).includes("replaces the check's stored callback"));
+    expect(accepted).toMatchObject({ jobId, replacedStatus: "FAILED", status: "SUCCESSFUL" });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const warned = harness.logs
+      .lines()
+      .filter(
+        (line) => line.jobId === jobId && String(line.msg).includes("differs from the stored"),
+      );
+    expect(warned).toEqual([]);
   });
 
   it("accepts application/json with a charset, nulls for the optional fields and unknown statuses", async () => {

@@ -101,6 +101,64 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
       expect((await inbox.countByState()).pending).toBe(2);
     });
 
+    it("lets a callback with another status replace a stored one that was not successful: the job runs again with it", async () => {
+      const first = callback({ status: "FAILED", errorMessage: "Internal error" });
+      const id = await finish("done", first);
+      const later = new Date(fixture.now() + 1000);
+      const successful = { ...first, status: "SUCCESSFUL", errorMessage: null };
+      expect(await inbox.enqueue(successful, later)).toEqual({
+        id,
+        duplicate: false,
+        replacedStatus: "FAILED",
+      });
+      expect(await inbox.get(id)).toMatchObject({
+        callback: successful,
+        state: "pending",
+        attempts: 0,
+        lastError: null,
+        progress: {},
+        receivedAt: later,
+        finishedAt: null,
+      });
+      expect(await inbox.countByState()).toEqual({ pending: 1, running: 0, done: 0, dead: 0 });
+      // Now stored SUCCESSFUL: it stands, whatever comes after.
+      expect(await inbox.enqueue(first, new Date())).toEqual({ id, duplicate: true });
+      expect(await inbox.enqueue(successful, new Date())).toEqual({ id, duplicate: true });
+      const [job] = await inbox.claim("worker-b", 1, LEASE_MS);
+      expect(job).toMatchObject({ id, callback: successful, attempts: 1 });
+    });
+
+    it("keeps a not-successful stored callback when the same status comes again, and takes the job from a running worker when one replaces it", async () => {
+      const first = callback({ status: "IN_PROGRESS" });
+      const { id } = await inbox.enqueue(first, new Date(fixture.now()));
+      expect(await inbox.enqueue({ ...first, clientReference: "x" }, new Date())).toEqual({
+        id,
+        duplicate: true,
+      });
+      const [running] = await inbox.claim("worker-a", 1, LEASE_MS);
+      expect(running?.id).toBe(id);
+      const replaced = await inbox.enqueue({ ...first, status: "SUCCESSFUL" }, new Date());
+      expect(replaced).toMatchObject({ id, duplicate: false, replacedStatus: "IN_PROGRESS" });
+      // The run on the old callback has lost its lease: its outcome is not written.
+      await expect(inbox.complete(id, "worker-a", {})).rejects.toBeInstanceOf(LeaseLostError);
+      const [again] = await inbox.claim("worker-b", 1, LEASE_MS);
+      expect(again).toMatchObject({ id, callback: { status: "SUCCESSFUL" } });
+    });
+
+    it("replaces in order when two statuses of one check arrive in one batch", async () => {
+      const first = callback({ status: "IN_PROGRESS" });
+      const results = await Promise.all([
+        inbox.enqueue(first, new Date()),
+        inbox.enqueue({ ...first, status: "SUCCESSFUL" }, new Date()),
+        inbox.enqueue(first, new Date()),
+      ]);
+      expect(results[1]).toMatchObject({ duplicate: false, replacedStatus: "IN_PROGRESS" });
+      expect(results[2]).toMatchObject({ duplicate: true });
+      expect(new Set(results.map((result) => result.id)).size).toBe(1);
+      const job = await inbox.get(results[0]?.id ?? "");
+      expect(job?.callback.status).toBe("SUCCESSFUL");
+    });
+
     it("stores 200 concurrent enqueues, each once", async () => {
       const callbacks = Array.from({ length: 200 }, () => callback());
       const results = await Promise.all(callbacks.map((each) => inbox.enqueue(each, new Date())));

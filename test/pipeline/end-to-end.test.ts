@@ -87,6 +87,25 @@ describe("callback → inbox → finAPI → file sink", () => {
     expect(stats.calls).toMatchObject({ kreditcheck: 0, dac: 0, token: 1 });
   });
 
+  it("fetches and delivers the result when a SUCCESSFUL callback follows a FAILED one of the same check", async () => {
+    harness = await startHarness();
+    const callback = makeCallback({ status: "FAILED", errorMessage: "bank timed out" });
+    const id = String(callback.kreditCheckId);
+    const first = await harness.post(callback);
+    expect((await harness.waitForBundle(id)).kreditCheck).toBeNull();
+    await harness.waitForJob(first.body.id, "done");
+    const second = await harness.post({ ...callback, status: "SUCCESSFUL", errorMessage: null });
+    expect(second.body).toEqual({ accepted: true, duplicate: false, id: first.body.id });
+    const delivered = await waitFor(async () => {
+      const bundle = await harness?.readBundle(id);
+      return bundle?.kreditCheck ? bundle : undefined;
+    }, "the SUCCESSFUL callback's bundle");
+    expect(delivered.callback).toMatchObject({ status: "SUCCESSFUL", errorMessage: null });
+    expect(delivered.problems).toEqual([]);
+    expect(Object.keys(delivered.dacReports).length).toBeGreaterThan(0);
+    expect(await jobOf(harness, first.body.id)).toMatchObject({ state: "done", attempts: 1 });
+  });
+
   it("accepts a DAC-only licence result with few fields and accounts without caseId", async () => {
     harness = await startHarness({
       simulator: {

@@ -114,6 +114,34 @@ describe("Worker", () => {
     return { openGate, renewals, logs };
   }
 
+  it("stops a run whose callback a later one replaced, and runs the job again with the new callback", async () => {
+    const runs: { status: string; aborted: () => boolean }[] = [];
+    let finish: () => void = () => undefined;
+    const blocked = new Promise<void>((resolve) => {
+      finish = resolve;
+    });
+    const outcomes: string[] = [];
+    startWorkerWith({
+      handle: async (run) => {
+        runs.push({ status: run.job.callback.status, aborted: () => run.signal.aborted });
+        // The first run (a slow sink, say) holds on until the test lets it end.
+        if (runs.length === 1) await blocked;
+      },
+      onJobFinished: (outcome) => outcomes.push(outcome),
+    });
+    const sent = makeCallback({ status: "IN_PROGRESS" });
+    const { id } = await inbox.enqueue(sent as never, new Date(now));
+    await waitFor(() => runs.length === 1, "the first run");
+    const replaced = await inbox.enqueue({ ...sent, status: "SUCCESSFUL" } as never, new Date(now));
+    expect(replaced).toMatchObject({ id, duplicate: false, replacedStatus: "IN_PROGRESS" });
+    // This worker claims the job again at once: the run on the old callback is stopped.
+    await waitFor(() => runs[0]?.aborted(), "the first run stopped");
+    finish();
+    await waitFor(async () => (await inbox.get(id))?.state === "done", "the job done");
+    expect(runs.map((run) => run.status)).toEqual(["IN_PROGRESS", "SUCCESSFUL"]);
+    expect(outcomes).toEqual(["replaced", "done"]);
+  });
+
   it("keeps a run it adopted going when a renewal under the old lease comes back refused", async () => {
     let finish: () => void = () => undefined;
     const blocked = new Promise<void>((resolve) => {

@@ -1,5 +1,5 @@
 import type pg from "pg";
-import type { Callback } from "../../callback.js";
+import { type Callback, SUCCESSFUL_STATUS } from "../../callback.js";
 import { migrate, SchemaTooNewError } from "../../postgres/migrate.js";
 import { connectionConfig, createPool, type PostgresTarget } from "../../postgres/pool.js";
 import { describePgError, sqlstateOf } from "../../postgres/sqlstate.js";
@@ -184,6 +184,23 @@ export class PostgresInbox implements Inbox {
   }
 
   private async writeBatch(batch: QueuedEnqueue[]): Promise<void> {
+    // A check's callback with another status than one before it in this batch may replace
+    // that one (Inbox.enqueue): written after it, in a statement of its own, as it would be
+    // had it come a turn later. Rare (a sender that sends two statuses at once).
+    const statusOf = new Map<string, string>();
+    const now: QueuedEnqueue[] = [];
+    const after: QueuedEnqueue[] = [];
+    for (const item of batch) {
+      const key = keyOf(item.callback);
+      const status = statusOf.get(key) ?? item.callback.status;
+      statusOf.set(key, status);
+      (status === item.callback.status ? now : after).push(item);
+    }
+    await this.writeRound(now);
+    if (after.length > 0) await this.writeBatch(after);
+  }
+
+  private async writeRound(batch: QueuedEnqueue[]): Promise<void> {
     // The same callback twice in one batch is inserted once; the second is a duplicate.
     const firsts = new Map<string, QueuedEnqueue & { id: string }>();
     for (const item of batch) {
@@ -191,7 +208,7 @@ export class PostgresInbox implements Inbox {
       if (!firsts.has(key)) firsts.set(key, { ...item, id: newJobId() });
     }
     const rows = [...firsts.values()];
-    let ids: Map<string, { id: string; duplicate: boolean }>;
+    let ids: Map<string, EnqueueResult>;
     try {
       const inserted = await this.boundedPool.query<{
         id: string;
@@ -212,7 +229,31 @@ export class PostgresInbox implements Inbox {
       // read after the insert committed, so a row another replica inserted meanwhile is seen.
       // If this read fails, the batch is answered 503 although its new rows are stored:
       // finAPI's retry of such a callback is then a duplicate (202), and its job runs once.
-      const conflicted = rows.filter((row) => !ids.has(keyOf(row.callback)));
+      let conflicted = rows.filter((row) => !ids.has(keyOf(row.callback)));
+      if (conflicted.length > 0) {
+        const replaced = await this.boundedPool.query<{
+          id: string;
+          process_token: string;
+          kreditcheck_id: string;
+          replaced_status: string;
+        }>(SQL.replaceCallbacks, [
+          conflicted.map((row) => row.callback.processToken),
+          conflicted.map((row) => row.callback.kreditCheckId),
+          conflicted.map((row) => row.text),
+          conflicted.map((row) => row.receivedAt),
+          SUCCESSFUL_STATUS,
+          CHANNEL,
+          this.schema,
+        ]);
+        for (const row of replaced.rows) {
+          ids.set(keyOfRow(row), {
+            id: row.id,
+            duplicate: false,
+            replacedStatus: row.replaced_status,
+          });
+        }
+        conflicted = conflicted.filter((row) => !ids.has(keyOf(row.callback)));
+      }
       if (conflicted.length > 0) {
         const existing = await this.boundedPool.query<{
           id: string;

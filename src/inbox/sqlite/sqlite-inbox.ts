@@ -18,6 +18,7 @@ import {
   notifyListeners,
   progressWithFailure,
   type RequeueOptions,
+  replacesStored,
   StoreUnavailableError,
   summaryOf,
 } from "../inbox.js";
@@ -107,6 +108,7 @@ export class SqliteInbox implements Inbox {
     this.statements = {
       insert: prepare(SQL.insert),
       findIdByKey: prepare(SQL.findIdByKey),
+      replaceCallback: prepare(SQL.replaceCallback),
       claimablePending: prepare(SQL.claimablePending),
       claimableExpired: prepare(SQL.claimableExpired),
       claimOne: prepare(SQL.claimOne),
@@ -159,9 +161,18 @@ export class SqliteInbox implements Inbox {
     const existing = this.statements.findIdByKey.get(
       callback.processToken,
       callback.kreditCheckId,
-    ) as { id: string } | undefined;
+    ) as { id: string; status: unknown } | undefined;
     if (!existing) throw new Error("insert conflicted but no existing job was found");
-    return { id: existing.id, duplicate: true };
+    if (!replacesStored(existing.status, callback.status)) {
+      return { id: existing.id, duplicate: true };
+    }
+    this.statements.replaceCallback.run({
+      id: existing.id,
+      callback: text,
+      receivedAt: receivedAt.getTime(),
+      now,
+    });
+    return { id: existing.id, duplicate: false, replacedStatus: String(existing.status) };
   }
 
   async claim(workerId: string, limit: number, leaseMs: number): Promise<Job[]> {

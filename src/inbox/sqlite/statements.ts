@@ -14,7 +14,12 @@ export const SQL = {
   insert: `INSERT INTO jobs (id, process_token, kreditcheck_id, callback, state, attempts, run_at, received_at, updated_at)
            VALUES (@id, @processToken, @kreditCheckId, @callback, 'pending', 0, @now, @receivedAt, @now)
            ON CONFLICT (process_token, kreditcheck_id) DO NOTHING`,
-  findIdByKey: `SELECT id FROM jobs WHERE process_token = ? AND kreditcheck_id = ?`,
+  findIdByKey: `SELECT id, callback ->> '$.status' AS status FROM jobs WHERE process_token = ? AND kreditcheck_id = ?`,
+  /** See Inbox.enqueue: the job runs again, from the start, with the new callback. */
+  replaceCallback: `UPDATE jobs SET callback = @callback, state = 'pending', attempts = 0, run_at = @now,
+                          locked_by = NULL, locked_until = NULL, last_error = NULL, progress = '{}',
+                          received_at = @receivedAt, updated_at = @now, finished_at = NULL
+                    WHERE id = @id`,
   /**
    * A claim is these three in one write transaction: the due pending jobs (the first @limit
    * by run_at, received_at, read in that order from their partial index) and the expired
