@@ -562,26 +562,45 @@ export class ConfigError extends Error {
   }
 }
 
+/**
+ * Settings that protect the service: a misspelling of one, while it is not set itself, stops
+ * start-up instead of only warning, because the service would run without the protection
+ * (no callback secret, no admin token, callbacks from anywhere, unsigned webhooks).
+ */
+const PROTECTION_SETTINGS = new Set([
+  "CALLBACK_SECRET",
+  "ALLOWED_CIDRS",
+  "ADMIN_TOKEN",
+  "HTTP_SINK_SECRET",
+]);
+
 /** Parses the environment once; the result is frozen so nothing changes it later. */
 export function loadConfig(env: Record<string, string | undefined>): Config {
   const settings = cleanEnv(env);
   const misspelt = misspeltVariables(settings);
   const parsed = configSchema.safeParse(settings);
-  if (!parsed.success) {
-    // FINAPI_CLIENT_ID "is required" while FINAPI_CLIENTID is set: say so beside it.
-    const typoOf = new Map(misspelt.map(({ variable, meant }) => [meant, variable]));
-    throw new ConfigError(
-      parsed.error.issues.map((issue) => {
-        const name = issue.path[0];
+  // FINAPI_CLIENT_ID "is required" while FINAPI_CLIENTID is set: say so beside it.
+  const typoOf = new Map(misspelt.map(({ variable, meant }) => [meant, variable]));
+  const problems = parsed.success
+    ? []
+    : parsed.error.issues.map((issue) => {
+        // A check of several variables names its subject at the start of its message.
+        const name = issue.path[0] ?? /^([A-Z][A-Z0-9_]*):/.exec(issue.message)?.[1];
         if (name === undefined) return issue.message;
         const problem = issue.message.startsWith(String(name))
           ? issue.message
           : `${String(name)}: ${issue.message}`;
         const typo = typoOf.get(String(name));
+        typoOf.delete(String(name));
         return typo ? `${problem} (${typo} is set: a misspelling of ${String(name)}?)` : problem;
-      }),
+      });
+  for (const { variable, meant, meantIsSet } of misspelt) {
+    if (!PROTECTION_SETTINGS.has(meant) || meantIsSet || !typoOf.has(meant)) continue;
+    problems.push(
+      `${variable} is set, but no variable of that name is read: did you mean ${meant}? Rename it (or unset it): the service does not start without the protection ${meant} gives`,
     );
   }
+  if (problems.length > 0 || !parsed.success) throw new ConfigError(problems);
   const e = parsed.data;
   const preset = FINAPI_PRESETS[e.FINAPI_ENV];
   const unconfirmed = preset.unconfirmed.filter(

@@ -53,6 +53,38 @@ describe("loadConfig", () => {
     ]);
   });
 
+  it("does not start with a protection setting misspelt while the real one is unset", () => {
+    expect(problemsOf({ ...credentials, CALLBAK_SECRET: "s".repeat(32) })).toEqual([
+      "CALLBAK_SECRET is set, but no variable of that name is read: did you mean CALLBACK_SECRET? Rename it (or unset it): the service does not start without the protection CALLBACK_SECRET gives",
+    ]);
+    for (const [typo, meant, valid] of [
+      ["CALLBACK_SECRETS", "CALLBACK_SECRET", "s".repeat(32)],
+      ["ALLOWED_CIDR", "ALLOWED_CIDRS", "10.0.0.0/8"],
+      ["ADMIN_TOKENS", "ADMIN_TOKEN", "t".repeat(32)],
+      ["HTTP_SINK_SECRETS", "HTTP_SINK_SECRET", "h".repeat(32)],
+    ] as const) {
+      expect(problemsOf({ ...credentials, [typo]: "x".repeat(32) }).join("\n"), typo).toContain(
+        `did you mean ${meant}?`,
+      );
+      // With the real one set too, the typo is only a warning (startup-warnings).
+      expect(() =>
+        loadConfig({ ...credentials, [typo]: "x".repeat(32), [meant]: valid }),
+      ).not.toThrow();
+    }
+    // Any other misspelling is only a warning.
+    expect(loadConfig({ ...credentials, SINK: "stdout" }).misspelt).toEqual([
+      { variable: "SINK", meant: "SINKS", meantIsSet: false },
+    ]);
+  });
+
+  it("names a misspelt ALLOWED_CIDRS beside the production check that needs it", () => {
+    expect(
+      problemsOf({ ...credentials, NODE_ENV: "production", ALLOWED_CIDR: "10.0.0.0/8" }),
+    ).toEqual([
+      "ALLOWED_CIDRS: must be set when NODE_ENV=production (finAPI's IP range from finAPI support; 0.0.0.0/0,::/0 allows everyone) (ALLOWED_CIDR is set: a misspelling of ALLOWED_CIDRS?)",
+    ]);
+  });
+
   it("selects the live presets and says which of them are unconfirmed", () => {
     const config = loadConfig({ ...credentials, FINAPI_ENV: "live" });
     expect(config.finapi.processctrlUrl).toBe(
