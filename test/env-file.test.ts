@@ -33,10 +33,18 @@ describe(".env, as the service, its CLI and the health check read it", () => {
     expect(env.PORT).toBe("4000");
   });
 
-  it("is fine without a file", () => {
+  it("is fine without a .env file", () => {
     const env = {};
-    expect(loadEnvFile(env, join(dir, ".env"))).toBeUndefined();
+    expect(loadEnvFile(env, undefined, join(dir, ".env"))).toBeUndefined();
     expect(env).toEqual({});
+  });
+
+  it("stops when the file DOTENV_CONFIG_PATH names is not there, instead of starting on defaults", () => {
+    const missing = join(dir, "does-not-exist.env");
+    const env: Record<string, string | undefined> = { DOTENV_CONFIG_PATH: missing };
+    expect(loadEnvFile(env)).toBe(
+      `DOTENV_CONFIG_PATH=${missing}: there is no such file (${missing}): fix the path, or unset DOTENV_CONFIG_PATH to read ./.env`,
+    );
   });
 
   it("stops the service when the file is there but cannot be read, naming it", async () => {
