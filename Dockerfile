@@ -32,7 +32,9 @@ COPY package.json ./
 # For `node dist/cli.js replay examples/callback.json` inside the container.
 COPY examples ./examples
 RUN mkdir -p /data && chown node:node /data
-USER node
+# The image's node user by number (uid and gid 1000 in the official images): Kubernetes'
+# runAsNonRoot cannot verify a user name and refuses the pod.
+USER 1000:1000
 VOLUME ["/data"]
 # 3000: finAPI's callback (public). 9090: health, readiness, metrics, admin API.
 EXPOSE 3000 9090

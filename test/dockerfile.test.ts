@@ -60,6 +60,13 @@ describe("the Docker image", () => {
     expect(stage).toContain("RUN mkdir -p /data && chown node:node /data");
   });
 
+  it("runs as a numeric non-root user, which Kubernetes' runAsNonRoot can verify", async () => {
+    const users = (await runtimeStage()).filter((line) => /^USER\s/.test(line));
+    expect(users).toHaveLength(1);
+    const [uid] = (users[0] ?? "").replace(/^USER\s+/, "").split(":");
+    expect(uid).toMatch(/^[1-9][0-9]*$/);
+  });
+
   it("builds from a context with what the Dockerfile copies from it", async () => {
     const rules = await dockerignore();
     const sources = (await read("Dockerfile"))
