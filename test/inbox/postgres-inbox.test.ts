@@ -156,14 +156,26 @@ describePostgres("PostgreSQL inbox: replicas", () => {
           await client.query("ROLLBACK");
         }
       };
-      await buffersOfClaim();
       // A bitmap scan of that index rereads every finished job's row on every claim (about
       // 80 pages here, growing with each job); a plain scan marks them dead once and skips them.
-      expect(await buffersOfClaim()).toBeLessThan(40);
+      // Only once no transaction that began before they finished is open, though, in any
+      // database of the server (another test file's, under load): so asked again until then.
+      const costs: number[] = [];
+      await waitFor(
+        async () => {
+          costs.push(await buffersOfClaim());
+          return costs.length > 1 && (costs.at(-1) ?? 0) < 40;
+        },
+        "a claim that reads fewer than 40 pages",
+        20_000,
+        250,
+      ).catch((error: unknown) => {
+        throw new Error(`${String(error)}; pages read by each claim: ${costs.join(", ")}`);
+      });
     } finally {
       await client.end();
     }
-  });
+  }, 40_000);
 
   it("refuses to start on a schema that a newer release migrated, saying what to do", async () => {
     await (await open()).close();
