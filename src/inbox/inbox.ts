@@ -207,7 +207,10 @@ export interface Inbox {
   prune(state: FinishedState, finishedBefore: Date, limit: number): Promise<number>;
   /** Called after jobs were written, so a waiting worker can start at once. */
   onEnqueued(listener: () => void): () => void;
-  /** Proves the store answers and accepts a durable write (readiness). */
+  /**
+   * Proves the store answers and accepts a durable write (readiness). Fails rather than
+   * block the event loop waiting for a lock another connection holds (SQLite).
+   */
   ping(): Promise<void>;
   close(): Promise<void>;
 }

@@ -350,9 +350,19 @@ export class SqliteInbox implements Inbox {
     return () => this.listeners.delete(listener);
   }
 
-  async ping(): Promise<void> {
-    // Durable: readiness must prove that an acknowledgement could be written right now.
-    await this.commitHeartbeat();
+  /**
+   * Durable: readiness must prove that an acknowledgement could be written right now. In a
+   * commit of its own, at once and without waiting for another connection's lock: that
+   * wait (BUSY_TIMEOUT_MS) is on the event loop's thread, so every probe froze the process
+   * for 5 s, /healthz too (the Docker HEALTHCHECK gives it 3 s). A lock held by someone
+   * else already means "not ready".
+   */
+  ping(): Promise<void> {
+    if (this.closed) return Promise.reject(new StoreUnavailableError("inbox is closed"));
+    return new Promise<void>((resolve, reject) => {
+      const apply = () => this.heartbeat();
+      this.commit([{ apply, durable: true, resolve: () => resolve(), reject }], false);
+    });
   }
 
   async close(): Promise<void> {
@@ -370,11 +380,15 @@ export class SqliteInbox implements Inbox {
   }
 
   /**
-   * A tiny durable write (FULL commit): proves the store takes acknowledgements now, and
-   * fsyncs the whole WAL, so the bookkeeping committed before it is on disk too.
+   * A tiny durable write (FULL commit) in the next group commit: it fsyncs the whole WAL,
+   * so the bookkeeping committed before it is on disk too.
    */
   private commitHeartbeat(): Promise<unknown> {
-    return this.write(() => this.statements.heartbeat.run({ now: this.clock() }), true);
+    return this.write(() => this.heartbeat(), true);
+  }
+
+  private heartbeat(): unknown {
+    return this.statements.heartbeat.run({ now: this.clock() });
   }
 
   /**
@@ -400,9 +414,18 @@ export class SqliteInbox implements Inbox {
   }
 
   private flush(): void {
-    let queue = this.queue;
+    const queue = this.queue;
     this.queue = [];
     this.flushScheduled = false;
+    this.commit(queue, performance.now() >= this.noWaitUntil);
+  }
+
+  /**
+   * Commits `writes` in one transaction and settles each. `mayWait`: whether it waits up to
+   * BUSY_TIMEOUT_MS for another connection's lock (false: fails at once if one is held).
+   */
+  private commit(writes: QueuedWrite[], mayWait: boolean): void {
+    let queue = writes;
     if (queue.length === 0) return;
     let results: unknown[];
     let durable = queue.some((item) => item.durable);
@@ -421,7 +444,7 @@ export class SqliteInbox implements Inbox {
     }
     try {
       this.setFullSync(durable);
-      this.setWaitForLock(performance.now() >= this.noWaitUntil);
+      this.setWaitForLock(mayWait);
       results = this.db.transaction(() => queue.map((item) => this.applyAlone(item))).immediate();
       this.noWaitUntil = 0;
     } catch (error) {
