@@ -206,6 +206,26 @@ describe("SQLite inbox: a file locked by another connection", () => {
     }
   });
 
+  it("fails a claim at once while the lock is held (the worker claims again at its next poll)", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "kcr-inbox-busy-"));
+    const path = join(dir, "inbox.db");
+    const inbox = new SqliteInbox({ path });
+    const blocker = new Database(path);
+    try {
+      const { id } = await inbox.enqueue(makeCallback() as never, new Date());
+      blocker.exec("BEGIN IMMEDIATE");
+      const startedAt = performance.now();
+      await expect(inbox.claim("w:1", 1, 60_000)).rejects.toThrow(/database is locked/);
+      expect(performance.now() - startedAt).toBeLessThan(500);
+      blocker.exec("ROLLBACK");
+      expect((await inbox.claim("w:2", 1, 60_000)).map((job) => job.id)).toEqual([id]);
+    } finally {
+      blocker.close();
+      await inbox.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it("waits for the lock once; right after that, writes fail at once instead of blocking the loop again", async () => {
     const dir = await mkdtemp(join(tmpdir(), "kcr-inbox-busy-"));
     const path = join(dir, "inbox.db");

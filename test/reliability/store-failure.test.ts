@@ -85,4 +85,30 @@ describe("store failure: the inbox cannot be written", () => {
       dead: 0,
     });
   });
+
+  it("keeps the process answering while the lock is held: /readyz says 503 at once, /healthz stays alive", async () => {
+    // The worker polls as it does by default, only faster: every poll claims (a write).
+    harness = await startHarness({ env: { WORKER_POLL_MS: "100" } });
+    const h = harness;
+    const probe = async (path: string) => (await fetch(`${h.service.adminUrl}${path}`)).status;
+    // Idle, so nothing but the probes and the worker's claims writes. A claim commits
+    // without fsync, so the FULL commit that makes it durable (BOOKKEEPING_SYNC_MS later)
+    // falls while the lock is held too.
+    lock = holdWriteLock(h.config.store.sqlitePath);
+    // Probes as an orchestrator sends them, over a few of the worker's polls. Each round is
+    // timed whole, its pause too: better-sqlite3 waits for a lock on the event loop's
+    // thread, and a wait that began between two probes delays the next one as much.
+    const until = performance.now() + 2000;
+    while (performance.now() < until) {
+      const startedAt = performance.now();
+      expect(await Promise.all([probe("/readyz"), probe("/healthz")])).toEqual([503, 200]);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      // Far from the 5 s busy_timeout a write waited before (and the HEALTHCHECK's 3 s).
+      expect(performance.now() - startedAt).toBeLessThan(1000);
+    }
+
+    lock.release();
+    lock = undefined;
+    expect(await probe("/readyz")).toBe(200);
+  });
 });

@@ -56,6 +56,8 @@ interface QueuedWrite {
   apply: () => unknown;
   /** Must survive power loss before it resolves (an acknowledged callback). */
   durable: boolean;
+  /** Worth waiting BUSY_TIMEOUT_MS for another connection's lock; a commit waits if one is. */
+  waitsForLock: boolean;
   resolve: (value: unknown) => void;
   reject: (error: Error) => void;
 }
@@ -141,7 +143,9 @@ export class SqliteInbox implements Inbox {
     // Serialised here, not in the group commit: a value that cannot be must fail alone
     // instead of rolling back every callback of its batch.
     const text = JSON.stringify(callback);
-    const result = await this.write(() => this.insertOne(callback, text, receivedAt), true);
+    const result = await this.write(() => this.insertOne(callback, text, receivedAt), {
+      durable: true,
+    });
     if (!result.duplicate) this.notify();
     return result;
   }
@@ -177,7 +181,10 @@ export class SqliteInbox implements Inbox {
 
   async claim(workerId: string, limit: number, leaseMs: number): Promise<Job[]> {
     // Committed at once (with whatever else is queued): a free worker slot should not wait
-    // for the end of the event-loop turn.
+    // for the end of the event-loop turn. Without waiting for another connection's lock
+    // (unless a write queued with it waits): a claim that fails costs nothing, the worker
+    // claims again at its next poll, but the wait held the event loop, every callback and
+    // /healthz, for BUSY_TIMEOUT_MS at every poll (WORKER_POLL_MS) while the lock was held.
     const claimed = await this.write(
       () => {
         const now = this.clock();
@@ -198,8 +205,7 @@ export class SqliteInbox implements Inbox {
           previousOwner: candidate.locked_by,
         }));
       },
-      false,
-      true,
+      { now: true, waitsForLock: false },
     );
     return claimed.map(({ row, previousOwner }) => {
       const job = rowToJob(row);
@@ -275,16 +281,19 @@ export class SqliteInbox implements Inbox {
   }
 
   async requeue(jobId: string, options: RequeueOptions = {}): Promise<boolean> {
-    const changes = await this.write(() => {
-      const now = this.clock();
-      const { requeue, runNow } = this.statements;
-      const { fresh, onlyIfState } = options;
-      if (onlyIfState === "pending") return fresh ? 0 : runNow.run({ id: jobId, now }).changes;
-      const ifState = onlyIfState ?? null;
-      const requeued = requeue.run({ id: jobId, now, fresh: fresh ? 1 : 0, ifState }).changes;
-      // A fresh start is for finished jobs; a pending one keeps what it fetched.
-      return requeued || (fresh || onlyIfState ? 0 : runNow.run({ id: jobId, now }).changes);
-    }, true);
+    const changes = await this.write(
+      () => {
+        const now = this.clock();
+        const { requeue, runNow } = this.statements;
+        const { fresh, onlyIfState } = options;
+        if (onlyIfState === "pending") return fresh ? 0 : runNow.run({ id: jobId, now }).changes;
+        const ifState = onlyIfState ?? null;
+        const requeued = requeue.run({ id: jobId, now, fresh: fresh ? 1 : 0, ifState }).changes;
+        // A fresh start is for finished jobs; a pending one keeps what it fetched.
+        return requeued || (fresh || onlyIfState ? 0 : runNow.run({ id: jobId, now }).changes);
+      },
+      { durable: true },
+    );
     if (changes === 1) this.notify();
     return changes === 1;
   }
@@ -361,7 +370,8 @@ export class SqliteInbox implements Inbox {
     if (this.closed) return Promise.reject(new StoreUnavailableError("inbox is closed"));
     return new Promise<void>((resolve, reject) => {
       const apply = () => this.heartbeat();
-      this.commit([{ apply, durable: true, resolve: () => resolve(), reject }], false);
+      const ping = { apply, durable: true, waitsForLock: false, resolve: () => resolve(), reject };
+      this.commit([ping], false);
     });
   }
 
@@ -383,8 +393,8 @@ export class SqliteInbox implements Inbox {
    * A tiny durable write (FULL commit) in the next group commit: it fsyncs the whole WAL,
    * so the bookkeeping committed before it is on disk too.
    */
-  private commitHeartbeat(): Promise<unknown> {
-    return this.write(() => this.heartbeat(), true);
+  private commitHeartbeat(waitsForLock = true): Promise<unknown> {
+    return this.write(() => this.heartbeat(), { durable: true, waitsForLock });
   }
 
   private heartbeat(): unknown {
@@ -393,12 +403,16 @@ export class SqliteInbox implements Inbox {
 
   /**
    * Queues a write for the next group commit (or, with `now`, commits the queue at once);
-   * resolves once it is committed.
+   * resolves once it is committed. `durable` and `waitsForLock` are QueuedWrite's.
    */
-  private write<T>(apply: () => T, durable = false, now = false): Promise<T> {
+  private write<T>(
+    apply: () => T,
+    { durable = false, now = false, waitsForLock = true } = {},
+  ): Promise<T> {
     if (this.closed) return Promise.reject(new StoreUnavailableError("inbox is closed"));
     return new Promise<T>((resolve, reject) => {
-      this.queue.push({ apply, durable, resolve: resolve as (value: unknown) => void, reject });
+      const settle = { resolve: resolve as (value: unknown) => void, reject };
+      this.queue.push({ apply, durable, waitsForLock, ...settle });
       if (now) this.flush();
       else if (!this.flushScheduled) {
         this.flushScheduled = true;
@@ -421,8 +435,9 @@ export class SqliteInbox implements Inbox {
   }
 
   /**
-   * Commits `writes` in one transaction and settles each. `mayWait`: whether it waits up to
-   * BUSY_TIMEOUT_MS for another connection's lock (false: fails at once if one is held).
+   * Commits `writes` in one transaction and settles each. `mayWait`: whether it may wait up
+   * to BUSY_TIMEOUT_MS for another connection's lock (false: fails at once if one is held);
+   * it does only for a write that asks to.
    */
   private commit(writes: QueuedWrite[], mayWait: boolean): void {
     let queue = writes;
@@ -444,7 +459,7 @@ export class SqliteInbox implements Inbox {
     }
     try {
       this.setFullSync(durable);
-      this.setWaitForLock(mayWait);
+      this.setWaitForLock(mayWait && queue.some((item) => item.waitsForLock));
       results = this.db.transaction(() => queue.map((item) => this.applyAlone(item))).immediate();
       this.noWaitUntil = 0;
     } catch (error) {
@@ -520,7 +535,9 @@ export class SqliteInbox implements Inbox {
     this.bookkeepingSync = setTimeout(() => {
       this.bookkeepingSync = undefined;
       if (this.closed) return;
-      this.commitHeartbeat().catch(() => undefined);
+      // Not worth holding the event loop for another connection's lock: if this fails, the
+      // next commit (the worker's next claim, a callback) makes the bookkeeping durable.
+      this.commitHeartbeat(false).catch(() => undefined);
     }, BOOKKEEPING_SYNC_MS);
     this.bookkeepingSync.unref();
   }
