@@ -23,7 +23,7 @@ export interface Metrics {
 }
 
 export function createMetrics(
-  inbox: Pick<Inbox, "countByState" | "oldestUnfinished">,
+  inbox: Pick<Inbox, "countByState" | "oldestUnfinished" | "ping">,
   clock: () => number = Date.now,
   sinkNames: readonly string[] = [],
 ): Metrics {
@@ -112,10 +112,27 @@ export function createMetrics(
   });
   new Gauge({
     name: "kreditcheck_inbox_up",
-    help: "1 when the inbox answered this scrape's job count, 0 when it could not be read (alert on it)",
+    help: "1 when the inbox answered this scrape's job count, 0 when it could not be read (alert on it, and on kreditcheck_inbox_writable)",
     registers: [registry],
     async collect() {
       this.set((await countOnce()) ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: "kreditcheck_inbox_writable",
+    help: "1 when the inbox took this scrape's durable write (the one /readyz makes), 0 when it could not: callbacks are answered 503 meanwhile. Alert on it; kreditcheck_inbox_up only says the inbox can be read",
+    registers: [registry],
+    async collect() {
+      // Written at the scrape, not remembered from /readyz or the last callback: where no
+      // probe asks and no callback comes, a value kept from then would stay 1 after the
+      // SQLite file was moved away, or 0 long after a lock was let go. The write is a tiny
+      // heartbeat row; on SQLite it never waits for a lock another connection holds.
+      this.set(
+        await inbox.ping().then(
+          () => 1,
+          () => 0,
+        ),
+      );
     },
   });
   // The oldest unfinished job's receipt as last read: undefined before the first read.

@@ -1,8 +1,9 @@
 import { execFile } from "node:child_process";
-import { writeFile } from "node:fs/promises";
+import { rename, writeFile } from "node:fs/promises";
 import { request } from "node:http";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import Database from "better-sqlite3";
 import { afterEach, describe, expect, it } from "vitest";
 import { type Harness, makeCallback, startHarness } from "../support/harness.js";
 import { waitFor } from "../support/wait-for.js";
@@ -67,6 +68,37 @@ describe("admin port", () => {
         details: [{ message: "inbox is closed" }],
       });
     }
+  });
+
+  it("says in kreditcheck_inbox_writable when the inbox cannot be written, which kreditcheck_inbox_up does not", async () => {
+    harness = await startHarness();
+    const h = harness;
+    const scrape = async () => (await admin("/metrics")).text();
+    const path = h.config.store.sqlitePath;
+    expect(await scrape()).toMatch(/^kreditcheck_inbox_writable 1$/m);
+
+    // An operator moves the file away under the running service: callbacks are refused.
+    await rename(path, `${path}.moved`);
+    expect((await h.post(makeCallback())).status).toBe(503);
+    let metrics = await scrape();
+    expect(metrics).toMatch(/^kreditcheck_inbox_writable 0$/m);
+    expect(metrics).toMatch(/^kreditcheck_inbox_up 1$/m);
+    await rename(`${path}.moved`, path);
+    expect(await scrape()).toMatch(/^kreditcheck_inbox_writable 1$/m);
+
+    // Another connection holds the write lock.
+    const blocker = new Database(path);
+    try {
+      blocker.exec("BEGIN IMMEDIATE");
+      metrics = await scrape();
+      expect(metrics).toMatch(/^kreditcheck_inbox_writable 0$/m);
+      expect(metrics).toMatch(/^kreditcheck_inbox_up 1$/m);
+      blocker.exec("ROLLBACK");
+    } finally {
+      blocker.close();
+    }
+    expect(await scrape()).toMatch(/^kreditcheck_inbox_writable 1$/m);
+    expect((await h.post(makeCallback())).status).toBe(202);
   });
 
   it("answers 409 for a retry that cannot be done, naming the job's state as it is then", async () => {
