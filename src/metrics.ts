@@ -33,7 +33,7 @@ export function createMetrics(
     registry,
     callbacks: new Counter({
       name: "kreditcheck_callbacks_received_total",
-      help: "Callbacks received, by outcome (accepted, duplicate, invalid, forbidden, unauthorized, store_unavailable)",
+      help: "Callbacks received (POSTs to the callback path, refused ones too), by outcome (accepted, duplicate, invalid, forbidden, unauthorized, store_unavailable)",
       labelNames: ["outcome"],
       registers: [registry],
     }),

@@ -1,4 +1,4 @@
-import type { RequestHandler } from "express";
+import type { Request, RequestHandler } from "express";
 import ipaddr from "ipaddr.js";
 import type { Logger } from "../logger.js";
 import { LogBudget } from "./log-budget.js";
@@ -156,12 +156,12 @@ const REFUSALS_LOGGED_PER_MINUTE = 20;
 export function allowlist(
   allowed: (address: string | undefined) => boolean,
   logger: Logger,
-  onReject?: () => void,
+  onReject?: (req: Request) => void,
 ): RequestHandler {
   const budget = new LogBudget(REFUSALS_LOGGED_PER_MINUTE, 60_000);
   return (req, res, next) => {
     if (allowed(req.ip)) return next();
-    onReject?.();
+    onReject?.(req);
     const forwardedFor = req.headers["x-forwarded-for"];
     // The header came, but its sender is no trusted proxy, so the socket's address was
     // checked: the usual cause is a proxy in front and TRUST_PROXY not set for it.

@@ -53,14 +53,21 @@ export function addCallbackRoute(
   // Express decodes the secret segment: a broken %-escape from a network that may not
   // call gets 403 like anything else from there, not a 400 about the escape.
   // Who probes the secret: the 403 of the allowlist says who, so does this.
-  const refuseSecret = (req: Request) => {
-    onOutcome?.("unauthorized");
+  const refuseSecret = (req: Request, counted = true) => {
+    if (counted) onOutcome?.("unauthorized");
     logger.warn({ remoteAddress: req.ip }, "callback refused: missing or wrong CALLBACK_SECRET");
   };
+  // Both refuse every request at or below the path, but count only what could be a
+  // callback: a scanner's GET there is no callback finAPI sent, and counted as one it
+  // would look like finAPI being refused to an alert on these outcomes.
   router.use(
     path,
-    allowlist(allowed, logger, () => onOutcome?.("forbidden")),
-    refuseUndecodableSegment(options.callbackSecret, refuseSecret),
+    allowlist(allowed, logger, (req) => {
+      if (isCallbackRequest(req)) onOutcome?.("forbidden");
+    }),
+    refuseUndecodableSegment(options.callbackSecret, (req) =>
+      refuseSecret(req, isCallbackRequest(req)),
+    ),
   );
   router.post(
     paths,
@@ -84,6 +91,15 @@ export function addCallbackRoute(
     res.set("Allow", "POST");
     sendError(res, 405, "method_not_allowed", [{ message: "use POST" }]);
   });
+}
+
+/**
+ * Whether a request reaching middleware mounted on the callback path (`req.path` is then
+ * what follows it) is one the POST route takes: a POST to the path itself or to one segment
+ * below it, where the secret goes, a trailing slash allowed as Express's routing allows it.
+ */
+function isCallbackRequest(req: Request): boolean {
+  return req.method === "POST" && /^\/(?:[^/]+\/?)?$/.test(req.path);
 }
 
 /**

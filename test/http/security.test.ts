@@ -281,3 +281,70 @@ describe("secrets in logs", () => {
     }
   });
 });
+
+describe("refusals in kreditcheck_callbacks_received_total", () => {
+  let harness: Harness | undefined;
+  afterEach(async () => {
+    await harness?.close();
+    harness = undefined;
+  });
+
+  /** The count of one outcome as /metrics says it. */
+  const counted = async (outcome: string) => {
+    const metrics = await (await fetch(`${harness?.service.adminUrl}/metrics`)).text();
+    const pattern = new RegExp(
+      `^kreditcheck_callbacks_received_total\\{outcome="${outcome}"\\} (\\d+)$`,
+      "m",
+    );
+    return Number(pattern.exec(metrics)?.[1]);
+  };
+  const send = async (url: string, method: string) =>
+    (
+      await fetch(url, {
+        method,
+        ...(method === "POST"
+          ? {
+              headers: { "Content-Type": "application/json" },
+              body: JSON.stringify(makeCallback()),
+            }
+          : {}),
+      })
+    ).status;
+
+  it("counts as forbidden a refused POST to the callback path, not a scanner's GET or a path below it", async () => {
+    // Only 127.0.0.2 may call back: this test's requests come from 127.0.0.1.
+    harness = await startHarness({
+      env: { ALLOWED_CIDRS: "127.0.0.2", CALLBACK_SECRET: "s3cr3t" },
+      service: { worker: false },
+    });
+    const base = `${harness.service.url}${harness.config.http.callbackPath}`;
+    // Refused all the same, and logged, but no callback finAPI could have sent.
+    for (const method of ["GET", "HEAD", "PUT", "DELETE", "OPTIONS"]) {
+      expect({ method, status: await send(base, method) }).toEqual({ method, status: 403 });
+    }
+    expect(await send(`${base}/s3cr3t`, "GET")).toBe(403);
+    expect(await send(`${base}/s3cr3t/admin.php`, "POST")).toBe(403);
+    expect(await counted("forbidden")).toBe(0);
+
+    expect(await send(base, "POST")).toBe(403);
+    expect(await send(`${base}/s3cr3t`, "POST")).toBe(403);
+    expect(await send(`${base}/s3cr3t/`, "POST")).toBe(403);
+    expect(await counted("forbidden")).toBe(3);
+  });
+
+  it("counts as unauthorized a wrong secret on a POST only", async () => {
+    harness = await startHarness({
+      env: { CALLBACK_SECRET: "s3cr3t" },
+      service: { worker: false },
+    });
+    const base = `${harness.service.url}${harness.config.http.callbackPath}`;
+    // A broken %-escape where the secret goes is refused before any route is matched.
+    expect(await send(`${base}/s3cr3t%zz`, "GET")).toBe(401);
+    expect(await send(`${base}/s3cr3t%zz/more`, "POST")).toBe(401);
+    expect(await counted("unauthorized")).toBe(0);
+
+    expect(await send(`${base}/s3cr3t%zz`, "POST")).toBe(401);
+    expect(await send(`${base}/wrong`, "POST")).toBe(401);
+    expect(await counted("unauthorized")).toBe(2);
+  });
+});
