@@ -102,14 +102,14 @@ export interface EnqueueResult {
 
 /**
  * Whether a callback with `status` replaces its check's stored callback, whose status is
- * `storedStatus`: a callback with the same ids but another status is a new event (FAILED,
- * then SUCCESSFUL), and keeping the first one stored lost the result for good (retry and
- * replay both ran the stored callback). A stored SUCCESSFUL one stands: it is final, and a
- * later other status must not take a delivered result's place. The same status again is a
- * sender's retry, a duplicate.
+ * `storedStatus`: a SUCCESSFUL one replaces any other (FAILED, then SUCCESSFUL), since
+ * keeping the first one stored lost the result for good (retry and replay both ran the
+ * stored callback). Nothing replaces a stored SUCCESSFUL one, and other statuses do not
+ * replace each other: only SUCCESSFUL is known to be final, so a sender's late retry of an
+ * earlier status must not take a later one's place, and a job is replaced at most once.
  */
 export function replacesStored(storedStatus: unknown, status: string): boolean {
-  return storedStatus !== SUCCESSFUL_STATUS && storedStatus !== status;
+  return status === SUCCESSFUL_STATUS && storedStatus !== SUCCESSFUL_STATUS;
 }
 
 /** The states an operator's retry can be made conditional on (Inbox.requeue). */
@@ -131,8 +131,10 @@ export interface Inbox {
    * Stores a new job, or answers the stored one of the same (processToken, kreditCheckId)
    * as a duplicate, unless this callback replaces the stored callback (`replacesStored`):
    * then, in the same durable write, that job gets this callback and runs again from the
-   * start (pending, due now, attempts and progress reset, received now). A run in progress
-   * loses its lease, so its outcome is not written.
+   * start (pending, attempts and progress reset, received now). Due now, or, while an
+   * attempt runs, once that attempt's lease has run out: the attempt loses its lease (its
+   * outcome is not written), finds out at its next renewal and stops, before another
+   * worker could deliver the new bundle that a late delivery of the old one overwrote.
    */
   enqueue(callback: Callback, receivedAt: Date): Promise<EnqueueResult>;
   /** Takes up to `limit` due jobs (pending and due, or running with an expired lease). */

@@ -128,21 +128,31 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
       expect(job).toMatchObject({ id, callback: successful, attempts: 1 });
     });
 
-    it("keeps a not-successful stored callback when the same status comes again, and takes the job from a running worker when one replaces it", async () => {
+    it("keeps a stored callback that is not successful against other statuses, and lets a SUCCESSFUL one take the job from a running attempt once its lease is out", async () => {
       const first = callback({ status: "IN_PROGRESS" });
       const { id } = await inbox.enqueue(first, new Date(fixture.now()));
-      expect(await inbox.enqueue({ ...first, clientReference: "x" }, new Date())).toEqual({
-        id,
-        duplicate: true,
-      });
+      // Only SUCCESSFUL is known to be final: a sender's late retry of an earlier status
+      // must not replace a later one, so other statuses never replace each other.
+      for (const status of ["IN_PROGRESS", "FAILED"]) {
+        expect(await inbox.enqueue({ ...first, status }, new Date())).toEqual({
+          id,
+          duplicate: true,
+        });
+      }
       const [running] = await inbox.claim("worker-a", 1, LEASE_MS);
       expect(running?.id).toBe(id);
       const replaced = await inbox.enqueue({ ...first, status: "SUCCESSFUL" }, new Date());
       expect(replaced).toMatchObject({ id, duplicate: false, replacedStatus: "IN_PROGRESS" });
-      // The run on the old callback has lost its lease: its outcome is not written.
+      // The attempt on the old callback has lost its lease: it cannot renew (it stops) and
+      // its outcome is not written.
+      await expect(inbox.renew(id, "worker-a", LEASE_MS)).rejects.toBeInstanceOf(LeaseLostError);
       await expect(inbox.complete(id, "worker-a", {})).rejects.toBeInstanceOf(LeaseLostError);
+      // Nobody runs it before that attempt's lease is out: a late delivery of the old bundle
+      // would land after the new one.
+      expect(await inbox.claim("worker-b", 1, LEASE_MS)).toEqual([]);
+      await fixture.advance(LEASE_MS + 1000);
       const [again] = await inbox.claim("worker-b", 1, LEASE_MS);
-      expect(again).toMatchObject({ id, callback: { status: "SUCCESSFUL" } });
+      expect(again).toMatchObject({ id, callback: { status: "SUCCESSFUL" }, attempts: 1 });
     });
 
     it("replaces in order when two statuses of one check arrive in one batch", async () => {

@@ -87,6 +87,37 @@ describePostgres("PostgreSQL inbox: replicas", () => {
     };
   }
 
+  it("replaces a stored callback once when two replicas get a SUCCESSFUL one for it at once", async () => {
+    for (const second of ["SUCCESSFUL", "IN_PROGRESS", "FAILED"]) {
+      const a = await open();
+      const b = await open();
+      const stored = { ...callback(), status: "FAILED" };
+      const { id } = await a.enqueue(stored, new Date());
+      // The row held, so both replicas' statements wait for it and run one after the other.
+      const holder = new pg.Client({ connectionString: testDatabaseUrl });
+      await holder.connect();
+      await holder.query("BEGIN");
+      await holder.query(`SELECT 1 FROM ${fresh.name}.kreditcheck_jobs WHERE id = $1 FOR UPDATE`, [
+        id,
+      ]);
+      const first = a.enqueue({ ...stored, status: "SUCCESSFUL" }, new Date());
+      await waitFor(
+        async () => (await adminQuery(`SELECT 1 FROM pg_locks WHERE NOT granted`)).length > 0,
+        "the first replace waiting for the row",
+      );
+      const other = b.enqueue({ ...stored, status: second }, new Date());
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      await holder.query("COMMIT");
+      await holder.end();
+      const results = await Promise.all([first, other]);
+      expect(
+        results.filter((result) => !result.duplicate),
+        second,
+      ).toHaveLength(1);
+      expect((await a.get(id))?.callback.status, second).toBe("SUCCESSFUL");
+    }
+  });
+
   it("migrates once when ten replicas start at the same moment on a fresh schema", async () => {
     const inboxes = await Promise.all(Array.from({ length: 10 }, () => open()));
     expect(inboxes).toHaveLength(10);

@@ -134,7 +134,10 @@ describe("Worker", () => {
     await waitFor(() => runs.length === 1, "the first run");
     const replaced = await inbox.enqueue({ ...sent, status: "SUCCESSFUL" } as never, new Date(now));
     expect(replaced).toMatchObject({ id, duplicate: false, replacedStatus: "IN_PROGRESS" });
-    // This worker claims the job again at once: the run on the old callback is stopped.
+    // Due once the old attempt's lease is out (its renewal, 20 s away here, would stop it
+    // first). This worker claims the job again then: the run on the old callback, still
+    // going, is stopped, not adopted.
+    now += 61_000;
     await waitFor(() => runs[0]?.aborted(), "the first run stopped");
     finish();
     await waitFor(async () => (await inbox.get(id))?.state === "done", "the job done");

@@ -35,10 +35,11 @@ export const SQL = {
                ON CONFLICT (process_token, kreditcheck_id) DO NOTHING
                RETURNING id, process_token, kreditcheck_id, pg_notify($6, $7)`,
   /**
-   * See Inbox.enqueue and replacesStored ($5 is 'SUCCESSFUL'): a stored callback with
-   * another status than the new one's, and not successful, is replaced, and its job runs
-   * again from the start. The rows are locked first, so a replica replacing the same one at
-   * once waits and then finds the status equal (a duplicate). Wakes idle workers on commit.
+   * See Inbox.enqueue and replacesStored ($5 is 'SUCCESSFUL'): a SUCCESSFUL callback
+   * replaces a stored one that is not, and its job runs again from the start (once the
+   * lease of an attempt still running has run out). The rows are locked first, so a replica
+   * replacing the same one at once waits and then finds it SUCCESSFUL (a duplicate). Wakes
+   * idle workers on commit.
    */
   replaceCallbacks: `WITH batch AS (
                        SELECT * FROM unnest($1::text[], $2::text[], $3::json[], $4::timestamptz[])
@@ -47,11 +48,12 @@ export const SQL = {
                        SELECT j.id, j.callback ->> 'status' AS status, batch.callback, batch.received_at
                        FROM kreditcheck_jobs j
                        JOIN batch USING (process_token, kreditcheck_id)
-                       WHERE j.callback ->> 'status' IS DISTINCT FROM $5::text
-                         AND j.callback ->> 'status' IS DISTINCT FROM batch.callback ->> 'status'
+                       WHERE batch.callback ->> 'status' = $5::text
+                         AND j.callback ->> 'status' IS DISTINCT FROM $5::text
                        FOR UPDATE OF j)
                      UPDATE kreditcheck_jobs j
-                     SET callback = stored.callback, state = 'pending', attempts = 0, run_at = now(),
+                     SET callback = stored.callback, state = 'pending', attempts = 0,
+                         run_at = CASE WHEN j.state = 'running' THEN GREATEST(now(), j.locked_until) ELSE now() END,
                          locked_by = NULL, locked_until = NULL, last_error = NULL, progress = '{}',
                          received_at = stored.received_at, updated_at = now(), finished_at = NULL
                      FROM stored WHERE j.id = stored.id

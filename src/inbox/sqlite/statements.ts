@@ -16,7 +16,8 @@ export const SQL = {
            ON CONFLICT (process_token, kreditcheck_id) DO NOTHING`,
   findIdByKey: `SELECT id, callback ->> '$.status' AS status FROM jobs WHERE process_token = ? AND kreditcheck_id = ?`,
   /** See Inbox.enqueue: the job runs again, from the start, with the new callback. */
-  replaceCallback: `UPDATE jobs SET callback = @callback, state = 'pending', attempts = 0, run_at = @now,
+  replaceCallback: `UPDATE jobs SET callback = @callback, state = 'pending', attempts = 0,
+                          run_at = CASE WHEN state = 'running' THEN MAX(@now, locked_until) ELSE @now END,
                           locked_by = NULL, locked_until = NULL, last_error = NULL, progress = '{}',
                           received_at = @receivedAt, updated_at = @now, finished_at = NULL
                     WHERE id = @id`,
