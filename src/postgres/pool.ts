@@ -1,5 +1,6 @@
 import pg from "pg";
 import { SCHEMA_NAME_PATTERN } from "./identifier.js";
+import { libpqSslSettings } from "./ssl-mode.js";
 
 export interface PostgresTarget {
   /** `postgres://` or `postgresql://` connection URL. */
@@ -23,15 +24,24 @@ const CONNECT_TIMEOUT_MS = 10_000;
  * taken out of the URL (splitUrlSettings) and put before ours (ours win for the same
  * setting); the rest of the URL stays a connection string, which node-postgres reads
  * anew for each connection: the password, and certificate files a rotation replaces.
- * An `application_name` in the URL is the operator's and is kept.
+ * An `application_name` in the URL is the operator's and is kept. `sslmode` (and
+ * PGSSLMODE) means what it means to libpq (see libpqSslSettings); `env` is where libpq's
+ * variables are read.
  */
-export function connectionConfig(target: PostgresTarget, applicationName: string): pg.ClientConfig {
+export function connectionConfig(
+  target: PostgresTarget,
+  applicationName: string,
+  env: NodeJS.ProcessEnv = process.env,
+): pg.ClientConfig {
   if (!SCHEMA_NAME_PATTERN.test(target.schema)) {
     throw new Error(`invalid PostgreSQL schema name ${JSON.stringify(target.schema)}`);
   }
   const { url, options: urlOptions, queryTimeoutMs } = splitUrlSettings(target.url);
+  const tls = libpqSslSettings(url, env);
   return {
-    connectionString: url,
+    connectionString: tls.url,
+    ...(tls.ssl === undefined ? {} : { ssl: tls.ssl }),
+    ...(tls.stream === undefined ? {} : { stream: tls.stream }),
     options: [urlOptions, `-c search_path=${target.schema}`].filter(Boolean).join(" "),
     ...(queryTimeoutMs === undefined ? {} : { query_timeout: queryTimeoutMs }),
     application_name: applicationName,

@@ -9,7 +9,28 @@ export function sqlstateOf(error: unknown): string | undefined {
   return typeof code === "string" ? code : undefined;
 }
 
+/**
+ * Node's codes for a server certificate it did not accept (OpenSSL's verification
+ * results, and its own for a name the certificate does not hold).
+ */
+const CERTIFICATE_REFUSED = /CERT|^UNABLE_TO_(GET|VERIFY|DECRYPT)|^HOSTNAME_MISMATCH$/;
+const CERTIFICATE_FIX =
+  "the PostgreSQL server's TLS certificate was not accepted: with sslmode=verify-full or verify-ca in the URL (or PGSSLMODE) it must be signed by the CA in sslrootcert=<file> (or PGSSLROOTCERT; without one, by a CA the system trusts), and with verify-full also name the host the URL connects to (verify-ca does not check the name); sslmode=require encrypts without checking it.";
+
+/** pg's words when the URL asks for TLS and the server offers none. No code. */
+const NO_TLS = /^The server does not support SSL connections$/;
+const NO_TLS_FIX =
+  "the PostgreSQL server does not offer TLS, and sslmode in the URL (or PGSSLMODE) requires it: enable ssl on the server, or set sslmode=prefer (TLS when the server offers it) or sslmode=disable.";
+
+/** What to do about a TLS problem of a connection, when it was one. */
+export function tlsFix(error: unknown): string | undefined {
+  const code = sqlstateOf(error);
+  if (code !== undefined) return CERTIFICATE_REFUSED.test(code) ? CERTIFICATE_FIX : undefined;
+  return error instanceof Error && NO_TLS.test(error.message) ? NO_TLS_FIX : undefined;
+}
+
 const FIXES: readonly [test: (code: string) => boolean, fix: string][] = [
+  [(code) => CERTIFICATE_REFUSED.test(code), CERTIFICATE_FIX],
   [
     (code) => code.startsWith("28"),
     "the server refused the login: check user and password in the PostgreSQL URL.",
@@ -63,6 +84,6 @@ export function describePgError(error: unknown): string {
       ? CONNECTION_LOST_FIX
       : POOL_WAIT.test(message)
         ? POOL_WAIT_FIX
-        : undefined;
+        : tlsFix(error);
   return `${code ? `[${code}] ` : ""}${message}${fix ? ` (${fix})` : ""}`;
 }

@@ -4,7 +4,7 @@ import { redactUrl } from "../config.js";
 import { ReceiverError } from "../errors.js";
 import { migrate } from "../postgres/migrate.js";
 import { createPool, type PostgresTarget } from "../postgres/pool.js";
-import { describePgError, sqlstateOf } from "../postgres/sqlstate.js";
+import { describePgError, sqlstateOf, tlsFix } from "../postgres/sqlstate.js";
 import { SINK_MIGRATIONS, SINK_SQL, sinkGrants } from "./postgres-schema.js";
 import { storableJson, storableText, textReplacedProblem } from "./postgres-text.js";
 import type { Bundle, DeliveryContext, Problem, Sink } from "./sink.js";
@@ -62,7 +62,7 @@ export class PostgresSink implements Sink {
       await pool.end().catch(() => undefined);
       const problem =
         role === undefined && !(error instanceof pg.DatabaseError)
-          ? `${pgErrorText(error)} (${unreachableFix(target)})`
+          ? `${pgErrorText(error)} (${connectFix(error, target)})`
           : setupProblem(error, target, role ?? "<the user in the URL>");
       throw new Error(`the postgres sink could not be set up: ${problem}`, { cause: error });
     }
@@ -208,7 +208,7 @@ export class PostgresSink implements Sink {
       {
         code: "postgres_sink_unreachable",
         retryable: true,
-        fix: `${unreachableFix(this.target)}; the job is retried.`,
+        fix: `${connectFix(error, this.target)}; the job is retried.`,
         cause: error,
       },
     );
@@ -287,6 +287,11 @@ function unreachableFix({ variable }: PostgresSinkTarget): string {
       ? "STORE_URL (the postgres sink's database while POSTGRES_SINK_URL is unset)"
       : variable;
   return `the PostgreSQL server cannot be reached: check host and port in ${which}, that PostgreSQL runs there, and that this machine can reach it (DNS, firewall, listen_addresses)`;
+}
+
+/** What to check when no connection came about: its TLS, or else whether the server is reached. */
+function connectFix(error: unknown, target: PostgresSinkTarget): string {
+  return tlsFix(error)?.replace(/\.$/, "") ?? unreachableFix(target);
 }
 
 /**

@@ -93,6 +93,15 @@ export class PostgresInbox implements Inbox {
 
   /** Connects, migrates the schema (safe with many replicas at once) and starts listening. */
   static async open(options: PostgresInboxOptions): Promise<PostgresInbox> {
+    try {
+      // A URL pg cannot connect with (sslmode=verify-ca without a CA): said with STORE_URL.
+      connectionConfig(options, "kreditcheck-receiver");
+    } catch (error) {
+      throw new StoreUnavailableError(
+        `the PostgreSQL inbox could not be opened: ${(error as Error).message}`,
+        { cause: error },
+      );
+    }
     const queryTimeoutMs = options.queryTimeoutMs ?? INBOX_QUERY_TIMEOUT_MS;
     const pool = createPool(options, "kreditcheck-receiver inbox", {
       max: options.poolSize,
