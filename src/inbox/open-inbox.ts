@@ -1,4 +1,5 @@
 import { type Config, redactUrl } from "../config.js";
+import type { MigrateOptions } from "../postgres/migrate.js";
 import { type Inbox, StoreUnavailableError } from "./inbox.js";
 import { PostgresInbox } from "./postgres/postgres-inbox.js";
 import { SqliteInbox } from "./sqlite/sqlite-inbox.js";
@@ -6,7 +7,11 @@ import { SqliteInbox } from "./sqlite/sqlite-inbox.js";
 /** Picks the inbox adapter from STORE_URL; PostgreSQL connects and migrates first. */
 export async function openInbox(
   store: Config["store"],
-  options: { clock?: () => number; onListenError?: (error: unknown) => void } = {},
+  options: {
+    clock?: () => number;
+    onListenError?: (error: unknown) => void;
+    migrationTimeouts?: MigrateOptions;
+  } = {},
 ): Promise<Inbox> {
   if (store.kind === "postgres") {
     try {
@@ -14,6 +19,7 @@ export async function openInbox(
         url: store.url,
         schema: store.schema,
         onListenError: options.onListenError,
+        migrationTimeouts: options.migrationTimeouts,
       });
     } catch (error) {
       // Named like the SQLite case: the operator sees which variable to fix.

@@ -201,30 +201,42 @@ function waitLongerThanConnect(
 }
 
 /**
- * Runs `work` in one transaction on one pooled client; rolls back when it throws. After
- * an error the server did not send (a timed-out statement, a lost connection, our own
- * code's), the connection is closed instead: a ROLLBACK would queue behind the statement
- * still waiting there, and the server rolls back a closed session's transaction anyway.
+ * A statement's answer took longer than it may: the connection went silent (a failover,
+ * a firewall or NAT that dropped it without a word) or the server is overloaded.
  */
-export async function inTransaction<T>(
-  pool: pg.Pool,
-  work: (client: pg.PoolClient) => Promise<T>,
-): Promise<T> {
-  const client = await pool.connect();
-  let broken = false;
+export class NoAnswerError extends Error {
+  constructor(what: string, timeoutMs: number, options: { cause: unknown }) {
+    super(
+      `no answer from the PostgreSQL server within ${timeoutMs} ms to ${what}: the connection went silent (a failover, or a firewall or NAT that dropped it) or the server is overloaded; it was closed`,
+      options,
+    );
+    this.name = "NoAnswerError";
+  }
+}
+
+/**
+ * `text` on `on`, given up after `timeoutMs` without an answer, with a NoAnswerError that
+ * names `what`. For statements that a service with no query timeout of its own must not
+ * wait on for as long as TCP keepalive takes to find a dead connection (some 11 minutes).
+ * A pool closes the connection of a statement given up on; a client checked out of one
+ * must be released as broken.
+ */
+export async function queryAnswered<R extends pg.QueryResultRow = pg.QueryResultRow>(
+  on: pg.Pool | pg.ClientBase,
+  what: string,
+  timeoutMs: number,
+  text: string,
+  values: unknown[] = [],
+): Promise<pg.QueryResult<R>> {
+  // pg reads a query's own query_timeout; its types do not list it.
+  const query = { text, values, query_timeout: timeoutMs } as pg.QueryConfig;
   try {
-    await client.query("BEGIN");
-    const result = await work(client);
-    await client.query("COMMIT");
-    return result;
+    return await on.query<R>(query);
   } catch (error) {
-    if (error instanceof pg.DatabaseError) {
-      await client.query("ROLLBACK").catch(() => {
-        broken = true;
-      });
-    } else broken = true;
+    // pg's words for it; no code.
+    if (error instanceof Error && error.message === "Query read timeout") {
+      throw new NoAnswerError(what, timeoutMs, { cause: error });
+    }
     throw error;
-  } finally {
-    client.release(broken);
   }
 }

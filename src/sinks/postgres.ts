@@ -2,8 +2,8 @@ import pg from "pg";
 import { untilAborted } from "../abortable.js";
 import { redactUrl } from "../config.js";
 import { ReceiverError } from "../errors.js";
-import { migrate } from "../postgres/migrate.js";
-import { createPool, type PostgresTarget } from "../postgres/pool.js";
+import { type MigrateOptions, migrate } from "../postgres/migrate.js";
+import { createPool, NoAnswerError, type PostgresTarget, queryAnswered } from "../postgres/pool.js";
 import { describePgError, sqlstateOf, tlsFix } from "../postgres/sqlstate.js";
 import { SINK_MIGRATIONS, SINK_SQL, sinkGrants } from "./postgres-schema.js";
 import { storableJson, storableText, textReplacedProblem } from "./postgres-text.js";
@@ -45,8 +45,15 @@ export class PostgresSink implements Sink {
     private readonly role: string,
   ) {}
 
-  /** Connects and creates or migrates the tables (safe with many replicas at once). */
-  static async open(target: PostgresSinkTarget): Promise<PostgresSink> {
+  /**
+   * Connects and creates or migrates the tables (safe with many replicas at once).
+   * `timeouts`: the migration's lock wait, and how long a statement of start-up may go
+   * unanswered (tests shorten them).
+   */
+  static async open(
+    target: PostgresSinkTarget,
+    timeouts: MigrateOptions = {},
+  ): Promise<PostgresSink> {
     // No query timeout: a delivery's own deadline closes its connection (see write).
     const pool = createPool(target, "kreditcheck-receiver postgres sink", {
       max: POOL_SIZE,
@@ -55,13 +62,22 @@ export class PostgresSink implements Sink {
     let role: string | undefined;
     try {
       // The first contact: a failure without a server's answer means it was not reached.
-      const { rows } = await pool.query<{ role: string }>("SELECT current_user AS role");
+      // Bounded, as the migrator's statements are: a connection that went silent right
+      // after it was opened would hold start-up until TCP keepalive gave up.
+      const { rows } = await queryAnswered<{ role: string }>(
+        pool,
+        "SELECT current_user",
+        timeouts.answerTimeoutMs ?? 10_000,
+        "SELECT current_user AS role",
+      );
       role = rows[0]?.role ?? "<the user in the URL>";
-      await migrate(pool, target.schema, SINK_MIGRATIONS);
+      await migrate(pool, target.schema, SINK_MIGRATIONS, timeouts);
     } catch (error) {
       await pool.end().catch(() => undefined);
       const problem =
-        role === undefined && !(error instanceof pg.DatabaseError)
+        role === undefined &&
+        !(error instanceof pg.DatabaseError) &&
+        !(error instanceof NoAnswerError)
           ? `${pgErrorText(error)} (${connectFix(error, target)})`
           : setupProblem(error, target, role ?? "<the user in the URL>");
       throw new Error(`the postgres sink could not be set up: ${problem}`, { cause: error });

@@ -43,3 +43,43 @@ export async function startTcpRelay(target: { host: string; port: number }) {
     },
   };
 }
+
+/**
+ * A TCP relay on loopback to `target` whose connections go silent, without closing, as
+ * soon as the client sends bytes holding `text` (a statement's SQL: each of pg's messages
+ * reaches the relay whole on loopback): a connection that dies without a word at that
+ * statement. What comes before passes, in both directions.
+ */
+export async function startRelayThatGoesSilentAt(
+  target: { host: string; port: number },
+  text: string,
+) {
+  const sockets = new Set<Socket>();
+  const relay = createServer((client) => {
+    const upstream = connect(target.port, target.host);
+    let silent = false;
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on("close", () => sockets.delete(socket));
+      socket.on("error", () => undefined);
+    }
+    client.on("data", (data) => {
+      if (!silent && data.includes(text)) silent = true;
+      if (!silent) upstream.write(data);
+    });
+    upstream.on("data", (data) => {
+      if (!silent) client.write(data);
+    });
+    client.on("close", () => upstream.destroy());
+    upstream.on("close", () => client.destroy());
+  });
+  await new Promise<void>((resolve) => relay.listen(0, "127.0.0.1", resolve));
+  const { port } = relay.address() as { port: number };
+  return {
+    port,
+    async close() {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => relay.close(resolve));
+    },
+  };
+}

@@ -1,6 +1,6 @@
 import type pg from "pg";
 import { type Callback, SUCCESSFUL_STATUS } from "../../callback.js";
-import { migrate, SchemaTooNewError } from "../../postgres/migrate.js";
+import { type MigrateOptions, migrate, SchemaTooNewError } from "../../postgres/migrate.js";
 import { connectionConfig, createPool, type PostgresTarget } from "../../postgres/pool.js";
 import { describePgError, sqlstateOf } from "../../postgres/sqlstate.js";
 import {
@@ -35,6 +35,8 @@ export interface PostgresInboxOptions extends PostgresTarget {
   queryTimeoutMs?: number;
   /** The LISTEN connection dropped; it is being re-established. */
   onListenError?: (error: unknown) => void;
+  /** The migration's lock wait and how long its bookkeeping may go unanswered (tests shorten them). */
+  migrationTimeouts?: MigrateOptions;
 }
 
 /**
@@ -47,7 +49,7 @@ export const INBOX_LOCK_TIMEOUT_MS = 5000;
 /**
  * The longest any inbox statement goes without an answer before its connection is given
  * up (see PoolOptions.queryTimeoutMs). Longer than any healthy statement; callbacks' and
- * operators' statements get less, migrations (on a connection of their own) no limit.
+ * operators' statements get less, a migration's SQL (on a connection of its own) no limit.
  */
 export const INBOX_QUERY_TIMEOUT_MS = 60_000;
 
@@ -133,12 +135,16 @@ export class PostgresInbox implements Inbox {
       queryTimeoutMs: boundedQueryTimeoutMs,
     });
     // On a connection of its own, without the pools' statement timeouts: a migration of a
-    // large table may take longer than any statement of the running service should.
+    // large table may take longer than any statement of the running service should. The
+    // migrator bounds its other statements itself.
     const migrationPool = createPool(options, "kreditcheck-receiver migrate", { max: 1 });
     try {
-      await migrate(migrationPool, options.schema, INBOX_MIGRATIONS).finally(() =>
-        migrationPool.end().catch(() => undefined),
-      );
+      await migrate(
+        migrationPool,
+        options.schema,
+        INBOX_MIGRATIONS,
+        options.migrationTimeouts,
+      ).finally(() => migrationPool.end().catch(() => undefined));
     } catch (error) {
       await pool.end().catch(() => undefined);
       await boundedPool.end().catch(() => undefined);
