@@ -2,7 +2,7 @@ import { connect, createServer, type Server, type Socket } from "node:net";
 import { afterEach, expect, it } from "vitest";
 import { NotificationListener } from "../../src/inbox/postgres/listener.js";
 import { connectionConfig } from "../../src/postgres/pool.js";
-import { describePostgres, testDatabaseUrl } from "../support/postgres.js";
+import { adminQuery, describePostgres, testDatabaseUrl } from "../support/postgres.js";
 
 /**
  * A relay to PostgreSQL that passes everything until the client sends its first statement
@@ -60,5 +60,35 @@ describePostgres("PostgreSQL LISTEN connection", () => {
     expect(performance.now() - startedAt).toBeLessThan(5000);
     expect(String(errors[0])).toMatch(/Query read timeout/);
     await listener.stop();
+  });
+
+  it("stays connected through the server's idle_session_timeout: no reconnect, no warning", async (ctx) => {
+    const [server] = await adminQuery<{ version: number }>(
+      "SELECT current_setting('server_version_num')::int AS version",
+    );
+    // Before 14 there is no such setting (and a URL that sets it is refused).
+    if ((server?.version ?? 0) < 140000) ctx.skip();
+    // The session default an ALTER DATABASE (or ROLE) … SET idle_session_timeout gives,
+    // set through the URL so that the shared test database is left as it is.
+    const url = new URL(testDatabaseUrl);
+    url.searchParams.set("options", "-c idle_session_timeout=500");
+    const errors: unknown[] = [];
+    let notified = 0;
+    const listener = new NotificationListener({
+      config: connectionConfig({ url: url.toString(), schema: "public" }, "kcr listen test"),
+      channel: "kreditcheck_jobs",
+      payload: "kcr_idle_test",
+      onNotify: () => notified++,
+      onError: (error) => errors.push(error),
+    });
+    await listener.start();
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      expect(errors.map(String)).toEqual([]);
+      await adminQuery("SELECT pg_notify('kreditcheck_jobs', 'kcr_idle_test')");
+      await expect.poll(() => notified).toBe(1);
+    } finally {
+      await listener.stop();
+    }
   });
 });

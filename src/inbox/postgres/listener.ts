@@ -9,7 +9,7 @@ export interface ListenerOptions {
   /** Called when the connection dropped and could not be re-established yet. */
   onError: (error: unknown) => void;
   maxDelayMs?: number;
-  /** How long the LISTEN statement may go unanswered (10 s unless given). */
+  /** How long each statement of a (re)connect, LISTEN too, may go unanswered (10 s unless given). */
   listenTimeoutMs?: number;
 }
 
@@ -70,15 +70,25 @@ export class NotificationListener {
         await client.end();
         return;
       }
+      // Bounded: a connection that died between its opening and these statements would
+      // hold start-up (which awaits the first LISTEN) until TCP keepalive gave up, minutes
+      // later. (pg reads a query's own query_timeout; its types do not list it.)
+      const queryTimeout = this.options.listenTimeoutMs ?? 10_000;
+      // This connection is idle by design: a server's idle_session_timeout (PostgreSQL 14+,
+      // set for the database or the role) ended it every period, each time with a warning
+      // and a reconnect. Set off here, for this session only, and not with `-c` in the
+      // startup packet: a server before 14 refuses a connection with a setting it does not
+      // know (FATAL: unrecognized configuration parameter); pg_settings lists it where it
+      // exists, so elsewhere this sets nothing.
+      await client.query({
+        text: "SELECT set_config(name, '0', false) FROM pg_settings WHERE name = 'idle_session_timeout'",
+        query_timeout: queryTimeout,
+      } as pg.QueryConfig);
       // LISTEN takes an identifier, which cannot be bound; the channel is a constant.
-      // Bounded: a connection that died between its opening and this statement would hold
-      // start-up (which awaits the first LISTEN) until TCP keepalive gave up, minutes later.
-      // (pg reads a query's own query_timeout; its types do not list it.)
-      const listen = {
+      await client.query({
         text: `LISTEN ${client.escapeIdentifier(channel)}`,
-        query_timeout: this.options.listenTimeoutMs ?? 10_000,
-      } as pg.QueryConfig;
-      await client.query(listen);
+        query_timeout: queryTimeout,
+      } as pg.QueryConfig);
       // Stopped while the LISTEN was on its way: this connection would be left open.
       if (this.stopped) {
         await client.end().catch(() => undefined);
