@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import Database from "better-sqlite3";
-import { describe, expect, it, vi } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { StoreUnavailableError } from "../../src/inbox/inbox.js";
 import { SCHEMA_VERSION } from "../../src/inbox/sqlite/schema.js";
 import {
@@ -186,75 +186,67 @@ describe("SQLite inbox: durability of the worker's bookkeeping", () => {
 });
 
 describe("SQLite inbox: a file locked by another connection", () => {
-  it("answers readiness's write at once while the lock is held, without waiting for it", async () => {
+  const cleanups: (() => Promise<void>)[] = [];
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0)) await cleanup();
+  });
+
+  /** An inbox, and a second connection to its file that can take the write lock. */
+  async function lockable() {
     const dir = await mkdtemp(join(tmpdir(), "kcr-inbox-busy-"));
     const path = join(dir, "inbox.db");
     const inbox = new SqliteInbox({ path });
     const blocker = new Database(path);
-    try {
-      blocker.exec("BEGIN IMMEDIATE");
-      const startedAt = performance.now();
-      await expect(inbox.ping()).rejects.toThrow(/inbox write failed: database is locked/);
-      // Not the 5 s busy_timeout, which better-sqlite3 spends on the event loop's thread.
-      expect(performance.now() - startedAt).toBeLessThan(500);
-      blocker.exec("ROLLBACK");
-      await expect(inbox.ping()).resolves.toBeUndefined();
-    } finally {
+    cleanups.push(async () => {
       blocker.close();
       await inbox.close();
       await rm(dir, { recursive: true, force: true });
-    }
+    });
+    return { inbox, blocker };
+  }
+
+  it("answers readiness's write at once while the lock is held, without waiting for it", async () => {
+    const { inbox, blocker } = await lockable();
+    blocker.exec("BEGIN IMMEDIATE");
+    const startedAt = performance.now();
+    await expect(inbox.ping()).rejects.toThrow(/inbox write failed: database is locked/);
+    // Not the 5 s busy_timeout, which better-sqlite3 spends on the event loop's thread.
+    expect(performance.now() - startedAt).toBeLessThan(500);
+    blocker.exec("ROLLBACK");
+    await expect(inbox.ping()).resolves.toBeUndefined();
   });
 
   it("fails a claim at once while the lock is held (the worker claims again at its next poll)", async () => {
-    const dir = await mkdtemp(join(tmpdir(), "kcr-inbox-busy-"));
-    const path = join(dir, "inbox.db");
-    const inbox = new SqliteInbox({ path });
-    const blocker = new Database(path);
-    try {
-      const { id } = await inbox.enqueue(makeCallback() as never, new Date());
-      blocker.exec("BEGIN IMMEDIATE");
-      const startedAt = performance.now();
-      await expect(inbox.claim("w:1", 1, 60_000)).rejects.toThrow(/database is locked/);
-      expect(performance.now() - startedAt).toBeLessThan(500);
-      blocker.exec("ROLLBACK");
-      expect((await inbox.claim("w:2", 1, 60_000)).map((job) => job.id)).toEqual([id]);
-    } finally {
-      blocker.close();
-      await inbox.close();
-      await rm(dir, { recursive: true, force: true });
-    }
+    const { inbox, blocker } = await lockable();
+    const { id } = await inbox.enqueue(makeCallback() as never, new Date());
+    blocker.exec("BEGIN IMMEDIATE");
+    const startedAt = performance.now();
+    await expect(inbox.claim("w:1", 1, 60_000)).rejects.toThrow(/database is locked/);
+    expect(performance.now() - startedAt).toBeLessThan(500);
+    blocker.exec("ROLLBACK");
+    expect((await inbox.claim("w:2", 1, 60_000)).map((job) => job.id)).toEqual([id]);
   });
 
   it("waits for the lock once; right after that, writes fail at once instead of blocking the loop again", async () => {
-    const dir = await mkdtemp(join(tmpdir(), "kcr-inbox-busy-"));
-    const path = join(dir, "inbox.db");
-    const inbox = new SqliteInbox({ path });
-    const blocker = new Database(path);
-    try {
-      blocker.exec("BEGIN IMMEDIATE");
-      let startedAt = performance.now();
-      await expect(inbox.enqueue(makeCallback() as never, new Date())).rejects.toThrow(
-        /inbox write failed/,
-      );
-      // The first write waited for the lock (busy_timeout), as before.
-      expect(performance.now() - startedAt).toBeGreaterThanOrEqual(BUSY_TIMEOUT_MS * 0.9);
-      startedAt = performance.now();
-      await expect(inbox.enqueue(makeCallback() as never, new Date())).rejects.toThrow(
-        /inbox write failed/,
-      );
-      // The next one, within NO_WAIT_AFTER_BUSY_MS, did not wait another busy_timeout.
-      expect(performance.now() - startedAt).toBeLessThan(NO_WAIT_AFTER_BUSY_MS);
-      // Once the lock is gone, a write goes through at once, still inside that window.
-      blocker.exec("ROLLBACK");
-      const stored = await inbox.enqueue(makeCallback() as never, new Date());
-      expect(stored.duplicate).toBe(false);
-      expect(await inbox.countByState()).toMatchObject({ pending: 1 });
-    } finally {
-      blocker.close();
-      await inbox.close();
-      await rm(dir, { recursive: true, force: true });
-    }
+    const { inbox, blocker } = await lockable();
+    blocker.exec("BEGIN IMMEDIATE");
+    let startedAt = performance.now();
+    await expect(inbox.enqueue(makeCallback() as never, new Date())).rejects.toThrow(
+      /inbox write failed/,
+    );
+    // The first write waited for the lock (busy_timeout), as before.
+    expect(performance.now() - startedAt).toBeGreaterThanOrEqual(BUSY_TIMEOUT_MS * 0.9);
+    startedAt = performance.now();
+    await expect(inbox.enqueue(makeCallback() as never, new Date())).rejects.toThrow(
+      /inbox write failed/,
+    );
+    // The next one, within NO_WAIT_AFTER_BUSY_MS, did not wait another busy_timeout.
+    expect(performance.now() - startedAt).toBeLessThan(NO_WAIT_AFTER_BUSY_MS);
+    // Once the lock is gone, a write goes through at once, still inside that window.
+    blocker.exec("ROLLBACK");
+    const stored = await inbox.enqueue(makeCallback() as never, new Date());
+    expect(stored.duplicate).toBe(false);
+    expect(await inbox.countByState()).toMatchObject({ pending: 1 });
   });
 });
 
