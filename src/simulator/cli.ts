@@ -7,7 +7,8 @@ async function main(): Promise<void> {
     parsed = parseCli(process.argv.slice(2), process.env);
   } catch (err) {
     if (!(err instanceof CliError)) throw err;
-    console.error(`${err.message}\n\n${USAGE}`);
+    // The one line that says what is wrong, last, where it is seen: not above 30 lines of help.
+    console.error(`${err.message}\n(npm run simulator -- --help lists every option)`);
     process.exitCode = 2;
     return;
   }

@@ -139,4 +139,21 @@ describe("simulator CLI", () => {
     child.kill("SIGTERM");
     expect(await exited).toBe(0);
   }, 15_000);
+
+  it("ends a bad option's output with what is wrong, not with 30 lines of help", async () => {
+    const cli = fileURLToPath(new URL("../../src/simulator/cli.ts", import.meta.url));
+    const child = spawn(process.execPath, ["--import", "tsx", cli, "--latency-ms", "soon"], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let err = "";
+    child.stderr.on("data", (chunk: Buffer) => {
+      err += chunk.toString();
+    });
+    const code = await new Promise<number | null>((resolve) => child.once("exit", resolve));
+    expect(code).toBe(2);
+    expect(err.trim().split("\n")).toEqual([
+      "--latency-ms: not a number: soon",
+      "(npm run simulator -- --help lists every option)",
+    ]);
+  }, 15_000);
 });
