@@ -156,15 +156,21 @@ export class ClientCredentialsTokenProvider implements TokenProvider {
     // warning that says so, not an error that pages someone (it becomes one if the token
     // runs out before a refresh succeeds: then every call needs the request).
     // One failure, one line: for a caller that logs it itself, the details at debug here.
-    const logFailure = (fields: Record<string, unknown>, message: string) =>
-      callerLogs
+    // Without a token to use, an error only when retrying cannot help (credentials, a wrong
+    // URL): a 503 for a few seconds is waited out by the jobs, each saying so, and did not
+    // need to page anyone.
+    const logFailure = (error: ReceiverError) => {
+      const fields = { requestId, code: error.code, fix: error.fix };
+      const message = error.message;
+      return callerLogs
         ? logger.debug(fields, message)
         : stillValidUntil === undefined
-          ? logger.error(fields, message)
+          ? logger[error.retryable ? "warn" : "error"](fields, message)
           : logger.warn(
               { ...fields, currentTokenValidUntil: new Date(stillValidUntil).toISOString() },
               `${message} (an early refresh: the current token is still used until it expires; tried again in a few seconds)`,
             );
+    };
     const requestId = randomUUID();
     const startedAt = this.clock();
     const form = new URLSearchParams({
@@ -190,7 +196,7 @@ export class ClientCredentialsTokenProvider implements TokenProvider {
         this.options.onResponse?.("too_large", took());
         this.options.onRequest?.("failure");
         const error = tooLargeError({ endpoint: "token", requestId }, maxJsonBytes);
-        logFailure({ requestId, code: error.code, fix: error.fix }, error.message);
+        logFailure(error);
         throw error;
       }
       const error = deadline.failure(thrown);
@@ -233,7 +239,7 @@ export class ClientCredentialsTokenProvider implements TokenProvider {
         },
         oauthError,
       );
-      logFailure({ requestId, code: error.code, fix: error.fix }, error.message);
+      logFailure(error);
       throw error;
     }
     const json = safeJson(body);
@@ -259,7 +265,7 @@ export class ClientCredentialsTokenProvider implements TokenProvider {
             status: response.status,
             ...(json === undefined ? { body: shown() } : {}),
           });
-      logFailure({ requestId, code: error.code, fix: error.fix }, error.message);
+      logFailure(error);
       throw error;
     }
     this.options.onRequest?.("success");

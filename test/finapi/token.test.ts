@@ -224,6 +224,23 @@ describe("ClientCredentialsTokenProvider against the simulated finAPI Access", (
     await waitFor(() => simulator.stats().calls.token === 3, "the next refresh");
   });
 
+  it("logs a token failure retrying can mend as a warning, one it cannot as an error", async () => {
+    const { tokens, simulator, logs } = await provider();
+    const levelOf = () =>
+      logs
+        .lines()
+        .filter((line) => String(line.code ?? "").startsWith("finapi_"))
+        .map((line) => line.level);
+    // A 503 the jobs wait out, each saying so.
+    simulator.failNext("token", 1, 503);
+    await expect(tokens.getToken()).rejects.toMatchObject({ retryable: true });
+    expect(levelOf()).toEqual([40]);
+    // Refused credentials: every job dies until someone fixes them.
+    simulator.failNext("token", 1, 401);
+    await expect(tokens.getToken()).rejects.toMatchObject({ retryable: false });
+    expect(levelOf()).toEqual([40, 50]);
+  });
+
   it("answers with the cached token at once while a refresh hangs", async () => {
     let now = 1_000_000;
     const { tokens, simulator } = await provider({}, { clock: () => now });
