@@ -350,9 +350,10 @@ function parseSinkNames(value: string, ctx: z.RefinementCtx): string[] {
   const seen = new Set<string>();
   const names = splitList(value).map((entry) => {
     // Built-in names and the prefix in any letter case, as LOG_LEVEL and FINAPI_ENV; a
-    // module's path as written (file systems tell case apart).
+    // module's path as written (file systems tell case apart), less the blanks around it:
+    // `module: ./x.cjs` looked for "<cwd>/ ./x.cjs".
     const name = MODULE_PREFIX.test(entry)
-      ? `module:${entry.slice("module:".length)}`
+      ? `module:${entry.slice("module:".length).trim()}`
       : entry.toLowerCase();
     const known =
       (BUILT_IN_SINKS as readonly string[]).includes(name) ||

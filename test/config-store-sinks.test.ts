@@ -49,11 +49,19 @@ describe("configuration of the store and the sinks", () => {
     expect(problemsOf({ SINKS: "file,file" })).toEqual(['SINKS: "file" is listed twice']);
   });
 
-  it("takes built-in sink names in any letter case, and a module's path as written", () => {
+  it("takes built-in sink names in any letter case, and a module's path as written, blanks around it dropped", () => {
     const names = (sinks: string) => loadConfig({ ...base, SINKS: sinks }).sinks.names;
     expect(names("File, STDOUT")).toEqual(["file", "stdout"]);
     expect(names("file,module:./Sinks/Audit.mjs")).toEqual(["file", "module:./Sinks/Audit.mjs"]);
     expect(names("Module:./Sinks/Audit.mjs")).toEqual(["module:./Sinks/Audit.mjs"]);
+    // A blank after the prefix is no part of the path (it was looked for as "<cwd>/ ./…").
+    expect(names("file, module: ./Sinks/Audit.mjs ")).toEqual(["file", "module:./Sinks/Audit.mjs"]);
+    expect(problemsOf({ SINKS: "module:./a.mjs,module: ./a.mjs" })).toEqual([
+      'SINKS: "module: ./a.mjs" is listed twice',
+    ]);
+    expect(problemsOf({ SINKS: "module: " })).toEqual([
+      'SINKS: unknown sink "module:" (known: file, stdout, http, postgres, module:<path>)',
+    ]);
     expect(problemsOf({ SINKS: "file,FILE" })).toEqual(['SINKS: "FILE" is listed twice']);
     // The entry as written, not as lower-cased.
     expect(problemsOf({ SINKS: "Kafka" })).toEqual([
