@@ -115,7 +115,7 @@ async function loadSink(name: string, config: Config, logger: Logger): Promise<S
 async function loadModuleSink(path: string, config: Config, logger: Logger): Promise<Sink> {
   // Resolved against the working directory, as operators write paths in .env.
   const file = resolve(process.cwd(), path);
-  let exports: { default?: unknown; createSink?: unknown };
+  let exports: Record<string, unknown>;
   try {
     exports = (await import(pathToFileURL(file).href)) as typeof exports;
   } catch (error) {
@@ -125,9 +125,11 @@ async function loadModuleSink(path: string, config: Config, logger: Logger): Pro
       { cause: error },
     );
   }
-  const factory = typeof exports.default === "function" ? exports.default : exports.createSink;
-  if (typeof factory !== "function") {
-    throw new Error(`SINKS: module:${path} must export a sink factory as default or as createSink`);
+  const factory = factoryIn(exports);
+  if (factory === undefined) {
+    throw new Error(
+      `SINKS: module:${path} must export a sink factory as default or as createSink; it exports ${exportsOf(exports)}`,
+    );
   }
   let sink: Partial<Sink>;
   try {
@@ -157,6 +159,43 @@ async function loadModuleSink(path: string, config: Config, logger: Logger): Pro
       ? { close: () => loaded.close?.() ?? Promise.resolve() }
       : {}),
   };
+}
+
+/**
+ * The sink factory a module exports: its default or `createSink`, or those of the object a
+ * CommonJS module assigns to `module.exports`, which Node's import() hands over as
+ * `default`. tsc's CommonJS output (`exports.default = createSink`, beside `__esModule`)
+ * arrives as `default.default`; tsx and vitest unwrap that at the import() themselves, so
+ * `npm run dev` and the tests loaded a `.cjs` file that `npm start` refused.
+ */
+function factoryIn(exports: Record<string, unknown>): SinkFactory | undefined {
+  const candidates = [exports.default, exports.createSink];
+  const moduleExports = exports.default;
+  if (typeof moduleExports === "object" && moduleExports !== null) {
+    const inner = moduleExports as Record<string, unknown>;
+    candidates.push(inner.default, inner.createSink);
+  }
+  return candidates.find((candidate): candidate is SinkFactory => typeof candidate === "function");
+}
+
+/** Markers Node and compilers add to a CommonJS module's exports, not names anyone wrote. */
+const INTEROP_NAMES = new Set(["__esModule", "module.exports"]);
+
+/**
+ * What a module exports, as `createsink (function), default (object: makeSink)`: a
+ * misspelt name or a factory one level down shows at a glance, where "must export a sink
+ * factory" alone left the file to be read.
+ */
+function exportsOf(exports: Record<string, unknown>): string {
+  const names = (object: object) => Object.keys(object).filter((name) => !INTEROP_NAMES.has(name));
+  const listed = names(exports).map((name) => {
+    const value = exports[name];
+    if (typeof value !== "object" || value === null)
+      return `${name} (${value === null ? "null" : typeof value})`;
+    const inside = names(value);
+    return `${name} (object${inside.length > 0 ? `: ${inside.slice(0, 10).join(", ")}` : ""})`;
+  });
+  return listed.length > 0 ? listed.slice(0, 10).join(", ") : "nothing";
 }
 
 /** How long `node --check` may take to say where a module does not parse. */
@@ -201,5 +240,7 @@ function placeIn(text: string): string | undefined {
 export function loadFailureHint(path: string, error: unknown): string {
   const code = (error as { code?: unknown } | null)?.code;
   if (code !== "ERR_UNKNOWN_FILE_EXTENSION" || !/\.[cm]?ts$/i.test(path)) return "";
-  return "; this Node runs JavaScript modules only: compile the sink to .js (npx tsc) and name that file, or run Node 22.18 or newer, which runs a .ts file that uses only erasable syntax";
+  // tsc's default output for a .ts file is CommonJS, which Node refuses as a .js below the
+  // service's package.json ("type": "module"): the hint names a command whose output loads.
+  return "; this Node runs JavaScript modules only: compile the sink to an ES module (rename it .mts; `npx tsc --module nodenext --target es2022 my-sink.mts` writes my-sink.mjs) and name that file, or run Node 22.18 or newer, which runs a .ts file that uses only erasable syntax";
 }

@@ -1,10 +1,10 @@
 import { execFile } from "node:child_process";
-import { mkdtemp, rm } from "node:fs/promises";
+import { copyFile, mkdtemp, rm, symlink } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { promisify } from "node:util";
-import { describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../../src/config.js";
 import { closeSinks, loadFailureHint, loadSinks } from "../../src/sinks/load.js";
 import type { Bundle, Sink } from "../../src/sinks/sink.js";
@@ -34,9 +34,9 @@ describe("SINKS=module:<path>", () => {
     expect(delivered).toEqual([{ kreditCheckId: "kc-named", fileDir: expect.any(String) }]);
   });
 
-  it("stops start-up naming the module when it exports no factory", async () => {
+  it("stops start-up naming the module when it exports no factory, and what it exports", async () => {
     await expect(sinksFor("module:test/fixtures/not-a-sink.mjs")).rejects.toThrow(
-      "SINKS: module:test/fixtures/not-a-sink.mjs must export a sink factory as default or as createSink",
+      /^SINKS: module:test\/fixtures\/not-a-sink\.mjs must export a sink factory as default or as createSink; it exports answer \(number\)$/,
     );
   });
 
@@ -115,13 +115,81 @@ describe("SINKS=module:<path>", () => {
     },
   );
 
+  describe("as Node itself loads them (the built service, no tsx)", () => {
+    // tsx and vitest rewrite import() to unwrap a CommonJS module's `__esModule` default
+    // themselves: in-process, and under `npm run dev`, a .cjs that `npm start` refuses loads.
+    let app = "";
+    beforeAll(async () => {
+      // Laid out as the image's /app: package.json ("type": "module"), node_modules, dist/.
+      app = await mkdtemp(join(tmpdir(), "kcr-app-"));
+      await execFileAsync(
+        process.execPath,
+        [
+          join(ROOT, "node_modules/typescript/bin/tsc"),
+          "-p",
+          "tsconfig.build.json",
+          "--outDir",
+          join(app, "dist"),
+        ],
+        { cwd: ROOT, timeout: 90_000 },
+      );
+      await copyFile(join(ROOT, "package.json"), join(app, "package.json"));
+      await symlink(join(ROOT, "node_modules"), join(app, "node_modules"));
+    }, 120_000);
+    afterAll(() => rm(app, { recursive: true, force: true }));
+
+    /** Each entry's sink names once delivered to, or its error message, from a child node. */
+    async function loadedByNode(...entries: string[]): Promise<unknown[]> {
+      const script = `
+        const [config, load, ...entries] = process.argv.slice(1);
+        const { loadConfig } = await import(config);
+        const { loadSinks } = await import(load);
+        const { default: pino } = await import("pino");
+        const logger = pino({ level: "silent" });
+        const base = { FINAPI_CLIENT_ID: "id", FINAPI_CLIENT_SECRET: "secret", FILE_SINK_DIR: "/tmp/x" };
+        const bundle = { callback: { processToken: "pt", kreditCheckId: "kc-1", status: "SUCCESSFUL" } };
+        for (const SINKS of entries) {
+          const result = await loadSinks(loadConfig({ ...base, SINKS }), logger).then(
+            async (sinks) => {
+              for (const sink of sinks) await sink.deliver(bundle, { logger });
+              return sinks.map((sink) => sink.name);
+            },
+            (error) => error.message,
+          );
+          console.log(JSON.stringify(result));
+        }`;
+      const url = (file: string) => pathToFileURL(join(app, "dist", file)).href;
+      const { stdout } = await execFileAsync(
+        process.execPath,
+        ["--input-type=module", "-e", script, url("config.js"), url("sinks/load.js"), ...entries],
+        { cwd: ROOT, env: childEnv({}), timeout: 20_000 },
+      );
+      return stdout
+        .trim()
+        .split("\n")
+        .map((line) => JSON.parse(line) as unknown);
+    }
+
+    it("loads tsc's CommonJS output named .cjs (exports.default beside __esModule), and says what a module exports when no factory is among it", async () => {
+      expect(
+        await loadedByNode(
+          "module:./test/fixtures/tsc-commonjs-sink.cjs",
+          "module:test/fixtures/tsc-commonjs-misnamed-sink.cjs",
+        ),
+      ).toEqual([
+        ["tsc-commonjs"],
+        "SINKS: module:test/fixtures/tsc-commonjs-misnamed-sink.cjs must export a sink factory as default or as createSink; it exports default (object: makeSink), makeSink (function)",
+      ]);
+    });
+  });
+
   it("tells how to run a TypeScript module where Node refuses it, and only there", () => {
     // What Node 20 throws for `import("./my-sink.ts")` (Node 22.18+ strips the types).
     const refused = Object.assign(new TypeError('Unknown file extension ".ts"'), {
       code: "ERR_UNKNOWN_FILE_EXTENSION",
     });
     expect(loadFailureHint("./my-sink.ts", refused)).toMatch(
-      /compile the sink to \.js \(npx tsc\) and name that file, or run Node 22\.18 or newer/,
+      /compile the sink to an ES module \(rename it \.mts; `npx tsc --module nodenext --target es2022 my-sink\.mts` writes my-sink\.mjs\) and name that file, or run Node 22\.18 or newer/,
     );
     expect(loadFailureHint("sinks/queue.mts", refused)).not.toBe("");
     expect(loadFailureHint("./my-sink.json", refused)).toBe("");
