@@ -302,6 +302,7 @@ const envSchema = z.object({
     .refine(pgCanReadIfPostgres, PG_URL_PROBLEM)
     .optional(),
   POSTGRES_SINK_TIMEOUT_MS: timerMs(100, 10_000),
+  MODULE_SINK_TIMEOUT_MS: timerMs(100, 60_000),
   FETCH_DOCUMENTS: z.string().default("").transform(parseDocumentNames),
   // Outgoing calls (finAPI, the http sink); axios reads the lower-case names first.
   HTTP_PROXY: z.string().optional(),
@@ -541,6 +542,8 @@ export interface Config {
           timeoutMs: number;
         }
       | undefined;
+    /** MODULE_SINK_TIMEOUT_MS: longest one delivery of a `module:<path>` sink may take. */
+    moduleTimeoutMs: number;
     /**
      * Set variables of sinks SINKS does not name, by sink: start-up warns about them (an
      * HTTP_SINK_URL without http in SINKS forwards nothing, and said nothing about it).
@@ -680,6 +683,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
           ? { url: e.HTTP_SINK_URL, secret: e.HTTP_SINK_SECRET, timeoutMs: e.HTTP_SINK_TIMEOUT_MS }
           : undefined,
       postgres: postgresSinkTarget(e),
+      moduleTimeoutMs: e.MODULE_SINK_TIMEOUT_MS,
       unusedSettings: unusedSinkSettings(settings, e.SINKS),
     },
     misspelt,

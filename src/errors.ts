@@ -37,6 +37,7 @@ export const ERROR_CODES = [
   "postgres_sink_timeout",
   "postgres_sink_forbidden",
   "postgres_sink_rejected",
+  "module_sink_timeout",
   // anything thrown that is no ReceiverError (toReceiverError)
   "unexpected_error",
 ] as const;

@@ -25,6 +25,7 @@ describe("loadConfig", () => {
     expect(config.sinks).toEqual({
       names: ["file"],
       fileDir: "./data/results",
+      moduleTimeoutMs: 60_000,
       unusedSettings: [],
     });
   });
@@ -413,6 +414,7 @@ describe("loadConfig", () => {
     ["DAC_CONCURRENCY", 1, undefined],
     ["HTTP_SINK_TIMEOUT_MS", 100, TIMER],
     ["POSTGRES_SINK_TIMEOUT_MS", 100, TIMER],
+    ["MODULE_SINK_TIMEOUT_MS", 100, TIMER],
   ] as [string, number, number | undefined, Record<string, string>?][])(
     "%s takes %i and refuses one less, and one more than its maximum if it has one",
     (name, min, max, others = {}) => {
@@ -553,6 +555,7 @@ describe("loadConfig", () => {
       "FINAPI_TIMEOUT_MS",
       "HTTP_SINK_TIMEOUT_MS",
       "POSTGRES_SINK_TIMEOUT_MS",
+      "MODULE_SINK_TIMEOUT_MS",
       "SHUTDOWN_DELAY_MS",
     ];
     const tooLong = Object.fromEntries(timers.map((name) => [name, "2147483648"]));

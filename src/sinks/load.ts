@@ -4,6 +4,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { promisify } from "node:util";
 import { settledWithin } from "../abortable.js";
 import { type Config, redactUrl } from "../config.js";
+import { ReceiverError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import { FileSink } from "./file.js";
 import { HttpSink } from "./http.js";
@@ -145,14 +146,38 @@ async function loadModuleSink(path: string, config: Config, logger: Logger): Pro
     throw new Error(`SINKS: module:${path}'s factory must return { name, deliver(bundle, ctx) }`);
   }
   const loaded = sink as Sink;
+  const timeoutMs = config.sinks.moduleTimeoutMs;
   return {
     name: loaded.name,
     // Its errors read for retryable, code, fix and retryAfterMs (see moduleSinkError).
     deliver: async (bundle, ctx) => {
+      // Bounded as the built-in sinks are: a deliver() that never settles kept its job
+      // running under a renewed lease, without a word, and held a worker slot for good.
+      const deadline = new AbortController();
+      const onJobAbort = () => deadline.abort(ctx.signal?.reason);
+      if (ctx.signal?.aborted) onJobAbort();
+      else ctx.signal?.addEventListener("abort", onJobAbort, { once: true });
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = new Promise<never>((_resolve, reject) => {
+        timer = setTimeout(() => {
+          const error = moduleTimeoutError(path, timeoutMs);
+          // Failed first, then aborted: a module that rejects with the abort's own error
+          // (fetch's AbortError) must not stand in for the timeout.
+          reject(error);
+          deadline.abort(error);
+        }, timeoutMs);
+      });
       try {
-        await loaded.deliver(bundle, ctx);
+        // async: a deliver() that throws at once fails like one that rejects. A module that
+        // ignores the abort is left running; its delivery has failed all the same.
+        const delivered = (async () =>
+          loaded.deliver(bundle, { ...ctx, signal: deadline.signal }))();
+        await Promise.race([delivered, timedOut]);
       } catch (error) {
         throw moduleSinkError(error);
+      } finally {
+        clearTimeout(timer);
+        ctx.signal?.removeEventListener("abort", onJobAbort);
       }
     },
     ...(typeof loaded.close === "function"
@@ -196,6 +221,19 @@ function exportsOf(exports: Record<string, unknown>): string {
     return `${name} (object${inside.length > 0 ? `: ${inside.slice(0, 10).join(", ")}` : ""})`;
   });
   return listed.length > 0 ? listed.slice(0, 10).join(", ") : "nothing";
+}
+
+/** A module sink's delivery that passed MODULE_SINK_TIMEOUT_MS: retried, as a hang may pass. */
+function moduleTimeoutError(path: string, timeoutMs: number): ReceiverError {
+  return new ReceiverError(
+    `module:${path} did not finish delivering within ${timeoutMs} ms (MODULE_SINK_TIMEOUT_MS); its signal was aborted`,
+    {
+      code: "module_sink_timeout",
+      retryable: true,
+      fix: `find what the module ${path} waits for in deliver() (a connection or a promise that never settles) and make it end there, honouring ctx.signal; raise MODULE_SINK_TIMEOUT_MS if its deliveries need longer than ${timeoutMs} ms.`,
+      details: { timeoutMs },
+    },
+  );
 }
 
 /** How long `node --check` may take to say where a module does not parse. */
