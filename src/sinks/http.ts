@@ -10,13 +10,7 @@ import {
   type Transport,
 } from "../http-transport.js";
 import type { EgressProxies, ReadAtMost } from "../undici-adapter.js";
-import {
-  type Bundle,
-  bundleToJson,
-  type DeliveryContext,
-  type JsonBundle,
-  type Sink,
-} from "./sink.js";
+import type { Bundle, DeliveryContext, Sink } from "./sink.js";
 import { signWebhook, webhookKey } from "./webhook-signature.js";
 
 export interface HttpSinkOptions {
@@ -61,9 +55,7 @@ export class HttpSink implements Sink {
 
   async deliver(bundle: Bundle, ctx: DeliveryContext): Promise<void> {
     const timestamp = Math.floor(this.clock() / 1000);
-    const json = bundleToJson(bundle);
-    const body = JSON.stringify(json);
-    const id = webhookId(json);
+    const { body, id } = encodeBundle(bundle);
     // The whole post, answer included, within HTTP_SINK_TIMEOUT_MS: the transport's own
     // timeout is an idle one, so a receiver trickling its answer held a job for as long.
     const deadline = AbortSignal.timeout(this.options.timeoutMs);
@@ -81,7 +73,8 @@ export class HttpSink implements Sink {
           "webhook-timestamp": String(timestamp),
           "webhook-signature": signWebhook(this.key, id, timestamp, body),
         },
-        // The signed text goes out byte for byte.
+        // The signed bytes go out as they are: a Buffer, which the socket takes without the
+        // copy a string is encoded into.
         transformRequest: [(data: unknown) => data],
         // Only the status and the start of a refusal are used: a receiver's huge answer is
         // not read into memory, and its status still decides.
@@ -142,6 +135,73 @@ export class HttpSink implements Sink {
   }
 }
 
+/** Base64 is written this many document bytes at a time (a multiple of 3: no padding inside). */
+const BASE64_CHUNK_BYTES = 3 * 1024 * 1024;
+
+/** Text of the body, or a document's bytes to be written into it as base64. */
+type Piece = string | Buffer;
+
+/**
+ * The bundle as the http sink posts it, `JSON.stringify(bundleToJson(bundle))` as UTF-8,
+ * and its webhook id, with the documents held once more at most: as the body's bytes.
+ * Stringified whole, a bundle with two 48 MiB documents was 128 MiB of base64 strings,
+ * then a 128 MiB body string, a second 128 MiB string for the id and a third for the
+ * signature, and the posted copy: four posts at once did not fit a 1 GiB heap. Written
+ * member by member, JSON.stringify's own way (`{"key":value,...}` in key order, members
+ * whose value JSON leaves out left out; a document `{"name":…,"contentType":…,"base64":"…"}`
+ * as bundleToJson makes it, base64 needing no escapes), the bytes, the id and the
+ * signature are those of earlier releases: receivers verify and drop repeats by them.
+ */
+function encodeBundle(bundle: Bundle): { body: Buffer; id: string } {
+  const { documents, ...rest } = bundle;
+  /** Each member of the bundle's JSON object, in order: documents last, as in bundleToJson. */
+  const members: { key: string; pieces: Piece[] }[] = [];
+  for (const [key, value] of Object.entries(rest)) {
+    const text = JSON.stringify(value) as string | undefined;
+    if (text !== undefined) members.push({ key, pieces: [text] });
+  }
+  if (documents) {
+    const pieces: Piece[] = ["["];
+    documents.forEach(({ name, contentType, data }, index) => {
+      pieces.push(
+        `${index > 0 ? "," : ""}{"name":${JSON.stringify(name)},"contentType":${JSON.stringify(contentType)},"base64":"`,
+        data,
+        '"}',
+      );
+    });
+    pieces.push("]");
+    members.push({ key: "documents", pieces });
+  }
+  const memberPieces = ({ key, pieces }: { key: string; pieces: Piece[] }, index: number) => [
+    `${index > 0 ? "," : ""}${JSON.stringify(key)}:`,
+    ...pieces,
+  ];
+  const bodyPieces: Piece[] = ["{", ...members.flatMap(memberPieces), "}"];
+  const size = bodyPieces.reduce(
+    (sum, piece) =>
+      sum +
+      (typeof piece === "string" ? Buffer.byteLength(piece) : Math.ceil(piece.length / 3) * 4),
+    0,
+  );
+  const body = Buffer.allocUnsafe(size);
+  /** Where each document's base64 went into the body: hashed from there for the id. */
+  const written = new Map<Buffer, Buffer>();
+  let offset = 0;
+  for (const piece of bodyPieces) {
+    if (typeof piece === "string") {
+      offset += body.write(piece, offset);
+      continue;
+    }
+    const start = offset;
+    for (let at = 0; at < piece.length; at += BASE64_CHUNK_BYTES) {
+      const chunk = piece.subarray(at, at + BASE64_CHUNK_BYTES).toString("base64");
+      offset += body.write(chunk, offset, "latin1");
+    }
+    written.set(piece, body.subarray(start, offset));
+  }
+  return { body, id: webhookId(bundle, members, written) };
+}
+
 /**
  * Standard Webhooks: an id names one message, and a repeat of it keeps the id. Here the
  * message is the bundle's content: the kreditCheckId, then 16 hex digits of the SHA-256 of
@@ -153,17 +213,33 @@ export class HttpSink implements Sink {
  * was missing, fetched once finAPI granted the scope) gets a new id that a receiver which
  * drops repeats does not drop.
  */
-function webhookId(bundle: JsonBundle): string {
-  // Spread first, then replaced: the keys keep their order, so a bundle without problems
-  // keeps the id an earlier release gave it.
-  const {
-    receivedAt: _received,
-    completedAt: _completed,
-    ...content
-  } = {
-    ...bundle,
-    problems: bundle.problems.map(({ code, caseId, document }) => ({ code, caseId, document })),
-  };
-  const digest = createHash("sha256").update(JSON.stringify(content)).digest("hex").slice(0, 16);
+function webhookId(
+  bundle: Bundle,
+  members: readonly { key: string; pieces: readonly Piece[] }[],
+  written: ReadonlyMap<Buffer, Buffer>,
+): string {
+  // The SHA-256 of JSON.stringify of the bundle's JSON less receivedAt and completedAt,
+  // its problems cut down in place (the key keeps its position, so a bundle without
+  // problems keeps the id an earlier release gave it), fed piece by piece: the documents'
+  // base64 from the body, not stringified again.
+  const hash = createHash("sha256").update("{");
+  let first = true;
+  for (const { key, pieces } of members) {
+    if (key === "receivedAt" || key === "completedAt") continue;
+    hash.update(`${first ? "" : ","}${JSON.stringify(key)}:`);
+    first = false;
+    if (key === "problems") {
+      const problems = bundle.problems.map(({ code, caseId, document }) => ({
+        code,
+        caseId,
+        document,
+      }));
+      hash.update(JSON.stringify(problems));
+      continue;
+    }
+    for (const piece of pieces)
+      hash.update(typeof piece === "string" ? piece : (written.get(piece) as Buffer));
+  }
+  const digest = hash.update("}").digest("hex").slice(0, 16);
   return `${bundle.callback.kreditCheckId}.${digest}`;
 }
