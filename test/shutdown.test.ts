@@ -62,9 +62,13 @@ describe("graceful shutdown", () => {
 
     const signalledAt = Date.now();
     service.child.kill("SIGTERM");
-    // While draining, readiness says so (load balancers stop sending).
-    const readiness = await fetch(`${adminUrl}/readyz`).catch(() => undefined);
-    if (readiness) expect(readiness.status).toBe(503);
+    // While draining, readiness says so (load balancers stop sending). Asked until the
+    // service has taken the signal: a request that came in first was answered 200.
+    const draining = await waitFor(async () => {
+      const readiness = await fetch(`${adminUrl}/readyz`).catch(() => undefined);
+      return readiness === undefined ? "closed" : readiness.status === 200 ? undefined : readiness;
+    }, "readiness to change");
+    if (draining !== "closed") expect(draining.status).toBe(503);
     expect(await service.exited).toBe(0);
     expect(Date.now() - signalledAt).toBeLessThan(2500);
     expect(
