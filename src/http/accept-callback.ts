@@ -70,7 +70,7 @@ export async function acceptCallback(body: unknown, reply: Reply, deps: AcceptDe
     status: callback.status,
     duplicate: stored.duplicate,
   };
-  // One line either way: a status other than SUCCESSFUL gets its warning from the worker,
+  // One line either way: a status other than SUCCESSFUL gets its line from the worker,
   // which says what it does with it (nothing fetched, delivered as it is).
   if (stored.replacedStatus !== undefined) {
     logger.info(

@@ -109,7 +109,9 @@ export async function assembleBundle(
   const callback = check.callback;
   const receivedAt = check.receivedAt.toISOString();
   if (!isSuccessful(callback)) {
-    logger.warn(
+    // Info: a customer whose check failed is the mandator's business, not the operator's;
+    // the bundle says so to the sinks, and there is nothing to fix here.
+    logger.info(
       { status: callback.status, errorMessage: callback.errorMessage },
       "callback status is not SUCCESSFUL: nothing is fetched, the callback goes to the sinks as it is",
     );

@@ -8,8 +8,10 @@ import {
   type JobFailure,
   type JobProgress,
   LeaseLostError,
+  StoreUnavailableError,
 } from "../inbox/inbox.js";
 import type { Logger } from "../logger.js";
+import { sleep } from "../sleep.js";
 import type { LoadGauge } from "./ingest-pressure.js";
 import type { CheckRun } from "./process-check.js";
 import { attemptsText, decideRetry, type RetryPolicy } from "./retry.js";
@@ -86,6 +88,9 @@ function sameCallback(a: Job, b: Job): boolean {
     a.receivedAt.getTime() === b.receivedAt.getTime() && a.callback.status === b.callback.status
   );
 }
+
+/** Waits before each new try of an outcome write the store failed (see asOwner). */
+const OUTCOME_WRITE_RETRY_DELAYS_MS = [100, 500, 2000];
 
 /** How long jobs get to end after shutdown aborted them, before they are given back anyway. */
 export const ABORT_GRACE_MS = 1000;
@@ -335,7 +340,7 @@ export class Worker {
         }
         if (error instanceof LeaseLostError) {
           logger.warn(
-            "lease lost before the outcome was stored; the new owner will finish the job",
+            "lease lost before the outcome was stored (it ran out and another worker took the job, or a later SUCCESSFUL callback replaced this one): the job is not finished here and runs again",
           );
           return "lease_lost";
         }
@@ -366,12 +371,28 @@ export class Worker {
    */
   private async asOwner(entry: ActiveJob, write: (owner: string) => Promise<void>): Promise<void> {
     entry.ending = true;
+    let failedWrites = 0;
     for (;;) {
       const owner = entry.owner;
       try {
         return await write(owner);
       } catch (error) {
-        if (!(error instanceof LeaseLostError) || entry.owner === owner) throw error;
+        if (error instanceof LeaseLostError) {
+          if (entry.owner === owner) throw error;
+          continue;
+        }
+        // A store that failed this once (a dropped connection, a lock held a moment): the
+        // outcome is written again within seconds. Left to the lease, the job ran again in
+        // full after LEASE_MS, its sinks given the bundle a second time. The write is safe
+        // to repeat: it needs the lease, which a stored outcome no longer holds.
+        const delayMs = OUTCOME_WRITE_RETRY_DELAYS_MS[failedWrites];
+        if (!(error instanceof StoreUnavailableError) || delayMs === undefined) throw error;
+        failedWrites += 1;
+        this.options.logger.warn(
+          { err: error, jobId: entry.job.id, delayMs },
+          "could not store the job's outcome; trying again shortly",
+        );
+        await sleep(delayMs);
       }
     }
   }

@@ -85,6 +85,9 @@ describe("callback → inbox → finAPI → file sink", () => {
     ]);
     const stats = harness.simulator.stats();
     expect(stats.calls).toMatchObject({ kreditcheck: 0, dac: 0, token: 1 });
+    // A customer's failed check is no operator's problem: said at info, not as a warning.
+    const said = logs.lines().find((line) => String(line.msg).includes("status is not SUCCESSFUL"));
+    expect(said).toMatchObject({ level: 30, status: "FAILED" });
   });
 
   it("fetches and delivers the result when a SUCCESSFUL callback follows a FAILED one of the same check", async () => {

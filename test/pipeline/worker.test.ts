@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { ReceiverError } from "../../src/errors.js";
-import type { Inbox } from "../../src/inbox/inbox.js";
+import { type Inbox, StoreUnavailableError } from "../../src/inbox/inbox.js";
 import { SqliteInbox } from "../../src/inbox/sqlite/sqlite-inbox.js";
 import type { CheckRun } from "../../src/pipeline/process-check.js";
 import { Worker, type WorkerOptions } from "../../src/pipeline/worker.js";
@@ -143,6 +143,24 @@ describe("Worker", () => {
     await waitFor(async () => (await inbox.get(id))?.state === "done", "the job done");
     expect(runs.map((run) => run.status)).toEqual(["IN_PROGRESS", "SUCCESSFUL"]);
     expect(outcomes).toEqual(["replaced", "done"]);
+  });
+
+  it("stores the outcome again when the store failed it once, instead of running the job again after its lease", async () => {
+    const runs: string[] = [];
+    const complete = inbox.complete.bind(inbox);
+    let failures = 1;
+    // The connection that carried the outcome dropped (PostgreSQL terminated it, say).
+    inbox.complete = async (...args) => {
+      if (failures-- > 0)
+        throw new StoreUnavailableError("inbox write failed: connection terminated");
+      return complete(...args);
+    };
+    startWorker(async (run) => {
+      runs.push(run.job.id);
+    });
+    const { id } = await inbox.enqueue(makeCallback() as never, new Date(now));
+    await waitFor(async () => (await inbox.get(id))?.state === "done", "the job done");
+    expect(runs).toEqual([id]);
   });
 
   it("keeps a run it adopted going when a renewal under the old lease comes back refused", async () => {
