@@ -37,6 +37,17 @@ export const SINK_MIGRATIONS: MigrationSet = {
         PRIMARY KEY (kreditcheck_id, name)
       );`,
     },
+    {
+      // What an analyst or a support desk looks checks up by: the mandator's own reference
+      // (what a customer quotes), the processToken, a time range. Each read the whole table.
+      name: "index kreditcheck_checks by client_reference, process_token, completed_at",
+      sql: `CREATE INDEX kreditcheck_checks_client_reference ON kreditcheck_checks (client_reference)
+              WHERE client_reference IS NOT NULL;
+            CREATE INDEX kreditcheck_checks_process_token ON kreditcheck_checks (process_token);
+            CREATE INDEX kreditcheck_checks_completed ON kreditcheck_checks (completed_at);
+            COMMENT ON COLUMN kreditcheck_checks.deliveries IS
+              'how often a bundle for this kreditcheck_id was written: above 1 after a worker stopped between writing and finishing the job, a retry of a done job, a SUCCESSFUL callback that replaced a FAILED one, or the same kreditcheck_id under another process_token';`,
+    },
   ],
 };
 

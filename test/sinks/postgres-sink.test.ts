@@ -467,6 +467,43 @@ describePostgres(
       };
     }
 
+    it("finds checks by client_reference, process_token and completion time through indexes", async () => {
+      sink = await openSink();
+      // Enough rows that reading the whole table costs more than an index lookup.
+      for (let n = 0; n < 300; n += 1) {
+        const bundle = bundleOf("GREEN", []);
+        await sink.deliver(
+          {
+            ...bundle,
+            callback: {
+              processToken: `pt-${n}`,
+              kreditCheckId: `kc-${n}`,
+              status: "SUCCESSFUL",
+              clientReference: `CU-${n}`,
+            },
+            completedAt: new Date(Date.UTC(2026, 0, 1, 0, n)).toISOString(),
+          } as never,
+          ctx(),
+        );
+      }
+      await adminQuery(`ANALYZE ${fresh.name}.kreditcheck_checks`);
+      const planOf = async (where: string) => {
+        const rows = await adminQuery<{ "QUERY PLAN": string }>(
+          `EXPLAIN SELECT kreditcheck_id FROM ${fresh.name}.kreditcheck_checks WHERE ${where}`,
+        );
+        return rows.map((row) => row["QUERY PLAN"]).join("\n");
+      };
+      expect(await planOf("client_reference = 'CU-7'")).toMatch(
+        /kreditcheck_checks_client_reference/,
+      );
+      expect(await planOf("process_token = 'pt-7'")).toMatch(/kreditcheck_checks_process_token/);
+      expect(
+        await planOf(
+          "completed_at >= '2026-01-01T04:00:00Z' AND completed_at < '2026-01-01T04:05:00Z'",
+        ),
+      ).toMatch(/kreditcheck_checks_completed/);
+    });
+
     it("keeps one row per check, with the later bundle's verdict and only its DAC reports", async () => {
       sink = await openSink();
       await sink.deliver(bundleOf("GREEN", ["c-1", "c-2"]), ctx());
