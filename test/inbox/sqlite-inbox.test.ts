@@ -4,6 +4,7 @@ import { mkdtemp, rename, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { Worker as Thread } from "node:worker_threads";
 import Database from "better-sqlite3";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { StoreUnavailableError } from "../../src/inbox/inbox.js";
@@ -202,8 +203,36 @@ describe("SQLite inbox: a file locked by another connection", () => {
       await inbox.close();
       await rm(dir, { recursive: true, force: true });
     });
-    return { inbox, blocker };
+    return { inbox, blocker, path };
   }
+
+  /** Another process's commit on the file: its write lock held `ms` from another thread. */
+  async function commitElsewhere(path: string, ms: number): Promise<{ done: Promise<void> }> {
+    const holder = new Thread(
+      `const { workerData, parentPort } = require("node:worker_threads");
+       const Database = require("better-sqlite3");
+       const db = new Database(workerData.path);
+       db.exec("BEGIN IMMEDIATE");
+       parentPort.postMessage("locked");
+       Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, workerData.ms);
+       db.exec("COMMIT");
+       db.close();`,
+      { eval: true, workerData: { path, ms } },
+    );
+    await new Promise((resolve) => holder.once("message", resolve));
+    return { done: new Promise((resolve) => holder.once("exit", () => resolve())) };
+  }
+
+  it("waits out another process's short commit before a claim or readiness gives up", async () => {
+    const { inbox, path } = await lockable();
+    const { id } = await inbox.enqueue(makeCallback() as never, new Date());
+    let other = await commitElsewhere(path, 50);
+    expect((await inbox.claim("w:1", 1, 60_000)).map((job) => job.id)).toEqual([id]);
+    await other.done;
+    other = await commitElsewhere(path, 50);
+    await expect(inbox.ping()).resolves.toBeUndefined();
+    await other.done;
+  });
 
   it("answers readiness's write at once while the lock is held, without waiting for it", async () => {
     const { inbox, blocker } = await lockable();

@@ -36,11 +36,19 @@ export const BUSY_TIMEOUT_MS = 5000;
 
 /**
  * After a write waited the whole BUSY_TIMEOUT_MS in vain, writes in the next this many ms
- * try once without waiting. better-sqlite3 waits on the event loop's thread: each commit
+ * wait only SHORT_LOCK_WAIT_MS. better-sqlite3 waits on the event loop's thread: each commit
  * that waited again would hold every request for another 5 s, and a callback queued behind
  * two or three of them would get Node's 408 instead of our 503.
  */
 export const NO_WAIT_AFTER_BUSY_MS = 1000;
+
+/**
+ * How long the writes that are simply tried again (claims, the readiness probe, the
+ * bookkeeping sync) wait for another connection's lock: long enough for another process's
+ * commit on the same file (README: several processes may share one), short enough that a
+ * lock held for long does not hold the event loop (and /healthz) for BUSY_TIMEOUT_MS.
+ */
+export const SHORT_LOCK_WAIT_MS = 200;
 
 export interface SqliteInboxOptions {
   path: string;
@@ -56,7 +64,10 @@ interface QueuedWrite {
   apply: () => unknown;
   /** Must survive power loss before it resolves (an acknowledged callback). */
   durable: boolean;
-  /** Worth waiting BUSY_TIMEOUT_MS for another connection's lock; a commit waits if one is. */
+  /**
+   * Worth waiting BUSY_TIMEOUT_MS for another connection's lock (a callback's write); a
+   * commit waits that long if one is, else SHORT_LOCK_WAIT_MS.
+   */
   waitsForLock: boolean;
   resolve: (value: unknown) => void;
   reject: (error: Error) => void;
@@ -89,8 +100,8 @@ export class SqliteInbox implements Inbox {
   private fullSync: boolean;
   /** Pending FULL commit that makes recent NORMAL commits durable. */
   private bookkeepingSync: NodeJS.Timeout | undefined;
-  /** Whether the connection waits BUSY_TIMEOUT_MS for a lock (false: fails at once). */
-  private waitsForLock = true;
+  /** The connection's busy_timeout: how long it waits for another connection's lock. */
+  private lockWaitMs = BUSY_TIMEOUT_MS;
   /** performance.now() until which writes do not wait for a lock (see NO_WAIT_AFTER_BUSY_MS). */
   private noWaitUntil = 0;
   /** The database's files as opened; none for an in-memory database. */
@@ -181,10 +192,10 @@ export class SqliteInbox implements Inbox {
 
   async claim(workerId: string, limit: number, leaseMs: number): Promise<Job[]> {
     // Committed at once (with whatever else is queued): a free worker slot should not wait
-    // for the end of the event-loop turn. Without waiting for another connection's lock
-    // (unless a write queued with it waits): a claim that fails costs nothing, the worker
-    // claims again at its next poll, but the wait held the event loop, every callback and
-    // /healthz, for BUSY_TIMEOUT_MS at every poll (WORKER_POLL_MS) while the lock was held.
+    // for the end of the event-loop turn. Waiting SHORT_LOCK_WAIT_MS at most for another
+    // connection's lock (unless a write queued with it waits longer): a claim that fails
+    // costs nothing, the worker claims again at its next poll, but BUSY_TIMEOUT_MS held the
+    // event loop, every callback and /healthz, at every poll while the lock was held.
     const claimed = await this.write(
       () => {
         const now = this.clock();
@@ -361,10 +372,10 @@ export class SqliteInbox implements Inbox {
 
   /**
    * Durable: readiness must prove that an acknowledgement could be written right now. In a
-   * commit of its own, at once and without waiting for another connection's lock: that
-   * wait (BUSY_TIMEOUT_MS) is on the event loop's thread, so every probe froze the process
-   * for 5 s, /healthz too (the Docker HEALTHCHECK gives it 3 s). A lock held by someone
-   * else already means "not ready".
+   * commit of its own, at once, waiting SHORT_LOCK_WAIT_MS at most for another connection's
+   * lock (another process's commit on the same file): BUSY_TIMEOUT_MS is spent on the event
+   * loop's thread, so every probe froze the process for 5 s, /healthz too (the Docker
+   * HEALTHCHECK gives it 3 s). A lock held longer already means "not ready".
    */
   ping(): Promise<void> {
     if (this.closed) return Promise.reject(new StoreUnavailableError("inbox is closed"));
@@ -436,8 +447,8 @@ export class SqliteInbox implements Inbox {
 
   /**
    * Commits `writes` in one transaction and settles each. `mayWait`: whether it may wait up
-   * to BUSY_TIMEOUT_MS for another connection's lock (false: fails at once if one is held);
-   * it does only for a write that asks to.
+   * to BUSY_TIMEOUT_MS for another connection's lock (else SHORT_LOCK_WAIT_MS); it does only
+   * for a write that asks to.
    */
   private commit(writes: QueuedWrite[], mayWait: boolean): void {
     let queue = writes;
@@ -459,11 +470,13 @@ export class SqliteInbox implements Inbox {
     }
     try {
       this.setFullSync(durable);
-      this.setWaitForLock(mayWait && queue.some((item) => item.waitsForLock));
+      this.setLockWait(
+        mayWait && queue.some((item) => item.waitsForLock) ? BUSY_TIMEOUT_MS : SHORT_LOCK_WAIT_MS,
+      );
       results = this.db.transaction(() => queue.map((item) => this.applyAlone(item))).immediate();
       this.noWaitUntil = 0;
     } catch (error) {
-      if (isBusy(error) && this.waitsForLock) {
+      if (isBusy(error) && this.lockWaitMs === BUSY_TIMEOUT_MS) {
         this.noWaitUntil = performance.now() + NO_WAIT_AFTER_BUSY_MS;
       }
       const failure = new StoreUnavailableError(`inbox write failed: ${messageOf(error)}`, {
@@ -507,11 +520,11 @@ export class SqliteInbox implements Inbox {
   }
 
   /** Switching costs no I/O; it applies from the next commit on this connection. */
-  private setWaitForLock(wait: boolean): void {
-    if (this.waitsForLock === wait) return;
+  private setLockWait(ms: number): void {
+    if (this.lockWaitMs === ms) return;
     // Not a prepared statement: SQLite applies busy_timeout when the PRAGMA is compiled.
-    this.db.pragma(`busy_timeout = ${wait ? BUSY_TIMEOUT_MS : 0}`);
-    this.waitsForLock = wait;
+    this.db.pragma(`busy_timeout = ${ms}`);
+    this.lockWaitMs = ms;
   }
 
   private setFullSync(full: boolean): void {
@@ -535,8 +548,8 @@ export class SqliteInbox implements Inbox {
     this.bookkeepingSync = setTimeout(() => {
       this.bookkeepingSync = undefined;
       if (this.closed) return;
-      // Not worth holding the event loop for another connection's lock: if this fails, the
-      // next commit (the worker's next claim, a callback) makes the bookkeeping durable.
+      // Not worth holding the event loop long for another connection's lock: if this fails,
+      // the next commit (the worker's next claim, a callback) makes the bookkeeping durable.
       this.commitHeartbeat(false).catch(() => undefined);
     }, BOOKKEEPING_SYNC_MS);
     this.bookkeepingSync.unref();
