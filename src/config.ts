@@ -333,6 +333,8 @@ const SINK_SETTINGS: Record<string, readonly string[]> = {
   // every container that writes elsewhere, with no way to silence it.
   http: ["HTTP_SINK_URL", "HTTP_SINK_SECRET", "HTTP_SINK_TIMEOUT_MS"],
   postgres: ["POSTGRES_SINK_URL", "POSTGRES_SINK_TIMEOUT_MS"],
+  // Any module sink: named as SINKS would name one.
+  "module:<path>": ["MODULE_SINK_TIMEOUT_MS"],
 };
 
 function unusedSinkSettings(
@@ -341,7 +343,10 @@ function unusedSinkSettings(
 ): { sink: string; variables: string[] }[] {
   return Object.entries(SINK_SETTINGS).flatMap(([sink, names]) => {
     const variables = names.filter((name) => settings[name] !== undefined);
-    return sinks.includes(sink) || variables.length === 0 ? [] : [{ sink, variables }];
+    const named = sink.startsWith("module:")
+      ? sinks.some((name) => name.startsWith("module:"))
+      : sinks.includes(sink);
+    return named || variables.length === 0 ? [] : [{ sink, variables }];
   });
 }
 

@@ -36,6 +36,13 @@ describe("start-up warnings", () => {
     ).toEqual([
       "HTTP_SINK_URL is set but SINKS does not name http: not used by a built-in sink; add http to SINKS (a comma list) if bundles should go there",
     ]);
+    // MODULE_SINK_TIMEOUT_MS bounds module sinks only.
+    expect(warningsFor({ MODULE_SINK_TIMEOUT_MS: "90000" })).toEqual([
+      "MODULE_SINK_TIMEOUT_MS is set but SINKS does not name module:<path>: not used; add module:<path> to SINKS (a comma list) if bundles should go there",
+    ]);
+    expect(warningsFor({ SINKS: "module:./audit.mjs", MODULE_SINK_TIMEOUT_MS: "90000" })).toEqual(
+      [],
+    );
   });
 
   it("says nothing about FILE_SINK_DIR, which the Docker image sets for every container", () => {
