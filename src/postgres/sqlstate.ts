@@ -15,7 +15,7 @@ export function sqlstateOf(error: unknown): string | undefined {
  */
 const CERTIFICATE_REFUSED = /CERT|^UNABLE_TO_(GET|VERIFY|DECRYPT)|^HOSTNAME_MISMATCH$/;
 const CERTIFICATE_FIX =
-  "the PostgreSQL server's TLS certificate was not accepted: with sslmode=verify-full or verify-ca in the URL (or PGSSLMODE) it must be signed by the CA in sslrootcert=<file> (or PGSSLROOTCERT; without one, by a CA the system trusts), and with verify-full also name the host the URL connects to (verify-ca does not check the name); sslmode=require encrypts without checking it.";
+  "the PostgreSQL server's TLS certificate was not accepted: with sslmode=verify-full or verify-ca in the URL (or PGSSLMODE) it must be signed by the CA in sslrootcert=<file> (or PGSSLROOTCERT; without one, by a CA the system trusts), and with verify-full also name the host the URL connects to (verify-ca does not check the name); sslmode=require encrypts without checking it (unless sslrootcert or PGSSLROOTCERT names a CA: then it checks the chain, as verify-ca does).";
 
 /** pg's words when the URL asks for TLS and the server offers none. No code. */
 const NO_TLS = /^The server does not support SSL connections$/;

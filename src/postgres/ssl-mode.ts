@@ -26,14 +26,30 @@ import { type ConnectionOptions, connect as tlsConnect } from "node:tls";
  * names, anew for each connection, so that a certificate rotated on disk is used.
  */
 export function libpqSslSettings(
-  url: string,
+  given: string,
   env: NodeJS.ProcessEnv = process.env,
 ): { url: string; ssl?: false; stream?: () => Duplex } {
+  const url = asPgReadsIt(given);
   const query = splitQuery(url);
   const value = (key: string) => query.parts.findLast((part) => part.key === key)?.value;
   if (query.parts.some((part) => part.key === "uselibpqcompat")) return { url };
-  const mode = value("sslmode") ?? (env.PGSSLMODE || undefined);
+  // PGSSLMODE stands for an sslmode the URL leaves out, not for TLS settings pg's own way
+  // (`ssl=true`, a certificate file): pg ignored it then, and checked the certificate.
+  const pgOwnTls = query.parts.some((part) => TLS_PARAMETERS.has(part.key ?? ""));
+  const mode = value("sslmode") ?? (pgOwnTls ? undefined : env.PGSSLMODE || undefined);
   if (mode === undefined) return { url };
+  if (overUnixSocket(url, value("host"), env)) {
+    // libpq asks for no TLS over a Unix socket, where no server offers it: pg would, and
+    // fail with "does not support SSL connections" where psql connects.
+    const kept = query.parts.filter((part) => !TLS_PARAMETERS.has(part.key ?? ""));
+    return {
+      url: joinQuery(
+        query,
+        kept.map((part) => part.text),
+      ),
+      ssl: false,
+    };
+  }
   // libpq's variables, for what the URL leaves out.
   const file = (key: string, variable: string) => value(key) ?? (env[variable] || undefined);
   switch (mode) {
@@ -84,6 +100,24 @@ export function libpqSslSettings(
       // libpq does not know is pg's, which checks the certificate in full.
       return { url };
   }
+}
+
+/**
+ * The URL as pg-connection-string reads it: one with a space or a `%` that starts no escape
+ * is passed through encodeURI first (and its `%25dd` repaired), which would turn the
+ * escapes added here (`%2F` in a certificate's path) into literal text. Done here first,
+ * the URL has nothing left for pg to re-encode.
+ */
+function asPgReadsIt(url: string): string {
+  if (!/ |%[^a-f0-9]|%[a-f0-9][^a-f0-9]/i.test(url)) return url;
+  return encodeURI(url).replace(/%25(\d\d)/g, "%$1");
+}
+
+/** Whether the connection goes to a Unix socket: a host (URL, `host=`, PGHOST) that is a path. */
+function overUnixSocket(url: string, hostParameter: string | undefined, env: NodeJS.ProcessEnv) {
+  const inUrl = /^[a-z]+:\/\/(?:[^@/?#]*@)?([^/?#]*)/i.exec(url)?.[1] ?? "";
+  const host = hostParameter ?? (inUrl !== "" ? decodeURIComponent(inUrl) : env.PGHOST);
+  return host?.startsWith("/") === true;
 }
 
 /** The URL parameters of libpq's certificate files, and the variables that stand for them. */

@@ -37,6 +37,41 @@ describe("sslmode as libpq reads it", () => {
     }
   });
 
+  it("leaves pg's own TLS settings to pg: PGSSLMODE does not weaken ssl=true or a certificate file", () => {
+    for (const url of [
+      "postgres://u:pw@db/app?ssl=true",
+      `postgres://u:pw@db/app?sslrootcert=${testCa.caFile}`,
+    ]) {
+      for (const PGSSLMODE of ["prefer", "require", "allow"]) {
+        const { config } = tlsOf(url, { PGSSLMODE });
+        expect(config.connectionString, `${url} ${PGSSLMODE}`).toBe(url);
+        expect(config.stream).toBeUndefined();
+      }
+    }
+  });
+
+  it("keeps a certificate file's path whole in a URL pg re-encodes (a space, a bare %)", () => {
+    for (const url of [
+      "postgres://u:50%off@db/app?sslmode=require",
+      "postgres://u:pw@db/app?sslmode=require&application_name=kcr one",
+    ]) {
+      const ssl = tlsOf(url, { PGSSLROOTCERT: testCa.caFile }).parsed.ssl as { ca?: string };
+      expect(ssl.ca, url).toContain("BEGIN CERTIFICATE");
+    }
+  });
+
+  it("asks for no TLS over a Unix socket, as libpq does (no server offers it there)", () => {
+    for (const [url, env] of [
+      ["postgres://u@/app?host=/var/run/postgresql&sslmode=require", {}],
+      ["postgres://u@%2Fvar%2Frun%2Fpostgresql/app?sslmode=verify-full", {}],
+      ["postgres://u@/app", { PGHOST: "/var/run/postgresql", PGSSLMODE: "require" }],
+    ] as const) {
+      const { config, parsed } = tlsOf(url, env);
+      expect(parsed.ssl, url).toBe(false);
+      expect(config.connectionString).not.toMatch(/sslmode/);
+    }
+  });
+
   it("checks verify-ca's chain against sslrootcert (or PGSSLROOTCERT) but not the host name", () => {
     for (const { parsed } of [
       tlsOf(`postgres://db/app?sslmode=verify-ca&sslrootcert=${testCa.caFile}`),
