@@ -55,15 +55,28 @@ export function adminClient(options: AdminClientOptions): AdminCall {
             `no answer within ${timeoutMs / 1000} s from the admin API: ${method} ${url}; is the service stuck or overloaded, and is ${source} right?`,
           )
         : undefined;
+    // Built before fetch: a token it cannot put into a header (a '€', a line break) makes
+    // fetch throw a TypeError without a cause, which would read as "cannot reach the admin
+    // API (no answer)" and send the operator looking at the network.
+    let headers: Headers;
+    try {
+      headers = new Headers({
+        ...(token ? { Authorization: `Bearer ${token}` } : {}),
+        ...(body === undefined ? {} : { "Content-Type": "application/json" }),
+      });
+    } catch (error) {
+      if (!(error instanceof TypeError)) throw error;
+      // Not the TypeError's message: for a line break it quotes the header, token and all.
+      throw new CliError(
+        `the admin token (${tokenFrom === "--token" ? "given with --token" : "in ADMIN_TOKEN"}) cannot be sent in an HTTP header: it has a character beyond ASCII or a control character; the service takes only letters, digits and - . _ ~ + / =`,
+      );
+    }
     let response: Response;
     try {
       response = await fetch(url, {
         method,
         signal,
-        headers: {
-          ...(token ? { Authorization: `Bearer ${token}` } : {}),
-          ...(body === undefined ? {} : { "Content-Type": "application/json" }),
-        },
+        headers,
         body:
           body === undefined ? undefined : body instanceof Uint8Array ? body : JSON.stringify(body),
       });

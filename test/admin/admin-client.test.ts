@@ -66,6 +66,33 @@ describe("the CLI's admin API client", () => {
     );
   }, 5000);
 
+  it("calls a token no HTTP header can carry an invalid token, without connecting, not the service unreachable", async () => {
+    let connections = 0;
+    const url = await listen(createServer((socket) => socket.destroy()));
+    server?.on("connection", () => {
+      connections += 1;
+    });
+    for (const [token, tokenFrom, named] of [
+      ["geheim-€-token", "ADMIN_TOKEN", "in ADMIN_TOKEN"],
+      ["two\nlines-token", "--token", "given with --token"],
+    ] as const) {
+      const call = adminClient({
+        adminUrl: url,
+        token,
+        source: "ADMIN_URL",
+        tokenFrom,
+        timeoutMs: 2000,
+      });
+      const error = await call("GET", "/jobs").catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(CliError);
+      // Exactly this: the token itself is not repeated.
+      expect((error as CliError).message).toBe(
+        `the admin token (${named}) cannot be sent in an HTTP header: it has a character beyond ASCII or a control character; the service takes only letters, digits and - . _ ~ + / =`,
+      );
+    }
+    expect(connections).toBe(0);
+  });
+
   it("waits 90 s for fetch (the service's own fetch may take 60 s), 30 s for the rest", () => {
     expect(CHECK_FETCH_ANSWER_TIMEOUT_MS).toBe(90_000);
     expect(ANSWER_TIMEOUT_MS).toBe(30_000);
