@@ -124,7 +124,8 @@ export function jobsRouter(options: JobsRouterOptions): Router {
     }
     // ?fresh=true: a dead job fetches anew instead of resending the bundle it kept.
     const { fresh, ifState } = query.data;
-    if (!(await inbox.requeue(job.id, { fresh, onlyIfState: ifState }))) {
+    const requeued = await inbox.requeue(job.id, { fresh, onlyIfState: ifState });
+    if (!requeued) {
       // Its state as it is now: a worker may have moved it since it was read above.
       const now = (await inbox.get(job.id)) ?? job;
       return sendError(res, 409, "job_not_retryable", [
@@ -142,13 +143,10 @@ export function jobsRouter(options: JobsRouterOptions): Router {
     }
     // A dead job's kept bundle that the store could not read back (PostgreSQL refuses a
     // U+0000 escape in it) starts afresh instead: say so, since every sink then gets the
-    // check again, those that had it too. Read at once: requeue left exactly this progress,
-    // and a worker that took the job since keeps it until its outcome.
-    let fellBackToFresh = false;
-    if (!fresh && job.state === "dead" && job.progress.bundle !== undefined) {
-      const progress = (await inbox.get(job.id))?.progress;
-      fellBackToFresh = progress?.requeuedAt !== undefined && progress.bundle === undefined;
-    }
+    // check again, those that had it too. The store says so itself: a read after the
+    // requeue could find the job finished by a worker meanwhile, which keeps no bundle
+    // either, and call a plain resend afresh.
+    const { fellBackToFresh } = requeued;
     // With ifState, the store changed the job only in that state, whatever the read above
     // saw (a worker may have given it back to pending since): that is what it was.
     const previousState = ifState ?? job.state;

@@ -120,6 +120,17 @@ export interface RequeueOptions {
   onlyIfState?: RequeueIfState;
 }
 
+/** What Inbox.requeue did to a job it put back or made due. */
+export interface Requeued {
+  /**
+   * A dead job's kept bundle could not be read back (PostgreSQL refuses a U+0000 escape in
+   * it), so the job was put back afresh instead: fetched again and delivered to every sink.
+   * Told by the statement that did it: a later read cannot tell this apart from a job a
+   * worker took and finished since (complete() keeps no bundle either).
+   */
+  fellBackToFresh: boolean;
+}
+
 /**
  * The durable inbox: the only place the promise "never lose a callback" is kept.
  * `enqueue` resolves only once the job is durably written; lease-taking methods
@@ -191,15 +202,16 @@ export interface Inbox {
    * the sinks that failed get it (a sink fixed after the job died), and a job that died
    * before its bundle was fetched fetches it. A done job is fetched and delivered to every
    * sink again (a replay). A pending job waiting for its next attempt is due at once,
-   * attempts and progress unchanged. False for a running job or none. `fresh`: a dead job
+   * attempts and progress unchanged. Not for a running job or none. `fresh`: a dead job
    * keeps nothing either, and is fetched and delivered to every sink again; a pending job
-   * is then left as it is (false). `onlyIfState`: only a job in that state is touched, in
-   * the same statement that checks it (false otherwise): `pending`, made due, so a job that
+   * is then left as it is. `onlyIfState`: only a job in that state is touched, in
+   * the same statement that checks it: `pending`, made due, so a job that
    * finished meanwhile is not replayed by a bulk "run the pending ones now"; `dead`, put
    * back, so a job that another operator retried meanwhile (pending, running or done since)
-   * is not put back or replayed a second time by a bulk "retry the dead ones".
+   * is not put back or replayed a second time by a bulk "retry the dead ones". Null when it
+   * left the job as it was (or there is none).
    */
-  requeue(jobId: string, options?: RequeueOptions): Promise<boolean>;
+  requeue(jobId: string, options?: RequeueOptions): Promise<Requeued | null>;
   /**
    * Retention: deletes up to `limit` jobs in `state` that finished before `finishedBefore`,
    * oldest first, in one short statement, and answers how many. Pending and running jobs

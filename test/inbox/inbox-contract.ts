@@ -421,7 +421,7 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
         lastErrorCodes: ["sink_delivery_failed"],
       });
       const before = fixture.now();
-      expect(await inbox.requeue(id)).toBe(true);
+      expect(await inbox.requeue(id)).toEqual({ fellBackToFresh: false });
       const requeued = await inbox.get(id);
       expect(requeued).toMatchObject({
         state: "pending",
@@ -438,7 +438,7 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
       const [claimed] = await inbox.claim("worker-b", 10, LEASE_MS);
       expect(claimed?.id).toBe(id);
       // Running: not to be retried.
-      expect(await inbox.requeue(id)).toBe(false);
+      expect(await inbox.requeue(id)).toBeNull();
     });
 
     it("requeues a dead job afresh when asked to, dropping the bundle it kept", async () => {
@@ -446,7 +446,7 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
       await inbox.claim("worker-a", 10, LEASE_MS);
       const progress = { bundle: { kreditCheck: null }, deliveredSinks: ["file"] };
       await inbox.fail(id, "worker-a", { message: "postgres_sink_rejected: x" }, progress);
-      expect(await inbox.requeue(id, { fresh: true })).toBe(true);
+      expect(await inbox.requeue(id, { fresh: true })).toEqual({ fellBackToFresh: false });
       const requeued = await inbox.get(id);
       expect(requeued).toMatchObject({ state: "pending", attempts: 0, lastError: null });
       expect(Object.keys(requeued?.progress ?? {})).toEqual(["requeuedAt"]);
@@ -468,7 +468,9 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
       );
       await inbox.complete(done.id, "worker-a", { deliveredSinks: ["file"] });
       await inbox.fail(dead.id, "worker-a", { message: "finapi_forbidden: 403" }, {});
-      expect(await inbox.requeue(pending.id, { onlyIfState: "pending" })).toBe(true);
+      expect(await inbox.requeue(pending.id, { onlyIfState: "pending" })).toEqual({
+        fellBackToFresh: false,
+      });
       expect((await inbox.claim("worker-b", 10, LEASE_MS)).map((job) => job.id)).toEqual([
         pending.id,
       ]);
@@ -476,7 +478,7 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
         [done, "done"],
         [dead, "dead"],
       ] as const) {
-        expect(await inbox.requeue(id, { onlyIfState: "pending" })).toBe(false);
+        expect(await inbox.requeue(id, { onlyIfState: "pending" })).toBeNull();
         expect((await inbox.get(id))?.state).toBe(state);
       }
     });
@@ -508,13 +510,17 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
       );
       await inbox.complete(done.id, "worker-a", { deliveredSinks: ["file"] });
       // A dead job is put back as by a plain retry, its kept bundle too; with fresh, afresh.
-      expect(await inbox.requeue(dead.id, { onlyIfState: "dead" })).toBe(true);
+      expect(await inbox.requeue(dead.id, { onlyIfState: "dead" })).toEqual({
+        fellBackToFresh: false,
+      });
       expect(await inbox.get(dead.id)).toMatchObject({
         state: "pending",
         attempts: 0,
         progress: { bundle, deliveredSinks: ["file"] },
       });
-      expect(await inbox.requeue(deadFresh.id, { onlyIfState: "dead", fresh: true })).toBe(true);
+      expect(await inbox.requeue(deadFresh.id, { onlyIfState: "dead", fresh: true })).toEqual({
+        fellBackToFresh: false,
+      });
       expect((await inbox.get(deadFresh.id))?.state).toBe("pending");
       for (const [{ id }, state] of [
         [pending, "pending"],
@@ -524,8 +530,8 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
         [dead, "pending"],
       ] as const) {
         const before = await inbox.get(id);
-        expect(await inbox.requeue(id, { onlyIfState: "dead" })).toBe(false);
-        expect(await inbox.requeue(id, { onlyIfState: "dead", fresh: true })).toBe(false);
+        expect(await inbox.requeue(id, { onlyIfState: "dead" })).toBeNull();
+        expect(await inbox.requeue(id, { onlyIfState: "dead", fresh: true })).toBeNull();
         const after = await inbox.get(id);
         expect(after?.state).toBe(state);
         // Not even made due: a pending job keeps its run_at, a done one its progress.
@@ -544,7 +550,7 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
       await inbox.fail(dead.id, "worker-a", { message: "finapi_forbidden: 403" }, {});
       await inbox.complete(done.id, "worker-a", { deliveredSinks: ["file"] });
       for (const { id } of [dead, done]) {
-        expect(await inbox.requeue(id)).toBe(true);
+        expect(await inbox.requeue(id)).toEqual({ fellBackToFresh: false });
         const requeued = await inbox.get(id);
         expect(requeued).toMatchObject({ state: "pending", attempts: 0, lastError: null });
         expect(Object.keys(requeued?.progress ?? {})).toEqual(["requeuedAt"]);
@@ -559,9 +565,9 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
       await inbox.retry(id, "worker-a", later, { message: "http_sink_unavailable: 503" }, progress);
       expect(await inbox.claim("worker-b", 10, LEASE_MS)).toEqual([]);
       // A fresh start is for finished jobs: a pending one is left as it is.
-      expect(await inbox.requeue(id, { fresh: true })).toBe(false);
+      expect(await inbox.requeue(id, { fresh: true })).toBeNull();
       expect(await inbox.claim("worker-b", 10, LEASE_MS)).toEqual([]);
-      expect(await inbox.requeue(id)).toBe(true);
+      expect(await inbox.requeue(id)).toEqual({ fellBackToFresh: false });
       const [claimed] = await inbox.claim("worker-b", 10, LEASE_MS);
       expect(claimed).toMatchObject({ id, attempts: 2, progress });
     });
@@ -570,7 +576,7 @@ export function defineInboxContract(name: string, createFixture: () => Promise<I
       await inbox.enqueue(callback(), new Date());
       for (const id of ["no-such-job", "123", "0196f8a2-7c3e-7d1a-9b2c", ""]) {
         expect(await inbox.get(id)).toBeNull();
-        expect(await inbox.requeue(id)).toBe(false);
+        expect(await inbox.requeue(id)).toBeNull();
       }
     });
 

@@ -362,10 +362,37 @@ describePostgres("PostgreSQL inbox: replicas", () => {
     // The json column takes the escape; reading a field of it later does not (22P05).
     const bundle = { callback: { clientReference: "a\u0000b" }, kreditCheck: null };
     await inbox.fail(id, "worker-a", { message: "postgres_sink_rejected: 0x00" }, { bundle });
-    expect(await inbox.requeue(id)).toBe(true);
+    // Said by the requeue itself (the admin API warns with it): a later read could not tell
+    // this job from one a worker finished meanwhile.
+    expect(await inbox.requeue(id)).toEqual({ fellBackToFresh: true });
     const requeued = await inbox.get(id);
     expect(requeued).toMatchObject({ state: "pending", attempts: 0, lastError: null });
     expect(Object.keys(requeued?.progress ?? {})).toEqual(["requeuedAt"]);
+  });
+
+  it("says a retry fell back afresh only for a dead job, and only if asked to keep its bundle", async () => {
+    const inbox = await open();
+    const ids: string[] = [];
+    for (let index = 0; index < 4; index++) {
+      ids.push((await inbox.enqueue(makeCallback() as never, new Date())).id);
+    }
+    await inbox.claim("worker-a", 4, 60_000);
+    const [ifDead, fresh, done, retried] = ids as [string, string, string, string];
+    const bundle = { callback: { clientReference: "a\u0000b" }, kreditCheck: null };
+    const failure = { message: "postgres_sink_rejected: 0x00" };
+    for (const id of [ifDead, fresh]) await inbox.fail(id, "worker-a", failure, { bundle });
+    // A done job's progress with the escape: fetched anew anyway, nothing was lost.
+    await inbox.complete(done, "worker-a", { deliveredSinks: ["a\u0000b"] });
+    await inbox.retry(retried, "worker-a", 3_600_000, failure, { bundle });
+    expect(await inbox.requeue(ifDead, { onlyIfState: "dead" })).toEqual({
+      fellBackToFresh: true,
+    });
+    expect(await inbox.requeue(fresh, { fresh: true })).toEqual({ fellBackToFresh: false });
+    expect(await inbox.requeue(done)).toEqual({ fellBackToFresh: false });
+    // A pending job is only made due: it keeps its bundle, unread.
+    expect(await inbox.requeue(retried)).toEqual({ fellBackToFresh: false });
+    for (const id of ids) expect((await inbox.get(id))?.state).toBe("pending");
+    expect(Object.keys((await inbox.get(retried))?.progress ?? {})).toEqual(["bundle"]);
   });
 
   it("lists a dead job whose kept bundle holds a U+0000 beside the others, without its bundle", async () => {

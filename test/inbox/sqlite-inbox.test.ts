@@ -149,7 +149,9 @@ describe("SQLite inbox: a write that fails alone in a group commit", () => {
       await expect(requeued).rejects.toThrow(/inbox write failed/);
       await expect(alongside).resolves.toMatchObject({ duplicate: false });
       // A fresh start reads no bundle: that one works.
-      expect(await inbox.requeue(String(second?.id), { fresh: true })).toBe(true);
+      expect(await inbox.requeue(String(second?.id), { fresh: true })).toEqual({
+        fellBackToFresh: false,
+      });
       expect((await inbox.countByState()).pending).toBe(3);
       await inbox.close();
     } finally {

@@ -362,7 +362,7 @@ describe("Worker", () => {
       { message: "finapi_forbidden: 403" },
       {},
     );
-    expect(await inbox.requeue(id)).toBe(true);
+    expect(await inbox.requeue(id)).toEqual({ fellBackToFresh: false });
     const outcomes: string[] = [];
     startWorker(
       async () => {

@@ -150,7 +150,7 @@ describe("the http sink", () => {
     await harness.waitForJob(id, "done");
     for (const count of [2, 3, 4]) {
       if (count === 4) harness.simulator.failNext("dac", 1, 404);
-      expect(await harness.service.inbox.requeue(id)).toBe(true);
+      expect(await harness.service.inbox.requeue(id)).toEqual({ fellBackToFresh: false });
       await waitFor(() => receiver?.received[count - 1], `webhook ${count}`);
       await harness.waitForJob(id, "done");
     }

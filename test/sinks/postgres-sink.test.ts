@@ -348,7 +348,7 @@ describePostgres("the postgres sink as a database user that may not create table
     // Do what the fix says: run its GRANTs, then retry the dead job.
     const grants = /run: (GRANT .*;) then npm run cli/.exec(String(dead.lastError))?.[1];
     await adminQuery(String(grants));
-    expect(await harness.service.inbox.requeue(id)).toBe(true);
+    expect(await harness.service.inbox.requeue(id)).toEqual({ fellBackToFresh: false });
     await harness.waitForJob(id, "done");
     const rows = await adminQuery(
       `SELECT kreditcheck_id FROM ${schema}.kreditcheck_checks WHERE kreditcheck_id = $1`,

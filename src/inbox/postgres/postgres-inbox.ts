@@ -17,6 +17,7 @@ import {
   LeaseLostError,
   notifyListeners,
   progressWithFailure,
+  type Requeued,
   type RequeueOptions,
   StoreUnavailableError,
   summaryOf,
@@ -355,31 +356,32 @@ export class PostgresInbox implements Inbox {
     this.announce();
   }
 
-  async requeue(jobId: string, options: RequeueOptions = {}): Promise<boolean> {
+  async requeue(jobId: string, options: RequeueOptions = {}): Promise<Requeued | null> {
     // The id column is a uuid: PostgreSQL would refuse other text with an error, where
     // SQLite simply finds no row. A mistyped id is no job on both.
-    if (!JOB_ID_PATTERN.test(jobId)) return false;
+    if (!JOB_ID_PATTERN.test(jobId)) return null;
     const { fresh = false, onlyIfState } = options;
     // Two statements, each atomic: a job that turns dead in between is simply not hurried.
     const requeued =
-      onlyIfState !== "pending" &&
-      (await this.requeueFinished(jobId, fresh, onlyIfState ?? null)) === 1;
+      onlyIfState === "pending"
+        ? null
+        : await this.requeueFinished(jobId, fresh, onlyIfState ?? null);
     // A fresh start is for finished jobs; a pending one keeps what it fetched.
     if (
-      !requeued &&
+      requeued === null &&
       (fresh ||
         onlyIfState === "dead" ||
         (await this.operatorQuery(SQL.runNow, [jobId])).rowCount !== 1)
     ) {
-      return false;
+      return null;
     }
     this.notify();
     this.announce();
-    return true;
+    return requeued ?? { fellBackToFresh: false };
   }
 
   /**
-   * SQL.requeue for a dead or done job; how many rows it changed. Reading a kept bundle
+   * SQL.requeue for a dead or done job; null if it changed none. Reading a kept bundle
    * parses the stored json, and PostgreSQL refuses a U+0000 escape there (22P05), which the
    * json column accepted when the job died (a callback from before they were refused, or
    * finAPI data with one). Such a job starts afresh instead of staying dead for good, and
@@ -389,13 +391,21 @@ export class PostgresInbox implements Inbox {
     jobId: string,
     fresh: boolean,
     ifState: "dead" | null,
-  ): Promise<number | null> {
+  ): Promise<Requeued | null> {
     try {
-      return (await this.operatorQuery(SQL.requeue, [jobId, fresh, ifState])).rowCount;
+      const { rowCount } = await this.operatorQuery(SQL.requeue, [jobId, fresh, ifState]);
+      return rowCount === 1 ? { fellBackToFresh: false } : null;
     } catch (error) {
       if (fresh || sqlstateOf((error as { cause?: unknown }).cause) !== "22P05") throw error;
-      return (await this.operatorQuery(SQL.requeue, [jobId, true, ifState])).rowCount;
     }
+    // Afresh as dead first, then as done: only a dead job loses a bundle it kept (a done
+    // one is fetched anew anyway), and the operator is told which it was by this, not by a
+    // later read that a worker may have overtaken.
+    const dead = await this.operatorQuery(SQL.requeue, [jobId, true, "dead"]);
+    if (dead.rowCount === 1) return { fellBackToFresh: true };
+    if (ifState === "dead") return null;
+    const done = await this.operatorQuery(SQL.requeue, [jobId, true, "done"]);
+    return done.rowCount === 1 ? { fellBackToFresh: false } : null;
   }
 
   async prune(state: FinishedState, finishedBefore: Date, limit: number): Promise<number> {

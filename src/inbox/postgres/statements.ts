@@ -123,8 +123,8 @@ export const SQL = {
   /**
    * See Inbox.requeue; json (not jsonb) values are handed on as written, key order kept.
    * $2 (fresh) keeps nothing; CASE tries its branches in order, so the bundle is not read
-   * then (see PostgresInbox.requeueFinished for why that matters). $3 ('dead', or NULL
-   * for dead or done): the job only in that state, checked here.
+   * then (see PostgresInbox.requeueFinished for why that matters). $3 ('dead' or 'done',
+   * or NULL for either): the job only in that state, checked here.
    */
   requeue: `UPDATE kreditcheck_jobs SET state = 'pending', attempts = 0, run_at = now(), locked_by = NULL,
                    locked_until = NULL, last_error = NULL,

@@ -17,6 +17,7 @@ import {
   LeaseLostError,
   notifyListeners,
   progressWithFailure,
+  type Requeued,
   type RequeueOptions,
   replacesStored,
   StoreUnavailableError,
@@ -291,7 +292,7 @@ export class SqliteInbox implements Inbox {
     );
   }
 
-  async requeue(jobId: string, options: RequeueOptions = {}): Promise<boolean> {
+  async requeue(jobId: string, options: RequeueOptions = {}): Promise<Requeued | null> {
     const changes = await this.write(
       () => {
         const now = this.clock();
@@ -305,8 +306,10 @@ export class SqliteInbox implements Inbox {
       },
       { durable: true },
     );
-    if (changes === 1) this.notify();
-    return changes === 1;
+    if (changes !== 1) return null;
+    this.notify();
+    // SQLite hands a kept bundle on as the text it stored: it never needs to start afresh.
+    return { fellBackToFresh: false };
   }
 
   /** Worker bookkeeping, not an acknowledgement: it commits without a full fsync. */
