@@ -127,7 +127,16 @@ export function jobsRouter(options: JobsRouterOptions): Router {
     const requeued = await inbox.requeue(job.id, { fresh, onlyIfState: ifState });
     if (!requeued) {
       // Its state as it is now: a worker may have moved it since it was read above.
-      const now = (await inbox.get(job.id)) ?? job;
+      const now = await inbox.get(job.id);
+      if (!now) {
+        // The pruner deleted it between the read above and the requeue: the job is gone,
+        // not in a state that cannot be retried (which a 409 would name, as "dead").
+        return sendError(res, 404, "job_not_found", [
+          {
+            message: `job ${job.id} was deleted meanwhile, by retention (DEAD_RETENTION_MS, DONE_RETENTION_MS) most likely: nothing was requeued`,
+          },
+        ]);
+      }
       return sendError(res, 409, "job_not_retryable", [
         {
           message:

@@ -1,4 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
+import { adminClient } from "../../src/admin/admin-client.js";
+import { retryJobs } from "../../src/admin/retry-dead.js";
 import { ReceiverError } from "../../src/errors.js";
 import type { Bundle, Sink } from "../../src/sinks/sink.js";
 import { type Harness, makeCallback, startHarness } from "../support/harness.js";
@@ -18,7 +20,7 @@ class RefusesFirstDelivery implements Sink {
   }
 }
 
-describe("a retry through the admin API racing the worker", () => {
+describe("a retry through the admin API racing the worker or the pruner", () => {
   let harness: Harness | undefined;
   afterEach(async () => {
     await harness?.close();
@@ -57,5 +59,80 @@ describe("a retry through the admin API racing the worker", () => {
       fresh: false,
       msg: "job re-queued through the admin API",
     });
+  }, 30_000);
+
+  /**
+   * A service whose pruner deletes a dead job between the admin API's read of it and its
+   * requeue; `deadJob(pruned)` makes a dead job, one the pruner then deletes so if `pruned`.
+   */
+  async function prunedOnRetry() {
+    harness = await startHarness({ env: { MAX_ATTEMPTS: "1" } });
+    const h = harness;
+    const pruneOnRetry = new Set<string>();
+    const inbox = h.service.inbox;
+    const requeue = inbox.requeue.bind(inbox);
+    inbox.requeue = async (jobId, options) => {
+      if (pruneOnRetry.has(jobId)) {
+        // Retention deletes the dead job that finished first: this one (made first).
+        expect(await inbox.prune("dead", new Date(Date.now() + 60_000), 1)).toBe(1);
+        expect(await inbox.get(jobId)).toBeNull();
+      }
+      return requeue(jobId, options);
+    };
+    const deadJob = async (pruned: boolean) => {
+      // finAPI refuses the fetch (403): the job is dead at once.
+      h.simulator.failNext("kreditcheck", 1, 403);
+      const id = String((await h.post(makeCallback())).body.id);
+      await h.waitForJob(id, "dead");
+      if (pruned) pruneOnRetry.add(id);
+      return id;
+    };
+    return { h, deadJob };
+  }
+
+  const deletedMeanwhile = (id: string) => ({
+    error: "job_not_found",
+    details: [
+      {
+        message: `job ${id} was deleted meanwhile, by retention (DEAD_RETENTION_MS, DONE_RETENTION_MS) most likely: nothing was requeued`,
+      },
+    ],
+  });
+
+  it("answers 404, deleted meanwhile, for a job the pruner deletes during its retry, not that a dead job cannot be retried", async () => {
+    const { h, deadJob } = await prunedOnRetry();
+    for (const query of ["", "?ifState=dead"]) {
+      const id = await deadJob(true);
+      const retried = await fetch(`${h.service.adminUrl}/admin/jobs/${id}/retry${query}`, {
+        method: "POST",
+      });
+      expect(retried.status).toBe(404);
+      expect(await retried.json()).toEqual(deletedMeanwhile(id));
+      expect(await h.service.inbox.get(id)).toBeNull();
+    }
+  }, 30_000);
+
+  it("lists such a job in retry --all-dead's failed as deleted meanwhile, and goes on", async () => {
+    const { h, deadJob } = await prunedOnRetry();
+    const id = await deadJob(true);
+    const next = await deadJob(false);
+    const call = adminClient({
+      adminUrl: h.service.adminUrl,
+      token: undefined,
+      source: "ADMIN_URL",
+      tokenFrom: "ADMIN_TOKEN",
+      timeoutMs: 10_000,
+    });
+    expect(await retryJobs(call)).toEqual({
+      requeued: 1,
+      ids: [next],
+      failed: [
+        {
+          id,
+          error: `POST /admin/jobs/${id}/retry?ifState=dead → 404: ${JSON.stringify(deletedMeanwhile(id))}`,
+        },
+      ],
+    });
+    await h.waitForJob(next, "done");
   }, 30_000);
 });
