@@ -48,6 +48,15 @@ function bundleLines(lives: ChildScript[]): Map<string, number> {
   return counts;
 }
 
+function isJson(text: string): boolean {
+  try {
+    JSON.parse(text);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 describe("crash: kill -9 at random moments", () => {
   let simulator: RunningSimulator | undefined;
   let current: ChildScript | undefined;
@@ -80,29 +89,37 @@ describe("crash: kill -9 at random moments", () => {
     const ids = callbacks.map((callback) => String(callback.kreditCheckId));
     const sending = settleWithLimit(callbacks, 8, (callback) => postUntilAccepted(url, callback));
 
+    const resultsDir = join(dir, "results");
+    const visible = async () =>
+      (await readdir(resultsDir).catch(() => [])).filter((name) => !name.startsWith("."));
     const killedAt: number[] = [];
+    // Files a reader found torn right after a kill, before a restart could write them again.
+    const torn: string[] = [];
     for (let kill = 0; kill < KILLS; kill++) {
       await new Promise((resolve) => setTimeout(resolve, 300 + Math.random() * 900));
       const life = current as ChildScript;
       life.child.kill("SIGKILL");
       await life.exited;
       killedAt.push(bundleLines(lives).size);
+      for (const name of await visible()) {
+        const text = await readFile(join(resultsDir, name), "utf8");
+        if (!isJson(text)) torn.push(name);
+      }
       current = await spawnService(env, { captureStdout: true });
       lives.push(current);
     }
     const sent = await sending;
     expect(sent.every((result) => result.status === "fulfilled")).toBe(true);
 
-    const resultsDir = join(dir, "results");
-    const visible = async () =>
-      (await readdir(resultsDir).catch(() => [])).filter((name) => !name.startsWith("."));
     await waitFor(async () => (await visible()).length === CALLBACKS, "all files", 60_000);
     await current?.stop();
 
     // Kills landed while checks were still being delivered.
     expect(killedAt.every((delivered) => delivered < CALLBACKS)).toBe(true);
 
-    // Exactly one file per check, each whole: a reader never sees half a bundle.
+    // Exactly one file per check, each whole: a reader never sees half a bundle, also not
+    // right after a kill.
+    expect(torn).toEqual([]);
     expect((await visible()).sort()).toEqual(ids.map((id) => `${id}.json`).sort());
     for (const id of ids) {
       const bundle = JSON.parse(await readFile(join(resultsDir, `${id}.json`), "utf8")) as Bundle;
