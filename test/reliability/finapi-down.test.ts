@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { type Harness, makeCallback, startHarness } from "../support/harness.js";
+import { startSwitchableRelay } from "../support/tcp-relay.js";
 import { waitFor } from "../support/wait-for.js";
 
 /**
@@ -54,5 +55,60 @@ describe("finAPI down: the token endpoint is unreachable for a while", () => {
     const jobs = await h.service.inbox.list({ limit: CALLBACKS + 1 });
     expect(jobs.map((job) => job.state)).toEqual(callbacks.map(() => "done"));
     expect(Math.max(...jobs.map((job) => job.attempts))).toBeLessThanOrEqual(3);
+  });
+
+  it("backs off on its own when the token endpoint drops connections without a Retry-After", async () => {
+    // No answer at all, so no Retry-After to wait out: only the job backoff (never shorter
+    // than BACKOFF_BASE_MS) keeps the worker from polling the dead endpoint in a loop.
+    const baseMs = 400;
+    const jobs = 2;
+    const outageMs = 2000;
+    const tokenTarget = { host: "127.0.0.1", port: 0 };
+    const relay = await startSwitchableRelay(() => tokenTarget);
+    try {
+      harness = await startHarness({
+        env: (simulator) => {
+          const tokenUrl = new URL(simulator.tokenUrl);
+          tokenTarget.port = Number(tokenUrl.port);
+          tokenUrl.port = String(relay.port);
+          return {
+            FINAPI_TOKEN_URL: tokenUrl.href,
+            WORKER_CONCURRENCY: "4",
+            BACKOFF_BASE_MS: String(baseMs),
+            BACKOFF_MAX_MS: "1000",
+            // The most there may be: a loop would not be cut short by jobs given up early.
+            MAX_ATTEMPTS: "25",
+          };
+        },
+      });
+      const h = harness;
+      relay.cut();
+      const cutAt = performance.now();
+      const callbacks = Array.from({ length: jobs }, () => makeCallback());
+      for (const callback of callbacks) expect((await h.post(callback)).status).toBe(202);
+      await new Promise((resolve) => setTimeout(resolve, outageMs));
+      const tokenRequestsWhileDown = relay.dropped;
+      relay.restore();
+      const downMs = performance.now() - cutAt;
+
+      // The endpoint was tried, and failed, while it was down ...
+      expect(tokenRequestsWhileDown).toBeGreaterThan(0);
+      // ... but each job at most once per BACKOFF_BASE_MS (the least backoff), however the
+      // jitter fell: a loop on WORKER_POLL_MS (20 ms) asks all 25 times within the outage.
+      // Under load the worker only asks less often, never more.
+      const allowedPerJob = 1 + Math.ceil(downMs / baseMs);
+      expect(tokenRequestsWhileDown).toBeLessThanOrEqual(jobs * allowedPerJob);
+      for (const callback of callbacks) await h.waitForBundle(String(callback.kreditCheckId));
+      await waitFor(
+        async () => (await h.service.inbox.countByState()).done === jobs,
+        "all jobs done",
+      );
+      const done = await h.service.inbox.list({ limit: jobs + 1 });
+      expect(done.map((job) => job.state)).toEqual(callbacks.map(() => "done"));
+      // The attempts that failed while down, plus the one that succeeded.
+      for (const job of done) expect(job.attempts).toBeLessThanOrEqual(allowedPerJob + 1);
+    } finally {
+      await relay.close();
+    }
   });
 });

@@ -83,3 +83,58 @@ export async function startRelayThatGoesSilentAt(
     },
   };
 }
+
+/**
+ * A TCP relay on loopback to `target` that can be cut and restored, on the same port, as a
+ * network path or a server that goes away and comes back: `cut()` destroys every connection
+ * open now, and while cut each new connection is accepted and dropped at once (no byte
+ * answered, so nothing like a Retry-After either); `dropped` counts those.
+ * `restore()` relays new connections again. `target` may be a function, read per connection.
+ */
+export async function startSwitchableRelay(
+  target: { host: string; port: number } | (() => { host: string; port: number }),
+) {
+  const sockets = new Set<Socket>();
+  const state = { cut: false, dropped: 0 };
+  const track = (socket: Socket) => {
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+    socket.on("error", () => undefined);
+  };
+  const relay = createServer((socket) => {
+    track(socket);
+    if (state.cut) {
+      state.dropped += 1;
+      socket.destroy();
+      return;
+    }
+    const { host, port } = typeof target === "function" ? target() : target;
+    const upstream = connect(port, host);
+    track(upstream);
+    socket.pipe(upstream).pipe(socket);
+    socket.on("close", () => upstream.destroy());
+    upstream.on("close", () => socket.destroy());
+  });
+  await new Promise<void>((resolve) => relay.listen(0, "127.0.0.1", resolve));
+  const { port } = relay.address() as { port: number };
+  return {
+    port,
+    /** Connections dropped at once since the relay was cut (each cut starts from 0). */
+    get dropped() {
+      return state.dropped;
+    },
+    cut() {
+      state.cut = true;
+      state.dropped = 0;
+      for (const socket of sockets) socket.destroy();
+    },
+    restore() {
+      state.cut = false;
+    },
+    async close() {
+      state.cut = true;
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => relay.close(resolve));
+    },
+  };
+}
