@@ -82,13 +82,13 @@ describe("finAPI down: the token endpoint is unreachable for a while", () => {
         },
       });
       const h = harness;
-      relay.cut();
+      await relay.cut();
       const cutAt = performance.now();
       const callbacks = Array.from({ length: jobs }, () => makeCallback());
       for (const callback of callbacks) expect((await h.post(callback)).status).toBe(202);
       await new Promise((resolve) => setTimeout(resolve, outageMs));
       const tokenRequestsWhileDown = relay.dropped;
-      relay.restore();
+      await relay.restore();
       const downMs = performance.now() - cutAt;
 
       // The endpoint was tried, and failed, while it was down ...

@@ -1,6 +1,8 @@
 import Database from "better-sqlite3";
 import { afterEach, describe, expect, it } from "vitest";
 import { type Harness, makeCallback, startHarness } from "../support/harness.js";
+import { describePostgres, freshSchemaPerTest, testDatabaseUrl } from "../support/postgres.js";
+import { startSwitchableRelay } from "../support/tcp-relay.js";
 import { waitFor } from "../support/wait-for.js";
 
 /**
@@ -114,4 +116,80 @@ describe("store failure: the inbox cannot be written", () => {
     lock = undefined;
     expect(await probe("/readyz")).toBe(200);
   });
+});
+
+describePostgres("store failure: the PostgreSQL inbox cannot be reached", () => {
+  const fresh = freshSchemaPerTest("storefail");
+  let harness: Harness | undefined;
+  let relay: Awaited<ReturnType<typeof startSwitchableRelay>> | undefined;
+  afterEach(async () => {
+    await harness?.close();
+    harness = undefined;
+    await relay?.close();
+    relay = undefined;
+  });
+
+  it.each([
+    ["dropped", "drop"],
+    ["refused", "refuse"],
+  ] as const)(
+    "answers 503 with Retry-After (never 4xx, never 202) while connections are %s, and recovers without a restart",
+    async (_, how) => {
+      const database = new URL(testDatabaseUrl);
+      relay = await startSwitchableRelay({
+        host: database.hostname,
+        port: Number(database.port || 5432),
+      });
+      const viaRelay = new URL(testDatabaseUrl);
+      viaRelay.hostname = "127.0.0.1";
+      viaRelay.port = String(relay.port);
+      harness = await startHarness({
+        env: { STORE_URL: viaRelay.href, PG_SCHEMA: fresh.name, WORKER_POLL_MS: "200" },
+      });
+      const h = harness;
+      const warmUp = makeCallback();
+      expect((await h.post(warmUp)).status).toBe(202);
+      await h.waitForBundle(String(warmUp.kreditCheckId));
+
+      // PostgreSQL goes away: open connections die, new ones are dropped at once or refused.
+      await relay.cut(how);
+      const refused = Array.from({ length: 3 }, () => makeCallback());
+      for (const callback of refused) {
+        const answer = await fetch(`${h.service.url}${h.config.http.callbackPath}`, {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify(callback),
+        });
+        expect(answer.status).toBe(503);
+        expect(Number(answer.headers.get("retry-after"))).toBeGreaterThan(0);
+        expect(await answer.json()).toMatchObject({ error: "store_unavailable" });
+        // A load balancer is told to stop sending.
+        expect((await fetch(`${h.service.adminUrl}/readyz`)).status).toBe(503);
+      }
+      // The store was really tried, not answered from a cached verdict.
+      if (how === "drop") expect(relay.dropped).toBeGreaterThan(0);
+      expect(
+        h.logs.lines().some((line) => String(line.msg).includes("callback NOT accepted")),
+      ).toBe(true);
+
+      // PostgreSQL is back; the same service, not restarted, takes callbacks again.
+      await relay.restore();
+      await waitFor(
+        async () => (await fetch(`${h.service.adminUrl}/readyz`)).status === 200,
+        "ready again",
+      );
+      for (const callback of refused) expect((await h.post(callback)).status).toBe(202);
+      for (const callback of refused) await h.waitForBundle(String(callback.kreditCheckId));
+      await waitFor(
+        async () => (await h.service.inbox.countByState()).done === 4,
+        "four jobs done",
+      );
+      expect(await h.service.inbox.countByState()).toMatchObject({
+        done: 4,
+        pending: 0,
+        running: 0,
+        dead: 0,
+      });
+    },
+  );
 });

@@ -88,8 +88,10 @@ export async function startRelayThatGoesSilentAt(
  * A TCP relay on loopback to `target` that can be cut and restored, on the same port, as a
  * network path or a server that goes away and comes back: `cut()` destroys every connection
  * open now, and while cut each new connection is accepted and dropped at once (no byte
- * answered, so nothing like a Retry-After either); `dropped` counts those.
- * `restore()` relays new connections again. `target` may be a function, read per connection.
+ * answered, so nothing like a Retry-After either); `dropped` counts those. `cut("refuse")`
+ * stops listening instead, so connections are refused (ECONNREFUSED) and not counted.
+ * `restore()` relays new connections again, on the same port. `target` may be a function,
+ * read per connection.
  */
 export async function startSwitchableRelay(
   target: { host: string; port: number } | (() => { host: string; port: number }),
@@ -123,18 +125,24 @@ export async function startSwitchableRelay(
     get dropped() {
       return state.dropped;
     },
-    cut() {
+    async cut(how: "drop" | "refuse" = "drop") {
       state.cut = true;
       state.dropped = 0;
       for (const socket of sockets) socket.destroy();
+      if (how === "refuse" && relay.listening) {
+        await new Promise((resolve) => relay.close(resolve));
+      }
     },
-    restore() {
+    async restore() {
+      if (!relay.listening) {
+        await new Promise<void>((resolve) => relay.listen(port, "127.0.0.1", resolve));
+      }
       state.cut = false;
     },
     async close() {
       state.cut = true;
       for (const socket of sockets) socket.destroy();
-      await new Promise((resolve) => relay.close(resolve));
+      if (relay.listening) await new Promise((resolve) => relay.close(resolve));
     },
   };
 }
