@@ -1,6 +1,7 @@
-import { readdir } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, rm } from "node:fs/promises";
 import { connect } from "node:net";
-import { join, relative } from "node:path";
+import { tmpdir } from "node:os";
+import { basename, join, relative } from "node:path";
 import zlib from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Harness, startHarness } from "../support/harness.js";
@@ -380,11 +381,28 @@ async function listFiles(dir: string): Promise<string[]> {
 
 describe("bad input: malformed requests are refused without harm", () => {
   let harness: Harness;
+  // The service runs in this process (a fork of its own, pool "forks"): it gets a private
+  // TMPDIR (read by os.tmpdir() at each call) and working directory, both empty, so a file
+  // it writes there is seen, and none that parallel test files write in /tmp is mistaken
+  // for one of its own.
+  const outside = { root: "", tmp: "", cwd: "" };
+  const before = { tmpdir: process.env.TMPDIR, cwd: process.cwd() };
   beforeAll(async () => {
+    outside.root = await mkdtemp(join(tmpdir(), "kcr-bad-input-"));
+    outside.tmp = join(outside.root, "tmp");
+    outside.cwd = join(outside.root, "cwd");
+    await mkdir(outside.tmp);
+    await mkdir(outside.cwd);
+    process.env.TMPDIR = outside.tmp;
+    process.chdir(outside.cwd);
     harness = await startHarness({ env: { REQUEST_TIMEOUT_MS: "500" } });
   });
   afterAll(async () => {
     await harness.close();
+    process.chdir(before.cwd);
+    if (before.tmpdir === undefined) delete process.env.TMPDIR;
+    else process.env.TMPDIR = before.tmpdir;
+    await rm(outside.root, { recursive: true, force: true });
   });
 
   const table = cases();
@@ -490,5 +508,11 @@ describe("bad input: malformed requests are refused without harm", () => {
       "results/kc-valid.json",
     ]);
     expect(harness.simulator.stats().calls.kreditcheck).toBe(1);
+    // Nor outside it: nothing in the temporary directory but the harness's own folder
+    // (which holds the inbox and the results), and nothing in the working directory.
+    expect(tmpdir()).toBe(outside.tmp);
+    expect(harness.dir.startsWith(outside.tmp)).toBe(true);
+    expect(await readdir(outside.tmp)).toEqual([basename(harness.dir)]);
+    expect(await readdir(outside.cwd)).toEqual([]);
   });
 });
