@@ -41,14 +41,7 @@ export function libpqSslSettings(
   if (overUnixSocket(url, value("host"), env)) {
     // libpq asks for no TLS over a Unix socket, where no server offers it: pg would, and
     // fail with "does not support SSL connections" where psql connects.
-    const kept = query.parts.filter((part) => !TLS_PARAMETERS.has(part.key ?? ""));
-    return {
-      url: joinQuery(
-        query,
-        kept.map((part) => part.text),
-      ),
-      ssl: false,
-    };
+    return { url: withoutTlsParameters(query), ssl: false };
   }
   // libpq's variables, for what the URL leaves out.
   const file = (key: string, variable: string) => value(key) ?? (env[variable] || undefined);
@@ -79,13 +72,8 @@ export function libpqSslSettings(
     case "allow": {
       const cert = file("sslcert", "PGSSLCERT");
       const key = file("sslkey", "PGSSLKEY");
-      // Left in, any of these would make pg insist on TLS.
-      const kept = query.parts.filter((part) => !TLS_PARAMETERS.has(part.key ?? ""));
       return {
-        url: joinQuery(
-          query,
-          kept.map((part) => part.text),
-        ),
+        url: withoutTlsParameters(query),
         ssl: false,
         // A client certificate, for a server that asks for one, read for each connection.
         stream: () =>
@@ -156,6 +144,15 @@ function splitQuery(url: string): { head: string; parts: QueryPart[]; tail: stri
       return { text, key: entry?.[0], value: entry?.[1] };
     });
   return { head: beforeFragment.slice(0, queryStart), parts, tail };
+}
+
+/** The URL without the parameters from which pg makes a connection that insists on TLS. */
+function withoutTlsParameters(query: { head: string; parts: QueryPart[]; tail: string }): string {
+  const kept = query.parts.filter((part) => !TLS_PARAMETERS.has(part.key ?? ""));
+  return joinQuery(
+    query,
+    kept.map((part) => part.text),
+  );
 }
 
 function joinQuery(query: { head: string; tail: string }, parts: string[]): string {
