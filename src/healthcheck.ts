@@ -1,6 +1,7 @@
 import { localAdminUrl } from "./admin/cli-target.js";
 import { loadEnvFile } from "./env-file.js";
 import { cleanEnv } from "./env-values.js";
+import { fetchFailureCause } from "./fetch-failure.js";
 
 /**
  * The image's HEALTHCHECK (`node dist/healthcheck.js`): exits 0 when GET /healthz on this
@@ -41,10 +42,8 @@ function probe(): void {
       );
     },
     (error: unknown) => {
-      // fetch's own message is "fetch failed"; its cause says what: ECONNREFUSED, bad port, …
-      const cause = (error as { cause?: { code?: string; message?: string } }).cause;
       const reason =
-        cause?.code ?? cause?.message ?? (error instanceof Error ? error.message : String(error));
+        fetchFailureCause(error) ?? (error instanceof Error ? error.message : String(error));
       process.stderr.write(`unhealthy: GET ${url} failed: ${reason}\n`, () => process.exit(1));
     },
   );

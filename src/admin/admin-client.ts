@@ -1,3 +1,4 @@
+import { fetchFailureCause } from "../fetch-failure.js";
 import type { AdminTargetSource } from "./cli-target.js";
 import type { AdminCall } from "./retry-dead.js";
 
@@ -133,12 +134,9 @@ function isTimeout(error: unknown, signal: AbortSignal): boolean {
 }
 
 /**
- * Why fetch got no answer, as its cause's code (ECONNREFUSED, ENOTFOUND, …): fetch's own
- * message says only "fetch failed", and the cause's repeats the address the CLI names
- * itself. A cause without a code (fetch's "bad port") is short enough to show.
+ * Why fetch got no answer (fetchFailureCause): the cause's message would repeat the address
+ * the CLI names itself, so its code comes first.
  */
 function failureReason(error: unknown): string {
-  const cause = (error as { cause?: { code?: unknown; message?: unknown } }).cause;
-  if (typeof cause?.code === "string") return cause.code;
-  return typeof cause?.message === "string" ? cause.message : "no answer";
+  return fetchFailureCause(error) ?? "no answer";
 }
