@@ -1,4 +1,39 @@
-import { connect, createServer, type Socket } from "node:net";
+import { connect, createServer, type Server, type Socket } from "node:net";
+
+/** The sockets of one relay: ends each error quietly, and all of them at once on close. */
+function socketSet() {
+  const sockets = new Set<Socket>();
+  return {
+    track(socket: Socket): Socket {
+      sockets.add(socket);
+      socket.on("close", () => sockets.delete(socket));
+      socket.on("error", () => undefined);
+      return socket;
+    },
+    destroyAll(): void {
+      for (const socket of sockets) socket.destroy();
+    },
+  };
+}
+
+/** `client` piped to a new connection to `target` and back; either closing closes both. */
+function pipeTo(
+  client: Socket,
+  target: { host: string; port: number },
+  track: (s: Socket) => Socket,
+) {
+  const upstream = track(connect(target.port, target.host));
+  client.pipe(upstream).pipe(client);
+  client.on("close", () => upstream.destroy());
+  upstream.on("close", () => client.destroy());
+  return upstream;
+}
+
+/** Listens on an ephemeral loopback port; the port. */
+async function listenOnLoopback(server: Server): Promise<number> {
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return (server.address() as { port: number }).port;
+}
 
 /**
  * A TCP relay on loopback to `target` (host:port) whose connections can die without a word:
@@ -7,20 +42,11 @@ import { connect, createServer, type Socket } from "node:net";
  * are relayed as before.
  */
 export async function startTcpRelay(target: { host: string; port: number }) {
-  const sockets = new Set<Socket>();
+  const sockets = socketSet();
   const stalls: (() => void)[] = [];
-  const track = (socket: Socket) => {
-    sockets.add(socket);
-    socket.on("close", () => sockets.delete(socket));
-    socket.on("error", () => undefined);
-  };
   const relay = createServer((socket) => {
-    track(socket);
-    const upstream = connect(target.port, target.host);
-    track(upstream);
-    socket.pipe(upstream).pipe(socket);
-    socket.on("close", () => upstream.destroy());
-    upstream.on("close", () => socket.destroy());
+    sockets.track(socket);
+    const upstream = pipeTo(socket, target, sockets.track);
     stalls.push(() => {
       socket.unpipe(upstream);
       upstream.unpipe(socket);
@@ -29,8 +55,7 @@ export async function startTcpRelay(target: { host: string; port: number }) {
       upstream.pause();
     });
   });
-  await new Promise<void>((resolve) => relay.listen(0, "127.0.0.1", resolve));
-  const { port } = relay.address() as { port: number };
+  const port = await listenOnLoopback(relay);
   return {
     port,
     /** Connections open now stay open but carry nothing from now on. */
@@ -38,7 +63,7 @@ export async function startTcpRelay(target: { host: string; port: number }) {
       for (const stall of stalls.splice(0)) stall();
     },
     async close() {
-      for (const socket of sockets) socket.destroy();
+      sockets.destroyAll();
       await new Promise((resolve) => relay.close(resolve));
     },
   };
@@ -54,15 +79,11 @@ export async function startRelayThatGoesSilentAt(
   target: { host: string; port: number },
   text: string,
 ) {
-  const sockets = new Set<Socket>();
+  const sockets = socketSet();
   const relay = createServer((client) => {
-    const upstream = connect(target.port, target.host);
+    const upstream = sockets.track(connect(target.port, target.host));
+    sockets.track(client);
     let silent = false;
-    for (const socket of [client, upstream]) {
-      sockets.add(socket);
-      socket.on("close", () => sockets.delete(socket));
-      socket.on("error", () => undefined);
-    }
     client.on("data", (data) => {
       if (!silent && data.includes(text)) silent = true;
       if (!silent) upstream.write(data);
@@ -73,12 +94,11 @@ export async function startRelayThatGoesSilentAt(
     client.on("close", () => upstream.destroy());
     upstream.on("close", () => client.destroy());
   });
-  await new Promise<void>((resolve) => relay.listen(0, "127.0.0.1", resolve));
-  const { port } = relay.address() as { port: number };
+  const port = await listenOnLoopback(relay);
   return {
     port,
     async close() {
-      for (const socket of sockets) socket.destroy();
+      sockets.destroyAll();
       await new Promise((resolve) => relay.close(resolve));
     },
   };
@@ -96,29 +116,18 @@ export async function startRelayThatGoesSilentAt(
 export async function startSwitchableRelay(
   target: { host: string; port: number } | (() => { host: string; port: number }),
 ) {
-  const sockets = new Set<Socket>();
+  const sockets = socketSet();
   const state = { cut: false, dropped: 0 };
-  const track = (socket: Socket) => {
-    sockets.add(socket);
-    socket.on("close", () => sockets.delete(socket));
-    socket.on("error", () => undefined);
-  };
   const relay = createServer((socket) => {
-    track(socket);
+    sockets.track(socket);
     if (state.cut) {
       state.dropped += 1;
       socket.destroy();
       return;
     }
-    const { host, port } = typeof target === "function" ? target() : target;
-    const upstream = connect(port, host);
-    track(upstream);
-    socket.pipe(upstream).pipe(socket);
-    socket.on("close", () => upstream.destroy());
-    upstream.on("close", () => socket.destroy());
+    pipeTo(socket, typeof target === "function" ? target() : target, sockets.track);
   });
-  await new Promise<void>((resolve) => relay.listen(0, "127.0.0.1", resolve));
-  const { port } = relay.address() as { port: number };
+  const port = await listenOnLoopback(relay);
   return {
     port,
     /** Connections dropped at once since the relay was cut (each cut starts from 0). */
@@ -128,7 +137,7 @@ export async function startSwitchableRelay(
     async cut(how: "drop" | "refuse" = "drop") {
       state.cut = true;
       state.dropped = 0;
-      for (const socket of sockets) socket.destroy();
+      sockets.destroyAll();
       if (how === "refuse" && relay.listening) {
         await new Promise((resolve) => relay.close(resolve));
       }
@@ -141,7 +150,7 @@ export async function startSwitchableRelay(
     },
     async close() {
       state.cut = true;
-      for (const socket of sockets) socket.destroy();
+      sockets.destroyAll();
       if (relay.listening) await new Promise((resolve) => relay.close(resolve));
     },
   };
